@@ -1,1 +1,123 @@
 //! The admin half of the request type: what keywardctl asks of the admin handler.
+//!
+//! keywardctl turns each command into one [`AdminRequest`]. keywardd serves them on the admin
+//! socket; `keywardctl --db` runs the same handler in-process. The caller is never part of the
+//! request: the daemon decides who is calling (design §1), and offline `--as` names it.
+
+use serde::{Deserialize, Serialize};
+
+/// Filters of `audit query` (all optional, combined with AND).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditFilter {
+    /// Only records of this principal (exact member string).
+    pub principal: Option<String>,
+    /// Only records about this resource or anything below it.
+    pub resource: Option<String>,
+    /// Only records of this action (exact, e.g. `iam.bind`).
+    pub action: Option<String>,
+    /// Only `allowed`/`denied`/`error` records.
+    pub result: Option<String>,
+    /// Only records at or after this time (seconds since the epoch).
+    pub since: Option<i64>,
+    /// Only records before this time (seconds since the epoch).
+    pub until: Option<i64>,
+    /// At most this many records (newest last).
+    pub limit: Option<u32>,
+}
+
+/// One admin request. Resource arguments are full resource names
+/// (`organizations/acme`, `projects/payments/keyRings/web`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum AdminRequest {
+    /// Bootstrap an empty store: the organisation and its first admin (design §1).
+    Init { org: String, admin: String },
+
+    OrgCreate { org: String },
+    OrgList,
+    OrgGet { name: String },
+    OrgDelete { name: String },
+    /// Separation of duties: `off`, `warn` or `enforce`.
+    OrgSetSod { name: String, mode: String },
+
+    FolderCreate { parent: String, id: String },
+    FolderList { parent: Option<String> },
+    FolderGet { name: String },
+    FolderDelete { name: String },
+
+    ProjectCreate { parent: String, id: String },
+    ProjectList { parent: Option<String> },
+    ProjectGet { name: String },
+    ProjectDelete { name: String },
+
+    KeyRingCreate { parent: String, id: String, token_label: Option<String> },
+    KeyRingList { parent: Option<String> },
+    KeyRingGet { name: String },
+    KeyRingDelete { name: String },
+    KeyRingUpdate {
+        name: String,
+        allow_plaintext_import: Option<bool>,
+        strict_templates: Option<bool>,
+        token_label: Option<String>,
+    },
+
+    RoleList,
+    RoleDescribe { name: String },
+    /// A custom role at an organisation, from fine permissions and/or Thalassa verbs.
+    RoleCreate { org: String, id: String, title: Option<String>, permissions: Vec<String> },
+    RoleDelete { name: String },
+
+    IamBind { resource: String, role: String, member: String, allow_sod_violation: bool },
+    IamUnbind { resource: String, role: String, member: String },
+    IamPolicy { resource: String },
+    /// testIamPermissions: which of these (all, when empty) does `member` hold on `resource`.
+    IamTest { member: String, resource: String, permissions: Vec<String> },
+    /// Which binding grants each permission (all held, when `permission` is None).
+    IamExplain { member: String, resource: String, permission: Option<String> },
+    IamWhoCan { resource: String, permission: String },
+    IamMapUid { uid: u32, member: String },
+    IamUnmapUid { uid: u32 },
+    IamListMappings,
+
+    GroupCreate { group: String },
+    GroupList,
+    GroupGet { group: String },
+    GroupDelete { group: String },
+    GroupAddMember { group: String, member: String },
+    GroupRemoveMember { group: String, member: String },
+
+    SaCreate { project: String, id: String, display_name: Option<String> },
+    SaList { project: Option<String> },
+    SaDelete { account: String },
+    SaKeyCreate { account: String },
+    SaKeyList { account: String },
+    SaKeyRevoke { account: String, key_id: String },
+
+    AuditTail { count: u32 },
+    AuditQuery { filter: AuditFilter },
+    AuditVerify,
+}
+
+/// A table for humans: column headers and rows of cells.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Table {
+    /// Column headers.
+    pub headers: Vec<String>,
+    /// Rows, each as long as `headers`.
+    pub rows: Vec<Vec<String>>,
+}
+
+/// The answer to an [`AdminRequest`]: the same result for humans and for scripts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminResponse {
+    /// A one-line summary for humans ("created key ring ...").
+    pub message: Option<String>,
+    /// Warnings to show (e.g. a separation-of-duties warning).
+    pub warnings: Vec<String>,
+    /// A table for humans, if the answer is tabular.
+    pub table: Option<Table>,
+    /// The whole answer as one JSON document, for `--json`.
+    pub json: String,
+    /// A secret shown exactly once (a new service-account key), never stored by the daemon.
+    pub secret: Option<String>,
+}
