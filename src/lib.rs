@@ -1,2 +1,11 @@
 //! Keyward: cloud-KMS-style IAM in front of a PKCS#11 token.
+//!
+//! # Layout
+//! - [`policy`]: the pure permission model (names, permissions, roles, snapshot decisions).
+//! - [`store`]: the SQLite store (hierarchy, principals, roles, bindings, keys, audit log).
+//! - [`audit`]: the hash-chained audit log.
+//! - [`admin`]: the one admin handler, which keywardctl runs in-process (`--db`) and keywardd
+//!   serves on its admin socket.
 #![forbid(unsafe_code)]
+
+pub mod policy;
