@@ -8,4 +8,5 @@
 //!   serves on its admin socket.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod policy;
