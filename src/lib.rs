@@ -9,4 +9,6 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod policy;
+pub mod store;

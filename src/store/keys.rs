@@ -1,0 +1,295 @@
+//! Crypto keys and their versions, with the version state machine of design §2.
+//! Token objects are made by keywardd (the token layer); this module keeps the rows and the
+//! object map (`token_id`, the version's internal CKA_ID in the backing token).
+
+use super::{corrupt, Result};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::fmt;
+use std::str::FromStr;
+
+/// The state of a key version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VersionState {
+    /// Usable.
+    Enabled,
+    /// Not usable; can be enabled again.
+    Disabled,
+    /// Destruction scheduled; `restore` returns it to Disabled until the destroy time.
+    DestroyScheduled,
+    /// The token object is gone.
+    Destroyed,
+    /// An import (BYOK) is under way.
+    PendingImport,
+    /// An import failed.
+    ImportFailed,
+}
+
+impl VersionState {
+    /// The store's and the CLI's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionState::Enabled => "ENABLED",
+            VersionState::Disabled => "DISABLED",
+            VersionState::DestroyScheduled => "DESTROY_SCHEDULED",
+            VersionState::Destroyed => "DESTROYED",
+            VersionState::PendingImport => "PENDING_IMPORT",
+            VersionState::ImportFailed => "IMPORT_FAILED",
+        }
+    }
+}
+
+impl fmt::Display for VersionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for VersionState {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        use VersionState::*;
+        [Enabled, Disabled, DestroyScheduled, Destroyed, PendingImport, ImportFailed]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| format!("unknown version state '{s}'"))
+    }
+}
+
+/// A change asked of a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionAction {
+    /// `version enable`
+    Enable,
+    /// `version disable`
+    Disable,
+    /// `version destroy` (schedules destruction)
+    ScheduleDestroy,
+    /// `version restore`
+    Restore,
+    /// The grace period ended and the token object was destroyed.
+    Destroyed,
+    /// An import finished.
+    ImportSucceeded,
+    /// An import failed.
+    ImportFailed,
+}
+
+/// The state machine: the state after `action`, or why the action is not allowed.
+pub fn transition(from: VersionState, action: VersionAction) -> std::result::Result<VersionState, String> {
+    use VersionAction as A;
+    use VersionState as S;
+    match (from, action) {
+        (S::Enabled | S::Disabled, A::Enable) => Ok(S::Enabled),
+        (S::Enabled | S::Disabled, A::Disable) => Ok(S::Disabled),
+        (S::Enabled | S::Disabled, A::ScheduleDestroy) => Ok(S::DestroyScheduled),
+        (S::DestroyScheduled, A::Restore) => Ok(S::Disabled),
+        (S::DestroyScheduled, A::Destroyed) => Ok(S::Destroyed),
+        (S::PendingImport, A::ImportSucceeded) => Ok(S::Enabled),
+        (S::PendingImport, A::ImportFailed) => Ok(S::ImportFailed),
+        (S::DestroyScheduled, A::Enable | A::Disable) => Err(
+            "the version is scheduled for destruction: restore it first (version restore)".into(),
+        ),
+        (S::Destroyed, _) => Err("the version is destroyed; nothing can change it".into()),
+        (S::Enabled | S::Disabled, A::Restore) => {
+            Err("only a version scheduled for destruction can be restored".into())
+        }
+        (S::DestroyScheduled, A::ScheduleDestroy) => {
+            Err("the version is already scheduled for destruction".into())
+        }
+        (S::PendingImport, _) => Err("the version is still being imported".into()),
+        (S::ImportFailed, _) => Err("the import of this version failed; import again".into()),
+        (from, action) => Err(format!("{action:?} is not possible in state {from}")),
+    }
+}
+
+/// A crypto key row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRow {
+    /// The key's resource id.
+    pub id: i64,
+    /// Its purpose (keyward_wire::keys::Purpose name).
+    pub purpose: String,
+    /// Its algorithm, None for PKCS11_GENERIC keys.
+    pub algorithm: Option<String>,
+    /// May its material be exported (CKA_EXTRACTABLE)?
+    pub exportable: bool,
+    /// The primary version.
+    pub primary_version: Option<u64>,
+    /// Who created it (member string or module instance).
+    pub created_by: String,
+}
+
+/// A key version row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRow {
+    /// The version number.
+    pub version: u64,
+    /// Its state.
+    pub state: VersionState,
+    /// Its internal CKA_ID in the backing token.
+    pub token_id: Option<Vec<u8>>,
+    /// Its public key (DER SPKI), for asymmetric keys.
+    pub public_key: Option<Vec<u8>>,
+    /// Creation time.
+    pub created_at: i64,
+    /// When destruction happens, if scheduled.
+    pub destroy_time: Option<i64>,
+    /// When the token object was destroyed.
+    pub destroyed_at: Option<i64>,
+}
+
+/// Inserts the key row of a new crypto key resource.
+pub fn insert_key(
+    conn: &Connection,
+    id: i64,
+    purpose: &str,
+    algorithm: Option<&str>,
+    exportable: bool,
+    created_by: &str,
+) -> Result<()> {
+    const SQL: &str = "INSERT INTO crypto_keys(resource_id, purpose, algorithm, exportable, \
+                       created_by) VALUES (?1, ?2, ?3, ?4, ?5)";
+    conn.execute(SQL, params![id, purpose, algorithm, exportable, created_by])?;
+    Ok(())
+}
+
+/// A key row.
+pub fn get_key(conn: &Connection, id: i64) -> Result<Option<KeyRow>> {
+    const SQL: &str = "SELECT resource_id, purpose, algorithm, exportable, primary_version, \
+                       created_by FROM crypto_keys WHERE resource_id = ?1";
+    Ok(conn
+        .query_row(SQL, params![id], |r| {
+            Ok(KeyRow {
+                id: r.get(0)?,
+                purpose: r.get(1)?,
+                algorithm: r.get(2)?,
+                exportable: r.get(3)?,
+                primary_version: r.get(4)?,
+                created_by: r.get(5)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Adds the next version of a key and returns its number.
+pub fn add_version(
+    conn: &Connection,
+    key_id: i64,
+    state: VersionState,
+    token_id: Option<&[u8]>,
+    public_key: Option<&[u8]>,
+    now: i64,
+) -> Result<u64> {
+    const NEXT: &str = "UPDATE crypto_keys SET next_version = next_version + 1 \
+                        WHERE resource_id = ?1 RETURNING next_version - 1";
+    let n: u64 = conn.query_row(NEXT, params![key_id], |r| r.get(0))?;
+    const SQL: &str = "INSERT INTO key_versions(key_id, version, state, token_id, public_key, \
+                       created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    conn.execute(SQL, params![key_id, n, state.as_str(), token_id, public_key, now])?;
+    Ok(n)
+}
+
+fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(u64, String, Option<Vec<u8>>, Option<Vec<u8>>, i64, Option<i64>, Option<i64>)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+}
+
+type RawVersion = (u64, String, Option<Vec<u8>>, Option<Vec<u8>>, i64, Option<i64>, Option<i64>);
+
+fn to_version(raw: RawVersion) -> Result<VersionRow> {
+    Ok(VersionRow {
+        version: raw.0,
+        state: raw.1.parse().map_err(corrupt)?,
+        token_id: raw.2,
+        public_key: raw.3,
+        created_at: raw.4,
+        destroy_time: raw.5,
+        destroyed_at: raw.6,
+    })
+}
+
+const VERSION_COLS: &str =
+    "version, state, token_id, public_key, created_at, destroy_time, destroyed_at";
+
+/// One version of a key.
+pub fn get_version(conn: &Connection, key_id: i64, n: u64) -> Result<Option<VersionRow>> {
+    let sql = format!("SELECT {VERSION_COLS} FROM key_versions WHERE key_id = ?1 AND version = ?2");
+    conn.query_row(&sql, params![key_id, n], version_row).optional()?.map(to_version).transpose()
+}
+
+/// Every version of a key, oldest first.
+pub fn list_versions(conn: &Connection, key_id: i64) -> Result<Vec<VersionRow>> {
+    let sql = format!("SELECT {VERSION_COLS} FROM key_versions WHERE key_id = ?1 ORDER BY version");
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(params![key_id], version_row)?;
+    rows.map(|r| to_version(r?)).collect()
+}
+
+/// Applies `action` to a version through the state machine; returns the new state.
+/// `destroy_time` is set for `ScheduleDestroy`, cleared by `Restore`.
+pub fn change_version(
+    conn: &Connection,
+    key_id: i64,
+    n: u64,
+    action: VersionAction,
+    destroy_time: Option<i64>,
+    now: i64,
+) -> Result<std::result::Result<VersionState, String>> {
+    let Some(row) = get_version(conn, key_id, n)? else {
+        return Ok(Err(format!("version {n} does not exist")));
+    };
+    let to = match transition(row.state, action) {
+        Ok(to) => to,
+        Err(e) => return Ok(Err(e)),
+    };
+    const SQL: &str = "UPDATE key_versions SET state = ?3, destroy_time = ?4, \
+                       destroyed_at = CASE WHEN ?3 = 'DESTROYED' THEN ?5 ELSE destroyed_at END \
+                       WHERE key_id = ?1 AND version = ?2";
+    let dt = match action {
+        VersionAction::ScheduleDestroy => destroy_time,
+        VersionAction::Restore => None,
+        _ => row.destroy_time,
+    };
+    conn.execute(SQL, params![key_id, n, to.as_str(), dt, now])?;
+    Ok(Ok(to))
+}
+
+/// Sets the primary version.
+pub fn set_primary(conn: &Connection, key_id: i64, n: u64) -> Result<()> {
+    const SQL: &str = "UPDATE crypto_keys SET primary_version = ?2 WHERE resource_id = ?1";
+    conn.execute(SQL, params![key_id, n])?;
+    Ok(())
+}
+
+/// Versions whose destroy time has come: (key resource id, version, token id).
+pub fn due_destructions(conn: &Connection, now: i64) -> Result<Vec<(i64, u64, Option<Vec<u8>>)>> {
+    const SQL: &str = "SELECT key_id, version, token_id FROM key_versions \
+                       WHERE state = 'DESTROY_SCHEDULED' AND destroy_time <= ?1 \
+                       ORDER BY destroy_time";
+    let mut stmt = conn.prepare(SQL)?;
+    let rows = stmt.query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use VersionAction as A;
+    use VersionState as S;
+
+    #[test]
+    fn state_machine() {
+        assert_eq!(transition(S::Enabled, A::Disable), Ok(S::Disabled));
+        assert_eq!(transition(S::Disabled, A::Enable), Ok(S::Enabled));
+        assert_eq!(transition(S::Enabled, A::ScheduleDestroy), Ok(S::DestroyScheduled));
+        assert_eq!(transition(S::DestroyScheduled, A::Restore), Ok(S::Disabled));
+        assert_eq!(transition(S::DestroyScheduled, A::Destroyed), Ok(S::Destroyed));
+        assert_eq!(transition(S::PendingImport, A::ImportSucceeded), Ok(S::Enabled));
+        assert_eq!(transition(S::PendingImport, A::ImportFailed), Ok(S::ImportFailed));
+        assert!(transition(S::Destroyed, A::Restore).is_err());
+        assert!(transition(S::Destroyed, A::Enable).is_err());
+        assert!(transition(S::Enabled, A::Restore).is_err());
+        assert!(transition(S::DestroyScheduled, A::Enable).is_err());
+        assert!(transition(S::Enabled, A::Destroyed).is_err());
+        assert!(transition(S::ImportFailed, A::Enable).is_err());
+    }
+}

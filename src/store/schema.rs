@@ -1,0 +1,116 @@
+//! The SQLite schema and its migrations (`PRAGMA user_version`).
+
+/// Migrations in order; migration `i` moves the store from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: hierarchy, IAM, keys, audit.
+    r#"
+CREATE TABLE meta (
+    k TEXT PRIMARY KEY,
+    v BLOB NOT NULL
+);
+-- Every resource ever created. Names are never reused: a deleted row keeps its name.
+CREATE TABLE resources (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL CHECK (kind IN ('organization','folder','project','keyRing','cryptoKey')),
+    parent_id INTEGER REFERENCES resources(id),
+    created_at INTEGER NOT NULL,
+    deleted_at INTEGER
+);
+CREATE INDEX resources_parent ON resources(parent_id);
+CREATE TABLE organizations (
+    resource_id INTEGER PRIMARY KEY REFERENCES resources(id),
+    sod_mode TEXT NOT NULL DEFAULT 'warn' CHECK (sod_mode IN ('off','warn','enforce'))
+);
+CREATE TABLE key_rings (
+    resource_id INTEGER PRIMARY KEY REFERENCES resources(id),
+    token_label TEXT NOT NULL,
+    slot_id INTEGER NOT NULL UNIQUE,
+    serial TEXT NOT NULL,
+    allow_plaintext_import INTEGER NOT NULL DEFAULT 0,
+    strict_templates INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE crypto_keys (
+    resource_id INTEGER PRIMARY KEY REFERENCES resources(id),
+    purpose TEXT NOT NULL,
+    algorithm TEXT,
+    exportable INTEGER NOT NULL DEFAULT 0,
+    primary_version INTEGER,
+    next_version INTEGER NOT NULL DEFAULT 1,
+    created_by TEXT NOT NULL
+);
+CREATE TABLE key_versions (
+    key_id INTEGER NOT NULL REFERENCES crypto_keys(resource_id),
+    version INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('ENABLED','DISABLED','DESTROY_SCHEDULED','DESTROYED',
+                                         'PENDING_IMPORT','IMPORT_FAILED')),
+    token_id BLOB,
+    public_key BLOB,
+    created_at INTEGER NOT NULL,
+    destroy_time INTEGER,
+    destroyed_at INTEGER,
+    import_failure TEXT,
+    PRIMARY KEY (key_id, version)
+);
+CREATE TABLE custom_roles (
+    name TEXT PRIMARY KEY,
+    org_id INTEGER NOT NULL REFERENCES resources(id),
+    title TEXT,
+    permissions TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE bindings (
+    resource_id INTEGER NOT NULL REFERENCES resources(id),
+    role TEXT NOT NULL,
+    member TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (resource_id, role, member)
+);
+CREATE TABLE groups (
+    name TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE group_members (
+    group_name TEXT NOT NULL REFERENCES groups(name) ON DELETE CASCADE,
+    member TEXT NOT NULL,
+    PRIMARY KEY (group_name, member)
+);
+CREATE TABLE service_accounts (
+    email TEXT PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES resources(id),
+    display_name TEXT,
+    created_at INTEGER NOT NULL,
+    deleted_at INTEGER
+);
+CREATE TABLE sa_keys (
+    key_id TEXT PRIMARY KEY,
+    account TEXT NOT NULL REFERENCES service_accounts(email),
+    mac BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE TABLE uid_mappings (
+    uid INTEGER PRIMARY KEY,
+    member TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE audit_log (
+    seq INTEGER PRIMARY KEY,
+    time_ms INTEGER NOT NULL,
+    principal TEXT NOT NULL,
+    peer_pid INTEGER,
+    peer_uid INTEGER,
+    instance TEXT,
+    action TEXT NOT NULL,
+    resource TEXT,
+    result TEXT NOT NULL CHECK (result IN ('allowed','denied','error')),
+    rv INTEGER NOT NULL,
+    detail TEXT,
+    request_id TEXT,
+    prev_hash BLOB NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE INDEX audit_principal ON audit_log(principal);
+CREATE INDEX audit_time ON audit_log(time_ms);
+"#,
+];
