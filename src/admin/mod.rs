@@ -1,9 +1,31 @@
 //! The one admin handler: every keywardctl command is an [`AdminRequest`] handled here.
 //! keywardctl runs it in-process with `--db`; keywardd serves it on the admin socket.
+//!
+//! Each request runs in one write transaction: the policy snapshot is built inside it, the
+//! caller is authorised like any principal, the change is made, and its audit record is
+//! appended in the same transaction. A refused or failed request changes nothing and leaves
+//! a `denied` or `error` audit record of its own.
 
-use crate::policy::Principal;
+mod accounts;
+mod audit_cmd;
+pub mod credentials;
+mod hierarchy;
+mod iam;
+mod render;
+
+use crate::audit::{self, NewRecord, Outcome};
+use crate::policy::{Member, Permission, Principal, ResourceKind, ResourceName, Snapshot};
+use crate::store::{self, Store, StoreError};
 use keyward_wire::admin::{AdminRequest, AdminResponse};
+use rusqlite::Transaction;
 use std::path::Path;
+use std::sync::Arc;
+
+// CK_RV codes admin errors travel with (PKCS#11 v3.0 §5.1).
+const CKR_FUNCTION_FAILED: u64 = 0x06;
+const CKR_ARGUMENTS_BAD: u64 = 0x07;
+const CKR_ACTION_PROHIBITED: u64 = 0x1B;
+const CKR_DEVICE_ERROR: u64 = 0x30;
 
 /// Who sent a request, as the transport established it.
 #[derive(Debug, Clone)]
@@ -16,6 +38,13 @@ pub struct Caller {
     pub peer_uid: Option<u32>,
     /// The module instance or connection id, when there is one.
     pub instance: Option<String>,
+}
+
+impl Caller {
+    /// A caller known only by its principal (offline `--as`, tests).
+    pub fn new(principal: Principal) -> Caller {
+        Caller { principal, peer_pid: None, peer_uid: None, instance: None }
+    }
 }
 
 /// An admin request that failed: a CK_RV for the wire and a message for the operator.
@@ -35,16 +64,211 @@ impl std::fmt::Display for AdminError {
 
 impl std::error::Error for AdminError {}
 
+/// Why a request did not go through (inside the handler).
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Policy said no.
+    Denied(String),
+    /// The request is malformed (bad id, unknown role, ...).
+    Invalid(String),
+    /// The state does not allow it (duplicate, non-empty, not found, ...).
+    Precondition(String),
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Failure {
+        Failure::Store(e)
+    }
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Failure {
+        Failure::Store(StoreError::Sqlite(e))
+    }
+}
+
+impl Failure {
+    fn outcome(&self) -> Outcome {
+        match self {
+            Failure::Denied(_) => Outcome::Denied,
+            _ => Outcome::Error,
+        }
+    }
+
+    fn into_error(self) -> AdminError {
+        let (rv, message) = match self {
+            Failure::Denied(m) => (CKR_ACTION_PROHIBITED, m),
+            Failure::Invalid(m) => (CKR_ARGUMENTS_BAD, m),
+            Failure::Precondition(m) => (CKR_FUNCTION_FAILED, m),
+            Failure::Store(e) => (CKR_DEVICE_ERROR, format!("store error: {e}")),
+        };
+        AdminError { rv, message }
+    }
+}
+
+pub(crate) type Res<T> = std::result::Result<T, Failure>;
+
+/// A source of time (injectable for tests).
+pub trait Clock: Send + Sync {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// An extra audit record a handler asks for (e.g. a separation-of-duties violation).
+pub(crate) struct Extra {
+    action: &'static str,
+    resource: Option<String>,
+    detail: String,
+}
+
+/// What one request runs with.
+pub(crate) struct Ctx<'a> {
+    pub tx: &'a Transaction<'a>,
+    pub snap: Snapshot,
+    pub caller: &'a Caller,
+    pub now: i64,
+    pub extras: Vec<Extra>,
+}
+
+impl Ctx<'_> {
+    fn who(&self) -> &Principal {
+        &self.caller.principal
+    }
+
+    /// Requires `perm` on `resource`; a missing resource is reported as "not found" only to
+    /// callers who hold something on an existing ancestor or an organisation.
+    pub fn require(&self, perm: Permission, resource: &ResourceName) -> Res<()> {
+        let d = self.snap.authorize(self.who(), perm, resource);
+        if d.allowed {
+            return Ok(());
+        }
+        if !self.snap.exists(resource) && self.may_know_existence(resource) {
+            return Err(Failure::Precondition(format!(
+                "{} {resource} does not exist",
+                resource.kind().noun()
+            )));
+        }
+        Err(Failure::Denied(format!(
+            "permission denied: {} lacks {perm} on {resource} (or it does not exist)",
+            self.who().member
+        )))
+    }
+
+    fn may_know_existence(&self, resource: &ResourceName) -> bool {
+        let mut cur = Some(resource.clone());
+        while let Some(r) = cur {
+            if self.snap.exists(&r) {
+                return !self.snap.effective_permissions(self.who(), &r).is_empty();
+            }
+            cur = name_parent(&r);
+        }
+        self.snap_orgs().iter().any(|o| !self.snap.effective_permissions(self.who(), o).is_empty())
+    }
+
+    /// Every live organisation.
+    pub fn snap_orgs(&self) -> Vec<ResourceName> {
+        store::resources::list(self.tx, ResourceKind::Organization, None)
+            .map(|v| v.into_iter().map(|r| r.name).collect())
+            .unwrap_or_default()
+    }
+
+    /// Requires `perm` on every organisation (store-wide objects: groups, uid mappings,
+    /// the audit log). With no organisation at all, nobody holds it.
+    pub fn require_global(&self, perm: Permission) -> Res<()> {
+        let orgs = self.snap_orgs();
+        if orgs.is_empty() {
+            return Err(Failure::Precondition(
+                "the store has no organisation yet: run `keywardctl init --org ORG --admin \
+                 MEMBER` first"
+                    .into(),
+            ));
+        }
+        for o in &orgs {
+            if !self.snap.authorize(self.who(), perm, o).allowed {
+                return Err(Failure::Denied(format!(
+                    "permission denied: {} lacks {perm} on {o} (store-wide objects need it on \
+                     every organisation)",
+                    self.who().member
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// True if the caller holds `perm` on `resource` (for filtering lists).
+    pub fn holds(&self, perm: Permission, resource: &ResourceName) -> bool {
+        self.snap.authorize(self.who(), perm, resource).allowed
+    }
+
+    /// Asks for an extra audit record in the same transaction.
+    pub fn audit_extra(&mut self, action: &'static str, resource: Option<String>, detail: String) {
+        self.extras.push(Extra { action, resource, detail });
+    }
+}
+
+/// The parent of a resource as far as its name tells.
+fn name_parent(r: &ResourceName) -> Option<ResourceName> {
+    use crate::policy::RingParent;
+    match r {
+        ResourceName::KeyRing(k) => Some(match &k.parent {
+            RingParent::Project(p) => ResourceName::Project(p.clone()),
+            RingParent::Organization(o) => ResourceName::Organization(o.clone()),
+        }),
+        ResourceName::CryptoKey(k) => Some(ResourceName::KeyRing(k.ring.clone())),
+        ResourceName::Version(k, _) => Some(ResourceName::CryptoKey(k.clone())),
+        _ => None,
+    }
+}
+
+/// Parses a resource name argument.
+pub(crate) fn parse_resource(s: &str) -> Res<ResourceName> {
+    s.parse().map_err(Failure::Invalid)
+}
+
+/// Parses a member argument.
+pub(crate) fn parse_member(s: &str) -> Res<Member> {
+    s.parse().map_err(Failure::Invalid)
+}
+
 /// The admin service over one store.
 pub struct AdminService {
-    _private: (),
+    store: Store,
+    clock: Arc<dyn Clock>,
 }
 
 impl AdminService {
     /// Opens (creating if needed) the store at `db` and the handler over it.
     pub fn open(db: &Path) -> Result<AdminService, AdminError> {
-        let _ = db;
-        Err(AdminError { rv: 0x30, message: "not built yet".into() })
+        let store = Store::open(db).map_err(|e| AdminError {
+            rv: CKR_DEVICE_ERROR,
+            message: format!("cannot open the store {}: {e}", db.display()),
+        })?;
+        Ok(AdminService::new(store, Arc::new(SystemClock)))
+    }
+
+    /// The handler over an open store with a given clock.
+    pub fn new(store: Store, clock: Arc<dyn Clock>) -> AdminService {
+        AdminService { store, clock }
+    }
+
+    /// The store (for the daemon's snapshot and tests).
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
     }
 
     /// Handles one request for `caller`.
@@ -53,7 +277,257 @@ impl AdminService {
         caller: &Caller,
         req: AdminRequest,
     ) -> Result<AdminResponse, AdminError> {
-        let _ = (caller, req);
-        Err(AdminError { rv: 0x30, message: "not built yet".into() })
+        let now_ms = self.clock.now_ms();
+        let (action, resource) = describe(&req);
+        let audited_when_allowed = !is_plain_read(&req);
+        let mut record = NewRecord {
+            time_ms: now_ms,
+            principal: caller.principal.member.to_string(),
+            peer_pid: caller.peer_pid,
+            peer_uid: caller.peer_uid,
+            instance: caller.instance.clone(),
+            action: action.to_string(),
+            resource: resource.clone(),
+            outcome: Outcome::Allowed,
+            rv: 0,
+            detail: None,
+            request_id: None,
+        };
+        let failure = match self.run(caller, req, now_ms, &record, audited_when_allowed) {
+            Ok(resp) => return Ok(resp),
+            Err(f) => f,
+        };
+        record.outcome = failure.outcome();
+        let err = failure.into_error();
+        record.rv = err.rv;
+        record.detail = Some(err.message.clone());
+        // The failed transaction was rolled back; its audit record goes in a new one.
+        let logged = self.store.write().and_then(|tx| {
+            audit::append(&tx, &record)?;
+            Ok(tx.commit()?)
+        });
+        if let Err(e) = logged {
+            tracing::error!(error = %e, "cannot write the audit record of a failed request");
+        }
+        Err(err)
+    }
+
+    fn run(
+        &mut self,
+        caller: &Caller,
+        req: AdminRequest,
+        now_ms: i64,
+        record: &NewRecord,
+        audited: bool,
+    ) -> Res<AdminResponse> {
+        let tx = self.store.write()?;
+        let snap = store::build_snapshot(&tx)?;
+        let mut ctx = Ctx { tx: &tx, snap, caller, now: now_ms / 1000, extras: Vec::new() };
+        let resp = dispatch(&mut ctx, req)?;
+        if audited {
+            let mut rec = record.clone();
+            rec.detail = resp.message.clone();
+            audit::append(&tx, &rec)?;
+        }
+        for extra in std::mem::take(&mut ctx.extras) {
+            let mut rec = record.clone();
+            rec.action = extra.action.to_string();
+            rec.resource = extra.resource;
+            rec.detail = Some(extra.detail);
+            audit::append(&tx, &rec)?;
+        }
+        drop(ctx);
+        tx.commit()?;
+        Ok(resp)
+    }
+}
+
+fn dispatch(ctx: &mut Ctx<'_>, req: AdminRequest) -> Res<AdminResponse> {
+    use AdminRequest as R;
+    match req {
+        R::Init { org, admin } => hierarchy::init(ctx, &org, &admin),
+        R::OrgCreate { org } => hierarchy::org_create(ctx, &org),
+        R::OrgList => hierarchy::list(ctx, ResourceKind::Organization, None),
+        R::OrgGet { name } => hierarchy::get(ctx, ResourceKind::Organization, &name),
+        R::OrgDelete { name } => hierarchy::delete(ctx, ResourceKind::Organization, &name),
+        R::OrgSetSod { name, mode } => hierarchy::org_set_sod(ctx, &name, &mode),
+        R::FolderCreate { parent, id } => {
+            hierarchy::container_create(ctx, ResourceKind::Folder, &parent, &id)
+        }
+        R::FolderList { parent } => hierarchy::list(ctx, ResourceKind::Folder, parent.as_deref()),
+        R::FolderGet { name } => hierarchy::get(ctx, ResourceKind::Folder, &name),
+        R::FolderDelete { name } => hierarchy::delete(ctx, ResourceKind::Folder, &name),
+        R::ProjectCreate { parent, id } => {
+            hierarchy::container_create(ctx, ResourceKind::Project, &parent, &id)
+        }
+        R::ProjectList { parent } => {
+            hierarchy::list(ctx, ResourceKind::Project, parent.as_deref())
+        }
+        R::ProjectGet { name } => hierarchy::get(ctx, ResourceKind::Project, &name),
+        R::ProjectDelete { name } => hierarchy::delete(ctx, ResourceKind::Project, &name),
+        R::KeyRingCreate { parent, id, token_label } => {
+            hierarchy::key_ring_create(ctx, &parent, &id, token_label.as_deref())
+        }
+        R::KeyRingList { parent } => {
+            hierarchy::list(ctx, ResourceKind::KeyRing, parent.as_deref())
+        }
+        R::KeyRingGet { name } => hierarchy::get(ctx, ResourceKind::KeyRing, &name),
+        R::KeyRingDelete { name } => hierarchy::delete(ctx, ResourceKind::KeyRing, &name),
+        R::KeyRingUpdate { name, allow_plaintext_import, strict_templates, token_label } => {
+            hierarchy::key_ring_update(
+                ctx,
+                &name,
+                allow_plaintext_import,
+                strict_templates,
+                token_label.as_deref(),
+            )
+        }
+        R::RoleList => iam::role_list(ctx),
+        R::RoleDescribe { name } => iam::role_describe(ctx, &name),
+        R::RoleCreate { org, id, title, permissions } => {
+            iam::role_create(ctx, &org, &id, title.as_deref(), &permissions)
+        }
+        R::RoleDelete { name } => iam::role_delete(ctx, &name),
+        R::IamBind { resource, role, member, allow_sod_violation } => {
+            iam::bind(ctx, &resource, &role, &member, allow_sod_violation)
+        }
+        R::IamUnbind { resource, role, member } => iam::unbind(ctx, &resource, &role, &member),
+        R::IamPolicy { resource } => iam::policy(ctx, &resource),
+        R::IamTest { member, resource, permissions } => {
+            iam::test(ctx, &member, &resource, &permissions)
+        }
+        R::IamExplain { member, resource, permission } => {
+            iam::explain(ctx, &member, &resource, permission.as_deref())
+        }
+        R::IamWhoCan { resource, permission } => iam::who_can(ctx, &resource, &permission),
+        R::IamMapUid { uid, member } => accounts::map_uid(ctx, uid, &member),
+        R::IamUnmapUid { uid } => accounts::unmap_uid(ctx, uid),
+        R::IamListMappings => accounts::list_mappings(ctx),
+        R::GroupCreate { group } => accounts::group_create(ctx, &group),
+        R::GroupList => accounts::group_list(ctx),
+        R::GroupGet { group } => accounts::group_get(ctx, &group),
+        R::GroupDelete { group } => accounts::group_delete(ctx, &group),
+        R::GroupAddMember { group, member } => accounts::group_add(ctx, &group, &member),
+        R::GroupRemoveMember { group, member } => accounts::group_remove(ctx, &group, &member),
+        R::SaCreate { project, id, display_name } => {
+            accounts::sa_create(ctx, &project, &id, display_name.as_deref())
+        }
+        R::SaList { project } => accounts::sa_list(ctx, project.as_deref()),
+        R::SaDelete { account } => accounts::sa_delete(ctx, &account),
+        R::SaKeyCreate { account } => accounts::sa_key_create(ctx, &account),
+        R::SaKeyList { account } => accounts::sa_key_list(ctx, &account),
+        R::SaKeyRevoke { account, key_id } => accounts::sa_key_revoke(ctx, &account, &key_id),
+        R::AuditTail { count } => audit_cmd::tail(ctx, count),
+        R::AuditQuery { filter } => audit_cmd::query(ctx, &filter),
+        R::AuditVerify => audit_cmd::verify(ctx),
+    }
+}
+
+/// Plain reads (get/list/describe) are not audited when allowed; denials always are.
+fn is_plain_read(req: &AdminRequest) -> bool {
+    use AdminRequest as R;
+    matches!(
+        req,
+        R::OrgList
+            | R::OrgGet { .. }
+            | R::FolderList { .. }
+            | R::FolderGet { .. }
+            | R::ProjectList { .. }
+            | R::ProjectGet { .. }
+            | R::KeyRingList { .. }
+            | R::KeyRingGet { .. }
+            | R::RoleList
+            | R::RoleDescribe { .. }
+            | R::GroupList
+            | R::GroupGet { .. }
+            | R::SaList { .. }
+            | R::SaKeyList { .. }
+            | R::IamListMappings
+    )
+}
+
+/// The audit action name and resource of a request.
+fn describe(req: &AdminRequest) -> (&'static str, Option<String>) {
+    use AdminRequest as R;
+    let s = |v: &str| Some(v.to_string());
+    match req {
+        R::Init { org, .. } => ("init", Some(format!("organizations/{org}"))),
+        R::OrgCreate { org } => ("org.create", Some(format!("organizations/{org}"))),
+        R::OrgList => ("org.list", None),
+        R::OrgGet { name } => ("org.get", s(name)),
+        R::OrgDelete { name } => ("org.delete", s(name)),
+        R::OrgSetSod { name, .. } => ("org.setSod", s(name)),
+        R::FolderCreate { parent, id } => ("folder.create", Some(format!("{parent} folders/{id}"))),
+        R::FolderList { parent } => ("folder.list", parent.clone()),
+        R::FolderGet { name } => ("folder.get", s(name)),
+        R::FolderDelete { name } => ("folder.delete", s(name)),
+        R::ProjectCreate { id, .. } => ("project.create", Some(format!("projects/{id}"))),
+        R::ProjectList { parent } => ("project.list", parent.clone()),
+        R::ProjectGet { name } => ("project.get", s(name)),
+        R::ProjectDelete { name } => ("project.delete", s(name)),
+        R::KeyRingCreate { parent, id, .. } => {
+            ("keyring.create", Some(format!("{parent}/keyRings/{id}")))
+        }
+        R::KeyRingList { parent } => ("keyring.list", parent.clone()),
+        R::KeyRingGet { name } => ("keyring.get", s(name)),
+        R::KeyRingDelete { name } => ("keyring.delete", s(name)),
+        R::KeyRingUpdate { name, .. } => ("keyring.update", s(name)),
+        R::RoleList => ("role.list", None),
+        R::RoleDescribe { name } => ("role.describe", s(name)),
+        R::RoleCreate { org, id, .. } => {
+            ("role.create", Some(format!("{}/roles/{id}", org_name(org))))
+        }
+        R::RoleDelete { name } => ("role.delete", s(name)),
+        R::IamBind { resource, .. } => ("iam.bind", s(resource)),
+        R::IamUnbind { resource, .. } => ("iam.unbind", s(resource)),
+        R::IamPolicy { resource } => ("iam.policy", s(resource)),
+        R::IamTest { resource, .. } => ("iam.test", s(resource)),
+        R::IamExplain { resource, .. } => ("iam.explain", s(resource)),
+        R::IamWhoCan { resource, .. } => ("iam.whoCan", s(resource)),
+        R::IamMapUid { uid, .. } => ("iam.mapUid", Some(format!("unix-uid:{uid}"))),
+        R::IamUnmapUid { uid } => ("iam.unmapUid", Some(format!("unix-uid:{uid}"))),
+        R::IamListMappings => ("iam.listMappings", None),
+        R::GroupCreate { group } => ("group.create", Some(format!("group:{group}"))),
+        R::GroupList => ("group.list", None),
+        R::GroupGet { group } => ("group.get", Some(format!("group:{group}"))),
+        R::GroupDelete { group } => ("group.delete", Some(format!("group:{group}"))),
+        R::GroupAddMember { group, .. } => ("group.addMember", Some(format!("group:{group}"))),
+        R::GroupRemoveMember { group, .. } => {
+            ("group.removeMember", Some(format!("group:{group}")))
+        }
+        R::SaCreate { project, id, .. } => {
+            ("sa.create", Some(format!("serviceAccount:{id}@{}", bare_project(project))))
+        }
+        R::SaList { project } => ("sa.list", project.clone()),
+        R::SaDelete { account } => ("sa.delete", Some(sa_member(account))),
+        R::SaKeyCreate { account } => ("sa.key.create", Some(sa_member(account))),
+        R::SaKeyList { account } => ("sa.key.list", Some(sa_member(account))),
+        R::SaKeyRevoke { account, .. } => ("sa.key.revoke", Some(sa_member(account))),
+        R::AuditTail { .. } => ("audit.tail", None),
+        R::AuditQuery { .. } => ("audit.query", None),
+        R::AuditVerify => ("audit.verify", None),
+    }
+}
+
+/// `acme` or `organizations/acme` → `organizations/acme`.
+pub(crate) fn org_name(s: &str) -> String {
+    if s.starts_with("organizations/") {
+        s.to_string()
+    } else {
+        format!("organizations/{s}")
+    }
+}
+
+/// `payments` or `projects/payments` → `payments`.
+pub(crate) fn bare_project(s: &str) -> &str {
+    s.strip_prefix("projects/").unwrap_or(s)
+}
+
+/// `web@payments` or `serviceAccount:web@payments` → `serviceAccount:web@payments`.
+pub(crate) fn sa_member(s: &str) -> String {
+    if s.starts_with("serviceAccount:") {
+        s.to_string()
+    } else {
+        format!("serviceAccount:{s}")
     }
 }

@@ -1,0 +1,435 @@
+//! Roles and bindings, and the questions about them: `iam test`, `iam explain`,
+//! `iam who-can`, `iam policy`.
+
+use super::hierarchy::org_resource;
+use super::render::{done, table};
+use super::{parse_member, parse_resource, Ctx, Failure, Res};
+use crate::policy::roles::{self, parse_custom_permissions};
+use crate::policy::{Member, PermSet, Permission, Permission as P, Principal, ResourceName};
+use crate::store::{self, iam as siam, resources};
+use keyward_wire::admin::AdminResponse;
+use serde_json::json;
+
+fn set_policy_perm(r: &ResourceName) -> Res<Permission> {
+    Ok(match r {
+        ResourceName::Organization(_) => P::OrganizationsSetIamPolicy,
+        ResourceName::Folder(_) => P::FoldersSetIamPolicy,
+        ResourceName::Project(_) => P::ProjectsSetIamPolicy,
+        ResourceName::KeyRing(_) => P::KeyRingsSetIamPolicy,
+        ResourceName::CryptoKey(_) => P::CryptoKeysSetIamPolicy,
+        ResourceName::Version(..) => {
+            return Err(Failure::Invalid(format!(
+                "{r} is a key version: bindings attach to organisations, folders, projects, key \
+                 rings and keys, never to versions (as in Cloud KMS); bind on the key"
+            )))
+        }
+    })
+}
+
+fn get_policy_perm(r: &ResourceName) -> Permission {
+    match r {
+        ResourceName::Organization(_) => P::OrganizationsGetIamPolicy,
+        ResourceName::Folder(_) => P::FoldersGetIamPolicy,
+        ResourceName::Project(_) => P::ProjectsGetIamPolicy,
+        ResourceName::KeyRing(_) => P::KeyRingsGetIamPolicy,
+        ResourceName::CryptoKey(_) | ResourceName::Version(..) => P::CryptoKeysGetIamPolicy,
+    }
+}
+
+fn perm_names(set: PermSet) -> Vec<&'static str> {
+    set.iter().map(Permission::as_str).collect()
+}
+
+/// The organisation a custom role name belongs to: `organizations/{org}/roles/{id}`.
+fn custom_role_org(name: &str) -> Option<ResourceName> {
+    let rest = name.strip_prefix("organizations/")?;
+    let (org, id) = rest.split_once("/roles/")?;
+    (!id.is_empty() && !id.contains('/')).then(|| ResourceName::Organization(org.to_string()))
+}
+
+pub fn role_list(ctx: &mut Ctx<'_>) -> Res<AdminResponse> {
+    let mut rows = Vec::new();
+    let mut js = Vec::new();
+    for r in roles::predefined() {
+        rows.push(vec![
+            r.name.to_string(),
+            "predefined".into(),
+            r.permissions.iter().count().to_string(),
+            r.title.to_string(),
+        ]);
+        js.push(json!({"name": r.name, "kind": "predefined", "title": r.title,
+                       "permissions": perm_names(r.permissions)}));
+    }
+    for r in siam::list_roles(ctx.tx)? {
+        let visible = custom_role_org(&r.name).is_some_and(|o| ctx.holds(P::RolesList, &o));
+        if !visible {
+            continue;
+        }
+        let perms = store::parse_perms(&r.permissions)?;
+        rows.push(vec![
+            r.name.clone(),
+            "custom".into(),
+            perms.iter().count().to_string(),
+            r.title.clone().unwrap_or_default(),
+        ]);
+        js.push(json!({"name": r.name, "kind": "custom", "title": r.title,
+                       "permissions": perm_names(perms)}));
+    }
+    Ok(table(&["ROLE", "KIND", "PERMISSIONS", "TITLE"], rows, json!(js)))
+}
+
+fn role_permissions(ctx: &Ctx<'_>, name: &str) -> Res<PermSet> {
+    ctx.snap.role_permissions(name).ok_or_else(|| {
+        Failure::Invalid(format!(
+            "unknown role '{name}': `keywardctl role list` shows the predefined roles and your \
+             custom roles (organizations/ORG/roles/ID)"
+        ))
+    })
+}
+
+pub fn role_describe(ctx: &mut Ctx<'_>, name: &str) -> Res<AdminResponse> {
+    if let Some(org) = custom_role_org(name) {
+        ctx.require(P::RolesGet, &org)?;
+    }
+    let perms = role_permissions(ctx, name)?;
+    let rows = perms.iter().map(|p| vec![p.as_str().to_string()]).collect();
+    Ok(table(&["PERMISSION"], rows, json!({"name": name, "permissions": perm_names(perms)})))
+}
+
+pub fn role_create(
+    ctx: &mut Ctx<'_>,
+    org: &str,
+    id: &str,
+    title: Option<&str>,
+    permissions: &[String],
+) -> Res<AdminResponse> {
+    let org = org_resource(org)?;
+    let ok = (3..=64).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+    if !ok {
+        return Err(Failure::Invalid(format!(
+            "invalid role id '{id}': 3 to 64 characters from a-z, A-Z, 0-9, '_' and '.'"
+        )));
+    }
+    let perms = parse_custom_permissions(permissions).map_err(Failure::Invalid)?;
+    ctx.require(P::RolesCreate, &org)?;
+    let org_row = resources::get(ctx.tx, &org)?
+        .ok_or_else(|| Failure::Precondition(format!("{org} does not exist")))?;
+    let name = format!("{org}/roles/{id}");
+    if siam::get_role(ctx.tx, &name)?.is_some() {
+        return Err(Failure::Precondition(format!("role {name} already exists")));
+    }
+    let list = perm_names(perms).join(" ");
+    siam::create_role(ctx.tx, &name, org_row.id, title, &list, ctx.now)?;
+    Ok(done(
+        format!("created role {name} with {} permission(s)", perms.iter().count()),
+        json!({"name": name, "title": title, "permissions": perm_names(perms)}),
+    ))
+}
+
+pub fn role_delete(ctx: &mut Ctx<'_>, name: &str) -> Res<AdminResponse> {
+    let Some(org) = custom_role_org(name) else {
+        return Err(Failure::Invalid(format!(
+            "'{name}' is not a custom role: predefined roles cannot be deleted"
+        )));
+    };
+    ctx.require(P::RolesDelete, &org)?;
+    if siam::get_role(ctx.tx, name)?.is_none() {
+        return Err(Failure::Precondition(format!("role {name} does not exist")));
+    }
+    let n = siam::role_binding_count(ctx.tx, name)?;
+    if n > 0 {
+        return Err(Failure::Precondition(format!(
+            "role {name} is used by {n} binding(s): unbind them first (`keywardctl iam policy`)"
+        )));
+    }
+    siam::delete_role(ctx.tx, name)?;
+    Ok(done(format!("deleted role {name}"), json!({"name": name, "deleted": true})))
+}
+
+/// Checks that a member named in a binding or group exists where it can be checked.
+pub(crate) fn check_member_exists(ctx: &Ctx<'_>, m: &Member) -> Res<()> {
+    match m {
+        Member::ServiceAccount(sa) => {
+            let live = siam::get_sa(ctx.tx, sa)?.is_some_and(|s| s.deleted_at.is_none());
+            if !live {
+                return Err(Failure::Invalid(format!(
+                    "service account {sa} does not exist: create it with `keywardctl sa create`"
+                )));
+            }
+        }
+        Member::Group(g) => {
+            if !siam::group_exists(ctx.tx, g)? {
+                return Err(Failure::Invalid(format!(
+                    "group {g} does not exist: create it with `keywardctl group create {g}`"
+                )));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+pub fn bind(
+    ctx: &mut Ctx<'_>,
+    resource: &str,
+    role: &str,
+    member: &str,
+    allow_sod_violation: bool,
+) -> Res<AdminResponse> {
+    let res = parse_resource(resource)?;
+    let perm = set_policy_perm(&res)?;
+    let member = parse_member(member)?;
+    role_permissions(ctx, role)?;
+    ctx.require(perm, &res)?;
+    if let Some(role_org) = custom_role_org(role) {
+        if ctx.snap.organization_of(&res) != ctx.snap.organization_of(&role_org) {
+            return Err(Failure::Invalid(format!(
+                "custom role {role} belongs to {role_org}; {res} is in another organisation"
+            )));
+        }
+    }
+    check_member_exists(ctx, &member)?;
+    let row = resources::get(ctx.tx, &res)?
+        .ok_or_else(|| Failure::Precondition(format!("{res} does not exist")))?;
+    if !siam::bind(ctx.tx, row.id, role, &member, ctx.now)? {
+        return Ok(done(
+            format!("{member} already holds {role} on {res}; nothing changed"),
+            json!({"resource": res.to_string(), "role": role, "member": member.to_string(),
+                   "changed": false}),
+        ));
+    }
+    let mut warnings = Vec::new();
+    let after = store::build_snapshot(ctx.tx)?;
+    let conflicts = after.sod_conflicts(&member, &res);
+    if !conflicts.is_empty() {
+        let org = after
+            .organization_of(&res)
+            .ok_or_else(|| Failure::Precondition(format!("{res} has no organisation")))?;
+        let mode = resources::sod_mode(ctx.tx, &org)?;
+        let list: Vec<String> = conflicts.iter().map(|c| c.to_string()).collect();
+        let text = format!(
+            "separation of duties: {member} would both administer and use keys at {} (key \
+             administration: cryptoKeys.create/update or version destroy; use: \
+             useToEncrypt/Decrypt/Sign/Verify)",
+            list.join(", ")
+        );
+        match mode.as_str() {
+            "enforce" if !allow_sod_violation => {
+                return Err(Failure::Precondition(format!(
+                    "{text}; organizations/{org} enforces separation of duties: bind a \
+                     different member, or pass --allow-sod-violation (audited)"
+                )))
+            }
+            "enforce" | "warn" => {
+                let detail = format!("{text} [mode {mode}, role {role}]");
+                ctx.audit_extra("iam.bind.sodViolation", Some(res.to_string()), detail);
+                warnings.push(text);
+            }
+            _ => {}
+        }
+    }
+    let mut resp = done(
+        format!("bound {role} to {member} on {res}"),
+        json!({"resource": res.to_string(), "role": role, "member": member.to_string(),
+               "changed": true, "warnings": warnings}),
+    );
+    resp.warnings = warnings;
+    Ok(resp)
+}
+
+pub fn unbind(ctx: &mut Ctx<'_>, resource: &str, role: &str, member: &str) -> Res<AdminResponse> {
+    let res = parse_resource(resource)?;
+    let perm = set_policy_perm(&res)?;
+    let member = parse_member(member)?;
+    ctx.require(perm, &res)?;
+    let row = resources::get(ctx.tx, &res)?
+        .ok_or_else(|| Failure::Precondition(format!("{res} does not exist")))?;
+    if !siam::unbind(ctx.tx, row.id, role, &member)? {
+        return Err(Failure::Precondition(format!(
+            "there is no binding of {role} for {member} on {res} (`keywardctl iam policy \
+             --resource {res}` lists them; inherited bindings are removed where they are \
+             attached)"
+        )));
+    }
+    Ok(done(
+        format!("removed {role} from {member} on {res}"),
+        json!({"resource": res.to_string(), "role": role, "member": member.to_string()}),
+    ))
+}
+
+pub fn policy(ctx: &mut Ctx<'_>, resource: &str) -> Res<AdminResponse> {
+    let res = parse_resource(resource)?;
+    ctx.require(get_policy_perm(&res), &res)?;
+    let chain = ctx.snap.ancestors(&res).unwrap_or_default();
+    let mut rows = Vec::new();
+    let mut js = Vec::new();
+    for (i, r) in chain.iter().enumerate() {
+        let mut bs = ctx.snap.bindings_on(r);
+        bs.sort();
+        for b in bs {
+            let inherited = i > 0 || matches!(res, ResourceName::Version(..));
+            rows.push(vec![
+                b.role.clone(),
+                b.member.to_string(),
+                b.resource.to_string(),
+                if inherited { "inherited".into() } else { "direct".into() },
+            ]);
+            js.push(json!({"role": b.role, "member": b.member.to_string(),
+                           "resource": b.resource.to_string(), "inherited": inherited}));
+        }
+    }
+    Ok(table(&["ROLE", "MEMBER", "ATTACHED TO", "HOW"], rows, json!({"resource": res.to_string(), "bindings": js})))
+}
+
+/// The principal a member argument stands for: a mapped uid acts as its mapping.
+fn principal_of(ctx: &Ctx<'_>, member: &str) -> Res<(Principal, Option<String>)> {
+    let m = parse_member(member)?;
+    if let Member::UnixUid(uid) = m {
+        if let Some(mapped) = siam::get_mapping(ctx.tx, uid)? {
+            let note = format!("unix-uid:{uid} is mapped to {mapped}");
+            return Ok((Principal::new(mapped), Some(note)));
+        }
+    }
+    Ok((Principal::new(m), None))
+}
+
+fn parse_perms(list: &[String]) -> Res<Vec<Permission>> {
+    if list.is_empty() {
+        return Ok(Permission::ALL.to_vec());
+    }
+    list.iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<Permission>().map_err(|e| Failure::Invalid(e.to_string())))
+        .collect()
+}
+
+pub fn test(
+    ctx: &mut Ctx<'_>,
+    member: &str,
+    resource: &str,
+    permissions: &[String],
+) -> Res<AdminResponse> {
+    let res = parse_resource(resource)?;
+    let (principal, note) = principal_of(ctx, member)?;
+    let perms = parse_perms(permissions)?;
+    ctx.require(get_policy_perm(&res), &res)?;
+    let mut granted = Vec::new();
+    let mut rows = Vec::new();
+    for p in perms {
+        let ok = ctx.snap.authorize(&principal, p, &res).allowed;
+        if ok {
+            granted.push(p.as_str());
+        }
+        if ok || !permissions.is_empty() {
+            rows.push(vec![p.as_str().to_string(), if ok { "granted" } else { "denied" }.into()]);
+        }
+    }
+    let mut resp = table(
+        &["PERMISSION", "RESULT"],
+        rows,
+        json!({"member": principal.member.to_string(), "resource": res.to_string(),
+               "permissions": granted}),
+    );
+    resp.message = Some(match note {
+        Some(n) => format!("{n}; it holds {} of the permissions asked on {res}", granted.len()),
+        None => format!("{} holds {} of the permissions asked on {res}", principal.member, granted.len()),
+    });
+    Ok(resp)
+}
+
+pub fn explain(
+    ctx: &mut Ctx<'_>,
+    member: &str,
+    resource: &str,
+    permission: Option<&str>,
+) -> Res<AdminResponse> {
+    let res = parse_resource(resource)?;
+    let (principal, note) = principal_of(ctx, member)?;
+    let only = permission
+        .map(|p| p.parse::<Permission>().map_err(|e| Failure::Invalid(e.to_string())))
+        .transpose()?;
+    ctx.require(get_policy_perm(&res), &res)?;
+    let grants: Vec<_> = ctx
+        .snap
+        .explain(&principal, &res)
+        .into_iter()
+        .filter(|g| only.is_none_or(|p| p == g.permission))
+        .collect();
+    let mut rows = Vec::new();
+    let mut js = Vec::new();
+    for g in &grants {
+        for b in &g.bindings {
+            rows.push(vec![
+                g.permission.as_str().to_string(),
+                b.role.clone(),
+                b.resource.to_string(),
+                b.member.to_string(),
+            ]);
+        }
+        js.push(json!({
+            "permission": g.permission.as_str(),
+            "bindings": g.bindings.iter().map(|b| json!({"role": b.role,
+                "resource": b.resource.to_string(), "member": b.member.to_string()}))
+                .collect::<Vec<_>>(),
+        }));
+    }
+    let mut resp = table(
+        &["PERMISSION", "ROLE", "BOUND ON", "AS MEMBER"],
+        rows,
+        json!({"member": principal.member.to_string(), "resource": res.to_string(), "grants": js}),
+    );
+    let mut msg = match (&only, grants.is_empty()) {
+        (Some(p), true) => {
+            let d = ctx.snap.authorize(&principal, *p, &res);
+            format!("not granted: {}", d.reason.unwrap_or_default())
+        }
+        _ => format!("{} holds {} permission(s) on {res}", principal.member, grants.len()),
+    };
+    if let Some(n) = note {
+        msg = format!("{n}; {msg}");
+    }
+    resp.message = Some(msg);
+    Ok(resp)
+}
+
+pub fn who_can(ctx: &mut Ctx<'_>, resource: &str, permission: &str) -> Res<AdminResponse> {
+    let res = parse_resource(resource)?;
+    let perm: Permission = permission.parse().map_err(|e: crate::policy::permission::UnknownPermission| Failure::Invalid(e.to_string()))?;
+    ctx.require(get_policy_perm(&res), &res)?;
+    let mappings = siam::list_mappings(ctx.tx)?;
+    let grantees = ctx.snap.who_can(&res, perm);
+    let mut rows = Vec::new();
+    let mut js = Vec::new();
+    for g in &grantees {
+        let uids: Vec<String> = mappings
+            .iter()
+            .filter(|(_, m)| *m == g.member)
+            .map(|(u, _)| format!("unix-uid:{u}"))
+            .collect();
+        let via = if g.via_groups.is_empty() {
+            "-".to_string()
+        } else {
+            g.via_groups.iter().map(|v| format!("group:{v}")).collect::<Vec<_>>().join(" > ")
+        };
+        rows.push(vec![
+            g.member.to_string(),
+            g.binding.role.clone(),
+            g.binding.resource.to_string(),
+            via.clone(),
+            if uids.is_empty() { "-".into() } else { uids.join(",") },
+        ]);
+        js.push(json!({"member": g.member.to_string(), "role": g.binding.role,
+                       "boundOn": g.binding.resource.to_string(), "viaGroups": g.via_groups,
+                       "mappedUids": uids}));
+    }
+    let mut resp = table(
+        &["MEMBER", "ROLE", "BOUND ON", "VIA GROUPS", "MAPPED UIDS"],
+        rows,
+        json!({"resource": res.to_string(), "permission": perm.as_str(), "principals": js}),
+    );
+    resp.message = Some(format!("{} principal(s) hold {perm} on {res}", grantees.len()));
+    Ok(resp)
+}
