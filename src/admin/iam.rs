@@ -158,12 +158,10 @@ pub(crate) fn check_member_exists(ctx: &Ctx<'_>, m: &Member) -> Res<()> {
                 )));
             }
         }
-        Member::Group(g) => {
-            if !siam::group_exists(ctx.tx, g)? {
-                return Err(Failure::Invalid(format!(
-                    "group {g} does not exist: create it with `keywardctl group create {g}`"
-                )));
-            }
+        Member::Group(g) if !siam::group_exists(ctx.tx, g)? => {
+            return Err(Failure::Invalid(format!(
+                "group {g} does not exist: create it with `keywardctl group create {g}`"
+            )));
         }
         _ => {}
     }

@@ -189,7 +189,7 @@ pub fn add_version(
     Ok(n)
 }
 
-fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(u64, String, Option<Vec<u8>>, Option<Vec<u8>>, i64, Option<i64>, Option<i64>)> {
+fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawVersion> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
 }
 
@@ -260,8 +260,11 @@ pub fn set_primary(conn: &Connection, key_id: i64, n: u64) -> Result<()> {
     Ok(())
 }
 
-/// Versions whose destroy time has come: (key resource id, version, token id).
-pub fn due_destructions(conn: &Connection, now: i64) -> Result<Vec<(i64, u64, Option<Vec<u8>>)>> {
+/// A version due for destruction: (key resource id, version, token id).
+pub type DueVersion = (i64, u64, Option<Vec<u8>>);
+
+/// Versions whose destroy time has come.
+pub fn due_destructions(conn: &Connection, now: i64) -> Result<Vec<DueVersion>> {
     const SQL: &str = "SELECT key_id, version, token_id FROM key_versions \
                        WHERE state = 'DESTROY_SCHEDULED' AND destroy_time <= ?1 \
                        ORDER BY destroy_time";
