@@ -1,3 +1,24 @@
 //! keywardd's access to the one backing PKCS#11 token (SoftHSM2 or any HSM), through cryptoki.
+//!
+//! [`Token::open`] loads the module, finds the token by label, logs in with the user PIN (a
+//! [`secrecy::SecretString`]; never logged) and probes its mechanisms. Everything else
+//! addresses keys by their internal `CKA_ID`, never by handle: key generation with Keyward's
+//! custody attributes ([`Token::generate_key`]), public keys as SPKI/PEM, listing and
+//! destroying objects for reconciliation, and the crypto operations the daemon serves.
+//! Every failure is a [`TokenError`] that keeps the token's `CK_RV` ([`TokenError::ck_rv`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+mod error;
+mod keys;
+mod mechanisms;
+mod ops;
+pub mod public_key;
+mod token;
+
+pub use cryptoki::object::{KeyType, ObjectClass};
+pub use error::{rv_to_ck_rv, Result, TokenError};
+pub use keys::{GeneratedKey, KeySpec, KeyUsage, ObjectInfo, PublicKey, OBJECT_ID_LEN};
+pub use mechanisms::{Mechanisms, OaepHash};
+pub use ops::{GcmCiphertext, SignMechanism, GCM_IV_LEN, GCM_TAG_LEN};
+pub use token::Token;

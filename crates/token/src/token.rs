@@ -1,0 +1,271 @@
+//! Opening the backing token and the pool of logged-in sessions every other module borrows.
+//!
+//! # Contexts
+//! A PKCS#11 module may be `C_Initialize`d once per process, so loaded modules live in a
+//! process-wide registry keyed by module path and are never finalised (the process exit
+//! does that). Two [`Token`]s of one module share its context.
+//!
+//! # Sessions
+//! A `cryptoki::Session` is `Send + !Sync`: idle sessions sit in a `Vec` behind a
+//! `parking_lot::Mutex`; a caller checks one out (opening a new one when none is idle), uses
+//! it alone, and checks it back in. Login state is per application and token (PKCS#11 §5.6):
+//! every session opened after `C_Login` is logged in too; if the token has forgotten the login
+//! (all sessions closed, token reset) a new session logs in again with the stored PIN. A
+//! session whose call failed in a way that may have broken it is closed, not pooled.
+//!
+//! # Lock order
+//! 1. `CONTEXTS` (the module registry) — held across `C_GetFunctionList`/`C_Initialize`, which
+//!    it exists to serialise; never taken while holding 2.
+//! 2. `Token::idle` (the session pool) — held only to push or pop a session, never across a
+//!    token call (closing a surplus session happens after the lock is released).
+//!
+//! No other locks exist in this crate.
+
+use crate::error::{Result, TokenError};
+use crate::mechanisms::Mechanisms;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CryptokiError, RvError};
+use cryptoki::session::{Session, SessionState, UserType};
+use cryptoki::slot::Slot;
+use parking_lot::Mutex;
+use secrecy::SecretString;
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// Idle sessions kept open beyond this many are closed when checked in.
+const MAX_IDLE_SESSIONS: usize = 8;
+
+/// Loaded and initialised modules of this process (lock order 1).
+static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+
+/// The module at `path`, loaded and `C_Initialize`d once per process.
+fn context(path: &Path) -> Result<Pkcs11> {
+    let key = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+    let mut contexts = CONTEXTS.get_or_init(Default::default).lock();
+    if let Some(ctx) = contexts.get(&key) {
+        return Ok(ctx.clone());
+    }
+    let load_err = |source| TokenError::Load { path: path.to_owned(), source };
+    let ctx = Pkcs11::new(&key).map_err(load_err)?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        // Someone else in this process (a test using cryptoki directly) initialised it.
+        Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => return Err(load_err(e)),
+    }
+    contexts.insert(key, ctx.clone());
+    Ok(ctx)
+}
+
+/// The one backing token keywardd holds: a logged-in user session pool and what the token can
+/// do. `Token` is `Send + Sync`; share it behind an `Arc`.
+pub struct Token {
+    ctx: Pkcs11,
+    slot: Slot,
+    label: String,
+    pin: SecretString,
+    idle: Mutex<Vec<Session>>,
+    mechanisms: Mechanisms,
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the PIN.
+        f.debug_struct("Token")
+            .field("label", &self.label)
+            .field("slot", &self.slot.id())
+            .field("idle_sessions", &self.idle.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Token {
+    /// Loads the PKCS#11 module at `module_path`, finds the token labelled `token_label`,
+    /// logs in as the user with `user_pin`, and probes its mechanisms.
+    ///
+    /// Errors: [`TokenError::Load`], [`TokenError::TokenNotFound`] (with the labels that do
+    /// exist), [`TokenError::AmbiguousToken`], [`TokenError::PinIncorrect`],
+    /// [`TokenError::AlreadyOpen`] (this process already logged in to the token), or the
+    /// PKCS#11 failure.
+    pub fn open(module_path: &Path, token_label: &str, user_pin: SecretString) -> Result<Token> {
+        let ctx = context(module_path)?;
+        let slot = find_slot(&ctx, token_label)?;
+        let session = ctx.open_rw_session(slot)?;
+        match session.login(UserType::User, Some(&user_pin)) {
+            Ok(()) => {}
+            Err(CryptokiError::Pkcs11(RvError::PinIncorrect, _)) => {
+                return Err(TokenError::PinIncorrect { label: token_label.to_owned() })
+            }
+            Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+                return Err(TokenError::AlreadyOpen { label: token_label.to_owned() })
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mechanisms = Mechanisms::probe(&ctx, slot, &session)?;
+        tracing::info!(
+            token = token_label,
+            slot = slot.id(),
+            oaep_sha1 = mechanisms.oaep_sha1(),
+            oaep_sha256 = mechanisms.oaep_sha256(),
+            copyable = mechanisms.copyable_accepted(),
+            "backing token open"
+        );
+        Ok(Token {
+            ctx,
+            slot,
+            label: token_label.to_owned(),
+            pin: user_pin,
+            idle: Mutex::new(vec![session]),
+            mechanisms,
+        })
+    }
+
+    /// The token's label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// What the token can do, as probed at [`Token::open`].
+    pub fn mechanisms(&self) -> &Mechanisms {
+        &self.mechanisms
+    }
+
+    /// Runs `f` with a logged-in read/write session of the token, for what this crate does
+    /// not wrap (the daemon's session objects, tests that inspect objects directly).
+    /// The session is used by `f` alone and returned to the pool afterwards; `f` must leave no
+    /// operation active on it.
+    pub fn with_session<R>(
+        &self,
+        f: impl FnOnce(&Session) -> cryptoki::error::Result<R>,
+    ) -> Result<R> {
+        let mut session = self.checkout()?;
+        let result = f(&session);
+        if let Err(e) = &result {
+            session.note_error(e);
+        }
+        result.map_err(|e| {
+            let e = TokenError::from(e);
+            tracing::debug!(error = %e, "token call failed");
+            e
+        })
+    }
+
+    /// Like [`Token::with_session`] for this crate's own code, whose closures return
+    /// [`TokenError`]s.
+    pub(crate) fn session<R>(&self, f: impl FnOnce(&Session) -> Result<R>) -> Result<R> {
+        let mut session = self.checkout()?;
+        let result = f(&session);
+        if let Err(TokenError::Pkcs11 { rv, function }) = &result {
+            session.note_error(&CryptokiError::Pkcs11(*rv, *function));
+            tracing::debug!(%function, %rv, "token call failed");
+        }
+        result
+    }
+
+    fn checkout(&self) -> Result<PooledSession<'_>> {
+        let idle = self.idle.lock().pop();
+        let session = match idle {
+            Some(s) => s,
+            None => self.new_session()?,
+        };
+        Ok(PooledSession { token: self, session: Some(session), discard: false })
+    }
+
+    /// Opens one more session, logging in again if the token forgot the login.
+    fn new_session(&self) -> Result<Session> {
+        let session = self.ctx.open_rw_session(self.slot)?;
+        if session.get_session_info()?.session_state() != SessionState::RwUser {
+            tracing::warn!(token = %self.label, "token lost its login; logging in again");
+            match session.login(UserType::User, Some(&self.pin)) {
+                Ok(()) | Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+                Err(CryptokiError::Pkcs11(RvError::PinIncorrect, _)) => {
+                    return Err(TokenError::PinIncorrect { label: self.label.clone() })
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(session)
+    }
+
+    fn check_in(&self, session: Session) {
+        let surplus = {
+            let mut idle = self.idle.lock();
+            if idle.len() < MAX_IDLE_SESSIONS {
+                idle.push(session);
+                None
+            } else {
+                Some(session)
+            }
+        };
+        // C_CloseSession outside the pool lock.
+        drop(surplus);
+    }
+}
+
+/// A checked-out session; goes back to the pool on drop unless a failure may have broken it.
+struct PooledSession<'a> {
+    token: &'a Token,
+    session: Option<Session>,
+    discard: bool,
+}
+
+impl PooledSession<'_> {
+    fn note_error(&mut self, e: &CryptokiError) {
+        if let CryptokiError::Pkcs11(rv, _) = e {
+            if matches!(
+                rv,
+                RvError::SessionHandleInvalid
+                    | RvError::SessionClosed
+                    | RvError::DeviceRemoved
+                    | RvError::DeviceError
+                    | RvError::TokenNotPresent
+                    | RvError::OperationActive
+                    | RvError::GeneralError
+                    | RvError::UserNotLoggedIn
+            ) {
+                self.discard = true;
+            }
+        }
+    }
+}
+
+impl Deref for PooledSession<'_> {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        // Present from construction until drop.
+        self.session.as_ref().expect("session present until drop")
+    }
+}
+
+impl Drop for PooledSession<'_> {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            if !self.discard {
+                self.token.check_in(session);
+            }
+        }
+    }
+}
+
+/// The one slot whose initialised token carries `label`.
+fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot> {
+    let mut found = Vec::new();
+    let mut available = Vec::new();
+    for slot in ctx.get_slots_with_token()? {
+        let info = ctx.get_token_info(slot)?;
+        if !info.token_initialized() {
+            continue;
+        }
+        if info.label() == label {
+            found.push(slot);
+        }
+        available.push(info.label().to_owned());
+    }
+    match found.as_slice() {
+        [slot] => Ok(*slot),
+        [] => Err(TokenError::TokenNotFound { label: label.to_owned(), available }),
+        many => Err(TokenError::AmbiguousToken { label: label.to_owned(), count: many.len() }),
+    }
+}
