@@ -1,1 +1,1185 @@
-fn main() {}
+//! keywardctl: the operator's command line for Keyward (design §1-§3, §6).
+//!
+//! Every command becomes exactly one [`AdminRequest`] ([`to_request`]), which is sent to the one
+//! admin handler ([`run_request`]) and whose [`AdminResponse`] is printed ([`print_response`]).
+//! With `--db PATH` the handler runs in-process over the SQLite store; the keywardd admin
+//! socket will take its place behind [`run_request`] when the daemon lands.
+//!
+//! Output: by default a one-line message, an aligned table and warnings on stderr; with
+//! `--json` the response's JSON document as is (JSON lines for `audit tail|query`, for a SIEM,
+//! design §6). Exit codes: 0 ok, 1 the request failed, 2 usage error.
+//!
+//! The offline caller (`--as` absent) is `unix-uid:<real uid>` with the process's unix groups,
+//! read from `/proc/self/status` (`Uid:`, `Gid:`, `Groups:`): no `unsafe`, no extra crate, and
+//! the same identity keywardd will derive from `SO_PEERCRED`/`SO_PEERGROUPS`.
+#![forbid(unsafe_code)]
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use keyward::admin::{AdminError, AdminService, Caller};
+use keyward::policy::{Member, Principal};
+use keyward_wire::admin::{AdminRequest, AdminResponse, AuditFilter, Table};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// CKR_ARGUMENTS_BAD: the code of a request keywardctl refuses before sending it.
+const CKR_ARGUMENTS_BAD: u64 = 0x07;
+
+/// The help heading of the options every command takes.
+const GLOBAL: &str = "Global options";
+
+const AFTER_HELP: &str = "\
+Members: user:EMAIL, serviceAccount:ID@PROJECT, group:NAME, unix-uid:N, unix-gid:N,
+allAuthenticated. Resources: organizations/O, folders/F, projects/P, projects/P/keyRings/R,
+organizations/O/keyRings/R, .../cryptoKeys/K.
+
+Exit codes: 0 success; 1 the request failed (error: on stderr, and with --json an
+{\"error\": {\"message\", \"rv\"}} document on stdout); 2 usage error.";
+
+/// Keyward administration: resources, IAM, service accounts and the audit log.
+#[derive(Debug, Parser)]
+#[command(name = "keywardctl", version, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options of every command.
+#[derive(Debug, Args)]
+struct Global {
+    /// Run offline on the store at PATH (the handler runs in this process)
+    #[arg(long, global = true, env = "KEYWARD_DB", value_name = "PATH", help_heading = GLOBAL)]
+    db: Option<PathBuf>,
+
+    /// Offline only: act as MEMBER (user:, serviceAccount:, unix-uid: or anonymous)
+    /// [default: unix-uid:<your uid>, with your unix groups]
+    #[arg(
+        long = "as",
+        global = true,
+        value_name = "MEMBER",
+        value_parser = parse_caller,
+        help_heading = GLOBAL
+    )]
+    as_member: Option<Member>,
+
+    /// Print the answer as one JSON document (JSON lines for audit tail/query)
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Bootstrap an empty store: create ORG and bind roles/keyward.orgAdmin to MEMBER (offline)
+    Init {
+        /// The first organisation's id (or organizations/ID)
+        #[arg(long, value_name = "ORG")]
+        org: String,
+        /// Its first administrator
+        #[arg(long, value_name = "MEMBER", value_parser = parse_member)]
+        admin: String,
+    },
+    /// Organisations: the top of the resource hierarchy
+    #[command(subcommand)]
+    Org(OrgCmd),
+    /// Folders: optional, nestable groupings under an organisation
+    #[command(subcommand)]
+    Folder(FolderCmd),
+    /// Projects: hold key rings and service accounts
+    #[command(subcommand)]
+    Project(ProjectCmd),
+    /// Key rings: each is one PKCS#11 token
+    #[command(subcommand)]
+    Keyring(KeyringCmd),
+    /// Roles: predefined (roles/...) and custom (organizations/ORG/roles/ID)
+    #[command(subcommand)]
+    Role(RoleCmd),
+    /// Bindings and the questions about them (test, explain, who-can), uid mappings
+    #[command(subcommand)]
+    Iam(IamCmd),
+    /// Groups of members (bindable as group:NAME; may nest)
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Service accounts and their keys
+    #[command(subcommand)]
+    Sa(SaCmd),
+    /// The hash-chained audit log (needs kms.auditLogs.read on every organisation)
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum OrgCmd {
+    /// Create an organisation; you become its orgAdmin (needs
+    /// resourcemanager.organizations.create on every organisation)
+    Create {
+        /// Organisation id (or organizations/ID)
+        org: String,
+    },
+    /// List the organisations you can get or list
+    List,
+    /// Show an organisation and its settings (needs resourcemanager.organizations.get)
+    Get {
+        /// acme or organizations/acme
+        name: String,
+    },
+    /// Delete an empty organisation; its name is never reused (needs
+    /// resourcemanager.organizations.delete)
+    Delete {
+        /// acme or organizations/acme
+        name: String,
+    },
+    /// Set separation of duties for bindings (needs resourcemanager.organizations.update)
+    SetSod {
+        /// acme or organizations/acme
+        name: String,
+        /// off: allow; warn: allow, warn and audit; enforce: refuse unless --allow-sod-violation
+        mode: SodMode,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SodMode {
+    Off,
+    Warn,
+    Enforce,
+}
+
+#[derive(Debug, Subcommand)]
+enum FolderCmd {
+    /// Create a folder (needs resourcemanager.folders.create on the parent)
+    Create {
+        /// organizations/O or folders/F
+        #[arg(long, value_name = "RESOURCE")]
+        parent: String,
+        /// Folder id, unique in the store
+        id: String,
+    },
+    /// List folders (with --parent: needs resourcemanager.folders.list on it; else the folders
+    /// you can get or list)
+    List {
+        /// Only the folders directly under this organisation or folder
+        #[arg(long, value_name = "RESOURCE")]
+        parent: Option<String>,
+    },
+    /// Show a folder (needs resourcemanager.folders.get)
+    Get {
+        /// eng or folders/eng
+        name: String,
+    },
+    /// Delete an empty folder; its id is never reused (needs resourcemanager.folders.delete)
+    Delete {
+        /// eng or folders/eng
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectCmd {
+    /// Create a project (needs resourcemanager.projects.create on the parent)
+    Create {
+        /// organizations/O or folders/F
+        #[arg(long, value_name = "RESOURCE")]
+        parent: String,
+        /// Project id, unique in the store
+        id: String,
+    },
+    /// List projects (with --parent: needs resourcemanager.projects.list on it; else the
+    /// projects you can get or list)
+    List {
+        /// Only the projects directly under this organisation or folder
+        #[arg(long, value_name = "RESOURCE")]
+        parent: Option<String>,
+    },
+    /// Show a project (needs resourcemanager.projects.get)
+    Get {
+        /// payments or projects/payments
+        name: String,
+    },
+    /// Delete an empty project; its id is never reused (needs resourcemanager.projects.delete)
+    Delete {
+        /// payments or projects/payments
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyringCmd {
+    /// Create a key ring, i.e. a PKCS#11 token (needs kms.keyRings.create on the parent)
+    Create {
+        /// projects/P, or organizations/O for an organisation-scoped ring
+        #[arg(long, value_name = "RESOURCE")]
+        parent: String,
+        /// Key ring id
+        id: String,
+        /// Token label, 1-32 bytes [default: the id; required for ids over 32 bytes]
+        #[arg(long, value_name = "LABEL")]
+        token_label: Option<String>,
+    },
+    /// List key rings (with --parent: needs kms.keyRings.list on it; else the rings you can
+    /// get or list)
+    List {
+        /// Only the rings of this project or organisation
+        #[arg(long, value_name = "RESOURCE")]
+        parent: Option<String>,
+    },
+    /// Show a key ring: token label, slot id, serial, settings (needs kms.keyRings.get)
+    Get {
+        /// Full name, e.g. projects/payments/keyRings/web
+        name: String,
+    },
+    /// Delete an empty key ring; its name is never reused (needs kms.keyRings.delete)
+    Delete {
+        /// Full name, e.g. projects/payments/keyRings/web
+        name: String,
+    },
+    /// Change a key ring's settings (needs kms.keyRings.update)
+    Update {
+        /// Full name, e.g. projects/payments/keyRings/web
+        name: String,
+        /// Accept plaintext private/secret keys in C_CreateObject (audited when used)
+        #[arg(long, value_name = "true|false")]
+        allow_plaintext_import: Option<bool>,
+        /// Refuse templates asking for non-sensitive keys instead of overriding them
+        #[arg(long, value_name = "true|false")]
+        strict_templates: Option<bool>,
+        /// New token label, 1-32 bytes
+        #[arg(long, value_name = "LABEL")]
+        token_label: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RoleCmd {
+    /// List predefined roles and the custom roles you can list (iam.roles.list on their org)
+    List,
+    /// Show a role's permissions (custom roles: needs iam.roles.get on their organisation)
+    Describe {
+        /// roles/kms.admin (or kms.admin), or organizations/ORG/roles/ID
+        name: String,
+    },
+    /// Create a custom role in an organisation (needs iam.roles.create on it)
+    Create {
+        /// The organisation: acme or organizations/acme
+        #[arg(long, value_name = "ORG")]
+        org: String,
+        /// Role id: 3-64 characters from a-z, A-Z, 0-9, '_' and '.'
+        id: String,
+        /// A human title
+        #[arg(long)]
+        title: Option<String>,
+        /// Fine permissions (kms.cryptoKeyVersions.useToDecrypt, ...) or Thalassa verbs (list,
+        /// read, create, update, update:export, delete); comma-separated, repeatable
+        #[arg(long, value_name = "P[,P...]", value_delimiter = ',', required = true)]
+        permissions: Vec<String>,
+    },
+    /// Delete an unused custom role (needs iam.roles.delete on its organisation)
+    Delete {
+        /// organizations/ORG/roles/ID
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IamCmd {
+    /// Grant ROLE to MEMBER on a resource and everything below it (needs its setIamPolicy, e.g.
+    /// kms.keyRings.setIamPolicy)
+    Bind {
+        /// An organisation, folder, project, key ring or key (full name)
+        #[arg(long, value_name = "RESOURCE")]
+        resource: String,
+        /// roles/... (the prefix may be left out) or organizations/ORG/roles/ID
+        #[arg(long, value_parser = parse_role)]
+        role: String,
+        /// user:, serviceAccount:, group:, unix-uid:, unix-gid: or allAuthenticated
+        #[arg(long, value_parser = parse_member)]
+        member: String,
+        /// Bind even if the organisation enforces separation of duties (audited)
+        #[arg(long)]
+        allow_sod_violation: bool,
+    },
+    /// Remove a binding (needs its setIamPolicy permission)
+    Unbind {
+        /// An organisation, folder, project, key ring or key (full name)
+        #[arg(long, value_name = "RESOURCE")]
+        resource: String,
+        /// roles/... (the prefix may be left out) or organizations/ORG/roles/ID
+        #[arg(long, value_parser = parse_role)]
+        role: String,
+        /// user:, serviceAccount:, group:, unix-uid:, unix-gid: or allAuthenticated
+        #[arg(long, value_parser = parse_member)]
+        member: String,
+    },
+    /// Show the bindings on a resource, direct and inherited (needs its getIamPolicy permission)
+    Policy {
+        /// An organisation, folder, project, key ring or key (full name)
+        #[arg(long, value_name = "RESOURCE")]
+        resource: String,
+    },
+    /// Which of PERMs (all, when none given) MEMBER holds on a resource (needs getIamPolicy)
+    Test {
+        /// user:, serviceAccount:, group:, unix-uid:, unix-gid: or allAuthenticated
+        #[arg(long, value_parser = parse_member)]
+        member: String,
+        /// An organisation, folder, project, key ring or key (full name)
+        #[arg(long, value_name = "RESOURCE")]
+        resource: String,
+        /// Permissions to test, e.g. kms.cryptoKeyVersions.useToDecrypt (commas allowed)
+        #[arg(value_name = "PERM", value_delimiter = ',')]
+        permissions: Vec<String>,
+    },
+    /// Which binding grants MEMBER each permission on a resource (needs getIamPolicy)
+    Explain {
+        /// user:, serviceAccount:, group:, unix-uid:, unix-gid: or allAuthenticated
+        #[arg(long, value_parser = parse_member)]
+        member: String,
+        /// An organisation, folder, project, key ring or key (full name)
+        #[arg(long, value_name = "RESOURCE")]
+        resource: String,
+        /// Explain only this permission (and why it is not granted, if so)
+        #[arg(long, value_name = "PERM")]
+        permission: Option<String>,
+    },
+    /// Every principal holding PERM on a resource, through groups and inheritance (needs
+    /// getIamPolicy)
+    WhoCan {
+        /// An organisation, folder, project, key ring or key (full name)
+        #[arg(long, value_name = "RESOURCE")]
+        resource: String,
+        /// A permission, e.g. kms.cryptoKeyVersions.useToDecrypt
+        #[arg(long, value_name = "PERM")]
+        permission: String,
+    },
+    /// Make a unix uid act as a user: or serviceAccount: member (needs
+    /// iam.principalMappings.create on every organisation)
+    MapUid {
+        /// The unix uid
+        uid: u32,
+        /// user:, serviceAccount:, group:, unix-uid:, unix-gid: or allAuthenticated
+        #[arg(value_parser = parse_member)]
+        member: String,
+    },
+    /// Remove a uid mapping (needs iam.principalMappings.delete on every organisation)
+    UnmapUid {
+        /// The unix uid
+        uid: u32,
+    },
+    /// List uid mappings (needs iam.principalMappings.list on every organisation)
+    Mappings,
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupCmd {
+    /// Create a group (needs iam.groups.create on every organisation)
+    Create {
+        /// ops or group:ops
+        group: String,
+    },
+    /// List groups (needs iam.groups.list on every organisation)
+    List,
+    /// Show a group's members (needs iam.groups.get on every organisation)
+    Get {
+        /// ops or group:ops
+        group: String,
+    },
+    /// Delete a group (needs iam.groups.delete on every organisation)
+    Delete {
+        /// ops or group:ops
+        group: String,
+    },
+    /// Add a member (any member, groups too) to a group (needs iam.groups.update)
+    AddMember {
+        /// ops or group:ops
+        group: String,
+        /// user:, serviceAccount:, group:, unix-uid:, unix-gid: or allAuthenticated
+        #[arg(value_parser = parse_member)]
+        member: String,
+    },
+    /// Remove a member from a group (needs iam.groups.update)
+    RemoveMember {
+        /// ops or group:ops
+        group: String,
+        /// user:, serviceAccount:, group:, unix-uid:, unix-gid: or allAuthenticated
+        #[arg(value_parser = parse_member)]
+        member: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SaCmd {
+    /// Create a service account ID@PROJECT (needs iam.serviceAccounts.create on the project)
+    Create {
+        /// payments or projects/payments
+        #[arg(long, value_name = "PROJECT")]
+        project: String,
+        /// Account id: 1-30 characters, a-z, 0-9 and '-', starting with a letter
+        id: String,
+        #[arg(long, value_name = "NAME")]
+        display_name: Option<String>,
+    },
+    /// List service accounts (needs iam.serviceAccounts.list on their project)
+    List {
+        /// payments or projects/payments
+        #[arg(long, value_name = "PROJECT")]
+        project: Option<String>,
+    },
+    /// Delete a service account, its keys, bindings and mappings; never reused (needs
+    /// iam.serviceAccounts.delete)
+    Delete {
+        /// web@payments or serviceAccount:web@payments
+        account: String,
+    },
+    /// Service-account keys: the PINs and KEYWARD_CREDENTIALS secrets
+    #[command(subcommand)]
+    Key(SaKeyCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum SaKeyCmd {
+    /// Create a key, shown once (needs iam.serviceAccountKeys.create on the project)
+    Create {
+        /// web@payments or serviceAccount:web@payments
+        account: String,
+    },
+    /// List an account's keys (needs iam.serviceAccountKeys.list on the project)
+    List {
+        /// web@payments or serviceAccount:web@payments
+        account: String,
+    },
+    /// Revoke a key (needs iam.serviceAccountKeys.delete on the project)
+    Revoke {
+        /// web@payments or serviceAccount:web@payments
+        account: String,
+        /// The key id (`sa key list` shows them)
+        key_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCmd {
+    /// Show the newest records
+    Tail {
+        /// How many records
+        #[arg(short = 'n', long = "count", value_name = "N", default_value_t = 20)]
+        count: u32,
+    },
+    /// Search records (filters combine with AND)
+    Query {
+        /// Only records of this principal (member string, e.g. user:alice@example.com)
+        #[arg(long, value_name = "MEMBER")]
+        principal: Option<String>,
+        /// Only records about this resource or anything below it
+        #[arg(long, value_name = "RESOURCE")]
+        resource: Option<String>,
+        /// Only records of this action, e.g. iam.bind
+        #[arg(long, value_name = "ACTION")]
+        action: Option<String>,
+        /// Only records with this result
+        #[arg(long)]
+        result: Option<AuditResult>,
+        /// At or after TIME (RFC 3339, e.g. 2026-11-25T10:00:00Z, or unix seconds)
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        since: Option<i64>,
+        /// Before TIME (RFC 3339 or unix seconds)
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        until: Option<i64>,
+        /// At most N records (the newest)
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+    },
+    /// Check the hash chain of the whole log
+    Verify,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AuditResult {
+    Allowed,
+    Denied,
+    Error,
+}
+
+/// A member argument, checked and written canonically.
+fn parse_member(s: &str) -> Result<String, String> {
+    s.parse::<Member>().map(|m| m.to_string())
+}
+
+/// The `--as` caller: an identity a request can run as.
+fn parse_caller(s: &str) -> Result<Member, String> {
+    if s == "anonymous" {
+        return Ok(Member::Anonymous);
+    }
+    match s.parse::<Member>()? {
+        m @ (Member::User(_) | Member::ServiceAccount(_) | Member::UnixUid(_)) => Ok(m),
+        m => Err(format!(
+            "{m} cannot be a caller: use user:, serviceAccount:, unix-uid: or anonymous"
+        )),
+    }
+}
+
+/// A role argument: `kms.admin` stands for `roles/kms.admin`.
+fn parse_role(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("empty role name".into());
+    }
+    Ok(if s.contains('/') {
+        s.to_string()
+    } else {
+        format!("roles/{s}")
+    })
+}
+
+/// A time argument: RFC 3339 or unix seconds.
+fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(secs) = s.parse::<i64>() {
+        return Ok(secs);
+    }
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|e| {
+            format!(
+                "'{s}' is not a time ({e}): use RFC 3339 like 2026-11-25T10:00:00Z or \
+                 2026-11-25T11:00:00+01:00, or unix seconds like 1795600800"
+            )
+        })
+}
+
+/// `acme` or `organizations/acme` → `acme` (what init and org create take).
+fn org_id(s: &str) -> String {
+    s.strip_prefix("organizations/").unwrap_or(s).to_string()
+}
+
+/// `acme` → `organizations/acme`; anything with a `/` is left for the handler to judge.
+fn full_name(prefix: &str, s: &str) -> String {
+    if s.contains('/') {
+        s.to_string()
+    } else {
+        format!("{prefix}/{s}")
+    }
+}
+
+/// `ops` or `group:ops` → `ops`.
+fn group_name(s: &str) -> String {
+    s.strip_prefix("group:").unwrap_or(s).to_string()
+}
+
+/// `web@payments` or `serviceAccount:web@payments` → `web@payments`.
+fn account_email(s: &str) -> String {
+    s.strip_prefix("serviceAccount:").unwrap_or(s).to_string()
+}
+
+/// `payments` or `projects/payments` → `payments`.
+fn project_id(s: &str) -> String {
+    s.strip_prefix("projects/").unwrap_or(s).to_string()
+}
+
+/// The one request a command stands for. An `Err` is a usage error.
+fn to_request(cmd: Command) -> Result<AdminRequest, String> {
+    use AdminRequest as R;
+    let org = |s: String| full_name("organizations", &s);
+    Ok(match cmd {
+        Command::Init { org, admin } => R::Init {
+            org: org_id(&org),
+            admin,
+        },
+        Command::Org(c) => match c {
+            OrgCmd::Create { org } => R::OrgCreate { org: org_id(&org) },
+            OrgCmd::List => R::OrgList,
+            OrgCmd::Get { name } => R::OrgGet { name: org(name) },
+            OrgCmd::Delete { name } => R::OrgDelete { name: org(name) },
+            OrgCmd::SetSod { name, mode } => {
+                let mode = match mode {
+                    SodMode::Off => "off",
+                    SodMode::Warn => "warn",
+                    SodMode::Enforce => "enforce",
+                };
+                R::OrgSetSod {
+                    name: org(name),
+                    mode: mode.into(),
+                }
+            }
+        },
+        Command::Folder(c) => match c {
+            FolderCmd::Create { parent, id } => R::FolderCreate { parent, id },
+            FolderCmd::List { parent } => R::FolderList { parent },
+            FolderCmd::Get { name } => R::FolderGet {
+                name: full_name("folders", &name),
+            },
+            FolderCmd::Delete { name } => R::FolderDelete {
+                name: full_name("folders", &name),
+            },
+        },
+        Command::Project(c) => match c {
+            ProjectCmd::Create { parent, id } => R::ProjectCreate { parent, id },
+            ProjectCmd::List { parent } => R::ProjectList { parent },
+            ProjectCmd::Get { name } => R::ProjectGet {
+                name: full_name("projects", &name),
+            },
+            ProjectCmd::Delete { name } => R::ProjectDelete {
+                name: full_name("projects", &name),
+            },
+        },
+        Command::Keyring(c) => match c {
+            KeyringCmd::Create {
+                parent,
+                id,
+                token_label,
+            } => R::KeyRingCreate {
+                parent,
+                id,
+                token_label,
+            },
+            KeyringCmd::List { parent } => R::KeyRingList { parent },
+            KeyringCmd::Get { name } => R::KeyRingGet { name },
+            KeyringCmd::Delete { name } => R::KeyRingDelete { name },
+            KeyringCmd::Update {
+                name,
+                allow_plaintext_import,
+                strict_templates,
+                token_label,
+            } => {
+                if allow_plaintext_import.is_none()
+                    && strict_templates.is_none()
+                    && token_label.is_none()
+                {
+                    return Err("nothing to update: give --allow-plaintext-import, \
+                                --strict-templates or --token-label"
+                        .into());
+                }
+                R::KeyRingUpdate {
+                    name,
+                    allow_plaintext_import,
+                    strict_templates,
+                    token_label,
+                }
+            }
+        },
+        Command::Role(c) => match c {
+            RoleCmd::List => R::RoleList,
+            RoleCmd::Describe { name } => R::RoleDescribe {
+                name: parse_role(&name)?,
+            },
+            RoleCmd::Create {
+                org: o,
+                id,
+                title,
+                permissions,
+            } => {
+                let permissions: Vec<String> = permissions
+                    .into_iter()
+                    .map(|p| p.trim().to_string())
+                    .filter(|p| !p.is_empty())
+                    .collect();
+                if permissions.is_empty() {
+                    return Err("--permissions lists no permission".into());
+                }
+                R::RoleCreate {
+                    org: org(o),
+                    id,
+                    title,
+                    permissions,
+                }
+            }
+            RoleCmd::Delete { name } => R::RoleDelete {
+                name: parse_role(&name)?,
+            },
+        },
+        Command::Iam(c) => match c {
+            IamCmd::Bind {
+                resource,
+                role,
+                member,
+                allow_sod_violation,
+            } => R::IamBind {
+                resource,
+                role,
+                member,
+                allow_sod_violation,
+            },
+            IamCmd::Unbind {
+                resource,
+                role,
+                member,
+            } => R::IamUnbind {
+                resource,
+                role,
+                member,
+            },
+            IamCmd::Policy { resource } => R::IamPolicy { resource },
+            IamCmd::Test {
+                member,
+                resource,
+                permissions,
+            } => {
+                let permissions = permissions
+                    .into_iter()
+                    .map(|p| p.trim().to_string())
+                    .filter(|p| !p.is_empty())
+                    .collect();
+                R::IamTest {
+                    member,
+                    resource,
+                    permissions,
+                }
+            }
+            IamCmd::Explain {
+                member,
+                resource,
+                permission,
+            } => R::IamExplain {
+                member,
+                resource,
+                permission,
+            },
+            IamCmd::WhoCan {
+                resource,
+                permission,
+            } => R::IamWhoCan {
+                resource,
+                permission,
+            },
+            IamCmd::MapUid { uid, member } => R::IamMapUid { uid, member },
+            IamCmd::UnmapUid { uid } => R::IamUnmapUid { uid },
+            IamCmd::Mappings => R::IamListMappings,
+        },
+        Command::Group(c) => match c {
+            GroupCmd::Create { group } => R::GroupCreate {
+                group: group_name(&group),
+            },
+            GroupCmd::List => R::GroupList,
+            GroupCmd::Get { group } => R::GroupGet {
+                group: group_name(&group),
+            },
+            GroupCmd::Delete { group } => R::GroupDelete {
+                group: group_name(&group),
+            },
+            GroupCmd::AddMember { group, member } => R::GroupAddMember {
+                group: group_name(&group),
+                member,
+            },
+            GroupCmd::RemoveMember { group, member } => R::GroupRemoveMember {
+                group: group_name(&group),
+                member,
+            },
+        },
+        Command::Sa(c) => match c {
+            SaCmd::Create {
+                project,
+                id,
+                display_name,
+            } => R::SaCreate {
+                project: project_id(&project),
+                id,
+                display_name,
+            },
+            SaCmd::List { project } => R::SaList {
+                project: project.as_deref().map(project_id),
+            },
+            SaCmd::Delete { account } => R::SaDelete {
+                account: account_email(&account),
+            },
+            SaCmd::Key(k) => match k {
+                SaKeyCmd::Create { account } => R::SaKeyCreate {
+                    account: account_email(&account),
+                },
+                SaKeyCmd::List { account } => R::SaKeyList {
+                    account: account_email(&account),
+                },
+                SaKeyCmd::Revoke { account, key_id } => R::SaKeyRevoke {
+                    account: account_email(&account),
+                    key_id,
+                },
+            },
+        },
+        Command::Audit(c) => match c {
+            AuditCmd::Tail { count } => R::AuditTail { count },
+            AuditCmd::Query {
+                principal,
+                resource,
+                action,
+                result,
+                since,
+                until,
+                limit,
+            } => {
+                if let (Some(s), Some(u)) = (since, until) {
+                    if s >= u {
+                        return Err(format!(
+                            "--since ({s}) must be before --until ({u}): nothing lies between"
+                        ));
+                    }
+                }
+                let result = result.map(|r| {
+                    match r {
+                        AuditResult::Allowed => "allowed",
+                        AuditResult::Denied => "denied",
+                        AuditResult::Error => "error",
+                    }
+                    .to_string()
+                });
+                R::AuditQuery {
+                    filter: AuditFilter {
+                        principal,
+                        resource,
+                        action,
+                        result,
+                        since,
+                        until,
+                        limit,
+                    },
+                }
+            }
+            AuditCmd::Verify => R::AuditVerify,
+        },
+    })
+}
+
+/// Why a command did not produce a response.
+#[derive(Debug)]
+enum CtlError {
+    /// The command line cannot be served as given (exit 2).
+    Usage(String),
+    /// The request was made and failed (exit 1).
+    Request(AdminError),
+}
+
+/// Sends one request to the handler: in-process over `--db`. The keywardd admin socket goes
+/// here when the daemon lands (it decides the caller itself; `--as` is offline only).
+fn run_request(global: &Global, req: AdminRequest) -> Result<AdminResponse, CtlError> {
+    let Some(db) = &global.db else {
+        return Err(CtlError::Usage(
+            "keywardd socket access arrives with the daemon; use --db PATH".into(),
+        ));
+    };
+    // Only init may create a store: a mistyped --db must not silently make an empty one.
+    if !matches!(req, AdminRequest::Init { .. }) && !db.exists() {
+        return Err(CtlError::Request(AdminError {
+            rv: CKR_ARGUMENTS_BAD,
+            message: format!(
+                "no store at {}: check --db, or create one with `keywardctl --db {} init --org \
+                 ORG --admin MEMBER`",
+                db.display(),
+                db.display()
+            ),
+        }));
+    }
+    // The real uid is recorded as the peer even under --as, so the audit log shows who ran it.
+    let me = process_principal();
+    let peer_uid = match &me {
+        Ok(Principal {
+            member: Member::UnixUid(uid),
+            ..
+        }) => Some(*uid),
+        _ => None,
+    };
+    let principal = match &global.as_member {
+        Some(m) => Principal::new(m.clone()),
+        None => me.map_err(CtlError::Usage)?,
+    };
+    let caller = Caller {
+        principal,
+        peer_pid: Some(std::process::id()),
+        peer_uid,
+        instance: None,
+    };
+    let mut service = AdminService::open(db).map_err(CtlError::Request)?;
+    service.handle(&caller, req).map_err(CtlError::Request)
+}
+
+/// This process's identity as keywardd would see it: `unix-uid:<real uid>` and its groups.
+fn process_principal() -> Result<Principal, String> {
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| {
+        format!("cannot read /proc/self/status to learn your uid ({e}): give --as MEMBER")
+    })?;
+    let ids = |field: &str| -> Vec<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .map(|rest| {
+                rest.split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let uid = *ids("Uid:")
+        .first()
+        .ok_or("no Uid: line in /proc/self/status: give --as MEMBER")?;
+    let mut gids: Vec<u32> = ids("Gid:")
+        .into_iter()
+        .take(1)
+        .chain(ids("Groups:"))
+        .collect();
+    gids.sort_unstable();
+    gids.dedup();
+    Ok(Principal {
+        member: Member::UnixUid(uid),
+        unix_gids: gids,
+    })
+}
+
+/// Replaces control characters (terminal escapes in names or audit details) with escapes.
+fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// An aligned text table: two spaces between columns, the last column unpadded.
+fn render_table(t: &Table) -> String {
+    let header: Vec<String> = t.headers.iter().map(|h| printable(h)).collect();
+    let rows: Vec<Vec<String>> = t
+        .rows
+        .iter()
+        .map(|r| r.iter().map(|c| printable(c)).collect())
+        .collect();
+    let ncols = rows
+        .iter()
+        .map(Vec::len)
+        .chain([header.len()])
+        .max()
+        .unwrap_or(0);
+    let mut widths = vec![0usize; ncols];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (i, c) in row.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, c) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(c);
+            if i + 1 < row.len() {
+                line.push_str(&" ".repeat(widths[i] - c.chars().count()));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    if rows.is_empty() {
+        out.push_str("(none)\n");
+    }
+    out
+}
+
+/// True for the requests whose `--json` output is JSON lines (a SIEM feed, design §6).
+fn json_lines(req: &AdminRequest) -> bool {
+    matches!(
+        req,
+        AdminRequest::AuditTail { .. } | AdminRequest::AuditQuery { .. }
+    )
+}
+
+fn print_response(resp: &AdminResponse, json: bool, lines: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for w in &resp.warnings {
+        eprintln!("warning: {}", printable(w));
+    }
+    if json {
+        match serde_json::from_str::<serde_json::Value>(&resp.json) {
+            Ok(serde_json::Value::Array(items)) if lines => {
+                for item in items {
+                    writeln!(out, "{item}")?;
+                }
+            }
+            _ => writeln!(out, "{}", resp.json)?,
+        }
+        return out.flush();
+    }
+    if let Some(m) = &resp.message {
+        writeln!(out, "{}", printable(m))?;
+    }
+    if let Some(t) = &resp.table {
+        write!(out, "{}", render_table(t))?;
+    }
+    if let Some(s) = &resp.secret {
+        writeln!(out, "{s}")?;
+        out.flush()?;
+        eprintln!("note: the secret above is shown only this once; Keyward keeps only a MAC of it");
+    }
+    out.flush()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Cli { global, command } = cli;
+    let req = match to_request(command) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let lines = json_lines(&req);
+    match run_request(&global, req) {
+        Ok(resp) => match print_response(&resp, global.json, lines) {
+            Ok(()) => ExitCode::SUCCESS,
+            // A closed pipe (`| head`) is not worth a message; the request was done.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: cannot write the answer: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Err(CtlError::Usage(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(2)
+        }
+        Err(CtlError::Request(e)) => {
+            eprintln!("error: {}", printable(&e.message));
+            if global.json {
+                let doc = serde_json::json!({"error": {"message": e.message, "rv": e.rv}});
+                println!("{doc}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn req(args: &[&str]) -> Result<AdminRequest, String> {
+        let cli = Cli::try_parse_from(std::iter::once("keywardctl").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        to_request(cli.command)
+    }
+
+    #[test]
+    fn names_are_normalised() {
+        use AdminRequest as R;
+        assert_eq!(
+            req(&["org", "get", "acme"]),
+            Ok(R::OrgGet {
+                name: "organizations/acme".into()
+            })
+        );
+        assert_eq!(
+            req(&["org", "get", "organizations/acme"]),
+            Ok(R::OrgGet {
+                name: "organizations/acme".into()
+            })
+        );
+        assert_eq!(
+            req(&["org", "create", "organizations/acme"]),
+            Ok(R::OrgCreate { org: "acme".into() })
+        );
+        assert_eq!(
+            req(&["folder", "delete", "eng"]),
+            Ok(R::FolderDelete {
+                name: "folders/eng".into()
+            })
+        );
+        assert_eq!(
+            req(&["project", "get", "projects/p"]),
+            Ok(R::ProjectGet {
+                name: "projects/p".into()
+            })
+        );
+        assert_eq!(
+            req(&["group", "get", "group:ops"]),
+            Ok(R::GroupGet {
+                group: "ops".into()
+            })
+        );
+        assert_eq!(
+            req(&["sa", "key", "revoke", "serviceAccount:web@payments", "kabc"]),
+            Ok(R::SaKeyRevoke {
+                account: "web@payments".into(),
+                key_id: "kabc".into()
+            })
+        );
+        assert_eq!(
+            req(&["sa", "create", "--project", "projects/payments", "web"]),
+            Ok(R::SaCreate {
+                project: "payments".into(),
+                id: "web".into(),
+                display_name: None
+            })
+        );
+        assert_eq!(
+            req(&[
+                "role",
+                "create",
+                "--org",
+                "acme",
+                "dec",
+                "--permissions",
+                "read,list",
+                "--permissions",
+                "kms.cryptoKeyVersions.useToDecrypt"
+            ]),
+            Ok(R::RoleCreate {
+                org: "organizations/acme".into(),
+                id: "dec".into(),
+                title: None,
+                permissions: vec![
+                    "read".into(),
+                    "list".into(),
+                    "kms.cryptoKeyVersions.useToDecrypt".into()
+                ],
+            })
+        );
+        assert_eq!(
+            req(&[
+                "iam",
+                "bind",
+                "--resource",
+                "projects/p",
+                "--role",
+                "kms.viewer",
+                "--member",
+                "unix-uid:1001"
+            ]),
+            Ok(R::IamBind {
+                resource: "projects/p".into(),
+                role: "roles/kms.viewer".into(),
+                member: "unix-uid:1001".into(),
+                allow_sod_violation: false,
+            })
+        );
+    }
+
+    #[test]
+    fn times_parse() {
+        assert_eq!(parse_time("1795600800"), Ok(1_795_600_800));
+        assert_eq!(parse_time("1970-01-01T00:01:00Z"), Ok(60));
+        assert_eq!(parse_time("1970-01-01T01:01:00+01:00"), Ok(60));
+        assert!(parse_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = Table {
+            headers: vec!["A".into(), "BB".into()],
+            rows: vec![
+                vec!["long".into(), "x".into()],
+                vec!["s\x1b[2J".into(), "y".into()],
+            ],
+        };
+        assert_eq!(
+            render_table(&t),
+            "A           BB\nlong        x\ns\\u{1b}[2J  y\n"
+        );
+    }
+}
