@@ -30,7 +30,17 @@ const TREE: &[(&str, &[&str])] = &[
             "mappings",
         ],
     ),
-    ("group", &["create", "list", "get", "delete", "add-member", "remove-member"]),
+    (
+        "group",
+        &[
+            "create",
+            "list",
+            "get",
+            "delete",
+            "add-member",
+            "remove-member",
+        ],
+    ),
     ("sa", &["create", "list", "delete", "key"]),
     ("audit", &["tail", "query", "verify"]),
 ];
@@ -48,20 +58,32 @@ fn help_lists_every_command() {
     let top = run_raw(&["--help"], &[]);
     top.ok();
     for (group, subs) in TREE {
-        assert!(lists(&top.stdout, group), "--help does not list {group}:\n{}", top.stdout);
+        assert!(
+            lists(&top.stdout, group),
+            "--help does not list {group}:\n{}",
+            top.stdout
+        );
         if subs.is_empty() {
             continue;
         }
         let h = run_raw(&[group, "--help"], &[]);
         h.ok();
         for sub in *subs {
-            assert!(lists(&h.stdout, sub), "{group} --help does not list {sub}:\n{}", h.stdout);
+            assert!(
+                lists(&h.stdout, sub),
+                "{group} --help does not list {sub}:\n{}",
+                h.stdout
+            );
             run_raw(&[group, sub, "--help"], &[]).ok();
         }
     }
     let h = run_raw(&["sa", "key", "--help"], &[]);
     for sub in ["create", "list", "revoke"] {
-        assert!(lists(&h.stdout, sub), "sa key --help does not list {sub}:\n{}", h.stdout);
+        assert!(
+            lists(&h.stdout, sub),
+            "sa key --help does not list {sub}:\n{}",
+            h.stdout
+        );
     }
 }
 
@@ -72,9 +94,17 @@ fn help_names_permissions_and_exit_codes() {
     assert!(top.stdout.contains("--db"), "{}", top.stdout);
     assert!(top.stdout.contains("KEYWARD_DB"), "{}", top.stdout);
     let kr = run_raw(&["keyring", "--help"], &[]);
-    assert!(kr.stdout.contains("kms.keyRings.create on the parent"), "{}", kr.stdout);
+    assert!(
+        kr.stdout.contains("kms.keyRings.create on the parent"),
+        "{}",
+        kr.stdout
+    );
     let sa = run_raw(&["sa", "key", "--help"], &[]);
-    assert!(sa.stdout.contains("iam.serviceAccountKeys.create"), "{}", sa.stdout);
+    assert!(
+        sa.stdout.contains("iam.serviceAccountKeys.create"),
+        "{}",
+        sa.stdout
+    );
 }
 
 #[test]
@@ -99,26 +129,61 @@ fn a_missing_store_is_not_created_by_accident() {
     out.failed();
     assert!(out.stderr.starts_with("error: no store at"), "{out:#?}");
     let js = out.json();
-    assert!(js["error"]["message"].as_str().unwrap().contains("no store at"), "{out:#?}");
+    assert!(
+        js["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no store at"),
+        "{out:#?}"
+    );
     assert!(js["error"]["rv"].is_u64(), "{out:#?}");
     assert!(!ctl.db().exists(), "a read command created the store");
 }
 
 #[test]
 fn bad_result_value_is_a_usage_error() {
-    let out = run_raw(&["--db", "/nonexistent", "audit", "query", "--result", "maybe"], &[]);
+    let out = run_raw(
+        &[
+            "--db",
+            "/nonexistent",
+            "audit",
+            "query",
+            "--result",
+            "maybe",
+        ],
+        &[],
+    );
     out.usage_error();
     assert!(out.stderr.contains("allowed, denied, error"), "{out:#?}");
 }
 
 #[test]
 fn garbage_times_are_usage_errors_with_a_hint() {
-    let out = run_raw(&["--db", "/nonexistent", "audit", "query", "--since", "garbage"], &[]);
+    let out = run_raw(
+        &[
+            "--db",
+            "/nonexistent",
+            "audit",
+            "query",
+            "--since",
+            "garbage",
+        ],
+        &[],
+    );
     out.usage_error();
     assert!(out.stderr.contains("'garbage' is not a time"), "{out:#?}");
     assert!(out.stderr.contains("RFC 3339"), "{out:#?}");
     let out = run_raw(
-        &["--db", "/x", "audit", "query", "--since", "2026-11-25T10:00:00Z", "--until", "100"],
+        &[
+            "--db",
+            "/x",
+            "audit",
+            "query",
+            "--since",
+            "2026-11-25T10:00:00Z",
+            "--until",
+            "100",
+        ],
         &[],
     );
     out.usage_error();
@@ -128,7 +193,16 @@ fn garbage_times_are_usage_errors_with_a_hint() {
 #[test]
 fn bad_members_are_usage_errors() {
     let out = run_raw(
-        &["--db", "/x", "iam", "bind", "--resource", "projects/p", "--role", "kms.viewer"],
+        &[
+            "--db",
+            "/x",
+            "iam",
+            "bind",
+            "--resource",
+            "projects/p",
+            "--role",
+            "kms.viewer",
+        ],
         &[],
     );
     out.usage_error();
@@ -149,7 +223,18 @@ fn bad_members_are_usage_errors() {
     );
     out.usage_error();
     assert!(out.stderr.contains("invalid member 'alice'"), "{out:#?}");
-    let out = run_raw(&["--db", "/x", "init", "--org", "acme", "--admin", "anonymous"], &[]);
+    let out = run_raw(
+        &[
+            "--db",
+            "/x",
+            "init",
+            "--org",
+            "acme",
+            "--admin",
+            "anonymous",
+        ],
+        &[],
+    );
     out.usage_error();
     let out = run_raw(&["--db", "/x", "--as", "group:ops", "org", "list"], &[]);
     out.usage_error();
@@ -160,15 +245,30 @@ fn bad_members_are_usage_errors() {
 #[test]
 fn bad_enums_and_empty_updates_are_usage_errors() {
     run_raw(&["--db", "/x", "org", "set-sod", "acme", "sometimes"], &[]).usage_error();
-    let out = run_raw(&["--db", "/x", "keyring", "update", "projects/p/keyRings/r"], &[]);
+    let out = run_raw(
+        &["--db", "/x", "keyring", "update", "projects/p/keyRings/r"],
+        &[],
+    );
     out.usage_error();
     assert!(out.stderr.contains("nothing to update"), "{out:#?}");
     run_raw(
-        &["--db", "/x", "keyring", "update", "projects/p/keyRings/r", "--strict-templates", "yes"],
+        &[
+            "--db",
+            "/x",
+            "keyring",
+            "update",
+            "projects/p/keyRings/r",
+            "--strict-templates",
+            "yes",
+        ],
         &[],
     )
     .usage_error();
-    run_raw(&["--db", "/x", "role", "create", "--org", "acme", "reader"], &[]).usage_error();
+    run_raw(
+        &["--db", "/x", "role", "create", "--org", "acme", "reader"],
+        &[],
+    )
+    .usage_error();
     run_raw(&["--db", "/x", "audit", "tail", "-n", "many"], &[]).usage_error();
 }
 
@@ -196,7 +296,10 @@ fn default_caller_is_my_unix_uid() {
 fn keyward_db_from_the_environment() {
     let ctl = Ctl::initialised();
     let db = ctl.db().to_str().unwrap();
-    let out = run_raw(&["--as", ADMIN, "--json", "org", "get", "acme"], &[("KEYWARD_DB", db)]);
+    let out = run_raw(
+        &["--as", ADMIN, "--json", "org", "get", "acme"],
+        &[("KEYWARD_DB", db)],
+    );
     out.ok();
     assert_eq!(out.json()["name"], "organizations/acme");
 }
@@ -223,17 +326,20 @@ fn failed_request_exit_1_and_json_error() {
 #[test]
 fn resource_names_are_normalised() {
     let ctl = Ctl::initialised();
-    ctl.admin(&["org", "set-sod", "organizations/acme", "enforce"]).ok();
+    ctl.admin(&["org", "set-sod", "organizations/acme", "enforce"])
+        .ok();
     let a = ctl.admin(&["--json", "org", "get", "acme"]);
     let b = ctl.admin(&["--json", "org", "get", "organizations/acme"]);
     assert_eq!(a.json(), b.json());
     assert_eq!(a.json()["separationOfDuties"], "enforce");
-    ctl.admin(&["folder", "create", "--parent", "organizations/acme", "eng"]).ok();
+    ctl.admin(&["folder", "create", "--parent", "organizations/acme", "eng"])
+        .ok();
     let a = ctl.admin(&["--json", "folder", "get", "eng"]);
     let b = ctl.admin(&["--json", "folder", "get", "folders/eng"]);
     assert_eq!(a.json()["name"], "folders/eng");
     assert_eq!(a.json(), b.json());
-    ctl.admin(&["project", "create", "--parent", "folders/eng", "payments"]).ok();
+    ctl.admin(&["project", "create", "--parent", "folders/eng", "payments"])
+        .ok();
     let a = ctl.admin(&["--json", "project", "get", "payments"]);
     assert_eq!(a.json()["name"], "projects/payments");
     assert_eq!(a.json()["parent"], "folders/eng");
@@ -246,14 +352,24 @@ fn resource_names_are_normalised() {
 fn groups_accounts_and_roles_are_normalised() {
     let ctl = Ctl::initialised();
     ctl.admin(&["group", "create", "group:ops"]).ok();
-    ctl.admin(&["group", "add-member", "ops", "user:bob@example.com"]).ok();
+    ctl.admin(&["group", "add-member", "ops", "user:bob@example.com"])
+        .ok();
     let out = ctl.admin(&["--json", "group", "get", "group:ops"]);
     assert_eq!(out.json()["group"], "ops");
     assert_eq!(out.json()["members"][0], "user:bob@example.com");
 
-    ctl.admin(&["project", "create", "--parent", "organizations/acme", "payments"]).ok();
-    ctl.admin(&["sa", "create", "--project", "projects/payments", "web"]).ok();
-    ctl.admin(&["sa", "key", "create", "serviceAccount:web@payments"]).ok();
+    ctl.admin(&[
+        "project",
+        "create",
+        "--parent",
+        "organizations/acme",
+        "payments",
+    ])
+    .ok();
+    ctl.admin(&["sa", "create", "--project", "projects/payments", "web"])
+        .ok();
+    ctl.admin(&["sa", "key", "create", "serviceAccount:web@payments"])
+        .ok();
     let a = ctl.admin(&["--json", "sa", "key", "list", "web@payments"]);
     let b = ctl.admin(&["--json", "sa", "key", "list", "serviceAccount:web@payments"]);
     assert_eq!(a.json(), b.json());
@@ -271,9 +387,16 @@ fn groups_accounts_and_roles_are_normalised() {
     ])
     .ok();
     let out = ctl.admin(&["--json", "iam", "policy", "--resource", "projects/payments"]);
-    let roles: Vec<_> =
-        out.json()["bindings"].as_array().unwrap().iter().map(|b| b["role"].clone()).collect();
-    assert!(roles.contains(&serde_json::json!("roles/kms.viewer")), "{out:#?}");
+    let roles: Vec<_> = out.json()["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["role"].clone())
+        .collect();
+    assert!(
+        roles.contains(&serde_json::json!("roles/kms.viewer")),
+        "{out:#?}"
+    );
 }
 
 /// handler: human output is the message and an aligned table; `--json` is one document and
@@ -281,7 +404,14 @@ fn groups_accounts_and_roles_are_normalised() {
 #[test]
 fn human_and_json_output() {
     let ctl = Ctl::initialised();
-    ctl.admin(&["project", "create", "--parent", "organizations/acme", "payments"]).ok();
+    ctl.admin(&[
+        "project",
+        "create",
+        "--parent",
+        "organizations/acme",
+        "payments",
+    ])
+    .ok();
     let out = ctl.admin(&["project", "list"]);
     out.ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -295,7 +425,11 @@ fn human_and_json_output() {
     // Plain reads are not audited: the log holds init and project.create.
     let out = ctl.admin(&["--json", "audit", "tail", "-n", "5"]);
     out.ok();
-    let actions: Vec<_> = out.json_lines().iter().map(|r| r["action"].clone()).collect();
+    let actions: Vec<_> = out
+        .json_lines()
+        .iter()
+        .map(|r| r["action"].clone())
+        .collect();
     assert_eq!(actions, ["init", "project.create"], "{out:#?}");
 }
 
@@ -304,7 +438,11 @@ fn human_and_json_output() {
 fn terminal_escapes_are_neutralised() {
     let ctl = Ctl::initialised();
     // A refused request leaves its (attacker-chosen) resource in the audit log.
-    ctl.run_as("user:mallory@example.com", &["folder", "get", "x\u{1b}[2Jy"]).failed();
+    ctl.run_as(
+        "user:mallory@example.com",
+        &["folder", "get", "x\u{1b}[2Jy"],
+    )
+    .failed();
     let out = ctl.admin(&["audit", "tail", "-n", "5"]);
     out.ok();
     assert!(!out.stdout.contains('\u{1b}'), "{out:#?}");
