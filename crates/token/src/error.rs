@@ -141,7 +141,7 @@ impl TokenError {
             TokenError::Pkcs11 { rv, .. } => return rv_to_ck_rv(*rv),
             TokenError::Cryptoki(_) => CKR_GENERAL_ERROR,
         };
-        u64::from(rv)
+        widen(rv)
     }
 
     /// The PKCS#11 function that failed, for a PKCS#11 failure.
@@ -161,11 +161,21 @@ impl TokenError {
     }
 }
 
+/// A `CK_RV` as `u64` (`CK_ULONG` is 64 bits on Linux, 32 on Windows).
+#[allow(clippy::useless_conversion)]
+fn widen(rv: CK_RV) -> u64 {
+    u64::from(rv)
+}
+
 fn fmt_labels(labels: &[String]) -> String {
     if labels.is_empty() {
         "none".to_owned()
     } else {
-        labels.iter().map(|l| format!("'{l}'")).collect::<Vec<_>>().join(", ")
+        labels
+            .iter()
+            .map(|l| format!("'{l}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -275,7 +285,7 @@ pub fn rv_to_ck_rv(rv: RvError) -> u64 {
         RvError::VendorDefined(code) => code,
         RvError::UnknownErrorCode(code) => code,
     };
-    u64::from(code)
+    widen(code)
 }
 
 #[cfg(test)]
@@ -385,7 +395,7 @@ mod tests {
         assert_eq!(CODES.len(), 93);
         for &code in CODES {
             match Rv::from(code) {
-                Rv::Error(rv) => assert_eq!(rv_to_ck_rv(rv), u64::from(code), "{rv:?}"),
+                Rv::Error(rv) => assert_eq!(rv_to_ck_rv(rv), widen(code), "{rv:?}"),
                 Rv::Ok => panic!("{code:#x} mapped to Ok"),
             }
         }
@@ -394,18 +404,27 @@ mod tests {
             let Rv::Error(rv) = Rv::from(code) else {
                 panic!("{code:#x} mapped to Ok")
             };
-            assert_eq!(rv_to_ck_rv(rv), u64::from(code));
+            assert_eq!(rv_to_ck_rv(rv), widen(code));
         }
     }
 
     #[test]
     fn layer_errors_have_codes() {
         let e = TokenError::PinIncorrect { label: "t".into() };
-        assert_eq!(e.ck_rv(), u64::from(CKR_PIN_INCORRECT));
-        let e = TokenError::from(CryptokiError::Pkcs11(RvError::KeyHandleInvalid, Function::SignInit));
-        assert_eq!(e.ck_rv(), u64::from(CKR_KEY_HANDLE_INVALID));
+        assert_eq!(e.ck_rv(), widen(CKR_PIN_INCORRECT));
+        let e = TokenError::from(CryptokiError::Pkcs11(
+            RvError::KeyHandleInvalid,
+            Function::SignInit,
+        ));
+        assert_eq!(e.ck_rv(), widen(CKR_KEY_HANDLE_INVALID));
         assert!(e.to_string().contains("SignInit"), "{e}");
-        let e = TokenError::TokenNotFound { label: "x".into(), available: vec!["a".into(), "b".into()] };
-        assert_eq!(e.to_string(), "no token labelled 'x' in the PKCS#11 module (tokens present: 'a', 'b')");
+        let e = TokenError::TokenNotFound {
+            label: "x".into(),
+            available: vec!["a".into(), "b".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "no token labelled 'x' in the PKCS#11 module (tokens present: 'a', 'b')"
+        );
     }
 }

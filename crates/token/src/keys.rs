@@ -10,6 +10,7 @@
 use crate::error::{Result, TokenError};
 use crate::public_key::{ec_spki_der, rsa_spki_der, spki_pem, Curve};
 use crate::token::Token;
+use cryptoki::error::RvError;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
@@ -140,7 +141,8 @@ struct Flags {
 }
 
 impl Flags {
-    fn attributes(self) -> [Attribute; 6] {
+    /// Usage attributes of a secret key: every usage flag, set or cleared.
+    fn secret_attributes(self) -> [Attribute; 6] {
         [
             Attribute::Encrypt(self.encrypt),
             Attribute::Decrypt(self.decrypt),
@@ -150,18 +152,66 @@ impl Flags {
             Attribute::Unwrap(false),
         ]
     }
+
+    /// Usage attributes of a private key (PKCS#11 §4.9: a private key has no CKA_ENCRYPT,
+    /// CKA_VERIFY or CKA_WRAP; SoftHSM2 answers CKR_ATTRIBUTE_TYPE_INVALID to them).
+    fn private_attributes(self) -> [Attribute; 4] {
+        [
+            Attribute::Decrypt(self.decrypt),
+            Attribute::Sign(self.sign),
+            Attribute::SignRecover(false),
+            Attribute::Unwrap(false),
+        ]
+    }
+
+    /// Usage attributes of a public key (§4.8: no CKA_DECRYPT, CKA_SIGN or CKA_UNWRAP).
+    fn public_attributes(self) -> [Attribute; 4] {
+        [
+            Attribute::Encrypt(self.encrypt),
+            Attribute::Verify(self.verify),
+            Attribute::VerifyRecover(false),
+            Attribute::Wrap(false),
+        ]
+    }
 }
 
 /// (secret or private half, public half) usage for a purpose.
 fn usage_flags(purpose: Purpose) -> (Flags, Flags) {
     let none = Flags::default();
     match purpose {
-        Purpose::EncryptDecrypt => (Flags { encrypt: true, decrypt: true, ..none }, none),
-        Purpose::Mac => (Flags { sign: true, verify: true, ..none }, none),
-        Purpose::AsymmetricSign => (Flags { sign: true, ..none }, Flags { verify: true, ..none }),
-        Purpose::AsymmetricDecrypt => {
-            (Flags { decrypt: true, ..none }, Flags { encrypt: true, ..none })
-        }
+        Purpose::EncryptDecrypt => (
+            Flags {
+                encrypt: true,
+                decrypt: true,
+                ..none
+            },
+            none,
+        ),
+        Purpose::Mac => (
+            Flags {
+                sign: true,
+                verify: true,
+                ..none
+            },
+            none,
+        ),
+        Purpose::AsymmetricSign => (
+            Flags { sign: true, ..none },
+            Flags {
+                verify: true,
+                ..none
+            },
+        ),
+        Purpose::AsymmetricDecrypt => (
+            Flags {
+                decrypt: true,
+                ..none
+            },
+            Flags {
+                encrypt: true,
+                ..none
+            },
+        ),
         // Keys of the module carry the client's flags; no Algorithm has this purpose.
         Purpose::Pkcs11Generic => (none, none),
     }
@@ -180,7 +230,9 @@ impl Token {
     pub fn generate_key(&self, spec: &KeySpec<'_>) -> Result<GeneratedKey> {
         self.check_algorithm(spec.algorithm)?;
         if spec.id.is_empty() {
-            return Err(TokenError::InvalidArgument("CKA_ID must not be empty".into()));
+            return Err(TokenError::InvalidArgument(
+                "CKA_ID must not be empty".into(),
+            ));
         }
         let copyable = self.mechanisms().copyable_accepted();
         let (secret_flags, public_flags) = usage_flags(spec.algorithm.purpose());
@@ -198,13 +250,23 @@ impl Token {
             t
         };
         let mut secret = common(true);
-        secret.extend([Attribute::Sensitive(true), Attribute::Extractable(spec.exportable)]);
-        secret.extend(secret_flags.attributes());
+        secret.extend([
+            Attribute::Sensitive(true),
+            Attribute::Extractable(spec.exportable),
+        ]);
+        if spec.algorithm.is_asymmetric() {
+            secret.extend(secret_flags.private_attributes());
+        } else {
+            secret.extend(secret_flags.secret_attributes());
+        }
         let mut public = common(false);
-        public.extend(public_flags.attributes());
+        public.extend(public_flags.public_attributes());
 
-        self.session(|s| {
-            if !s.find_objects(&[Attribute::Id(spec.id.to_vec())])?.is_empty() {
+        self.write_session(|s| {
+            if !s
+                .find_objects(&[Attribute::Id(spec.id.to_vec())])?
+                .is_empty()
+            {
                 return Err(TokenError::InvalidArgument(format!(
                     "CKA_ID {} is already used by an object in the token",
                     crate::error::hex(spec.id)
@@ -229,7 +291,6 @@ impl Token {
                         TokenError::InvalidArgument(format!("no EC curve of {bits} bits"))
                     })?;
                     public.push(Attribute::EcParams(curve.ec_params()));
-                    secret.push(Attribute::SignRecover(false));
                     let (pub_h, priv_h) =
                         s.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &secret)?;
                     Some(read_public_key(s, pub_h).inspect_err(|_| {
@@ -241,9 +302,7 @@ impl Token {
                     public.extend([
                         Attribute::ModulusBits(u64::try_from(bits).unwrap_or(0).into()),
                         Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
-                        Attribute::VerifyRecover(false),
                     ]);
-                    secret.push(Attribute::SignRecover(false));
                     let (pub_h, priv_h) =
                         s.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &secret)?;
                     Some(read_public_key(s, pub_h).inspect_err(|_| {
@@ -258,7 +317,11 @@ impl Token {
                 exportable = spec.exportable,
                 "generated key in token"
             );
-            Ok(GeneratedKey { id: spec.id.to_vec(), algorithm: spec.algorithm, public_key })
+            Ok(GeneratedKey {
+                id: spec.id.to_vec(),
+                algorithm: spec.algorithm,
+                public_key,
+            })
         })
     }
 
@@ -289,19 +352,30 @@ impl Token {
 
     fn objects(&self, template: &[Attribute]) -> Result<Vec<ObjectInfo>> {
         self.session(|s| {
-            s.find_objects(template)?
-                .into_iter()
-                .map(|h| object_info(s, h))
-                .collect()
+            let mut out = Vec::new();
+            for h in s.find_objects(template)? {
+                match object_info(s, h) {
+                    Ok(info) => out.push(info),
+                    // Destroyed by another process since C_FindObjects.
+                    Err(TokenError::Pkcs11 {
+                        rv: RvError::ObjectHandleInvalid,
+                        ..
+                    }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(out)
         })
     }
 
     /// Destroys every token object carrying `CKA_ID` `id`; returns how many there were.
     pub fn destroy_by_id(&self, id: &[u8]) -> Result<usize> {
         if id.is_empty() {
-            return Err(TokenError::InvalidArgument("CKA_ID must not be empty".into()));
+            return Err(TokenError::InvalidArgument(
+                "CKA_ID must not be empty".into(),
+            ));
         }
-        self.session(|s| {
+        self.write_session(|s| {
             let handles = s.find_objects(&[Attribute::Token(true), Attribute::Id(id.to_vec())])?;
             for &h in &handles {
                 s.destroy_object(h)?;
@@ -326,8 +400,15 @@ pub(crate) fn find_one(
     ])?;
     match found.as_slice() {
         [h] => Ok(*h),
-        [] => Err(TokenError::KeyNotFound { id: id.to_vec(), what }),
-        many => Err(TokenError::DuplicateId { id: id.to_vec(), what, count: many.len() }),
+        [] => Err(TokenError::KeyNotFound {
+            id: id.to_vec(),
+            what,
+        }),
+        many => Err(TokenError::DuplicateId {
+            id: id.to_vec(),
+            what,
+            count: many.len(),
+        }),
     }
 }
 
@@ -408,6 +489,7 @@ fn object_info(s: &Session, h: ObjectHandle) -> Result<ObjectInfo> {
             _ => {}
         }
     }
-    info.class = class.ok_or_else(|| TokenError::BadTokenData("object without CKA_CLASS".into()))?;
+    info.class =
+        class.ok_or_else(|| TokenError::BadTokenData("object without CKA_CLASS".into()))?;
     Ok(info)
 }

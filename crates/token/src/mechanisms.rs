@@ -103,7 +103,8 @@ impl Mechanisms {
             oaep_sha256: false,
             copyable: false,
         };
-        if mechs.has(MechanismType::RSA_PKCS_OAEP) && mechs.has(MechanismType::RSA_PKCS_KEY_PAIR_GEN)
+        if mechs.has(MechanismType::RSA_PKCS_OAEP)
+            && mechs.has(MechanismType::RSA_PKCS_KEY_PAIR_GEN)
         {
             let bits = mechs.probe_rsa_bits();
             let (public, private) = session.generate_key_pair(
@@ -182,7 +183,10 @@ impl Mechanisms {
     /// EC signing needs only raw `CKM_ECDSA`: keywardd hashes (public data) and signs the
     /// digest, composing `CKM_ECDSA_SHA256/384` that SoftHSM2 2.6 lacks (design §5).
     pub fn check_algorithm(&self, algorithm: Algorithm) -> Result<()> {
-        let unsupported = |mechanism: String| TokenError::Unsupported { algorithm, mechanism };
+        let unsupported = |mechanism: String| TokenError::Unsupported {
+            algorithm,
+            mechanism,
+        };
         let (keygen, size, uses): (MechanismType, usize, &[MechanismType]) = match algorithm.kind()
         {
             KeyKind::Aes(bytes) => (MechanismType::AES_KEY_GEN, bytes, &[MechanismType::AES_GCM]),
@@ -191,7 +195,11 @@ impl Mechanisms {
                 bytes,
                 &[MechanismType::SHA256_HMAC],
             ),
-            KeyKind::Ec(bits) => (MechanismType::ECC_KEY_PAIR_GEN, bits, &[MechanismType::ECDSA]),
+            KeyKind::Ec(bits) => (
+                MechanismType::ECC_KEY_PAIR_GEN,
+                bits,
+                &[MechanismType::ECDSA],
+            ),
             KeyKind::Rsa(bits) => {
                 let uses: &[MechanismType] = match algorithm {
                     Algorithm::RsaSignPkcs1_2048Sha256
@@ -232,7 +240,12 @@ impl Mechanisms {
 }
 
 /// Encrypts and decrypts a short message with OAEP and `hash`; false on any failure.
-fn oaep_trial(session: &Session, public: ObjectHandle, private: ObjectHandle, hash: OaepHash) -> bool {
+fn oaep_trial(
+    session: &Session,
+    public: ObjectHandle,
+    private: ObjectHandle,
+    hash: OaepHash,
+) -> bool {
     let message = b"keyward oaep probe";
     let result = session
         .encrypt(&hash.mechanism(), public, message)

@@ -57,10 +57,14 @@ impl SignMechanism {
     /// (class of the signing key, class of the verifying key, their names)
     fn classes(self) -> [(ObjectClass, &'static str); 2] {
         match self {
-            SignMechanism::HmacSha256 => {
-                [(ObjectClass::SECRET_KEY, "secret key"), (ObjectClass::SECRET_KEY, "secret key")]
-            }
-            _ => [(ObjectClass::PRIVATE_KEY, "private key"), (ObjectClass::PUBLIC_KEY, "public key")],
+            SignMechanism::HmacSha256 => [
+                (ObjectClass::SECRET_KEY, "secret key"),
+                (ObjectClass::SECRET_KEY, "secret key"),
+            ],
+            _ => [
+                (ObjectClass::PRIVATE_KEY, "private key"),
+                (ObjectClass::PUBLIC_KEY, "public key"),
+            ],
         }
     }
 }
@@ -79,7 +83,9 @@ impl Token {
         if self.mechanisms().has(m) {
             Ok(())
         } else {
-            Err(TokenError::MechanismUnavailable { mechanism: m.to_string() })
+            Err(TokenError::MechanismUnavailable {
+                mechanism: m.to_string(),
+            })
         }
     }
 
@@ -134,7 +140,7 @@ impl Token {
             Some(iv) => iv,
             None => {
                 let mut iv = [0u8; GCM_IV_LEN];
-                self.session(|s| Ok(s.generate_random_slice(&mut iv)?))?;
+                self.crate_session(|s| Ok(s.generate_random_slice(&mut iv)?))?;
                 iv
             }
         };
@@ -177,7 +183,9 @@ impl Token {
         if self.mechanisms().oaep(hash) {
             Ok(())
         } else {
-            Err(TokenError::MechanismUnavailable { mechanism: hash.mechanism_name().to_owned() })
+            Err(TokenError::MechanismUnavailable {
+                mechanism: hash.mechanism_name().to_owned(),
+            })
         }
     }
 
@@ -191,7 +199,12 @@ impl Token {
     }
 
     /// RSA-OAEP decryption (empty label) with the private key `id`.
-    pub fn decrypt_rsa_oaep(&self, id: &[u8], hash: OaepHash, ciphertext: &[u8]) -> Result<Vec<u8>> {
+    pub fn decrypt_rsa_oaep(
+        &self,
+        id: &[u8],
+        hash: OaepHash,
+        ciphertext: &[u8],
+    ) -> Result<Vec<u8>> {
         self.require_oaep(hash)?;
         self.session(|s| {
             let key = find_one(s, id, ObjectClass::PRIVATE_KEY, "private key")?;
@@ -203,7 +216,7 @@ impl Token {
     pub fn generate_random(&self, len: usize) -> Result<Vec<u8>> {
         let len = u32::try_from(len)
             .map_err(|_| TokenError::InvalidArgument(format!("{len} random bytes is too many")))?;
-        self.session(|s| Ok(s.generate_random_vec(len)?))
+        self.crate_session(|s| Ok(s.generate_random_vec(len)?))
     }
 }
 

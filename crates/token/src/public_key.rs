@@ -63,7 +63,9 @@ impl Curve {
     /// The curve named by DER `CKA_EC_PARAMS` (a named-curve OID), if it is one of ours.
     pub fn from_ec_params(params: &[u8]) -> Option<Curve> {
         let oid = ObjectIdentifier::from_der(params).ok()?;
-        [Curve::P256, Curve::P384].into_iter().find(|c| c.oid() == oid)
+        [Curve::P256, Curve::P384]
+            .into_iter()
+            .find(|c| c.oid() == oid)
     }
 
     /// Length of an uncompressed point `04 || X || Y`.
@@ -90,7 +92,8 @@ pub fn rsa_spki_der(modulus: &[u8], public_exponent: &[u8]) -> Result<Vec<u8>> {
         subject_public_key: BitString::from_bytes(&rsa_public_key)
             .map_err(|e| der_err("RSA key bits", e))?,
     };
-    spki.to_der().map_err(|e| der_err("RSA SubjectPublicKeyInfo", e))
+    spki.to_der()
+        .map_err(|e| der_err("RSA SubjectPublicKeyInfo", e))
 }
 
 /// The uncompressed point of `CKA_EC_POINT`. PKCS#11 says the attribute is the DER of an
@@ -128,7 +131,8 @@ pub fn ec_spki_der(ec_params: &[u8], ec_point: &[u8]) -> Result<Vec<u8>> {
         },
         subject_public_key: BitString::from_bytes(&point).map_err(|e| der_err("EC point", e))?,
     };
-    spki.to_der().map_err(|e| der_err("EC SubjectPublicKeyInfo", e))
+    spki.to_der()
+        .map_err(|e| der_err("EC SubjectPublicKeyInfo", e))
 }
 
 /// PEM (`-----BEGIN PUBLIC KEY-----`, LF line endings) of a DER `SubjectPublicKeyInfo`.
@@ -163,7 +167,10 @@ pub fn ecdsa_der_to_raw(der: &[u8], field_len: usize) -> Result<Vec<u8>> {
     let mut out = vec![0u8; 2 * field_len];
     for (i, v) in [r.as_bytes(), s.as_bytes()].into_iter().enumerate() {
         if v.len() > field_len {
-            return Err(bad(format!("integer of {} bytes exceeds {field_len}", v.len())));
+            return Err(bad(format!(
+                "integer of {} bytes exceeds {field_len}",
+                v.len()
+            )));
         }
         let end = (i + 1) * field_len;
         out[end - v.len()..end].copy_from_slice(v);
@@ -198,7 +205,10 @@ mod tests {
         ];
         assert_eq!(der, expected);
         // Leading zeros of a token's big-endian value are not kept.
-        assert_eq!(rsa_spki_der(&[0x00, 0xc5], &[0x01, 0x00, 0x01]).unwrap(), expected);
+        assert_eq!(
+            rsa_spki_der(&[0x00, 0xc5], &[0x01, 0x00, 0x01]).unwrap(),
+            expected
+        );
     }
 
     #[test]
@@ -221,7 +231,9 @@ mod tests {
         assert_eq!(parsed.algorithm.oid, ID_EC_PUBLIC_KEY);
         assert_eq!(parsed.subject_public_key.raw_bytes(), point.as_slice());
         assert!(ec_spki_der(&RSA_ENCRYPTION.to_der().unwrap(), &wrapped).is_err());
-        assert!(spki_pem(&spki).unwrap().starts_with("-----BEGIN PUBLIC KEY-----\n"));
+        assert!(spki_pem(&spki)
+            .unwrap()
+            .starts_with("-----BEGIN PUBLIC KEY-----\n"));
     }
 
     #[test]
@@ -233,7 +245,10 @@ mod tests {
             Curve::P256.ec_params(),
             [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]
         );
-        assert_eq!(Curve::P384.ec_params(), [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22]);
+        assert_eq!(
+            Curve::P384.ec_params(),
+            [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22]
+        );
     }
 
     #[test]

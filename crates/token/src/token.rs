@@ -13,13 +13,27 @@
 //! (all sessions closed, token reset) a new session logs in again with the stored PIN. A
 //! session whose call failed in a way that may have broken it is closed, not pooled.
 //!
+//! # Object-store writes are exclusive
+//! SoftHSM2 2.6's file object store is not safe for concurrent use while token objects are
+//! created or destroyed: every `C_FindObjects` and key lookup rescans the token directory,
+//! and a `C_GenerateKey(Pair)` racing with another generation, a destruction or even a
+//! signing fails at random with `CKR_GENERAL_ERROR` (seen here with 4 threads generating,
+//! listing, signing and destroying; upstream SoftHSMv2 issue 573, which made Parsec serialise
+//! its PKCS#11 provider). So `Token::store` is a reader-writer lock: calls that create or
+//! destroy token objects hold it exclusively (`write_session`, `with_exclusive_session`);
+//! every other call that touches objects holds it shared. A signature waits while a key is
+//! being generated (an RSA-4096 generation takes about a second on SoftHSM2), never the
+//! other way round for long: parking_lot's lock is fair to writers.
+//!
 //! # Lock order
 //! 1. `CONTEXTS` (the module registry) — held across `C_GetFunctionList`/`C_Initialize`, which
-//!    it exists to serialise; never taken while holding 2.
-//! 2. `Token::idle` (the session pool) — held only to push or pop a session, never across a
+//!    it exists to serialise.
+//! 2. `Token::store` — held (shared or exclusive) across the token calls it exists to order.
+//! 3. `Token::idle` (the session pool) — held only to push or pop a session, never across a
 //!    token call (closing a surplus session happens after the lock is released).
 //!
-//! No other locks exist in this crate.
+//! A lock is only ever taken while holding locks above it in this list. No other locks exist
+//! in this crate.
 
 use crate::error::{Result, TokenError};
 use crate::mechanisms::Mechanisms;
@@ -27,7 +41,7 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CryptokiError, RvError};
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use secrecy::SecretString;
 use std::collections::HashMap;
 use std::fmt;
@@ -48,7 +62,10 @@ fn context(path: &Path) -> Result<Pkcs11> {
     if let Some(ctx) = contexts.get(&key) {
         return Ok(ctx.clone());
     }
-    let load_err = |source| TokenError::Load { path: path.to_owned(), source };
+    let load_err = |source| TokenError::Load {
+        path: path.to_owned(),
+        source,
+    };
     let ctx = Pkcs11::new(&key).map_err(load_err)?;
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         // Someone else in this process (a test using cryptoki directly) initialised it.
@@ -67,6 +84,7 @@ pub struct Token {
     label: String,
     pin: SecretString,
     idle: Mutex<Vec<Session>>,
+    store: RwLock<()>,
     mechanisms: Mechanisms,
 }
 
@@ -96,10 +114,14 @@ impl Token {
         match session.login(UserType::User, Some(&user_pin)) {
             Ok(()) => {}
             Err(CryptokiError::Pkcs11(RvError::PinIncorrect, _)) => {
-                return Err(TokenError::PinIncorrect { label: token_label.to_owned() })
+                return Err(TokenError::PinIncorrect {
+                    label: token_label.to_owned(),
+                })
             }
             Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
-                return Err(TokenError::AlreadyOpen { label: token_label.to_owned() })
+                return Err(TokenError::AlreadyOpen {
+                    label: token_label.to_owned(),
+                })
             }
             Err(e) => return Err(e.into()),
         }
@@ -118,6 +140,7 @@ impl Token {
             label: token_label.to_owned(),
             pin: user_pin,
             idle: Mutex::new(vec![session]),
+            store: RwLock::new(()),
             mechanisms,
         })
     }
@@ -135,11 +158,28 @@ impl Token {
     /// Runs `f` with a logged-in read/write session of the token, for what this crate does
     /// not wrap (the daemon's session objects, tests that inspect objects directly).
     /// The session is used by `f` alone and returned to the pool afterwards; `f` must leave no
-    /// operation active on it.
+    /// operation active on it. `f` runs with the object store shared: it must not create or
+    /// destroy token objects (`CKA_TOKEN=TRUE`); use [`Token::with_exclusive_session`] for
+    /// that.
     pub fn with_session<R>(
         &self,
         f: impl FnOnce(&Session) -> cryptoki::error::Result<R>,
     ) -> Result<R> {
+        let _store = self.store.read();
+        self.raw_session(f)
+    }
+
+    /// Like [`Token::with_session`], with the object store held exclusively: for creating or
+    /// destroying token objects (see the module header).
+    pub fn with_exclusive_session<R>(
+        &self,
+        f: impl FnOnce(&Session) -> cryptoki::error::Result<R>,
+    ) -> Result<R> {
+        let _store = self.store.write();
+        self.raw_session(f)
+    }
+
+    fn raw_session<R>(&self, f: impl FnOnce(&Session) -> cryptoki::error::Result<R>) -> Result<R> {
         let mut session = self.checkout()?;
         let result = f(&session);
         if let Err(e) = &result {
@@ -153,8 +193,22 @@ impl Token {
     }
 
     /// Like [`Token::with_session`] for this crate's own code, whose closures return
-    /// [`TokenError`]s.
+    /// [`TokenError`]s: the object store held shared.
     pub(crate) fn session<R>(&self, f: impl FnOnce(&Session) -> Result<R>) -> Result<R> {
+        let _store = self.store.read();
+        self.crate_session(f)
+    }
+
+    /// Like [`Token::session`], with the object store held exclusively: for every call that
+    /// creates or destroys token objects.
+    pub(crate) fn write_session<R>(&self, f: impl FnOnce(&Session) -> Result<R>) -> Result<R> {
+        let _store = self.store.write();
+        self.crate_session(f)
+    }
+
+    /// A session without taking the object-store lock: for calls that touch no object
+    /// (random bytes).
+    pub(crate) fn crate_session<R>(&self, f: impl FnOnce(&Session) -> Result<R>) -> Result<R> {
         let mut session = self.checkout()?;
         let result = f(&session);
         if let Err(TokenError::Pkcs11 { rv, function }) = &result {
@@ -170,7 +224,11 @@ impl Token {
             Some(s) => s,
             None => self.new_session()?,
         };
-        Ok(PooledSession { token: self, session: Some(session), discard: false })
+        Ok(PooledSession {
+            token: self,
+            session: Some(session),
+            discard: false,
+        })
     }
 
     /// Opens one more session, logging in again if the token forgot the login.
@@ -181,7 +239,9 @@ impl Token {
             match session.login(UserType::User, Some(&self.pin)) {
                 Ok(()) | Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
                 Err(CryptokiError::Pkcs11(RvError::PinIncorrect, _)) => {
-                    return Err(TokenError::PinIncorrect { label: self.label.clone() })
+                    return Err(TokenError::PinIncorrect {
+                        label: self.label.clone(),
+                    })
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -265,7 +325,22 @@ fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot> {
     }
     match found.as_slice() {
         [slot] => Ok(*slot),
-        [] => Err(TokenError::TokenNotFound { label: label.to_owned(), available }),
-        many => Err(TokenError::AmbiguousToken { label: label.to_owned(), count: many.len() }),
+        [] => Err(TokenError::TokenNotFound {
+            label: label.to_owned(),
+            available,
+        }),
+        many => Err(TokenError::AmbiguousToken {
+            label: label.to_owned(),
+            count: many.len(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn token_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<super::Token>();
     }
 }
