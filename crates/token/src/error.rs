@@ -69,6 +69,13 @@ pub enum TokenError {
         /// The missing mechanism.
         mechanism: String,
     },
+    /// The token has the mechanism but not with these parameters (OAEP with SHA-256 on
+    /// SoftHSM2 2.6, which answers `CKR_ARGUMENTS_BAD` itself).
+    #[error("the backing token lacks {mechanism}")]
+    MechanismParamUnsupported {
+        /// The missing variant, e.g. `CKM_RSA_PKCS_OAEP with SHA-256 ...`.
+        mechanism: String,
+    },
     /// No object of the needed class carries this `CKA_ID`.
     #[error("no {what} with CKA_ID {} in the token", hex(.id))]
     KeyNotFound {
@@ -120,7 +127,8 @@ impl TokenError {
     /// The numeric `CK_RV` this error stands for. A PKCS#11 failure gives the token's own
     /// code unchanged; errors of this layer get the nearest code:
     /// not found / ambiguous token → `CKR_TOKEN_NOT_PRESENT`, wrong PIN → `CKR_PIN_INCORRECT`,
-    /// already open → `CKR_USER_ALREADY_LOGGED_IN`, unsupported → `CKR_MECHANISM_INVALID`,
+    /// already open → `CKR_USER_ALREADY_LOGGED_IN`, unsupported → `CKR_MECHANISM_INVALID`
+    /// (`CKR_MECHANISM_PARAM_INVALID` for an unsupported variant of a present mechanism),
     /// missing key → `CKR_KEY_HANDLE_INVALID`, bad argument → `CKR_ARGUMENTS_BAD`, and
     /// load, undecodable token data, duplicate ids or cryptoki trouble → `CKR_DEVICE_ERROR` /
     /// `CKR_GENERAL_ERROR`.
@@ -135,6 +143,7 @@ impl TokenError {
             TokenError::Unsupported { .. } | TokenError::MechanismUnavailable { .. } => {
                 CKR_MECHANISM_INVALID
             }
+            TokenError::MechanismParamUnsupported { .. } => CKR_MECHANISM_PARAM_INVALID,
             TokenError::KeyNotFound { .. } => CKR_KEY_HANDLE_INVALID,
             TokenError::DuplicateId { .. } | TokenError::BadTokenData(_) => CKR_DEVICE_ERROR,
             TokenError::InvalidArgument(_) => CKR_ARGUMENTS_BAD,

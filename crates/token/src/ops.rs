@@ -183,7 +183,7 @@ impl Token {
         if self.mechanisms().oaep(hash) {
             Ok(())
         } else {
-            Err(TokenError::MechanismUnavailable {
+            Err(TokenError::MechanismParamUnsupported {
                 mechanism: hash.mechanism_name().to_owned(),
             })
         }

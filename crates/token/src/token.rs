@@ -22,8 +22,8 @@
 //! its PKCS#11 provider). So `Token::store` is a reader-writer lock: calls that create or
 //! destroy token objects hold it exclusively (`write_session`, `with_exclusive_session`);
 //! every other call that touches objects holds it shared. A signature waits while a key is
-//! being generated (an RSA-4096 generation takes about a second on SoftHSM2), never the
-//! other way round for long: parking_lot's lock is fair to writers.
+//! being generated (an RSA-4096 generation can take seconds), and generation never waits
+//! long behind readers: parking_lot's lock is task-fair.
 //!
 //! # Lock order
 //! 1. `CONTEXTS` (the module registry) — held across `C_GetFunctionList`/`C_Initialize`, which

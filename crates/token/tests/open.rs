@@ -11,6 +11,7 @@ use std::path::Path;
 
 const CKR_PIN_INCORRECT: u64 = 0xa0;
 const CKR_MECHANISM_INVALID: u64 = 0x70;
+const CKR_MECHANISM_PARAM_INVALID: u64 = 0x71;
 const CKR_TOKEN_NOT_PRESENT: u64 = 0xe0;
 
 #[test]
@@ -150,9 +151,10 @@ fn oaep_sha256_algorithms_are_refused_naming_the_mechanism() {
         .decrypt_rsa_oaep(b"any", OaepHash::Sha256, &[0; 256])
         .expect_err("refused");
     assert!(
-        matches!(&err, TokenError::MechanismUnavailable { mechanism } if mechanism.contains("SHA-256")),
+        matches!(&err, TokenError::MechanismParamUnsupported { mechanism } if mechanism.contains("SHA-256")),
         "{err:?}"
     );
+    assert_eq!(err.ck_rv(), CKR_MECHANISM_PARAM_INVALID);
 }
 
 #[test]
