@@ -1,6 +1,36 @@
 //! Keyward's one wire protocol, shared by keywardd, keywardctl and the PKCS#11 module.
+//!
+//! Layers, bottom up (design §1 "Sockets and protocol"):
+//! - [`frame`]: 4-byte big-endian length + payload, capped at [`MAX_FRAME_LEN`];
+//! - [`codec`]: serde with postcard, one message per frame;
+//! - [`handshake`]: [`Hello`] / [`HelloReply`], the protocol version and the instance secret;
+//! - [`envelope`]: [`Request`] / [`Response`] with an admin half and a PKCS#11 half; every
+//!   error travels as a CK_RV ([`rv`]) in an [`ErrorReply`];
+//! - [`client`] and [`server`]: blocking helpers over `std::io` for each end.
+//!
+//! Everything is blocking `std::io`, with no threads of its own: the module is loaded into
+//! arbitrary host processes.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod client;
+pub mod codec;
+pub mod envelope;
+pub mod error;
+pub mod frame;
+pub mod handshake;
 pub mod keys;
+pub mod pkcs11;
+pub mod rv;
+pub mod server;
+
+pub use client::{Client, ClientOptions};
+pub use codec::{decode, encode};
+pub use envelope::{ErrorReply, Request, RequestBody, Response, ResponseBody};
+pub use error::WireError;
+pub use frame::{read_frame, write_frame, MAX_FRAME_LEN};
+pub use handshake::{
+    ClientKind, Hello, HelloReply, InstanceSecret, ServiceAccountKey, PROTOCOL_VERSION,
+};
+pub use pkcs11::{Pkcs11Request, Pkcs11Response};

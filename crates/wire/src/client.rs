@@ -1,0 +1,158 @@
+//! A small blocking client over a Unix socket, for the module and keywardctl.
+//!
+//! No threads, no async runtime: the module lives in arbitrary host processes. One request
+//! is in flight at a time; the caller serialises access (`&mut self`).
+//!
+//! After any error that may leave the stream mid-frame or out of step (I/O, timeout,
+//! malformed or mismatched response) the client marks itself unusable and every further
+//! call returns [`WireError::Broken`] without touching the socket: open a new one. A client
+//! used from a forked child returns [`WireError::Forked`] without touching the socket, so a
+//! child can never interleave frames with its parent on the shared descriptor.
+//!
+//! Writes cannot raise `SIGPIPE` in the host: on Linux std's `UnixStream` sends with
+//! `MSG_NOSIGNAL`, so a daemon that went away gives `EPIPE`, i.e. a disconnect error.
+
+use crate::codec::{recv_secret, send_secret};
+use crate::envelope::{Request, RequestBody, Response, ResponseBody};
+use crate::error::WireError;
+use crate::frame::read_frame;
+use crate::handshake::{decode_reply, Hello, InstanceSecret};
+use crate::rv;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// Socket timeouts for a [`Client`]. `None` waits forever (the default: token calls such as
+/// RSA key generation can take seconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Timeout of each read from the socket, the handshake included.
+    pub read_timeout: Option<Duration>,
+    /// Timeout of each write to the socket, the handshake included.
+    pub write_timeout: Option<Duration>,
+}
+
+/// A connection to keywardd after a successful handshake.
+#[derive(Debug)]
+pub struct Client {
+    stream: UnixStream,
+    instance_secret: InstanceSecret,
+    next_id: u64,
+    owner: u32,
+    broken: bool,
+}
+
+impl Client {
+    /// Connects to the socket at `path` and performs the handshake, without timeouts.
+    pub fn connect(path: impl AsRef<Path>, hello: &Hello) -> Result<Self, WireError> {
+        Self::connect_with(path, hello, &ClientOptions::default())
+    }
+
+    /// Connects to the socket at `path` with `options` and performs the handshake.
+    ///
+    /// A missing socket or a daemon not listening is [`WireError::Connect`]; a refusal
+    /// [`WireError::Refused`]; a daemon of another protocol version
+    /// [`WireError::VersionMismatch`].
+    pub fn connect_with(
+        path: impl AsRef<Path>,
+        hello: &Hello,
+        options: &ClientOptions,
+    ) -> Result<Self, WireError> {
+        let path = path.as_ref();
+        let stream = UnixStream::connect(path).map_err(|source| WireError::Connect {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::handshake(stream, hello, options)
+    }
+
+    /// Performs the handshake on an already connected stream.
+    pub fn handshake(
+        stream: UnixStream,
+        hello: &Hello,
+        options: &ClientOptions,
+    ) -> Result<Self, WireError> {
+        stream
+            .set_read_timeout(options.read_timeout)
+            .and_then(|()| stream.set_write_timeout(options.write_timeout))
+            .map_err(WireError::Io)?;
+        send_secret(&mut &stream, hello)?;
+        let reply = Zeroizing::new(read_frame(&mut &stream)?);
+        let instance_secret = decode_reply(&reply)?;
+        Ok(Client {
+            stream,
+            instance_secret,
+            next_id: 1,
+            owner: std::process::id(),
+            broken: false,
+        })
+    }
+
+    /// The instance secret the daemon gave in its `Welcome`; present it in the next `Hello`.
+    pub fn instance_secret(&self) -> &InstanceSecret {
+        &self.instance_secret
+    }
+
+    /// False once an error made the connection unusable (see the module docs).
+    pub fn is_usable(&self) -> bool {
+        !self.broken && std::process::id() == self.owner
+    }
+
+    /// The underlying stream (e.g. to change timeouts).
+    pub fn stream(&self) -> &UnixStream {
+        &self.stream
+    }
+
+    /// Sends one request and waits for its response.
+    ///
+    /// The daemon's error answer is [`WireError::Remote`] and leaves the connection usable;
+    /// a response with another id is [`WireError::IdMismatch`], a response of the other
+    /// half (admin for PKCS#11 or back) or an error reply carrying `CKR_OK` is
+    /// [`WireError::Protocol`]; both make the client unusable.
+    pub fn call(&mut self, body: RequestBody) -> Result<ResponseBody, WireError> {
+        if std::process::id() != self.owner {
+            return Err(WireError::Forked { owner: self.owner });
+        }
+        if self.broken {
+            return Err(WireError::Broken);
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        let request = Request { id, body };
+        if let Err(e) = send_secret(&mut &self.stream, &request) {
+            // Too large or unencodable: refused before a byte was written.
+            if !matches!(e, WireError::Encode(_) | WireError::FrameTooLarge { .. }) {
+                self.broken = true;
+            }
+            return Err(e);
+        }
+        let result = self.receive(id, &request.body);
+        if let Err(e) = &result {
+            if !matches!(e, WireError::Remote(_)) {
+                self.broken = true;
+            }
+        }
+        result
+    }
+
+    fn receive(&mut self, id: u64, sent: &RequestBody) -> Result<ResponseBody, WireError> {
+        let response: Response = recv_secret(&mut &self.stream)?;
+        if response.id != id {
+            return Err(WireError::IdMismatch {
+                expected: id,
+                got: response.id,
+            });
+        }
+        match response.body {
+            Ok(body) if sent.matches(&body) => Ok(body),
+            Ok(_) => Err(WireError::Protocol(
+                "response is of the other half than the request",
+            )),
+            Err(reply) if reply.rv == rv::CKR_OK => {
+                Err(WireError::Protocol("error reply carries CKR_OK"))
+            }
+            Err(reply) => Err(WireError::Remote(reply)),
+        }
+    }
+}
