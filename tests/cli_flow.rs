@@ -235,24 +235,18 @@ fn keyring_lifecycle_and_names_never_reused() {
     let out = ctl.admin(&["--json", "keyring", "list", "--parent", "projects/payments"]);
     assert_eq!(out.json().as_array().unwrap().len(), 2, "{out:#?}");
 
-    // No predefined role holds kms.keyRings.delete (design §3: roles/kms.admin and so
-    // roles/keyward.orgAdmin lack it, as Cloud KMS has no ring deletion): a custom role does.
-    let out = ctl.admin(&["keyring", "delete", RING]);
+    // roles/keyward.orgAdmin holds kms.keyRings.delete (an addition to design §3, which
+    // gave it to no predefined role); a viewer does not.
+    bind(
+        &ctl,
+        "organizations/acme",
+        "kms.viewer",
+        "user:viewer@acme.example",
+    )
+    .ok();
+    let out = ctl.run_as("user:viewer@acme.example", &["keyring", "delete", RING]);
     out.failed();
     assert!(out.stderr.contains("kms.keyRings.delete"), "{out:#?}");
-    let role = "organizations/acme/roles/ringDeleter";
-    let perm = "kms.keyRings.delete";
-    ctl.admin(&[
-        "role",
-        "create",
-        "--org",
-        "acme",
-        "ringDeleter",
-        "--permissions",
-        perm,
-    ])
-    .ok();
-    bind(&ctl, "projects/payments", role, ADMIN).ok();
     ctl.admin(&["keyring", "delete", RING]).ok();
     let out = ctl.admin(&["keyring", "create", "--parent", "projects/payments", "web"]);
     out.failed();

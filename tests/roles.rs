@@ -9,8 +9,14 @@ fn set(perms: &[&str]) -> BTreeSet<String> {
 }
 
 fn role(name: &str) -> BTreeSet<String> {
-    let r = predefined().into_iter().find(|r| r.name == name).unwrap_or_else(|| panic!("{name}"));
-    r.permissions.iter().map(|p| p.as_str().to_string()).collect()
+    let r = predefined()
+        .into_iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("{name}"));
+    r.permissions
+        .iter()
+        .map(|p| p.as_str().to_string())
+        .collect()
 }
 
 const KMS_ADMIN: &[&str] = &[
@@ -108,7 +114,10 @@ fn google_seed_roles() {
     assert_eq!(role("roles/kms.viewer"), set(KMS_VIEWER));
     assert_eq!(role("roles/kms.cryptoKeyEncrypter"), set(&[ENC]));
     assert_eq!(role("roles/kms.cryptoKeyDecrypter"), set(&[DEC]));
-    assert_eq!(role("roles/kms.cryptoKeyEncrypterDecrypter"), set(&[ENC, DEC]));
+    assert_eq!(
+        role("roles/kms.cryptoKeyEncrypterDecrypter"),
+        set(&[ENC, DEC])
+    );
     assert_eq!(role("roles/kms.signer"), set(&[SIGN]));
     assert_eq!(role("roles/kms.signerVerifier"), set(&[SIGN, VERIFY, VIEW]));
     assert_eq!(role("roles/kms.verifier"), set(&[VERIFY, VIEW]));
@@ -122,7 +131,10 @@ fn google_seed_roles() {
             "kms.importJobs.useToImport"
         ])
     );
-    assert_eq!(role("roles/kms.cryptoOperator"), set(&[ENC, DEC, SIGN, VERIFY, VIEW]));
+    assert_eq!(
+        role("roles/kms.cryptoOperator"),
+        set(&[ENC, DEC, SIGN, VERIFY, VIEW])
+    );
 }
 
 #[test]
@@ -153,8 +165,14 @@ const CREATE: &[&str] = &[
     "kms.importJobs.list",
     "kms.importJobs.useToImport",
 ];
-const UPDATE: &[&str] =
-    &[ENC, DEC, SIGN, VERIFY, "kms.cryptoKeyVersions.create", "kms.cryptoKeys.update"];
+const UPDATE: &[&str] = &[
+    ENC,
+    DEC,
+    SIGN,
+    VERIFY,
+    "kms.cryptoKeyVersions.create",
+    "kms.cryptoKeys.update",
+];
 const DELETE: &[&str] = &[
     "kms.cryptoKeyVersions.update",
     "kms.cryptoKeyVersions.destroy",
@@ -162,13 +180,20 @@ const DELETE: &[&str] = &[
 ];
 
 fn union(parts: &[&[&str]]) -> BTreeSet<String> {
-    parts.iter().flat_map(|p| p.iter()).map(|p| p.to_string()).collect()
+    parts
+        .iter()
+        .flat_map(|p| p.iter())
+        .map(|p| p.to_string())
+        .collect()
 }
 
 #[test]
 fn thalassa_policies() {
     assert_eq!(role("kms:ReadAccess"), union(&[LIST, READ]));
-    assert_eq!(role("kms:FullAccess"), union(&[LIST, READ, CREATE, UPDATE, &[EXPORT], DELETE]));
+    assert_eq!(
+        role("kms:FullAccess"),
+        union(&[LIST, READ, CREATE, UPDATE, &[EXPORT], DELETE])
+    );
     assert_eq!(role("kms:Encrypt"), set(&[ENC]));
     assert_eq!(role("kms:Decrypt"), set(&[DEC]));
     assert_eq!(role("kms:Sign"), set(&[SIGN]));
@@ -177,7 +202,16 @@ fn thalassa_policies() {
 
 #[test]
 fn keyward_roles() {
-    let org_admin = union(&[RESOURCEMANAGER, IAM, KMS_ADMIN, &["kms.auditLogs.read", "kms.keyRings.update"]]);
+    let org_admin = union(&[
+        RESOURCEMANAGER,
+        IAM,
+        KMS_ADMIN,
+        &[
+            "kms.auditLogs.read",
+            "kms.keyRings.update",
+            "kms.keyRings.delete",
+        ],
+    ]);
     assert_eq!(role("roles/keyward.orgAdmin"), org_admin);
     let auditor = union(&[
         KMS_VIEWER,
@@ -227,7 +261,11 @@ fn every_predefined_role_is_pinned() {
 fn custom_roles_from_verbs_and_permissions() {
     let names = |items: &[&str]| -> BTreeSet<String> {
         let v: Vec<String> = items.iter().map(|s| s.to_string()).collect();
-        parse_custom_permissions(&v).unwrap().iter().map(|p| p.as_str().to_string()).collect()
+        parse_custom_permissions(&v)
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().to_string())
+            .collect()
     };
     // Thalassa's recommended application role: read, list, update; update has no export.
     let app = names(&["read,list", "update"]);
@@ -235,9 +273,12 @@ fn custom_roles_from_verbs_and_permissions() {
     assert!(!app.contains(EXPORT));
     assert!(!app.contains("kms.cryptoKeyVersions.destroy"));
     assert_eq!(names(&["update:export"]), set(&[EXPORT]));
-    assert_eq!(names(&["cloudkms.cryptoKeyVersions.useToDecrypt"]), set(&[DEC]));
-    let err = parse_custom_permissions(&["kms.cryptoKeyVersions.useToFly".to_string()])
-        .unwrap_err();
+    assert_eq!(
+        names(&["cloudkms.cryptoKeyVersions.useToDecrypt"]),
+        set(&[DEC])
+    );
+    let err =
+        parse_custom_permissions(&["kms.cryptoKeyVersions.useToFly".to_string()]).unwrap_err();
     assert!(err.contains("unknown permission"), "{err}");
     assert!(parse_custom_permissions(&["publish".to_string()]).is_err());
     assert!(parse_custom_permissions(&[]).is_err());

@@ -33,16 +33,27 @@ pub fn group_create(ctx: &mut Ctx<'_>, g: &str) -> Res<AdminResponse> {
     let name = group_name(g)?;
     ctx.require_global(P::GroupsCreate)?;
     if !siam::create_group(ctx.tx, &name, ctx.now)? {
-        return Err(Failure::Precondition(format!("group {name} already exists")));
+        return Err(Failure::Precondition(format!(
+            "group {name} already exists"
+        )));
     }
-    Ok(done(format!("created group:{name}"), json!({"group": name})))
+    Ok(done(
+        format!("created group:{name}"),
+        json!({"group": name}),
+    ))
 }
 
 pub fn group_list(ctx: &mut Ctx<'_>) -> Res<AdminResponse> {
     ctx.require_global(P::GroupsList)?;
     let groups = siam::list_groups(ctx.tx)?;
-    let rows = groups.iter().map(|(g, n)| vec![format!("group:{g}"), n.to_string()]).collect();
-    let js: Vec<_> = groups.iter().map(|(g, n)| json!({"group": g, "members": n})).collect();
+    let rows = groups
+        .iter()
+        .map(|(g, n)| vec![format!("group:{g}"), n.to_string()])
+        .collect();
+    let js: Vec<_> = groups
+        .iter()
+        .map(|(g, n)| json!({"group": g, "members": n}))
+        .collect();
     Ok(table(&["GROUP", "MEMBERS"], rows, json!(js)))
 }
 
@@ -52,7 +63,11 @@ pub fn group_get(ctx: &mut Ctx<'_>, g: &str) -> Res<AdminResponse> {
     let members = siam::group_members(ctx.tx, &name)?;
     let rows = members.iter().map(|m| vec![m.to_string()]).collect();
     let list: Vec<String> = members.iter().map(|m| m.to_string()).collect();
-    Ok(table(&["MEMBER"], rows, json!({"group": name, "members": list})))
+    Ok(table(
+        &["MEMBER"],
+        rows,
+        json!({"group": name, "members": list}),
+    ))
 }
 
 pub fn group_delete(ctx: &mut Ctx<'_>, g: &str) -> Res<AdminResponse> {
@@ -81,7 +96,10 @@ pub fn group_add(ctx: &mut Ctx<'_>, g: &str, member: &str) -> Res<AdminResponse>
         }
     }
     if !siam::add_group_member(ctx.tx, &name, &member)? {
-        return Ok(done(format!("{member} is already in group:{name}"), json!({"changed": false})));
+        return Ok(done(
+            format!("{member} is already in group:{name}"),
+            json!({"changed": false}),
+        ));
     }
     Ok(done(
         format!("added {member} to group:{name}"),
@@ -94,7 +112,9 @@ pub fn group_remove(ctx: &mut Ctx<'_>, g: &str, member: &str) -> Res<AdminRespon
     ctx.require_global(P::GroupsUpdate)?;
     let name = existing_group(ctx, g)?;
     if !siam::remove_group_member(ctx.tx, &name, &member)? {
-        return Err(Failure::Precondition(format!("{member} is not a member of group:{name}")));
+        return Err(Failure::Precondition(format!(
+            "{member} is not a member of group:{name}"
+        )));
     }
     Ok(done(
         format!("removed {member} from group:{name}"),
@@ -109,16 +129,23 @@ fn account_email(a: &str) -> &str {
 /// A live account and its project.
 fn live_account(ctx: &Ctx<'_>, a: &str, perm: P) -> Res<(String, ResourceName)> {
     let email = account_email(a);
-    let m: Member = format!("serviceAccount:{email}").parse().map_err(Failure::Invalid)?;
+    let m: Member = format!("serviceAccount:{email}")
+        .parse()
+        .map_err(Failure::Invalid)?;
     let Member::ServiceAccount(email) = m else {
         return Err(Failure::Invalid(format!("invalid service account '{a}'")));
     };
-    let project = email.split_once('@').map(|(_, p)| p.to_string()).unwrap_or_default();
+    let project = email
+        .split_once('@')
+        .map(|(_, p)| p.to_string())
+        .unwrap_or_default();
     let project = ResourceName::Project(project);
     ctx.require(perm, &project)?;
     let live = siam::get_sa(ctx.tx, &email)?.is_some_and(|s| s.deleted_at.is_none());
     if !live {
-        return Err(Failure::Precondition(format!("service account {email} does not exist")));
+        return Err(Failure::Precondition(format!(
+            "service account {email} does not exist"
+        )));
     }
     Ok((email, project))
 }
@@ -162,9 +189,10 @@ pub fn sa_list(ctx: &mut Ctx<'_>, project: Option<&str>) -> Res<AdminResponse> {
         if want.as_ref().is_some_and(|w| *w != sa.project) {
             continue;
         }
-        let Ok(pname) = sa.project.parse::<ResourceName>() else { continue };
-        if !ctx.holds(P::ServiceAccountsList, &pname) && !ctx.holds(P::ServiceAccountsGet, &pname)
-        {
+        let Ok(pname) = sa.project.parse::<ResourceName>() else {
+            continue;
+        };
+        if !ctx.holds(P::ServiceAccountsList, &pname) && !ctx.holds(P::ServiceAccountsGet, &pname) {
             continue;
         }
         rows.push(vec![
@@ -173,10 +201,16 @@ pub fn sa_list(ctx: &mut Ctx<'_>, project: Option<&str>) -> Res<AdminResponse> {
             sa.display_name.clone().unwrap_or_default(),
             time(sa.created_at),
         ]);
-        js.push(json!({"email": sa.email, "project": sa.project, "displayName": sa.display_name,
-                       "createTime": time(sa.created_at)}));
+        js.push(
+            json!({"email": sa.email, "project": sa.project, "displayName": sa.display_name,
+                       "createTime": time(sa.created_at)}),
+        );
     }
-    Ok(table(&["ACCOUNT", "PROJECT", "DISPLAY NAME", "CREATED"], rows, json!(js)))
+    Ok(table(
+        &["ACCOUNT", "PROJECT", "DISPLAY NAME", "CREATED"],
+        rows,
+        json!(js),
+    ))
 }
 
 pub fn sa_delete(ctx: &mut Ctx<'_>, account: &str) -> Res<AdminResponse> {
@@ -238,10 +272,16 @@ pub fn sa_key_list(ctx: &mut Ctx<'_>, account: &str) -> Res<AdminResponse> {
         .collect();
     let js: Vec<_> = keys
         .iter()
-        .map(|k| json!({"keyId": k.key_id, "createTime": time(k.created_at),
-                        "revokeTime": k.revoked_at.map(time)}))
+        .map(|k| {
+            json!({"keyId": k.key_id, "createTime": time(k.created_at),
+                        "revokeTime": k.revoked_at.map(time)})
+        })
         .collect();
-    Ok(table(&["KEY ID", "CREATED", "REVOKED"], rows, json!({"account": email, "keys": js})))
+    Ok(table(
+        &["KEY ID", "CREATED", "REVOKED"],
+        rows,
+        json!({"account": email, "keys": js}),
+    ))
 }
 
 pub fn sa_key_revoke(ctx: &mut Ctx<'_>, account: &str, key_id: &str) -> Res<AdminResponse> {
@@ -277,15 +317,26 @@ pub fn map_uid(ctx: &mut Ctx<'_>, uid: u32, member: &str) -> Res<AdminResponse> 
 pub fn unmap_uid(ctx: &mut Ctx<'_>, uid: u32) -> Res<AdminResponse> {
     ctx.require_global(P::PrincipalMappingsDelete)?;
     if !siam::unmap_uid(ctx.tx, uid)? {
-        return Err(Failure::Precondition(format!("unix-uid:{uid} has no mapping")));
+        return Err(Failure::Precondition(format!(
+            "unix-uid:{uid} has no mapping"
+        )));
     }
-    Ok(done(format!("removed the mapping of unix-uid:{uid}"), json!({"uid": uid})))
+    Ok(done(
+        format!("removed the mapping of unix-uid:{uid}"),
+        json!({"uid": uid}),
+    ))
 }
 
 pub fn list_mappings(ctx: &mut Ctx<'_>) -> Res<AdminResponse> {
     ctx.require_global(P::PrincipalMappingsList)?;
     let maps = siam::list_mappings(ctx.tx)?;
-    let rows = maps.iter().map(|(u, m)| vec![format!("unix-uid:{u}"), m.to_string()]).collect();
-    let js: Vec<_> = maps.iter().map(|(u, m)| json!({"uid": u, "member": m.to_string()})).collect();
+    let rows = maps
+        .iter()
+        .map(|(u, m)| vec![format!("unix-uid:{u}"), m.to_string()])
+        .collect();
+    let js: Vec<_> = maps
+        .iter()
+        .map(|(u, m)| json!({"uid": u, "member": m.to_string()}))
+        .collect();
     Ok(table(&["UID", "ACTS AS"], rows, json!(js)))
 }

@@ -24,12 +24,27 @@ fn records(rs: Vec<Record>) -> Res<AdminResponse> {
         })
         .collect();
     let js = serde_json::to_value(&rs).map_err(|e| Failure::Invalid(e.to_string()))?;
-    Ok(table(&["SEQ", "TIME", "PRINCIPAL", "ACTION", "RESOURCE", "RESULT", "DETAIL"], rows, js))
+    Ok(table(
+        &[
+            "SEQ",
+            "TIME",
+            "PRINCIPAL",
+            "ACTION",
+            "RESOURCE",
+            "RESULT",
+            "DETAIL",
+        ],
+        rows,
+        js,
+    ))
 }
 
 pub fn tail(ctx: &mut Ctx<'_>, count: u32) -> Res<AdminResponse> {
     ctx.require_global(P::AuditLogsRead)?;
-    let f = Filter { limit: Some(count), ..Filter::default() };
+    let f = Filter {
+        limit: Some(count),
+        ..Filter::default()
+    };
     records(audit::query(ctx.tx, &f)?)
 }
 

@@ -25,12 +25,16 @@ pub struct NewKey {
 /// Makes a new key id and secret (not stored).
 pub fn generate() -> NewKey {
     let mut rng = rand::rngs::OsRng;
-    let key_id: String =
-        (0..6).map(|_| char::from(ID_CHARS[rng.gen_range(0..ID_CHARS.len())])).collect();
+    let key_id: String = (0..6)
+        .map(|_| char::from(ID_CHARS[rng.gen_range(0..ID_CHARS.len())]))
+        .collect();
     let mut secret = Zeroizing::new([0u8; 16]);
     rng.fill_bytes(secret.as_mut());
     let enc = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret.as_ref());
-    NewKey { key: Zeroizing::new(format!("kw{key_id}.{enc}")), key_id }
+    NewKey {
+        key: Zeroizing::new(format!("kw{key_id}.{enc}")),
+        key_id,
+    }
 }
 
 /// Splits a key into its id, if it has the right shape.
@@ -39,7 +43,9 @@ pub fn key_id_of(key: &str) -> Option<&str> {
     let (id, secret) = rest.split_once('.')?;
     let id_ok = id.len() == 6 && id.bytes().all(|b| ID_CHARS.contains(&b));
     let secret_ok = secret.len() == 22
-        && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     (id_ok && secret_ok).then_some(id)
 }
 
@@ -56,7 +62,9 @@ pub fn mac(server_key: &[u8], key: &str) -> Vec<u8> {
 pub fn server_key(conn: &Connection) -> Result<Zeroizing<Vec<u8>>> {
     meta_get(conn, super::hierarchy::SA_MAC_KEY)?
         .map(Zeroizing::new)
-        .ok_or_else(|| StoreError::Corrupt("the server key is missing (store not initialised)".into()))
+        .ok_or_else(|| {
+            StoreError::Corrupt("the server key is missing (store not initialised)".into())
+        })
 }
 
 /// The service account a key authenticates, if the key is valid, live and its account live.

@@ -18,19 +18,36 @@ pub const SA_MAC_KEY: &str = "sa_key_mac_key";
 fn perms(kind: ResourceKind) -> (P, P, P, P) {
     // (create, get, list, delete)
     match kind {
-        ResourceKind::Organization => {
-            (P::OrganizationsCreate, P::OrganizationsGet, P::OrganizationsList, P::OrganizationsDelete)
-        }
-        ResourceKind::Folder => (P::FoldersCreate, P::FoldersGet, P::FoldersList, P::FoldersDelete),
-        ResourceKind::Project => {
-            (P::ProjectsCreate, P::ProjectsGet, P::ProjectsList, P::ProjectsDelete)
-        }
-        ResourceKind::KeyRing => {
-            (P::KeyRingsCreate, P::KeyRingsGet, P::KeyRingsList, P::KeyRingsDelete)
-        }
-        ResourceKind::CryptoKey | ResourceKind::Version => {
-            (P::CryptoKeysCreate, P::CryptoKeysGet, P::CryptoKeysList, P::VersionsDestroy)
-        }
+        ResourceKind::Organization => (
+            P::OrganizationsCreate,
+            P::OrganizationsGet,
+            P::OrganizationsList,
+            P::OrganizationsDelete,
+        ),
+        ResourceKind::Folder => (
+            P::FoldersCreate,
+            P::FoldersGet,
+            P::FoldersList,
+            P::FoldersDelete,
+        ),
+        ResourceKind::Project => (
+            P::ProjectsCreate,
+            P::ProjectsGet,
+            P::ProjectsList,
+            P::ProjectsDelete,
+        ),
+        ResourceKind::KeyRing => (
+            P::KeyRingsCreate,
+            P::KeyRingsGet,
+            P::KeyRingsList,
+            P::KeyRingsDelete,
+        ),
+        ResourceKind::CryptoKey | ResourceKind::Version => (
+            P::CryptoKeysCreate,
+            P::CryptoKeysGet,
+            P::CryptoKeysList,
+            P::VersionsDestroy,
+        ),
     }
 }
 
@@ -49,7 +66,11 @@ fn name_of(kind: ResourceKind, s: &str) -> Res<ResourceName> {
     };
     let name = parse_resource(&full)?;
     if name.kind() != kind {
-        return Err(Failure::Invalid(format!("'{s}' is a {}, not a {}", name.kind().noun(), kind.noun())));
+        return Err(Failure::Invalid(format!(
+            "'{s}' is a {}, not a {}",
+            name.kind().noun(),
+            kind.noun()
+        )));
     }
     Ok(name)
 }
@@ -121,7 +142,10 @@ pub fn container_create(
 ) -> Res<AdminResponse> {
     check_id(kind.noun(), id).map_err(Failure::Invalid)?;
     let parent = parse_resource(parent)?;
-    if !matches!(parent, ResourceName::Organization(_) | ResourceName::Folder(_)) {
+    if !matches!(
+        parent,
+        ResourceName::Organization(_) | ResourceName::Folder(_)
+    ) {
         return Err(Failure::Invalid(format!(
             "a {}'s parent is an organisation or a folder, not {parent}",
             kind.noun()
@@ -196,7 +220,10 @@ pub fn key_ring_create(
     ctx.require(P::KeyRingsCreate, &parent_name)?;
     let parent_row = resources::get(ctx.tx, &parent_name)?
         .ok_or_else(|| Failure::Precondition(format!("{parent_name} does not exist")))?;
-    let name = ResourceName::KeyRing(KeyRingName { parent: ring_parent, id: id.to_string() });
+    let name = ResourceName::KeyRing(KeyRingName {
+        parent: ring_parent,
+        id: id.to_string(),
+    });
     if resources::name_taken(ctx.tx, &name)? {
         return Err(Failure::Precondition(format!(
             "key ring {name} already exists or existed (names are never reused)"
@@ -295,7 +322,13 @@ pub fn list(ctx: &mut Ctx<'_>, kind: ResourceKind, parent: Option<&str>) -> Res<
             }
         }
         return Ok(table(
-            &["NAME", "TOKEN LABEL", "SLOT", "PLAINTEXT IMPORT", "STRICT TEMPLATES"],
+            &[
+                "NAME",
+                "TOKEN LABEL",
+                "SLOT",
+                "PLAINTEXT IMPORT",
+                "STRICT TEMPLATES",
+            ],
             out,
             json!(js),
         ));
@@ -312,7 +345,10 @@ pub fn list(ctx: &mut Ctx<'_>, kind: ResourceKind, parent: Option<&str>) -> Res<
         .map(|r| {
             vec![
                 r.name.to_string(),
-                r.parent.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                r.parent
+                    .as_ref()
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 time(r.created_at),
             ]
         })
@@ -335,7 +371,10 @@ pub fn get(ctx: &mut Ctx<'_>, kind: ResourceKind, name: &str) -> Res<AdminRespon
         vec!["name".to_string(), name.to_string()],
         vec![
             "parent".to_string(),
-            row.parent.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            row.parent
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into()),
         ],
         vec!["created".to_string(), time(row.created_at)],
     ];
@@ -349,7 +388,10 @@ pub fn get(ctx: &mut Ctx<'_>, kind: ResourceKind, name: &str) -> Res<AdminRespon
             rows.push(vec!["token label".into(), k.token_label.clone()]);
             rows.push(vec!["slot id".into(), k.slot_id.to_string()]);
             rows.push(vec!["token serial".into(), k.serial.clone()]);
-            rows.push(vec!["allow plaintext import".into(), yes(k.allow_plaintext_import)]);
+            rows.push(vec![
+                "allow plaintext import".into(),
+                yes(k.allow_plaintext_import),
+            ]);
             rows.push(vec!["strict templates".into(), yes(k.strict_templates)]);
             js = ring_json(&k);
         }

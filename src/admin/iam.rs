@@ -57,8 +57,10 @@ pub fn role_list(ctx: &mut Ctx<'_>) -> Res<AdminResponse> {
             r.permissions.iter().count().to_string(),
             r.title.to_string(),
         ]);
-        js.push(json!({"name": r.name, "kind": "predefined", "title": r.title,
-                       "permissions": perm_names(r.permissions)}));
+        js.push(
+            json!({"name": r.name, "kind": "predefined", "title": r.title,
+                       "permissions": perm_names(r.permissions)}),
+        );
     }
     for r in siam::list_roles(ctx.tx)? {
         let visible = custom_role_org(&r.name).is_some_and(|o| ctx.holds(P::RolesList, &o));
@@ -75,7 +77,11 @@ pub fn role_list(ctx: &mut Ctx<'_>) -> Res<AdminResponse> {
         js.push(json!({"name": r.name, "kind": "custom", "title": r.title,
                        "permissions": perm_names(perms)}));
     }
-    Ok(table(&["ROLE", "KIND", "PERMISSIONS", "TITLE"], rows, json!(js)))
+    Ok(table(
+        &["ROLE", "KIND", "PERMISSIONS", "TITLE"],
+        rows,
+        json!(js),
+    ))
 }
 
 fn role_permissions(ctx: &Ctx<'_>, name: &str) -> Res<PermSet> {
@@ -93,7 +99,11 @@ pub fn role_describe(ctx: &mut Ctx<'_>, name: &str) -> Res<AdminResponse> {
     }
     let perms = role_permissions(ctx, name)?;
     let rows = perms.iter().map(|p| vec![p.as_str().to_string()]).collect();
-    Ok(table(&["PERMISSION"], rows, json!({"name": name, "permissions": perm_names(perms)})))
+    Ok(table(
+        &["PERMISSION"],
+        rows,
+        json!({"name": name, "permissions": perm_names(perms)}),
+    ))
 }
 
 pub fn role_create(
@@ -105,7 +115,9 @@ pub fn role_create(
 ) -> Res<AdminResponse> {
     let org = org_resource(org)?;
     let ok = (3..=64).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
     if !ok {
         return Err(Failure::Invalid(format!(
             "invalid role id '{id}': 3 to 64 characters from a-z, A-Z, 0-9, '_' and '.'"
@@ -122,7 +134,10 @@ pub fn role_create(
     let list = perm_names(perms).join(" ");
     siam::create_role(ctx.tx, &name, org_row.id, title, &list, ctx.now)?;
     Ok(done(
-        format!("created role {name} with {} permission(s)", perms.iter().count()),
+        format!(
+            "created role {name} with {} permission(s)",
+            perms.iter().count()
+        ),
         json!({"name": name, "title": title, "permissions": perm_names(perms)}),
     ))
 }
@@ -144,7 +159,10 @@ pub fn role_delete(ctx: &mut Ctx<'_>, name: &str) -> Res<AdminResponse> {
         )));
     }
     siam::delete_role(ctx.tx, name)?;
-    Ok(done(format!("deleted role {name}"), json!({"name": name, "deleted": true})))
+    Ok(done(
+        format!("deleted role {name}"),
+        json!({"name": name, "deleted": true}),
+    ))
 }
 
 /// Checks that a member named in a binding or group exists where it can be checked.
@@ -271,13 +289,21 @@ pub fn policy(ctx: &mut Ctx<'_>, resource: &str) -> Res<AdminResponse> {
                 b.role.clone(),
                 b.member.to_string(),
                 b.resource.to_string(),
-                if inherited { "inherited".into() } else { "direct".into() },
+                if inherited {
+                    "inherited".into()
+                } else {
+                    "direct".into()
+                },
             ]);
             js.push(json!({"role": b.role, "member": b.member.to_string(),
                            "resource": b.resource.to_string(), "inherited": inherited}));
         }
     }
-    Ok(table(&["ROLE", "MEMBER", "ATTACHED TO", "HOW"], rows, json!({"resource": res.to_string(), "bindings": js})))
+    Ok(table(
+        &["ROLE", "MEMBER", "ATTACHED TO", "HOW"],
+        rows,
+        json!({"resource": res.to_string(), "bindings": js}),
+    ))
 }
 
 /// The principal a member argument stands for: a mapped uid acts as its mapping.
@@ -300,7 +326,10 @@ fn parse_perms(list: &[String]) -> Res<Vec<Permission>> {
         .flat_map(|s| s.split(','))
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<Permission>().map_err(|e| Failure::Invalid(e.to_string())))
+        .map(|s| {
+            s.parse::<Permission>()
+                .map_err(|e| Failure::Invalid(e.to_string()))
+        })
         .collect()
 }
 
@@ -322,7 +351,10 @@ pub fn test(
             granted.push(p.as_str());
         }
         if ok || !permissions.is_empty() {
-            rows.push(vec![p.as_str().to_string(), if ok { "granted" } else { "denied" }.into()]);
+            rows.push(vec![
+                p.as_str().to_string(),
+                if ok { "granted" } else { "denied" }.into(),
+            ]);
         }
     }
     let mut resp = table(
@@ -332,8 +364,15 @@ pub fn test(
                "permissions": granted}),
     );
     resp.message = Some(match note {
-        Some(n) => format!("{n}; it holds {} of the permissions asked on {res}", granted.len()),
-        None => format!("{} holds {} of the permissions asked on {res}", principal.member, granted.len()),
+        Some(n) => format!(
+            "{n}; it holds {} of the permissions asked on {res}",
+            granted.len()
+        ),
+        None => format!(
+            "{} holds {} of the permissions asked on {res}",
+            principal.member,
+            granted.len()
+        ),
     });
     Ok(resp)
 }
@@ -347,7 +386,10 @@ pub fn explain(
     let res = parse_resource(resource)?;
     let (principal, note) = principal_of(ctx, member)?;
     let only = permission
-        .map(|p| p.parse::<Permission>().map_err(|e| Failure::Invalid(e.to_string())))
+        .map(|p| {
+            p.parse::<Permission>()
+                .map_err(|e| Failure::Invalid(e.to_string()))
+        })
         .transpose()?;
     ctx.require(get_policy_perm(&res), &res)?;
     let grants: Vec<_> = ctx
@@ -384,7 +426,11 @@ pub fn explain(
             let d = ctx.snap.authorize(&principal, *p, &res);
             format!("not granted: {}", d.reason.unwrap_or_default())
         }
-        _ => format!("{} holds {} permission(s) on {res}", principal.member, grants.len()),
+        _ => format!(
+            "{} holds {} permission(s) on {res}",
+            principal.member,
+            grants.len()
+        ),
     };
     if let Some(n) = note {
         msg = format!("{n}; {msg}");
@@ -395,7 +441,12 @@ pub fn explain(
 
 pub fn who_can(ctx: &mut Ctx<'_>, resource: &str, permission: &str) -> Res<AdminResponse> {
     let res = parse_resource(resource)?;
-    let perm: Permission = permission.parse().map_err(|e: crate::policy::permission::UnknownPermission| Failure::Invalid(e.to_string()))?;
+    let perm: Permission =
+        permission
+            .parse()
+            .map_err(|e: crate::policy::permission::UnknownPermission| {
+                Failure::Invalid(e.to_string())
+            })?;
     ctx.require(get_policy_perm(&res), &res)?;
     let mappings = siam::list_mappings(ctx.tx)?;
     let grantees = ctx.snap.who_can(&res, perm);
@@ -410,24 +461,37 @@ pub fn who_can(ctx: &mut Ctx<'_>, resource: &str, permission: &str) -> Res<Admin
         let via = if g.via_groups.is_empty() {
             "-".to_string()
         } else {
-            g.via_groups.iter().map(|v| format!("group:{v}")).collect::<Vec<_>>().join(" > ")
+            g.via_groups
+                .iter()
+                .map(|v| format!("group:{v}"))
+                .collect::<Vec<_>>()
+                .join(" > ")
         };
         rows.push(vec![
             g.member.to_string(),
             g.binding.role.clone(),
             g.binding.resource.to_string(),
             via.clone(),
-            if uids.is_empty() { "-".into() } else { uids.join(",") },
+            if uids.is_empty() {
+                "-".into()
+            } else {
+                uids.join(",")
+            },
         ]);
-        js.push(json!({"member": g.member.to_string(), "role": g.binding.role,
+        js.push(
+            json!({"member": g.member.to_string(), "role": g.binding.role,
                        "boundOn": g.binding.resource.to_string(), "viaGroups": g.via_groups,
-                       "mappedUids": uids}));
+                       "mappedUids": uids}),
+        );
     }
     let mut resp = table(
         &["MEMBER", "ROLE", "BOUND ON", "VIA GROUPS", "MAPPED UIDS"],
         rows,
         json!({"resource": res.to_string(), "permission": perm.as_str(), "principals": js}),
     );
-    resp.message = Some(format!("{} principal(s) hold {perm} on {res}", grantees.len()));
+    resp.message = Some(format!(
+        "{} principal(s) hold {perm} on {res}",
+        grantees.len()
+    ));
     Ok(resp)
 }

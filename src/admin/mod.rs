@@ -43,7 +43,12 @@ pub struct Caller {
 impl Caller {
     /// A caller known only by its principal (offline `--as`, tests).
     pub fn new(principal: Principal) -> Caller {
-        Caller { principal, peer_pid: None, peer_uid: None, instance: None }
+        Caller {
+            principal,
+            peer_pid: None,
+            peer_uid: None,
+            instance: None,
+        }
     }
 }
 
@@ -177,7 +182,9 @@ impl Ctx<'_> {
             }
             cur = name_parent(&r);
         }
-        self.snap_orgs().iter().any(|o| !self.snap.effective_permissions(self.who(), o).is_empty())
+        self.snap_orgs()
+            .iter()
+            .any(|o| !self.snap.effective_permissions(self.who(), o).is_empty())
     }
 
     /// Every live organisation.
@@ -217,7 +224,11 @@ impl Ctx<'_> {
 
     /// Asks for an extra audit record in the same transaction.
     pub fn audit_extra(&mut self, action: &'static str, resource: Option<String>, detail: String) {
-        self.extras.push(Extra { action, resource, detail });
+        self.extras.push(Extra {
+            action,
+            resource,
+            detail,
+        });
     }
 }
 
@@ -322,7 +333,13 @@ impl AdminService {
     ) -> Res<AdminResponse> {
         let tx = self.store.write()?;
         let snap = store::build_snapshot(&tx)?;
-        let mut ctx = Ctx { tx: &tx, snap, caller, now: now_ms / 1000, extras: Vec::new() };
+        let mut ctx = Ctx {
+            tx: &tx,
+            snap,
+            caller,
+            now: now_ms / 1000,
+            extras: Vec::new(),
+        };
         let resp = dispatch(&mut ctx, req)?;
         if audited {
             let mut rec = record.clone();
@@ -360,46 +377,64 @@ fn dispatch(ctx: &mut Ctx<'_>, req: AdminRequest) -> Res<AdminResponse> {
         R::ProjectCreate { parent, id } => {
             hierarchy::container_create(ctx, ResourceKind::Project, &parent, &id)
         }
-        R::ProjectList { parent } => {
-            hierarchy::list(ctx, ResourceKind::Project, parent.as_deref())
-        }
+        R::ProjectList { parent } => hierarchy::list(ctx, ResourceKind::Project, parent.as_deref()),
         R::ProjectGet { name } => hierarchy::get(ctx, ResourceKind::Project, &name),
         R::ProjectDelete { name } => hierarchy::delete(ctx, ResourceKind::Project, &name),
-        R::KeyRingCreate { parent, id, token_label } => {
-            hierarchy::key_ring_create(ctx, &parent, &id, token_label.as_deref())
-        }
-        R::KeyRingList { parent } => {
-            hierarchy::list(ctx, ResourceKind::KeyRing, parent.as_deref())
-        }
+        R::KeyRingCreate {
+            parent,
+            id,
+            token_label,
+        } => hierarchy::key_ring_create(ctx, &parent, &id, token_label.as_deref()),
+        R::KeyRingList { parent } => hierarchy::list(ctx, ResourceKind::KeyRing, parent.as_deref()),
         R::KeyRingGet { name } => hierarchy::get(ctx, ResourceKind::KeyRing, &name),
         R::KeyRingDelete { name } => hierarchy::delete(ctx, ResourceKind::KeyRing, &name),
-        R::KeyRingUpdate { name, allow_plaintext_import, strict_templates, token_label } => {
-            hierarchy::key_ring_update(
-                ctx,
-                &name,
-                allow_plaintext_import,
-                strict_templates,
-                token_label.as_deref(),
-            )
-        }
+        R::KeyRingUpdate {
+            name,
+            allow_plaintext_import,
+            strict_templates,
+            token_label,
+        } => hierarchy::key_ring_update(
+            ctx,
+            &name,
+            allow_plaintext_import,
+            strict_templates,
+            token_label.as_deref(),
+        ),
         R::RoleList => iam::role_list(ctx),
         R::RoleDescribe { name } => iam::role_describe(ctx, &name),
-        R::RoleCreate { org, id, title, permissions } => {
-            iam::role_create(ctx, &org, &id, title.as_deref(), &permissions)
-        }
+        R::RoleCreate {
+            org,
+            id,
+            title,
+            permissions,
+        } => iam::role_create(ctx, &org, &id, title.as_deref(), &permissions),
         R::RoleDelete { name } => iam::role_delete(ctx, &name),
-        R::IamBind { resource, role, member, allow_sod_violation } => {
-            iam::bind(ctx, &resource, &role, &member, allow_sod_violation)
-        }
-        R::IamUnbind { resource, role, member } => iam::unbind(ctx, &resource, &role, &member),
+        R::IamBind {
+            resource,
+            role,
+            member,
+            allow_sod_violation,
+        } => iam::bind(ctx, &resource, &role, &member, allow_sod_violation),
+        R::IamUnbind {
+            resource,
+            role,
+            member,
+        } => iam::unbind(ctx, &resource, &role, &member),
         R::IamPolicy { resource } => iam::policy(ctx, &resource),
-        R::IamTest { member, resource, permissions } => {
-            iam::test(ctx, &member, &resource, &permissions)
-        }
-        R::IamExplain { member, resource, permission } => {
-            iam::explain(ctx, &member, &resource, permission.as_deref())
-        }
-        R::IamWhoCan { resource, permission } => iam::who_can(ctx, &resource, &permission),
+        R::IamTest {
+            member,
+            resource,
+            permissions,
+        } => iam::test(ctx, &member, &resource, &permissions),
+        R::IamExplain {
+            member,
+            resource,
+            permission,
+        } => iam::explain(ctx, &member, &resource, permission.as_deref()),
+        R::IamWhoCan {
+            resource,
+            permission,
+        } => iam::who_can(ctx, &resource, &permission),
         R::IamMapUid { uid, member } => accounts::map_uid(ctx, uid, &member),
         R::IamUnmapUid { uid } => accounts::unmap_uid(ctx, uid),
         R::IamListMappings => accounts::list_mappings(ctx),
@@ -409,9 +444,11 @@ fn dispatch(ctx: &mut Ctx<'_>, req: AdminRequest) -> Res<AdminResponse> {
         R::GroupDelete { group } => accounts::group_delete(ctx, &group),
         R::GroupAddMember { group, member } => accounts::group_add(ctx, &group, &member),
         R::GroupRemoveMember { group, member } => accounts::group_remove(ctx, &group, &member),
-        R::SaCreate { project, id, display_name } => {
-            accounts::sa_create(ctx, &project, &id, display_name.as_deref())
-        }
+        R::SaCreate {
+            project,
+            id,
+            display_name,
+        } => accounts::sa_create(ctx, &project, &id, display_name.as_deref()),
         R::SaList { project } => accounts::sa_list(ctx, project.as_deref()),
         R::SaDelete { account } => accounts::sa_delete(ctx, &account),
         R::SaKeyCreate { account } => accounts::sa_key_create(ctx, &account),
@@ -495,9 +532,10 @@ fn describe(req: &AdminRequest) -> (&'static str, Option<String>) {
         R::GroupRemoveMember { group, .. } => {
             ("group.removeMember", Some(format!("group:{group}")))
         }
-        R::SaCreate { project, id, .. } => {
-            ("sa.create", Some(format!("serviceAccount:{id}@{}", bare_project(project))))
-        }
+        R::SaCreate { project, id, .. } => (
+            "sa.create",
+            Some(format!("serviceAccount:{id}@{}", bare_project(project))),
+        ),
         R::SaList { project } => ("sa.list", project.clone()),
         R::SaDelete { account } => ("sa.delete", Some(sa_member(account))),
         R::SaKeyCreate { account } => ("sa.key.create", Some(sa_member(account))),

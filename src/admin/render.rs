@@ -15,7 +15,10 @@ pub fn done(message: impl Into<String>, json: Value) -> AdminResponse {
 /// A response with a table and a JSON body.
 pub fn table(headers: &[&str], rows: Vec<Vec<String>>, json: Value) -> AdminResponse {
     AdminResponse {
-        table: Some(Table { headers: headers.iter().map(|h| h.to_string()).collect(), rows }),
+        table: Some(Table {
+            headers: headers.iter().map(|h| h.to_string()).collect(),
+            rows,
+        }),
         json: json.to_string(),
         ..AdminResponse::default()
     }
@@ -25,7 +28,10 @@ pub fn table(headers: &[&str], rows: Vec<Vec<String>>, json: Value) -> AdminResp
 pub fn time(secs: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| secs.to_string())
 }
 
@@ -33,7 +39,10 @@ pub fn time(secs: i64) -> String {
 pub fn time_ms(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| ms.to_string())
 }
 

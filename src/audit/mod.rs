@@ -127,8 +127,14 @@ fn record_hash(seq: i64, r: &Record) -> [u8; 32] {
     h.update(seq.to_be_bytes());
     h.update(r.time_ms.to_be_bytes());
     field(&mut h, Some(r.principal.as_bytes()));
-    field(&mut h, r.peer_pid.map(|p| p.to_be_bytes()).as_ref().map(|b| &b[..]));
-    field(&mut h, r.peer_uid.map(|p| p.to_be_bytes()).as_ref().map(|b| &b[..]));
+    field(
+        &mut h,
+        r.peer_pid.map(|p| p.to_be_bytes()).as_ref().map(|b| &b[..]),
+    );
+    field(
+        &mut h,
+        r.peer_uid.map(|p| p.to_be_bytes()).as_ref().map(|b| &b[..]),
+    );
     field(&mut h, r.instance.as_deref().map(str::as_bytes));
     field(&mut h, Some(r.action.as_bytes()));
     field(&mut h, r.resource.as_deref().map(str::as_bytes));
@@ -143,8 +149,9 @@ fn record_hash(seq: i64, r: &Record) -> [u8; 32] {
 /// Appends a record to the chain inside the caller's transaction; returns its seq.
 pub fn append(conn: &Connection, rec: &NewRecord) -> Result<i64> {
     const LAST: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
-    let last: Option<(i64, Vec<u8>)> =
-        conn.query_row(LAST, [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+    let last: Option<(i64, Vec<u8>)> = conn
+        .query_row(LAST, [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
     let (seq, prev_hash) = match last {
         Some((s, h)) => (s + 1, h),
         None => (1, GENESIS.to_vec()),
@@ -230,7 +237,15 @@ pub fn query(conn: &Connection, f: &Filter) -> Result<Vec<Record>> {
     let limit = f.limit.map(i64::from).unwrap_or(-1);
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(
-        params![f.principal, f.resource, f.action, f.result, f.since, f.until, limit],
+        params![
+            f.principal,
+            f.resource,
+            f.action,
+            f.result,
+            f.since,
+            f.until,
+            limit
+        ],
         row,
     )?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -261,8 +276,12 @@ pub fn verify(conn: &Connection) -> Result<VerifyReport> {
     let sql = format!("SELECT {COLS} FROM audit_log ORDER BY seq");
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query([])?;
-    let mut report =
-        VerifyReport { records: 0, last_seq: 0, head: hex(&GENESIS), problems: Vec::new() };
+    let mut report = VerifyReport {
+        records: 0,
+        last_seq: 0,
+        head: hex(&GENESIS),
+        problems: Vec::new(),
+    };
     let mut prev_hash = GENESIS.to_vec();
     let mut expected_seq = 1i64;
     while let Some(r) = rows.next()? {
@@ -272,7 +291,10 @@ pub fn verify(conn: &Connection) -> Result<VerifyReport> {
             let missing = if rec.seq == expected_seq + 1 {
                 format!("record {expected_seq} is missing (deleted)")
             } else {
-                format!("records {expected_seq} to {} are missing (deleted)", rec.seq - 1)
+                format!(
+                    "records {expected_seq} to {} are missing (deleted)",
+                    rec.seq - 1
+                )
             };
             report.problems.push(missing);
         }

@@ -14,7 +14,9 @@ use std::str::FromStr;
 pub fn check_id(what: &str, id: &str) -> Result<(), String> {
     let ok = !id.is_empty()
         && id.len() <= 63
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -176,14 +178,20 @@ impl FromStr for ResourceName {
             (ResourceName::Organization(o), "keyRings") => RingParent::Organization(o.clone()),
             _ => return Err(bad()),
         };
-        let ring = KeyRingName { parent, id: id("key ring", ring_id)? };
+        let ring = KeyRingName {
+            parent,
+            id: id("key ring", ring_id)?,
+        };
         let Some(((ck, key_id), rest)) = rest.split_first() else {
             return Ok(ResourceName::KeyRing(ring));
         };
         if *ck != "cryptoKeys" {
             return Err(bad());
         }
-        let key = CryptoKeyName { ring, id: id("crypto key", key_id)? };
+        let key = CryptoKeyName {
+            ring,
+            id: id("crypto key", key_id)?,
+        };
         let Some(((cv, n), rest)) = rest.split_first() else {
             return Ok(ResourceName::CryptoKey(key));
         };
@@ -194,7 +202,9 @@ impl FromStr for ResourceName {
             .parse()
             .ok()
             .filter(|v: &u64| *v >= 1 && v.to_string() == *n)
-            .ok_or_else(|| format!("invalid key version '{n}' in '{s}': versions are 1, 2, 3, ..."))?;
+            .ok_or_else(|| {
+                format!("invalid key version '{n}' in '{s}': versions are 1, 2, 3, ...")
+            })?;
         Ok(ResourceName::Version(key, version))
     }
 }
@@ -234,12 +244,16 @@ impl fmt::Display for Member {
 
 fn check_email_like(kind: &str, v: &str, example: &str) -> Result<String, String> {
     let ok = v.len() <= 254
-        && v.split_once('@').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+@".contains(&b));
+        && v.split_once('@')
+            .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-+@".contains(&b));
     if ok {
         Ok(v.to_string())
     } else {
-        Err(format!("invalid {kind} '{v}': expected a name like {example}"))
+        Err(format!(
+            "invalid {kind} '{v}': expected a name like {example}"
+        ))
     }
 }
 
@@ -247,7 +261,9 @@ fn check_email_like(kind: &str, v: &str, example: &str) -> Result<String, String
 pub fn check_sa_id(id: &str) -> Result<(), String> {
     let ok = (1..=30).contains(&id.len())
         && id.as_bytes()[0].is_ascii_lowercase()
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -271,7 +287,9 @@ impl FromStr for Member {
                 "'{s}' cannot be bound: Keyward grants nothing to unauthenticated callers"
             ));
         }
-        let (kind, v) = s.split_once(':').ok_or_else(|| format!("invalid member '{s}': {help}"))?;
+        let (kind, v) = s
+            .split_once(':')
+            .ok_or_else(|| format!("invalid member '{s}': {help}"))?;
         let num = |v: &str| {
             v.parse::<u32>()
                 .ok()
@@ -279,7 +297,11 @@ impl FromStr for Member {
                 .ok_or_else(|| format!("invalid member '{s}': '{v}' is not a number"))
         };
         match kind {
-            "user" => Ok(Member::User(check_email_like("user", v, "user:alice@example.com")?)),
+            "user" => Ok(Member::User(check_email_like(
+                "user",
+                v,
+                "user:alice@example.com",
+            )?)),
             "serviceAccount" => {
                 let sa = check_email_like("service account", v, "serviceAccount:web@payments")?;
                 let (id, project) = sa.split_once('@').unwrap_or_default();
@@ -290,11 +312,14 @@ impl FromStr for Member {
             "group" => {
                 let ok = !v.is_empty()
                     && v.len() <= 128
-                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+@".contains(&b));
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-+@".contains(&b));
                 if ok {
                     Ok(Member::Group(v.to_string()))
                 } else {
-                    Err(format!("invalid group '{v}': use letters, digits and . _ - + @"))
+                    Err(format!(
+                        "invalid group '{v}': use letters, digits and . _ - + @"
+                    ))
                 }
             }
             "unix-uid" => Ok(Member::UnixUid(num(v)?)),

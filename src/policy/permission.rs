@@ -194,13 +194,20 @@ impl PermSet {
 
     /// The permissions in the set, in declaration order.
     pub fn iter(self) -> impl Iterator<Item = Permission> {
-        Permission::ALL.iter().copied().filter(move |p| self.contains(*p))
+        Permission::ALL
+            .iter()
+            .copied()
+            .filter(move |p| self.contains(*p))
     }
 
     /// The `kms.*` resource permissions (visibility, design §4).
     pub fn kms_resource() -> PermSet {
         PermSet::of(
-            &Permission::ALL.iter().copied().filter(|p| p.is_kms_resource()).collect::<Vec<_>>(),
+            &Permission::ALL
+                .iter()
+                .copied()
+                .filter(|p| p.is_kms_resource())
+                .collect::<Vec<_>>(),
         )
     }
 }
@@ -225,7 +232,9 @@ mod tests {
             "cloudkms.cryptoKeyVersions.useToSign".parse::<Permission>(),
             Ok(Permission::UseToSign)
         );
-        assert!("kms.cryptoKeyVersions.useToFly".parse::<Permission>().is_err());
+        assert!("kms.cryptoKeyVersions.useToFly"
+            .parse::<Permission>()
+            .is_err());
         assert!("".parse::<Permission>().is_err());
     }
 

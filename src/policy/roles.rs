@@ -140,13 +140,18 @@ impl ThalassaVerb {
 }
 
 fn verbs(v: &[ThalassaVerb]) -> PermSet {
-    v.iter().fold(PermSet::EMPTY, |s, v| s.union(v.permissions()))
+    v.iter()
+        .fold(PermSet::EMPTY, |s, v| s.union(v.permissions()))
 }
 
 /// Every predefined role.
 pub fn predefined() -> Vec<PredefinedRole> {
     use ThalassaVerb as V;
-    let r = |name, title, permissions| PredefinedRole { name, title, permissions };
+    let r = |name, title, permissions| PredefinedRole {
+        name,
+        title,
+        permissions,
+    };
     let all_get_iam = PermSet::of(&[
         P::KeyRingsGetIamPolicy,
         P::CryptoKeysGetIamPolicy,
@@ -155,10 +160,16 @@ pub fn predefined() -> Vec<PredefinedRole> {
         P::FoldersGetIamPolicy,
         P::ProjectsGetIamPolicy,
     ]);
-    let resourcemanager: PermSet =
-        Permission::ALL.iter().copied().filter(|p| p.as_str().starts_with("resourcemanager.")).collect();
-    let iam: PermSet =
-        Permission::ALL.iter().copied().filter(|p| p.as_str().starts_with("iam.")).collect();
+    let resourcemanager: PermSet = Permission::ALL
+        .iter()
+        .copied()
+        .filter(|p| p.as_str().starts_with("resourcemanager."))
+        .collect();
+    let iam: PermSet = Permission::ALL
+        .iter()
+        .copied()
+        .filter(|p| p.as_str().starts_with("iam."))
+        .collect();
     vec![
         r("roles/kms.admin", "KMS admin: manage key rings, keys, versions, import jobs; no crypto use", kms_admin()),
         r("roles/kms.viewer", "Get and list key rings, keys, versions, import jobs", kms_viewer()),
@@ -184,7 +195,10 @@ pub fn predefined() -> Vec<PredefinedRole> {
                 .union(iam)
                 .union(kms_admin())
                 .with(P::AuditLogsRead)
-                .with(P::KeyRingsUpdate),
+                .with(P::KeyRingsUpdate)
+                // Not in design §3's list, but §2 lets an empty ring be deleted and no other
+                // predefined role could: the organisation admin may.
+                .with(P::KeyRingsDelete),
         ),
         r(
             "roles/keyward.auditor",
@@ -221,7 +235,9 @@ pub fn parse_custom_permissions(items: &[String]) -> Result<PermSet, String> {
                 set = set.union(v.permissions());
             } else {
                 let p: Permission = part.parse().map_err(|e| {
-                    format!("{e}; Thalassa verbs are list, read, create, update, update:export, delete")
+                    format!(
+                        "{e}; Thalassa verbs are list, read, create, update, update:export, delete"
+                    )
                 })?;
                 set = set.with(p);
             }

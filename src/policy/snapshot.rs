@@ -43,7 +43,10 @@ pub struct Principal {
 impl Principal {
     /// A principal with no unix groups.
     pub fn new(member: Member) -> Principal {
-        Principal { member, unix_gids: Vec::new() }
+        Principal {
+            member,
+            unix_gids: Vec::new(),
+        }
     }
 
     /// The anonymous principal.
@@ -71,7 +74,11 @@ pub struct Decision {
 
 impl Decision {
     fn deny(reason: impl Into<String>) -> Decision {
-        Decision { allowed: false, granted_by: None, reason: Some(reason.into()) }
+        Decision {
+            allowed: false,
+            granted_by: None,
+            reason: Some(reason.into()),
+        }
     }
 }
 
@@ -133,7 +140,11 @@ impl SnapshotBuilder {
 
     fn node(&mut self, name: ResourceName, parent: Option<ResourceName>) {
         if let Some(p) = &parent {
-            self.snap.children.entry(p.clone()).or_default().push(name.clone());
+            self.snap
+                .children
+                .entry(p.clone())
+                .or_default()
+                .push(name.clone());
         }
         self.snap.parents.insert(name, parent);
     }
@@ -166,8 +177,15 @@ impl SnapshotBuilder {
 
     /// Adds a crypto key.
     pub fn crypto_key(&mut self, key: CryptoKeyName) -> &mut Self {
-        self.snap.ring_keys.entry(key.ring.clone()).or_default().push(key.clone());
-        self.node(ResourceName::CryptoKey(key.clone()), Some(ResourceName::KeyRing(key.ring)));
+        self.snap
+            .ring_keys
+            .entry(key.ring.clone())
+            .or_default()
+            .push(key.clone());
+        self.node(
+            ResourceName::CryptoKey(key.clone()),
+            Some(ResourceName::KeyRing(key.ring)),
+        );
         self
     }
 
@@ -179,20 +197,35 @@ impl SnapshotBuilder {
 
     /// Adds a binding.
     pub fn binding(&mut self, resource: ResourceName, role: &str, member: Member) -> &mut Self {
-        self.snap.bindings.entry(resource).or_default().push((role.to_string(), member));
+        self.snap
+            .bindings
+            .entry(resource)
+            .or_default()
+            .push((role.to_string(), member));
         self
     }
 
     /// Adds a member to a group (a group may contain groups).
     pub fn group_member(&mut self, group: &str, member: Member) -> &mut Self {
-        self.snap.group_members.entry(group.to_string()).or_default().insert(member.clone());
-        self.snap.member_of.entry(member).or_default().push(group.to_string());
+        self.snap
+            .group_members
+            .entry(group.to_string())
+            .or_default()
+            .insert(member.clone());
+        self.snap
+            .member_of
+            .entry(member)
+            .or_default()
+            .push(group.to_string());
         self
     }
 
     /// Adds a group with no members yet.
     pub fn group(&mut self, group: &str) -> &mut Self {
-        self.snap.group_members.entry(group.to_string()).or_default();
+        self.snap
+            .group_members
+            .entry(group.to_string())
+            .or_default();
         self
     }
 
@@ -222,9 +255,9 @@ impl Snapshot {
     /// True if the resource exists (a version: if its key exists).
     pub fn exists(&self, resource: &ResourceName) -> bool {
         match resource {
-            ResourceName::Version(k, _) => {
-                self.parents.contains_key(&ResourceName::CryptoKey(k.clone()))
-            }
+            ResourceName::Version(k, _) => self
+                .parents
+                .contains_key(&ResourceName::CryptoKey(k.clone())),
             r => self.parents.contains_key(r),
         }
     }
@@ -245,8 +278,7 @@ impl Snapshot {
             match parent {
                 Some(p) => cur = p,
                 None => {
-                    return matches!(out.last(), Some(ResourceName::Organization(_)))
-                        .then_some(out)
+                    return matches!(out.last(), Some(ResourceName::Organization(_))).then_some(out)
                 }
             }
         }
@@ -292,16 +324,24 @@ impl Snapshot {
         chain: &'a [ResourceName],
     ) -> impl Iterator<Item = (Binding, PermSet)> + 'a {
         chain.iter().flat_map(move |res| {
-            self.bindings.get(res).into_iter().flatten().filter_map(move |(role, member)| {
-                if !members.contains(member) {
-                    return None;
-                }
-                let perms = self.roles.get(role)?;
-                Some((
-                    Binding { resource: res.clone(), role: role.clone(), member: member.clone() },
-                    *perms,
-                ))
-            })
+            self.bindings
+                .get(res)
+                .into_iter()
+                .flatten()
+                .filter_map(move |(role, member)| {
+                    if !members.contains(member) {
+                        return None;
+                    }
+                    let perms = self.roles.get(role)?;
+                    Some((
+                        Binding {
+                            resource: res.clone(),
+                            role: role.clone(),
+                            member: member.clone(),
+                        },
+                        *perms,
+                    ))
+                })
         })
     }
 
@@ -311,7 +351,8 @@ impl Snapshot {
             return PermSet::EMPTY;
         };
         let members = self.effective_members(principal);
-        self.granting_bindings(&members, &chain).fold(PermSet::EMPTY, |s, (_, p)| s.union(p))
+        self.granting_bindings(&members, &chain)
+            .fold(PermSet::EMPTY, |s, (_, p)| s.union(p))
     }
 
     /// Does the principal hold `permission` on `resource`? Names the nearest granting binding.
@@ -325,9 +366,15 @@ impl Snapshot {
             return Decision::deny(format!("{resource} does not exist"));
         };
         let members = self.effective_members(principal);
-        let found = self.granting_bindings(&members, &chain).find(|(_, p)| p.contains(permission));
+        let found = self
+            .granting_bindings(&members, &chain)
+            .find(|(_, p)| p.contains(permission));
         match found {
-            Some((b, _)) => Decision { allowed: true, granted_by: Some(b), reason: None },
+            Some((b, _)) => Decision {
+                allowed: true,
+                granted_by: Some(b),
+                reason: None,
+            },
             None => Decision::deny(format!(
                 "{} does not hold {permission} on {resource}",
                 principal.member
@@ -360,7 +407,12 @@ impl Snapshot {
                 out.entry(p).or_default().push(b.clone());
             }
         }
-        out.into_iter().map(|(permission, bindings)| Grant { permission, bindings }).collect()
+        out.into_iter()
+            .map(|(permission, bindings)| Grant {
+                permission,
+                bindings,
+            })
+            .collect()
     }
 
     /// Does the principal see this key (design §4): any `kms.*` resource permission on it,
@@ -375,8 +427,7 @@ impl Snapshot {
     /// Does the principal see this key ring's token: a `kms.*` permission on the ring or any
     /// visible key in it.
     pub fn sees_key_ring(&self, principal: &Principal, ring: &KeyRingName) -> bool {
-        let on_ring =
-            self.effective_permissions(principal, &ResourceName::KeyRing(ring.clone()));
+        let on_ring = self.effective_permissions(principal, &ResourceName::KeyRing(ring.clone()));
         if !on_ring.intersect(PermSet::kms_resource()).is_empty() {
             return true;
         }
@@ -387,8 +438,12 @@ impl Snapshot {
 
     /// Every key ring whose token the principal sees, sorted by name.
     pub fn visible_key_rings(&self, principal: &Principal) -> Vec<KeyRingName> {
-        let mut rings: Vec<KeyRingName> =
-            self.ring_keys.keys().filter(|r| self.sees_key_ring(principal, r)).cloned().collect();
+        let mut rings: Vec<KeyRingName> = self
+            .ring_keys
+            .keys()
+            .filter(|r| self.sees_key_ring(principal, r))
+            .cloned()
+            .collect();
         rings.sort();
         rings
     }
@@ -420,8 +475,11 @@ impl Snapshot {
                 if !self.roles.get(role).is_some_and(|p| p.contains(permission)) {
                     continue;
                 }
-                let binding =
-                    Binding { resource: res.clone(), role: role.clone(), member: member.clone() };
+                let binding = Binding {
+                    resource: res.clone(),
+                    role: role.clone(),
+                    member: member.clone(),
+                };
                 // Breadth-first through nested groups; `seen` stops cycles.
                 let mut queue: VecDeque<(Member, Vec<String>)> =
                     VecDeque::from([(member.clone(), Vec::new())]);

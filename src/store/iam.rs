@@ -5,7 +5,13 @@ use crate::policy::Member;
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// Adds a binding; false if it was already there.
-pub fn bind(conn: &Connection, resource_id: i64, role: &str, member: &Member, now: i64) -> Result<bool> {
+pub fn bind(
+    conn: &Connection,
+    resource_id: i64,
+    role: &str,
+    member: &Member,
+    now: i64,
+) -> Result<bool> {
     const SQL: &str = "INSERT OR IGNORE INTO bindings(resource_id, role, member, created_at) \
                        VALUES (?1, ?2, ?3, ?4)";
     Ok(conn.execute(SQL, params![resource_id, role, member.to_string(), now])? == 1)
@@ -62,7 +68,11 @@ pub fn get_role(conn: &Connection, name: &str) -> Result<Option<CustomRole>> {
     const SQL: &str = "SELECT name, title, permissions FROM custom_roles WHERE name = ?1";
     Ok(conn
         .query_row(SQL, params![name], |r| {
-            Ok(CustomRole { name: r.get(0)?, title: r.get(1)?, permissions: r.get(2)? })
+            Ok(CustomRole {
+                name: r.get(0)?,
+                title: r.get(1)?,
+                permissions: r.get(2)?,
+            })
         })
         .optional()?)
 }
@@ -72,7 +82,11 @@ pub fn list_roles(conn: &Connection) -> Result<Vec<CustomRole>> {
     const SQL: &str = "SELECT name, title, permissions FROM custom_roles ORDER BY name";
     let mut stmt = conn.prepare(SQL)?;
     let rows = stmt.query_map([], |r| {
-        Ok(CustomRole { name: r.get(0)?, title: r.get(1)?, permissions: r.get(2)? })
+        Ok(CustomRole {
+            name: r.get(0)?,
+            title: r.get(1)?,
+            permissions: r.get(2)?,
+        })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -91,7 +105,10 @@ pub fn create_group(conn: &Connection, name: &str, now: i64) -> Result<bool> {
 /// Does the group exist?
 pub fn group_exists(conn: &Connection, name: &str) -> Result<bool> {
     const SQL: &str = "SELECT 1 FROM groups WHERE name = ?1";
-    Ok(conn.query_row(SQL, params![name], |_| Ok(())).optional()?.is_some())
+    Ok(conn
+        .query_row(SQL, params![name], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 /// Deletes a group, its memberships and the bindings and memberships naming it.
@@ -224,7 +241,13 @@ fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SaKey> {
 }
 
 /// Stores a new key's MAC.
-pub fn insert_sa_key(conn: &Connection, key_id: &str, account: &str, mac: &[u8], now: i64) -> Result<()> {
+pub fn insert_sa_key(
+    conn: &Connection,
+    key_id: &str,
+    account: &str,
+    mac: &[u8],
+    now: i64,
+) -> Result<()> {
     const SQL: &str =
         "INSERT INTO sa_keys(key_id, account, mac, created_at) VALUES (?1, ?2, ?3, ?4)";
     conn.execute(SQL, params![key_id, account, mac, now])?;

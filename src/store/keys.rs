@@ -48,10 +48,17 @@ impl FromStr for VersionState {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         use VersionState::*;
-        [Enabled, Disabled, DestroyScheduled, Destroyed, PendingImport, ImportFailed]
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| format!("unknown version state '{s}'"))
+        [
+            Enabled,
+            Disabled,
+            DestroyScheduled,
+            Destroyed,
+            PendingImport,
+            ImportFailed,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+        .ok_or_else(|| format!("unknown version state '{s}'"))
     }
 }
 
@@ -75,7 +82,10 @@ pub enum VersionAction {
 }
 
 /// The state machine: the state after `action`, or why the action is not allowed.
-pub fn transition(from: VersionState, action: VersionAction) -> std::result::Result<VersionState, String> {
+pub fn transition(
+    from: VersionState,
+    action: VersionAction,
+) -> std::result::Result<VersionState, String> {
     use VersionAction as A;
     use VersionState as S;
     match (from, action) {
@@ -185,15 +195,34 @@ pub fn add_version(
     let n: u64 = conn.query_row(NEXT, params![key_id], |r| r.get(0))?;
     const SQL: &str = "INSERT INTO key_versions(key_id, version, state, token_id, public_key, \
                        created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
-    conn.execute(SQL, params![key_id, n, state.as_str(), token_id, public_key, now])?;
+    conn.execute(
+        SQL,
+        params![key_id, n, state.as_str(), token_id, public_key, now],
+    )?;
     Ok(n)
 }
 
 fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawVersion> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
 }
 
-type RawVersion = (u64, String, Option<Vec<u8>>, Option<Vec<u8>>, i64, Option<i64>, Option<i64>);
+type RawVersion = (
+    u64,
+    String,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
 
 fn to_version(raw: RawVersion) -> Result<VersionRow> {
     Ok(VersionRow {
@@ -213,7 +242,10 @@ const VERSION_COLS: &str =
 /// One version of a key.
 pub fn get_version(conn: &Connection, key_id: i64, n: u64) -> Result<Option<VersionRow>> {
     let sql = format!("SELECT {VERSION_COLS} FROM key_versions WHERE key_id = ?1 AND version = ?2");
-    conn.query_row(&sql, params![key_id, n], version_row).optional()?.map(to_version).transpose()
+    conn.query_row(&sql, params![key_id, n], version_row)
+        .optional()?
+        .map(to_version)
+        .transpose()
 }
 
 /// Every version of a key, oldest first.
@@ -283,11 +315,23 @@ mod tests {
     fn state_machine() {
         assert_eq!(transition(S::Enabled, A::Disable), Ok(S::Disabled));
         assert_eq!(transition(S::Disabled, A::Enable), Ok(S::Enabled));
-        assert_eq!(transition(S::Enabled, A::ScheduleDestroy), Ok(S::DestroyScheduled));
+        assert_eq!(
+            transition(S::Enabled, A::ScheduleDestroy),
+            Ok(S::DestroyScheduled)
+        );
         assert_eq!(transition(S::DestroyScheduled, A::Restore), Ok(S::Disabled));
-        assert_eq!(transition(S::DestroyScheduled, A::Destroyed), Ok(S::Destroyed));
-        assert_eq!(transition(S::PendingImport, A::ImportSucceeded), Ok(S::Enabled));
-        assert_eq!(transition(S::PendingImport, A::ImportFailed), Ok(S::ImportFailed));
+        assert_eq!(
+            transition(S::DestroyScheduled, A::Destroyed),
+            Ok(S::Destroyed)
+        );
+        assert_eq!(
+            transition(S::PendingImport, A::ImportSucceeded),
+            Ok(S::Enabled)
+        );
+        assert_eq!(
+            transition(S::PendingImport, A::ImportFailed),
+            Ok(S::ImportFailed)
+        );
         assert!(transition(S::Destroyed, A::Restore).is_err());
         assert!(transition(S::Destroyed, A::Enable).is_err());
         assert!(transition(S::Enabled, A::Restore).is_err());

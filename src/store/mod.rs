@@ -59,12 +59,16 @@ impl Store {
         // journal_mode returns a row; query it rather than execute it.
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
-            return Err(StoreError::Corrupt(format!("cannot switch to WAL (got {mode})")));
+            return Err(StoreError::Corrupt(format!(
+                "cannot switch to WAL (got {mode})"
+            )));
         }
         conn.execute_batch("PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;")?;
         let quick: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         if quick != "ok" {
-            return Err(StoreError::Corrupt(format!("integrity check failed: {quick}")));
+            return Err(StoreError::Corrupt(format!(
+                "integrity check failed: {quick}"
+            )));
         }
         migrate(&mut conn)?;
         Ok(Store { conn })
@@ -77,12 +81,16 @@ impl Store {
 
     /// Starts a write transaction (IMMEDIATE: takes the write lock at once).
     pub fn write(&mut self) -> Result<Transaction<'_>> {
-        Ok(self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
+        Ok(self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
     }
 
     /// Starts a read transaction (DEFERRED: one consistent view).
     pub fn read(&mut self) -> Result<Transaction<'_>> {
-        Ok(self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?)
+        Ok(self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?)
     }
 
     /// The raw connection (tests and read-only reports).
@@ -102,13 +110,23 @@ impl Store {
 fn migrate(conn: &mut Connection) -> Result<()> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found > SCHEMA_VERSION {
-        return Err(StoreError::TooNew { found, supported: SCHEMA_VERSION });
+        return Err(StoreError::TooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
     }
-    for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0))
+    for (i, sql) in schema::MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(found).unwrap_or(0))
     {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)?;
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i64::try_from(i + 1).unwrap_or(i64::MAX))?;
+        tx.pragma_update(
+            None,
+            "user_version",
+            i64::try_from(i + 1).unwrap_or(i64::MAX),
+        )?;
         tx.commit()?;
     }
     Ok(())
@@ -120,18 +138,23 @@ pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
 
 /// Parses a name stored in the database.
 pub(crate) fn parse_name(s: &str) -> Result<ResourceName> {
-    s.parse().map_err(|e| corrupt(format!("stored resource name: {e}")))
+    s.parse()
+        .map_err(|e| corrupt(format!("stored resource name: {e}")))
 }
 
 /// Parses a member stored in the database.
 pub(crate) fn parse_member(s: &str) -> Result<Member> {
-    s.parse().map_err(|e| corrupt(format!("stored member: {e}")))
+    s.parse()
+        .map_err(|e| corrupt(format!("stored member: {e}")))
 }
 
 /// Parses a stored permission list (space-separated fine permissions).
 pub(crate) fn parse_perms(s: &str) -> Result<PermSet> {
     s.split_whitespace()
-        .map(|p| p.parse::<Permission>().map_err(|e| corrupt(format!("stored role: {e}"))))
+        .map(|p| {
+            p.parse::<Permission>()
+                .map_err(|e| corrupt(format!("stored role: {e}")))
+        })
         .collect()
 }
 
@@ -157,7 +180,11 @@ pub fn build_snapshot(conn: &Connection) -> Result<Snapshot> {
                        WHERE r.deleted_at IS NULL ORDER BY r.id";
     let mut stmt = conn.prepare(RES)?;
     let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+        ))
     })?;
     for row in rows {
         let (name, kind, parent) = row?;
@@ -193,7 +220,11 @@ pub fn build_snapshot(conn: &Connection) -> Result<Snapshot> {
                             JOIN resources r ON r.id = b.resource_id WHERE r.deleted_at IS NULL";
     let mut stmt = conn.prepare(BINDINGS)?;
     let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
     })?;
     for row in rows {
         let (res, role, member) = row?;

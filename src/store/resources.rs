@@ -64,14 +64,21 @@ fn to_row(raw: (i64, String, Option<String>, i64)) -> Result<ResourceRow> {
 /// True if the name was ever used (names are never reused, even after deletion).
 pub fn name_taken(conn: &Connection, name: &ResourceName) -> Result<bool> {
     const SQL: &str = "SELECT 1 FROM resources WHERE name = ?1";
-    Ok(conn.query_row(SQL, params![name.to_string()], |_| Ok(())).optional()?.is_some())
+    Ok(conn
+        .query_row(SQL, params![name.to_string()], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 /// Folder and project ids are unique across the store: is this id used by either?
 pub fn container_id_taken(conn: &Connection, id: &str) -> Result<bool> {
     const SQL: &str = "SELECT 1 FROM resources WHERE name = ?1 OR name = ?2";
     let found = conn
-        .query_row(SQL, params![format!("folders/{id}"), format!("projects/{id}")], |_| Ok(()))
+        .query_row(
+            SQL,
+            params![format!("folders/{id}"), format!("projects/{id}")],
+            |_| Ok(()),
+        )
         .optional()?;
     Ok(found.is_some())
 }
@@ -79,7 +86,10 @@ pub fn container_id_taken(conn: &Connection, id: &str) -> Result<bool> {
 /// A live resource by name.
 pub fn get(conn: &Connection, name: &ResourceName) -> Result<Option<ResourceRow>> {
     let sql = format!("{SELECT} WHERE r.name = ?1 AND r.deleted_at IS NULL");
-    conn.query_row(&sql, params![name.to_string()], row).optional()?.map(to_row).transpose()
+    conn.query_row(&sql, params![name.to_string()], row)
+        .optional()?
+        .map(to_row)
+        .transpose()
 }
 
 /// Live resources of a kind, optionally only the direct children of `parent`, by name.
@@ -107,10 +117,16 @@ pub fn insert(
 ) -> Result<i64> {
     const SQL: &str =
         "INSERT INTO resources(name, kind, parent_id, created_at) VALUES (?1, ?2, ?3, ?4)";
-    conn.execute(SQL, params![name.to_string(), kind_str(name.kind()), parent_id, now])?;
+    conn.execute(
+        SQL,
+        params![name.to_string(), kind_str(name.kind()), parent_id, now],
+    )?;
     let id = conn.last_insert_rowid();
     if name.kind() == ResourceKind::Organization {
-        conn.execute("INSERT INTO organizations(resource_id) VALUES (?1)", params![id])?;
+        conn.execute(
+            "INSERT INTO organizations(resource_id) VALUES (?1)",
+            params![id],
+        )?;
     }
     Ok(id)
 }
@@ -133,7 +149,10 @@ pub fn any_children(conn: &Connection, id: i64) -> Result<i64> {
 
 /// Marks a resource deleted (its name stays taken) and drops its bindings.
 pub fn mark_deleted(conn: &Connection, id: i64, now: i64) -> Result<()> {
-    conn.execute("UPDATE resources SET deleted_at = ?2 WHERE id = ?1", params![id, now])?;
+    conn.execute(
+        "UPDATE resources SET deleted_at = ?2 WHERE id = ?1",
+        params![id, now],
+    )?;
     conn.execute("DELETE FROM bindings WHERE resource_id = ?1", params![id])?;
     Ok(())
 }
@@ -166,11 +185,20 @@ pub fn ring_identity(name: &ResourceName) -> (u32, String) {
 /// Is this slot id already used by another key ring?
 pub fn slot_taken(conn: &Connection, slot: u32) -> Result<bool> {
     const SQL: &str = "SELECT 1 FROM key_rings WHERE slot_id = ?1";
-    Ok(conn.query_row(SQL, params![slot], |_| Ok(())).optional()?.is_some())
+    Ok(conn
+        .query_row(SQL, params![slot], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 /// Inserts the key ring details of a new ring resource.
-pub fn insert_key_ring(conn: &Connection, id: i64, label: &str, slot: u32, serial: &str) -> Result<()> {
+pub fn insert_key_ring(
+    conn: &Connection,
+    id: i64,
+    label: &str,
+    slot: u32,
+    serial: &str,
+) -> Result<()> {
     const SQL: &str =
         "INSERT INTO key_rings(resource_id, token_label, slot_id, serial) VALUES (?1, ?2, ?3, ?4)";
     conn.execute(SQL, params![id, label, slot, serial])?;
@@ -213,7 +241,10 @@ pub fn update_key_ring(
         allow_plaintext_import = COALESCE(?2, allow_plaintext_import), \
         strict_templates = COALESCE(?3, strict_templates), \
         token_label = COALESCE(?4, token_label) WHERE resource_id = ?1";
-    conn.execute(SQL, params![id, allow_plaintext_import, strict_templates, token_label])?;
+    conn.execute(
+        SQL,
+        params![id, allow_plaintext_import, strict_templates, token_label],
+    )?;
     Ok(())
 }
 
