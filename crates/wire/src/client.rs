@@ -79,7 +79,7 @@ impl Client {
             .map_err(WireError::Io)?;
         send_secret(&mut &stream, hello)?;
         let reply = Zeroizing::new(read_frame(&mut &stream)?);
-        let instance_secret = decode_reply(&reply)?;
+        let instance_secret = decode_reply(&reply, hello.protocol_version)?;
         Ok(Client {
             stream,
             instance_secret,

@@ -211,15 +211,13 @@ pub fn decode_hello(payload: &[u8]) -> Result<Hello, WireError> {
 }
 
 /// Decodes the daemon's [`HelloReply`] payload into the instance secret, checking the version
-/// first: a reply of another version is [`WireError::VersionMismatch`], a refusal
+/// first: a reply of a version other than `ours` (the one the client's `Hello` carried,
+/// normally [`PROTOCOL_VERSION`]) is [`WireError::VersionMismatch`], a refusal
 /// [`WireError::Refused`].
-pub fn decode_reply(payload: &[u8]) -> Result<InstanceSecret, WireError> {
+pub fn decode_reply(payload: &[u8], ours: u32) -> Result<InstanceSecret, WireError> {
     let theirs = reply_version(payload)?;
-    if theirs != PROTOCOL_VERSION {
-        return Err(WireError::VersionMismatch {
-            ours: PROTOCOL_VERSION,
-            theirs,
-        });
+    if theirs != ours {
+        return Err(WireError::VersionMismatch { ours, theirs });
     }
     match decode(payload)? {
         HelloReply::Welcome {
@@ -332,7 +330,7 @@ mod tests {
             protocol_version: PROTOCOL_VERSION,
             instance_secret: InstanceSecret::from_bytes([9; 32]),
         };
-        let secret = decode_reply(&encode(&welcome).unwrap()).unwrap();
+        let secret = decode_reply(&encode(&welcome).unwrap(), PROTOCOL_VERSION).unwrap();
         assert_eq!(secret.expose_secret(), &[9; 32]);
 
         let refused = HelloReply::Refused {
@@ -341,14 +339,14 @@ mod tests {
             message: "bad key".into(),
         };
         assert!(matches!(
-            decode_reply(&encode(&refused).unwrap()),
+            decode_reply(&encode(&refused).unwrap(), PROTOCOL_VERSION),
             Err(WireError::Refused { rv: rv::CKR_PIN_INCORRECT, ref message }) if message == "bad key"
         ));
 
         // A version refusal from a daemon of version 2 is a mismatch for the client.
         let from_v2 = [1u8, 2, 0x30, 0];
         assert!(matches!(
-            decode_reply(&from_v2),
+            decode_reply(&from_v2, PROTOCOL_VERSION),
             Err(WireError::VersionMismatch {
                 ours: PROTOCOL_VERSION,
                 theirs: 2
@@ -356,7 +354,7 @@ mod tests {
         ));
         // As is a v2 Welcome whose layout changed.
         assert!(matches!(
-            decode_reply(&[0u8, 2]),
+            decode_reply(&[0u8, 2], PROTOCOL_VERSION),
             Err(WireError::VersionMismatch { theirs: 2, .. })
         ));
     }

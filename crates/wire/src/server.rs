@@ -216,7 +216,12 @@ mod tests {
 
         let mut out = Cursor::new(conn.into_inner().output);
         let welcome = read_frame(&mut out).unwrap();
-        assert_eq!(decode_reply(&welcome).unwrap().expose_secret(), &[3; 32]);
+        assert_eq!(
+            decode_reply(&welcome, PROTOCOL_VERSION)
+                .unwrap()
+                .expose_secret(),
+            &[3; 32]
+        );
         for id in [5, 6] {
             let response: Response = decode(&read_frame(&mut out).unwrap()).unwrap();
             assert_eq!(response.id, id);
@@ -275,7 +280,7 @@ mod tests {
         let stream = pending.refuse(rv::CKR_PIN_LOCKED, "locked").unwrap();
         let frame = read_frame(&mut Cursor::new(stream.output)).unwrap();
         assert!(matches!(
-            decode_reply(&frame),
+            decode_reply(&frame, PROTOCOL_VERSION),
             Err(WireError::Refused {
                 rv: rv::CKR_PIN_LOCKED,
                 ..
