@@ -106,6 +106,7 @@ impl Client {
 
     /// Sends one request and waits for its response.
     ///
+    /// After an error for which [`WireError::is_disconnect`] holds, the client is unusable.
     /// The daemon's error answer is [`WireError::Remote`] and leaves the connection usable;
     /// a response with another id is [`WireError::IdMismatch`], a response of the other
     /// half (admin for PKCS#11 or back) or an error reply carrying `CKR_OK` is
@@ -120,16 +121,11 @@ impl Client {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         let request = Request { id, body };
-        if let Err(e) = send_secret(&mut &self.stream, &request) {
-            // Too large or unencodable: refused before a byte was written.
-            if !matches!(e, WireError::Encode(_) | WireError::FrameTooLarge { .. }) {
-                self.broken = true;
-            }
-            return Err(e);
-        }
-        let result = self.receive(id, &request.body);
+        let result =
+            send_secret(&mut &self.stream, &request).and_then(|()| self.receive(id, &request.body));
         if let Err(e) = &result {
-            if !matches!(e, WireError::Remote(_)) {
+            // One rule: whatever `is_disconnect` calls fatal ends this connection.
+            if e.is_disconnect() {
                 self.broken = true;
             }
         }
