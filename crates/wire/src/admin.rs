@@ -31,29 +31,69 @@ pub struct AuditFilter {
 #[allow(missing_docs)]
 pub enum AdminRequest {
     /// Bootstrap an empty store: the organisation and its first admin (design §1).
-    Init { org: String, admin: String },
+    Init {
+        org: String,
+        admin: String,
+    },
 
-    OrgCreate { org: String },
+    OrgCreate {
+        org: String,
+    },
     OrgList,
-    OrgGet { name: String },
-    OrgDelete { name: String },
+    OrgGet {
+        name: String,
+    },
+    OrgDelete {
+        name: String,
+    },
     /// Separation of duties: `off`, `warn` or `enforce`.
-    OrgSetSod { name: String, mode: String },
+    OrgSetSod {
+        name: String,
+        mode: String,
+    },
 
-    FolderCreate { parent: String, id: String },
-    FolderList { parent: Option<String> },
-    FolderGet { name: String },
-    FolderDelete { name: String },
+    FolderCreate {
+        parent: String,
+        id: String,
+    },
+    FolderList {
+        parent: Option<String>,
+    },
+    FolderGet {
+        name: String,
+    },
+    FolderDelete {
+        name: String,
+    },
 
-    ProjectCreate { parent: String, id: String },
-    ProjectList { parent: Option<String> },
-    ProjectGet { name: String },
-    ProjectDelete { name: String },
+    ProjectCreate {
+        parent: String,
+        id: String,
+    },
+    ProjectList {
+        parent: Option<String>,
+    },
+    ProjectGet {
+        name: String,
+    },
+    ProjectDelete {
+        name: String,
+    },
 
-    KeyRingCreate { parent: String, id: String, token_label: Option<String> },
-    KeyRingList { parent: Option<String> },
-    KeyRingGet { name: String },
-    KeyRingDelete { name: String },
+    KeyRingCreate {
+        parent: String,
+        id: String,
+        token_label: Option<String>,
+    },
+    KeyRingList {
+        parent: Option<String>,
+    },
+    KeyRingGet {
+        name: String,
+    },
+    KeyRingDelete {
+        name: String,
+    },
     KeyRingUpdate {
         name: String,
         allow_plaintext_import: Option<bool>,
@@ -62,39 +102,106 @@ pub enum AdminRequest {
     },
 
     RoleList,
-    RoleDescribe { name: String },
+    RoleDescribe {
+        name: String,
+    },
     /// A custom role at an organisation, from fine permissions and/or Thalassa verbs.
-    RoleCreate { org: String, id: String, title: Option<String>, permissions: Vec<String> },
-    RoleDelete { name: String },
+    RoleCreate {
+        org: String,
+        id: String,
+        title: Option<String>,
+        permissions: Vec<String>,
+    },
+    RoleDelete {
+        name: String,
+    },
 
-    IamBind { resource: String, role: String, member: String, allow_sod_violation: bool },
-    IamUnbind { resource: String, role: String, member: String },
-    IamPolicy { resource: String },
+    IamBind {
+        resource: String,
+        role: String,
+        member: String,
+        allow_sod_violation: bool,
+    },
+    IamUnbind {
+        resource: String,
+        role: String,
+        member: String,
+    },
+    IamPolicy {
+        resource: String,
+    },
     /// testIamPermissions: which of these (all, when empty) does `member` hold on `resource`.
-    IamTest { member: String, resource: String, permissions: Vec<String> },
+    IamTest {
+        member: String,
+        resource: String,
+        permissions: Vec<String>,
+    },
     /// Which binding grants each permission (all held, when `permission` is None).
-    IamExplain { member: String, resource: String, permission: Option<String> },
-    IamWhoCan { resource: String, permission: String },
-    IamMapUid { uid: u32, member: String },
-    IamUnmapUid { uid: u32 },
+    IamExplain {
+        member: String,
+        resource: String,
+        permission: Option<String>,
+    },
+    IamWhoCan {
+        resource: String,
+        permission: String,
+    },
+    IamMapUid {
+        uid: u32,
+        member: String,
+    },
+    IamUnmapUid {
+        uid: u32,
+    },
     IamListMappings,
 
-    GroupCreate { group: String },
+    GroupCreate {
+        group: String,
+    },
     GroupList,
-    GroupGet { group: String },
-    GroupDelete { group: String },
-    GroupAddMember { group: String, member: String },
-    GroupRemoveMember { group: String, member: String },
+    GroupGet {
+        group: String,
+    },
+    GroupDelete {
+        group: String,
+    },
+    GroupAddMember {
+        group: String,
+        member: String,
+    },
+    GroupRemoveMember {
+        group: String,
+        member: String,
+    },
 
-    SaCreate { project: String, id: String, display_name: Option<String> },
-    SaList { project: Option<String> },
-    SaDelete { account: String },
-    SaKeyCreate { account: String },
-    SaKeyList { account: String },
-    SaKeyRevoke { account: String, key_id: String },
+    SaCreate {
+        project: String,
+        id: String,
+        display_name: Option<String>,
+    },
+    SaList {
+        project: Option<String>,
+    },
+    SaDelete {
+        account: String,
+    },
+    SaKeyCreate {
+        account: String,
+    },
+    SaKeyList {
+        account: String,
+    },
+    SaKeyRevoke {
+        account: String,
+        key_id: String,
+    },
 
-    AuditTail { count: u32 },
-    AuditQuery { filter: AuditFilter },
+    AuditTail {
+        count: u32,
+    },
+    AuditQuery {
+        filter: AuditFilter,
+    },
     AuditVerify,
 }
 
@@ -108,7 +215,8 @@ pub struct Table {
 }
 
 /// The answer to an [`AdminRequest`]: the same result for humans and for scripts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Its `Debug` never prints `secret`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminResponse {
     /// A one-line summary for humans ("created key ring ...").
     pub message: Option<String>,
@@ -120,4 +228,32 @@ pub struct AdminResponse {
     pub json: String,
     /// A secret shown exactly once (a new service-account key), never stored by the daemon.
     pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for AdminResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminResponse")
+            .field("message", &self.message)
+            .field("warnings", &self.warnings)
+            .field("table", &self.table)
+            .field("json", &if self.secret.is_some() { "<has a secret>" } else { &self.json })
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_the_secret() {
+        let r = AdminResponse {
+            json: "{\"key\":\"kwabcdef.SECRETSECRETSECRETSECRE\"}".into(),
+            secret: Some("kwabcdef.SECRETSECRETSECRETSECRE".into()),
+            ..AdminResponse::default()
+        };
+        let d = format!("{r:?}");
+        assert!(!d.contains("SECRET"), "{d}");
+    }
 }
