@@ -13,20 +13,41 @@ fn sqlite3(ctl: &Ctl, sql: &str) {
         .arg(sql)
         .output()
         .expect("the sqlite3 CLI is needed: apt-get install sqlite3");
-    assert!(out.status.success(), "sqlite3 failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sqlite3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A store with a few dozen audit records.
 fn busy_store() -> Ctl {
     let ctl = Ctl::initialised();
-    ctl.admin(&["project", "create", "--parent", "organizations/acme", "payments"]).ok();
+    ctl.admin(&[
+        "project",
+        "create",
+        "--parent",
+        "organizations/acme",
+        "payments",
+    ])
+    .ok();
     for i in 0..10 {
         let id = format!("ring{i}");
-        ctl.admin(&["keyring", "create", "--parent", "projects/payments", &id]).ok();
+        ctl.admin(&["keyring", "create", "--parent", "projects/payments", &id])
+            .ok();
         let res = format!("projects/payments/keyRings/{id}");
         let member = format!("user:u{i}@acme.example");
-        ctl.admin(&["iam", "bind", "--resource", &res, "--role", "kms.signer", "--member", &member])
-            .ok();
+        ctl.admin(&[
+            "iam",
+            "bind",
+            "--resource",
+            &res,
+            "--role",
+            "kms.signer",
+            "--member",
+            &member,
+        ])
+        .ok();
     }
     let out = ctl.admin(&["audit", "verify"]);
     out.ok();
@@ -40,17 +61,27 @@ fn count(ctl: &Ctl) -> i64 {
         .arg("SELECT COUNT(*) FROM audit_log")
         .output()
         .expect("sqlite3");
-    String::from_utf8_lossy(&out.stdout).trim().parse().expect("a count")
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a count")
 }
 
 #[test]
 fn an_edited_record_is_named() {
     let ctl = busy_store();
     assert!(count(&ctl) >= 20);
-    sqlite3(&ctl, "UPDATE audit_log SET result = 'denied' WHERE seq = 10");
+    sqlite3(
+        &ctl,
+        "UPDATE audit_log SET result = 'denied' WHERE seq = 10",
+    );
     let out = ctl.admin(&["audit", "verify"]);
     out.failed();
-    assert!(out.stderr.contains("record 10: its contents do not match its hash"), "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("record 10: its contents do not match its hash"),
+        "{out:#?}"
+    );
 }
 
 #[test]
@@ -60,7 +91,11 @@ fn a_deleted_record_is_named() {
     let out = ctl.admin(&["audit", "verify"]);
     out.failed();
     assert!(out.stderr.contains("record 7 is missing"), "{out:#?}");
-    assert!(out.stderr.contains("record 8: its link to the previous record is broken"), "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("record 8: its link to the previous record is broken"),
+        "{out:#?}"
+    );
 }
 
 #[test]

@@ -36,7 +36,10 @@ fn principals() -> Vec<Principal> {
         Principal::new(Member::User("a@x".into())),
         Principal::new(Member::User("b@x".into())),
         Principal::new(Member::ServiceAccount("s@p0".into())),
-        Principal { member: Member::UnixUid(1), unix_gids: vec![10, 11] },
+        Principal {
+            member: Member::UnixUid(1),
+            unix_gids: vec![10, 11],
+        },
         Principal::anonymous(),
     ]
 }
@@ -76,15 +79,17 @@ fn world() -> impl Strategy<Value = World> {
         prop::collection::vec((any::<usize>(), any::<usize>()), 0..8),
         prop::collection::vec((any::<usize>(), any::<usize>(), any::<usize>()), 0..12),
     )
-        .prop_map(|(folders, projects, rings, keys, groups, memberships, bindings)| World {
-            folders,
-            projects,
-            rings,
-            keys,
-            groups,
-            memberships,
-            bindings,
-        })
+        .prop_map(
+            |(folders, projects, rings, keys, groups, memberships, bindings)| World {
+                folders,
+                projects,
+                rings,
+                keys,
+                groups,
+                memberships,
+                bindings,
+            },
+        )
 }
 
 /// The world built twice: as a snapshot, and as plain maps for the reference.
@@ -126,7 +131,10 @@ fn build(w: &World, keep_binding: &dyn Fn(&ResourceName) -> bool) -> Built {
         } else {
             RingParent::Project(projects[p % projects.len()].clone())
         };
-        let ring = KeyRingName { parent: rp.clone(), id: format!("r{i}") };
+        let ring = KeyRingName {
+            parent: rp.clone(),
+            id: format!("r{i}"),
+        };
         b.key_ring(ring.clone());
         let par = match rp {
             RingParent::Organization(o) => ResourceName::Organization(o),
@@ -137,12 +145,19 @@ fn build(w: &World, keep_binding: &dyn Fn(&ResourceName) -> bool) -> Built {
     }
     for (i, r) in w.keys.iter().enumerate() {
         let ring = rings[r % rings.len()].clone();
-        let key = CryptoKeyName { ring: ring.clone(), id: format!("k{i}") };
+        let key = CryptoKeyName {
+            ring: ring.clone(),
+            id: format!("k{i}"),
+        };
         b.crypto_key(key.clone());
-        parent.insert(ResourceName::CryptoKey(key), Some(ResourceName::KeyRing(ring)));
+        parent.insert(
+            ResourceName::CryptoKey(key),
+            Some(ResourceName::KeyRing(ring)),
+        );
     }
-    let custom: HashSet<Permission> =
-        [Permission::UseToSign, Permission::ExportKeyMaterial].into_iter().collect();
+    let custom: HashSet<Permission> = [Permission::UseToSign, Permission::ExportKeyMaterial]
+        .into_iter()
+        .collect();
     b.role("roles/custom", custom.iter().copied().collect());
     let mut roles: HashMap<String, HashSet<Permission>> = HashMap::new();
     for r in keyward::policy::roles::predefined() {
@@ -172,7 +187,14 @@ fn build(w: &World, keep_binding: &dyn Fn(&ResourceName) -> bool) -> Built {
         b.binding(res.clone(), &role, m.clone());
         bindings.push((res, role, m));
     }
-    Built { snap: b.build(), resources, parent, bindings, groups, roles }
+    Built {
+        snap: b.build(),
+        resources,
+        parent,
+        bindings,
+        groups,
+        roles,
+    }
 }
 
 /// Reference: is `p` (transitively) in group `g`?

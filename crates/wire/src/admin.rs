@@ -236,7 +236,14 @@ impl std::fmt::Debug for AdminResponse {
             .field("message", &self.message)
             .field("warnings", &self.warnings)
             .field("table", &self.table)
-            .field("json", &if self.secret.is_some() { "<has a secret>" } else { &self.json })
+            .field(
+                "json",
+                &if self.secret.is_some() {
+                    "<has a secret>"
+                } else {
+                    &self.json
+                },
+            )
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .finish()
     }

@@ -51,10 +51,16 @@ impl FromStr for Purpose {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let up = s.to_ascii_uppercase().replace('-', "_");
-        Purpose::ALL.into_iter().find(|p| p.as_str() == up).ok_or_else(|| {
-            let names: Vec<&str> = Purpose::ALL.iter().map(|p| p.as_str()).collect();
-            format!("unknown purpose '{s}': expected one of {}", names.join(", "))
-        })
+        Purpose::ALL
+            .into_iter()
+            .find(|p| p.as_str() == up)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Purpose::ALL.iter().map(|p| p.as_str()).collect();
+                format!(
+                    "unknown purpose '{s}': expected one of {}",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -145,13 +151,20 @@ impl Algorithm {
         use Algorithm::*;
         match self {
             Aes128Gcm | Aes256Gcm => Purpose::EncryptDecrypt,
-            EcSignP256Sha256 | EcSignP384Sha384 | RsaSignPkcs1_2048Sha256
-            | RsaSignPkcs1_3072Sha256 | RsaSignPkcs1_4096Sha256 | RsaSignPss2048Sha256
-            | RsaSignPss3072Sha256 | RsaSignPss4096Sha256 => Purpose::AsymmetricSign,
-            RsaDecryptOaep2048Sha1 | RsaDecryptOaep3072Sha1 | RsaDecryptOaep4096Sha1
-            | RsaDecryptOaep2048Sha256 | RsaDecryptOaep3072Sha256 | RsaDecryptOaep4096Sha256 => {
-                Purpose::AsymmetricDecrypt
-            }
+            EcSignP256Sha256
+            | EcSignP384Sha384
+            | RsaSignPkcs1_2048Sha256
+            | RsaSignPkcs1_3072Sha256
+            | RsaSignPkcs1_4096Sha256
+            | RsaSignPss2048Sha256
+            | RsaSignPss3072Sha256
+            | RsaSignPss4096Sha256 => Purpose::AsymmetricSign,
+            RsaDecryptOaep2048Sha1
+            | RsaDecryptOaep3072Sha1
+            | RsaDecryptOaep4096Sha1
+            | RsaDecryptOaep2048Sha256
+            | RsaDecryptOaep3072Sha256
+            | RsaDecryptOaep4096Sha256 => Purpose::AsymmetricDecrypt,
             HmacSha256 => Purpose::Mac,
         }
     }
@@ -165,11 +178,17 @@ impl Algorithm {
             HmacSha256 => KeyKind::Hmac(32),
             EcSignP256Sha256 => KeyKind::Ec(256),
             EcSignP384Sha384 => KeyKind::Ec(384),
-            RsaSignPkcs1_2048Sha256 | RsaSignPss2048Sha256 | RsaDecryptOaep2048Sha1
+            RsaSignPkcs1_2048Sha256
+            | RsaSignPss2048Sha256
+            | RsaDecryptOaep2048Sha1
             | RsaDecryptOaep2048Sha256 => KeyKind::Rsa(2048),
-            RsaSignPkcs1_3072Sha256 | RsaSignPss3072Sha256 | RsaDecryptOaep3072Sha1
+            RsaSignPkcs1_3072Sha256
+            | RsaSignPss3072Sha256
+            | RsaDecryptOaep3072Sha1
             | RsaDecryptOaep3072Sha256 => KeyKind::Rsa(3072),
-            RsaSignPkcs1_4096Sha256 | RsaSignPss4096Sha256 | RsaDecryptOaep4096Sha1
+            RsaSignPkcs1_4096Sha256
+            | RsaSignPss4096Sha256
+            | RsaDecryptOaep4096Sha1
             | RsaDecryptOaep4096Sha256 => KeyKind::Rsa(4096),
         }
     }
@@ -190,12 +209,15 @@ impl FromStr for Algorithm {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let up = s.to_ascii_uppercase().replace('-', "_");
-        Algorithm::ALL.into_iter().find(|a| a.as_str() == up).ok_or_else(|| {
-            format!(
-                "unknown algorithm '{s}': expected one of {}",
-                Algorithm::ALL.map(|a| a.as_str()).join(", ")
-            )
-        })
+        Algorithm::ALL
+            .into_iter()
+            .find(|a| a.as_str() == up)
+            .ok_or_else(|| {
+                format!(
+                    "unknown algorithm '{s}': expected one of {}",
+                    Algorithm::ALL.map(|a| a.as_str()).join(", ")
+                )
+            })
     }
 }
 
@@ -212,6 +234,9 @@ mod tests {
             assert_eq!(p.as_str().parse::<Purpose>().unwrap(), p);
         }
         assert!("AES_512_GCM".parse::<Algorithm>().is_err());
-        assert_eq!("aes-256-gcm".parse::<Algorithm>().unwrap(), Algorithm::Aes256Gcm);
+        assert_eq!(
+            "aes-256-gcm".parse::<Algorithm>().unwrap(),
+            Algorithm::Aes256Gcm
+        );
     }
 }
