@@ -11,6 +11,7 @@ mod audit_cmd;
 pub mod credentials;
 mod hierarchy;
 mod iam;
+mod keys;
 mod render;
 
 use crate::audit::{self, NewRecord, Outcome};
@@ -144,6 +145,7 @@ pub(crate) struct Extra {
 /// What one request runs with.
 pub(crate) struct Ctx<'a> {
     pub tx: &'a Transaction<'a>,
+    pub token: Option<&'a keyward_token::Token>,
     pub snap: Snapshot,
     pub caller: &'a Caller,
     pub now: i64,
@@ -260,6 +262,7 @@ pub(crate) fn parse_member(s: &str) -> Res<Member> {
 pub struct AdminService {
     store: Store,
     clock: Arc<dyn Clock>,
+    token: Option<Arc<keyward_token::Token>>,
 }
 
 impl AdminService {
@@ -274,7 +277,34 @@ impl AdminService {
 
     /// The handler over an open store with a given clock.
     pub fn new(store: Store, clock: Arc<dyn Clock>) -> AdminService {
-        AdminService { store, clock }
+        AdminService {
+            store,
+            clock,
+            token: None,
+        }
+    }
+
+    /// The handler with the backing token (keywardd): key lifecycle requests need it.
+    pub fn with_token(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        token: Arc<keyward_token::Token>,
+    ) -> AdminService {
+        AdminService {
+            store,
+            clock,
+            token: Some(token),
+        }
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The backing token, if this handler has one.
+    pub fn token(&self) -> Option<&Arc<keyward_token::Token>> {
+        self.token.as_ref()
     }
 
     /// The store (for the daemon's snapshot and tests).
@@ -335,6 +365,7 @@ impl AdminService {
         let snap = store::build_snapshot(&tx)?;
         let mut ctx = Ctx {
             tx: &tx,
+            token: self.token.as_deref(),
             snap,
             caller,
             now: now_ms / 1000,
@@ -454,6 +485,26 @@ fn dispatch(ctx: &mut Ctx<'_>, req: AdminRequest) -> Res<AdminResponse> {
         R::SaKeyCreate { account } => accounts::sa_key_create(ctx, &account),
         R::SaKeyList { account } => accounts::sa_key_list(ctx, &account),
         R::SaKeyRevoke { account, key_id } => accounts::sa_key_revoke(ctx, &account, &key_id),
+        R::KeyCreate {
+            keyring,
+            id,
+            purpose,
+            algorithm,
+            exportable,
+        } => keys::create(ctx, &keyring, &id, &purpose, &algorithm, exportable),
+        R::KeyList { keyring } => keys::list(ctx, &keyring),
+        R::KeyGet { name } => keys::get(ctx, &name),
+        R::KeyRotate { name, set_primary } => keys::rotate(ctx, &name, set_primary),
+        R::KeySetPrimary { name, version } => keys::set_primary(ctx, &name, version),
+        R::KeyGetPublicKey { name, version } => keys::public_key(ctx, &name, version),
+        R::VersionList { key } => keys::versions(ctx, &key),
+        R::VersionGet { name } => keys::version_get(ctx, &name),
+        R::VersionEnable { name } => keys::version_change(ctx, &name, keys::Change::Enable, None),
+        R::VersionDisable { name } => keys::version_change(ctx, &name, keys::Change::Disable, None),
+        R::VersionDestroy { name, grace_secs } => {
+            keys::version_change(ctx, &name, keys::Change::Destroy, grace_secs)
+        }
+        R::VersionRestore { name } => keys::version_change(ctx, &name, keys::Change::Restore, None),
         R::AuditTail { count } => audit_cmd::tail(ctx, count),
         R::AuditQuery { filter } => audit_cmd::query(ctx, &filter),
         R::AuditVerify => audit_cmd::verify(ctx),
@@ -480,6 +531,10 @@ fn is_plain_read(req: &AdminRequest) -> bool {
             | R::SaList { .. }
             | R::SaKeyList { .. }
             | R::IamListMappings
+            | R::KeyList { .. }
+            | R::KeyGet { .. }
+            | R::VersionList { .. }
+            | R::VersionGet { .. }
     )
 }
 
@@ -541,6 +596,23 @@ fn describe(req: &AdminRequest) -> (&'static str, Option<String>) {
         R::SaKeyCreate { account } => ("sa.key.create", Some(sa_member(account))),
         R::SaKeyList { account } => ("sa.key.list", Some(sa_member(account))),
         R::SaKeyRevoke { account, .. } => ("sa.key.revoke", Some(sa_member(account))),
+        R::KeyCreate { keyring, id, .. } => {
+            ("key.create", Some(format!("{keyring}/cryptoKeys/{id}")))
+        }
+        R::KeyList { keyring } => ("key.list", s(keyring)),
+        R::KeyGet { name } => ("key.get", s(name)),
+        R::KeyRotate { name, .. } => ("key.rotate", s(name)),
+        R::KeySetPrimary { name, version } => (
+            "key.setPrimary",
+            Some(format!("{name}/cryptoKeyVersions/{version}")),
+        ),
+        R::KeyGetPublicKey { name, .. } => ("key.getPublicKey", s(name)),
+        R::VersionList { key } => ("version.list", s(key)),
+        R::VersionGet { name } => ("version.get", s(name)),
+        R::VersionEnable { name } => ("version.enable", s(name)),
+        R::VersionDisable { name } => ("version.disable", s(name)),
+        R::VersionDestroy { name, .. } => ("version.destroy", s(name)),
+        R::VersionRestore { name } => ("version.restore", s(name)),
         R::AuditTail { .. } => ("audit.tail", None),
         R::AuditQuery { .. } => ("audit.query", None),
         R::AuditVerify => ("audit.verify", None),

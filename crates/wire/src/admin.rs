@@ -196,6 +196,55 @@ pub enum AdminRequest {
         key_id: String,
     },
 
+    /// A new key in a key ring; its first version is generated in the token.
+    KeyCreate {
+        keyring: String,
+        id: String,
+        purpose: String,
+        algorithm: String,
+        exportable: bool,
+    },
+    KeyList {
+        keyring: String,
+    },
+    KeyGet {
+        name: String,
+    },
+    /// A new version; primary at once for symmetric keys, else only with `set_primary`.
+    KeyRotate {
+        name: String,
+        set_primary: bool,
+    },
+    KeySetPrimary {
+        name: String,
+        version: u64,
+    },
+    /// The public key of a version (the primary when None), as PEM.
+    KeyGetPublicKey {
+        name: String,
+        version: Option<u64>,
+    },
+    VersionList {
+        key: String,
+    },
+    VersionGet {
+        name: String,
+    },
+    VersionEnable {
+        name: String,
+    },
+    VersionDisable {
+        name: String,
+    },
+    /// Schedules destruction after `grace_secs` (default 30 days, at least 1 day).
+    VersionDestroy {
+        name: String,
+        grace_secs: Option<u64>,
+    },
+    VersionRestore {
+        name: String,
+    },
+
     AuditTail {
         count: u32,
     },
