@@ -12,6 +12,9 @@ pub mod credentials;
 mod hierarchy;
 mod iam;
 mod keys;
+mod maintenance;
+pub use keys::{DEFAULT_GRACE_SECS, MIN_GRACE_SECS};
+pub use maintenance::{ReconcileReport, RESERVED_LABEL_PREFIX};
 mod render;
 
 use crate::audit::{self, NewRecord, Outcome};
@@ -81,6 +84,8 @@ pub(crate) enum Failure {
     Precondition(String),
     /// The store failed.
     Store(StoreError),
+    /// The token failed (its CK_RV and what went wrong).
+    Token(u64, String),
 }
 
 impl From<StoreError> for Failure {
@@ -109,6 +114,7 @@ impl Failure {
             Failure::Invalid(m) => (CKR_ARGUMENTS_BAD, m),
             Failure::Precondition(m) => (CKR_FUNCTION_FAILED, m),
             Failure::Store(e) => (CKR_DEVICE_ERROR, format!("store error: {e}")),
+            Failure::Token(rv, m) => (rv, format!("token error: {m}")),
         };
         AdminError { rv, message }
     }

@@ -104,9 +104,134 @@ enum Command {
     /// Service accounts and their keys
     #[command(subcommand)]
     Sa(SaCmd),
+    /// Crypto keys: create, rotate, primary version, public key (through keywardd)
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Key versions: enable, disable, schedule destruction, restore (through keywardd)
+    #[command(subcommand)]
+    Version(VersionCmd),
     /// The hash-chained audit log (needs kms.auditLogs.read on every organisation)
     #[command(subcommand)]
     Audit(AuditCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCmd {
+    /// Create a key; its first version is generated in the token (needs kms.cryptoKeys.create
+    /// on the ring, and kms.cryptoKeyVersions.exportKeyMaterial for --exportable)
+    Create {
+        /// The key ring, e.g. projects/payments/keyRings/web
+        #[arg(long, value_name = "KEYRING")]
+        keyring: String,
+        /// ENCRYPT_DECRYPT, ASYMMETRIC_SIGN, ASYMMETRIC_DECRYPT or MAC
+        #[arg(long, value_name = "PURPOSE")]
+        purpose: String,
+        /// e.g. AES_256_GCM, EC_SIGN_P256_SHA256, RSA_SIGN_PSS_3072_SHA256,
+        /// RSA_DECRYPT_OAEP_3072_SHA1, HMAC_SHA256
+        #[arg(long, value_name = "ALGORITHM")]
+        algorithm: String,
+        /// Let the key material leave the token wrapped (CKA_EXTRACTABLE; still sensitive)
+        #[arg(long)]
+        exportable: bool,
+        /// Key id
+        id: String,
+    },
+    /// List the keys of a ring (needs kms.cryptoKeys.list)
+    List {
+        /// The key ring
+        #[arg(long, value_name = "KEYRING")]
+        keyring: String,
+    },
+    /// Show a key and its versions (needs kms.cryptoKeys.get)
+    Get {
+        /// Full name, e.g. projects/p/keyRings/r/cryptoKeys/k
+        name: String,
+    },
+    /// Add a version: primary at once for symmetric keys, for asymmetric ones only with
+    /// --set-primary (needs kms.cryptoKeyVersions.create; + kms.cryptoKeys.update to move the
+    /// primary of an asymmetric key)
+    Rotate {
+        /// The key
+        name: String,
+        /// Make the new version primary (asymmetric keys)
+        #[arg(long)]
+        set_primary: bool,
+    },
+    /// Make an ENABLED version primary (needs kms.cryptoKeys.update)
+    SetPrimary {
+        /// The key
+        name: String,
+        /// The version number
+        version: u64,
+    },
+    /// Print a version's public key as PEM (needs kms.cryptoKeyVersions.viewPublicKey)
+    GetPublicKey {
+        /// The key (its primary version) or a version's full name
+        name: String,
+        /// The version number [default: the primary]
+        #[arg(long)]
+        version: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum VersionCmd {
+    /// List a key's versions (needs kms.cryptoKeyVersions.list)
+    List {
+        /// The key
+        key: String,
+    },
+    /// Show a version (needs kms.cryptoKeyVersions.get)
+    Get {
+        /// Full name, e.g. .../cryptoKeys/k/cryptoKeyVersions/2
+        name: String,
+    },
+    /// Enable a DISABLED version (needs kms.cryptoKeyVersions.update)
+    Enable {
+        /// The version
+        name: String,
+    },
+    /// Disable a version: it stays in the token but cannot be used
+    /// (needs kms.cryptoKeyVersions.update)
+    Disable {
+        /// The version
+        name: String,
+    },
+    /// Schedule a version's destruction; its token object is destroyed when the grace ends
+    /// (needs kms.cryptoKeyVersions.destroy)
+    Destroy {
+        /// The version
+        name: String,
+        /// Grace period: 30d, 36h, or seconds; at least 1 day [default: 30d]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        grace: Option<u64>,
+    },
+    /// Cancel a scheduled destruction; the version comes back DISABLED
+    /// (needs kms.cryptoKeyVersions.restore)
+    Restore {
+        /// The version
+        name: String,
+    },
+}
+
+/// `30d`, `36h`, `90m`, `3600s` or plain seconds.
+fn parse_duration(s: &str) -> Result<u64, String> {
+    let (num, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
+        _ => (s, 's'),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration '{s}': use e.g. 30d, 36h, 90m or seconds"))?;
+    let mult = match unit {
+        'd' => 86_400,
+        'h' => 3_600,
+        'm' => 60,
+        's' => 1,
+        _ => return Err(format!("invalid duration '{s}': units are d, h, m, s")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("duration '{s}' is too long"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -791,6 +916,37 @@ fn to_request(cmd: Command) -> Result<AdminRequest, String> {
                 },
             },
         },
+        Command::Key(c) => match c {
+            KeyCmd::Create {
+                keyring,
+                purpose,
+                algorithm,
+                exportable,
+                id,
+            } => R::KeyCreate {
+                keyring,
+                id,
+                purpose,
+                algorithm,
+                exportable,
+            },
+            KeyCmd::List { keyring } => R::KeyList { keyring },
+            KeyCmd::Get { name } => R::KeyGet { name },
+            KeyCmd::Rotate { name, set_primary } => R::KeyRotate { name, set_primary },
+            KeyCmd::SetPrimary { name, version } => R::KeySetPrimary { name, version },
+            KeyCmd::GetPublicKey { name, version } => R::KeyGetPublicKey { name, version },
+        },
+        Command::Version(c) => match c {
+            VersionCmd::List { key } => R::VersionList { key },
+            VersionCmd::Get { name } => R::VersionGet { name },
+            VersionCmd::Enable { name } => R::VersionEnable { name },
+            VersionCmd::Disable { name } => R::VersionDisable { name },
+            VersionCmd::Destroy { name, grace } => R::VersionDestroy {
+                name,
+                grace_secs: grace,
+            },
+            VersionCmd::Restore { name } => R::VersionRestore { name },
+        },
         Command::Audit(c) => match c {
             AuditCmd::Tail { count } => R::AuditTail { count },
             AuditCmd::Query {
@@ -1000,7 +1156,10 @@ fn print_response(resp: &AdminResponse, json: bool, lines: bool) -> std::io::Res
         return out.flush();
     }
     if let Some(m) = &resp.message {
-        writeln!(out, "{}", printable(m))?;
+        // Multi-line messages (a PEM) keep their lines; other control characters are escaped.
+        for line in m.split('\n') {
+            writeln!(out, "{}", printable(line))?;
+        }
     }
     if let Some(t) = &resp.table {
         write!(out, "{}", render_table(t))?;

@@ -340,3 +340,39 @@ mod tests {
         assert!(transition(S::ImportFailed, A::Enable).is_err());
     }
 }
+
+/// One entry of the object map: a version, its state and its token object's CKA_ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedObject {
+    /// The version's resource name.
+    pub name: String,
+    /// Its state.
+    pub state: VersionState,
+    /// Its CKA_ID in the backing token.
+    pub token_id: Vec<u8>,
+}
+
+/// The whole object map (versions with a token object id), for reconciliation.
+pub fn object_map(conn: &Connection) -> Result<Vec<MappedObject>> {
+    const SQL: &str = "SELECT r.name, v.version, v.state, v.token_id FROM key_versions v \
+                       JOIN resources r ON r.id = v.key_id WHERE v.token_id IS NOT NULL \
+                       ORDER BY r.name, v.version";
+    let mut stmt = conn.prepare(SQL)?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, u64>(1)?,
+            r.get::<_, String>(2)?,
+            r.get(3)?,
+        ))
+    })?;
+    rows.map(|row| {
+        let (key, n, state, token_id) = row?;
+        Ok(MappedObject {
+            name: format!("{key}/cryptoKeyVersions/{n}"),
+            state: state.parse().map_err(corrupt)?,
+            token_id,
+        })
+    })
+    .collect()
+}
