@@ -6,6 +6,9 @@
 //! (Token-signed checkpoints of the chain head, which also catch truncation and a recomputed
 //! chain, come with keywardd.)
 
+pub mod checkpoint;
+pub mod writer;
+
 use crate::store::Result;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
@@ -317,4 +320,10 @@ pub fn verify(conn: &Connection) -> Result<VerifyReport> {
     }
     report.head = hex(&prev_hash);
     Ok(report)
+}
+
+/// The hash a record must carry given its fields and `prev_hash` (the function [`append`]
+/// and [`verify`] use): for external verifiers, and for tests that recompute a chain.
+pub fn hash_record(r: &Record) -> [u8; 32] {
+    record_hash(r.seq, r)
 }

@@ -113,4 +113,15 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_principal ON audit_log(principal);
 CREATE INDEX audit_time ON audit_log(time_ms);
 "#,
+    // 2: token-signed checkpoints of the audit chain head (design §6). `head` is the hash of
+    // record `seq`; `signature` is the audit key's raw ECDSA P-256 `r || s` over
+    // SHA-256("keyward-audit-checkpoint-v1" || seq as 8 bytes big-endian || head).
+    r#"
+CREATE TABLE audit_checkpoints (
+    seq INTEGER PRIMARY KEY,
+    head BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    time_ms INTEGER NOT NULL
+);
+"#,
 ];
