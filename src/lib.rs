@@ -6,9 +6,10 @@
 //! - [`audit`]: the hash-chained audit log.
 //! - [`admin`]: the one admin handler, which keywardctl runs in-process (`--db`) and keywardd
 //!   serves on its admin socket.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // allowed only in daemon::peercred (SO_PEERGROUPS)
 
 pub mod admin;
 pub mod audit;
+pub mod daemon;
 pub mod policy;
 pub mod store;

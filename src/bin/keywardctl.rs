@@ -67,6 +67,17 @@ struct Global {
     /// Print the answer as one JSON document (JSON lines for audit tail/query)
     #[arg(long, global = true, help_heading = GLOBAL)]
     json: bool,
+
+    /// keywardd's admin socket (used without --db)
+    #[arg(
+        long,
+        global = true,
+        env = "KEYWARD_ADMIN_SOCKET",
+        value_name = "PATH",
+        default_value = "/run/keyward/admin.sock",
+        help_heading = GLOBAL
+    )]
+    socket: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -999,14 +1010,18 @@ enum CtlError {
     Request(AdminError),
 }
 
-/// Sends one request to the handler: in-process over `--db`. The keywardd admin socket goes
-/// here when the daemon lands (it decides the caller itself; `--as` is offline only).
+/// Sends one request to the handler: to keywardd's admin socket, or in-process over `--db`
+/// (refused for requests that write while a keywardd holds that store).
 fn run_request(global: &Global, req: AdminRequest) -> Result<AdminResponse, CtlError> {
     let Some(db) = &global.db else {
-        return Err(CtlError::Usage(
-            "keywardd socket access arrives with the daemon; use --db PATH".into(),
-        ));
+        return run_over_socket(global, req);
     };
+    if keyward::daemon::store_is_held(db) && !keyward::daemon::is_read_only(&req) {
+        return Err(CtlError::Request(AdminError {
+            rv: CKR_ARGUMENTS_BAD,
+            message: "keywardd is running on this store: drop --db to go through its socket".into(),
+        }));
+    }
     // Only init may create a store: a mistyped --db must not silently make an empty one.
     if !matches!(req, AdminRequest::Init { .. }) && !db.exists() {
         return Err(CtlError::Request(AdminError {
@@ -1040,6 +1055,89 @@ fn run_request(global: &Global, req: AdminRequest) -> Result<AdminResponse, CtlE
     };
     let mut service = AdminService::open(db).map_err(CtlError::Request)?;
     service.handle(&caller, req).map_err(CtlError::Request)
+}
+
+/// Sends one request over keywardd's admin socket. keywardd decides who is calling (peer
+/// credentials, or the service-account key in the file named by `KEYWARD_CREDENTIALS`).
+fn run_over_socket(global: &Global, req: AdminRequest) -> Result<AdminResponse, CtlError> {
+    use keyward_wire::{rv, ClientKind, Hello, RequestBody, ResponseBody, ServiceAccountKey};
+    use keyward_wire::{Client, WireError};
+    use std::os::unix::fs::PermissionsExt;
+    if global.as_member.is_some() {
+        return Err(CtlError::Usage(
+            "--as works only offline (--db): over the socket keywardd decides who is calling \
+             (use KEYWARD_CREDENTIALS=FILE to act as a service account)"
+                .into(),
+        ));
+    }
+    let fail = |rv: u64, message: String| CtlError::Request(AdminError { rv, message });
+    let credentials = match std::env::var_os("KEYWARD_CREDENTIALS").filter(|v| !v.is_empty()) {
+        None => None,
+        Some(path) => {
+            let path = PathBuf::from(path);
+            let shown = path.display();
+            let bad = |e: std::io::Error| {
+                fail(
+                    CKR_ARGUMENTS_BAD,
+                    format!("cannot read KEYWARD_CREDENTIALS file {shown}: {e}"),
+                )
+            };
+            let mode = std::fs::metadata(&path).map_err(bad)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(fail(
+                    CKR_ARGUMENTS_BAD,
+                    format!(
+                        "the KEYWARD_CREDENTIALS file {shown} is open to its group or others \
+                         (mode {:04o}): run `chmod 600 {shown}`",
+                        mode & 0o7777
+                    ),
+                ));
+            }
+            let text = zeroize::Zeroizing::new(std::fs::read_to_string(&path).map_err(bad)?);
+            let key = text.lines().next().unwrap_or("").trim();
+            if key.is_empty() {
+                return Err(fail(
+                    CKR_ARGUMENTS_BAD,
+                    format!("the KEYWARD_CREDENTIALS file {shown} holds no key"),
+                ));
+            }
+            Some(ServiceAccountKey::new(key))
+        }
+    };
+    let hello = Hello::new(ClientKind::Ctl, None, credentials);
+    let socket = &global.socket;
+    let mut client = Client::connect(socket, &hello).map_err(|e| match e {
+        // No daemon at that path: the command line must name another way in (exit 2).
+        WireError::Connect { source, .. } => CtlError::Usage(format!(
+            "cannot reach keywardd at {} ({source}): start keywardd, give --socket PATH, or \
+             use --db PATH to work offline",
+            socket.display()
+        )),
+        WireError::Refused { rv, message } => {
+            fail(rv, format!("keywardd refused the connection: {message}"))
+        }
+        other => fail(
+            other.ck_rv(),
+            format!("keywardd at {}: {other}", socket.display()),
+        ),
+    })?;
+    match client.call(RequestBody::Admin(req)) {
+        Ok(ResponseBody::Admin(resp)) => Ok(resp),
+        Ok(ResponseBody::Pkcs11(_)) => Err(fail(
+            rv::CKR_DEVICE_ERROR,
+            "keywardd answered an admin request with a PKCS#11 response".into(),
+        )),
+        Err(WireError::Remote(reply)) => Err(fail(
+            reply.rv,
+            reply
+                .message
+                .unwrap_or_else(|| format!("keywardd: {}", rv::rv_name(reply.rv))),
+        )),
+        Err(e) => Err(fail(
+            e.ck_rv(),
+            format!("keywardd at {}: {e}", socket.display()),
+        )),
+    }
 }
 
 /// This process's identity as keywardd would see it: `unix-uid:<real uid>` and its groups.

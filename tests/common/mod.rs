@@ -144,3 +144,4 @@ pub fn my_uid() -> u32 {
         .and_then(|v| v.parse().ok())
         .expect("no Uid: line")
 }
+pub mod daemon;

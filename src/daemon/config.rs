@@ -1,0 +1,353 @@
+//! keywardd's configuration file (TOML).
+//!
+//! ```toml
+//! [store]
+//! path = "/var/lib/keyward/keyward.db"
+//!
+//! [token]
+//! module = "/usr/lib/softhsm/libsofthsm2.so"   # the default
+//! label = "keyward-backing"
+//! pin_file = "/etc/keyward/user-pin"           # mode 0600; or pin_env = "KEYWARD_TOKEN_PIN"
+//!
+//! [admin]
+//! socket = "/run/keyward/admin.sock"           # mode 0660
+//! group = "keyward"                            # optional: the socket's group
+//!
+//! [client]
+//! socket = "/run/keyward/client.sock"          # mode 0666
+//!
+//! [daemon]
+//! destroy_check_secs = 60                      # how often scheduled destroys are run
+//! max_connections = 256                        # open connections, both sockets together
+//!
+//! [testing]
+//! clock_file = "/tmp/t/clock"                  # TESTS ONLY: unix seconds read from this file
+//! ```
+//!
+//! Relative paths are taken relative to the directory of the configuration file. Unknown keys
+//! are refused, so a typo is not silently ignored.
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// SoftHSM2's module on Debian and Ubuntu.
+pub const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// The default period of the scheduled-destroy check.
+pub const DEFAULT_DESTROY_CHECK_SECS: u64 = 60;
+
+/// The default cap on open connections (both sockets together).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+/// A configuration file that cannot be used; the message says what to fix (one line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where the token's user PIN comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinSource {
+    /// A file of mode 0600 (one trailing newline is ignored).
+    File(PathBuf),
+    /// An environment variable of keywardd.
+    Env(String),
+}
+
+/// keywardd's whole configuration, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The SQLite store.
+    pub store_path: PathBuf,
+    /// The PKCS#11 module to load.
+    pub token_module: PathBuf,
+    /// The label of the one backing token.
+    pub token_label: String,
+    /// Where the user PIN comes from.
+    pub pin: PinSource,
+    /// The admin socket (0660).
+    pub admin_socket: PathBuf,
+    /// The admin socket's group (name or number), if any.
+    pub admin_group: Option<String>,
+    /// The client socket (0666).
+    pub client_socket: PathBuf,
+    /// How often scheduled destroys are run.
+    pub destroy_check_secs: u64,
+    /// The cap on open connections.
+    pub max_connections: usize,
+    /// Tests only: read the time (unix seconds) from this file.
+    pub clock_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    store: RawStore,
+    token: RawToken,
+    admin: RawAdmin,
+    client: RawClient,
+    #[serde(default)]
+    daemon: RawDaemon,
+    #[serde(default)]
+    testing: RawTesting,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    module: Option<PathBuf>,
+    label: String,
+    pin_file: Option<PathBuf>,
+    pin_env: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    socket: PathBuf,
+    group: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    socket: PathBuf,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    destroy_check_secs: Option<u64>,
+    max_connections: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTesting {
+    clock_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "cannot read the configuration file {}: {e}",
+                path.display()
+            ))
+        })?;
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let base = parent.canonicalize().unwrap_or_else(|_| parent.to_owned());
+        Config::parse(&text, &base).map_err(|ConfigError(m)| {
+            ConfigError(format!("configuration file {}: {m}", path.display()))
+        })
+    }
+
+    /// Parses and validates configuration text; relative paths are taken from `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| {
+            // toml's messages span several lines (a snippet of the file); keep one.
+            let msg = e.message().trim().to_string();
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            ConfigError(format!("{}{at}", one_line(&msg)))
+        })?;
+        let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let label = raw.token.label;
+        if label.is_empty() || label.len() > 32 {
+            return Err(ConfigError(format!(
+                "[token] label must be 1 to 32 bytes (a PKCS#11 token label), got {} bytes",
+                label.len()
+            )));
+        }
+        let pin = match (raw.token.pin_file, raw.token.pin_env) {
+            (Some(f), None) => PinSource::File(abs(f)),
+            (None, Some(v)) if !v.is_empty() => PinSource::Env(v),
+            (None, Some(_)) => {
+                return Err(ConfigError("[token] pin_env must name a variable".into()))
+            }
+            _ => {
+                return Err(ConfigError(
+                    "[token] needs exactly one of pin_file (a 0600 file) or pin_env (an \
+                     environment variable); the PIN never goes on the command line"
+                        .into(),
+                ))
+            }
+        };
+        let admin_socket = abs(raw.admin.socket);
+        let client_socket = abs(raw.client.socket);
+        if admin_socket == client_socket {
+            return Err(ConfigError(
+                "[admin] socket and [client] socket must be different paths".into(),
+            ));
+        }
+        if let Some(g) = &raw.admin.group {
+            if g.is_empty() {
+                return Err(ConfigError(
+                    "[admin] group is empty: name a group or remove the key".into(),
+                ));
+            }
+        }
+        let destroy_check_secs = raw
+            .daemon
+            .destroy_check_secs
+            .unwrap_or(DEFAULT_DESTROY_CHECK_SECS);
+        if destroy_check_secs == 0 {
+            return Err(ConfigError(
+                "[daemon] destroy_check_secs must be at least 1".into(),
+            ));
+        }
+        let max_connections = raw
+            .daemon
+            .max_connections
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            return Err(ConfigError(
+                "[daemon] max_connections must be at least 1".into(),
+            ));
+        }
+        Ok(Config {
+            store_path: abs(raw.store.path),
+            token_module: raw
+                .token
+                .module
+                .map(abs)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_MODULE)),
+            token_label: label,
+            pin,
+            admin_socket,
+            admin_group: raw.admin.group,
+            client_socket,
+            destroy_check_secs,
+            max_connections,
+            clock_file: raw.testing.clock_file.map(abs),
+        })
+    }
+}
+
+/// Joins a multi-line message into one line.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[store]
+path = "keyward.db"
+[token]
+label = "keyward-backing"
+pin_file = "user-pin"
+[admin]
+socket = "/run/keyward/admin.sock"
+[client]
+socket = "/run/keyward/client.sock"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/keyward"))
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = parse(BASE).unwrap();
+        assert_eq!(c.store_path, Path::new("/etc/keyward/keyward.db"));
+        assert_eq!(c.token_module, Path::new(DEFAULT_MODULE));
+        assert_eq!(c.pin, PinSource::File("/etc/keyward/user-pin".into()));
+        assert_eq!(c.admin_socket, Path::new("/run/keyward/admin.sock"));
+        assert_eq!(c.admin_group, None);
+        assert_eq!(c.destroy_check_secs, 60);
+        assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(c.clock_file, None);
+    }
+
+    #[test]
+    fn every_key() {
+        let text = r#"
+[store]
+path = "/s/k.db"
+[token]
+module = "/m/lib.so"
+label = "t"
+pin_env = "PIN"
+[admin]
+socket = "a.sock"
+group = "keyward"
+[client]
+socket = "c.sock"
+[daemon]
+destroy_check_secs = 5
+max_connections = 3
+[testing]
+clock_file = "clock"
+"#;
+        let c = parse(text).unwrap();
+        assert_eq!(c.token_module, Path::new("/m/lib.so"));
+        assert_eq!(c.pin, PinSource::Env("PIN".into()));
+        assert_eq!(c.admin_socket, Path::new("/etc/keyward/a.sock"));
+        assert_eq!(c.admin_group.as_deref(), Some("keyward"));
+        assert_eq!(c.destroy_check_secs, 5);
+        assert_eq!(c.max_connections, 3);
+        assert_eq!(c.clock_file, Some("/etc/keyward/clock".into()));
+    }
+
+    #[test]
+    fn exactly_one_pin_source() {
+        let both = BASE.replace("pin_file", "pin_env = \"X\"\npin_file");
+        let e = parse(&both).unwrap_err();
+        assert!(e.0.contains("exactly one of pin_file"), "{e}");
+        let none = BASE.replace("pin_file = \"user-pin\"\n", "");
+        let e = parse(&none).unwrap_err();
+        assert!(e.0.contains("exactly one of pin_file"), "{e}");
+    }
+
+    #[test]
+    fn refusals_are_one_line() {
+        for (text, needle) in [
+            (BASE.replace("label = ", "lable = "), "lable"),
+            (
+                BASE.replace("[client]\nsocket", "[client]\nsockets"),
+                "sockets",
+            ),
+            (BASE.replace("keyward-backing", &"x".repeat(33)), "1 to 32"),
+            (BASE.replace("client.sock", "admin.sock"), "different"),
+            (
+                format!("{BASE}[daemon]\ndestroy_check_secs = 0\n"),
+                "at least 1",
+            ),
+            (
+                format!("{BASE}[daemon]\nmax_connections = 0\n"),
+                "at least 1",
+            ),
+            ("[store".to_string(), ""),
+            (BASE.replace("[admin]\n", ""), ""),
+        ] {
+            let e = parse(&text).unwrap_err();
+            assert!(e.0.contains(needle), "{needle}: {e}");
+            assert!(!e.0.contains('\n'), "{e:?}");
+        }
+    }
+}
