@@ -215,6 +215,9 @@ impl AuditWriter {
             refused: AtomicU64::new(0),
             failures: AtomicU64::new(0),
         });
+        // As if the last commit were a window ago: the first record commits at once.
+        let now = Instant::now();
+        let last_commit = now.checked_sub(config.batch_window).unwrap_or(now);
         let worker = Worker {
             path: path.to_owned(),
             config,
@@ -223,7 +226,7 @@ impl AuditWriter {
             shared: Arc::clone(&shared),
             kept: Vec::new(),
             outage: None,
-            last_commit: Instant::now(),
+            last_commit,
         };
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
