@@ -303,6 +303,74 @@ fn sigterm_and_sigint_stop_cleanly() {
 }
 
 #[test]
+fn a_scheduled_destroy_happens_when_keywardds_clock_passes_the_grace() {
+    let mut env = Env::new();
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    env.set_clock(now);
+    env.start();
+    let ring = "projects/payments/keyRings/web";
+    let version = format!("{ring}/cryptoKeys/k1/cryptoKeyVersions/1");
+    env.ctl(&[
+        "project",
+        "create",
+        "--parent",
+        "organizations/acme",
+        "payments",
+    ])
+    .ok();
+    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
+        .ok();
+    env.ctl(&[
+        "key",
+        "create",
+        "--keyring",
+        ring,
+        "--purpose",
+        "ENCRYPT_DECRYPT",
+        "--algorithm",
+        "AES_256_GCM",
+        "k1",
+    ])
+    .ok();
+    // A symmetric rotation makes version 2 the primary, so version 1 may be destroyed.
+    env.ctl(&["key", "rotate", &format!("{ring}/cryptoKeys/k1")])
+        .ok();
+    env.ctl(&["version", "destroy", &version, "--grace", "1d"])
+        .ok();
+    let state = |env: &Env| {
+        let out = env.ctl(&["--json", "version", "get", &version]);
+        out.ok();
+        out.json()["state"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(state(&env), "DESTROY_SCHEDULED");
+    // The destroy check runs every second; the clock has not moved, so nothing happens.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(state(&env), "DESTROY_SCHEDULED");
+
+    env.set_clock(now + 2 * 86_400);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while state(&env) != "DESTROYED" {
+        assert!(
+            Instant::now() < deadline,
+            "not destroyed: {}",
+            env.daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        env.daemon_log().contains("grace period over"),
+        "{}",
+        env.daemon_log()
+    );
+}
+
+#[test]
 fn hostile_bytes_on_the_admin_socket_do_not_kill_the_daemon() {
     let mut env = Env::new();
     env.start();

@@ -108,6 +108,18 @@ impl Env {
         std::fs::write(&self.config, text).expect("cannot write the configuration");
     }
 
+    /// TESTS ONLY clock: keywardd reads the time from a file (`[testing] clock_file`), set
+    /// here to `unix_secs`; call again to move it.
+    pub fn set_clock(&self, unix_secs: i64) {
+        let clock = self.dir().join("clock");
+        std::fs::write(&clock, format!("{unix_secs}\n")).expect("cannot write the clock");
+        let text = std::fs::read_to_string(&self.config).expect("no configuration");
+        if !text.contains("[testing]") {
+            let text = format!("{text}\n[testing]\nclock_file = \"{}\"\n", clock.display());
+            std::fs::write(&self.config, text).expect("cannot write the configuration");
+        }
+    }
+
     /// Runs `keywardctl --db <store> ARGS` (offline).
     pub fn offline(&self, args: &[&str]) -> Output {
         let db = self.db.to_str().expect("temporary path is not UTF-8");
