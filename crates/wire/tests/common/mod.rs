@@ -23,11 +23,13 @@ pub fn module_hello() -> Hello {
     Hello::new(ClientKind::Module, None, Some(ServiceAccountKey::new(KEY)))
 }
 
-/// The test daemon's handler: Ping → Pong; every admin request → CKR_ACTION_PROHIBITED with
+/// The test daemon's handler: Ping → Pong; other PKCS#11 requests →
+/// CKR_FUNCTION_NOT_SUPPORTED; every admin request → CKR_ACTION_PROHIBITED with
 /// a message naming it.
 pub fn handler(body: RequestBody) -> Result<ResponseBody, ErrorReply> {
     match body {
         RequestBody::Pkcs11(Pkcs11Request::Ping) => Ok(ResponseBody::Pkcs11(Pkcs11Response::Pong)),
+        RequestBody::Pkcs11(_) => Err(ErrorReply::new(rv::CKR_FUNCTION_NOT_SUPPORTED)),
         RequestBody::Admin(AdminRequest::OrgList) => Ok(ResponseBody::Admin(AdminResponse {
             message: Some("no orgs".into()),
             ..AdminResponse::default()
