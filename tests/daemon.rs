@@ -414,6 +414,47 @@ fn hostile_bytes_on_the_admin_socket_do_not_kill_the_daemon() {
 }
 
 #[test]
+fn the_connection_limit_refuses_extra_clients_and_the_admin_group_owns_the_socket() {
+    use std::os::unix::fs::MetadataExt;
+    let mut env = Env::new();
+    // Root may give the socket to any group; others only to their own.
+    let gid = if my_uid() == 0 {
+        4242
+    } else {
+        std::fs::metadata(env.dir()).unwrap().gid()
+    };
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("[admin]\n", &format!("[admin]\ngroup = \"{gid}\"\n"))
+        .replace(
+            "destroy_check_secs = 1\n",
+            "destroy_check_secs = 1\nmax_connections = 2\n",
+        );
+    std::fs::write(&env.config, text).unwrap();
+    env.start();
+    assert_eq!(std::fs::metadata(&env.admin_socket).unwrap().gid(), gid);
+
+    // Let the start-up probes' connections end, then take both slots with real handshakes.
+    std::thread::sleep(Duration::from_millis(300));
+    let hello = Hello::new(ClientKind::Ctl, None, None);
+    let a = Client::connect(&env.admin_socket, &hello).unwrap();
+    let b = Client::connect(&env.client_socket, &hello).unwrap();
+    let out = env.ctl(&["org", "list"]);
+    out.failed();
+    assert!(out.stderr.contains("limit of 2 connections"), "{out:#?}");
+    drop((a, b));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = env.ctl(&["org", "list"]);
+        if out.code == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slots never freed: {out:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
 fn refuses_a_world_readable_pin_file() {
     let env = Env::new();
     std::fs::set_permissions(&env.pin_file, std::fs::Permissions::from_mode(0o644)).unwrap();

@@ -40,7 +40,7 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,10 @@ const ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the accept loop looks at the shutdown flag.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Connections over the limit answered with a refusal at once; more are just closed.
+const MAX_BUSY_REFUSALS: usize = 16;
+/// How long a connection over the limit gets to send its `Hello`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Instances remembered (oldest forgotten first).
 const MAX_INSTANCES: usize = 10_000;
 
@@ -237,6 +241,7 @@ pub struct Shared {
     instances: Mutex<Instances>,
     conns: Mutex<HashMap<u64, UnixStream>>,
     next_conn: AtomicU64,
+    busy_refusals: AtomicUsize,
 }
 
 /// A refusal of the handshake.
@@ -262,6 +267,7 @@ impl Shared {
             instances: Mutex::new(Instances::default()),
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
+            busy_refusals: AtomicUsize::new(0),
         })
     }
 
@@ -476,8 +482,10 @@ fn accept_all(shared: &Arc<Shared>, socket: &BoundSocket, stop: &AtomicBool) {
                 tracing::warn!(
                     max = shared.settings.max_connections,
                     socket = kind.name(),
-                    "connection limit reached; closing a new connection"
+                    "connection limit reached; refusing a new connection"
                 );
+                drop(conns);
+                refuse_busy(shared, stream);
                 continue;
             }
             match stream.try_clone() {
@@ -501,6 +509,39 @@ fn accept_all(shared: &Arc<Shared>, socket: &BoundSocket, stop: &AtomicBool) {
             tracing::error!(error = %e, "cannot start a connection thread");
             shared.conns.lock().remove(&id);
         }
+    }
+}
+
+/// Answers a connection over the limit with a refusal, in a short-lived thread that reads
+/// its `Hello` first (a client whose `Hello` meets a closed socket sees only a broken pipe).
+/// At most [`MAX_BUSY_REFUSALS`] such threads run at once; past that the connection is just
+/// closed.
+fn refuse_busy(shared: &Arc<Shared>, stream: UnixStream) {
+    if shared.busy_refusals.fetch_add(1, Ordering::SeqCst) >= MAX_BUSY_REFUSALS {
+        shared.busy_refusals.fetch_sub(1, Ordering::SeqCst);
+        return;
+    }
+    let max = shared.settings.max_connections;
+    let shared2 = Arc::clone(shared);
+    let spawned = std::thread::Builder::new()
+        .name("busy".into())
+        .spawn(move || {
+            let ready = stream
+                .set_nonblocking(false)
+                .and_then(|()| stream.set_read_timeout(Some(BUSY_TIMEOUT)))
+                .and_then(|()| stream.set_write_timeout(Some(BUSY_TIMEOUT)));
+            if ready.is_ok() {
+                if let Ok(Accepted { pending, .. }) = accept(stream) {
+                    let _ = pending.refuse(
+                        rv::CKR_DEVICE_ERROR,
+                        format!("keywardd is at its limit of {max} connections: try again later"),
+                    );
+                }
+            }
+            shared2.busy_refusals.fetch_sub(1, Ordering::SeqCst);
+        });
+    if spawned.is_err() {
+        shared.busy_refusals.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -610,7 +651,15 @@ fn admin_request(
 
 fn client_request(shared: &Shared, body: RequestBody) -> Result<ResponseBody, ErrorReply> {
     match body {
-        RequestBody::Pkcs11(Pkcs11Request::Ping) => Ok(ResponseBody::Pkcs11(Pkcs11Response::Pong)),
+        // Until the PKCS#11 half lands, only Ping is served (written so that new variants
+        // of the wire crate fall to CKR_FUNCTION_NOT_SUPPORTED without a change here).
+        RequestBody::Pkcs11(req) => {
+            if matches!(req, Pkcs11Request::Ping) {
+                Ok(ResponseBody::Pkcs11(Pkcs11Response::Pong))
+            } else {
+                Err(ErrorReply::new(rv::CKR_FUNCTION_NOT_SUPPORTED))
+            }
+        }
         RequestBody::Admin(_) => Err(ErrorReply::with_message(
             rv::CKR_FUNCTION_NOT_SUPPORTED,
             format!(
