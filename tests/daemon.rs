@@ -283,6 +283,21 @@ fn sigterm_and_sigint_stop_cleanly() {
         assert!(!env.admin_socket.exists(), "admin socket left behind");
         assert!(!env.client_socket.exists(), "client socket left behind");
         assert!(env.daemon_log().contains("keywardd stopped"));
+        // Keyward's own token objects (the audit key and head) are no drift at a restart.
+        assert!(
+            env.daemon_log().contains("reconciliation: no drift"),
+            "{}",
+            env.daemon_log()
+        );
+        // The audit chain head was signed in the token at the stop.
+        let conn = rusqlite::Connection::open(&env.db).unwrap();
+        let last: i64 = conn
+            .query_row("SELECT max(seq) FROM audit_log", [], |r| r.get(0))
+            .unwrap();
+        let signed: Option<i64> = conn
+            .query_row("SELECT max(seq) FROM audit_checkpoints", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(signed, Some(last), "{}", env.daemon_log());
         // keywardctl says how to get in without a daemon.
         let out = env.ctl(&["org", "list"]);
         out.usage_error();

@@ -1,8 +1,9 @@
 //! keywardd: the only process that holds the backing token's PIN and talks to the token
 //! (design §1). It loads the configuration and the PIN, locks and opens the store, logs in to
 //! the token, reconciles the store's object map with the token (reporting drift, deleting
-//! nothing), destroys versions whose grace has ended, and serves the admin and client sockets
-//! until SIGTERM or SIGINT.
+//! nothing), destroys versions whose grace has ended, signs the audit chain head with a key in
+//! the token (every 1,000 records or 10 s, and at a clean stop), and serves the admin and
+//! client sockets until SIGTERM or SIGINT.
 //!
 //! Every refusal to start is one line on stderr, `keywardd: ...`, saying what to fix, and a
 //! documented exit code (see [`AFTER_HELP`]). Logs go to stderr through `tracing` (filter:
@@ -11,6 +12,9 @@
 
 use clap::Parser;
 use keyward::admin::{AdminService, Clock, SystemClock};
+use keyward::audit::checkpoint::{
+    spawn_checkpointer, CheckpointConfig, Checkpointer, CheckpointerThread,
+};
 use keyward::daemon::config::{Config, PinSource};
 use keyward::daemon::pin::{self, PinError};
 use keyward::daemon::server::{self, Settings, Shared, SocketKind};
@@ -120,12 +124,23 @@ fn run(config_path: &Path) -> Result<(), Refusal> {
         }
         None => Arc::new(SystemClock),
     };
+    let token = Arc::new(token);
     let service = Arc::new(Mutex::new(AdminService::with_token(
         store,
         clock,
-        Arc::new(token),
+        Arc::clone(&token),
     )));
     reconcile(&service);
+    // The audit chain head is signed by a key in the token every 1,000 records or 10 s
+    // (design §6), checked every second, and once more at a clean stop.
+    let checkpointer = Checkpointer::open(&config.store_path, token, CheckpointConfig::default())
+        .map_err(|e| {
+        refuse(
+            EXIT_OTHER,
+            format!("cannot set up audit checkpoints in the token: {e}"),
+        )
+    })?;
+    let checkpoints = spawn_checkpointer(Arc::new(checkpointer), Duration::from_secs(1));
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -162,9 +177,19 @@ fn run(config_path: &Path) -> Result<(), Refusal> {
     if destroyer.join().is_err() {
         tracing::error!("the destroy thread panicked");
     }
-    close(service);
+    checkpoints.stop();
+    close(service, &checkpoints);
     tracing::info!("keywardd stopped");
     Ok(())
+}
+
+/// Signs the audit chain head at a clean stop (after the last request).
+fn final_checkpoint(checkpoints: &CheckpointerThread) {
+    match checkpoints.checkpointer().checkpoint_now() {
+        Ok(Some(c)) => tracing::info!(seq = c.seq, "audit chain head signed at stop"),
+        Ok(None) => tracing::info!("audit chain head already signed"),
+        Err(e) => tracing::error!(error = %e, "cannot sign the audit chain head at stop"),
+    }
 }
 
 /// Locks and opens the store. The lock is taken first, so two daemons never both open it.
@@ -293,12 +318,13 @@ fn destroy_loop(service: &Mutex<AdminService>, stop: &AtomicBool, period: Durati
 /// Closes the store and the token once no request is running. If a connection thread still
 /// holds the service (a request past the grace period), wait for the lock up to the grace
 /// period and exit while holding it, so no request starts anew.
-fn close(service: Arc<Mutex<AdminService>>) {
+fn close(service: Arc<Mutex<AdminService>>, checkpoints: &CheckpointerThread) {
     let deadline = Instant::now() + Duration::from_secs(1);
     let mut service = service;
     loop {
         match Arc::try_unwrap(service) {
             Ok(mutex) => {
+                final_checkpoint(checkpoints);
                 drop(mutex.into_inner());
                 return;
             }
@@ -311,6 +337,7 @@ fn close(service: Arc<Mutex<AdminService>>) {
                 if guard.is_none() {
                     tracing::warn!("a request is still running after the grace period");
                 }
+                final_checkpoint(checkpoints);
                 tracing::info!("keywardd stopped");
                 std::process::exit(0);
             }
