@@ -244,11 +244,24 @@ fn audit_key_and_signed_head_live_in_the_token() {
     assert!(objects[0].contains(&Attribute::Private(true)));
     assert!(objects[0].contains(&Attribute::Value(expected)));
 
-    // Updated in place: still one object, now at the new head.
+    // Replaced (a data object's CKA_VALUE is read-only): one object, a new one.
+    let handle = || {
+        s.token
+            .with_session(|sess| {
+                sess.find_objects(&[cryptoki::object::Attribute::Label(
+                    HEAD_LABEL.as_bytes().to_vec(),
+                )])
+            })
+            .expect("find the head object")
+    };
+    let before = handle();
     append(&s.path, 3);
     let second = cp.checkpoint_now().expect("sign").expect("a checkpoint");
     assert_eq!(second.seq, 8);
     assert_eq!(read_head_objects().len(), 1);
+    let after = handle();
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before, "the old object was kept");
     let in_token = checkpoint::token_head(&s.token)
         .expect("token head")
         .expect("present");

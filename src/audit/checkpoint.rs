@@ -14,7 +14,8 @@
 //! - **Signed head:** the latest checkpoint is also kept in the token, as a `CKO_DATA`
 //!   object (`CKA_TOKEN`, `CKA_PRIVATE`, `CKA_LABEL` [`HEAD_LABEL`] = `keyward-audit-head`,
 //!   `CKA_APPLICATION` `keyward`) whose `CKA_VALUE` is seq (8 bytes big-endian) || head
-//!   (32 bytes) || signature (64 bytes), updated in place with `C_SetAttributeValue`. Only a
+//!   (32 bytes) || signature (64 bytes), replaced at each checkpoint (PKCS#11 makes a data
+//!   object's `CKA_VALUE` read-only after creation, so no `C_SetAttributeValue`). Only a
 //!   holder of the token's user PIN (keywardd) can change it, so somebody who can only
 //!   write the database can neither shorten the log below it nor recompute the chain under
 //!   it without [`verify_with_token`] noticing. Reconciliation must leave both objects alone
@@ -277,29 +278,23 @@ pub fn token_head(token: &Token) -> Result<Option<Checkpoint>> {
     Ok(best)
 }
 
-/// Writes `cp` as the token's signed head: updates the one object in place, or creates it
-/// (and removes any others) when that is not possible.
+/// Writes `cp` as the token's signed head. PKCS#11 does not let `CKA_VALUE` of a data object
+/// change after creation (no footnote 8 in its attribute table; SoftHSM2 answers
+/// `CKR_ATTRIBUTE_READ_ONLY`), so the object is replaced: the new one is created before the
+/// old ones are destroyed, and the token is never without a signed head. A crash in between
+/// leaves two, of which [`token_head`] takes the higher and the next checkpoint removes the
+/// other.
 fn store_token_head(token: &Token, cp: &Checkpoint) -> Result<()> {
     let value = encode_head(cp);
     token.with_exclusive_session(|s| {
         let existing = s.find_objects(&head_template())?;
-        if let [h] = existing.as_slice() {
-            match s.update_attributes(*h, &[Attribute::Value(value.clone())]) {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot update {HEAD_LABEL} in place; replacing it")
-                }
-            }
-        }
-        // Create the new one before destroying the old, so the token is never without one.
         s.create_object(&[
             Attribute::Class(ObjectClass::DATA),
             Attribute::Token(true),
             Attribute::Private(true),
-            Attribute::Modifiable(true),
             Attribute::Label(HEAD_LABEL.as_bytes().to_vec()),
             Attribute::Application(HEAD_APPLICATION.to_vec()),
-            Attribute::Value(value.clone()),
+            Attribute::Value(value),
         ])?;
         for h in existing {
             s.destroy_object(h)?;
@@ -842,4 +837,45 @@ pub fn verify_with_token(conn: &Connection, token: &Token) -> Result<TokenVerify
         signed_seq,
         unsigned_tail: u64::try_from(unsigned_tail).unwrap_or(0),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_value_round_trips_and_rejects_other_lengths() {
+        let cp = Checkpoint {
+            seq: 0x0102_0304_0506,
+            head: vec![7; HEAD_LEN],
+            signature: vec![9; SIGNATURE_LEN],
+            time_ms: 0,
+        };
+        let v = encode_head(&cp);
+        assert_eq!(v.len(), VALUE_LEN);
+        assert_eq!(&v[..8], &0x0102_0304_0506i64.to_be_bytes());
+        assert_eq!(decode_head(&v), Some(cp));
+        assert_eq!(decode_head(&v[1..]), None);
+        assert_eq!(decode_head(&[v.clone(), vec![0]].concat()), None);
+    }
+
+    #[test]
+    fn digest_binds_tag_seq_and_head() {
+        let head = [1u8; 32];
+        let d = checkpoint_digest(1000, &head);
+        assert_ne!(d, checkpoint_digest(1001, &head));
+        assert_ne!(d, checkpoint_digest(1000, &[2u8; 32]));
+        let mut h = Sha256::new();
+        h.update(b"keyward-audit-checkpoint-v1");
+        h.update(1000i64.to_be_bytes());
+        h.update(head);
+        assert_eq!(d, <[u8; 32]>::from(h.finalize()));
+    }
+
+    #[test]
+    fn audit_objects_are_recognised() {
+        assert!(is_audit_object(b"keyward-audit-key", b"anything"));
+        assert!(is_audit_object(b"", b"keyward-audit-head"));
+        assert!(!is_audit_object(&[0u8; 16], b"projects/p/keyRings/r"));
+    }
 }
