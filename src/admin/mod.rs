@@ -29,7 +29,7 @@ use std::sync::Arc;
 const CKR_FUNCTION_FAILED: u64 = 0x06;
 const CKR_ARGUMENTS_BAD: u64 = 0x07;
 const CKR_ACTION_PROHIBITED: u64 = 0x1B;
-const CKR_DEVICE_ERROR: u64 = 0x30;
+pub(crate) const CKR_DEVICE_ERROR: u64 = 0x30;
 
 /// Who sent a request, as the transport established it.
 #[derive(Debug, Clone)]
@@ -517,8 +517,9 @@ fn dispatch(ctx: &mut Ctx<'_>, req: AdminRequest) -> Res<AdminResponse> {
     }
 }
 
-/// Plain reads (get/list/describe) are not audited when allowed; denials always are.
-fn is_plain_read(req: &AdminRequest) -> bool {
+/// Plain reads (get/list/describe): not audited when allowed (denials always are), and the
+/// requests `keywardctl --db` may still run while keywardd holds the store.
+pub fn is_plain_read(req: &AdminRequest) -> bool {
     use AdminRequest as R;
     matches!(
         req,

@@ -75,29 +75,7 @@ pub fn store_is_held(db: &Path) -> bool {
 /// True for admin requests that never change the store when they are allowed (they leave no
 /// audit record). Everything else, unknown requests included, counts as a write.
 pub fn is_read_only(req: &AdminRequest) -> bool {
-    use AdminRequest as R;
-    matches!(
-        req,
-        R::OrgList
-            | R::OrgGet { .. }
-            | R::FolderList { .. }
-            | R::FolderGet { .. }
-            | R::ProjectList { .. }
-            | R::ProjectGet { .. }
-            | R::KeyRingList { .. }
-            | R::KeyRingGet { .. }
-            | R::RoleList
-            | R::RoleDescribe { .. }
-            | R::GroupList
-            | R::GroupGet { .. }
-            | R::SaList { .. }
-            | R::SaKeyList { .. }
-            | R::IamListMappings
-            | R::KeyList { .. }
-            | R::KeyGet { .. }
-            | R::VersionList { .. }
-            | R::VersionGet { .. }
-    )
+    crate::admin::is_plain_read(req)
 }
 
 /// TESTS ONLY (`[testing] clock_file`): the time is the unix seconds written in a file, read
