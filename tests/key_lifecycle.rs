@@ -34,8 +34,17 @@ fn caller(m: &str) -> Caller {
 /// A private SoftHSM2 store with one token; returns the opened token.
 fn open_token(dir: &Path) -> Token {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("softhsm-config/init-token.sh");
-    let out = Command::new("bash").arg(&script).arg(dir).arg("kw-backing").output().unwrap();
-    assert!(out.status.success(), "init-token.sh: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(dir)
+        .arg("kw-backing")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "init-token.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // This test binary has one test function: nothing else reads the environment.
     std::env::set_var("SOFTHSM2_CONF", dir.join("softhsm2.conf"));
     let pin = std::fs::read_to_string(dir.join("user-pin")).unwrap();
@@ -46,14 +55,21 @@ fn open_token(dir: &Path) -> Token {
 }
 
 /// Every token object as (CKA_ID, class, sensitive, extractable), read with raw cryptoki.
-fn token_objects(token: &Token) -> Vec<(Vec<u8>, ObjectClass, Option<bool>, Option<bool>)> {
+/// (CKA_ID, class, CKA_SENSITIVE, CKA_EXTRACTABLE)
+type Obj = (Vec<u8>, ObjectClass, Option<bool>, Option<bool>);
+
+fn token_objects(token: &Token) -> Vec<Obj> {
     token
         .with_session(|s| {
             let mut out = Vec::new();
             for h in s.find_objects(&[Attribute::Token(true)])? {
                 let attrs = s.get_attributes(
                     h,
-                    &[AttributeType::Id, AttributeType::Class, AttributeType::Label],
+                    &[
+                        AttributeType::Id,
+                        AttributeType::Class,
+                        AttributeType::Label,
+                    ],
                 )?;
                 let (mut id, mut class, mut label) = (Vec::new(), None, Vec::new());
                 for a in attrs {
@@ -119,7 +135,10 @@ impl World {
             .map(|m| m.token_id.clone())
             .collect();
         let present: BTreeSet<Vec<u8>> = objects.iter().map(|o| o.0.clone()).collect();
-        assert_eq!(live, present, "{step}: token objects differ from the store's object map");
+        assert_eq!(
+            live, present,
+            "{step}: token objects differ from the store's object map"
+        );
         for (id, class, sensitive, extractable) in &objects {
             if *class == ObjectClass::PRIVATE_KEY || *class == ObjectClass::SECRET_KEY {
                 assert_eq!(*sensitive, Some(true), "{step}: {id:02x?} not sensitive");
@@ -127,17 +146,32 @@ impl World {
             }
         }
         let report = self.svc.reconcile().unwrap();
-        assert!(report.orphans.is_empty() && report.missing.is_empty(), "{step}: {report}");
+        assert!(
+            report.orphans.is_empty() && report.missing.is_empty(),
+            "{step}: {report}"
+        );
     }
     fn primary(&mut self, key: &str) -> u64 {
-        self.json(R::KeyGet { name: key.into() })["primaryVersion"].as_u64().unwrap()
+        self.json(R::KeyGet { name: key.into() })["primaryVersion"]
+            .as_u64()
+            .unwrap()
     }
     fn state(&mut self, version: &str) -> String {
-        self.json(R::VersionGet { name: version.into() })["state"].as_str().unwrap().to_string()
+        self.json(R::VersionGet {
+            name: version.into(),
+        })["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 }
 
-fn create(w: &mut World, id: &str, alg: Algorithm, exportable: bool) -> Result<AdminResponse, AdminError> {
+fn create(
+    w: &mut World,
+    id: &str,
+    alg: Algorithm,
+    exportable: bool,
+) -> Result<AdminResponse, AdminError> {
     w.as_(
         ADMIN,
         R::KeyCreate {
@@ -158,9 +192,23 @@ fn key_lifecycle_against_softhsm2() {
     let clock = Arc::new(TestClock(AtomicI64::new(1_795_000_000_000)));
     let svc = AdminService::with_token(store, clock.clone(), token.clone());
     let mut w = World { svc, clock, token };
-    w.as_("unix-uid:0", R::Init { org: "acme".into(), admin: ADMIN.into() }).unwrap();
-    w.admin(R::ProjectCreate { parent: "organizations/acme".into(), id: "payments".into() });
-    w.admin(R::KeyRingCreate { parent: "projects/payments".into(), id: "web".into(), token_label: None });
+    w.as_(
+        "unix-uid:0",
+        R::Init {
+            org: "acme".into(),
+            admin: ADMIN.into(),
+        },
+    )
+    .unwrap();
+    w.admin(R::ProjectCreate {
+        parent: "organizations/acme".into(),
+        id: "payments".into(),
+    });
+    w.admin(R::KeyRingCreate {
+        parent: "projects/payments".into(),
+        id: "web".into(),
+        token_label: None,
+    });
     w.assert_matches("empty");
 
     // One key of every algorithm; the SHA-256 OAEP ones are refused, naming the mechanism.
@@ -185,44 +233,111 @@ fn key_lifecycle_against_softhsm2() {
 
     // Exportable needs exportKeyMaterial on the ring: the org admin lacks it.
     let e = create(&mut w, "exp", Algorithm::Aes256Gcm, true).unwrap_err();
-    assert!(e.message.contains("kms.cryptoKeyVersions.exportKeyMaterial"), "{e}");
-    w.admin(R::IamBind { resource: RING.into(), role: "kms:FullAccess".into(), member: ADMIN.into(), allow_sod_violation: false });
+    assert!(
+        e.message
+            .contains("kms.cryptoKeyVersions.exportKeyMaterial"),
+        "{e}"
+    );
+    w.admin(R::IamBind {
+        resource: RING.into(),
+        role: "kms:FullAccess".into(),
+        member: ADMIN.into(),
+        allow_sod_violation: false,
+    });
     create(&mut w, "exp", Algorithm::Aes256Gcm, true).unwrap();
-    let exp_id = w.map().into_iter().find(|m| m.name.contains("/cryptoKeys/exp/")).unwrap().token_id;
-    let exp = token_objects(&w.token).into_iter().find(|o| o.0 == exp_id).unwrap();
-    assert_eq!((exp.2, exp.3), (Some(true), Some(true)), "exportable: sensitive but extractable");
+    let exp_id = w
+        .map()
+        .into_iter()
+        .find(|m| m.name.contains("/cryptoKeys/exp/"))
+        .unwrap()
+        .token_id;
+    let exp = token_objects(&w.token)
+        .into_iter()
+        .find(|o| o.0 == exp_id)
+        .unwrap();
+    assert_eq!(
+        (exp.2, exp.3),
+        (Some(true), Some(true)),
+        "exportable: sensitive but extractable"
+    );
     w.assert_matches("exportable");
 
     // A principal without kms.cryptoKeys.create cannot create a key; nothing reaches the token.
-    w.admin(R::IamBind { resource: RING.into(), role: "roles/kms.viewer".into(), member: "user:v@acme.example".into(), allow_sod_violation: false });
+    w.admin(R::IamBind {
+        resource: RING.into(),
+        role: "roles/kms.viewer".into(),
+        member: "user:v@acme.example".into(),
+        allow_sod_violation: false,
+    });
     let before = token_objects(&w.token).len();
     let e = w
-        .as_("user:v@acme.example", R::KeyCreate { keyring: RING.into(), id: "nope".into(), purpose: "MAC".into(), algorithm: "HMAC_SHA256".into(), exportable: false })
+        .as_(
+            "user:v@acme.example",
+            R::KeyCreate {
+                keyring: RING.into(),
+                id: "nope".into(),
+                purpose: "MAC".into(),
+                algorithm: "HMAC_SHA256".into(),
+                exportable: false,
+            },
+        )
         .unwrap_err();
     assert!(e.message.contains("permission denied"), "{e}");
     assert_eq!(before, token_objects(&w.token).len());
-    let q = w.json(R::AuditQuery { filter: keyward_wire::admin::AuditFilter { principal: Some("user:v@acme.example".into()), action: Some("key.create".into()), result: Some("denied".into()), ..Default::default() } });
+    let q = w.json(R::AuditQuery {
+        filter: keyward_wire::admin::AuditFilter {
+            principal: Some("user:v@acme.example".into()),
+            action: Some("key.create".into()),
+            result: Some("denied".into()),
+            ..Default::default()
+        },
+    });
     assert_eq!(q.as_array().unwrap().len(), 1, "the denial is audited");
 
     // Rotation: symmetric keys move their primary, asymmetric ones only when asked.
     let aes = format!("{RING}/cryptoKeys/aes-256-gcm");
     let ec = format!("{RING}/cryptoKeys/ec-sign-p256-sha256");
-    w.admin(R::KeyRotate { name: aes.clone(), set_primary: false });
+    w.admin(R::KeyRotate {
+        name: aes.clone(),
+        set_primary: false,
+    });
     assert_eq!(w.primary(&aes), 2);
-    w.admin(R::KeyRotate { name: ec.clone(), set_primary: false });
+    w.admin(R::KeyRotate {
+        name: ec.clone(),
+        set_primary: false,
+    });
     assert_eq!(w.primary(&ec), 1);
-    w.admin(R::KeyRotate { name: ec.clone(), set_primary: true });
+    w.admin(R::KeyRotate {
+        name: ec.clone(),
+        set_primary: true,
+    });
     assert_eq!(w.primary(&ec), 3);
-    w.admin(R::KeySetPrimary { name: ec.clone(), version: 2 });
+    w.admin(R::KeySetPrimary {
+        name: ec.clone(),
+        version: 2,
+    });
     assert_eq!(w.primary(&ec), 2);
     w.assert_matches("after rotations");
 
     // The public key is a PEM that OpenSSL reads.
-    let pem = w.json(R::KeyGetPublicKey { name: ec.clone(), version: None })["pem"].as_str().unwrap().to_string();
+    let pem = w.json(R::KeyGetPublicKey {
+        name: ec.clone(),
+        version: None,
+    })["pem"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let pem_path = dir.path().join("ec.pem");
     std::fs::write(&pem_path, &pem).unwrap();
-    let out = Command::new("openssl").args(["pkey", "-pubin", "-noout", "-text", "-in"]).arg(&pem_path).output().unwrap();
-    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("prime256v1"), "{out:?}");
+    let out = Command::new("openssl")
+        .args(["pkey", "-pubin", "-noout", "-text", "-in"])
+        .arg(&pem_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("prime256v1"),
+        "{out:?}"
+    );
 
     // Disable, enable, schedule destruction, restore, destroy after the grace period.
     let v1 = format!("{aes}/cryptoKeyVersions/1");
@@ -230,43 +345,97 @@ fn key_lifecycle_against_softhsm2() {
     assert_eq!(w.state(&v1), "DISABLED");
     w.admin(R::VersionEnable { name: v1.clone() });
     assert_eq!(w.state(&v1), "ENABLED");
-    let e = w.as_(ADMIN, R::VersionDestroy { name: v1.clone(), grace_secs: Some(3600) }).unwrap_err();
+    let e = w
+        .as_(
+            ADMIN,
+            R::VersionDestroy {
+                name: v1.clone(),
+                grace_secs: Some(3600),
+            },
+        )
+        .unwrap_err();
     assert!(e.message.contains("at least 1 day"), "{e}");
-    let e = w.as_(ADMIN, R::VersionDestroy { name: format!("{aes}/cryptoKeyVersions/2"), grace_secs: None }).unwrap_err();
+    let e = w
+        .as_(
+            ADMIN,
+            R::VersionDestroy {
+                name: format!("{aes}/cryptoKeyVersions/2"),
+                grace_secs: None,
+            },
+        )
+        .unwrap_err();
     assert!(e.message.contains("is the primary"), "{e}");
-    w.admin(R::VersionDestroy { name: v1.clone(), grace_secs: None });
+    w.admin(R::VersionDestroy {
+        name: v1.clone(),
+        grace_secs: None,
+    });
     assert_eq!(w.state(&v1), "DESTROY_SCHEDULED");
     w.assert_matches("scheduled: the object stays until the grace ends");
     w.admin(R::VersionRestore { name: v1.clone() });
     assert_eq!(w.state(&v1), "DISABLED");
-    w.admin(R::VersionDestroy { name: v1.clone(), grace_secs: Some(86_400) });
-    assert!(w.svc.destroy_due().unwrap().is_empty(), "nothing is due before the grace ends");
+    w.admin(R::VersionDestroy {
+        name: v1.clone(),
+        grace_secs: Some(86_400),
+    });
+    assert!(
+        w.svc.destroy_due().unwrap().is_empty(),
+        "nothing is due before the grace ends"
+    );
     w.clock.0.fetch_add(86_400 * 1000 + 1000, Ordering::SeqCst);
     assert_eq!(w.svc.destroy_due().unwrap(), vec![v1.clone()]);
     assert_eq!(w.state(&v1), "DESTROYED");
     w.assert_matches("after destruction");
-    let e = w.as_(ADMIN, R::VersionRestore { name: v1.clone() }).unwrap_err();
+    let e = w
+        .as_(ADMIN, R::VersionRestore { name: v1.clone() })
+        .unwrap_err();
     assert!(e.message.contains("destroyed"), "{e}");
 
     // Reconciliation reports drift and deletes nothing.
     let stray = w.token.new_object_id().unwrap();
     w.token
-        .generate_key(&keyward_token::KeySpec { algorithm: Algorithm::Aes128Gcm, id: &stray, label: "stray", exportable: false })
+        .generate_key(&keyward_token::KeySpec {
+            algorithm: Algorithm::Aes128Gcm,
+            id: &stray,
+            label: "stray",
+            exportable: false,
+        })
         .unwrap();
-    let gone = w.map().into_iter().find(|m| m.name.contains("hmac-sha256")).unwrap();
+    let gone = w
+        .map()
+        .into_iter()
+        .find(|m| m.name.contains("hmac-sha256"))
+        .unwrap();
     w.token.destroy_by_id(&gone.token_id).unwrap();
     let report = w.svc.reconcile().unwrap();
     assert_eq!(report.orphans.len(), 1, "{report}");
     assert!(report.orphans[0].contains("stray"), "{report}");
     assert_eq!(report.missing, vec![gone.name.clone()]);
-    assert_eq!(w.token.find_by_id(&stray).unwrap().len(), 1, "reconciliation deletes nothing");
-    let q = w.json(R::AuditQuery { filter: keyward_wire::admin::AuditFilter { action: Some("reconcile.orphan".into()), ..Default::default() } });
+    assert_eq!(
+        w.token.find_by_id(&stray).unwrap().len(),
+        1,
+        "reconciliation deletes nothing"
+    );
+    let q = w.json(R::AuditQuery {
+        filter: keyward_wire::admin::AuditFilter {
+            action: Some("reconcile.orphan".into()),
+            ..Default::default()
+        },
+    });
     assert!(!q.as_array().unwrap().is_empty());
 
     // Offline (no token) key operations are refused with a clear message.
-    let mut offline = AdminService::new(Store::open(&dir.path().join("keyward.db")).unwrap(), w.clock.clone());
+    let mut offline = AdminService::new(
+        Store::open(&dir.path().join("keyward.db")).unwrap(),
+        w.clock.clone(),
+    );
     let e = offline
-        .handle(&caller(ADMIN), R::KeyRotate { name: aes.clone(), set_primary: false })
+        .handle(
+            &caller(ADMIN),
+            R::KeyRotate {
+                name: aes.clone(),
+                set_primary: false,
+            },
+        )
         .unwrap_err();
     assert!(e.message.contains("only keywardd holds"), "{e}");
 }
