@@ -1,74 +1,127 @@
 #!/usr/bin/env bash
-# Keyward's walkthrough, end to end on this machine. Today (policy engine and store) it runs
-# offline against a fresh SQLite store: bootstrap, hierarchy, service accounts, bindings,
-# `iam test`/`who-can`/`explain`, a denied call, separation of duties, and the audit log.
-# Later stages (keywardd, the token, OpenSSL) extend this same script.
+# Keyward's walkthrough, end to end on this machine, in a temporary directory: a SoftHSM2
+# token from softhsm-config/, the store bootstrapped offline, keywardd started, then
+# hierarchy, keys in the token, bindings, `iam test`/`who-can`/`explain`, a denied call,
+# separation of duties, and the audit log with its token-signed checkpoints. Later stages
+# (the PKCS#11 module, OpenSSL CSR + TLS handshake, `keywardctl encrypt`) extend this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-export KEYWARD_DB="$work/keyward.db"
+daemon_pid=
+cleanup() {
+    [[ -n "$daemon_pid" ]] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 
 step "Build"
-cargo build --quiet --bin keywardctl
+cargo build --quiet --bin keywardctl --bin keywardd
 kw() { ./target/debug/keywardctl "$@"; }
 ADMIN=user:admin@acme.example
 
-step "Bootstrap: the organisation and its first admin (nobody else is special, root included)"
-run kw init --org acme --admin "$ADMIN"
+step "A SoftHSM2 token in $work/softhsm (never the system token store)"
+bash softhsm-config/init-token.sh "$work/softhsm" keyward-backing
+export SOFTHSM2_CONF=$work/softhsm/softhsm2.conf
+
+step "Bootstrap, offline: the organisation and its first admin (nobody else is special, root included)"
+run kw --db "$work/keyward.db" init --org acme --admin "$ADMIN"
+run kw --db "$work/keyward.db" --as "$ADMIN" iam map-uid "$(id -u)" "$ADMIN"
+
+step "Start keywardd: the only holder of the token PIN"
+cat > "$work/keyward.toml" <<TOML
+[store]
+path = "$work/keyward.db"
+[token]
+label = "keyward-backing"
+pin_file = "$work/softhsm/user-pin"
+[admin]
+socket = "$work/admin.sock"
+[client]
+socket = "$work/client.sock"
+TOML
+./target/debug/keywardd --config "$work/keyward.toml" 2>"$work/keywardd.log" &
+daemon_pid=$!
+export KEYWARD_ADMIN_SOCKET=$work/admin.sock
+for _ in $(seq 100); do [[ -S $KEYWARD_ADMIN_SOCKET ]] && break; sleep 0.1; done
+[[ -S $KEYWARD_ADMIN_SOCKET ]] || { cat "$work/keywardd.log"; exit 1; }
+echo "keywardd is up (pid $daemon_pid); keywardctl now talks to it over $KEYWARD_ADMIN_SOCKET"
 
 step "Hierarchy: folder > project > key ring, and an organisation-scoped ring"
-run kw --as "$ADMIN" folder create --parent organizations/acme eng
-run kw --as "$ADMIN" project create --parent folders/eng payments
-run kw --as "$ADMIN" keyring create --parent projects/payments web
-run kw --as "$ADMIN" keyring create --parent organizations/acme root-ca --token-label "Acme Root CA"
-run kw --as "$ADMIN" keyring list
+run kw folder create --parent organizations/acme eng
+run kw project create --parent folders/eng payments
+run kw keyring create --parent projects/payments web
+run kw keyring create --parent organizations/acme root-ca --token-label "Acme Root CA"
+run kw keyring list
+
+step "Keys in the token: AES-256-GCM, EC P-256 and RSA-PSS signing keys"
+run kw key create --keyring projects/payments/keyRings/web --purpose ENCRYPT_DECRYPT --algorithm AES_256_GCM data
+run kw key create --keyring projects/payments/keyRings/web --purpose ASYMMETRIC_SIGN --algorithm EC_SIGN_P256_SHA256 tls
+run kw key create --keyring projects/payments/keyRings/web --purpose ASYMMETRIC_SIGN --algorithm RSA_SIGN_PSS_2048_SHA256 release
+run kw key rotate projects/payments/keyRings/web/cryptoKeys/data
+run kw key list --keyring projects/payments/keyRings/web
+step "The org admin administers keys but holds no use, not even viewPublicKey: denied"
+set +e
+kw key get-public-key projects/payments/keyRings/web/cryptoKeys/tls
+echo "(exit code $?)"
+set -e
+run kw iam bind --resource projects/payments/keyRings/web --role roles/kms.publicKeyViewer --member "$ADMIN"
+run kw key get-public-key projects/payments/keyRings/web/cryptoKeys/tls
+step "SoftHSM2 2.6 cannot do OAEP with SHA-256: refused, naming the mechanism"
+set +e
+kw key create --keyring projects/payments/keyRings/web --purpose ASYMMETRIC_DECRYPT --algorithm RSA_DECRYPT_OAEP_2048_SHA256 oaep
+echo "(exit code $?)"
+set -e
 
 step "A service account for the web servers, and its key (shown once: it is the PKCS#11 PIN)"
-run kw --as "$ADMIN" sa create --project payments web --display-name "web servers"
-kw --as "$ADMIN" --json sa key create web@payments >/dev/null
-echo "(key created; not printed here)"
+run kw sa create --project payments web --display-name "web servers"
+kw --json sa key create web@payments | sed -n 's/.*"key":"\([^"]*\)".*/\1/p' > "$work/web.key"
+chmod 600 "$work/web.key"
+echo "(key written to a 0600 credentials file; not printed here)"
 
-step "Least privilege: the web servers may sign with keys of ring web; an auditor group reads"
-run kw --as "$ADMIN" iam bind --resource projects/payments/keyRings/web \
+step "Least privilege: the web servers may sign with the tls key only; an auditor group reads"
+run kw iam bind --resource projects/payments/keyRings/web/cryptoKeys/tls \
     --role roles/kms.signerVerifier --member serviceAccount:web@payments
-run kw --as "$ADMIN" group create auditors
-run kw --as "$ADMIN" group add-member auditors user:ann@acme.example
-run kw --as "$ADMIN" iam bind --resource organizations/acme --role roles/keyward.auditor \
-    --member group:auditors
+run kw group create auditors
+run kw group add-member auditors user:ann@acme.example
+run kw iam bind --resource organizations/acme --role roles/keyward.auditor --member group:auditors
 
-step "Which permissions does the web account hold on the ring? (testIamPermissions)"
-run kw --as "$ADMIN" iam test --member serviceAccount:web@payments \
-    --resource projects/payments/keyRings/web
-step "Who can sign with keys of the ring, and why?"
-run kw --as "$ADMIN" iam who-can --resource projects/payments/keyRings/web \
+step "Which permissions does the web account hold on the tls key? (testIamPermissions)"
+run kw iam test --member serviceAccount:web@payments --resource projects/payments/keyRings/web/cryptoKeys/tls
+step "Who can sign with the tls key, and why?"
+run kw iam who-can --resource projects/payments/keyRings/web/cryptoKeys/tls \
     --permission kms.cryptoKeyVersions.useToSign
-run kw --as "$ADMIN" iam explain --member user:ann@acme.example --resource projects/payments \
+run kw iam explain --member user:ann@acme.example --resource projects/payments \
     --permission kms.auditLogs.read
 
-step "A denied call: the web account tries to create a key ring"
+step "A denied call: the web account, with its own key, tries to create a key"
 set +e
-kw --as serviceAccount:web@payments keyring create --parent projects/payments rogue
+KEYWARD_CREDENTIALS=$work/web.key kw key create --keyring projects/payments/keyRings/web \
+    --purpose ENCRYPT_DECRYPT --algorithm AES_256_GCM rogue
 echo "(exit code $?)"
 set -e
 
 step "Separation of duties: one principal both administering and using keys is flagged"
-run kw --as "$ADMIN" iam bind --resource projects/payments/keyRings/web \
+run kw iam bind --resource projects/payments/keyRings/web/cryptoKeys/tls \
     --role roles/kms.admin --member serviceAccount:web@payments
 
-step "The audit log, as the auditor sees it, and its hash chain"
-run kw --as user:ann@acme.example audit tail -n 8
-run kw --as user:ann@acme.example audit verify
+step "Destroying a version waits out its grace period"
+run kw version destroy --grace 1d projects/payments/keyRings/web/cryptoKeys/data/cryptoKeyVersions/1
+run kw version list projects/payments/keyRings/web/cryptoKeys/data
 
-step "Tampering: edit one record with sqlite3, and verify again"
+step "The audit log, and its hash chain checked against the token-signed head"
+run kw audit tail -n 8
+run kw audit verify
+
+step "Stop keywardd cleanly (it signs the chain head), then tamper with the log"
+kill -TERM "$daemon_pid"; wait "$daemon_pid" || true; daemon_pid=
 if command -v sqlite3 >/dev/null; then
-    run sqlite3 "$KEYWARD_DB" "UPDATE audit_log SET result = 'allowed' WHERE result = 'denied'"
+    run sqlite3 "$work/keyward.db" "UPDATE audit_log SET result = 'allowed' WHERE result = 'denied'"
     set +e
-    kw --as user:ann@acme.example audit verify
+    kw --db "$work/keyward.db" --as "$ADMIN" audit verify
     echo "(exit code $?: the edited record is named)"
     set -e
 else
