@@ -277,7 +277,10 @@ fn fail_closed_when_the_disk_is_full() {
         .unwrap_or(false);
     // A real full disk needs a filesystem of our own: root with CAP_SYS_ADMIN, as CI and the
     // development machines run. A test that cannot run fails rather than skipping itself.
-    assert!(mounted, "cannot mount a 4 MiB tmpfs (needs root / CAP_SYS_ADMIN)");
+    assert!(
+        mounted,
+        "cannot mount a 4 MiB tmpfs (needs root / CAP_SYS_ADMIN)"
+    );
     let _mount = Mount(mnt.clone());
     let path = new_store(&mnt);
     let config = WriterConfig {
