@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod catalog;
 pub mod daemon;
 pub mod policy;
 pub mod store;

@@ -917,3 +917,38 @@ fn service_account_keys_authenticate_until_revoked() {
         None
     );
 }
+
+#[test]
+fn the_published_state_follows_every_change() {
+    let mut w = World::new();
+    w.svc.refresh().unwrap();
+    let published = w.svc.published();
+    assert!(published.current().catalog.rings.is_empty());
+    hierarchy(&mut w);
+    let state = published.current();
+    assert_eq!(
+        state.catalog.rings.len(),
+        3,
+        "rings created through the handler show at once"
+    );
+    let viewer = Principal::new("user:late@acme.example".parse().unwrap());
+    let ring: keyward::policy::KeyRingName = match "projects/payments/keyRings/web".parse().unwrap()
+    {
+        keyward::policy::ResourceName::KeyRing(r) => r,
+        _ => unreachable!(),
+    };
+    assert!(!state.policy.sees_key_ring(&viewer, &ring));
+    w.bind(
+        "projects/payments/keyRings/web",
+        "roles/kms.viewer",
+        "user:late@acme.example",
+    );
+    assert!(
+        published.current().policy.sees_key_ring(&viewer, &ring),
+        "a binding applies to the next call"
+    );
+    assert!(
+        !state.policy.sees_key_ring(&viewer, &ring),
+        "a state already taken does not change"
+    );
+}

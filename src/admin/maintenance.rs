@@ -143,6 +143,9 @@ impl AdminService {
             tx.commit().map_err(|e| failure(Failure::from(e)))?;
             done.push(name);
         }
+        if !done.is_empty() {
+            self.refresh()?;
+        }
         Ok(done)
     }
 
@@ -224,6 +227,8 @@ impl AdminService {
         );
         audit::append(&tx, &rec).map_err(|e| failure(e.into()))?;
         tx.commit().map_err(|e| failure(Failure::from(e)))?;
+        // keywardd calls this once at start: the data path's first state comes from here.
+        self.refresh()?;
         Ok(report)
     }
 }

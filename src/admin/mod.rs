@@ -269,6 +269,7 @@ pub struct AdminService {
     store: Store,
     clock: Arc<dyn Clock>,
     token: Option<Arc<keyward_token::Token>>,
+    published: crate::catalog::Published,
 }
 
 impl AdminService {
@@ -287,6 +288,7 @@ impl AdminService {
             store,
             clock,
             token: None,
+            published: Default::default(),
         }
     }
 
@@ -300,7 +302,25 @@ impl AdminService {
             store,
             clock,
             token: Some(token),
+            published: Default::default(),
         }
+    }
+
+    /// The state the data path reads (policy snapshot and key catalog), kept current: it is
+    /// rebuilt after every committed request. Call [`AdminService::refresh`] once at start.
+    pub fn published(&self) -> crate::catalog::Published {
+        self.published.clone()
+    }
+
+    /// Rebuilds the published state from the store (one read transaction).
+    pub fn refresh(&mut self) -> Result<(), AdminError> {
+        let state = self
+            .store
+            .read()
+            .and_then(|tx| crate::catalog::build(&tx))
+            .map_err(|e| Failure::from(e).into_error())?;
+        self.published.publish(state);
+        Ok(())
     }
 
     /// The clock.
@@ -340,8 +360,18 @@ impl AdminService {
             detail: None,
             request_id: None,
         };
+        let writes = !is_plain_read(&req);
         let failure = match self.run(caller, req, now_ms, &record, audited_when_allowed) {
-            Ok(resp) => return Ok(resp),
+            Ok(resp) => {
+                if writes {
+                    if let Err(e) = self.refresh() {
+                        // The change is committed; the data path keeps the previous state
+                        // until the next successful refresh.
+                        tracing::error!(error = %e, "cannot rebuild the published state");
+                    }
+                }
+                return Ok(resp);
+            }
             Err(f) => f,
         };
         record.outcome = failure.outcome();
