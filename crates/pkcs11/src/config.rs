@@ -1,0 +1,364 @@
+//! The module's configuration (design §4 "Configuration"; `include/keyward.h` documents it for
+//! C users).
+//!
+//! Settings, each from the first source that has it:
+//! 1. `pReserved` of `CK_C_INITIALIZE_ARGS` (NSS `parameters=`, p11-kit
+//!    `x-init-reserved:`): a NUL-terminated string of `key=value` settings separated by `;`
+//!    or newlines; keys `socket`, `tokens`, `credentials`, `config`;
+//! 2. the environment: `KEYWARD_SOCKET`, `KEYWARD_TOKENS`, `KEYWARD_CREDENTIALS`,
+//!    `KEYWARD_CONFIG`;
+//! 3. the config file (`config=` / `KEYWARD_CONFIG`, else `/etc/keyward/module.toml` if it
+//!    exists): TOML with `socket`, `tokens` (a list), `credentials`;
+//! 4. defaults: socket `/run/keyward/client.sock`, no tokens, no credentials.
+//!
+//! A token entry is `RING` or `RING=LABEL`, `RING` the key ring's full name
+//! (`organizations/acme/keyRings/root-ca`, `projects/p/keyRings/r`); the label defaults to the
+//! ring id. In `KEYWARD_TOKENS` and `tokens=` entries are separated by `,`.
+//!
+//! The credential file holds one service-account key, on the first line that is neither
+//! empty nor a `#` comment; it is read at each connection (so a rotated key is picked up).
+
+use keyward_wire::pkcs11::ConfiguredToken;
+use keyward_wire::ServiceAccountKey;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// The client socket when nothing says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/keyward/client.sock";
+/// The config file read when `KEYWARD_CONFIG` is not set (skipped if missing).
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/keyward/module.toml";
+/// A token label holds at most 32 bytes (`CK_TOKEN_INFO.label`).
+pub const MAX_LABEL_LEN: usize = 32;
+
+/// The module's settings for one instance (fixed at C_Initialize).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// keywardd's client socket.
+    pub socket: PathBuf,
+    /// Key rings that are always in the slot list.
+    pub tokens: Vec<ConfiguredToken>,
+    /// The credential file (`KEYWARD_CREDENTIALS`).
+    pub credentials: Option<PathBuf>,
+}
+
+/// A configuration error: C_Initialize fails with `CKR_FUNCTION_FAILED` (a bad `pReserved`
+/// with `CKR_ARGUMENTS_BAD`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `pReserved` is not a list of known `key=value` settings.
+    #[error("pReserved: {0}")]
+    Reserved(String),
+    /// A setting's value is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The config file cannot be read or parsed.
+    #[error("config file {}: {message}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    socket: Option<PathBuf>,
+    tokens: Option<Vec<String>>,
+    credentials: Option<PathBuf>,
+}
+
+#[derive(Debug, Default)]
+struct Reserved {
+    socket: Option<String>,
+    tokens: Option<String>,
+    credentials: Option<String>,
+    config: Option<String>,
+}
+
+fn parse_reserved(s: &str) -> Result<Reserved, ConfigError> {
+    let mut r = Reserved::default();
+    for item in s.split([';', '\n']) {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        let (key, value) = item
+            .split_once('=')
+            .ok_or_else(|| ConfigError::Reserved(format!("'{item}' is not key=value")))?;
+        let value = Some(value.trim().to_owned());
+        match key.trim() {
+            "socket" => r.socket = value,
+            "tokens" => r.tokens = value,
+            "credentials" => r.credentials = value,
+            "config" => r.config = value,
+            other => {
+                return Err(ConfigError::Reserved(format!(
+                    "unknown setting '{other}' (known: socket, tokens, credentials, config)"
+                )))
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// Parses one token entry, `RING` or `RING=LABEL`.
+pub fn parse_token(entry: &str) -> Result<ConfiguredToken, ConfigError> {
+    let entry = entry.trim();
+    let (ring, label) = match entry.split_once('=') {
+        Some((ring, label)) => (ring.trim(), Some(label.trim())),
+        None => (entry, None),
+    };
+    let id = ring
+        .rsplit_once("/keyRings/")
+        .map(|(_, id)| id)
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+        .ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "token '{entry}': expected a key ring's full name such as \
+                 organizations/ORG/keyRings/RING or projects/P/keyRings/RING, optionally \
+                 followed by =LABEL"
+            ))
+        })?;
+    let label = label.unwrap_or(id);
+    if label.is_empty() || label.len() > MAX_LABEL_LEN {
+        return Err(ConfigError::Invalid(format!(
+            "token '{entry}': the label '{label}' must hold 1 to {MAX_LABEL_LEN} bytes"
+        )));
+    }
+    Ok(ConfiguredToken {
+        ring: ring.to_owned(),
+        label: label.to_owned(),
+    })
+}
+
+fn parse_tokens<'a>(entries: impl Iterator<Item = &'a str>) -> Result<Vec<ConfiguredToken>, ConfigError> {
+    let mut out: Vec<ConfiguredToken> = Vec::new();
+    for e in entries.map(str::trim).filter(|e| !e.is_empty()) {
+        let t = parse_token(e)?;
+        if !out.iter().any(|o| o.ring == t.ring) {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+impl Config {
+    /// Loads the configuration from `reserved` (the `pReserved` string, if any), the
+    /// environment as `env` reports it, and the config file.
+    pub fn load(
+        reserved: Option<&str>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let r = match reserved {
+            Some(s) => parse_reserved(s)?,
+            None => Reserved::default(),
+        };
+        let env = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+        let file = match r.config.clone().or_else(|| env("KEYWARD_CONFIG")) {
+            Some(path) => read_file(Path::new(&path), true)?,
+            None => read_file(Path::new(DEFAULT_CONFIG_FILE), false)?,
+        };
+        let socket = r
+            .socket
+            .map(PathBuf::from)
+            .or_else(|| env("KEYWARD_SOCKET").map(PathBuf::from))
+            .or(file.socket)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+        let tokens = match r.tokens.or_else(|| env("KEYWARD_TOKENS")) {
+            Some(list) => parse_tokens(list.split(','))?,
+            None => parse_tokens(file.tokens.unwrap_or_default().iter().map(String::as_str))?,
+        };
+        let credentials = r
+            .credentials
+            .map(PathBuf::from)
+            .or_else(|| env("KEYWARD_CREDENTIALS").map(PathBuf::from))
+            .or(file.credentials);
+        Ok(Config {
+            socket,
+            tokens,
+            credentials,
+        })
+    }
+
+    /// Loads the configuration from `reserved` and the process environment.
+    pub fn from_process(reserved: Option<&str>) -> Result<Config, ConfigError> {
+        Config::load(reserved, &|k| std::env::var(k).ok())
+    }
+
+    /// Reads the service-account key from the credential file, if one is configured.
+    pub fn read_credentials(&self) -> Result<Option<ServiceAccountKey>, ConfigError> {
+        let Some(path) = &self.credentials else {
+            return Ok(None);
+        };
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.clone(),
+            message: e.to_string(),
+        })?);
+        text.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|key| Some(ServiceAccountKey::new(key)))
+            .ok_or_else(|| ConfigError::File {
+                path: path.clone(),
+                message: "holds no service-account key".into(),
+            })
+    }
+}
+
+fn read_file(path: &Path, required: bool) -> Result<FileSettings, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(FileSettings::default())
+        }
+        Err(e) => {
+            return Err(ConfigError::File {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })
+        }
+    };
+    toml::from_str(&text).map_err(|e| ConfigError::File {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_with_an_empty_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("m.toml");
+        std::fs::write(&f, "").unwrap();
+        let c = Config::load(None, &env_of(&[("KEYWARD_CONFIG", f.to_str().unwrap())])).unwrap();
+        assert_eq!(c.socket, Path::new(DEFAULT_SOCKET));
+        assert!(c.tokens.is_empty());
+        assert_eq!(c.credentials, None);
+    }
+
+    #[test]
+    fn precedence_reserved_env_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("m.toml");
+        std::fs::write(
+            &f,
+            "socket = \"/file.sock\"\ntokens = [\"projects/p/keyRings/file\"]\n\
+             credentials = \"/file.cred\"\n",
+        )
+        .unwrap();
+        let cfg = f.to_str().unwrap();
+        let file_only = Config::load(None, &env_of(&[("KEYWARD_CONFIG", cfg)])).unwrap();
+        assert_eq!(file_only.socket, Path::new("/file.sock"));
+        assert_eq!(file_only.tokens[0].label, "file");
+        assert_eq!(file_only.credentials.as_deref(), Some(Path::new("/file.cred")));
+
+        let env = env_of(&[
+            ("KEYWARD_CONFIG", cfg),
+            ("KEYWARD_SOCKET", "/env.sock"),
+            ("KEYWARD_TOKENS", "organizations/o/keyRings/a, projects/p/keyRings/b=Bee CA"),
+        ]);
+        let c = Config::load(None, &env).unwrap();
+        assert_eq!(c.socket, Path::new("/env.sock"));
+        assert_eq!(
+            c.tokens,
+            vec![
+                ConfiguredToken {
+                    ring: "organizations/o/keyRings/a".into(),
+                    label: "a".into()
+                },
+                ConfiguredToken {
+                    ring: "projects/p/keyRings/b".into(),
+                    label: "Bee CA".into()
+                },
+            ]
+        );
+        assert_eq!(c.credentials.as_deref(), Some(Path::new("/file.cred")));
+
+        let c = Config::load(
+            Some("socket=/res.sock; tokens=projects/q/keyRings/r\ncredentials = /res.cred"),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.socket, Path::new("/res.sock"));
+        assert_eq!(c.tokens.len(), 1);
+        assert_eq!(c.tokens[0].ring, "projects/q/keyRings/r");
+        assert_eq!(c.credentials.as_deref(), Some(Path::new("/res.cred")));
+    }
+
+    #[test]
+    fn bad_settings() {
+        let none = env_of(&[("KEYWARD_CONFIG", "/nonexistent/keyward/module.toml")]);
+        // An explicit config file must exist.
+        assert!(matches!(
+            Config::load(None, &none),
+            Err(ConfigError::File { .. })
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("m.toml");
+        std::fs::write(&f, "sockett = 1\n").unwrap();
+        let env = env_of(&[("KEYWARD_CONFIG", f.to_str().unwrap())]);
+        assert!(matches!(
+            Config::load(None, &env),
+            Err(ConfigError::File { .. })
+        ));
+        std::fs::write(&f, "").unwrap();
+        assert!(matches!(
+            Config::load(Some("bogus=1"), &env),
+            Err(ConfigError::Reserved(_))
+        ));
+        assert!(matches!(
+            Config::load(Some("socket"), &env),
+            Err(ConfigError::Reserved(_))
+        ));
+        for bad in [
+            "root-ca",
+            "organizations/o/keyRings/",
+            "projects/p/keyRings/r/cryptoKeys/k",
+            "projects/p/keyRings/r=",
+            "projects/p/keyRings/r=0123456789012345678901234567890123",
+        ] {
+            assert!(parse_token(bad).is_err(), "{bad}");
+        }
+        // Duplicates collapse; empty entries are skipped.
+        let env = env_of(&[
+            ("KEYWARD_CONFIG", f.to_str().unwrap()),
+            ("KEYWARD_TOKENS", "projects/p/keyRings/r,,projects/p/keyRings/r=X"),
+        ]);
+        assert_eq!(Config::load(None, &env).unwrap().tokens.len(), 1);
+    }
+
+    #[test]
+    fn credentials_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cred = dir.path().join("cred");
+        std::fs::write(&cred, "# web@payments\n\n  kwAbC123.0123456789abcdefghijkl  \n").unwrap();
+        let mut c = Config {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            tokens: vec![],
+            credentials: Some(cred.clone()),
+        };
+        let key = c.read_credentials().unwrap().unwrap();
+        assert_eq!(key.expose_secret(), "kwAbC123.0123456789abcdefghijkl");
+        std::fs::write(&cred, "# nothing\n").unwrap();
+        assert!(c.read_credentials().is_err());
+        c.credentials = Some(dir.path().join("missing"));
+        assert!(c.read_credentials().is_err());
+        c.credentials = None;
+        assert!(c.read_credentials().unwrap().is_none());
+    }
+}

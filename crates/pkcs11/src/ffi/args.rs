@@ -1,0 +1,292 @@
+//! Reading raw arguments into typed values. Each reader states what it needs of the pointer
+//! it is given; NULL where a value is required, or a length that does not fit, is
+//! `CKR_ARGUMENTS_BAD` (mechanism parameters: `CKR_MECHANISM_PARAM_INVALID`).
+
+use crate::error::Error;
+use crate::fns::general::{InitArgs, MutexCallbacks};
+use crate::mech::{gcm_layout, param_kind, ParamKind};
+use keyward_wire::pkcs11::{
+    Attribute, Blob, CtrParams, Ecdh1DeriveParams, GcmLayout, GcmParams, Mechanism,
+    MechParams, OaepParams, PssParams, RsaAesKeyWrapParams,
+};
+use pkcs11_sys::*;
+use std::ffi::c_void;
+
+/// The longest `pReserved` string read (settings are a few paths and ring names).
+const MAX_RESERVED: usize = 64 * 1024;
+
+/// `CK_ULONG` to `usize` (style rule 6: never `as`).
+pub(super) fn len(ul: CK_ULONG) -> Result<usize, Error> {
+    let n = usize::try_from(ul).map_err(|_| Error::ArgumentsBad("length does not fit"))?;
+    // No slice may exceed isize::MAX bytes.
+    isize::try_from(n).map_err(|_| Error::ArgumentsBad("length too large"))?;
+    Ok(n)
+}
+
+/// `CK_ULONG` to `u64`.
+pub(super) fn ulong(ul: CK_ULONG) -> u64 {
+    u64::from(ul)
+}
+
+/// The `n` items at `p`; NULL is an empty slice when `n` is 0 and an error otherwise.
+///
+/// # Safety
+/// A non-NULL `p` must point to `n` readable, initialised, aligned `T`s that outlive `'a`.
+pub(super) unsafe fn slice<'a, T>(p: *const T, n: CK_ULONG) -> Result<&'a [T], Error> {
+    let n = len(n)?;
+    if p.is_null() {
+        return if n == 0 {
+            Ok(&[])
+        } else {
+            Err(Error::ArgumentsBad("NULL buffer with a non-zero length"))
+        };
+    }
+    // SAFETY: p is non-NULL and, per this function's contract, valid for n reads of T.
+    Ok(unsafe { std::slice::from_raw_parts(p, n) })
+}
+
+/// `*p`, for a required pointer argument.
+///
+/// # Safety
+/// A non-NULL `p` must be valid for reading a `T` (alignment not required).
+pub(super) unsafe fn read<T: Copy>(p: *const T) -> Result<T, Error> {
+    if p.is_null() {
+        return Err(Error::ArgumentsBad("NULL pointer"));
+    }
+    // SAFETY: non-NULL and valid for a read per the contract; read_unaligned tolerates
+    // clients that pack their structures.
+    Ok(unsafe { std::ptr::read_unaligned(p) })
+}
+
+/// A template of `count` attributes at `p`, decoded into typed attributes.
+///
+/// # Safety
+/// A non-NULL `p` must point to `count` `CK_ATTRIBUTE`s whose `pValue` are NULL or valid
+/// for `ulValueLen` bytes.
+pub(super) unsafe fn template(p: *const CK_ATTRIBUTE, count: CK_ULONG) -> Result<Vec<Attribute>, Error> {
+    // SAFETY: forwarded contract.
+    let raw = unsafe { slice(p, count)? };
+    raw.iter()
+        .map(|a| {
+            // SAFETY: per the contract pValue is NULL or valid for ulValueLen bytes.
+            let bytes = unsafe { slice(a.pValue as *const u8, a.ulValueLen)? };
+            crate::attr::decode(ulong(a.type_), bytes)
+        })
+        .collect()
+}
+
+fn param_bytes_err(what: &'static str) -> Error {
+    Error::MechanismParamInvalid(what)
+}
+
+/// Bytes of a mechanism parameter field; NULL with a length is a parameter error.
+///
+/// # Safety
+/// A non-NULL `p` must be valid for `n` bytes.
+unsafe fn param_bytes(p: *const u8, n: CK_ULONG) -> Result<Blob, Error> {
+    if p.is_null() && n != 0 {
+        return Err(param_bytes_err("NULL parameter buffer with a length"));
+    }
+    // SAFETY: forwarded contract; NULL only with n == 0.
+    Ok(Blob::from(unsafe { slice(p, n)? }))
+}
+
+/// A parameter structure `T`, which must be exactly `ulParameterLen` bytes.
+///
+/// # Safety
+/// A non-NULL `p` must be valid for `n` bytes.
+unsafe fn param_struct<T: Copy>(p: *const c_void, n: usize) -> Result<T, Error> {
+    if p.is_null() || n != std::mem::size_of::<T>() {
+        return Err(param_bytes_err("parameter structure of the wrong size"));
+    }
+    // SAFETY: non-NULL, n == size_of::<T>() bytes readable per the contract.
+    Ok(unsafe { std::ptr::read_unaligned(p.cast::<T>()) })
+}
+
+/// The 2.40 `CK_GCM_PARAMS` as first published (no `ulIvBits`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GcmParamsWithoutIvBits {
+    pIv: CK_BYTE_PTR,
+    ulIvLen: CK_ULONG,
+    pAAD: CK_BYTE_PTR,
+    ulAADLen: CK_ULONG,
+    ulTagBits: CK_ULONG,
+}
+
+/// # Safety
+/// `o.pSourceData` must be NULL or valid for `o.ulSourceDataLen` bytes.
+unsafe fn oaep(o: &CK_RSA_PKCS_OAEP_PARAMS) -> Result<OaepParams, Error> {
+    Ok(OaepParams {
+        hash: ulong(o.hashAlg),
+        mgf: ulong(o.mgf),
+        source: ulong(o.source),
+        // SAFETY: forwarded contract.
+        source_data: unsafe { param_bytes(o.pSourceData as *const u8, o.ulSourceDataLen)? },
+    })
+}
+
+/// A `CK_MECHANISM`, decoded with typed parameters (either `CK_GCM_PARAMS` layout).
+///
+/// # Safety
+/// A non-NULL `p` must point to a `CK_MECHANISM` whose parameter is valid for
+/// `ulParameterLen` bytes and whose nested pointers are valid as PKCS#11 specifies.
+pub(super) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism, Error> {
+    // SAFETY: forwarded contract.
+    let m = unsafe { read(p)? };
+    let ty = ulong(m.mechanism);
+    let n = len(m.ulParameterLen)?;
+    let pp = m.pParameter as *const c_void;
+    let params = match param_kind(ty) {
+        ParamKind::None if n == 0 => MechParams::None,
+        ParamKind::None => return Err(param_bytes_err("this mechanism takes no parameter")),
+        ParamKind::Unknown if n == 0 => MechParams::None,
+        ParamKind::Unknown => return Err(Error::MechanismInvalid(ty)),
+        // SAFETY: pParameter is valid for n bytes per the contract.
+        ParamKind::Bytes => MechParams::Bytes(unsafe { param_bytes(pp.cast(), m.ulParameterLen)? }),
+        ParamKind::Gcm => {
+            let layout = gcm_layout(n)?;
+            let (iv, iv_len, iv_bits, aad, aad_len, tag_bits) = match layout {
+                GcmLayout::WithIvBits => {
+                    // SAFETY: n is this layout's size; valid per the contract.
+                    let g: CK_GCM_PARAMS = unsafe { param_struct(pp, n)? };
+                    (g.pIv, g.ulIvLen, Some(g.ulIvBits), g.pAAD, g.ulAADLen, g.ulTagBits)
+                }
+                GcmLayout::WithoutIvBits => {
+                    // SAFETY: as above, for the shorter layout.
+                    let g: GcmParamsWithoutIvBits = unsafe { param_struct(pp, n)? };
+                    (g.pIv, g.ulIvLen, None, g.pAAD, g.ulAADLen, g.ulTagBits)
+                }
+            };
+            // SAFETY: the nested buffers are valid for their lengths per the contract.
+            let iv = unsafe { param_bytes(iv, iv_len)? };
+            // SAFETY: as above.
+            let aad = unsafe { param_bytes(aad, aad_len)? };
+            if iv.is_empty() {
+                return Err(param_bytes_err("GCM without an IV"));
+            }
+            let iv_bits = match iv_bits {
+                Some(b) => ulong(b),
+                None => u64::try_from(iv.len())
+                    .ok()
+                    .and_then(|l| l.checked_mul(8))
+                    .ok_or(param_bytes_err("IV too long"))?,
+            };
+            MechParams::Gcm(GcmParams {
+                iv,
+                iv_bits,
+                aad,
+                tag_bits: ulong(tag_bits),
+                layout,
+            })
+        }
+        ParamKind::Ctr => {
+            // SAFETY: size checked by param_struct; valid per the contract.
+            let c: CK_AES_CTR_PARAMS = unsafe { param_struct(pp, n)? };
+            MechParams::Ctr(CtrParams {
+                counter_bits: ulong(c.ulCounterBits),
+                cb: c.cb,
+            })
+        }
+        ParamKind::Oaep => {
+            // SAFETY: size checked; valid per the contract.
+            let o: CK_RSA_PKCS_OAEP_PARAMS = unsafe { param_struct(pp, n)? };
+            // SAFETY: nested label valid per the contract.
+            MechParams::Oaep(unsafe { oaep(&o)? })
+        }
+        ParamKind::Pss => {
+            // SAFETY: size checked; valid per the contract.
+            let s: CK_RSA_PKCS_PSS_PARAMS = unsafe { param_struct(pp, n)? };
+            MechParams::Pss(PssParams {
+                hash: ulong(s.hashAlg),
+                mgf: ulong(s.mgf),
+                salt_len: ulong(s.sLen),
+            })
+        }
+        ParamKind::RsaAesKeyWrap => {
+            // SAFETY: size checked; valid per the contract.
+            let w: CK_RSA_AES_KEY_WRAP_PARAMS = unsafe { param_struct(pp, n)? };
+            if w.pOAEPParams.is_null() {
+                return Err(param_bytes_err("RSA-AES key wrap without OAEP parameters"));
+            }
+            // SAFETY: non-NULL nested structure, valid per the contract.
+            let o = unsafe { std::ptr::read_unaligned(w.pOAEPParams) };
+            MechParams::RsaAesKeyWrap(RsaAesKeyWrapParams {
+                aes_key_bits: ulong(w.ulAESKeyBits),
+                // SAFETY: nested label valid per the contract.
+                oaep: unsafe { oaep(&o)? },
+            })
+        }
+        ParamKind::Ecdh1Derive => {
+            // SAFETY: size checked; valid per the contract.
+            let e: CK_ECDH1_DERIVE_PARAMS = unsafe { param_struct(pp, n)? };
+            MechParams::Ecdh1Derive(Ecdh1DeriveParams {
+                kdf: ulong(e.kdf),
+                // SAFETY: nested buffers valid per the contract.
+                shared_data: unsafe { param_bytes(e.pSharedData, e.ulSharedDataLen)? },
+                // SAFETY: as above.
+                public_data: unsafe { param_bytes(e.pPublicData, e.ulPublicDataLen)? },
+            })
+        }
+    };
+    Ok(Mechanism { ty, params })
+}
+
+/// `CK_C_INITIALIZE_ARGS` at `p` (NULL: `None`).
+///
+/// # Safety
+/// A non-NULL `p` must point to a `CK_C_INITIALIZE_ARGS` whose `pReserved` is NULL or a
+/// NUL-terminated string.
+pub(super) unsafe fn init_args(p: *const c_void) -> Result<Option<InitArgs>, Error> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: non-NULL, a CK_C_INITIALIZE_ARGS per the contract.
+    let a: CK_C_INITIALIZE_ARGS = unsafe { std::ptr::read_unaligned(p.cast()) };
+    let given = [
+        a.CreateMutex.is_some(),
+        a.DestroyMutex.is_some(),
+        a.LockMutex.is_some(),
+        a.UnlockMutex.is_some(),
+    ];
+    let mutexes = match given.iter().filter(|g| **g).count() {
+        0 => MutexCallbacks::None,
+        4 => MutexCallbacks::All,
+        _ => MutexCallbacks::Partial,
+    };
+    let reserved = if a.pReserved.is_null() {
+        None
+    } else {
+        // SAFETY: a NUL-terminated string per the contract; read at most MAX_RESERVED
+        // bytes looking for the NUL.
+        let bytes = unsafe { c_string(a.pReserved as *const u8, MAX_RESERVED)? };
+        Some(
+            String::from_utf8(bytes)
+                .map_err(|_| Error::ArgumentsBad("pReserved is not UTF-8"))?,
+        )
+    };
+    Ok(Some(InitArgs {
+        mutexes,
+        os_locking_ok: a.flags & CKF_OS_LOCKING_OK != 0,
+        reserved,
+    }))
+}
+
+/// The bytes of the NUL-terminated string at `p` (without the NUL), at most `max` bytes.
+///
+/// # Safety
+/// `p` must be non-NULL and point to a NUL-terminated string (or at least `max` readable
+/// bytes).
+pub(super) unsafe fn c_string(p: *const u8, max: usize) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    for i in 0..max {
+        // SAFETY: every byte up to and including the NUL is readable per the contract, and
+        // we stop at the NUL.
+        let b = unsafe { *p.add(i) };
+        if b == 0 {
+            return Ok(out);
+        }
+        out.push(b);
+    }
+    Err(Error::ArgumentsBad("string too long or not NUL-terminated"))
+}

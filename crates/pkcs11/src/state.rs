@@ -1,0 +1,579 @@
+//! The module instance: configuration, the fixed slot list, the connection to keywardd, the
+//! session table and the logins to replay (design §1, §4).
+//!
+//! **One instance per `C_Initialize`**, held in [`STATE`] with the pid that made it: a forked
+//! child sees another pid and gets `CKR_CRYPTOKI_NOT_INITIALIZED` until it calls
+//! `C_Initialize`, which replaces the parent's copy (dropping it only closes the child's
+//! copies of the descriptors; the parent's connection is untouched).
+//!
+//! **Lock order** (take only in this order; every lock is `parking_lot`, so nothing
+//! poisons):
+//! 1. [`STATE`] (read: just long enough to clone the `Arc<Instance>`; write: C_Initialize /
+//!    C_Finalize swap it);
+//! 2. `Instance::conn`: held across one request/response, because it exists to serialise
+//!    that connection (one request in flight); never held for anything else;
+//! 3. `Instance::sessions`: short sections, never across IPC;
+//! 4. `Instance::logins`: short sections, never across IPC.
+//!
+//! **Connections.** Lazy: the first call that needs keywardd connects (C_Initialize tries once,
+//! with a short timeout, to fetch the slot list). Every connection has a *generation*; each
+//! session remembers the generation it was opened in. When a connection breaks, the
+//! generation moves on, so its sessions are dead: the call that noticed gets
+//! `CKR_DEVICE_REMOVED` (narrowed per function), later calls on those sessions
+//! `CKR_SESSION_HANDLE_INVALID`. The next call that connects again replays the instance's
+//! logins with the PINs kept for that (zeroised on drop: at C_Logout, C_Finalize, or a
+//! replay the daemon refuses).
+
+use crate::config::Config;
+use crate::error::Error;
+use keyward_wire::pkcs11::{
+    Blob, ConfiguredToken, ObjectHandle, Pin, Pkcs11Request, Pkcs11Response,
+    SessionId, SlotDescription, SlotId, TokenInfo, UserType,
+};
+use keyward_wire::{
+    ClientKind, ClientOptions, Hello, InstanceSecret, RequestBody, ResponseBody, WireError,
+};
+use keyward_wire::Client;
+use parking_lot::{Mutex, RwLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The module's one global: the current instance, if initialised.
+pub static STATE: RwLock<Option<Arc<Instance>>> = RwLock::new(None);
+
+/// How long C_Initialize waits for keywardd's handshake when fetching the slot list, and any
+/// later connect waits for the handshake (token calls after it have no timeout: RSA key
+/// generation can take seconds).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Token flags of a configured token listed while keywardd is down (design §4).
+pub const CONFIGURED_TOKEN_FLAGS: u64 = pkcs11_sys::CKF_RNG
+    | pkcs11_sys::CKF_LOGIN_REQUIRED
+    | pkcs11_sys::CKF_USER_PIN_INITIALIZED
+    | pkcs11_sys::CKF_TOKEN_INITIALIZED;
+
+/// One slot of the fixed slot list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    /// The slot id.
+    pub id: SlotId,
+    /// The key ring's full name (slot description).
+    pub ring: String,
+    /// The token as first listed (label, serial); flags and counts are refreshed by
+    /// C_GetTokenInfo.
+    pub token: TokenInfo,
+}
+
+impl Slot {
+    /// A configured key ring, described without keywardd.
+    pub fn configured(t: &ConfiguredToken) -> Slot {
+        let (id, serial) = keyward_wire::pkcs11::ring_identity(&t.ring);
+        Slot {
+            id,
+            ring: t.ring.clone(),
+            token: TokenInfo {
+                label: t.label.clone(),
+                serial,
+                flags: CONFIGURED_TOKEN_FLAGS,
+                session_count: None,
+                rw_session_count: None,
+            },
+        }
+    }
+}
+
+/// The slot list: keywardd's answer (which includes the configured rings) when it was
+/// reachable, plus every configured ring it did not list; sorted by slot id.
+pub fn merge_slots(from_daemon: Vec<SlotDescription>, configured: &[ConfiguredToken]) -> Vec<Slot> {
+    let mut slots: Vec<Slot> = from_daemon
+        .into_iter()
+        .map(|d| Slot {
+            id: d.slot,
+            ring: d.ring,
+            token: d.token,
+        })
+        .collect();
+    for t in configured {
+        let s = Slot::configured(t);
+        if !slots.iter().any(|x| x.id == s.id) {
+            slots.push(s);
+        }
+    }
+    slots.sort_by_key(|s| s.id);
+    slots.dedup_by_key(|s| s.id);
+    slots
+}
+
+/// A login to replay after a reconnect.
+#[derive(Debug, Clone)]
+pub struct Login {
+    /// `CKU_USER` or `CKU_SO`.
+    pub user: UserType,
+    /// The PIN as given (zeroised on drop).
+    pub pin: Option<Pin>,
+}
+
+/// An output computed by keywardd that the client has not collected yet (two-call protocol).
+#[derive(Debug)]
+pub struct Pending {
+    /// Which call produced it (`crate::allow::Func` of the one-shot/update/final call).
+    pub call: crate::allow::Func,
+    /// The input it was computed from: a second call with other input does not get it.
+    pub input: Blob,
+    /// The output.
+    pub output: Blob,
+}
+
+/// One session of the instance.
+#[derive(Debug)]
+pub struct Session {
+    /// Its slot.
+    pub slot: SlotId,
+    /// keywardd's id for it.
+    pub remote: SessionId,
+    /// The connection generation it lives in.
+    pub generation: u64,
+    /// Opened with `CKF_RW_SESSION`.
+    pub read_write: bool,
+    /// The active C_FindObjects cursor.
+    pub find: Option<VecDeque<ObjectHandle>>,
+    /// An output waiting for its second call.
+    pub pending: Option<Pending>,
+}
+
+/// A copy of what a call needs to know about a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionRef {
+    /// The module's handle.
+    pub handle: u64,
+    /// Its slot.
+    pub slot: SlotId,
+    /// keywardd's id.
+    pub remote: SessionId,
+    /// Its connection generation.
+    pub generation: u64,
+    /// Read-write.
+    pub read_write: bool,
+}
+
+/// The session table.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    next: u64,
+    map: HashMap<u64, Session>,
+}
+
+impl Sessions {
+    /// Adds a session and returns its handle (never 0, never reused within the instance).
+    pub fn insert(&mut self, s: Session) -> u64 {
+        self.next += 1;
+        let h = self.next;
+        self.map.insert(h, s);
+        h
+    }
+
+    /// The session `h`.
+    pub fn get(&self, h: u64) -> Option<&Session> {
+        self.map.get(&h)
+    }
+
+    /// The session `h`, mutably.
+    pub fn get_mut(&mut self, h: u64) -> Option<&mut Session> {
+        self.map.get_mut(&h)
+    }
+
+    /// Removes session `h`.
+    pub fn remove(&mut self, h: u64) -> Option<Session> {
+        self.map.remove(&h)
+    }
+
+    /// Handles of the sessions on `slot`.
+    pub fn on_slot(&self, slot: SlotId) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .map
+            .iter()
+            .filter(|(_, s)| s.slot == slot)
+            .map(|(h, _)| *h)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// (all, read-write) sessions on `slot` alive in `generation`.
+    pub fn counts(&self, slot: SlotId, generation: u64) -> (u64, u64) {
+        let live = self
+            .map
+            .values()
+            .filter(|s| s.slot == slot && s.generation == generation);
+        live.fold((0, 0), |(all, rw), s| (all + 1, rw + u64::from(s.read_write)))
+    }
+}
+
+/// The connection to keywardd and its generation.
+#[derive(Debug, Default)]
+pub struct Conn {
+    client: Option<Client>,
+    generation: u64,
+    secret: Option<InstanceSecret>,
+}
+
+/// One module instance (one successful C_Initialize in one process).
+#[derive(Debug)]
+pub struct Instance {
+    /// The process that initialised it.
+    pub pid: u32,
+    /// The configuration.
+    pub config: Config,
+    /// The slot list, fixed at C_Initialize.
+    pub slots: Vec<Slot>,
+    conn: Mutex<Conn>,
+    /// The session table (lock order 3).
+    pub sessions: Mutex<Sessions>,
+    /// Logins per slot (lock order 4).
+    pub logins: Mutex<HashMap<SlotId, Login>>,
+}
+
+/// The current instance, if this process initialised the module.
+pub fn instance() -> Result<Arc<Instance>, Error> {
+    match &*STATE.read() {
+        Some(i) if i.pid == std::process::id() => Ok(Arc::clone(i)),
+        _ => Err(Error::NotInitialized),
+    }
+}
+
+fn expect(r: Pkcs11Response, what: &'static str) -> Error {
+    tracing::debug!(response = ?r, "unexpected response");
+    Error::UnexpectedResponse(what)
+}
+
+impl Instance {
+    /// A new instance for this process: tries keywardd once for the slot list (design §4: the
+    /// list is fixed here), and lists the configured tokens whatever the answer.
+    pub fn new(config: Config) -> Instance {
+        let inst = Instance {
+            pid: std::process::id(),
+            slots: Vec::new(),
+            config,
+            conn: Mutex::new(Conn::default()),
+            sessions: Mutex::new(Sessions::default()),
+            logins: Mutex::new(HashMap::new()),
+        };
+        let listed = inst.call(Pkcs11Request::ListSlots {
+            configured: inst.config.tokens.clone(),
+        });
+        let from_daemon = match listed {
+            Ok(Pkcs11Response::Slots(s)) => s,
+            Ok(other) => {
+                tracing::warn!(error = %expect(other, "ListSlots"), "keywardd's slot list");
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "no slot list from keywardd; configured tokens only");
+                Vec::new()
+            }
+        };
+        let slots = merge_slots(from_daemon, &inst.config.tokens);
+        Instance { slots, ..inst }
+    }
+
+    /// The slot `id`, if it is in the list.
+    pub fn slot(&self, id: u64) -> Result<&Slot, Error> {
+        self.slots
+            .iter()
+            .find(|s| s.id.0 == id)
+            .ok_or(Error::SlotIdInvalid(id))
+    }
+
+    /// True if keywardd is reachable now (connecting if need be): `CKF_TOKEN_PRESENT`.
+    pub fn daemon_up(&self) -> bool {
+        let mut conn = self.conn.lock();
+        self.ensure_connected(&mut conn).is_ok()
+    }
+
+    /// The current connection generation.
+    pub fn generation(&self) -> u64 {
+        self.conn.lock().generation
+    }
+
+    /// Connects if there is no usable connection, replaying logins. Called with `conn`
+    /// locked (lock order 2; takes `logins` briefly).
+    fn ensure_connected(&self, conn: &mut Conn) -> Result<(), Error> {
+        if conn.client.as_ref().is_some_and(Client::is_usable) {
+            return Ok(());
+        }
+        if conn.client.take().is_some() {
+            conn.generation += 1;
+        }
+        let credentials = self
+            .config
+            .read_credentials()
+            .map_err(|e| Error::TokenNotPresent(e.to_string()))?;
+        let hello = Hello::new(ClientKind::Module, conn.secret.clone(), credentials);
+        let options = ClientOptions {
+            read_timeout: Some(HANDSHAKE_TIMEOUT),
+            write_timeout: Some(HANDSHAKE_TIMEOUT),
+        };
+        let mut client = match Client::connect_with(&self.config.socket, &hello, &options) {
+            Ok(c) => c,
+            Err(e @ WireError::Connect { .. }) => return Err(Error::TokenNotPresent(e.to_string())),
+            Err(e) if e.is_disconnect() => return Err(Error::TokenNotPresent(e.to_string())),
+            Err(e) => return Err(Error::Wire(e)),
+        };
+        client
+            .stream()
+            .set_read_timeout(None)
+            .and_then(|()| client.stream().set_write_timeout(None))
+            .map_err(|e| Error::TokenNotPresent(e.to_string()))?;
+        conn.secret = Some(client.instance_secret().clone());
+        let logins: Vec<(SlotId, Login)> = self
+            .logins
+            .lock()
+            .iter()
+            .map(|(s, l)| (*s, l.clone()))
+            .collect();
+        for (slot, login) in logins {
+            let replay = Pkcs11Request::Login {
+                slot,
+                user: login.user,
+                pin: login.pin,
+            };
+            match client.call(RequestBody::Pkcs11(replay)) {
+                Ok(_) => {}
+                Err(e) if e.is_disconnect() => return Err(Error::TokenNotPresent(e.to_string())),
+                Err(e) => {
+                    // The key was revoked or the principal lost the ring: forget the login;
+                    // the slot's sessions are public sessions from now on.
+                    tracing::warn!(slot = slot.0, error = %e, "login replay refused");
+                    self.logins.lock().remove(&slot);
+                }
+            }
+        }
+        conn.client = Some(client);
+        Ok(())
+    }
+
+    fn exchange(conn: &mut Conn, request: Pkcs11Request) -> Result<Pkcs11Response, Error> {
+        let client = conn
+            .client
+            .as_mut()
+            .ok_or(Error::Wire(WireError::Broken))?;
+        match client.call(RequestBody::Pkcs11(request)) {
+            Ok(ResponseBody::Pkcs11(r)) => Ok(r),
+            Ok(ResponseBody::Admin(_)) => Err(Error::UnexpectedResponse("admin response")),
+            Err(e) => {
+                if e.is_disconnect() {
+                    conn.client = None;
+                    conn.generation += 1;
+                }
+                Err(Error::Wire(e))
+            }
+        }
+    }
+
+    /// Sends a request that needs no session, connecting if need be.
+    pub fn call(&self, request: Pkcs11Request) -> Result<Pkcs11Response, Error> {
+        let mut conn = self.conn.lock();
+        self.ensure_connected(&mut conn)?;
+        Self::exchange(&mut conn, request)
+    }
+
+    /// Opens a session on keywardd (connecting if need be) and records it.
+    pub fn open_session(&self, slot: SlotId, read_write: bool) -> Result<u64, Error> {
+        let mut conn = self.conn.lock();
+        self.ensure_connected(&mut conn)?;
+        let generation = conn.generation;
+        let remote = match Self::exchange(&mut conn, Pkcs11Request::OpenSession { slot, read_write })
+        {
+            Ok(Pkcs11Response::Session(id)) => id,
+            Ok(other) => return Err(expect(other, "OpenSession")),
+            Err(Error::Wire(e)) if e.is_disconnect() => {
+                return Err(Error::TokenNotPresent(e.to_string()))
+            }
+            Err(e) => return Err(e),
+        };
+        let handle = self.sessions.lock().insert(Session {
+            slot,
+            remote,
+            generation,
+            read_write,
+            find: None,
+            pending: None,
+        });
+        Ok(handle)
+    }
+
+    /// The session `h`, if it is alive: a session of an earlier connection is removed and
+    /// `CKR_SESSION_HANDLE_INVALID`.
+    pub fn session(&self, h: u64) -> Result<SessionRef, Error> {
+        let generation = self.generation();
+        let mut sessions = self.sessions.lock();
+        let s = sessions.get(h).ok_or(Error::SessionHandleInvalid(h))?;
+        if s.generation != generation {
+            sessions.remove(h);
+            return Err(Error::SessionHandleInvalid(h));
+        }
+        Ok(SessionRef {
+            handle: h,
+            slot: s.slot,
+            remote: s.remote,
+            generation: s.generation,
+            read_write: s.read_write,
+        })
+    }
+
+    /// Sends a request in session `s` over the connection it lives on (never reconnecting:
+    /// a session does not survive its connection).
+    pub fn call_in(&self, s: &SessionRef, request: Pkcs11Request) -> Result<Pkcs11Response, Error> {
+        let mut conn = self.conn.lock();
+        if conn.generation != s.generation || conn.client.is_none() {
+            drop(conn);
+            self.sessions.lock().remove(s.handle);
+            return Err(Error::SessionHandleInvalid(s.handle));
+        }
+        Self::exchange(&mut conn, request)
+    }
+
+    /// Expects [`Pkcs11Response::Done`].
+    pub fn call_in_done(&self, s: &SessionRef, request: Pkcs11Request) -> Result<(), Error> {
+        match self.call_in(s, request)? {
+            Pkcs11Response::Done => Ok(()),
+            other => Err(expect(other, "expected Done")),
+        }
+    }
+
+    /// Expects [`Pkcs11Response::Object`].
+    pub fn call_in_object(&self, s: &SessionRef, request: Pkcs11Request) -> Result<ObjectHandle, Error> {
+        match self.call_in(s, request)? {
+            Pkcs11Response::Object(o) => Ok(o),
+            other => Err(expect(other, "expected Object")),
+        }
+    }
+
+    /// Expects [`Pkcs11Response::Data`].
+    pub fn call_in_data(&self, s: &SessionRef, request: Pkcs11Request) -> Result<Blob, Error> {
+        match self.call_in(s, request)? {
+            Pkcs11Response::Data(d) => Ok(d),
+            other => Err(expect(other, "expected Data")),
+        }
+    }
+
+    /// Forgets session `h` locally.
+    pub fn forget_session(&self, h: u64) {
+        self.sessions.lock().remove(h);
+    }
+
+    /// Takes the pending output of `call` for `input` from session `h`, if there is one; any
+    /// other pending output of the session is dropped.
+    pub fn take_pending(&self, h: u64, call: crate::allow::Func, input: &[u8]) -> Option<Blob> {
+        let mut sessions = self.sessions.lock();
+        let p = sessions.get_mut(h)?.pending.take()?;
+        (p.call == call && p.input.as_slice() == input).then_some(p.output)
+    }
+
+    /// Keeps `output` for the second call of the two-call protocol.
+    pub fn keep_pending(&self, h: u64, pending: Pending) {
+        if let Some(s) = self.sessions.lock().get_mut(h) {
+            s.pending = Some(pending);
+        }
+    }
+
+    /// Drops a pending output of session `h` (a new `*Init`).
+    pub fn clear_pending(&self, h: u64) {
+        if let Some(s) = self.sessions.lock().get_mut(h) {
+            s.pending = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(ring: &str, label: &str) -> ConfiguredToken {
+        ConfiguredToken {
+            ring: ring.into(),
+            label: label.into(),
+        }
+    }
+
+    #[test]
+    fn configured_slots_without_daemon() {
+        let a = t("projects/p/keyRings/r", "r");
+        let s = Slot::configured(&a);
+        assert_eq!(s.id, SlotId(736_758_884));
+        assert_eq!(s.token.label, "r");
+        assert_eq!(s.token.serial, "b71f3518b443ec75");
+        assert_eq!(s.token.flags & pkcs11_sys::CKF_WRITE_PROTECTED, 0);
+        assert_ne!(s.token.flags & pkcs11_sys::CKF_LOGIN_REQUIRED, 0);
+    }
+
+    #[test]
+    fn merge_keeps_daemon_entries_and_adds_missing_configured() {
+        let a = t("projects/p/keyRings/r", "configured label");
+        let b = t("projects/p/keyRings/s", "s");
+        let (id_a, serial_a) = keyward_wire::pkcs11::ring_identity(&a.ring);
+        let daemon = vec![SlotDescription {
+            slot: id_a,
+            ring: a.ring.clone(),
+            token: TokenInfo {
+                label: "daemon label".into(),
+                serial: serial_a,
+                flags: 0x40D,
+                session_count: None,
+                rw_session_count: None,
+            },
+        }];
+        let slots = merge_slots(daemon, &[a, b.clone()]);
+        assert_eq!(slots.len(), 2);
+        let first = slots.iter().find(|s| s.id == id_a).unwrap();
+        assert_eq!(first.token.label, "daemon label");
+        assert!(slots.iter().any(|s| s.ring == b.ring));
+        assert!(slots.windows(2).all(|w| w[0].id < w[1].id));
+    }
+
+    #[test]
+    fn session_table() {
+        let mut t = Sessions::default();
+        let mk = |slot, rw, generation| Session {
+            slot: SlotId(slot),
+            remote: SessionId(1),
+            generation,
+            read_write: rw,
+            find: None,
+            pending: None,
+        };
+        let a = t.insert(mk(1, true, 0));
+        let b = t.insert(mk(1, false, 0));
+        let c = t.insert(mk(2, false, 0));
+        let d = t.insert(mk(1, true, 1));
+        assert_eq!((a, b, c, d), (1, 2, 3, 4));
+        assert_eq!(t.counts(SlotId(1), 0), (2, 1));
+        assert_eq!(t.counts(SlotId(1), 1), (1, 1));
+        assert_eq!(t.on_slot(SlotId(1)), vec![1, 2, 4]);
+        t.remove(a);
+        assert_eq!(t.insert(mk(1, true, 0)), 5, "handles are never reused");
+    }
+
+    #[test]
+    fn no_instance_is_not_initialised() {
+        // Nothing in this unit-test binary initialises the global outside ffi::tests, which
+        // hold its lock; a pid that is not ours must never be served.
+        let fake = Instance {
+            pid: std::process::id().wrapping_add(1),
+            config: Config {
+                socket: "/nonexistent".into(),
+                tokens: vec![],
+                credentials: None,
+            },
+            slots: vec![],
+            conn: Mutex::new(Conn::default()),
+            sessions: Mutex::new(Sessions::default()),
+            logins: Mutex::new(HashMap::new()),
+        };
+        let _guard = crate::ffi::tests::STATE_LOCK.lock();
+        let old = STATE.write().replace(Arc::new(fake));
+        assert!(matches!(instance(), Err(Error::NotInitialized)));
+        *STATE.write() = old;
+    }
+}
