@@ -50,7 +50,10 @@ const KEY_INIT: &[CK_RV] = &[
     sys::CKR_USER_NOT_LOGGED_IN,
 ];
 /// Calls inside an active operation.
-const OP: &[CK_RV] = &[sys::CKR_FUNCTION_CANCELED, sys::CKR_OPERATION_NOT_INITIALIZED];
+const OP: &[CK_RV] = &[
+    sys::CKR_FUNCTION_CANCELED,
+    sys::CKR_OPERATION_NOT_INITIALIZED,
+];
 /// Functions that take a template and create objects.
 const TEMPLATE: &[CK_RV] = &[
     sys::CKR_ATTRIBUTE_READ_ONLY,

@@ -15,6 +15,8 @@ use zeroize::Zeroizing;
 /// The size of the client's `CK_ULONG`.
 pub const ULONG_SIZE: usize = std::mem::size_of::<c_ulong>();
 
+// A no-op where CK_ULONG is 64 bits, a widening where it is 32 (Windows): keep it.
+#[allow(clippy::useless_conversion)]
 fn ulong_from(bytes: &[u8]) -> Option<u64> {
     let arr: [u8; ULONG_SIZE] = bytes.try_into().ok()?;
     Some(u64::from(c_ulong::from_ne_bytes(arr)))
@@ -87,7 +89,9 @@ pub fn plan_get(
     capacities: &[Option<usize>],
 ) -> Result<(Vec<AttrOut>, Option<Error>), Error> {
     if results.len() != capacities.len() {
-        return Err(Error::UnexpectedResponse("attribute count differs from the template"));
+        return Err(Error::UnexpectedResponse(
+            "attribute count differs from the template",
+        ));
     }
     let (mut sensitive, mut invalid, mut short) = (false, false, false);
     let mut outs = Vec::with_capacity(results.len());
@@ -95,21 +99,36 @@ pub fn plan_get(
         outs.push(match result {
             AttrResult::Sensitive => {
                 sensitive = true;
-                AttrOut { len: None, bytes: None }
+                AttrOut {
+                    len: None,
+                    bytes: None,
+                }
             }
             AttrResult::TypeInvalid => {
                 invalid = true;
-                AttrOut { len: None, bytes: None }
+                AttrOut {
+                    len: None,
+                    bytes: None,
+                }
             }
             AttrResult::Value(v) => {
                 let bytes = encode(&v)?;
                 match fit(*cap, bytes.len()) {
-                    Fit::SizeOnly => AttrOut { len: Some(bytes.len()), bytes: None },
+                    Fit::SizeOnly => AttrOut {
+                        len: Some(bytes.len()),
+                        bytes: None,
+                    },
                     Fit::TooSmall => {
                         short = true;
-                        AttrOut { len: None, bytes: None }
+                        AttrOut {
+                            len: None,
+                            bytes: None,
+                        }
                     }
-                    Fit::Fits => AttrOut { len: Some(bytes.len()), bytes: Some(bytes) },
+                    Fit::Fits => AttrOut {
+                        len: Some(bytes.len()),
+                        bytes: Some(bytes),
+                    },
                 }
             }
         });
@@ -146,16 +165,28 @@ mod tests {
     fn decode_by_kind() {
         assert_eq!(decode(0x1, &[1]).unwrap().value, AttrValue::Bool(true));
         assert_eq!(decode(0x1, &[0]).unwrap().value, AttrValue::Bool(false));
-        assert!(matches!(decode(0x1, &[]), Err(Error::AttributeValueInvalid(1))));
-        assert!(matches!(decode(0x1, &[1, 0]), Err(Error::AttributeValueInvalid(1))));
+        assert!(matches!(
+            decode(0x1, &[]),
+            Err(Error::AttributeValueInvalid(1))
+        ));
+        assert!(matches!(
+            decode(0x1, &[1, 0]),
+            Err(Error::AttributeValueInvalid(1))
+        ));
         let four = 4 as c_ulong;
-        assert_eq!(decode(0x0, &four.to_ne_bytes()).unwrap().value, AttrValue::Ulong(4));
+        assert_eq!(
+            decode(0x0, &four.to_ne_bytes()).unwrap().value,
+            AttrValue::Ulong(4)
+        );
         assert!(decode(0x0, &[4]).is_err());
         assert_eq!(
             decode(0x3, b"label").unwrap().value,
             AttrValue::Bytes(Blob::from(&b"label"[..]))
         );
-        assert_eq!(decode(0x3, b"").unwrap().value, AttrValue::Bytes(Blob::default()));
+        assert_eq!(
+            decode(0x3, b"").unwrap().value,
+            AttrValue::Bytes(Blob::default())
+        );
         let mut two = (0x1087 as c_ulong).to_ne_bytes().to_vec();
         two.extend_from_slice(&(1 as c_ulong).to_ne_bytes());
         assert_eq!(
@@ -179,11 +210,32 @@ mod tests {
         ];
         let caps = [None, Some(1), Some(2), Some(8)];
         let (outs, rv) = plan_get(results, &caps).unwrap();
-        assert_eq!(outs[0], AttrOut { len: Some(3), bytes: None });
+        assert_eq!(
+            outs[0],
+            AttrOut {
+                len: Some(3),
+                bytes: None
+            }
+        );
         assert_eq!(outs[1].len, Some(1));
-        assert_eq!(outs[1].bytes.as_deref().map(Vec::as_slice), Some(&[1u8][..]));
-        assert_eq!(outs[2], AttrOut { len: None, bytes: None });
-        assert_eq!(outs[3], AttrOut { len: None, bytes: None });
+        assert_eq!(
+            outs[1].bytes.as_deref().map(Vec::as_slice),
+            Some(&[1u8][..])
+        );
+        assert_eq!(
+            outs[2],
+            AttrOut {
+                len: None,
+                bytes: None
+            }
+        );
+        assert_eq!(
+            outs[3],
+            AttrOut {
+                len: None,
+                bytes: None
+            }
+        );
         assert!(matches!(rv, Some(Error::AttributeTypeInvalid)));
 
         let (_, rv) = plan_get(

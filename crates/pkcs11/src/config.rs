@@ -134,7 +134,9 @@ pub fn parse_token(entry: &str) -> Result<ConfiguredToken, ConfigError> {
     })
 }
 
-fn parse_tokens<'a>(entries: impl Iterator<Item = &'a str>) -> Result<Vec<ConfiguredToken>, ConfigError> {
+fn parse_tokens<'a>(
+    entries: impl Iterator<Item = &'a str>,
+) -> Result<Vec<ConfiguredToken>, ConfigError> {
     let mut out: Vec<ConfiguredToken> = Vec::new();
     for e in entries.map(str::trim).filter(|e| !e.is_empty()) {
         let t = parse_token(e)?;
@@ -193,10 +195,13 @@ impl Config {
         let Some(path) = &self.credentials else {
             return Ok(None);
         };
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-            path: path.clone(),
-            message: e.to_string(),
-        })?);
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?,
+            );
         text.lines()
             .map(str::trim)
             .find(|l| !l.is_empty() && !l.starts_with('#'))
@@ -265,12 +270,18 @@ mod tests {
         let file_only = Config::load(None, &env_of(&[("KEYWARD_CONFIG", cfg)])).unwrap();
         assert_eq!(file_only.socket, Path::new("/file.sock"));
         assert_eq!(file_only.tokens[0].label, "file");
-        assert_eq!(file_only.credentials.as_deref(), Some(Path::new("/file.cred")));
+        assert_eq!(
+            file_only.credentials.as_deref(),
+            Some(Path::new("/file.cred"))
+        );
 
         let env = env_of(&[
             ("KEYWARD_CONFIG", cfg),
             ("KEYWARD_SOCKET", "/env.sock"),
-            ("KEYWARD_TOKENS", "organizations/o/keyRings/a, projects/p/keyRings/b=Bee CA"),
+            (
+                "KEYWARD_TOKENS",
+                "organizations/o/keyRings/a, projects/p/keyRings/b=Bee CA",
+            ),
         ]);
         let c = Config::load(None, &env).unwrap();
         assert_eq!(c.socket, Path::new("/env.sock"));
@@ -337,7 +348,10 @@ mod tests {
         // Duplicates collapse; empty entries are skipped.
         let env = env_of(&[
             ("KEYWARD_CONFIG", f.to_str().unwrap()),
-            ("KEYWARD_TOKENS", "projects/p/keyRings/r,,projects/p/keyRings/r=X"),
+            (
+                "KEYWARD_TOKENS",
+                "projects/p/keyRings/r,,projects/p/keyRings/r=X",
+            ),
         ]);
         assert_eq!(Config::load(None, &env).unwrap().tokens.len(), 1);
     }
@@ -346,7 +360,11 @@ mod tests {
     fn credentials_file() {
         let dir = tempfile::tempdir().unwrap();
         let cred = dir.path().join("cred");
-        std::fs::write(&cred, "# web@payments\n\n  kwAbC123.0123456789abcdefghijkl  \n").unwrap();
+        std::fs::write(
+            &cred,
+            "# web@payments\n\n  kwAbC123.0123456789abcdefghijkl  \n",
+        )
+        .unwrap();
         let mut c = Config {
             socket: PathBuf::from(DEFAULT_SOCKET),
             tokens: vec![],

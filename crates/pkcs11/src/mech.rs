@@ -32,8 +32,27 @@ pub enum ParamKind {
 pub fn param_kind(ty: u64) -> ParamKind {
     match ty {
         // Key generation, raw and hashed RSA PKCS#1 v1.5, ECDSA, AES-ECB, digests, HMAC.
-        0x0 | 0x1 | 0x5 | 0x6 | 0x40 | 0x41 | 0x42 | 0x46 | 0x1040..=0x1046 | 0x1080 | 0x1081
-        | 0x220 | 0x250 | 0x255 | 0x260 | 0x270 | 0x221 | 0x251 | 0x256 | 0x261 | 0x271
+        0x0
+        | 0x1
+        | 0x5
+        | 0x6
+        | 0x40
+        | 0x41
+        | 0x42
+        | 0x46
+        | 0x1040..=0x1046
+        | 0x1080
+        | 0x1081
+        | 0x220
+        | 0x250
+        | 0x255
+        | 0x260
+        | 0x270
+        | 0x221
+        | 0x251
+        | 0x256
+        | 0x261
+        | 0x271
         | 0x350 => ParamKind::None,
         // CKM_AES_CBC, CKM_AES_CBC_PAD, CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD,
         // CKM_AES_KEY_WRAP_KWP.
@@ -91,14 +110,23 @@ mod tests {
     fn kinds() {
         assert_eq!(param_kind(pkcs11_sys::CKM_AES_GCM), ParamKind::Gcm);
         assert_eq!(param_kind(pkcs11_sys::CKM_RSA_PKCS_OAEP), ParamKind::Oaep);
-        assert_eq!(param_kind(pkcs11_sys::CKM_SHA256_RSA_PKCS_PSS), ParamKind::Pss);
+        assert_eq!(
+            param_kind(pkcs11_sys::CKM_SHA256_RSA_PKCS_PSS),
+            ParamKind::Pss
+        );
         assert_eq!(param_kind(pkcs11_sys::CKM_ECDSA), ParamKind::None);
         assert_eq!(param_kind(pkcs11_sys::CKM_ECDSA_SHA384), ParamKind::None);
         assert_eq!(param_kind(pkcs11_sys::CKM_SHA512_HMAC), ParamKind::None);
         assert_eq!(param_kind(pkcs11_sys::CKM_AES_CBC_PAD), ParamKind::Bytes);
-        assert_eq!(param_kind(pkcs11_sys::CKM_AES_KEY_WRAP_PAD), ParamKind::Bytes);
+        assert_eq!(
+            param_kind(pkcs11_sys::CKM_AES_KEY_WRAP_PAD),
+            ParamKind::Bytes
+        );
         assert_eq!(param_kind(pkcs11_sys::CKM_AES_CTR), ParamKind::Ctr);
-        assert_eq!(param_kind(pkcs11_sys::CKM_RSA_AES_KEY_WRAP), ParamKind::RsaAesKeyWrap);
+        assert_eq!(
+            param_kind(pkcs11_sys::CKM_RSA_AES_KEY_WRAP),
+            ParamKind::RsaAesKeyWrap
+        );
         assert_eq!(param_kind(pkcs11_sys::CKM_EC_KEY_PAIR_GEN), ParamKind::None);
         assert_eq!(param_kind(pkcs11_sys::CKM_RSA_X_509), ParamKind::Unknown);
     }

@@ -27,13 +27,13 @@
 use crate::config::Config;
 use crate::error::Error;
 use keyward_wire::pkcs11::{
-    Blob, ConfiguredToken, ObjectHandle, Pin, Pkcs11Request, Pkcs11Response,
-    SessionId, SlotDescription, SlotId, TokenInfo, UserType,
+    Blob, ConfiguredToken, ObjectHandle, Pin, Pkcs11Request, Pkcs11Response, SessionId,
+    SlotDescription, SlotId, TokenInfo, UserType,
 };
+use keyward_wire::Client;
 use keyward_wire::{
     ClientKind, ClientOptions, Hello, InstanceSecret, RequestBody, ResponseBody, WireError,
 };
-use keyward_wire::Client;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -206,7 +206,9 @@ impl Sessions {
             .map
             .values()
             .filter(|s| s.slot == slot && s.generation == generation);
-        live.fold((0, 0), |(all, rw), s| (all + 1, rw + u64::from(s.read_write)))
+        live.fold((0, 0), |(all, rw), s| {
+            (all + 1, rw + u64::from(s.read_write))
+        })
     }
 }
 
@@ -316,7 +318,9 @@ impl Instance {
         };
         let mut client = match Client::connect_with(&self.config.socket, &hello, &options) {
             Ok(c) => c,
-            Err(e @ WireError::Connect { .. }) => return Err(Error::TokenNotPresent(e.to_string())),
+            Err(e @ WireError::Connect { .. }) => {
+                return Err(Error::TokenNotPresent(e.to_string()))
+            }
             Err(e) if e.is_disconnect() => return Err(Error::TokenNotPresent(e.to_string())),
             Err(e) => return Err(Error::Wire(e)),
         };
@@ -354,10 +358,7 @@ impl Instance {
     }
 
     fn exchange(conn: &mut Conn, request: Pkcs11Request) -> Result<Pkcs11Response, Error> {
-        let client = conn
-            .client
-            .as_mut()
-            .ok_or(Error::Wire(WireError::Broken))?;
+        let client = conn.client.as_mut().ok_or(Error::Wire(WireError::Broken))?;
         match client.call(RequestBody::Pkcs11(request)) {
             Ok(ResponseBody::Pkcs11(r)) => Ok(r),
             Ok(ResponseBody::Admin(_)) => Err(Error::UnexpectedResponse("admin response")),
@@ -383,15 +384,15 @@ impl Instance {
         let mut conn = self.conn.lock();
         self.ensure_connected(&mut conn)?;
         let generation = conn.generation;
-        let remote = match Self::exchange(&mut conn, Pkcs11Request::OpenSession { slot, read_write })
-        {
-            Ok(Pkcs11Response::Session(id)) => id,
-            Ok(other) => return Err(expect(other, "OpenSession")),
-            Err(Error::Wire(e)) if e.is_disconnect() => {
-                return Err(Error::TokenNotPresent(e.to_string()))
-            }
-            Err(e) => return Err(e),
-        };
+        let remote =
+            match Self::exchange(&mut conn, Pkcs11Request::OpenSession { slot, read_write }) {
+                Ok(Pkcs11Response::Session(id)) => id,
+                Ok(other) => return Err(expect(other, "OpenSession")),
+                Err(Error::Wire(e)) if e.is_disconnect() => {
+                    return Err(Error::TokenNotPresent(e.to_string()))
+                }
+                Err(e) => return Err(e),
+            };
         let handle = self.sessions.lock().insert(Session {
             slot,
             remote,
@@ -443,7 +444,11 @@ impl Instance {
     }
 
     /// Expects [`Pkcs11Response::Object`].
-    pub fn call_in_object(&self, s: &SessionRef, request: Pkcs11Request) -> Result<ObjectHandle, Error> {
+    pub fn call_in_object(
+        &self,
+        s: &SessionRef,
+        request: Pkcs11Request,
+    ) -> Result<ObjectHandle, Error> {
         match self.call_in(s, request)? {
             Pkcs11Response::Object(o) => Ok(o),
             other => Err(expect(other, "expected Object")),

@@ -6,8 +6,8 @@ use crate::error::Error;
 use crate::fns::general::{InitArgs, MutexCallbacks};
 use crate::mech::{gcm_layout, param_kind, ParamKind};
 use keyward_wire::pkcs11::{
-    Attribute, Blob, CtrParams, Ecdh1DeriveParams, GcmLayout, GcmParams, Mechanism,
-    MechParams, OaepParams, PssParams, RsaAesKeyWrapParams,
+    Attribute, Blob, CtrParams, Ecdh1DeriveParams, GcmLayout, GcmParams, MechParams, Mechanism,
+    OaepParams, PssParams, RsaAesKeyWrapParams,
 };
 use pkcs11_sys::*;
 use std::ffi::c_void;
@@ -23,7 +23,8 @@ pub(super) fn len(ul: CK_ULONG) -> Result<usize, Error> {
     Ok(n)
 }
 
-/// `CK_ULONG` to `u64`.
+/// `CK_ULONG` to `u64` (a no-op where CK_ULONG is 64 bits, a widening on Windows).
+#[allow(clippy::useless_conversion)]
 pub(super) fn ulong(ul: CK_ULONG) -> u64 {
     u64::from(ul)
 }
@@ -63,7 +64,10 @@ pub(super) unsafe fn read<T: Copy>(p: *const T) -> Result<T, Error> {
 /// # Safety
 /// A non-NULL `p` must point to `count` `CK_ATTRIBUTE`s whose `pValue` are NULL or valid
 /// for `ulValueLen` bytes.
-pub(super) unsafe fn template(p: *const CK_ATTRIBUTE, count: CK_ULONG) -> Result<Vec<Attribute>, Error> {
+pub(super) unsafe fn template(
+    p: *const CK_ATTRIBUTE,
+    count: CK_ULONG,
+) -> Result<Vec<Attribute>, Error> {
     // SAFETY: forwarded contract.
     let raw = unsafe { slice(p, count)? };
     raw.iter()
@@ -150,7 +154,14 @@ pub(super) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism, Erro
                 GcmLayout::WithIvBits => {
                     // SAFETY: n is this layout's size; valid per the contract.
                     let g: CK_GCM_PARAMS = unsafe { param_struct(pp, n)? };
-                    (g.pIv, g.ulIvLen, Some(g.ulIvBits), g.pAAD, g.ulAADLen, g.ulTagBits)
+                    (
+                        g.pIv,
+                        g.ulIvLen,
+                        Some(g.ulIvBits),
+                        g.pAAD,
+                        g.ulAADLen,
+                        g.ulTagBits,
+                    )
                 }
                 GcmLayout::WithoutIvBits => {
                     // SAFETY: as above, for the shorter layout.
@@ -260,10 +271,7 @@ pub(super) unsafe fn init_args(p: *const c_void) -> Result<Option<InitArgs>, Err
         // SAFETY: a NUL-terminated string per the contract; read at most MAX_RESERVED
         // bytes looking for the NUL.
         let bytes = unsafe { c_string(a.pReserved as *const u8, MAX_RESERVED)? };
-        Some(
-            String::from_utf8(bytes)
-                .map_err(|_| Error::ArgumentsBad("pReserved is not UTF-8"))?,
-        )
+        Some(String::from_utf8(bytes).map_err(|_| Error::ArgumentsBad("pReserved is not UTF-8"))?)
     };
     Ok(Some(InitArgs {
         mutexes,

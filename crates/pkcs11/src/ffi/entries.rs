@@ -414,7 +414,12 @@ entry! {
 ///
 /// # Safety
 /// `m` is NULL or a valid `CK_MECHANISM`.
-unsafe fn init(h: CK_SESSION_HANDLE, op: Operation, m: CK_MECHANISM_PTR, key: Option<CK_OBJECT_HANDLE>) -> Result<(), Error> {
+unsafe fn init(
+    h: CK_SESSION_HANDLE,
+    op: Operation,
+    m: CK_MECHANISM_PTR,
+    key: Option<CK_OBJECT_HANDLE>,
+) -> Result<(), Error> {
     let mech = if m.is_null() {
         None
     } else {

@@ -104,7 +104,11 @@ fn interface_version(i: usize) -> (u8, u8) {
 
 /// C_GetInterface's lookup: `name` (`None`: any, i.e. the default), `version` (`None`: the
 /// newest), and every bit of `flags` set on the interface.
-pub fn find_interface(name: Option<&[u8]>, version: Option<(u8, u8)>, flags: CK_FLAGS) -> Option<CK_INTERFACE_PTR> {
+pub fn find_interface(
+    name: Option<&[u8]>,
+    version: Option<(u8, u8)>,
+    flags: CK_FLAGS,
+) -> Option<CK_INTERFACE_PTR> {
     if name.is_some_and(|n| n != &INTERFACE_NAME[..7]) {
         return None;
     }

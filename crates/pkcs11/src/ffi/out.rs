@@ -32,7 +32,10 @@ pub(super) fn ulong64(n: u64) -> Result<CK_ULONG, Error> {
 ///
 /// # Safety
 /// A non-NULL `len` must be valid for reading a `CK_ULONG`.
-pub(super) unsafe fn capacity<T>(out: *const T, len: *const CK_ULONG) -> Result<Option<usize>, Error> {
+pub(super) unsafe fn capacity<T>(
+    out: *const T,
+    len: *const CK_ULONG,
+) -> Result<Option<usize>, Error> {
     if len.is_null() {
         return Err(Error::ArgumentsBad("NULL length pointer"));
     }
@@ -52,7 +55,11 @@ pub(super) unsafe fn capacity<T>(out: *const T, len: *const CK_ULONG) -> Result<
 /// # Safety
 /// `len` must be valid for reading and writing a `CK_ULONG`; a non-NULL `out` must be valid
 /// for writing `*len` items of `T`.
-pub(super) unsafe fn two_call<T: Copy>(out: *mut T, len: *mut CK_ULONG, src: &[T]) -> Result<(), Error> {
+pub(super) unsafe fn two_call<T: Copy>(
+    out: *mut T,
+    len: *mut CK_ULONG,
+    src: &[T],
+) -> Result<(), Error> {
     // SAFETY: forwarded contract.
     let cap = unsafe { capacity(out, len)? };
     let needed = ulong(src.len())?;

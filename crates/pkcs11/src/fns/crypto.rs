@@ -68,7 +68,13 @@ pub fn with_output(
 }
 
 /// C_Encrypt, C_Decrypt, C_Sign, C_Digest (one-shot).
-pub fn one_shot(h: u64, call: Func, op: Operation, data: &[u8], capacity: Option<usize>) -> Result<Blob, Error> {
+pub fn one_shot(
+    h: u64,
+    call: Func,
+    op: Operation,
+    data: &[u8],
+    capacity: Option<usize>,
+) -> Result<Blob, Error> {
     with_output(h, call, data, capacity, |inst, s| {
         inst.call_in_data(
             s,
@@ -82,7 +88,13 @@ pub fn one_shot(h: u64, call: Func, op: Operation, data: &[u8], capacity: Option
 }
 
 /// C_EncryptUpdate, C_DecryptUpdate (with output).
-pub fn update(h: u64, call: Func, op: Operation, data: &[u8], capacity: Option<usize>) -> Result<Blob, Error> {
+pub fn update(
+    h: u64,
+    call: Func,
+    op: Operation,
+    data: &[u8],
+    capacity: Option<usize>,
+) -> Result<Blob, Error> {
     with_output(h, call, data, capacity, |inst, s| {
         inst.call_in_data(
             s,
@@ -113,7 +125,13 @@ pub fn update_no_output(h: u64, op: Operation, data: &[u8]) -> Result<(), Error>
 /// C_EncryptFinal, C_DecryptFinal, C_SignFinal, C_DigestFinal.
 pub fn finish(h: u64, call: Func, op: Operation, capacity: Option<usize>) -> Result<Blob, Error> {
     with_output(h, call, &[], capacity, |inst, s| {
-        inst.call_in_data(s, Pkcs11Request::OperationFinal { op, session: s.remote })
+        inst.call_in_data(
+            s,
+            Pkcs11Request::OperationFinal {
+                op,
+                session: s.remote,
+            },
+        )
     })
 }
 
@@ -149,9 +167,17 @@ pub fn generate_random(h: u64, len: usize) -> Result<Blob, Error> {
     let inst = instance()?;
     let s = inst.session(h)?;
     let n = u64::try_from(len).map_err(|_| Error::ArgumentsBad("length"))?;
-    let out = inst.call_in_data(&s, Pkcs11Request::GenerateRandom { session: s.remote, len: n })?;
+    let out = inst.call_in_data(
+        &s,
+        Pkcs11Request::GenerateRandom {
+            session: s.remote,
+            len: n,
+        },
+    )?;
     if out.len() != len {
-        return Err(Error::UnexpectedResponse("random bytes of the wrong length"));
+        return Err(Error::UnexpectedResponse(
+            "random bytes of the wrong length",
+        ));
     }
     Ok(out)
 }

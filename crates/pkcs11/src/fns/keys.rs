@@ -4,7 +4,9 @@ use crate::allow::Func;
 use crate::error::Error;
 use crate::fns::crypto::with_output;
 use crate::state::instance;
-use keyward_wire::pkcs11::{Attribute, Blob, Mechanism, ObjectHandle, Pkcs11Request, Pkcs11Response};
+use keyward_wire::pkcs11::{
+    Attribute, Blob, Mechanism, ObjectHandle, Pkcs11Request, Pkcs11Response,
+};
 
 /// C_GenerateKey.
 pub fn generate_key(h: u64, mechanism: Mechanism, template: Vec<Attribute>) -> Result<u64, Error> {
@@ -92,7 +94,12 @@ pub fn unwrap_key(
 }
 
 /// C_DeriveKey (from a Keyward key keywardd answers `CKR_MECHANISM_INVALID`, design §4).
-pub fn derive_key(h: u64, mechanism: Mechanism, base_key: u64, template: Vec<Attribute>) -> Result<u64, Error> {
+pub fn derive_key(
+    h: u64,
+    mechanism: Mechanism,
+    base_key: u64,
+    template: Vec<Attribute>,
+) -> Result<u64, Error> {
     let inst = instance()?;
     let s = inst.session(h)?;
     let o = inst.call_in_object(

@@ -3,9 +3,9 @@
 //! Each takes typed arguments the ffi layer checked and decoded, and returns
 //! `Result<T, Error>`; none sees a raw pointer.
 
+pub mod crypto;
 pub mod general;
 pub mod keys;
 pub mod object;
-pub mod crypto;
 pub mod session;
 pub mod slot;

@@ -11,10 +11,21 @@ use std::collections::VecDeque;
 pub fn find_init(h: u64, template: Vec<Attribute>) -> Result<(), Error> {
     let inst = instance()?;
     let s = inst.session(h)?;
-    if inst.sessions.lock().get(h).is_some_and(|x| x.find.is_some()) {
+    if inst
+        .sessions
+        .lock()
+        .get(h)
+        .is_some_and(|x| x.find.is_some())
+    {
         return Err(Error::OperationActive);
     }
-    let found = match inst.call_in(&s, Pkcs11Request::FindObjects { session: s.remote, template })? {
+    let found = match inst.call_in(
+        &s,
+        Pkcs11Request::FindObjects {
+            session: s.remote,
+            template,
+        },
+    )? {
         Pkcs11Response::Objects(o) => o,
         _ => return Err(Error::UnexpectedResponse("expected Objects")),
     };
@@ -60,7 +71,9 @@ pub fn get_attribute_value(h: u64, object: u64, types: Vec<u64>) -> Result<Vec<A
     };
     match inst.call_in(&s, request)? {
         Pkcs11Response::Attributes(a) if a.len() == n => Ok(a),
-        _ => Err(Error::UnexpectedResponse("expected one attribute result per type")),
+        _ => Err(Error::UnexpectedResponse(
+            "expected one attribute result per type",
+        )),
     }
 }
 
@@ -98,7 +111,13 @@ pub fn object_size(h: u64, object: u64) -> Result<Option<u64>, Error> {
 pub fn create_object(h: u64, template: Vec<Attribute>) -> Result<u64, Error> {
     let inst = instance()?;
     let s = inst.session(h)?;
-    let o = inst.call_in_object(&s, Pkcs11Request::CreateObject { session: s.remote, template })?;
+    let o = inst.call_in_object(
+        &s,
+        Pkcs11Request::CreateObject {
+            session: s.remote,
+            template,
+        },
+    )?;
     Ok(o.0)
 }
 

@@ -145,10 +145,19 @@ mod tests {
     #[test]
     fn states() {
         assert_eq!(session_state(false, None), sys::CKS_RO_PUBLIC_SESSION);
-        assert_eq!(session_state(false, Some(UserType::User)), sys::CKS_RO_USER_FUNCTIONS);
+        assert_eq!(
+            session_state(false, Some(UserType::User)),
+            sys::CKS_RO_USER_FUNCTIONS
+        );
         assert_eq!(session_state(true, None), sys::CKS_RW_PUBLIC_SESSION);
-        assert_eq!(session_state(true, Some(UserType::User)), sys::CKS_RW_USER_FUNCTIONS);
-        assert_eq!(session_state(true, Some(UserType::So)), sys::CKS_RW_SO_FUNCTIONS);
+        assert_eq!(
+            session_state(true, Some(UserType::User)),
+            sys::CKS_RW_USER_FUNCTIONS
+        );
+        assert_eq!(
+            session_state(true, Some(UserType::So)),
+            sys::CKS_RW_SO_FUNCTIONS
+        );
     }
 
     #[test]

@@ -63,7 +63,9 @@ pub fn mechanism_list(slot: u64) -> Result<Vec<u64>, Error> {
     let id = inst.slot(slot)?.id;
     match inst.call(Pkcs11Request::GetMechanismList { slot: id })? {
         // Never offered, whatever the daemon says (design §4 "No side doors").
-        Pkcs11Response::Mechanisms(m) => Ok(m.into_iter().filter(|m| *m != sys::CKM_RSA_X_509).collect()),
+        Pkcs11Response::Mechanisms(m) => {
+            Ok(m.into_iter().filter(|m| *m != sys::CKM_RSA_X_509).collect())
+        }
         _ => Err(Error::UnexpectedResponse("expected Mechanisms")),
     }
 }
@@ -75,7 +77,10 @@ pub fn mechanism_info(slot: u64, mechanism: u64) -> Result<MechanismInfo, Error>
     if mechanism == sys::CKM_RSA_X_509 {
         return Err(Error::MechanismInvalid(mechanism));
     }
-    match inst.call(Pkcs11Request::GetMechanismInfo { slot: id, mechanism })? {
+    match inst.call(Pkcs11Request::GetMechanismInfo {
+        slot: id,
+        mechanism,
+    })? {
         Pkcs11Response::MechanismInfo(m) => Ok(m),
         _ => Err(Error::UnexpectedResponse("expected MechanismInfo")),
     }
