@@ -665,10 +665,10 @@ pub enum Pkcs11Request {
         /// The signature.
         signature: Blob,
     },
-    /// Ends the active operation of `op` without a result: the module sends it when a
-    /// one-shot or final call fails locally after `*Init` (PKCS#11: every error but
-    /// `CKR_BUFFER_TOO_SMALL` ends the operation), and for C_*Init with a NULL mechanism
-    /// (3.0: cancels the operation) → [`Pkcs11Response::Done`].
+    /// Ends the active operation of `op` without a result: the module sends it for a
+    /// C_EncryptInit / C_DecryptInit / C_SignInit / C_VerifyInit / C_DigestInit with a NULL
+    /// mechanism (PKCS#11 3.0: cancels the active operation); keywardd answers
+    /// [`Pkcs11Response::Done`] also when no operation was active.
     OperationCancel {
         /// Which operation.
         op: Operation,
