@@ -344,6 +344,8 @@ impl Instance {
             };
             match client.call(RequestBody::Pkcs11(replay)) {
                 Ok(_) => {}
+                // keywardd kept the instance (and its login) across the reconnect.
+                Err(WireError::Remote(r)) if r.rv == pkcs11_sys::CKR_USER_ALREADY_LOGGED_IN => {}
                 Err(e) if e.is_disconnect() => return Err(Error::TokenNotPresent(e.to_string())),
                 Err(e) => {
                     // The key was revoked or the principal lost the ring: forget the login;
