@@ -15,8 +15,10 @@ use keyward::admin::{AdminService, Clock, SystemClock};
 use keyward::audit::checkpoint::{
     spawn_checkpointer, CheckpointConfig, Checkpointer, CheckpointerThread,
 };
+use keyward::audit::writer::{AuditWriter, WriterConfig};
 use keyward::daemon::config::{Config, PinSource};
 use keyward::daemon::pin::{self, PinError};
+use keyward::daemon::pkcs11::Pkcs11Service;
 use keyward::daemon::server::{self, Settings, Shared, SocketKind};
 use keyward::daemon::{FileClock, StoreLock};
 use keyward::store::Store;
@@ -127,20 +129,43 @@ fn run(config_path: &Path) -> Result<(), Refusal> {
     let token = Arc::new(token);
     let service = Arc::new(Mutex::new(AdminService::with_token(
         store,
-        clock,
+        Arc::clone(&clock),
         Arc::clone(&token),
     )));
     reconcile(&service);
+    if let Err(e) = service.lock().refresh() {
+        return Err(refuse(
+            EXIT_STORE,
+            format!("cannot read the policy and key catalog: {}", e.message),
+        ));
+    }
     // The audit chain head is signed by a key in the token every 1,000 records or 10 s
     // (design §6), checked every second, and once more at a clean stop.
-    let checkpointer = Checkpointer::open(&config.store_path, token, CheckpointConfig::default())
-        .map_err(|e| {
+    let checkpointer = Checkpointer::open(
+        &config.store_path,
+        Arc::clone(&token),
+        CheckpointConfig::default(),
+    )
+    .map_err(|e| {
         refuse(
             EXIT_OTHER,
             format!("cannot set up audit checkpoints in the token: {e}"),
         )
     })?;
     let checkpoints = spawn_checkpointer(Arc::new(checkpointer), Duration::from_secs(1));
+    // The data path's audit records (design §6): group commit in the background; when it
+    // cannot persist, new PKCS#11 operations are refused.
+    let writer = AuditWriter::open(
+        &config.store_path,
+        WriterConfig {
+            on_commit: Some(checkpoints.notifier()),
+            ..WriterConfig::default()
+        },
+    )
+    .map_err(|e| refuse(EXIT_STORE, format!("cannot start the audit writer: {e}")))?;
+    let writer = Arc::new(writer);
+    let published = service.lock().published();
+    let pkcs11 = Pkcs11Service::new(published, token, Arc::clone(&writer), clock);
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -170,6 +195,7 @@ fn run(config_path: &Path) -> Result<(), Refusal> {
             shutdown_grace: SHUTDOWN_GRACE,
         },
         config.admin_socket.clone(),
+        Some(pkcs11),
     );
     tracing::info!(pid = std::process::id(), "keywardd ready");
     server::serve(&shared, vec![admin, client], &stop);
@@ -177,7 +203,11 @@ fn run(config_path: &Path) -> Result<(), Refusal> {
     if destroyer.join().is_err() {
         tracing::error!("the destroy thread panicked");
     }
+    // Shutdown order: checkpointer stop → writer shutdown → final checkpoint (in close).
     checkpoints.stop();
+    if let Err(e) = writer.shutdown() {
+        tracing::error!(error = %e, "the audit writer could not write its last records");
+    }
     close(service, &checkpoints);
     tracing::info!("keywardd stopped");
     Ok(())

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod peercred;
 pub mod pin;
+pub mod pkcs11;
 pub mod server;
 mod throttle;
 

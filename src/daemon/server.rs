@@ -2,9 +2,10 @@
 //!
 //! - **Admin socket** (0660, optional group): admin requests, each handled by the one
 //!   [`AdminService`] behind a mutex, for the caller the handshake established.
-//! - **Client socket** (0666): the PKCS#11 half. Until the PKCS#11 issue lands it answers
-//!   `Ping` and refuses every other PKCS#11 request with `CKR_FUNCTION_NOT_SUPPORTED`; admin
-//!   requests there are refused with a message pointing at the admin socket.
+//! - **Client socket** (0666): the PKCS#11 half, served by [`super::pkcs11`] (one
+//!   [`super::pkcs11::ClientConnection`] per connection; without a PKCS#11 service only `Ping`
+//!   is answered and everything else is `CKR_FUNCTION_NOT_SUPPORTED`); admin requests there
+//!   are refused with a message pointing at the admin socket.
 //!
 //! One thread per connection, at most `max_connections` at once (more are closed at once).
 //! Who is calling is decided here, once per connection, in this order: the service-account
@@ -23,6 +24,7 @@
 //! still gets its answer), wait for the connection threads up to a bound.
 
 use super::peercred::{peer_cred, PeerCred};
+use super::pkcs11::{ClientConnection, Pkcs11Service};
 use super::throttle::Throttle;
 use crate::admin::{credentials, AdminService, Caller, Clock};
 use crate::audit::{self, NewRecord, Outcome};
@@ -242,6 +244,7 @@ pub struct Shared {
     conns: Mutex<HashMap<u64, UnixStream>>,
     next_conn: AtomicU64,
     busy_refusals: AtomicUsize,
+    pkcs11: Option<Arc<Pkcs11Service>>,
 }
 
 /// A refusal of the handshake.
@@ -251,11 +254,13 @@ struct Refusal {
 }
 
 impl Shared {
-    /// The shared state over the one admin service.
+    /// The shared state over the one admin service and, for the client socket, the PKCS#11
+    /// service (`None`: only `Ping` is served there).
     pub fn new(
         service: Arc<Mutex<AdminService>>,
         settings: Settings,
         admin_path: PathBuf,
+        pkcs11: Option<Arc<Pkcs11Service>>,
     ) -> Arc<Shared> {
         let clock = service.lock().clock().clone();
         Arc::new(Shared {
@@ -268,6 +273,7 @@ impl Shared {
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             busy_refusals: AtomicUsize::new(0),
+            pkcs11,
         })
     }
 
@@ -610,6 +616,15 @@ fn connection(shared: &Shared, stream: UnixStream, kind: SocketKind, id: u64) {
         uid = caller.peer_uid,
         "connection accepted"
     );
+    let mut p11 = match kind {
+        SocketKind::Client => shared.pkcs11.as_ref().map(|s| s.connect(&caller)),
+        SocketKind::Admin => None,
+    };
+    let auth = |key: &str| {
+        shared
+            .authenticate_key(key, peer.as_ref())
+            .map_err(|r| r.rv)
+    };
     loop {
         let request = match conn.next_request() {
             Ok(Some(r)) => r,
@@ -621,7 +636,7 @@ fn connection(shared: &Shared, stream: UnixStream, kind: SocketKind, id: u64) {
         };
         let answer = match kind {
             SocketKind::Admin => admin_request(shared, &caller, request.body),
-            SocketKind::Client => client_request(shared, request.body),
+            SocketKind::Client => client_request(shared, p11.as_mut(), &auth, request.body),
         };
         if let Err(e) = conn.respond(request.id, answer) {
             tracing::debug!(conn = id, error = %e, "cannot send a response");
@@ -649,12 +664,19 @@ fn admin_request(
     }
 }
 
-fn client_request(shared: &Shared, body: RequestBody) -> Result<ResponseBody, ErrorReply> {
+fn client_request(
+    shared: &Shared,
+    p11: Option<&mut ClientConnection>,
+    auth: &dyn Fn(&str) -> Result<Principal, u64>,
+    body: RequestBody,
+) -> Result<ResponseBody, ErrorReply> {
     match body {
-        // Until the PKCS#11 half lands, only Ping is served (written so that new variants
-        // of the wire crate fall to CKR_FUNCTION_NOT_SUPPORTED without a change here).
         RequestBody::Pkcs11(req) => {
-            if matches!(req, Pkcs11Request::Ping) {
+            if let Some(conn) = p11 {
+                conn.handle(req, auth)
+                    .map(ResponseBody::Pkcs11)
+                    .map_err(ErrorReply::new)
+            } else if matches!(req, Pkcs11Request::Ping) {
                 Ok(ResponseBody::Pkcs11(Pkcs11Response::Pong))
             } else {
                 Err(ErrorReply::new(rv::CKR_FUNCTION_NOT_SUPPORTED))

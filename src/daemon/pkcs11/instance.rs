@@ -1,0 +1,169 @@
+//! Per module instance state (design §1, §4): the pre-login principal, login state per slot,
+//! the slot list fixed at `ListSlots`, open session counts, and the object handle table.
+//!
+//! Handles are random 31-bit numbers, unique within the instance, stable for one object
+//! (the same object always gets the same handle), never reused for another, and meaningless
+//! in other instances (a handle of another instance is found here only by a 1-in-2^31
+//! accident and still names only objects this instance's principal sees).
+
+use super::objects::ObjectKey;
+use crate::policy::Principal;
+use keyward_wire::pkcs11::{ObjectHandle, SlotId};
+use rand::Rng;
+use std::collections::HashMap;
+
+/// A login on one slot.
+#[derive(Debug, Clone)]
+pub struct Login {
+    /// Whom it made the principal.
+    pub principal: Principal,
+    /// `CKU_SO`: public objects only.
+    pub so: bool,
+}
+
+/// One slot of the instance's list: the ring name as the module named it (a configured ring
+/// that does not exist or is invisible keeps its name and looks empty).
+#[derive(Debug, Clone)]
+pub struct SlotEntry {
+    /// The ring's full name.
+    pub ring: String,
+    /// The token label shown.
+    pub label: String,
+    /// The token serial shown.
+    pub serial: String,
+}
+
+/// One module instance.
+#[derive(Debug)]
+pub struct InstanceState {
+    /// The instance id (audit records).
+    pub id: String,
+    /// The pre-login principal (the connection's).
+    pub base: Principal,
+    /// Logins by slot.
+    pub logins: HashMap<SlotId, Login>,
+    /// The slot list.
+    pub slots: HashMap<SlotId, SlotEntry>,
+    /// Open sessions by slot: (all, read-write).
+    pub sessions: HashMap<SlotId, (u64, u64)>,
+    by_object: HashMap<ObjectKey, u64>,
+    by_handle: HashMap<u64, ObjectKey>,
+}
+
+impl InstanceState {
+    /// A new instance whose pre-login principal is `base`.
+    pub fn new(id: String, base: Principal) -> InstanceState {
+        InstanceState {
+            id,
+            base,
+            logins: HashMap::new(),
+            slots: HashMap::new(),
+            sessions: HashMap::new(),
+            by_object: HashMap::new(),
+            by_handle: HashMap::new(),
+        }
+    }
+
+    /// The principal on `slot` and whether it is logged in (and as SO).
+    pub fn principal(&self, slot: SlotId) -> (Principal, Option<bool>) {
+        match self.logins.get(&slot) {
+            Some(l) => (l.principal.clone(), Some(l.so)),
+            None => (self.base.clone(), None),
+        }
+    }
+
+    /// The handle of `object`, made on first use.
+    pub fn handle(&mut self, object: &ObjectKey) -> ObjectHandle {
+        if let Some(h) = self.by_object.get(object) {
+            return ObjectHandle(*h);
+        }
+        let mut rng = rand::thread_rng();
+        let h = loop {
+            let h: u64 = rng.gen_range(1..=0x7fff_ffff);
+            if !self.by_handle.contains_key(&h) {
+                break h;
+            }
+        };
+        self.by_object.insert(object.clone(), h);
+        self.by_handle.insert(h, object.clone());
+        ObjectHandle(h)
+    }
+
+    /// The object a handle names in this instance.
+    pub fn object(&self, handle: ObjectHandle) -> Option<ObjectKey> {
+        self.by_handle.get(&handle.0).cloned()
+    }
+
+    /// A session on `slot` opened.
+    pub fn session_opened(&mut self, slot: SlotId, rw: bool) {
+        let e = self.sessions.entry(slot).or_default();
+        e.0 += 1;
+        if rw {
+            e.1 += 1;
+        }
+    }
+
+    /// A session on `slot` closed; the last one logs the slot out (PKCS#11 §5.6).
+    pub fn session_closed(&mut self, slot: SlotId, rw: bool) {
+        let e = self.sessions.entry(slot).or_default();
+        e.0 = e.0.saturating_sub(1);
+        if rw {
+            e.1 = e.1.saturating_sub(1);
+        }
+        if e.0 == 0 {
+            self.sessions.remove(&slot);
+            self.logins.remove(&slot);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::pkcs11::objects::Half;
+    use crate::policy::{CryptoKeyName, KeyRingName, RingParent};
+
+    fn key(v: u64) -> ObjectKey {
+        ObjectKey {
+            key: CryptoKeyName {
+                ring: KeyRingName {
+                    parent: RingParent::Project("p".into()),
+                    id: "r".into(),
+                },
+                id: "k".into(),
+            },
+            version: v,
+            half: Half::Secret,
+        }
+    }
+
+    #[test]
+    fn handles_are_stable_and_distinct() {
+        let mut i = InstanceState::new("i".into(), Principal::anonymous());
+        let a = i.handle(&key(1));
+        let b = i.handle(&key(2));
+        assert_ne!(a, b);
+        assert_eq!(i.handle(&key(1)), a);
+        assert_eq!(i.object(a), Some(key(1)));
+        assert!(a.0 != 0 && a.0 <= 0x7fff_ffff);
+    }
+
+    #[test]
+    fn last_session_logs_out() {
+        let mut i = InstanceState::new("i".into(), Principal::anonymous());
+        let s = SlotId(5);
+        i.session_opened(s, true);
+        i.logins.insert(
+            s,
+            Login {
+                principal: Principal::anonymous(),
+                so: false,
+            },
+        );
+        i.session_opened(s, false);
+        i.session_closed(s, true);
+        assert!(i.logins.contains_key(&s));
+        i.session_closed(s, false);
+        assert!(!i.logins.contains_key(&s));
+    }
+}

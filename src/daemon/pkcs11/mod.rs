@@ -1,0 +1,1021 @@
+//! keywardd's PKCS#11 half (design §1, §4, §6): the dispatcher of [`Pkcs11Request`]s on the
+//! client socket.
+//!
+//! - [`Pkcs11Service`] is shared by every connection: the published policy and catalog
+//!   ([`crate::catalog::Published`], never SQLite per call), the backing token, the audit
+//!   writer, and the module instances ([`instance::InstanceState`]: principal, logins per
+//!   slot, slot list, handles).
+//! - [`ClientConnection`] is one connection of an instance: its sessions and their bound
+//!   operations. Dropping it closes its sessions (their read counts are audited).
+//!
+//! Decisions are made on one `Arc<State>` per request; a policy change applies to the next
+//! call. Denials follow design §4's table; invisible objects are
+//! `CKR_OBJECT_HANDLE_INVALID`/`CKR_KEY_HANDLE_INVALID`; the use gate is checked at `*Init`
+//! and bound (key, version, token id, mechanism) to the session's operation.
+//!
+//! Audit (design §6): every `*Init` (allowed or denied), login success and failure, every
+//! denial, key generation attempts; FindObjects/GetAttributeValue are counted per session and
+//! recorded when it closes. Records carry the instance and the peer pid/uid. If the writer
+//! cannot persist, new operations (`*Init`, login, finds, attribute reads, random) are refused
+//! with `CKR_DEVICE_ERROR` (fail closed).
+//!
+//! Lock order: `Pkcs11Service::instances`, then one `InstanceState` mutex; neither is held
+//! across a token call or an authentication.
+
+pub mod ck;
+pub mod instance;
+pub mod objects;
+pub mod ops;
+
+use crate::admin::{Caller, Clock};
+use crate::audit::writer::AuditWriter;
+use crate::audit::{NewRecord, Outcome};
+use crate::catalog::{Published, State};
+use crate::policy::{KeyRingName, Permission, Principal, ResourceName};
+use crate::store::keys::VersionState;
+use ck::*;
+use instance::{InstanceState, Login, SlotEntry};
+use keyward_token::Token;
+use keyward_wire::pkcs11::{
+    ring_identity, AttrResult, Attribute, Blob, ConfiguredToken, ObjectHandle, Operation,
+    Pkcs11Request, Pkcs11Response, SessionId, SlotDescription, SlotId, TokenInfo, UserType,
+};
+use objects::{ObjectKey, ObjectView};
+use ops::{Hash, Plan};
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// Instances remembered (oldest forgotten first), as the server's instance table.
+const MAX_INSTANCES: usize = 10_000;
+/// Random bytes one call may ask for.
+const MAX_RANDOM: u64 = 1 << 20;
+/// Sessions one connection may hold.
+const MAX_SESSIONS: usize = 4096;
+
+/// Authenticates a service-account key given as a PIN, with the server's back-off
+/// (`CKR_PIN_INCORRECT` after a growing delay, `CKR_PIN_LOCKED`, `CKR_DEVICE_ERROR`).
+pub type KeyAuthenticator<'a> = &'a dyn Fn(&str) -> Result<Principal, u64>;
+
+/// What every client connection shares.
+pub struct Pkcs11Service {
+    published: Published,
+    token: Arc<Token>,
+    audit: Arc<AuditWriter>,
+    clock: Arc<dyn Clock>,
+    instances: Mutex<Instances>,
+}
+
+#[derive(Default)]
+struct Instances {
+    by_id: HashMap<String, Arc<Mutex<InstanceState>>>,
+    order: VecDeque<String>,
+}
+
+impl Pkcs11Service {
+    /// The service over the published state, the token and the audit writer.
+    pub fn new(
+        published: Published,
+        token: Arc<Token>,
+        audit: Arc<AuditWriter>,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Pkcs11Service> {
+        Arc::new(Pkcs11Service {
+            published,
+            token,
+            audit,
+            clock,
+            instances: Mutex::new(Instances::default()),
+        })
+    }
+
+    /// A connection of the instance `caller.instance` whose pre-login principal is
+    /// `caller.principal`.
+    pub fn connect(self: &Arc<Self>, caller: &Caller) -> ClientConnection {
+        let id = caller.instance.clone().unwrap_or_default();
+        let inst = {
+            let mut t = self.instances.lock();
+            match t.by_id.get(&id) {
+                Some(i) => Arc::clone(i),
+                None => {
+                    if t.order.len() >= MAX_INSTANCES {
+                        if let Some(old) = t.order.pop_front() {
+                            t.by_id.remove(&old);
+                        }
+                    }
+                    let i = Arc::new(Mutex::new(InstanceState::new(
+                        id.clone(),
+                        caller.principal.clone(),
+                    )));
+                    t.by_id.insert(id.clone(), Arc::clone(&i));
+                    t.order.push_back(id);
+                    i
+                }
+            }
+        };
+        ClientConnection {
+            svc: Arc::clone(self),
+            inst,
+            caller: caller.clone(),
+            sessions: HashMap::new(),
+            next_session: 1,
+        }
+    }
+}
+
+/// An operation bound at `*Init`.
+#[derive(Debug)]
+enum Active {
+    Keyed {
+        object: Box<ObjectKey>,
+        plan: Plan,
+        token_id: Vec<u8>,
+        buf: Vec<u8>,
+    },
+    Digest {
+        hash: Hash,
+        buf: Vec<u8>,
+    },
+}
+
+#[derive(Debug)]
+struct Session {
+    slot: SlotId,
+    rw: bool,
+    ops: HashMap<Operation, Active>,
+    finds: u64,
+    reads: u64,
+}
+
+/// One client connection of a module instance.
+pub struct ClientConnection {
+    svc: Arc<Pkcs11Service>,
+    inst: Arc<Mutex<InstanceState>>,
+    caller: Caller,
+    sessions: HashMap<u64, Session>,
+    next_session: u64,
+}
+
+/// The slot's view for one request: who, whether logged in, and the ring if it exists and
+/// the principal sees it.
+struct SlotCtx {
+    principal: Principal,
+    login: Option<bool>,
+    ring: Option<KeyRingName>,
+    ring_name: String,
+}
+
+fn init_action(op: Operation) -> &'static str {
+    match op {
+        Operation::Encrypt => "C_EncryptInit",
+        Operation::Decrypt => "C_DecryptInit",
+        Operation::Sign => "C_SignInit",
+        Operation::Verify => "C_VerifyInit",
+        Operation::Digest => "C_DigestInit",
+    }
+}
+
+fn use_permission(op: Operation) -> Option<Permission> {
+    match op {
+        Operation::Encrypt => Some(Permission::UseToEncrypt),
+        Operation::Decrypt => Some(Permission::UseToDecrypt),
+        Operation::Sign => Some(Permission::UseToSign),
+        Operation::Verify => Some(Permission::UseToVerify),
+        Operation::Digest => None,
+    }
+}
+
+fn token_info(label: &str, serial: &str, counts: Option<(u64, u64)>) -> TokenInfo {
+    let (all, rw) = counts.unwrap_or_default();
+    TokenInfo {
+        label: label.to_owned(),
+        serial: serial.to_owned(),
+        flags: CKF_LOGIN_REQUIRED | CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED | CKF_RNG,
+        session_count: Some(all),
+        rw_session_count: Some(rw),
+    }
+}
+
+fn parse_ring(name: &str) -> Option<KeyRingName> {
+    match ResourceName::from_str(name) {
+        Ok(ResourceName::KeyRing(r)) => Some(r),
+        _ => None,
+    }
+}
+
+impl Drop for ClientConnection {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.close_session(id);
+        }
+    }
+}
+
+impl ClientConnection {
+    /// Answers one request; an error is the CK_RV the C_ function returns.
+    pub fn handle(
+        &mut self,
+        req: Pkcs11Request,
+        auth: KeyAuthenticator<'_>,
+    ) -> Result<Pkcs11Response, u64> {
+        use Pkcs11Request as R;
+        use Pkcs11Response as P;
+        match req {
+            R::Ping => Ok(P::Pong),
+            R::ListSlots { configured } => Ok(P::Slots(self.list_slots(&configured))),
+            R::GetTokenInfo { slot } => {
+                let entry = self.slot_entry(slot)?;
+                let counts = self.inst.lock().sessions.get(&slot).copied();
+                Ok(P::TokenInfo(token_info(
+                    &entry.label,
+                    &entry.serial,
+                    counts,
+                )))
+            }
+            R::GetMechanismList { slot } => {
+                self.slot_entry(slot)?;
+                Ok(P::Mechanisms(ops::served(&self.svc.token)))
+            }
+            R::GetMechanismInfo { slot, mechanism } => {
+                self.slot_entry(slot)?;
+                if !ops::served(&self.svc.token).contains(&mechanism) {
+                    return Err(CKR_MECHANISM_INVALID);
+                }
+                ops::info(mechanism)
+                    .map(P::MechanismInfo)
+                    .ok_or(CKR_MECHANISM_INVALID)
+            }
+            R::OpenSession { slot, read_write } => {
+                self.slot_entry(slot)?;
+                if self.sessions.len() >= MAX_SESSIONS {
+                    return Err(CKR_DEVICE_ERROR);
+                }
+                let id = self.next_session;
+                self.next_session += 1;
+                self.sessions.insert(
+                    id,
+                    Session {
+                        slot,
+                        rw: read_write,
+                        ops: HashMap::new(),
+                        finds: 0,
+                        reads: 0,
+                    },
+                );
+                self.inst.lock().session_opened(slot, read_write);
+                Ok(P::Session(SessionId(id)))
+            }
+            R::CloseSession { session } => {
+                if !self.sessions.contains_key(&session.0) {
+                    return Err(CKR_SESSION_HANDLE_INVALID);
+                }
+                self.close_session(session.0);
+                Ok(P::Done)
+            }
+            R::Login { slot, user, pin } => {
+                self.login(slot, user, pin.as_ref().map(|p| p.expose_secret()), auth)
+            }
+            R::Logout { slot } => {
+                self.slot_entry(slot)?;
+                match self.inst.lock().logins.remove(&slot) {
+                    Some(_) => Ok(P::Done),
+                    None => Err(CKR_USER_NOT_LOGGED_IN),
+                }
+            }
+            R::FindObjects { session, template } => self.find(session, &template),
+            R::GetAttributeValue {
+                session,
+                object,
+                types,
+            } => self.get_attributes(session, object, &types),
+            R::SetAttributeValue {
+                session, object, ..
+            } => self.gate_object(
+                session,
+                object,
+                Permission::CryptoKeysUpdate,
+                "C_SetAttributeValue",
+                CKR_ATTRIBUTE_READ_ONLY,
+            ),
+            R::CopyObject {
+                session, object, ..
+            } => {
+                // A Keyward key is never copied (design §4 "No side doors").
+                let (ctx, obj) = self.visible_object(session, object, CKR_OBJECT_HANDLE_INVALID)?;
+                self.deny(
+                    &ctx.principal,
+                    "C_CopyObject",
+                    Some(obj.version_name()),
+                    CKR_ACTION_PROHIBITED,
+                    "Keyward keys are not copyable",
+                );
+                Err(CKR_ACTION_PROHIBITED)
+            }
+            R::DestroyObject { session, object } => self.gate_object(
+                session,
+                object,
+                Permission::VersionsDestroy,
+                "C_DestroyObject",
+                // Destruction through the module is not offered yet (keywardctl key
+                // destroy schedules it).
+                CKR_FUNCTION_NOT_SUPPORTED,
+            ),
+            R::GetObjectSize { session, object } => {
+                self.visible_object(session, object, CKR_OBJECT_HANDLE_INVALID)?;
+                Ok(P::Size(None))
+            }
+            R::CreateObject { session, .. } => self.create_gate(session, "C_CreateObject"),
+            R::GenerateKey { session, .. } => self.create_gate(session, "C_GenerateKey"),
+            R::GenerateKeyPair { session, .. } => self.create_gate(session, "C_GenerateKeyPair"),
+            R::WrapKey { session, .. } | R::UnwrapKey { session, .. } => {
+                self.session(session)?;
+                Err(CKR_FUNCTION_NOT_SUPPORTED)
+            }
+            R::DeriveKey {
+                session, base_key, ..
+            } => {
+                let (ctx, obj) = self.visible_object(session, base_key, CKR_KEY_HANDLE_INVALID)?;
+                self.deny(
+                    &ctx.principal,
+                    "C_DeriveKey",
+                    Some(obj.version_name()),
+                    CKR_MECHANISM_INVALID,
+                    "no derivation from Keyward keys",
+                );
+                Err(CKR_MECHANISM_INVALID)
+            }
+            R::OperationInit {
+                op,
+                session,
+                mechanism,
+                key,
+            } => self.init(op, session, &mechanism, key),
+            R::OperationOneShot { op, session, data } => {
+                self.append(op, session, data.as_slice())?;
+                self.finish(op, session, None)
+            }
+            R::OperationUpdate { op, session, data } => {
+                self.append(op, session, data.as_slice())?;
+                Ok(P::Data(Blob::default()))
+            }
+            R::OperationFinal { op, session } => self.finish(op, session, None),
+            R::Verify {
+                session,
+                data,
+                signature,
+            } => {
+                self.append(Operation::Verify, session, data.as_slice())?;
+                self.finish(Operation::Verify, session, Some(signature.as_slice()))
+            }
+            R::VerifyFinal { session, signature } => {
+                self.finish(Operation::Verify, session, Some(signature.as_slice()))
+            }
+            R::OperationCancel { op, session } => {
+                self.session_mut(session)?.ops.remove(&op);
+                Ok(P::Done)
+            }
+            R::GenerateRandom { session, len } => self.random(session, len),
+        }
+    }
+
+    // ------------------------------------------------------------------ audit
+
+    fn record(
+        &self,
+        principal: &Principal,
+        action: &str,
+        resource: Option<String>,
+        outcome: Outcome,
+        rv: u64,
+        detail: Option<String>,
+    ) -> Result<(), u64> {
+        let rec = NewRecord {
+            time_ms: self.svc.clock.now_ms(),
+            principal: principal.member.to_string(),
+            peer_pid: self.caller.peer_pid,
+            peer_uid: self.caller.peer_uid,
+            instance: self.caller.instance.clone(),
+            action: action.to_owned(),
+            resource,
+            outcome,
+            rv,
+            detail,
+            request_id: None,
+        };
+        self.svc.audit.submit(rec).map_err(|e| {
+            tracing::error!(error = %e, action, "audit record refused: failing closed");
+            e.ck_rv()
+        })
+    }
+
+    /// Records a denial (the denial stands whether or not the record could be written).
+    fn deny(
+        &self,
+        principal: &Principal,
+        action: &str,
+        resource: Option<String>,
+        rv: u64,
+        why: &str,
+    ) {
+        let _ = self.record(
+            principal,
+            action,
+            resource,
+            Outcome::Denied,
+            rv,
+            Some(why.to_owned()),
+        );
+    }
+
+    fn healthy(&self) -> Result<(), u64> {
+        if self.svc.audit.is_healthy() {
+            Ok(())
+        } else {
+            tracing::error!("audit writer unhealthy: refusing a new operation");
+            Err(CKR_DEVICE_ERROR)
+        }
+    }
+
+    // ------------------------------------------------------------------ slots, login
+
+    fn list_slots(&mut self, configured: &[ConfiguredToken]) -> Vec<SlotDescription> {
+        let state = self.svc.published.current();
+        let mut inst = self.inst.lock();
+        let base = inst.base.clone();
+        let mut out: Vec<SlotDescription> = Vec::new();
+        for ring in state.policy.visible_key_rings(&base) {
+            let Some(r) = state.catalog.rings.get(&ring) else {
+                continue;
+            };
+            let name = ResourceName::KeyRing(ring.clone()).to_string();
+            let slot = SlotId(u64::from(r.slot_id));
+            inst.slots.insert(
+                slot,
+                SlotEntry {
+                    ring: name.clone(),
+                    label: r.token_label.clone(),
+                    serial: r.serial.clone(),
+                },
+            );
+            out.push(SlotDescription {
+                slot,
+                ring: name,
+                token: token_info(&r.token_label, &r.serial, inst.sessions.get(&slot).copied()),
+            });
+        }
+        for c in configured {
+            let (slot, serial) = ring_identity(&c.ring);
+            if out.iter().any(|d| d.slot == slot) {
+                continue;
+            }
+            // Invisible or missing: the configured label, the same flags, empty.
+            inst.slots.insert(
+                slot,
+                SlotEntry {
+                    ring: c.ring.clone(),
+                    label: c.label.clone(),
+                    serial: serial.clone(),
+                },
+            );
+            out.push(SlotDescription {
+                slot,
+                ring: c.ring.clone(),
+                token: token_info(&c.label, &serial, inst.sessions.get(&slot).copied()),
+            });
+        }
+        out
+    }
+
+    /// The instance's entry for `slot`; a ring the pre-login principal sees is added if the
+    /// list was made before it appeared (or by an earlier keywardd).
+    fn slot_entry(&self, slot: SlotId) -> Result<SlotEntry, u64> {
+        let mut inst = self.inst.lock();
+        if let Some(e) = inst.slots.get(&slot) {
+            return Ok(e.clone());
+        }
+        let state = self.svc.published.current();
+        let u = u32::try_from(slot.0).map_err(|_| CKR_SLOT_ID_INVALID)?;
+        let r = state.catalog.ring_by_slot(u).ok_or(CKR_SLOT_ID_INVALID)?;
+        if !state.policy.sees_key_ring(&inst.base, &r.name) {
+            return Err(CKR_SLOT_ID_INVALID);
+        }
+        let e = SlotEntry {
+            ring: ResourceName::KeyRing(r.name.clone()).to_string(),
+            label: r.token_label.clone(),
+            serial: r.serial.clone(),
+        };
+        inst.slots.insert(slot, e.clone());
+        Ok(e)
+    }
+
+    fn slot_ctx(&self, slot: SlotId, state: &State) -> Result<SlotCtx, u64> {
+        let entry = self.slot_entry(slot)?;
+        let (principal, login) = self.inst.lock().principal(slot);
+        let ring = parse_ring(&entry.ring).filter(|r| {
+            state.catalog.rings.contains_key(r) && state.policy.sees_key_ring(&principal, r)
+        });
+        Ok(SlotCtx {
+            principal,
+            login,
+            ring,
+            ring_name: entry.ring,
+        })
+    }
+
+    fn login(
+        &mut self,
+        slot: SlotId,
+        user: UserType,
+        pin: Option<&[u8]>,
+        auth: KeyAuthenticator<'_>,
+    ) -> Result<Pkcs11Response, u64> {
+        let entry = self.slot_entry(slot)?;
+        let so = match user {
+            UserType::User => false,
+            UserType::So => true,
+            UserType::ContextSpecific => return Err(CKR_OPERATION_NOT_INITIALIZED),
+        };
+        {
+            let inst = self.inst.lock();
+            if let Some(l) = inst.logins.get(&slot) {
+                return Err(if l.so == so {
+                    CKR_USER_ALREADY_LOGGED_IN
+                } else {
+                    CKR_USER_ANOTHER_ALREADY_LOGGED_IN
+                });
+            }
+        }
+        self.healthy()?;
+        let base = self.inst.lock().base.clone();
+        let who = if so { "CKU_SO" } else { "CKU_USER" };
+        let principal = match pin {
+            None | Some([]) => Ok(base.clone()),
+            Some(bytes) => match std::str::from_utf8(bytes) {
+                Ok(key) => auth(key),
+                Err(_) => Err(CKR_PIN_INCORRECT),
+            },
+        };
+        let principal = match principal {
+            Ok(p) => p,
+            Err(rv) => {
+                self.deny(
+                    &base,
+                    "C_Login",
+                    Some(entry.ring.clone()),
+                    rv,
+                    &format!("{who}: service-account key refused"),
+                );
+                return Err(rv);
+            }
+        };
+        if so {
+            let state = self.svc.published.current();
+            let allowed = parse_ring(&entry.ring).is_some_and(|r| {
+                state
+                    .policy
+                    .authorize(
+                        &principal,
+                        Permission::KeyRingsSetIamPolicy,
+                        &ResourceName::KeyRing(r),
+                    )
+                    .allowed
+            });
+            if !allowed {
+                self.deny(
+                    &principal,
+                    "C_Login",
+                    Some(entry.ring.clone()),
+                    CKR_PIN_INCORRECT,
+                    "CKU_SO without kms.keyRings.setIamPolicy on the ring",
+                );
+                return Err(CKR_PIN_INCORRECT);
+            }
+        }
+        self.record(
+            &principal,
+            "C_Login",
+            Some(entry.ring),
+            Outcome::Allowed,
+            0,
+            Some(who.to_owned()),
+        )?;
+        self.inst
+            .lock()
+            .logins
+            .insert(slot, Login { principal, so });
+        Ok(Pkcs11Response::Done)
+    }
+
+    // ------------------------------------------------------------------ sessions
+
+    fn session(&self, id: SessionId) -> Result<&Session, u64> {
+        self.sessions.get(&id.0).ok_or(CKR_SESSION_HANDLE_INVALID)
+    }
+
+    fn session_mut(&mut self, id: SessionId) -> Result<&mut Session, u64> {
+        self.sessions
+            .get_mut(&id.0)
+            .ok_or(CKR_SESSION_HANDLE_INVALID)
+    }
+
+    fn close_session(&mut self, id: u64) {
+        let Some(s) = self.sessions.remove(&id) else {
+            return;
+        };
+        let principal = {
+            let mut inst = self.inst.lock();
+            let p = inst.principal(s.slot).0;
+            inst.session_closed(s.slot, s.rw);
+            p
+        };
+        if s.finds > 0 || s.reads > 0 {
+            let ring = self.inst.lock().slots.get(&s.slot).map(|e| e.ring.clone());
+            let _ = self.record(
+                &principal,
+                "session.reads",
+                ring,
+                Outcome::Allowed,
+                0,
+                Some(format!(
+                    "C_FindObjects={} C_GetAttributeValue={}",
+                    s.finds, s.reads
+                )),
+            );
+        }
+    }
+
+    // ------------------------------------------------------------------ objects
+
+    /// Every object the session's principal sees.
+    fn objects<'s>(&self, state: &'s State, ctx: &SlotCtx) -> Vec<ObjectView<'s>> {
+        let Some(ring) = &ctx.ring else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for name in state.policy.visible_keys(&ctx.principal, ring) {
+            let Some(key) = state.catalog.keys.get(&name) else {
+                continue;
+            };
+            let perms = state
+                .policy
+                .effective_permissions(&ctx.principal, &ResourceName::CryptoKey(name.clone()));
+            for v in key
+                .versions
+                .iter()
+                .filter(|v| v.state == VersionState::Enabled)
+            {
+                out.extend(
+                    objects::version_objects(key, v, perms)
+                        .into_iter()
+                        .filter(|o| !o.id.half.is_private() || ctx.login == Some(false)),
+                );
+            }
+        }
+        out
+    }
+
+    /// The object a handle names, if the session's principal sees it now (any state, so
+    /// `*Init` can tell a disabled version); `invalid` otherwise.
+    fn resolve<'s>(
+        &self,
+        state: &'s State,
+        ctx: &SlotCtx,
+        handle: ObjectHandle,
+        invalid: u64,
+    ) -> Result<ObjectView<'s>, u64> {
+        let id = self.inst.lock().object(handle).ok_or(invalid)?;
+        let ring = ctx.ring.as_ref().ok_or(invalid)?;
+        if &id.key.ring != ring || !state.policy.sees_key(&ctx.principal, &id.key) {
+            return Err(invalid);
+        }
+        if id.half.is_private() && ctx.login != Some(false) {
+            return Err(invalid);
+        }
+        let key = state.catalog.keys.get(&id.key).ok_or(invalid)?;
+        let version = key
+            .versions
+            .iter()
+            .find(|v| v.version == id.version)
+            .ok_or(invalid)?;
+        if matches!(
+            version.state,
+            VersionState::Destroyed | VersionState::DestroyScheduled
+        ) {
+            return Err(invalid);
+        }
+        let perms = state
+            .policy
+            .effective_permissions(&ctx.principal, &ResourceName::CryptoKey(id.key.clone()));
+        objects::version_objects(key, version, perms)
+            .into_iter()
+            .find(|o| o.id == id)
+            .ok_or(invalid)
+    }
+
+    /// A visible, ENABLED object (for everything but `*Init`).
+    fn visible_object(
+        &self,
+        session: SessionId,
+        handle: ObjectHandle,
+        invalid: u64,
+    ) -> Result<(SlotCtx, ObjectKey), u64> {
+        let slot = self.session(session)?.slot;
+        let state = self.svc.published.current();
+        let ctx = self.slot_ctx(slot, &state)?;
+        let obj = self.resolve(&state, &ctx, handle, invalid)?;
+        if !obj.enabled() {
+            return Err(invalid);
+        }
+        let id = obj.id.clone();
+        Ok((ctx, id))
+    }
+
+    fn find(&mut self, session: SessionId, template: &[Attribute]) -> Result<Pkcs11Response, u64> {
+        let slot = self.session(session)?.slot;
+        self.healthy()?;
+        let state = self.svc.published.current();
+        let ctx = self.slot_ctx(slot, &state)?;
+        let found: Vec<ObjectKey> = self
+            .objects(&state, &ctx)
+            .into_iter()
+            .filter(|o| o.matches(template))
+            .map(|o| o.id)
+            .collect();
+        let handles = {
+            let mut inst = self.inst.lock();
+            found.iter().map(|k| inst.handle(k)).collect()
+        };
+        self.session_mut(session)?.finds += 1;
+        Ok(Pkcs11Response::Objects(handles))
+    }
+
+    fn get_attributes(
+        &mut self,
+        session: SessionId,
+        handle: ObjectHandle,
+        types: &[u64],
+    ) -> Result<Pkcs11Response, u64> {
+        let slot = self.session(session)?.slot;
+        self.healthy()?;
+        let state = self.svc.published.current();
+        let ctx = self.slot_ctx(slot, &state)?;
+        let obj = self.resolve(&state, &ctx, handle, CKR_OBJECT_HANDLE_INVALID)?;
+        if !obj.enabled() {
+            return Err(CKR_OBJECT_HANDLE_INVALID);
+        }
+        let results: Vec<AttrResult> = types.iter().map(|t| obj.attribute(*t)).collect();
+        let hidden = types
+            .iter()
+            .zip(&results)
+            .any(|(t, r)| matches!(r, AttrResult::Sensitive) && *t != CKA_VALUE);
+        if hidden {
+            self.deny(
+                &ctx.principal,
+                "C_GetAttributeValue",
+                Some(obj.id.version_name()),
+                0x11,
+                "public value without viewPublicKey or a use permission",
+            );
+        }
+        self.session_mut(session)?.reads += 1;
+        Ok(Pkcs11Response::Attributes(results))
+    }
+
+    /// Destroy / SetAttribute: the gate of design §4's table (`CKR_ACTION_PROHIBITED`);
+    /// `allowed` is what an allowed caller gets.
+    fn gate_object(
+        &mut self,
+        session: SessionId,
+        handle: ObjectHandle,
+        permission: Permission,
+        action: &str,
+        allowed: u64,
+    ) -> Result<Pkcs11Response, u64> {
+        let (ctx, id) = self.visible_object(session, handle, CKR_OBJECT_HANDLE_INVALID)?;
+        let state = self.svc.published.current();
+        let d = state.policy.authorize(
+            &ctx.principal,
+            permission,
+            &ResourceName::CryptoKey(id.key.clone()),
+        );
+        if !d.allowed {
+            self.deny(
+                &ctx.principal,
+                action,
+                Some(id.version_name()),
+                CKR_ACTION_PROHIBITED,
+                &format!("needs {permission}"),
+            );
+            return Err(CKR_ACTION_PROHIBITED);
+        }
+        self.record(
+            &ctx.principal,
+            action,
+            Some(id.version_name()),
+            Outcome::Error,
+            allowed,
+            Some("allowed; not offered through the module".into()),
+        )?;
+        Err(allowed)
+    }
+
+    /// GenerateKey(Pair)/CreateObject: kms.cryptoKeys.create on the ring, else
+    /// `CKR_TOKEN_WRITE_PROTECTED`. Creation through the module is not offered yet.
+    fn create_gate(&mut self, session: SessionId, action: &str) -> Result<Pkcs11Response, u64> {
+        let s = self.session(session)?;
+        let (slot, rw) = (s.slot, s.rw);
+        self.healthy()?;
+        let state = self.svc.published.current();
+        let ctx = self.slot_ctx(slot, &state)?;
+        let allowed = ctx.ring.as_ref().is_some_and(|r| {
+            state
+                .policy
+                .authorize(
+                    &ctx.principal,
+                    Permission::CryptoKeysCreate,
+                    &ResourceName::KeyRing(r.clone()),
+                )
+                .allowed
+        });
+        if !allowed {
+            self.deny(
+                &ctx.principal,
+                action,
+                Some(ctx.ring_name),
+                CKR_TOKEN_WRITE_PROTECTED,
+                "needs kms.cryptoKeys.create on the ring",
+            );
+            return Err(CKR_TOKEN_WRITE_PROTECTED);
+        }
+        if !rw {
+            return Err(0xB5); // CKR_SESSION_READ_ONLY
+        }
+        self.record(
+            &ctx.principal,
+            action,
+            Some(ctx.ring_name),
+            Outcome::Error,
+            CKR_FUNCTION_NOT_SUPPORTED,
+            Some("key creation through the module is not offered yet".into()),
+        )?;
+        Err(CKR_FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn random(&mut self, session: SessionId, len: u64) -> Result<Pkcs11Response, u64> {
+        let slot = self.session(session)?.slot;
+        if len > MAX_RANDOM {
+            return Err(CKR_ARGUMENTS_BAD);
+        }
+        self.healthy()?;
+        let state = self.svc.published.current();
+        let ctx = self.slot_ctx(slot, &state)?;
+        if ctx.ring.is_none() {
+            return Err(CKR_RANDOM_NO_RNG);
+        }
+        let n = usize::try_from(len).map_err(|_| CKR_ARGUMENTS_BAD)?;
+        let bytes = self.svc.token.generate_random(n).map_err(|e| {
+            tracing::warn!(error = %e, "C_GenerateRandom failed in the token");
+            e.ck_rv()
+        })?;
+        Ok(Pkcs11Response::Data(Blob::new(bytes)))
+    }
+
+    // ------------------------------------------------------------------ operations
+
+    fn init(
+        &mut self,
+        op: Operation,
+        session: SessionId,
+        mechanism: &keyward_wire::pkcs11::Mechanism,
+        key: Option<ObjectHandle>,
+    ) -> Result<Pkcs11Response, u64> {
+        let s = self.session(session)?;
+        if s.ops.contains_key(&op) {
+            return Err(CKR_OPERATION_ACTIVE);
+        }
+        let slot = s.slot;
+        let action = init_action(op);
+        let state = self.svc.published.current();
+        let ctx = self.slot_ctx(slot, &state)?;
+        if !self.svc.audit.is_healthy() {
+            tracing::error!(action, "audit writer unhealthy: operation refused");
+            return Err(CKR_DEVICE_ERROR);
+        }
+        let (Some(handle), Some(permission)) = (key, use_permission(op)) else {
+            // C_DigestInit: no key, no gate.
+            let hash = ops::digest_mechanism(mechanism)?;
+            self.record(&ctx.principal, action, None, Outcome::Allowed, 0, None)?;
+            self.session_mut(session)?.ops.insert(
+                op,
+                Active::Digest {
+                    hash,
+                    buf: Vec::new(),
+                },
+            );
+            return Ok(Pkcs11Response::Done);
+        };
+        let obj = self.resolve(&state, &ctx, handle, CKR_KEY_HANDLE_INVALID)?;
+        let resource = Some(obj.id.version_name());
+        let refuse = |this: &Self, rv: u64, why: &str| {
+            this.deny(&ctx.principal, action, resource.clone(), rv, why);
+            Err(rv)
+        };
+        let plan = match ops::plan(op, mechanism, &obj) {
+            Ok(p) => p,
+            Err(rv) => {
+                return refuse(
+                    self,
+                    rv,
+                    &format!("mechanism {:#x} not allowed for this key", mechanism.ty),
+                )
+            }
+        };
+        if !obj.enabled() {
+            return refuse(self, CKR_KEY_FUNCTION_NOT_PERMITTED, "version not ENABLED");
+        }
+        if ctx.login == Some(true) && obj.id.half.is_private() {
+            return refuse(self, CKR_KEY_HANDLE_INVALID, "SO session");
+        }
+        let d = state.policy.authorize(
+            &ctx.principal,
+            permission,
+            &ResourceName::CryptoKey(obj.id.key.clone()),
+        );
+        if !d.allowed {
+            return refuse(
+                self,
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+                &format!("needs {permission}"),
+            );
+        }
+        let granted = d.granted_by.map(|b| format!("granted by {b}"));
+        self.record(
+            &ctx.principal,
+            action,
+            resource,
+            Outcome::Allowed,
+            0,
+            granted,
+        )?;
+        let active = Active::Keyed {
+            object: Box::new(obj.id.clone()),
+            plan,
+            token_id: obj.token_id().to_vec(),
+            buf: Vec::new(),
+        };
+        self.session_mut(session)?.ops.insert(op, active);
+        Ok(Pkcs11Response::Done)
+    }
+
+    /// Adds input to the active `op` (buffered in the daemon, capped).
+    fn append(&mut self, op: Operation, session: SessionId, data: &[u8]) -> Result<(), u64> {
+        let s = self.session_mut(session)?;
+        let active = s.ops.get_mut(&op).ok_or(CKR_OPERATION_NOT_INITIALIZED)?;
+        let buf = match active {
+            Active::Keyed { buf, .. } | Active::Digest { buf, .. } => buf,
+        };
+        if buf.len().saturating_add(data.len()) > ops::MAX_BUFFERED {
+            s.ops.remove(&op);
+            return Err(CKR_DATA_LEN_RANGE);
+        }
+        buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// Ends the active `op` and runs it over its buffered input.
+    fn finish(
+        &mut self,
+        op: Operation,
+        session: SessionId,
+        signature: Option<&[u8]>,
+    ) -> Result<Pkcs11Response, u64> {
+        let s = self.session_mut(session)?;
+        let active = s.ops.remove(&op).ok_or(CKR_OPERATION_NOT_INITIALIZED)?;
+        match active {
+            Active::Digest { hash, buf } => Ok(Pkcs11Response::Data(Blob::new(hash.digest(&buf)))),
+            Active::Keyed {
+                object,
+                plan,
+                token_id,
+                mut buf,
+            } => {
+                let out = ops::run(&self.svc.token, op, &plan, &token_id, &buf, signature);
+                zeroize::Zeroize::zeroize(&mut buf);
+                match out {
+                    Ok(ops::Outcome::Data(d)) => Ok(Pkcs11Response::Data(Blob::new(d))),
+                    Ok(ops::Outcome::Verified) => Ok(Pkcs11Response::Done),
+                    Err(rv) => {
+                        tracing::debug!(object = %object.version_name(), rv, "operation failed");
+                        Err(if rv == CKR_KEY_HANDLE_INVALID {
+                            CKR_DEVICE_ERROR
+                        } else {
+                            rv
+                        })
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! Keyward keys as PKCS#11 objects (design §4 "Objects", "Custody", "No side doors"): each
+//! ENABLED version of a key is a secret-key object or a public/private pair; this module
+//! builds the daemon's view of an object's attributes from the published catalog (never
+//! the token: the token's own attributes carry Keyward's internal ids and labels).
+//!
+//! - `CKA_ID`: asymmetric keys, SHA-1 of the public key value as NSS computes it (EC: the
+//!   uncompressed point inside `CKA_EC_POINT`; RSA: the modulus bytes); symmetric keys, the
+//!   first 16 bytes of SHA-256 of the version's full name.
+//! - `CKA_LABEL`: the key id for the primary version, `keyid@vN` for the others.
+//! - Usage flags are true to what the key's purpose allows; `CKA_SENSITIVE` is always TRUE,
+//!   `CKA_COPYABLE` and `CKA_DERIVE` always FALSE; `CKA_VALUE` of a secret or private key is
+//!   sensitive; public values need viewPublicKey or a use permission (design §4's table).
+
+use super::ck::*;
+use crate::catalog::{KeyEntry, VersionEntry};
+use crate::policy::{CryptoKeyName, PermSet, Permission, ResourceName};
+use crate::store::keys::VersionState;
+use keyward_wire::keys::{Algorithm, KeyKind, Purpose};
+use keyward_wire::pkcs11::{AttrResult, AttrValue, Attribute, Blob};
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use spki::der::asn1::{OctetStringRef, UintRef};
+use spki::der::{Decode, Encode, Reader, SliceReader};
+use spki::SubjectPublicKeyInfoRef;
+
+/// Which object of a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Half {
+    /// The secret key of a symmetric version.
+    Secret,
+    /// The public half of a pair.
+    Public,
+    /// The private half of a pair.
+    Private,
+}
+
+impl Half {
+    /// `CKA_CLASS`.
+    pub fn class(self) -> u64 {
+        match self {
+            Half::Secret => CKO_SECRET_KEY,
+            Half::Public => CKO_PUBLIC_KEY,
+            Half::Private => CKO_PRIVATE_KEY,
+        }
+    }
+
+    /// `CKA_PRIVATE`: private and secret objects are invisible before login.
+    pub fn is_private(self) -> bool {
+        !matches!(self, Half::Public)
+    }
+}
+
+/// What identifies an object across policy and catalog changes: the handle tables map
+/// handles to these.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// The key.
+    pub key: CryptoKeyName,
+    /// The version number.
+    pub version: u64,
+    /// Which object of the version.
+    pub half: Half,
+}
+
+impl ObjectKey {
+    /// The version's resource name, for audit records.
+    pub fn version_name(&self) -> String {
+        ResourceName::Version(self.key.clone(), self.version).to_string()
+    }
+}
+
+/// The public values of an asymmetric version, from its stored SPKI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicValues {
+    /// RSA: the modulus and public exponent, big-endian without leading zeros.
+    Rsa {
+        /// `CKA_MODULUS`.
+        modulus: Vec<u8>,
+        /// `CKA_PUBLIC_EXPONENT`.
+        exponent: Vec<u8>,
+    },
+    /// EC: the named-curve OID (DER) and the uncompressed point.
+    Ec {
+        /// `CKA_EC_PARAMS`.
+        params: Vec<u8>,
+        /// The uncompressed point `04 || X || Y`.
+        point: Vec<u8>,
+    },
+}
+
+impl PublicValues {
+    /// Parses a DER SPKI (rsaEncryption or id-ecPublicKey with a named curve).
+    pub fn from_spki(der: &[u8]) -> Option<PublicValues> {
+        let spki = SubjectPublicKeyInfoRef::from_der(der).ok()?;
+        let key = spki.subject_public_key.as_bytes()?;
+        let oid = spki.algorithm.oid;
+        if oid == keyward_token::public_key::RSA_ENCRYPTION {
+            let mut r = SliceReader::new(key).ok()?;
+            let (n, e) = r
+                .sequence(|seq| {
+                    let n = UintRef::decode(seq)?;
+                    let e = UintRef::decode(seq)?;
+                    Ok((n.as_bytes().to_vec(), e.as_bytes().to_vec()))
+                })
+                .ok()?;
+            Some(PublicValues::Rsa {
+                modulus: n,
+                exponent: e,
+            })
+        } else if oid == keyward_token::public_key::ID_EC_PUBLIC_KEY {
+            let params = spki.algorithm.parameters?.to_der().ok()?;
+            Some(PublicValues::Ec {
+                params,
+                point: key.to_vec(),
+            })
+        } else {
+            None
+        }
+    }
+
+    /// `CKA_ID` as NSS computes it: SHA-1 of the modulus or of the point.
+    pub fn nss_id(&self) -> Vec<u8> {
+        match self {
+            PublicValues::Rsa { modulus, .. } => Sha1::digest(modulus).to_vec(),
+            PublicValues::Ec { point, .. } => Sha1::digest(point).to_vec(),
+        }
+    }
+
+    /// `CKA_EC_POINT`: the DER OCTET STRING holding the point.
+    fn ec_point_der(point: &[u8]) -> Option<Vec<u8>> {
+        OctetStringRef::new(point).ok()?.to_der().ok()
+    }
+}
+
+/// One object as the daemon shows it, borrowed from the published catalog.
+#[derive(Debug, Clone)]
+pub struct ObjectView<'a> {
+    /// Its identity.
+    pub id: ObjectKey,
+    /// The key.
+    pub key: &'a KeyEntry,
+    /// The version.
+    pub version: &'a VersionEntry,
+    /// The key's purpose.
+    pub purpose: Purpose,
+    /// The key's algorithm (`None` for PKCS11_GENERIC keys).
+    pub algorithm: Option<Algorithm>,
+    /// The public values of an asymmetric key.
+    pub public: Option<PublicValues>,
+    /// What the principal holds on the key.
+    pub perms: PermSet,
+}
+
+/// The objects of one version (none unless it is ENABLED and has a token object).
+pub fn version_objects<'a>(
+    key: &'a KeyEntry,
+    version: &'a VersionEntry,
+    perms: PermSet,
+) -> Vec<ObjectView<'a>> {
+    if version.token_id.is_none() {
+        return Vec::new();
+    }
+    let Ok(purpose) = key.purpose.parse::<Purpose>() else {
+        return Vec::new();
+    };
+    let algorithm = key.algorithm.as_deref().and_then(|a| a.parse().ok());
+    let public = version
+        .public_key
+        .as_deref()
+        .and_then(PublicValues::from_spki);
+    let halves: &[Half] = if version.public_key.is_some() {
+        &[Half::Public, Half::Private]
+    } else {
+        &[Half::Secret]
+    };
+    halves
+        .iter()
+        .map(|&half| ObjectView {
+            id: ObjectKey {
+                key: key.name.clone(),
+                version: version.version,
+                half,
+            },
+            key,
+            version,
+            purpose,
+            algorithm,
+            public: public.clone(),
+            perms,
+        })
+        .collect()
+}
+
+/// The usage flags of an object: (encrypt, decrypt, sign, verify).
+pub fn usage(purpose: Purpose, half: Half) -> (bool, bool, bool, bool) {
+    match (purpose, half) {
+        (Purpose::EncryptDecrypt, Half::Secret) => (true, true, false, false),
+        (Purpose::Mac, Half::Secret) => (false, false, true, true),
+        (Purpose::AsymmetricSign, Half::Private) => (false, false, true, false),
+        (Purpose::AsymmetricSign, Half::Public) => (false, false, false, true),
+        (Purpose::AsymmetricDecrypt, Half::Private) => (false, true, false, false),
+        (Purpose::AsymmetricDecrypt, Half::Public) => (true, false, false, false),
+        // PKCS11_GENERIC keys keep their flags in the token; Keyward does not make them yet,
+        // so nothing is claimed for them.
+        _ => (false, false, false, false),
+    }
+}
+
+impl ObjectView<'_> {
+    /// Is the version usable (ENABLED)?
+    pub fn enabled(&self) -> bool {
+        self.version.state == VersionState::Enabled
+    }
+
+    /// The internal CKA_ID of the version in the backing token.
+    pub fn token_id(&self) -> &[u8] {
+        self.version.token_id.as_deref().unwrap_or_default()
+    }
+
+    /// May the principal read public values (viewPublicKey or any use permission)?
+    pub fn sees_public_values(&self) -> bool {
+        [
+            Permission::ViewPublicKey,
+            Permission::UseToEncrypt,
+            Permission::UseToDecrypt,
+            Permission::UseToSign,
+            Permission::UseToVerify,
+        ]
+        .iter()
+        .any(|p| self.perms.contains(*p))
+    }
+
+    /// `CKA_ID` (design §4).
+    pub fn cka_id(&self) -> Vec<u8> {
+        match &self.public {
+            Some(p) => p.nss_id(),
+            None => Sha256::digest(self.id.version_name().as_bytes())[..16].to_vec(),
+        }
+    }
+
+    /// `CKA_LABEL`: the key id for the primary version, `keyid@vN` for others.
+    pub fn label(&self) -> String {
+        if self.key.primary_version == Some(self.version.version) {
+            self.key.name.id.clone()
+        } else {
+            format!("{}@v{}", self.key.name.id, self.version.version)
+        }
+    }
+
+    fn key_type(&self) -> Option<u64> {
+        match self.algorithm.map(|a| a.kind()) {
+            Some(KeyKind::Aes(_)) => Some(CKK_AES),
+            Some(KeyKind::Hmac(_)) => Some(CKK_GENERIC_SECRET),
+            Some(KeyKind::Ec(_)) => Some(CKK_EC),
+            Some(KeyKind::Rsa(_)) => Some(CKK_RSA),
+            None => match &self.public {
+                Some(PublicValues::Rsa { .. }) => Some(CKK_RSA),
+                Some(PublicValues::Ec { .. }) => Some(CKK_EC),
+                None => None,
+            },
+        }
+    }
+
+    /// The attribute `ty` as the daemon reports it.
+    pub fn attribute(&self, ty: u64) -> AttrResult {
+        let half = self.id.half;
+        let (enc, dec, sign, verify) = usage(self.purpose, half);
+        let secretish = half != Half::Public;
+        let b = |v: bool| AttrResult::Value(AttrValue::Bool(v));
+        let u = |v: u64| AttrResult::Value(AttrValue::Ulong(v));
+        let bytes = |v: Vec<u8>| AttrResult::Value(AttrValue::Bytes(Blob::new(v)));
+        let public_value = |v: Option<Vec<u8>>| match v {
+            None => AttrResult::TypeInvalid,
+            Some(_) if !self.sees_public_values() => AttrResult::Sensitive,
+            Some(v) => bytes(v),
+        };
+        let rsa = match &self.public {
+            Some(PublicValues::Rsa { modulus, exponent }) => Some((modulus, exponent)),
+            _ => None,
+        };
+        let ec = match &self.public {
+            Some(PublicValues::Ec { params, point }) => Some((params, point)),
+            _ => None,
+        };
+        match ty {
+            CKA_CLASS => u(half.class()),
+            CKA_TOKEN => b(true),
+            CKA_PRIVATE => b(half.is_private()),
+            CKA_LABEL => bytes(self.label().into_bytes()),
+            CKA_ID => bytes(self.cka_id()),
+            CKA_KEY_TYPE => self.key_type().map_or(AttrResult::TypeInvalid, u),
+            CKA_ENCRYPT => b(enc),
+            CKA_DECRYPT => b(dec),
+            CKA_SIGN => b(sign),
+            CKA_VERIFY => b(verify),
+            CKA_WRAP | CKA_UNWRAP | CKA_SIGN_RECOVER | CKA_VERIFY_RECOVER | CKA_DERIVE => b(false),
+            CKA_MODIFIABLE | CKA_COPYABLE => b(false),
+            CKA_DESTROYABLE | CKA_LOCAL => b(true),
+            CKA_SENSITIVE | CKA_ALWAYS_SENSITIVE if secretish => b(true),
+            CKA_EXTRACTABLE if secretish => b(self.key.exportable),
+            CKA_NEVER_EXTRACTABLE if secretish => b(!self.key.exportable),
+            CKA_ALWAYS_AUTHENTICATE if secretish => b(false),
+            CKA_VALUE if secretish => AttrResult::Sensitive,
+            CKA_VALUE_LEN if half == Half::Secret => match self.algorithm.map(|a| a.kind()) {
+                Some(KeyKind::Aes(n) | KeyKind::Hmac(n)) => u(u64::try_from(n).unwrap_or(0)),
+                _ => AttrResult::TypeInvalid,
+            },
+            CKA_MODULUS => public_value(rsa.map(|(n, _)| n.clone())),
+            CKA_PUBLIC_EXPONENT => public_value(rsa.map(|(_, e)| e.clone())),
+            CKA_MODULUS_BITS => match rsa {
+                Some((n, _)) => u(modulus_bits(n)),
+                None => AttrResult::TypeInvalid,
+            },
+            CKA_EC_PARAMS => ec.map_or(AttrResult::TypeInvalid, |(p, _)| bytes(p.clone())),
+            CKA_EC_POINT => public_value(ec.and_then(|(_, p)| PublicValues::ec_point_der(p))),
+            CKA_PUBLIC_KEY_INFO => public_value(self.version.public_key.clone()),
+            _ => AttrResult::TypeInvalid,
+        }
+    }
+
+    /// Does the object match a FindObjects template? An attribute the principal may not read
+    /// never matches (no oracle on hidden values).
+    pub fn matches(&self, template: &[Attribute]) -> bool {
+        template.iter().all(|a| match self.attribute(a.ty) {
+            AttrResult::Value(v) => v == a.value,
+            _ => false,
+        })
+    }
+}
+
+fn modulus_bits(n: &[u8]) -> u64 {
+    let Some(first) = n.iter().position(|b| *b != 0) else {
+        return 0;
+    };
+    let len = u64::try_from(n.len() - first).unwrap_or(0);
+    len * 8 - u64::from(n[first].leading_zeros())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ec_spki_parses_and_ids_like_nss() {
+        let mut point = vec![4u8];
+        point.extend([7u8; 64]);
+        let params = keyward_token::public_key::Curve::P256.ec_params();
+        let mut wrapped = vec![0x04, 65];
+        wrapped.extend(&point);
+        let der = keyward_token::public_key::ec_spki_der(&params, &wrapped).unwrap();
+        let p = PublicValues::from_spki(&der).unwrap();
+        assert_eq!(
+            p,
+            PublicValues::Ec {
+                params: params.clone(),
+                point: point.clone()
+            }
+        );
+        assert_eq!(p.nss_id(), Sha1::digest(&point).to_vec());
+        assert_eq!(PublicValues::ec_point_der(&point).unwrap(), wrapped);
+    }
+
+    #[test]
+    fn rsa_spki_parses() {
+        let n = vec![0xC3u8; 256];
+        let der = keyward_token::public_key::rsa_spki_der(&n, &[1, 0, 1]).unwrap();
+        let p = PublicValues::from_spki(&der).unwrap();
+        assert_eq!(
+            p,
+            PublicValues::Rsa {
+                modulus: n.clone(),
+                exponent: vec![1, 0, 1]
+            }
+        );
+        assert_eq!(modulus_bits(&n), 2048);
+        assert_eq!(modulus_bits(&[0, 1]), 1);
+    }
+}

@@ -1,0 +1,413 @@
+//! Cryptographic operations (design §4 "Mechanisms", §5): which mechanism each key's
+//! algorithm allows ([`plan`], `CKR_MECHANISM_INVALID` otherwise), and running a bound
+//! operation in the backing token against the version's internal `CKA_ID` ([`run`]).
+//!
+//! Compositions: `CKM_ECDSA_SHA256/384` are a digest in the daemon (public data) then raw
+//! `CKM_ECDSA` in the token. Raw `CKM_ECDSA`, `CKM_RSA_PKCS` and `CKM_RSA_PKCS_PSS` take a
+//! client-made digest whose length (and, for PKCS#1 v1.5, `DigestInfo`) must match the key's
+//! algorithm. `CKM_RSA_X_509` is never offered. Multi-part operations accumulate their input
+//! in the daemon (at most [`MAX_BUFFERED`] bytes) and run once at the final call, so no
+//! token session is held between a client's calls and no client can block another.
+
+use super::ck::*;
+use super::objects::{Half, ObjectView};
+use cryptoki::context::Function;
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::aead::GcmParams as CkGcm;
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
+use cryptoki::mechanism::{Mechanism as CkMech, MechanismType};
+use cryptoki::object::{Attribute as CkAttr, ObjectClass};
+use keyward_token::Token;
+use keyward_wire::keys::{Algorithm, KeyKind};
+use keyward_wire::pkcs11::{MechParams, Mechanism, MechanismInfo, Operation};
+use sha2::{Digest, Sha256, Sha384, Sha512};
+
+/// Input a multi-part operation may buffer in the daemon.
+pub const MAX_BUFFERED: usize = 4 << 20;
+
+/// The DER prefix of a SHA-256 `DigestInfo` (PKCS#1 v1.5, RFC 8017 §9.2 note 1).
+const SHA256_DIGEST_INFO: [u8; 19] = [
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
+];
+
+/// A digest the daemon computes (public data only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hash {
+    /// SHA-256.
+    Sha256,
+    /// SHA-384.
+    Sha384,
+    /// SHA-512.
+    Sha512,
+}
+
+impl Hash {
+    /// The digest of `data`.
+    pub fn digest(self, data: &[u8]) -> Vec<u8> {
+        match self {
+            Hash::Sha256 => Sha256::digest(data).to_vec(),
+            Hash::Sha384 => Sha384::digest(data).to_vec(),
+            Hash::Sha512 => Sha512::digest(data).to_vec(),
+        }
+    }
+}
+
+/// What the token is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenMech {
+    /// `CKM_ECDSA`.
+    Ecdsa,
+    /// `CKM_RSA_PKCS` (sign/verify only).
+    RsaPkcs,
+    /// `CKM_SHA256_RSA_PKCS`.
+    Sha256RsaPkcs,
+    /// `CKM_RSA_PKCS_PSS` with SHA-256 parameters (salt 32).
+    RsaPssSha256,
+    /// `CKM_SHA256_RSA_PKCS_PSS` (salt 32).
+    Sha256RsaPss,
+    /// `CKM_SHA256_HMAC`.
+    HmacSha256,
+    /// `CKM_AES_GCM`.
+    Gcm {
+        /// IV.
+        iv: Vec<u8>,
+        /// AAD.
+        aad: Vec<u8>,
+        /// Tag bits.
+        tag_bits: u64,
+    },
+    /// `CKM_RSA_PKCS_OAEP`.
+    Oaep {
+        /// SHA-256 (else SHA-1), with the MGF1 of the same hash.
+        sha256: bool,
+        /// The label.
+        label: Vec<u8>,
+    },
+}
+
+/// A checked operation: bound to its key at `*Init`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The token mechanism.
+    pub mech: TokenMech,
+    /// A digest the daemon makes first (composed mechanisms).
+    pub prehash: Option<Hash>,
+    /// The input length a raw mechanism requires (the key algorithm's digest).
+    pub input_len: Option<usize>,
+    /// The input must start with this (a `DigestInfo` prefix).
+    pub input_prefix: Option<&'static [u8]>,
+    /// The class of the token object used.
+    pub class: ObjectClass,
+}
+
+/// Mechanisms keywardd serves, given what the backing token has.
+pub fn served(token: &Token) -> Vec<u64> {
+    let has = |m: MechanismType| token.mechanisms().has(m);
+    let mut out = Vec::new();
+    if has(MechanismType::ECDSA) {
+        out.extend([CKM_ECDSA, CKM_ECDSA_SHA256, CKM_ECDSA_SHA384]);
+    }
+    if has(MechanismType::RSA_PKCS) {
+        out.push(CKM_RSA_PKCS);
+    }
+    if has(MechanismType::SHA256_RSA_PKCS) {
+        out.push(CKM_SHA256_RSA_PKCS);
+    }
+    if has(MechanismType::RSA_PKCS_PSS) {
+        out.push(CKM_RSA_PKCS_PSS);
+    }
+    if has(MechanismType::SHA256_RSA_PKCS_PSS) {
+        out.push(CKM_SHA256_RSA_PKCS_PSS);
+    }
+    if has(MechanismType::RSA_PKCS_OAEP) && token.mechanisms().oaep_sha1() {
+        out.push(CKM_RSA_PKCS_OAEP);
+    }
+    if has(MechanismType::AES_GCM) {
+        out.push(CKM_AES_GCM);
+    }
+    if has(MechanismType::SHA256_HMAC) {
+        out.push(CKM_SHA256_HMAC);
+    }
+    out.extend([CKM_SHA256, CKM_SHA384, CKM_SHA512]);
+    out
+}
+
+/// `CK_MECHANISM_INFO` of a served mechanism (key sizes in bits, AES and HMAC in bytes).
+pub fn info(mechanism: u64) -> Option<MechanismInfo> {
+    let i = |min, max, flags| {
+        Some(MechanismInfo {
+            min_key_size: min,
+            max_key_size: max,
+            flags,
+        })
+    };
+    let ec = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
+    match mechanism {
+        CKM_ECDSA | CKM_ECDSA_SHA256 | CKM_ECDSA_SHA384 => i(256, 384, CKF_SIGN | CKF_VERIFY | ec),
+        CKM_RSA_PKCS | CKM_SHA256_RSA_PKCS | CKM_RSA_PKCS_PSS | CKM_SHA256_RSA_PKCS_PSS => {
+            i(2048, 4096, CKF_SIGN | CKF_VERIFY)
+        }
+        CKM_RSA_PKCS_OAEP => i(2048, 4096, CKF_ENCRYPT | CKF_DECRYPT),
+        CKM_AES_GCM => i(16, 32, CKF_ENCRYPT | CKF_DECRYPT),
+        CKM_SHA256_HMAC => i(32, 32, CKF_SIGN | CKF_VERIFY),
+        CKM_SHA256 | CKM_SHA384 | CKM_SHA512 => i(0, 0, CKF_DIGEST),
+        _ => None,
+    }
+}
+
+/// The digest of a `C_DigestInit` mechanism.
+pub fn digest_mechanism(m: &Mechanism) -> Result<Hash, u64> {
+    match m.ty {
+        CKM_SHA256 => Ok(Hash::Sha256),
+        CKM_SHA384 => Ok(Hash::Sha384),
+        CKM_SHA512 => Ok(Hash::Sha512),
+        _ => Err(CKR_MECHANISM_INVALID),
+    }
+}
+
+/// Checks `mechanism` for `op` on the object: `CKR_MECHANISM_INVALID` if the key's purpose
+/// or algorithm forbids it, `CKR_MECHANISM_PARAM_INVALID` for parameters other than the
+/// algorithm's, `CKR_KEY_FUNCTION_NOT_PERMITTED` if this object cannot do `op` (a public
+/// key asked to sign).
+pub fn plan(op: Operation, m: &Mechanism, obj: &ObjectView<'_>) -> Result<Plan, u64> {
+    let Some(alg) = obj.algorithm else {
+        return Err(CKR_MECHANISM_INVALID);
+    };
+    let half = obj.id.half;
+    let mk = |mech, prehash, input_len, class| Plan {
+        mech,
+        prehash,
+        input_len,
+        input_prefix: None,
+        class,
+    };
+    // The class of the token object each operation uses.
+    let sign_class = || match (op, half) {
+        (Operation::Sign, Half::Private) => Ok(ObjectClass::PRIVATE_KEY),
+        (Operation::Verify, Half::Public) => Ok(ObjectClass::PUBLIC_KEY),
+        (Operation::Sign | Operation::Verify, _) => Err(CKR_KEY_FUNCTION_NOT_PERMITTED),
+        _ => Err(CKR_MECHANISM_INVALID),
+    };
+    let no_params = || match &m.params {
+        MechParams::None => Ok(()),
+        _ => Err(CKR_MECHANISM_PARAM_INVALID),
+    };
+    match alg.kind() {
+        KeyKind::Ec(bits) => {
+            let (hash, len, composed) = if bits == 384 {
+                (Hash::Sha384, 48, CKM_ECDSA_SHA384)
+            } else {
+                (Hash::Sha256, 32, CKM_ECDSA_SHA256)
+            };
+            if m.ty == CKM_ECDSA {
+                no_params()?;
+                Ok(mk(TokenMech::Ecdsa, None, Some(len), sign_class()?))
+            } else if m.ty == composed {
+                no_params()?;
+                Ok(mk(TokenMech::Ecdsa, Some(hash), None, sign_class()?))
+            } else {
+                Err(CKR_MECHANISM_INVALID)
+            }
+        }
+        KeyKind::Rsa(_) if is_pkcs1_sign(alg) => match m.ty {
+            CKM_RSA_PKCS => {
+                no_params()?;
+                let mut p = mk(TokenMech::RsaPkcs, None, Some(51), sign_class()?);
+                p.input_prefix = Some(&SHA256_DIGEST_INFO);
+                Ok(p)
+            }
+            CKM_SHA256_RSA_PKCS => {
+                no_params()?;
+                Ok(mk(TokenMech::Sha256RsaPkcs, None, None, sign_class()?))
+            }
+            _ => Err(CKR_MECHANISM_INVALID),
+        },
+        KeyKind::Rsa(_) if is_pss_sign(alg) => {
+            let pss_ok = |m: &Mechanism| match &m.params {
+                MechParams::Pss(p)
+                    if p.hash == CKM_SHA256 && p.mgf == CKG_MGF1_SHA256 && p.salt_len == 32 =>
+                {
+                    Ok(())
+                }
+                _ => Err(CKR_MECHANISM_PARAM_INVALID),
+            };
+            match m.ty {
+                CKM_RSA_PKCS_PSS => {
+                    pss_ok(m)?;
+                    Ok(mk(TokenMech::RsaPssSha256, None, Some(32), sign_class()?))
+                }
+                CKM_SHA256_RSA_PKCS_PSS => {
+                    pss_ok(m)?;
+                    Ok(mk(TokenMech::Sha256RsaPss, None, None, sign_class()?))
+                }
+                _ => Err(CKR_MECHANISM_INVALID),
+            }
+        }
+        KeyKind::Rsa(_) => {
+            // RSA_DECRYPT_OAEP_*.
+            if m.ty != CKM_RSA_PKCS_OAEP {
+                return Err(CKR_MECHANISM_INVALID);
+            }
+            let sha256 = matches!(
+                keyward_token::OaepHash::of(alg),
+                Some(keyward_token::OaepHash::Sha256)
+            );
+            let (hash, mgf) = if sha256 {
+                (CKM_SHA256, CKG_MGF1_SHA256)
+            } else {
+                (CKM_SHA_1, CKG_MGF1_SHA1)
+            };
+            let label = match &m.params {
+                MechParams::Oaep(p) if p.hash == hash && p.mgf == mgf => {
+                    p.source_data.as_slice().to_vec()
+                }
+                _ => return Err(CKR_MECHANISM_PARAM_INVALID),
+            };
+            let class = match (op, half) {
+                (Operation::Decrypt, Half::Private) => ObjectClass::PRIVATE_KEY,
+                (Operation::Encrypt, Half::Public) => ObjectClass::PUBLIC_KEY,
+                (Operation::Encrypt | Operation::Decrypt, _) => {
+                    return Err(CKR_KEY_FUNCTION_NOT_PERMITTED)
+                }
+                _ => return Err(CKR_MECHANISM_INVALID),
+            };
+            Ok(mk(TokenMech::Oaep { sha256, label }, None, None, class))
+        }
+        KeyKind::Aes(_) => {
+            if m.ty != CKM_AES_GCM || !matches!(op, Operation::Encrypt | Operation::Decrypt) {
+                return Err(CKR_MECHANISM_INVALID);
+            }
+            let MechParams::Gcm(g) = &m.params else {
+                return Err(CKR_MECHANISM_PARAM_INVALID);
+            };
+            if g.iv.is_empty() || g.tag_bits == 0 || g.tag_bits > 128 || g.tag_bits % 8 != 0 {
+                return Err(CKR_MECHANISM_PARAM_INVALID);
+            }
+            let mech = TokenMech::Gcm {
+                iv: g.iv.as_slice().to_vec(),
+                aad: g.aad.as_slice().to_vec(),
+                tag_bits: g.tag_bits,
+            };
+            Ok(mk(mech, None, None, ObjectClass::SECRET_KEY))
+        }
+        KeyKind::Hmac(_) => {
+            if m.ty != CKM_SHA256_HMAC || !matches!(op, Operation::Sign | Operation::Verify) {
+                return Err(CKR_MECHANISM_INVALID);
+            }
+            no_params()?;
+            Ok(mk(
+                TokenMech::HmacSha256,
+                None,
+                None,
+                ObjectClass::SECRET_KEY,
+            ))
+        }
+    }
+}
+
+fn is_pkcs1_sign(a: Algorithm) -> bool {
+    a.as_str().starts_with("RSA_SIGN_PKCS1_")
+}
+
+fn is_pss_sign(a: Algorithm) -> bool {
+    a.as_str().starts_with("RSA_SIGN_PSS_")
+}
+
+/// What [`run`] gives back.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Output bytes.
+    Data(Vec<u8>),
+    /// A verification succeeded.
+    Verified,
+}
+
+fn not_found() -> CkError {
+    CkError::Pkcs11(RvError::KeyHandleInvalid, Function::FindObjects)
+}
+
+/// Runs a bound operation over its whole input in the token. `signature` is given for
+/// verification. Errors are CK_RVs (the token's unchanged).
+pub fn run(
+    token: &Token,
+    op: Operation,
+    plan: &Plan,
+    token_id: &[u8],
+    input: &[u8],
+    signature: Option<&[u8]>,
+) -> Result<Outcome, u64> {
+    let hashed;
+    let data = match plan.prehash {
+        Some(h) => {
+            hashed = h.digest(input);
+            &hashed[..]
+        }
+        None => input,
+    };
+    if let Some(len) = plan.input_len {
+        if data.len() != len {
+            return Err(CKR_DATA_LEN_RANGE);
+        }
+    }
+    if let Some(prefix) = plan.input_prefix {
+        if !data.starts_with(prefix) {
+            return Err(CKR_DATA_INVALID);
+        }
+    }
+    let pss = PkcsPssParams {
+        hash_alg: MechanismType::SHA256,
+        mgf: PkcsMgfType::MGF1_SHA256,
+        s_len: 32u64.into(),
+    };
+    let result = token.with_session(|s| {
+        let found = s.find_objects(&[
+            CkAttr::Token(true),
+            CkAttr::Class(plan.class),
+            CkAttr::Id(token_id.to_vec()),
+        ])?;
+        let key = *found.first().ok_or_else(not_found)?;
+        let mut iv_buf;
+        let mech = match &plan.mech {
+            TokenMech::Ecdsa => CkMech::Ecdsa,
+            TokenMech::RsaPkcs => CkMech::RsaPkcs,
+            TokenMech::Sha256RsaPkcs => CkMech::Sha256RsaPkcs,
+            TokenMech::RsaPssSha256 => CkMech::RsaPkcsPss(pss),
+            TokenMech::Sha256RsaPss => CkMech::Sha256RsaPkcsPss(pss),
+            TokenMech::HmacSha256 => CkMech::Sha256Hmac,
+            TokenMech::Gcm { iv, aad, tag_bits } => {
+                iv_buf = iv.clone();
+                CkMech::AesGcm(CkGcm::new(&mut iv_buf, aad, (*tag_bits).into())?)
+            }
+            TokenMech::Oaep { sha256, label } => {
+                let (h, mgf) = if *sha256 {
+                    (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256)
+                } else {
+                    (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1)
+                };
+                let source = if label.is_empty() {
+                    PkcsOaepSource::empty()
+                } else {
+                    PkcsOaepSource::data_specified(label)
+                };
+                CkMech::RsaPkcsOaep(PkcsOaepParams::new(h, mgf, source))
+            }
+        };
+        match op {
+            Operation::Sign => s.sign(&mech, key, data).map(Outcome::Data),
+            Operation::Verify => s
+                .verify(&mech, key, data, signature.unwrap_or_default())
+                .map(|()| Outcome::Verified),
+            Operation::Encrypt => s.encrypt(&mech, key, data).map(Outcome::Data),
+            Operation::Decrypt => s.decrypt(&mech, key, data).map(Outcome::Data),
+            Operation::Digest => Err(CkError::Pkcs11(
+                RvError::MechanismInvalid,
+                Function::DigestInit,
+            )),
+        }
+    });
+    result.map_err(|e| {
+        tracing::debug!(error = %e, "token operation failed");
+        e.ck_rv()
+    })
+}
