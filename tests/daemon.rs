@@ -331,16 +331,7 @@ fn a_scheduled_destroy_happens_when_keywardds_clock_passes_the_grace() {
     env.start();
     let ring = "projects/payments/keyRings/web";
     let version = format!("{ring}/cryptoKeys/k1/cryptoKeyVersions/1");
-    env.ctl(&[
-        "project",
-        "create",
-        "--parent",
-        "organizations/acme",
-        "payments",
-    ])
-    .ok();
-    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
-        .ok();
+    env.payments_ring();
     env.ctl(&[
         "key",
         "create",

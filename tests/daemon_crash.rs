@@ -16,16 +16,7 @@ const RING: &str = "projects/payments/keyRings/web";
 fn sigkill_mid_batch_then_restart() {
     let mut env = Env::new();
     env.start();
-    env.ctl(&[
-        "project",
-        "create",
-        "--parent",
-        "organizations/acme",
-        "payments",
-    ])
-    .ok();
-    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
-        .ok();
+    env.payments_ring();
 
     // Create keys from a second thread until keywardd dies under it.
     let env = Arc::new(Mutex::new(env));

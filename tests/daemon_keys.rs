@@ -154,16 +154,7 @@ fn key_lifecycle_through_keywardd() {
     env.set_clock(T0);
     env.start();
     let direct = Direct::open(&env);
-    env.ctl(&[
-        "project",
-        "create",
-        "--parent",
-        "organizations/acme",
-        "payments",
-    ])
-    .ok();
-    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
-        .ok();
+    env.payments_ring();
     assert_match(&env, &direct, "empty");
 
     for alg in Algorithm::ALL {

@@ -128,6 +128,21 @@ impl Env {
         run_raw(&all, &[])
     }
 
+    /// Creates project `payments` and its key ring `web` through keywardd; returns the ring.
+    pub fn payments_ring(&self) -> &'static str {
+        self.ctl(&[
+            "project",
+            "create",
+            "--parent",
+            "organizations/acme",
+            "payments",
+        ])
+        .ok();
+        self.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
+            .ok();
+        "projects/payments/keyRings/web"
+    }
+
     /// Runs keywardctl ARGS over the admin socket, as this process's uid.
     pub fn ctl(&self, args: &[&str]) -> Output {
         self.ctl_env(args, &[])
