@@ -145,3 +145,4 @@ pub fn my_uid() -> u32 {
         .expect("no Uid: line")
 }
 pub mod daemon;
+pub mod pkcs11;
