@@ -120,6 +120,32 @@ pub struct Snapshot {
     group_members: HashMap<String, BTreeSet<Member>>,
     /// The groups each member is directly in.
     member_of: HashMap<Member, Vec<String>>,
+    /// Every group each member is in, directly or through nested groups, computed once by
+    /// [`SnapshotBuilder::build`]: the decisions look a principal's groups up here instead of
+    /// walking `member_of` on every call.
+    group_closure: HashMap<Member, Vec<Member>>,
+}
+
+/// Who a principal counts as, borrowed from the snapshot's group index: no allocation beyond
+/// one small vector (see [`Snapshot::effective_members`] for the definition it matches).
+struct Membership<'a> {
+    principal: &'a Principal,
+    /// The group closures of the principal's member, its unix groups and `allAuthenticated`.
+    groups: Vec<&'a [Member]>,
+}
+
+impl Membership<'_> {
+    fn contains(&self, m: &Member) -> bool {
+        if *m == self.principal.member {
+            return true;
+        }
+        match m {
+            Member::UnixGid(g) => self.principal.unix_gids.contains(g),
+            Member::AllAuthenticated => self.principal.is_authenticated(),
+            Member::Group(_) => self.groups.iter().any(|gs| gs.contains(m)),
+            _ => false,
+        }
+    }
 }
 
 /// Builds a [`Snapshot`]; the store feeds it in one read transaction.
@@ -229,8 +255,27 @@ impl SnapshotBuilder {
         self
     }
 
-    /// The finished snapshot.
-    pub fn build(self) -> Snapshot {
+    /// The finished snapshot (computes the transitive group index).
+    pub fn build(mut self) -> Snapshot {
+        let member_of = &self.snap.member_of;
+        let mut closure = HashMap::with_capacity(member_of.len());
+        for (m, direct) in member_of {
+            let mut seen: HashSet<&str> = HashSet::new();
+            let mut out = Vec::new();
+            let mut queue: VecDeque<&str> = direct.iter().map(String::as_str).collect();
+            while let Some(g) = queue.pop_front() {
+                if !seen.insert(g) {
+                    continue;
+                }
+                let group = Member::Group(g.to_string());
+                if let Some(up) = member_of.get(&group) {
+                    queue.extend(up.iter().map(String::as_str));
+                }
+                out.push(group);
+            }
+            closure.insert(m.clone(), out);
+        }
+        self.snap.group_closure = closure;
         self.snap
     }
 }
@@ -282,6 +327,65 @@ impl Snapshot {
                 }
             }
         }
+    }
+
+    /// [`Snapshot::ancestors`] borrowed from the snapshot (no clones).
+    fn chain<'a>(&'a self, resource: &ResourceName) -> Option<Vec<&'a ResourceName>> {
+        let key;
+        let start = match resource {
+            ResourceName::Version(k, _) => {
+                key = ResourceName::CryptoKey(k.clone());
+                &key
+            }
+            r => r,
+        };
+        let (mut cur, mut parent) = self.parents.get_key_value(start)?;
+        let mut out = Vec::with_capacity(8);
+        loop {
+            if out.len() >= MAX_DEPTH {
+                return None;
+            }
+            out.push(cur);
+            match parent {
+                Some(p) => (cur, parent) = self.parents.get_key_value(p)?,
+                None => return matches!(cur, ResourceName::Organization(_)).then_some(out),
+            }
+        }
+    }
+
+    fn membership<'a>(&'a self, principal: &'a Principal) -> Membership<'a> {
+        let mut groups = Vec::new();
+        let mut add = |m: &Member| {
+            if let Some(gs) = self.group_closure.get(m) {
+                groups.push(gs.as_slice());
+            }
+        };
+        add(&principal.member);
+        for g in &principal.unix_gids {
+            add(&Member::UnixGid(*g));
+        }
+        if principal.is_authenticated() {
+            add(&Member::AllAuthenticated);
+        }
+        Membership { principal, groups }
+    }
+
+    /// [`Snapshot::effective_permissions`] for a membership already looked up.
+    fn permissions_of(&self, members: &Membership<'_>, resource: &ResourceName) -> PermSet {
+        let Some(chain) = self.chain(resource) else {
+            return PermSet::EMPTY;
+        };
+        let mut out = PermSet::EMPTY;
+        for res in chain {
+            for (role, member) in self.bindings.get(res).into_iter().flatten() {
+                if members.contains(member) {
+                    if let Some(p) = self.roles.get(role) {
+                        out = out.union(*p);
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The organisation a resource belongs to.
@@ -347,12 +451,7 @@ impl Snapshot {
 
     /// Everything the principal holds on the resource (empty if the resource is unknown).
     pub fn effective_permissions(&self, principal: &Principal, resource: &ResourceName) -> PermSet {
-        let Some(chain) = self.ancestors(resource) else {
-            return PermSet::EMPTY;
-        };
-        let members = self.effective_members(principal);
-        self.granting_bindings(&members, &chain)
-            .fold(PermSet::EMPTY, |s, (_, p)| s.union(p))
+        self.permissions_of(&self.membership(principal), resource)
     }
 
     /// Does the principal hold `permission` on `resource`? Names the nearest granting binding.
@@ -362,24 +461,31 @@ impl Snapshot {
         permission: Permission,
         resource: &ResourceName,
     ) -> Decision {
-        let Some(chain) = self.ancestors(resource) else {
+        let Some(chain) = self.chain(resource) else {
             return Decision::deny(format!("{resource} does not exist"));
         };
-        let members = self.effective_members(principal);
-        let found = self
-            .granting_bindings(&members, &chain)
-            .find(|(_, p)| p.contains(permission));
-        match found {
-            Some((b, _)) => Decision {
-                allowed: true,
-                granted_by: Some(b),
-                reason: None,
-            },
-            None => Decision::deny(format!(
-                "{} does not hold {permission} on {resource}",
-                principal.member
-            )),
+        let members = self.membership(principal);
+        for res in chain {
+            for (role, member) in self.bindings.get(res).into_iter().flatten() {
+                if members.contains(member)
+                    && self.roles.get(role).is_some_and(|p| p.contains(permission))
+                {
+                    return Decision {
+                        allowed: true,
+                        granted_by: Some(Binding {
+                            resource: res.clone(),
+                            role: role.clone(),
+                            member: member.clone(),
+                        }),
+                        reason: None,
+                    };
+                }
+            }
         }
+        Decision::deny(format!(
+            "{} does not hold {permission} on {resource}",
+            principal.member
+        ))
     }
 
     /// [`Snapshot::authorize`] with a permission given by name: an unknown name is a deny.
@@ -418,30 +524,39 @@ impl Snapshot {
     /// Does the principal see this key (design §4): any `kms.*` resource permission on it,
     /// direct or inherited (which covers `kms.cryptoKeys.list` on its ring).
     pub fn sees_key(&self, principal: &Principal, key: &CryptoKeyName) -> bool {
+        self.sees_key_as(&self.membership(principal), key)
+    }
+
+    fn sees_key_as(&self, members: &Membership<'_>, key: &CryptoKeyName) -> bool {
         !self
-            .effective_permissions(principal, &ResourceName::CryptoKey(key.clone()))
+            .permissions_of(members, &ResourceName::CryptoKey(key.clone()))
             .intersect(PermSet::kms_resource())
             .is_empty()
     }
 
-    /// Does the principal see this key ring's token: a `kms.*` permission on the ring or any
-    /// visible key in it.
-    pub fn sees_key_ring(&self, principal: &Principal, ring: &KeyRingName) -> bool {
-        let on_ring = self.effective_permissions(principal, &ResourceName::KeyRing(ring.clone()));
+    fn sees_key_ring_as(&self, members: &Membership<'_>, ring: &KeyRingName) -> bool {
+        let on_ring = self.permissions_of(members, &ResourceName::KeyRing(ring.clone()));
         if !on_ring.intersect(PermSet::kms_resource()).is_empty() {
             return true;
         }
         self.ring_keys
             .get(ring)
-            .is_some_and(|keys| keys.iter().any(|k| self.sees_key(principal, k)))
+            .is_some_and(|keys| keys.iter().any(|k| self.sees_key_as(members, k)))
+    }
+
+    /// Does the principal see this key ring's token: a `kms.*` permission on the ring or any
+    /// visible key in it.
+    pub fn sees_key_ring(&self, principal: &Principal, ring: &KeyRingName) -> bool {
+        self.sees_key_ring_as(&self.membership(principal), ring)
     }
 
     /// Every key ring whose token the principal sees, sorted by name.
     pub fn visible_key_rings(&self, principal: &Principal) -> Vec<KeyRingName> {
+        let members = self.membership(principal);
         let mut rings: Vec<KeyRingName> = self
             .ring_keys
             .keys()
-            .filter(|r| self.sees_key_ring(principal, r))
+            .filter(|r| self.sees_key_ring_as(&members, r))
             .cloned()
             .collect();
         rings.sort();
@@ -450,12 +565,13 @@ impl Snapshot {
 
     /// The keys of a ring the principal sees, sorted by name.
     pub fn visible_keys(&self, principal: &Principal, ring: &KeyRingName) -> Vec<CryptoKeyName> {
+        let members = self.membership(principal);
         let mut keys: Vec<CryptoKeyName> = self
             .ring_keys
             .get(ring)
             .into_iter()
             .flatten()
-            .filter(|k| self.sees_key(principal, k))
+            .filter(|k| self.sees_key_as(&members, k))
             .cloned()
             .collect();
         keys.sort();
