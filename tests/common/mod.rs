@@ -145,4 +145,5 @@ pub fn my_uid() -> u32 {
         .expect("no Uid: line")
 }
 pub mod daemon;
+pub mod module;
 pub mod pkcs11;

@@ -1,0 +1,534 @@
+//! The built `libkeyward_pkcs11.so` end to end through `cryptoki` (issue 5 acceptance 1):
+//! a real SoftHSM2 token, a real keywardd, keys made with keywardctl, and the module loaded
+//! with its settings in `pReserved`: slots per principal (a configured invisible ring looks
+//! like one that does not exist), login with a service-account key and with an empty PIN,
+//! find by label and id, ECDSA-SHA256 and RSA PKCS#1 SHA-256 signatures checked by `openssl`
+//! against `keywardctl key get-public-key`, AES-GCM round trip and tamper detection, and key
+//! generation / destruction as the daemon offers them today.
+//!
+//! The module is needed built: ci/test.sh runs `cargo build -p keyward-pkcs11` first (see
+//! `common::module::module_path`).
+
+mod common;
+
+use common::daemon::Env;
+use common::module::{self, Settings};
+use cryptoki::context::Pkcs11;
+use cryptoki::error::{Error, RvError};
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use std::process::Command;
+use std::time::Instant;
+
+const RING: &str = "projects/payments/keyRings/web";
+const HIDDEN: &str = "projects/payments/keyRings/hidden";
+const GHOST: &str = "projects/payments/keyRings/ghost";
+
+/// keywardd forwards SoftHSM2's CKR_GENERAL_ERROR for a failed AES-GCM tag check.
+const KNOWN_GCM_TAG_BUG: &str =
+    "daemon-side: a failed GCM tag should be CKR_ENCRYPTED_DATA_INVALID, not CKR_GENERAL_ERROR";
+
+fn key(id: &str) -> String {
+    format!("{RING}/cryptoKeys/{id}")
+}
+
+fn bind(env: &Env, resource: &str, role: &str, member: &str) {
+    env.ctl(&[
+        "iam",
+        "bind",
+        "--resource",
+        resource,
+        "--role",
+        role,
+        "--member",
+        member,
+    ])
+    .ok();
+}
+
+fn create_key(env: &Env, ring: &str, id: &str, purpose: &str, alg: &str) {
+    env.ctl(&[
+        "key",
+        "create",
+        "--keyring",
+        ring,
+        "--purpose",
+        purpose,
+        "--algorithm",
+        alg,
+        id,
+    ])
+    .ok();
+}
+
+fn slot_id(ring: &str) -> u64 {
+    keyward_wire::pkcs11::ring_identity(ring).0 .0
+}
+
+fn slot_of(p11: &Pkcs11, ring: &str) -> Slot {
+    let all = p11.get_all_slots().unwrap();
+    *all.iter()
+        .find(|s| s.id() == slot_id(ring))
+        .unwrap_or_else(|| panic!("no slot for {ring} in {all:?}"))
+}
+
+#[track_caller]
+fn rv<T: std::fmt::Debug>(r: cryptoki::error::Result<T>) -> RvError {
+    match r {
+        Err(Error::Pkcs11(rv, _)) => rv,
+        other => panic!("expected a CK_RV, got {other:?}"),
+    }
+}
+
+fn find(s: &Session, template: &[Attribute]) -> Vec<ObjectHandle> {
+    s.find_objects(template).unwrap()
+}
+
+fn labelled(s: &Session, class: ObjectClass, label: &str) -> Vec<ObjectHandle> {
+    find(
+        s,
+        &[
+            Attribute::Class(class),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ],
+    )
+}
+
+fn one(v: Vec<ObjectHandle>, what: &str) -> ObjectHandle {
+    assert_eq!(v.len(), 1, "exactly one {what}: {v:?}");
+    v[0]
+}
+
+fn bytes_attr(s: &Session, o: ObjectHandle, t: AttributeType) -> Vec<u8> {
+    match s.get_attributes(o, &[t]).unwrap().pop() {
+        Some(Attribute::Id(v)) | Some(Attribute::Label(v)) | Some(Attribute::EcPoint(v)) => v,
+        other => panic!("{t:?}: {other:?}"),
+    }
+}
+
+/// `openssl dgst -sha256 -verify PEM -signature SIG DATA`.
+fn openssl_verify(env: &Env, pem: &str, data: &[u8], sig_der: &[u8]) -> bool {
+    let dir = env.dir();
+    std::fs::write(dir.join("pub.pem"), pem).unwrap();
+    std::fs::write(dir.join("data"), data).unwrap();
+    std::fs::write(dir.join("sig"), sig_der).unwrap();
+    let out = Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(dir.join("pub.pem"))
+        .arg("-signature")
+        .arg(dir.join("sig"))
+        .arg(dir.join("data"))
+        .output()
+        .expect("run openssl");
+    out.status.success()
+}
+
+/// Keys and accounts shared by the tests of this file.
+struct World {
+    env: Env,
+    signer: String,
+    crypter: String,
+    creator: String,
+}
+
+fn world() -> World {
+    let mut env = Env::new();
+    let signer = env.service_account_offline("signer");
+    let crypter = env.service_account_offline("crypter");
+    let creator = env.service_account_offline("creator");
+    env.start();
+    // Project payments exists (service_account_offline made it).
+    for ring in ["web", "hidden"] {
+        env.ctl(&["keyring", "create", "--parent", "projects/payments", ring])
+            .ok();
+    }
+    create_key(&env, RING, "ec", "ASYMMETRIC_SIGN", "EC_SIGN_P256_SHA256");
+    create_key(
+        &env,
+        RING,
+        "rsa",
+        "ASYMMETRIC_SIGN",
+        "RSA_SIGN_PKCS1_2048_SHA256",
+    );
+    create_key(&env, RING, "aes", "ENCRYPT_DECRYPT", "AES_256_GCM");
+    create_key(&env, HIDDEN, "secret", "ENCRYPT_DECRYPT", "AES_256_GCM");
+    let sa = |id: &str| format!("serviceAccount:{id}@payments");
+    bind(&env, &key("ec"), "roles/kms.signerVerifier", &sa("signer"));
+    bind(&env, &key("rsa"), "roles/kms.signerVerifier", &sa("signer"));
+    bind(
+        &env,
+        &key("aes"),
+        "roles/kms.cryptoKeyEncrypterDecrypter",
+        &sa("crypter"),
+    );
+    bind(&env, RING, "roles/kms.admin", &sa("creator"));
+    World {
+        env,
+        signer,
+        crypter,
+        creator,
+    }
+}
+
+#[test]
+fn tokens_login_find_sign_and_encrypt_through_the_module() {
+    let t0 = Instant::now();
+    let excl = module::exclusive();
+    let w = world();
+    let env = &w.env;
+    let settings = Settings::new(&env.client_socket, &env.dir().join("module.toml"))
+        .tokens(&format!("{HIDDEN}=Hidden Ring,{GHOST}=Ghost Ring"))
+        .credentials(&env.dir().join("signer.key"), &w.signer);
+    let p11 = module::cryptoki(&settings);
+
+    // --- slots: the ring the principal sees, plus both configured rings; nothing else.
+    let mut ids: Vec<u64> = p11.get_all_slots().unwrap().iter().map(Slot::id).collect();
+    ids.sort_unstable();
+    let mut want = vec![slot_id(RING), slot_id(HIDDEN), slot_id(GHOST)];
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    assert_eq!(p11.get_slots_with_token().unwrap().len(), 3);
+    let web = slot_of(&p11, RING);
+    let info = p11.get_token_info(web).unwrap();
+    assert_eq!(info.label(), "web");
+    assert!(info.login_required() && info.token_initialized() && info.user_pin_initialized());
+    assert!(info.rng() && !info.write_protected());
+    assert!(p11.get_slot_info(web).unwrap().removable_device());
+
+    // A configured ring the principal does not see (it exists, with a key) and one that
+    // does not exist: the same flags, the configured label, sessions open, nothing found,
+    // before and after login.
+    let hidden = slot_of(&p11, HIDDEN);
+    let ghost = slot_of(&p11, GHOST);
+    let hi = p11.get_token_info(hidden).unwrap();
+    let gi = p11.get_token_info(ghost).unwrap();
+    assert_eq!(hi.label(), "Hidden Ring");
+    assert_eq!(gi.label(), "Ghost Ring");
+    for (a, b) in [(&hi, &gi), (&hi, &info)] {
+        assert_eq!(
+            (a.login_required(), a.token_initialized(), a.rng()),
+            (b.login_required(), b.token_initialized(), b.rng())
+        );
+        assert_eq!(a.user_pin_initialized(), b.user_pin_initialized());
+        assert_eq!(a.write_protected(), b.write_protected());
+    }
+    for slot in [hidden, ghost] {
+        let s = p11.open_rw_session(slot).unwrap();
+        assert!(find(&s, &[]).is_empty());
+        s.login(UserType::User, None).unwrap();
+        assert!(find(&s, &[]).is_empty(), "nothing found in {slot:?}");
+        s.logout().unwrap();
+    }
+
+    // --- login with an empty PIN (NULL and zero-length): the credentials' account.
+    let s = p11.open_rw_session(web).unwrap();
+    let public = find(&s, &[]);
+    assert_eq!(public.len(), 2, "before login: the two public halves only");
+    s.login(UserType::User, None).unwrap();
+    assert_eq!(find(&s, &[]).len(), 4, "the ec and rsa pairs");
+    assert_eq!(
+        rv(s.login(UserType::User, None)),
+        RvError::UserAlreadyLoggedIn
+    );
+    s.logout().unwrap();
+    assert_eq!(rv(s.logout()), RvError::UserNotLoggedIn);
+    s.login(UserType::User, Some(&AuthPin::from(String::new())))
+        .unwrap();
+
+    // --- find by label, class and id.
+    let ec_priv = one(
+        labelled(&s, ObjectClass::PRIVATE_KEY, "ec"),
+        "ec private key",
+    );
+    let ec_pub = one(labelled(&s, ObjectClass::PUBLIC_KEY, "ec"), "ec public key");
+    assert!(public.contains(&ec_pub), "handles are stable across login");
+    let id = bytes_attr(&s, ec_pub, AttributeType::Id);
+    assert_eq!(id.len(), 20, "SHA-1 of the EC point");
+    let mut by_id = find(&s, &[Attribute::Id(id.clone())]);
+    by_id.sort_by_key(|h| h.handle());
+    let mut pair = vec![ec_pub, ec_priv];
+    pair.sort_by_key(|h| h.handle());
+    assert_eq!(by_id, pair);
+    assert!(labelled(&s, ObjectClass::SECRET_KEY, "aes").is_empty());
+    assert!(find(&s, &[Attribute::Label(b"nope".to_vec())]).is_empty());
+
+    // --- ECDSA-SHA256 through the module, checked by openssl against keywardctl's PEM.
+    let data = b"keyward signs this through the module".to_vec();
+    let raw = s.sign(&Mechanism::EcdsaSha256, ec_priv, &data).unwrap();
+    assert_eq!(raw.len(), 64, "r || s");
+    let der = keyward_token::public_key::ecdsa_raw_to_der(&raw).unwrap();
+    let pem = w
+        .env
+        .ctl_with_key(&w.signer, &["key", "get-public-key", &key("ec")]);
+    pem.ok();
+    assert!(
+        openssl_verify(env, &pem.stdout, &data, &der),
+        "openssl rejects the module's EC signature"
+    );
+    s.verify(&Mechanism::EcdsaSha256, ec_pub, &data, &raw)
+        .unwrap();
+    let mut bad = raw.clone();
+    bad[7] ^= 1;
+    assert_eq!(
+        rv(s.verify(&Mechanism::EcdsaSha256, ec_pub, &data, &bad)),
+        RvError::SignatureInvalid
+    );
+    assert!(!openssl_verify(
+        env,
+        &pem.stdout,
+        &data,
+        &keyward_token::public_key::ecdsa_raw_to_der(&bad).unwrap()
+    ));
+    // Multi-part gives a signature of the same data.
+    s.sign_init(&Mechanism::EcdsaSha256, ec_priv).unwrap();
+    s.sign_update(&data[..9]).unwrap();
+    s.sign_update(&data[9..]).unwrap();
+    let raw2 = s.sign_final().unwrap();
+    let der2 = keyward_token::public_key::ecdsa_raw_to_der(&raw2).unwrap();
+    assert!(openssl_verify(env, &pem.stdout, &data, &der2));
+    // A mechanism the key's purpose forbids.
+    assert_eq!(
+        rv(s.sign(&Mechanism::Sha256RsaPkcs, ec_priv, &data)),
+        RvError::MechanismInvalid
+    );
+
+    // --- RSA PKCS#1 v1.5 SHA-256, the same way.
+    let rsa_priv = one(
+        labelled(&s, ObjectClass::PRIVATE_KEY, "rsa"),
+        "rsa private key",
+    );
+    let rsa_pub = one(
+        labelled(&s, ObjectClass::PUBLIC_KEY, "rsa"),
+        "rsa public key",
+    );
+    let sig = s.sign(&Mechanism::Sha256RsaPkcs, rsa_priv, &data).unwrap();
+    assert_eq!(sig.len(), 256);
+    let pem = w
+        .env
+        .ctl_with_key(&w.signer, &["key", "get-public-key", &key("rsa")]);
+    pem.ok();
+    assert!(
+        openssl_verify(env, &pem.stdout, &data, &sig),
+        "openssl rejects the module's RSA signature"
+    );
+    s.verify(&Mechanism::Sha256RsaPkcs, rsa_pub, &data, &sig)
+        .unwrap();
+    let mut other = data.clone();
+    other.push(b'!');
+    assert_eq!(
+        rv(s.verify(&Mechanism::Sha256RsaPkcs, rsa_pub, &other, &sig)),
+        RvError::SignatureInvalid
+    );
+
+    // --- a service-account key as PIN: the crypter, on the same instance and session.
+    s.logout().unwrap();
+    assert_eq!(
+        rv(s.login(
+            UserType::User,
+            Some(&AuthPin::from(
+                "kwnope00.AAAAAAAAAAAAAAAAAAAAAA".to_string()
+            ))
+        )),
+        RvError::PinIncorrect
+    );
+    s.login(UserType::User, Some(&AuthPin::from(w.crypter.clone())))
+        .unwrap();
+    assert!(labelled(&s, ObjectClass::PRIVATE_KEY, "ec").is_empty());
+    assert_eq!(
+        rv(s.sign_init(&Mechanism::EcdsaSha256, ec_priv)),
+        RvError::KeyHandleInvalid,
+        "the ec key is invisible to the crypter"
+    );
+    let aes = one(labelled(&s, ObjectClass::SECRET_KEY, "aes"), "aes key");
+    // cryptoki drops a sensitive attribute from its answer; the raw call shows the code.
+    assert!(s
+        .get_attributes(aes, &[AttributeType::Value])
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        excl.raw().attribute(
+            s.handle(),
+            aes.handle(),
+            0x11, /* CKA_VALUE */
+            Some(64)
+        ),
+        (
+            0x11, /* CKR_ATTRIBUTE_SENSITIVE */
+            module::CK_UNAVAILABLE_INFORMATION,
+            vec![0; 64]
+        )
+    );
+    let plain = b"attack at dawn, through the module".to_vec();
+    let mut iv = [3u8; 12];
+    let aad = b"header";
+    let ct = s
+        .encrypt(
+            &Mechanism::AesGcm(GcmParams::new(&mut iv, aad, 128.into()).unwrap()),
+            aes,
+            &plain,
+        )
+        .unwrap();
+    assert_eq!(ct.len(), plain.len() + 16, "ciphertext || 16-byte tag");
+    assert_ne!(&ct[..plain.len()], &plain[..]);
+    let back = s
+        .decrypt(
+            &Mechanism::AesGcm(GcmParams::new(&mut iv, aad, 128.into()).unwrap()),
+            aes,
+            &ct,
+        )
+        .unwrap();
+    assert_eq!(back, plain);
+    // The tag authenticates ciphertext, IV and AAD: each change is refused.
+    let mut tampered = ct.clone();
+    tampered[0] ^= 0x80;
+    let mut tag = ct.clone();
+    *tag.last_mut().unwrap() ^= 1;
+    let got: Vec<RvError> = [
+        (&tampered, &aad[..]),
+        (&tag, &aad[..]),
+        (&ct, &b"Header"[..]),
+    ]
+    .into_iter()
+    .map(|(c, aad2)| {
+        rv(s.decrypt(
+            &Mechanism::AesGcm(GcmParams::new(&mut iv, aad2, 128.into()).unwrap()),
+            aes,
+            c,
+        ))
+    })
+    .collect();
+    // DAEMON-SIDE BUG (reported, not fixed here): a failed tag check should be
+    // CKR_ENCRYPTED_DATA_INVALID (PKCS#11 3.0 AES-GCM; crates/token/src/ops.rs says so too),
+    // but SoftHSM2 before PR softhsm/SoftHSMv2#690 answers CKR_GENERAL_ERROR ("some
+    // horrible, unrecoverable error") and keywardd forwards it unchanged. Asserted as is;
+    // flip to EncryptedDataInvalid when keywardd maps it.
+    assert_eq!(got, vec![RvError::GeneralError; 3], "{KNOWN_GCM_TAG_BUG}");
+    // The session is not poisoned: the genuine ciphertext still decrypts.
+    let again = s
+        .decrypt(
+            &Mechanism::AesGcm(GcmParams::new(&mut iv, aad, 128.into()).unwrap()),
+            aes,
+            &ct,
+        )
+        .unwrap();
+    assert_eq!(again, plain);
+    let mut iv2 = [4u8; 12];
+    assert_eq!(
+        rv(s.decrypt(
+            &Mechanism::AesGcm(GcmParams::new(&mut iv2, aad, 128.into()).unwrap()),
+            aes,
+            &ct,
+        )),
+        RvError::GeneralError,
+        "{KNOWN_GCM_TAG_BUG}"
+    );
+    // Random numbers from the token.
+    let r = s.generate_random_vec(32).unwrap();
+    assert_eq!(r.len(), 32);
+    assert_ne!(r, vec![0u8; 32]);
+
+    s.close().unwrap();
+    p11.finalize().unwrap();
+    drop(excl);
+    eprintln!("data path through the module: {:?}", t0.elapsed());
+}
+
+/// Key generation and destruction through the module. keywardd does not offer them yet
+/// (`src/daemon/pkcs11/mod.rs` `create_gate` and `gate_object` answer an allowed caller
+/// `CKR_FUNCTION_NOT_SUPPORTED`); this asserts that clean refusal and the denials, and is
+/// to be changed to a real generate / use / destroy when the daemon side lands.
+#[test]
+fn generate_and_destroy_through_the_module() {
+    let t0 = Instant::now();
+    let excl = module::exclusive();
+    let w = world();
+    let env = &w.env;
+    let settings = Settings::new(&env.client_socket, &env.dir().join("module.toml"));
+    let p11 = module::cryptoki(&settings);
+    let web = slot_of(&p11, RING);
+    let s = p11.open_rw_session(web).unwrap();
+    let template = [
+        Attribute::Token(true),
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::ValueLen(32.into()),
+        Attribute::Label(b"made-by-module".to_vec()),
+        Attribute::Id(vec![0xAB, 0xCD]),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+    ];
+    let ec_pub = [
+        Attribute::Token(true),
+        Attribute::EcParams(vec![
+            0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+        ]),
+        Attribute::Verify(true),
+        Attribute::Label(b"pair-by-module".to_vec()),
+        Attribute::Id(vec![1, 2, 3]),
+    ];
+    let ec_priv = [
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sign(true),
+        Attribute::Label(b"pair-by-module".to_vec()),
+        Attribute::Id(vec![1, 2, 3]),
+    ];
+
+    // The signer may not create (design §4: CKR_TOKEN_WRITE_PROTECTED) nor destroy
+    // (CKR_ACTION_PROHIBITED).
+    s.login(UserType::User, Some(&AuthPin::from(w.signer.clone())))
+        .unwrap();
+    assert_eq!(
+        rv(s.generate_key(&Mechanism::AesKeyGen, &template)),
+        RvError::TokenWriteProtected
+    );
+    assert_eq!(
+        rv(s.generate_key_pair(&Mechanism::EccKeyPairGen, &ec_pub, &ec_priv)),
+        RvError::TokenWriteProtected
+    );
+    let priv_ec = one(
+        labelled(&s, ObjectClass::PRIVATE_KEY, "ec"),
+        "ec private key",
+    );
+    assert_eq!(rv(s.destroy_object(priv_ec)), RvError::ActionProhibited);
+    s.logout().unwrap();
+
+    // roles/kms.admin on the ring: allowed, and today refused cleanly.
+    s.login(UserType::User, Some(&AuthPin::from(w.creator.clone())))
+        .unwrap();
+    assert_eq!(
+        rv(s.generate_key(&Mechanism::AesKeyGen, &template)),
+        RvError::FunctionNotSupported,
+        "C_GenerateKey: keywardd does not offer key creation through the module yet"
+    );
+    assert_eq!(
+        rv(s.generate_key_pair(&Mechanism::EccKeyPairGen, &ec_pub, &ec_priv)),
+        RvError::FunctionNotSupported
+    );
+    assert!(find(&s, &[Attribute::Label(b"made-by-module".to_vec())]).is_empty());
+    let priv_ec = one(
+        labelled(&s, ObjectClass::PRIVATE_KEY, "ec"),
+        "ec private key",
+    );
+    assert_eq!(
+        rv(s.destroy_object(priv_ec)),
+        RvError::FunctionNotSupported,
+        "C_DestroyObject: keywardd does not offer destruction through the module yet"
+    );
+    assert_eq!(labelled(&s, ObjectClass::PRIVATE_KEY, "ec").len(), 1);
+    // A read-only session may not create even when allowed.
+    let ro = p11.open_ro_session(web).unwrap();
+    assert_eq!(
+        rv(ro.generate_key(&Mechanism::AesKeyGen, &template)),
+        RvError::SessionReadOnly
+    );
+    drop(ro);
+    drop(s);
+    p11.finalize().unwrap();
+    drop(excl);
+    eprintln!("generate and destroy: {:?}", t0.elapsed());
+}
