@@ -9,6 +9,7 @@
 mod accounts;
 mod audit_cmd;
 pub mod credentials;
+pub mod generic;
 mod hierarchy;
 mod iam;
 mod keys;

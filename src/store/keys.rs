@@ -376,3 +376,176 @@ pub fn object_map(conn: &Connection) -> Result<Vec<MappedObject>> {
     })
     .collect()
 }
+
+/// The PKCS#11 side of a key made through the module (`PKCS11_GENERIC`, design §4).
+#[derive(Clone, PartialEq, Eq)]
+pub struct GenericRow {
+    /// Kind and size (`keyward_token::GenericKind` name: `EC_P256`, `RSA_2048`, `AES_256`).
+    pub kind: String,
+    /// The client's `CKA_ID` of the private or secret object, byte-exact.
+    pub cka_id: Vec<u8>,
+    /// The client's `CKA_LABEL` of the private or secret object, byte-exact.
+    pub cka_label: Vec<u8>,
+    /// The public half's `CKA_ID` (pairs).
+    pub pub_cka_id: Option<Vec<u8>>,
+    /// The public half's `CKA_LABEL` (pairs).
+    pub pub_cka_label: Option<Vec<u8>>,
+    /// Usage flags: encrypt, decrypt, sign, verify, wrap, unwrap.
+    pub usage: [bool; 6],
+    /// Generated in the token (`CKA_LOCAL`), not imported.
+    pub local: bool,
+    /// The module instance that made it.
+    pub creator_instance: Option<String>,
+}
+
+impl fmt::Debug for GenericRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenericRow")
+            .field("kind", &self.kind)
+            .field("cka_id_len", &self.cka_id.len())
+            .field("usage", &self.usage)
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Records the PKCS#11 side of a generic key.
+pub fn insert_generic(conn: &Connection, key_id: i64, g: &GenericRow) -> Result<()> {
+    const SQL: &str = "INSERT INTO generic_keys(key_id, kind, cka_id, cka_label, pub_cka_id, \
+                       pub_cka_label, encrypt, decrypt, sign, verify, wrap, unwrap, local, \
+                       creator_instance) \
+                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+    let u = g.usage;
+    conn.execute(
+        SQL,
+        params![
+            key_id,
+            g.kind,
+            g.cka_id,
+            g.cka_label,
+            g.pub_cka_id,
+            g.pub_cka_label,
+            u[0],
+            u[1],
+            u[2],
+            u[3],
+            u[4],
+            u[5],
+            g.local,
+            g.creator_instance
+        ],
+    )?;
+    Ok(())
+}
+
+/// The PKCS#11 side of one generic key.
+pub fn get_generic(conn: &Connection, key_id: i64) -> Result<Option<GenericRow>> {
+    const SQL: &str = "SELECT kind, cka_id, cka_label, pub_cka_id, pub_cka_label, encrypt, \
+                       decrypt, sign, verify, wrap, unwrap, local, creator_instance \
+                       FROM generic_keys WHERE key_id = ?1";
+    Ok(conn
+        .query_row(SQL, params![key_id], generic_row)
+        .optional()?)
+}
+
+fn generic_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GenericRow> {
+    Ok(GenericRow {
+        kind: r.get(0)?,
+        cka_id: r.get(1)?,
+        cka_label: r.get(2)?,
+        pub_cka_id: r.get(3)?,
+        pub_cka_label: r.get(4)?,
+        usage: [
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+            r.get(8)?,
+            r.get(9)?,
+            r.get(10)?,
+        ],
+        local: r.get(11)?,
+        creator_instance: r.get(12)?,
+    })
+}
+
+/// Every generic key, by the key's resource name.
+pub fn list_generic(conn: &Connection) -> Result<Vec<(String, GenericRow)>> {
+    const SQL: &str = "SELECT g.kind, g.cka_id, g.cka_label, g.pub_cka_id, g.pub_cka_label, \
+                       g.encrypt, g.decrypt, g.sign, g.verify, g.wrap, g.unwrap, g.local, \
+                       g.creator_instance, r.name FROM generic_keys g \
+                       JOIN resources r ON r.id = g.key_id ORDER BY r.name";
+    let mut stmt = conn.prepare(SQL)?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(13)?, generic_row(r)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Changes the client's `CKA_ID` and/or `CKA_LABEL` of one half of a generic key
+/// (`public`: the public half of a pair).
+pub fn set_generic_names(
+    conn: &Connection,
+    key_id: i64,
+    public: bool,
+    cka_id: Option<&[u8]>,
+    cka_label: Option<&[u8]>,
+) -> Result<()> {
+    const PRIVATE: &str = "UPDATE generic_keys SET cka_id = COALESCE(?2, cka_id), \
+                           cka_label = COALESCE(?3, cka_label) WHERE key_id = ?1";
+    const PUBLIC: &str = "UPDATE generic_keys SET pub_cka_id = COALESCE(?2, pub_cka_id), \
+                          pub_cka_label = COALESCE(?3, pub_cka_label) WHERE key_id = ?1";
+    conn.execute(
+        if public { PUBLIC } else { PRIVATE },
+        params![key_id, cka_id, cka_label],
+    )?;
+    Ok(())
+}
+
+/// What became of the public half of a version whose objects a client destroyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublicHalf {
+    /// The private half was destroyed; the public half stays listed.
+    Kept,
+    /// The public half was destroyed.
+    Destroyed,
+}
+
+impl PublicHalf {
+    fn as_str(self) -> &'static str {
+        match self {
+            PublicHalf::Kept => "KEPT",
+            PublicHalf::Destroyed => "DESTROYED",
+        }
+    }
+}
+
+/// Sets the public half's state of a version (`Kept` never overrides `Destroyed`).
+pub fn set_public_half(conn: &Connection, key_id: i64, version: u64, to: PublicHalf) -> Result<()> {
+    const SQL: &str = "INSERT INTO public_halves(key_id, version, state) VALUES (?1, ?2, ?3) \
+                       ON CONFLICT(key_id, version) DO UPDATE SET state = \
+                       CASE WHEN state = 'DESTROYED' THEN state ELSE excluded.state END";
+    conn.execute(SQL, params![key_id, version, to.as_str()])?;
+    Ok(())
+}
+
+/// Every recorded public half: (key resource name, version, state).
+pub fn list_public_halves(conn: &Connection) -> Result<Vec<(String, u64, PublicHalf)>> {
+    const SQL: &str = "SELECT r.name, p.version, p.state FROM public_halves p \
+                       JOIN resources r ON r.id = p.key_id ORDER BY r.name, p.version";
+    let mut stmt = conn.prepare(SQL)?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, u64>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    rows.map(|row| {
+        let (name, n, state) = row?;
+        let state = match state.as_str() {
+            "KEPT" => PublicHalf::Kept,
+            "DESTROYED" => PublicHalf::Destroyed,
+            other => return Err(corrupt(format!("public half state '{other}'"))),
+        };
+        Ok((name, n, state))
+    })
+    .collect()
+}

@@ -124,4 +124,33 @@ CREATE TABLE audit_checkpoints (
     time_ms INTEGER NOT NULL
 );
 "#,
+    // 3: keys made through the PKCS#11 module (PKCS11_GENERIC, design §4): their kind, the
+    // usage flags from the client's template, the client's CKA_ID/CKA_LABEL kept byte-exact
+    // (`pub_*` for the public half of a pair), and the module instance that made them (the
+    // creator exception). `public_halves`: the public half of a version whose private half a
+    // client destroyed stays listed ('KEPT') until destroyed itself ('DESTROYED').
+    r#"
+CREATE TABLE generic_keys (
+    key_id INTEGER PRIMARY KEY REFERENCES crypto_keys(resource_id),
+    kind TEXT NOT NULL,
+    cka_id BLOB NOT NULL,
+    cka_label BLOB NOT NULL,
+    pub_cka_id BLOB,
+    pub_cka_label BLOB,
+    encrypt INTEGER NOT NULL,
+    decrypt INTEGER NOT NULL,
+    sign INTEGER NOT NULL,
+    verify INTEGER NOT NULL,
+    wrap INTEGER NOT NULL,
+    unwrap INTEGER NOT NULL,
+    local INTEGER NOT NULL,
+    creator_instance TEXT
+);
+CREATE TABLE public_halves (
+    key_id INTEGER NOT NULL REFERENCES crypto_keys(resource_id),
+    version INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('KEPT','DESTROYED')),
+    PRIMARY KEY (key_id, version)
+);
+"#,
 ];

@@ -1,0 +1,505 @@
+//! Keys made, destroyed and renamed through the PKCS#11 module (design §4 "Objects",
+//! "Custody", "Destroying a pair"): the entry points keywardd's PKCS#11 dispatcher calls.
+//!
+//! Each runs like an admin request: one write transaction in which the caller is authorised
+//! again on a fresh snapshot, the token object is made (generation or a plaintext import),
+//! the rows are written and the audit record appended; then the published state is rebuilt
+//! so the next call of any session sees the change. A refused or failed call changes nothing
+//! and leaves its own `denied`/`error` record. Errors carry the CK_RV the C_ function returns
+//! (the dispatcher has already mapped the template; what is left here are re-checks).
+//!
+//! [`AdminService::pkcs11_extras`] gives the dispatcher what the catalog does not carry: the
+//! client's `CKA_ID`/`CKA_LABEL`, usage flags and kind of generic keys, and the public halves
+//! of versions a client destroyed.
+
+use super::keys::DEFAULT_GRACE_SECS;
+use super::{AdminError, AdminService, Caller, Ctx, Failure, Res};
+use crate::audit::{self, NewRecord, Outcome};
+use crate::policy::{CryptoKeyName, KeyRingName, Permission as P, ResourceName};
+use crate::store::keys::{self as skeys, GenericRow, PublicHalf, VersionAction, VersionState};
+use crate::store::{self, resources};
+use keyward_token::{GenericKind, GenericSpec, GenericUsage};
+use keyward_wire::keys::Purpose;
+use std::collections::HashMap;
+use std::fmt;
+
+const CKR_ATTRIBUTE_VALUE_INVALID: u64 = 0x13;
+const CKR_TEMPLATE_INCONSISTENT: u64 = 0xD1;
+const CKR_OBJECT_HANDLE_INVALID: u64 = 0x82;
+
+/// A generic key to make.
+pub struct NewGenericKey {
+    /// The ring (the session's slot).
+    pub ring: KeyRingName,
+    /// Kind and size.
+    pub kind: GenericKind,
+    /// Usage flags.
+    pub usage: GenericUsage,
+    /// `CKA_EXTRACTABLE` (the dispatcher checked exportKeyMaterial).
+    pub exportable: bool,
+    /// The client's `CKA_ID`/`CKA_LABEL` of the private or secret object.
+    pub cka_id: Vec<u8>,
+    /// See `cka_id`.
+    pub cka_label: Vec<u8>,
+    /// The client's `CKA_ID`/`CKA_LABEL` of the public object (pairs).
+    pub pub_cka_id: Option<Vec<u8>>,
+    /// See `pub_cka_id`.
+    pub pub_cka_label: Option<Vec<u8>>,
+    /// Plaintext key material (`C_CreateObject` with `allow_plaintext_import`); `None`
+    /// generates the key in the token.
+    pub material: Option<zeroize::Zeroizing<Vec<u8>>>,
+    /// `C_GenerateKey`, `C_GenerateKeyPair` or `C_CreateObject`, for the audit record.
+    pub action: &'static str,
+    /// What the audit record says about the template (mechanism, flags; never material).
+    pub detail: String,
+}
+
+impl fmt::Debug for NewGenericKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the material (style rule 12).
+        f.debug_struct("NewGenericKey")
+            .field("ring", &self.ring)
+            .field("kind", &self.kind)
+            .field("usage", &self.usage)
+            .field("exportable", &self.exportable)
+            .field("action", &self.action)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The PKCS#11 side of a generic key, as the dispatcher shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenericAttrs {
+    /// Kind and size.
+    pub kind: GenericKind,
+    /// The client's `CKA_ID` of the private or secret object.
+    pub cka_id: Vec<u8>,
+    /// The client's `CKA_LABEL` of the private or secret object.
+    pub cka_label: Vec<u8>,
+    /// The public half's `CKA_ID`.
+    pub pub_cka_id: Vec<u8>,
+    /// The public half's `CKA_LABEL`.
+    pub pub_cka_label: Vec<u8>,
+    /// Usage flags.
+    pub usage: GenericUsage,
+    /// `CKA_LOCAL`: generated in the token.
+    pub local: bool,
+    /// The module instance that made it.
+    pub creator_instance: Option<String>,
+}
+
+/// What the catalog does not carry, for the PKCS#11 dispatcher.
+#[derive(Debug, Clone, Default)]
+pub struct Pkcs11Extras {
+    /// Generic keys by name.
+    pub generic: HashMap<CryptoKeyName, GenericAttrs>,
+    /// Public halves of versions a client destroyed objects of.
+    pub public_halves: HashMap<(CryptoKeyName, u64), PublicHalf>,
+}
+
+fn usage_of(u: [bool; 6]) -> GenericUsage {
+    GenericUsage {
+        encrypt: u[0],
+        decrypt: u[1],
+        sign: u[2],
+        verify: u[3],
+        wrap: u[4],
+        unwrap: u[5],
+    }
+}
+
+fn usage_row(u: GenericUsage) -> [bool; 6] {
+    [u.encrypt, u.decrypt, u.sign, u.verify, u.wrap, u.unwrap]
+}
+
+fn to_attrs(g: GenericRow) -> Res<GenericAttrs> {
+    let kind = g
+        .kind
+        .parse::<GenericKind>()
+        .map_err(|e| Failure::Store(store::corrupt(e)))?;
+    Ok(GenericAttrs {
+        kind,
+        pub_cka_id: g.pub_cka_id.unwrap_or_else(|| g.cka_id.clone()),
+        pub_cka_label: g.pub_cka_label.unwrap_or_else(|| g.cka_label.clone()),
+        cka_id: g.cka_id,
+        cka_label: g.cka_label,
+        usage: usage_of(g.usage),
+        local: g.local,
+        creator_instance: g.creator_instance,
+    })
+}
+
+fn key_name(s: &str) -> Res<CryptoKeyName> {
+    match super::parse_resource(s)? {
+        ResourceName::CryptoKey(k) => Ok(k),
+        other => Err(Failure::Store(store::corrupt(format!(
+            "'{other}' is not a crypto key"
+        )))),
+    }
+}
+
+/// A failure with the CK_RV the C_ function returns.
+fn refuse(rv: u64, message: impl Into<String>) -> Failure {
+    Failure::Token(rv, message.into())
+}
+
+impl AdminService {
+    /// The generic keys and public halves (one read transaction).
+    pub fn pkcs11_extras(&mut self) -> Result<Pkcs11Extras, AdminError> {
+        let run = |svc: &mut AdminService| -> Res<Pkcs11Extras> {
+            let tx = svc.store.read()?;
+            let mut out = Pkcs11Extras::default();
+            for (name, g) in skeys::list_generic(&tx)? {
+                out.generic.insert(key_name(&name)?, to_attrs(g)?);
+            }
+            for (name, n, state) in skeys::list_public_halves(&tx)? {
+                out.public_halves.insert((key_name(&name)?, n), state);
+            }
+            tx.commit()?;
+            Ok(out)
+        };
+        run(self).map_err(Failure::into_error)
+    }
+
+    /// Runs `f` in one write transaction like [`AdminService::handle`]: audited (the record
+    /// `f` describes, or a denied/error record of its own), committed, state republished.
+    /// `denied_rv` is what a policy denial returns.
+    fn run_pkcs11<T>(
+        &mut self,
+        caller: &Caller,
+        action: &str,
+        resource: Option<String>,
+        denied_rv: u64,
+        f: impl FnOnce(&mut Ctx<'_>) -> Res<(T, Option<String>, String)>,
+    ) -> Result<T, AdminError> {
+        let now_ms = self.clock.now_ms();
+        let mut record = NewRecord {
+            time_ms: now_ms,
+            principal: caller.principal.member.to_string(),
+            peer_pid: caller.peer_pid,
+            peer_uid: caller.peer_uid,
+            instance: caller.instance.clone(),
+            action: action.to_string(),
+            resource,
+            outcome: Outcome::Allowed,
+            rv: 0,
+            detail: None,
+            request_id: None,
+        };
+        let result = (|| -> Res<T> {
+            let tx = self.store.write()?;
+            let snap = store::build_snapshot(&tx)?;
+            let mut ctx = Ctx {
+                tx: &tx,
+                token: self.token.as_deref(),
+                snap,
+                caller,
+                now: now_ms / 1000,
+                extras: Vec::new(),
+            };
+            let (value, resource, detail) = f(&mut ctx)?;
+            drop(ctx);
+            let mut rec = record.clone();
+            if resource.is_some() {
+                rec.resource = resource;
+            }
+            rec.detail = Some(detail);
+            audit::append(&tx, &rec)?;
+            tx.commit()?;
+            Ok(value)
+        })();
+        let failure = match result {
+            Ok(v) => {
+                if let Err(e) = self.refresh() {
+                    tracing::error!(error = %e, "cannot rebuild the published state");
+                }
+                return Ok(v);
+            }
+            Err(f) => f,
+        };
+        record.outcome = failure.outcome();
+        let err = match failure {
+            Failure::Denied(m) => AdminError {
+                rv: denied_rv,
+                message: m,
+            },
+            other => other.into_error(),
+        };
+        record.rv = err.rv;
+        record.detail = Some(err.message.clone());
+        let logged = self.store.write().and_then(|tx| {
+            audit::append(&tx, &record)?;
+            Ok(tx.commit()?)
+        });
+        if let Err(e) = logged {
+            tracing::error!(error = %e, "cannot write the audit record of a failed PKCS#11 call");
+        }
+        Err(err)
+    }
+
+    /// Makes a `PKCS11_GENERIC` key with a generated id in `req.ring` (design §4): needs
+    /// kms.cryptoKeys.create on the ring (else `CKR_TOKEN_WRITE_PROTECTED`), and
+    /// exportKeyMaterial for an extractable key. Version 1 is made in the token with an
+    /// internal random `CKA_ID`. Returns the key and its version.
+    pub fn pkcs11_create_key(
+        &mut self,
+        caller: &Caller,
+        req: NewGenericKey,
+    ) -> Result<(CryptoKeyName, u64), AdminError> {
+        let ring_res = ResourceName::KeyRing(req.ring.clone());
+        let action = req.action;
+        self.run_pkcs11(
+            caller,
+            action,
+            Some(ring_res.to_string()),
+            0xE2,
+            |ctx| {
+                ctx.require(P::CryptoKeysCreate, &ring_res)?;
+                if req.exportable {
+                    ctx.require(P::ExportKeyMaterial, &ring_res)?;
+                }
+                let ring_row = resources::get_key_ring(ctx.tx, &ring_res)?
+                    .ok_or_else(|| refuse(0xE2, format!("key ring {ring_res} does not exist")))?;
+                if req.material.is_some() && !ring_row.allow_plaintext_import {
+                    return Err(refuse(
+                        CKR_TEMPLATE_INCONSISTENT,
+                        "plaintext key material needs allow_plaintext_import on the ring",
+                    ));
+                }
+                let token = ctx.token.ok_or_else(|| {
+                    refuse(0x30, "key creation needs the backing token (keywardd)")
+                })?;
+                req.kind
+                    .check()
+                    .map_err(|e| refuse(CKR_ATTRIBUTE_VALUE_INVALID, e.to_string()))?;
+                // A fresh key id: p11- and 16 hex digits from the token's RNG.
+                let key = loop {
+                    let r = token.generate_random(8)?;
+                    let id = format!("p11-{}", hex(&r));
+                    let key = CryptoKeyName {
+                        ring: req.ring.clone(),
+                        id,
+                    };
+                    if !resources::name_taken(ctx.tx, &ResourceName::CryptoKey(key.clone()))? {
+                        break key;
+                    }
+                };
+                let name = ResourceName::CryptoKey(key.clone());
+                let version_name = format!("{name}/cryptoKeyVersions/1");
+                let token_id = token.new_object_id()?;
+                let spec = GenericSpec {
+                    kind: req.kind,
+                    id: &token_id,
+                    label: &version_name,
+                    exportable: req.exportable,
+                    usage: req.usage,
+                };
+                let public_key = match &req.material {
+                    Some(m) => {
+                        token.import_generic_secret(&spec, m).map_err(|e| {
+                            let rv = match e {
+                                keyward_token::TokenError::InvalidArgument(_) => {
+                                    CKR_TEMPLATE_INCONSISTENT
+                                }
+                                ref other => other.ck_rv(),
+                            };
+                            refuse(rv, e.to_string())
+                        })?;
+                        None
+                    }
+                    None => token.generate_generic(&spec)?.map(|p| p.der),
+                };
+                let written = (|| -> Res<u64> {
+                    let rid = resources::insert(ctx.tx, &name, Some(ring_row.resource.id), ctx.now)?;
+                    skeys::insert_key(
+                        ctx.tx,
+                        rid,
+                        Purpose::Pkcs11Generic.as_str(),
+                        None,
+                        req.exportable,
+                        &caller.principal.member.to_string(),
+                    )?;
+                    skeys::insert_generic(
+                        ctx.tx,
+                        rid,
+                        &GenericRow {
+                            kind: req.kind.to_string(),
+                            cka_id: req.cka_id.clone(),
+                            cka_label: req.cka_label.clone(),
+                            pub_cka_id: req.pub_cka_id.clone(),
+                            pub_cka_label: req.pub_cka_label.clone(),
+                            usage: usage_row(req.usage),
+                            local: req.material.is_none(),
+                            creator_instance: caller.instance.clone(),
+                        },
+                    )?;
+                    let n = skeys::add_version(
+                        ctx.tx,
+                        rid,
+                        VersionState::Enabled,
+                        Some(&token_id),
+                        public_key.as_deref(),
+                        ctx.now,
+                    )?;
+                    skeys::set_primary(ctx.tx, rid, n)?;
+                    Ok(n)
+                })();
+                let n = match written {
+                    Ok(n) => n,
+                    Err(e) => {
+                        if let Err(d) = token.destroy_by_id(&token_id) {
+                            tracing::error!(error = %d, "cannot destroy the token object of a failed key write; reconciliation will report it");
+                        }
+                        return Err(e);
+                    }
+                };
+                let detail = format!(
+                    "{} {} {}; CKA_ID {} ({} bytes), exportable={}",
+                    if req.material.is_some() {
+                        "imported plaintext"
+                    } else {
+                        "generated"
+                    },
+                    Purpose::Pkcs11Generic.as_str(),
+                    req.kind,
+                    hex(&req.cka_id),
+                    req.cka_id.len(),
+                    req.exportable,
+                ) + &format!("; {}", req.detail);
+                Ok(((key, n), Some(version_name), detail))
+            },
+        )
+    }
+
+    /// `C_DestroyObject` of a Keyward key (design §4 "Destroying a pair"): needs
+    /// kms.cryptoKeyVersions.destroy (else `CKR_ACTION_PROHIBITED`). The private or secret
+    /// half schedules the version's destruction (default grace) and keeps the public half
+    /// listed; the public half is hidden by itself.
+    pub fn pkcs11_destroy(
+        &mut self,
+        caller: &Caller,
+        key: &CryptoKeyName,
+        version: u64,
+        public_half: bool,
+    ) -> Result<(), AdminError> {
+        let res = ResourceName::CryptoKey(key.clone());
+        let vname = format!("{res}/cryptoKeyVersions/{version}");
+        self.run_pkcs11(
+            caller,
+            "C_DestroyObject",
+            Some(vname.clone()),
+            super::CKR_ACTION_PROHIBITED,
+            |ctx| {
+                ctx.require(P::VersionsDestroy, &res)?;
+                let row = resources::get(ctx.tx, &res)?
+                    .ok_or_else(|| refuse(CKR_OBJECT_HANDLE_INVALID, format!("{res} is gone")))?;
+                let k = skeys::get_key(ctx.tx, row.id)?
+                    .ok_or_else(|| refuse(CKR_OBJECT_HANDLE_INVALID, format!("{res} is gone")))?;
+                let v = skeys::get_version(ctx.tx, row.id, version)?
+                    .ok_or_else(|| refuse(CKR_OBJECT_HANDLE_INVALID, format!("{vname} is gone")))?;
+                if public_half {
+                    skeys::set_public_half(ctx.tx, row.id, version, PublicHalf::Destroyed)?;
+                    return Ok(((), None, "public half destroyed".to_string()));
+                }
+                let generic = k.purpose == Purpose::Pkcs11Generic.as_str();
+                let asymmetric = v.public_key.is_some();
+                if k.primary_version == Some(version) && !generic && !asymmetric {
+                    return Err(refuse(
+                        super::CKR_ACTION_PROHIBITED,
+                        format!(
+                            "version {version} is the primary of {res}: rotate the key first \
+                             (keywardctl key rotate)"
+                        ),
+                    ));
+                }
+                let grace = i64::try_from(DEFAULT_GRACE_SECS).unwrap_or(i64::MAX);
+                let destroy_time = ctx.now.saturating_add(grace);
+                skeys::change_version(
+                    ctx.tx,
+                    row.id,
+                    version,
+                    VersionAction::ScheduleDestroy,
+                    Some(destroy_time),
+                    ctx.now,
+                )?
+                .map_err(|e| refuse(CKR_OBJECT_HANDLE_INVALID, format!("{vname}: {e}")))?;
+                if asymmetric {
+                    skeys::set_public_half(ctx.tx, row.id, version, PublicHalf::Kept)?;
+                }
+                Ok((
+                    (),
+                    None,
+                    format!(
+                        "destruction scheduled at {} (unix seconds){}",
+                        destroy_time,
+                        if asymmetric {
+                            "; the public half stays until destroyed"
+                        } else {
+                            ""
+                        }
+                    ),
+                ))
+            },
+        )
+    }
+
+    /// `C_SetAttributeValue` of `CKA_ID`/`CKA_LABEL` on a generic key: the creating module
+    /// instance, or kms.cryptoKeys.update (else `CKR_ACTION_PROHIBITED`).
+    pub fn pkcs11_set_names(
+        &mut self,
+        caller: &Caller,
+        key: &CryptoKeyName,
+        public_half: bool,
+        cka_id: Option<Vec<u8>>,
+        cka_label: Option<Vec<u8>>,
+    ) -> Result<(), AdminError> {
+        let res = ResourceName::CryptoKey(key.clone());
+        self.run_pkcs11(
+            caller,
+            "C_SetAttributeValue",
+            Some(res.to_string()),
+            super::CKR_ACTION_PROHIBITED,
+            |ctx| {
+                let row = resources::get(ctx.tx, &res)?
+                    .ok_or_else(|| refuse(CKR_OBJECT_HANDLE_INVALID, format!("{res} is gone")))?;
+                let g = skeys::get_generic(ctx.tx, row.id)?.ok_or_else(|| {
+                    refuse(0x10, format!("{res} was not made through the module"))
+                })?;
+                let creator = caller.instance.is_some() && g.creator_instance == caller.instance;
+                let how = if creator {
+                    "by the creating instance".to_string()
+                } else {
+                    ctx.require(P::CryptoKeysUpdate, &res)?;
+                    "with kms.cryptoKeys.update".to_string()
+                };
+                skeys::set_generic_names(
+                    ctx.tx,
+                    row.id,
+                    public_half,
+                    cka_id.as_deref(),
+                    cka_label.as_deref(),
+                )?;
+                let mut what = Vec::new();
+                if let Some(id) = &cka_id {
+                    what.push(format!("CKA_ID {}", hex(id)));
+                }
+                if let Some(l) = &cka_label {
+                    what.push(format!("CKA_LABEL ({} bytes)", l.len()));
+                }
+                Ok((
+                    (),
+                    None,
+                    format!(
+                        "{} of the {} half {how}",
+                        what.join(", "),
+                        if public_half { "public" } else { "private" }
+                    ),
+                ))
+            },
+        )
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
