@@ -166,6 +166,7 @@ fn run(config_path: &Path) -> Result<(), Refusal> {
     let writer = Arc::new(writer);
     let published = service.lock().published();
     let pkcs11 = Pkcs11Service::new(published, token, Arc::clone(&writer), clock);
+    pkcs11.attach_admin(Arc::clone(&service));
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

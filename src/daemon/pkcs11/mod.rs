@@ -19,20 +19,29 @@
 //! cannot persist, new operations (`*Init`, login, finds, attribute reads, random) are refused
 //! with `CKR_DEVICE_ERROR` (fail closed).
 //!
-//! Lock order: `Pkcs11Service::instances`, then one `InstanceState` mutex; neither is held
+//! Key creation, destruction and renaming ([`create`]) go through the attached
+//! [`AdminService`] (one write transaction with the audit record, then the published state is
+//! rebuilt). What the catalog does not carry (generic keys' client `CKA_ID`/`CKA_LABEL` and
+//! flags, kept public halves) is read from the store once per published state.
+//!
+//! Lock order: the attached `AdminService` (only to create, destroy, rename, or to read the
+//! extras of a new published state), then `Pkcs11Service::extras`, then
+//! `Pkcs11Service::instances`, then one `InstanceState` mutex; none but the first is held
 //! across a token call or an authentication.
 
 pub mod ck;
+pub mod create;
 pub mod instance;
 pub mod objects;
 pub mod ops;
 
-use crate::admin::{Caller, Clock};
+use crate::admin::generic::Pkcs11Extras;
+use crate::admin::{AdminService, Caller, Clock};
 use crate::audit::writer::AuditWriter;
 use crate::audit::{NewRecord, Outcome};
 use crate::catalog::{Published, State};
-use crate::policy::{KeyRingName, Permission, Principal, ResourceName};
-use crate::store::keys::VersionState;
+use crate::policy::{CryptoKeyName, KeyRingName, Permission, Principal, ResourceName};
+use crate::store::keys::{PublicHalf, VersionState};
 use ck::*;
 use instance::{InstanceState, Login, SlotEntry};
 use keyward_token::Token;
@@ -45,7 +54,7 @@ use ops::{Hash, Plan};
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Instances remembered (oldest forgotten first), as the server's instance table.
 const MAX_INSTANCES: usize = 10_000;
@@ -65,6 +74,14 @@ pub struct Pkcs11Service {
     audit: Arc<AuditWriter>,
     clock: Arc<dyn Clock>,
     instances: Mutex<Instances>,
+    admin: OnceLock<Arc<Mutex<AdminService>>>,
+    extras: Mutex<Option<(Arc<State>, Arc<Pkcs11Extras>)>>,
+}
+
+/// One request's view: the published state and the extras read for it.
+struct View {
+    state: Arc<State>,
+    extras: Arc<Pkcs11Extras>,
 }
 
 #[derive(Default)]
@@ -87,7 +104,41 @@ impl Pkcs11Service {
             audit,
             clock,
             instances: Mutex::new(Instances::default()),
+            admin: OnceLock::new(),
+            extras: Mutex::new(None),
         })
+    }
+
+    /// Attaches the admin service that creates, destroys and renames keys for the module
+    /// (keywardd does at start). Without it those calls return `CKR_FUNCTION_NOT_SUPPORTED`.
+    pub fn attach_admin(&self, admin: Arc<Mutex<AdminService>>) {
+        let _ = self.admin.set(admin);
+    }
+
+    /// The published state and its extras (read from the store once per state; an error
+    /// fails closed with `CKR_DEVICE_ERROR`).
+    fn view(&self) -> Result<View, u64> {
+        let state = self.published.current();
+        if let Some((s, e)) = &*self.extras.lock() {
+            if Arc::ptr_eq(s, &state) {
+                return Ok(View {
+                    state,
+                    extras: Arc::clone(e),
+                });
+            }
+        }
+        let extras = match self.admin.get() {
+            Some(admin) => {
+                let loaded = admin.lock().pkcs11_extras();
+                Arc::new(loaded.map_err(|e| {
+                    tracing::error!(error = %e, "cannot read generic keys: failing closed");
+                    CKR_DEVICE_ERROR
+                })?)
+            }
+            None => Arc::new(Pkcs11Extras::default()),
+        };
+        *self.extras.lock() = Some((Arc::clone(&state), Arc::clone(&extras)));
+        Ok(View { state, extras })
     }
 
     /// A connection of the instance `caller.instance` whose pre-login principal is
@@ -291,14 +342,10 @@ impl ClientConnection {
                 types,
             } => self.get_attributes(session, object, &types),
             R::SetAttributeValue {
-                session, object, ..
-            } => self.gate_object(
                 session,
                 object,
-                Permission::CryptoKeysUpdate,
-                "C_SetAttributeValue",
-                CKR_ATTRIBUTE_READ_ONLY,
-            ),
+                template,
+            } => self.set_attributes(session, object, &template),
             R::CopyObject {
                 session, object, ..
             } => {
@@ -313,22 +360,28 @@ impl ClientConnection {
                 );
                 Err(CKR_ACTION_PROHIBITED)
             }
-            R::DestroyObject { session, object } => self.gate_object(
-                session,
-                object,
-                Permission::VersionsDestroy,
-                "C_DestroyObject",
-                // Destruction through the module is not offered yet (keywardctl key
-                // destroy schedules it).
-                CKR_FUNCTION_NOT_SUPPORTED,
-            ),
+            R::DestroyObject { session, object } => self.destroy(session, object),
             R::GetObjectSize { session, object } => {
                 self.visible_object(session, object, CKR_OBJECT_HANDLE_INVALID)?;
                 Ok(P::Size(None))
             }
-            R::CreateObject { session, .. } => self.create_gate(session, "C_CreateObject"),
-            R::GenerateKey { session, .. } => self.create_gate(session, "C_GenerateKey"),
-            R::GenerateKeyPair { session, .. } => self.create_gate(session, "C_GenerateKeyPair"),
+            R::CreateObject { session, template } => self.create_object(session, &template),
+            R::GenerateKey {
+                session,
+                mechanism,
+                template,
+            } => self.generate(session, &mechanism, None, &template),
+            R::GenerateKeyPair {
+                session,
+                mechanism,
+                public_template,
+                private_template,
+            } => self.generate(
+                session,
+                &mechanism,
+                Some(&public_template),
+                &private_template,
+            ),
             R::WrapKey { session, .. } | R::UnwrapKey { session, .. } => {
                 self.session(session)?;
                 Err(CKR_FUNCTION_NOT_SUPPORTED)
@@ -649,10 +702,11 @@ impl ClientConnection {
     // ------------------------------------------------------------------ objects
 
     /// Every object the session's principal sees.
-    fn objects<'s>(&self, state: &'s State, ctx: &SlotCtx) -> Vec<ObjectView<'s>> {
+    fn objects<'s>(&self, view: &'s View, ctx: &SlotCtx) -> Vec<ObjectView<'s>> {
         let Some(ring) = &ctx.ring else {
             return Vec::new();
         };
+        let state = &view.state;
         let mut out = Vec::new();
         for name in state.policy.visible_keys(&ctx.principal, ring) {
             let Some(key) = state.catalog.keys.get(&name) else {
@@ -661,14 +715,16 @@ impl ClientConnection {
             let perms = state
                 .policy
                 .effective_permissions(&ctx.principal, &ResourceName::CryptoKey(name.clone()));
-            for v in key
-                .versions
-                .iter()
-                .filter(|v| v.state == VersionState::Enabled)
-            {
+            for v in key.versions.iter().filter(|v| {
+                matches!(
+                    v.state,
+                    VersionState::Enabled | VersionState::DestroyScheduled
+                )
+            }) {
                 out.extend(
-                    objects::version_objects(key, v, perms)
+                    objects::version_objects(key, v, perms, self.extra(view, &name, v.version))
                         .into_iter()
+                        .filter(|o| o.shown())
                         .filter(|o| !o.id.half.is_private() || ctx.login == Some(false)),
                 );
             }
@@ -680,11 +736,12 @@ impl ClientConnection {
     /// `*Init` can tell a disabled version); `invalid` otherwise.
     fn resolve<'s>(
         &self,
-        state: &'s State,
+        view: &'s View,
         ctx: &SlotCtx,
         handle: ObjectHandle,
         invalid: u64,
     ) -> Result<ObjectView<'s>, u64> {
+        let state = &view.state;
         let id = self.inst.lock().object(handle).ok_or(invalid)?;
         let ring = ctx.ring.as_ref().ok_or(invalid)?;
         if &id.key.ring != ring || !state.policy.sees_key(&ctx.principal, &id.key) {
@@ -699,19 +756,28 @@ impl ClientConnection {
             .iter()
             .find(|v| v.version == id.version)
             .ok_or(invalid)?;
-        if matches!(
-            version.state,
-            VersionState::Destroyed | VersionState::DestroyScheduled
-        ) {
-            return Err(invalid);
-        }
         let perms = state
             .policy
             .effective_permissions(&ctx.principal, &ResourceName::CryptoKey(id.key.clone()));
-        objects::version_objects(key, version, perms)
-            .into_iter()
-            .find(|o| o.id == id)
-            .ok_or(invalid)
+        let obj = objects::version_objects(
+            key,
+            version,
+            perms,
+            self.extra(view, &id.key, version.version),
+        )
+        .into_iter()
+        .find(|o| o.id == id)
+        .ok_or(invalid)?;
+        // A destroyed object is gone; a disabled version's objects stay (for *Init's code).
+        let gone = matches!(
+            version.state,
+            VersionState::Destroyed | VersionState::DestroyScheduled
+        ) || (id.half == objects::Half::Public
+            && obj.public_half == Some(PublicHalf::Destroyed));
+        if gone && !obj.shown() {
+            return Err(invalid);
+        }
+        Ok(obj)
     }
 
     /// A visible, ENABLED object (for everything but `*Init`).
@@ -722,10 +788,10 @@ impl ClientConnection {
         invalid: u64,
     ) -> Result<(SlotCtx, ObjectKey), u64> {
         let slot = self.session(session)?.slot;
-        let state = self.svc.published.current();
-        let ctx = self.slot_ctx(slot, &state)?;
-        let obj = self.resolve(&state, &ctx, handle, invalid)?;
-        if !obj.enabled() {
+        let view = self.svc.view()?;
+        let ctx = self.slot_ctx(slot, &view.state)?;
+        let obj = self.resolve(&view, &ctx, handle, invalid)?;
+        if !obj.shown() {
             return Err(invalid);
         }
         let id = obj.id.clone();
@@ -735,10 +801,10 @@ impl ClientConnection {
     fn find(&mut self, session: SessionId, template: &[Attribute]) -> Result<Pkcs11Response, u64> {
         let slot = self.session(session)?.slot;
         self.healthy()?;
-        let state = self.svc.published.current();
-        let ctx = self.slot_ctx(slot, &state)?;
+        let view = self.svc.view()?;
+        let ctx = self.slot_ctx(slot, &view.state)?;
         let found: Vec<ObjectKey> = self
-            .objects(&state, &ctx)
+            .objects(&view, &ctx)
             .into_iter()
             .filter(|o| o.matches(template))
             .map(|o| o.id)
@@ -759,10 +825,10 @@ impl ClientConnection {
     ) -> Result<Pkcs11Response, u64> {
         let slot = self.session(session)?.slot;
         self.healthy()?;
-        let state = self.svc.published.current();
-        let ctx = self.slot_ctx(slot, &state)?;
-        let obj = self.resolve(&state, &ctx, handle, CKR_OBJECT_HANDLE_INVALID)?;
-        if !obj.enabled() {
+        let view = self.svc.view()?;
+        let ctx = self.slot_ctx(slot, &view.state)?;
+        let obj = self.resolve(&view, &ctx, handle, CKR_OBJECT_HANDLE_INVALID)?;
+        if !obj.shown() {
             return Err(CKR_OBJECT_HANDLE_INVALID);
         }
         let results: Vec<AttrResult> = types.iter().map(|t| obj.attribute(*t)).collect();
@@ -783,84 +849,20 @@ impl ClientConnection {
         Ok(Pkcs11Response::Attributes(results))
     }
 
-    /// Destroy / SetAttribute: the gate of design §4's table (`CKR_ACTION_PROHIBITED`);
-    /// `allowed` is what an allowed caller gets.
-    fn gate_object(
-        &mut self,
-        session: SessionId,
-        handle: ObjectHandle,
-        permission: Permission,
-        action: &str,
-        allowed: u64,
-    ) -> Result<Pkcs11Response, u64> {
-        let (ctx, id) = self.visible_object(session, handle, CKR_OBJECT_HANDLE_INVALID)?;
-        let state = self.svc.published.current();
-        let d = state.policy.authorize(
-            &ctx.principal,
-            permission,
-            &ResourceName::CryptoKey(id.key.clone()),
-        );
-        if !d.allowed {
-            self.deny(
-                &ctx.principal,
-                action,
-                Some(id.version_name()),
-                CKR_ACTION_PROHIBITED,
-                &format!("needs {permission}"),
-            );
-            return Err(CKR_ACTION_PROHIBITED);
+    /// What the catalog does not say about one version's objects.
+    fn extra<'s>(&self, view: &'s View, key: &CryptoKeyName, version: u64) -> objects::Extra<'s> {
+        let generic = view.extras.generic.get(key);
+        objects::Extra {
+            generic,
+            creator: generic.is_some_and(|g| {
+                g.creator_instance.is_some() && g.creator_instance == self.caller.instance
+            }),
+            public_half: view
+                .extras
+                .public_halves
+                .get(&(key.clone(), version))
+                .copied(),
         }
-        self.record(
-            &ctx.principal,
-            action,
-            Some(id.version_name()),
-            Outcome::Error,
-            allowed,
-            Some("allowed; not offered through the module".into()),
-        )?;
-        Err(allowed)
-    }
-
-    /// GenerateKey(Pair)/CreateObject: kms.cryptoKeys.create on the ring, else
-    /// `CKR_TOKEN_WRITE_PROTECTED`. Creation through the module is not offered yet.
-    fn create_gate(&mut self, session: SessionId, action: &str) -> Result<Pkcs11Response, u64> {
-        let s = self.session(session)?;
-        let (slot, rw) = (s.slot, s.rw);
-        self.healthy()?;
-        let state = self.svc.published.current();
-        let ctx = self.slot_ctx(slot, &state)?;
-        let allowed = ctx.ring.as_ref().is_some_and(|r| {
-            state
-                .policy
-                .authorize(
-                    &ctx.principal,
-                    Permission::CryptoKeysCreate,
-                    &ResourceName::KeyRing(r.clone()),
-                )
-                .allowed
-        });
-        if !allowed {
-            self.deny(
-                &ctx.principal,
-                action,
-                Some(ctx.ring_name),
-                CKR_TOKEN_WRITE_PROTECTED,
-                "needs kms.cryptoKeys.create on the ring",
-            );
-            return Err(CKR_TOKEN_WRITE_PROTECTED);
-        }
-        if !rw {
-            return Err(0xB5); // CKR_SESSION_READ_ONLY
-        }
-        self.record(
-            &ctx.principal,
-            action,
-            Some(ctx.ring_name),
-            Outcome::Error,
-            CKR_FUNCTION_NOT_SUPPORTED,
-            Some("key creation through the module is not offered yet".into()),
-        )?;
-        Err(CKR_FUNCTION_NOT_SUPPORTED)
     }
 
     fn random(&mut self, session: SessionId, len: u64) -> Result<Pkcs11Response, u64> {
@@ -897,8 +899,9 @@ impl ClientConnection {
         }
         let slot = s.slot;
         let action = init_action(op);
-        let state = self.svc.published.current();
-        let ctx = self.slot_ctx(slot, &state)?;
+        let view = self.svc.view()?;
+        let state = &view.state;
+        let ctx = self.slot_ctx(slot, state)?;
         if !self.svc.audit.is_healthy() {
             tracing::error!(action, "audit writer unhealthy: operation refused");
             return Err(CKR_DEVICE_ERROR);
@@ -916,7 +919,7 @@ impl ClientConnection {
             );
             return Ok(Pkcs11Response::Done);
         };
-        let obj = self.resolve(&state, &ctx, handle, CKR_KEY_HANDLE_INVALID)?;
+        let obj = self.resolve(&view, &ctx, handle, CKR_KEY_HANDLE_INVALID)?;
         let resource = Some(obj.id.version_name());
         let refuse = |this: &Self, rv: u64, why: &str| {
             this.deny(&ctx.principal, action, resource.clone(), rv, why);

@@ -7,14 +7,18 @@
 //!   uncompressed point inside `CKA_EC_POINT`; RSA: the modulus bytes); symmetric keys, the
 //!   first 16 bytes of SHA-256 of the version's full name.
 //! - `CKA_LABEL`: the key id for the primary version, `keyid@vN` for the others.
+//! - Keys made through the module (`PKCS11_GENERIC`) show the client's `CKA_ID` and
+//!   `CKA_LABEL` byte-exact and the usage flags of its template instead.
 //! - Usage flags are true to what the key's purpose allows; `CKA_SENSITIVE` is always TRUE,
 //!   `CKA_COPYABLE` and `CKA_DERIVE` always FALSE; `CKA_VALUE` of a secret or private key is
 //!   sensitive; public values need viewPublicKey or a use permission (design §4's table).
 
 use super::ck::*;
+use crate::admin::generic::GenericAttrs;
 use crate::catalog::{KeyEntry, VersionEntry};
 use crate::policy::{CryptoKeyName, PermSet, Permission, ResourceName};
-use crate::store::keys::VersionState;
+use crate::store::keys::{PublicHalf, VersionState};
+use keyward_token::GenericKind;
 use keyward_wire::keys::{Algorithm, KeyKind, Purpose};
 use keyward_wire::pkcs11::{AttrResult, AttrValue, Attribute, Blob};
 use sha1::Sha1;
@@ -149,6 +153,23 @@ pub struct ObjectView<'a> {
     pub public: Option<PublicValues>,
     /// What the principal holds on the key.
     pub perms: PermSet,
+    /// The PKCS#11 side of a key made through the module.
+    pub generic: Option<&'a GenericAttrs>,
+    /// Was the key made by the calling module instance (design §4's creator exception)?
+    pub creator: bool,
+    /// What a client did to the public half of this version.
+    pub public_half: Option<PublicHalf>,
+}
+
+/// What the catalog does not say about a version's objects.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extra<'a> {
+    /// The PKCS#11 side of a generic key.
+    pub generic: Option<&'a GenericAttrs>,
+    /// Made by the calling instance.
+    pub creator: bool,
+    /// What a client did to the public half.
+    pub public_half: Option<PublicHalf>,
 }
 
 /// The objects of one version (none unless it is ENABLED and has a token object).
@@ -156,6 +177,7 @@ pub fn version_objects<'a>(
     key: &'a KeyEntry,
     version: &'a VersionEntry,
     perms: PermSet,
+    extra: Extra<'a>,
 ) -> Vec<ObjectView<'a>> {
     if version.token_id.is_none() {
         return Vec::new();
@@ -187,6 +209,9 @@ pub fn version_objects<'a>(
             algorithm,
             public: public.clone(),
             perms,
+            generic: extra.generic,
+            creator: extra.creator,
+            public_half: extra.public_half,
         })
         .collect()
 }
@@ -212,6 +237,37 @@ impl ObjectView<'_> {
         self.version.state == VersionState::Enabled
     }
 
+    /// Is the object listed (design §4 "Destroying a pair")? Objects of ENABLED versions,
+    /// but not a public half a client destroyed; and the public half of a version whose
+    /// private half a client destroyed, until it is destroyed itself.
+    pub fn shown(&self) -> bool {
+        match (self.version.state, self.id.half, self.public_half) {
+            (VersionState::Enabled, Half::Public, Some(PublicHalf::Destroyed)) => false,
+            (VersionState::Enabled, ..) => true,
+            (VersionState::DestroyScheduled, Half::Public, Some(PublicHalf::Kept)) => true,
+            _ => false,
+        }
+    }
+
+    /// The usage flags of this object: (encrypt, decrypt, sign, verify, wrap, unwrap).
+    pub fn flags(&self) -> (bool, bool, bool, bool, bool, bool) {
+        let Some(g) = self.generic else {
+            let (e, d, s, v) = usage(self.purpose, self.id.half);
+            return (e, d, s, v, false, false);
+        };
+        let u = g.usage;
+        // Only what the key's kind can do is claimed (design §2: flags are true).
+        match (g.kind, self.id.half) {
+            (GenericKind::Aes(_), _) => (u.encrypt, u.decrypt, false, false, u.wrap, u.unwrap),
+            (GenericKind::Ec(_), Half::Private) => (false, false, u.sign, false, false, false),
+            (GenericKind::Ec(_), _) => (false, false, false, u.verify, false, false),
+            (GenericKind::Rsa(_), Half::Private) => {
+                (false, u.decrypt, u.sign, false, false, u.unwrap)
+            }
+            (GenericKind::Rsa(_), _) => (u.encrypt, false, false, u.verify, u.wrap, false),
+        }
+    }
+
     /// The internal CKA_ID of the version in the backing token.
     pub fn token_id(&self) -> &[u8] {
         self.version.token_id.as_deref().unwrap_or_default()
@@ -228,22 +284,47 @@ impl ObjectView<'_> {
         ]
         .iter()
         .any(|p| self.perms.contains(*p))
+            || self.creator
     }
 
     /// `CKA_ID` (design §4).
     pub fn cka_id(&self) -> Vec<u8> {
+        if let Some(g) = self.generic {
+            return match self.id.half {
+                Half::Public => g.pub_cka_id.clone(),
+                _ => g.cka_id.clone(),
+            };
+        }
         match &self.public {
             Some(p) => p.nss_id(),
             None => Sha256::digest(self.id.version_name().as_bytes())[..16].to_vec(),
         }
     }
 
-    /// `CKA_LABEL`: the key id for the primary version, `keyid@vN` for others.
-    pub fn label(&self) -> String {
+    /// `CKA_LABEL`: the client's for a generic key; the key id for the primary version,
+    /// `keyid@vN` for others.
+    pub fn label(&self) -> Vec<u8> {
+        if let Some(g) = self.generic {
+            return match self.id.half {
+                Half::Public => g.pub_cka_label.clone(),
+                _ => g.cka_label.clone(),
+            };
+        }
         if self.key.primary_version == Some(self.version.version) {
-            self.key.name.id.clone()
+            self.key.name.id.clone().into_bytes()
         } else {
-            format!("{}@v{}", self.key.name.id, self.version.version)
+            format!("{}@v{}", self.key.name.id, self.version.version).into_bytes()
+        }
+    }
+
+    fn value_len(&self) -> Option<usize> {
+        match (
+            self.algorithm.map(|a| a.kind()),
+            self.generic.map(|g| g.kind),
+        ) {
+            (Some(KeyKind::Aes(n) | KeyKind::Hmac(n)), _) => Some(n),
+            (None, Some(GenericKind::Aes(n))) => Some(n),
+            _ => None,
         }
     }
 
@@ -253,10 +334,11 @@ impl ObjectView<'_> {
             Some(KeyKind::Hmac(_)) => Some(CKK_GENERIC_SECRET),
             Some(KeyKind::Ec(_)) => Some(CKK_EC),
             Some(KeyKind::Rsa(_)) => Some(CKK_RSA),
-            None => match &self.public {
-                Some(PublicValues::Rsa { .. }) => Some(CKK_RSA),
-                Some(PublicValues::Ec { .. }) => Some(CKK_EC),
-                None => None,
+            None => match (&self.public, self.generic.map(|g| g.kind)) {
+                (Some(PublicValues::Rsa { .. }), _) => Some(CKK_RSA),
+                (Some(PublicValues::Ec { .. }), _) => Some(CKK_EC),
+                (None, Some(GenericKind::Aes(_))) => Some(CKK_AES),
+                (None, _) => None,
             },
         }
     }
@@ -264,7 +346,8 @@ impl ObjectView<'_> {
     /// The attribute `ty` as the daemon reports it.
     pub fn attribute(&self, ty: u64) -> AttrResult {
         let half = self.id.half;
-        let (enc, dec, sign, verify) = usage(self.purpose, half);
+        let (enc, dec, sign, verify, wrap, unwrap) = self.flags();
+        let local = self.generic.is_none_or(|g| g.local);
         let secretish = half != Half::Public;
         let b = |v: bool| AttrResult::Value(AttrValue::Bool(v));
         let u = |v: u64| AttrResult::Value(AttrValue::Ulong(v));
@@ -286,24 +369,30 @@ impl ObjectView<'_> {
             CKA_CLASS => u(half.class()),
             CKA_TOKEN => b(true),
             CKA_PRIVATE => b(half.is_private()),
-            CKA_LABEL => bytes(self.label().into_bytes()),
+            CKA_LABEL => bytes(self.label()),
             CKA_ID => bytes(self.cka_id()),
             CKA_KEY_TYPE => self.key_type().map_or(AttrResult::TypeInvalid, u),
             CKA_ENCRYPT => b(enc),
             CKA_DECRYPT => b(dec),
             CKA_SIGN => b(sign),
             CKA_VERIFY => b(verify),
-            CKA_WRAP | CKA_UNWRAP | CKA_SIGN_RECOVER | CKA_VERIFY_RECOVER | CKA_DERIVE => b(false),
-            CKA_MODIFIABLE | CKA_COPYABLE => b(false),
-            CKA_DESTROYABLE | CKA_LOCAL => b(true),
-            CKA_SENSITIVE | CKA_ALWAYS_SENSITIVE if secretish => b(true),
+            CKA_WRAP => b(wrap),
+            CKA_UNWRAP => b(unwrap),
+            CKA_SIGN_RECOVER | CKA_VERIFY_RECOVER | CKA_DERIVE => b(false),
+            // CKA_ID and CKA_LABEL of a generic key may change (C_SetAttributeValue).
+            CKA_MODIFIABLE => b(self.generic.is_some()),
+            CKA_COPYABLE => b(false),
+            CKA_DESTROYABLE => b(true),
+            CKA_LOCAL => b(local),
+            CKA_SENSITIVE if secretish => b(true),
+            CKA_ALWAYS_SENSITIVE if secretish => b(local),
             CKA_EXTRACTABLE if secretish => b(self.key.exportable),
-            CKA_NEVER_EXTRACTABLE if secretish => b(!self.key.exportable),
+            CKA_NEVER_EXTRACTABLE if secretish => b(!self.key.exportable && local),
             CKA_ALWAYS_AUTHENTICATE if secretish => b(false),
             CKA_VALUE if secretish => AttrResult::Sensitive,
-            CKA_VALUE_LEN if half == Half::Secret => match self.algorithm.map(|a| a.kind()) {
-                Some(KeyKind::Aes(n) | KeyKind::Hmac(n)) => u(u64::try_from(n).unwrap_or(0)),
-                _ => AttrResult::TypeInvalid,
+            CKA_VALUE_LEN if half == Half::Secret => match self.value_len() {
+                Some(n) => u(u64::try_from(n).unwrap_or(0)),
+                None => AttrResult::TypeInvalid,
             },
             CKA_MODULUS => public_value(rsa.map(|(n, _)| n.clone())),
             CKA_PUBLIC_EXPONENT => public_value(rsa.map(|(_, e)| e.clone())),

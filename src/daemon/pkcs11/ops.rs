@@ -17,7 +17,7 @@ use cryptoki::mechanism::aead::GcmParams as CkGcm;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism as CkMech, MechanismType};
 use cryptoki::object::{Attribute as CkAttr, ObjectClass};
-use keyward_token::Token;
+use keyward_token::{GenericKind, Token};
 use keyward_wire::keys::{Algorithm, KeyKind};
 use keyward_wire::pkcs11::{MechParams, Mechanism, MechanismInfo, Operation};
 use sha2::{Digest, Sha256, Sha384, Sha512};
@@ -171,6 +171,9 @@ pub fn digest_mechanism(m: &Mechanism) -> Result<Hash, u64> {
 /// algorithm's, `CKR_KEY_FUNCTION_NOT_PERMITTED` if this object cannot do `op` (a public
 /// key asked to sign).
 pub fn plan(op: Operation, m: &Mechanism, obj: &ObjectView<'_>) -> Result<Plan, u64> {
+    if let Some(g) = obj.generic {
+        return plan_generic(op, m, obj, g.kind);
+    }
     let Some(alg) = obj.algorithm else {
         return Err(CKR_MECHANISM_INVALID);
     };
@@ -303,6 +306,116 @@ pub fn plan(op: Operation, m: &Mechanism, obj: &ObjectView<'_>) -> Result<Plan, 
                 ObjectClass::SECRET_KEY,
             ))
         }
+    }
+}
+
+/// [`plan`] for a key made through the module: its kind and its template's flags decide
+/// (a flag the key lacks is `CKR_MECHANISM_INVALID`, design §4); raw ECDSA and RSA PKCS#1
+/// take a client-made digest of any length (the key is not bound to one hash).
+fn plan_generic(
+    op: Operation,
+    m: &Mechanism,
+    obj: &ObjectView<'_>,
+    kind: GenericKind,
+) -> Result<Plan, u64> {
+    let (enc, dec, sign, verify, _, _) = obj.flags();
+    let half = obj.id.half;
+    let class = match (op, half) {
+        (Operation::Sign | Operation::Decrypt, Half::Private) => ObjectClass::PRIVATE_KEY,
+        (Operation::Verify | Operation::Encrypt, Half::Public) => ObjectClass::PUBLIC_KEY,
+        (_, Half::Secret) => ObjectClass::SECRET_KEY,
+        (Operation::Digest, _) => return Err(CKR_MECHANISM_INVALID),
+        _ => return Err(CKR_KEY_FUNCTION_NOT_PERMITTED),
+    };
+    let allowed = match op {
+        Operation::Sign => sign,
+        Operation::Verify => verify,
+        Operation::Encrypt => enc,
+        Operation::Decrypt => dec,
+        Operation::Digest => false,
+    };
+    if !allowed {
+        return Err(CKR_MECHANISM_INVALID);
+    }
+    let none = || match &m.params {
+        MechParams::None => Ok(()),
+        _ => Err(CKR_MECHANISM_PARAM_INVALID),
+    };
+    let mk = |mech, prehash| Plan {
+        mech,
+        prehash,
+        input_len: None,
+        input_prefix: None,
+        class,
+    };
+    let signing = matches!(op, Operation::Sign | Operation::Verify);
+    match (kind, m.ty) {
+        (GenericKind::Ec(_), CKM_ECDSA) if signing => {
+            none()?;
+            Ok(mk(TokenMech::Ecdsa, None))
+        }
+        (GenericKind::Ec(_), CKM_ECDSA_SHA256) if signing => {
+            none()?;
+            Ok(mk(TokenMech::Ecdsa, Some(Hash::Sha256)))
+        }
+        (GenericKind::Ec(_), CKM_ECDSA_SHA384) if signing => {
+            none()?;
+            Ok(mk(TokenMech::Ecdsa, Some(Hash::Sha384)))
+        }
+        (GenericKind::Rsa(_), CKM_RSA_PKCS) if signing => {
+            none()?;
+            Ok(mk(TokenMech::RsaPkcs, None))
+        }
+        (GenericKind::Rsa(_), CKM_SHA256_RSA_PKCS) if signing => {
+            none()?;
+            Ok(mk(TokenMech::Sha256RsaPkcs, None))
+        }
+        (GenericKind::Rsa(_), CKM_RSA_PKCS_PSS | CKM_SHA256_RSA_PKCS_PSS) if signing => {
+            match &m.params {
+                MechParams::Pss(p)
+                    if p.hash == CKM_SHA256 && p.mgf == CKG_MGF1_SHA256 && p.salt_len == 32 => {}
+                _ => return Err(CKR_MECHANISM_PARAM_INVALID),
+            }
+            let mech = if m.ty == CKM_RSA_PKCS_PSS {
+                TokenMech::RsaPssSha256
+            } else {
+                TokenMech::Sha256RsaPss
+            };
+            let mut p = mk(mech, None);
+            if m.ty == CKM_RSA_PKCS_PSS {
+                p.input_len = Some(32);
+            }
+            Ok(p)
+        }
+        (GenericKind::Rsa(_), CKM_RSA_PKCS_OAEP) if !signing => {
+            let (sha256, label) = match &m.params {
+                MechParams::Oaep(p) if p.hash == CKM_SHA_1 && p.mgf == CKG_MGF1_SHA1 => {
+                    (false, p.source_data.as_slice().to_vec())
+                }
+                MechParams::Oaep(p) if p.hash == CKM_SHA256 && p.mgf == CKG_MGF1_SHA256 => {
+                    (true, p.source_data.as_slice().to_vec())
+                }
+                _ => return Err(CKR_MECHANISM_PARAM_INVALID),
+            };
+            Ok(mk(TokenMech::Oaep { sha256, label }, None))
+        }
+        (GenericKind::Aes(_), CKM_AES_GCM) if !signing => {
+            let MechParams::Gcm(g) = &m.params else {
+                return Err(CKR_MECHANISM_PARAM_INVALID);
+            };
+            if g.iv.is_empty() || g.tag_bits == 0 || g.tag_bits > 128 || g.tag_bits % 8 != 0 {
+                return Err(CKR_MECHANISM_PARAM_INVALID);
+            }
+            Ok(mk(
+                TokenMech::Gcm {
+                    iv: g.iv.as_slice().to_vec(),
+                    aad: g.aad.as_slice().to_vec(),
+                    tag_bits: g.tag_bits,
+                },
+                None,
+            ))
+        }
+        _ => Err(CKR_MECHANISM_INVALID),
     }
 }
 

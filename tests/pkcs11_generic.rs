@@ -1,0 +1,607 @@
+//! Keys made, renamed and destroyed through keywardd's PKCS#11 half (design §4): EC and RSA
+//! pairs and AES keys generated with ordinary templates keep the client's CKA_ID/CKA_LABEL
+//! byte-exact, are found by them, sign (checked by openssl) and encrypt; their flags are the
+//! template's; CKA_SENSITIVE is forced or, with strict_templates, refused; creation needs
+//! kms.cryptoKeys.create; the creating instance may rename them and read their public
+//! values, another instance without cryptoKeys.update may not; destroying the private half
+//! schedules the version's destruction, keeps the public half until destroyed, and frees the
+//! CKA_ID; plaintext import needs allow_plaintext_import; everything is audited.
+
+mod common;
+
+use common::daemon::Env;
+use common::pkcs11::*;
+use keyward_wire::pkcs11::{
+    AttrResult, AttrValue, Attribute, Blob, GcmLayout, GcmParams, MechParams, Mechanism,
+    ObjectHandle, Operation, Pkcs11Request as R, Pkcs11Response as P, SessionId, SlotId,
+};
+use std::process::Command;
+
+const RING: &str = "projects/payments/keyRings/web";
+const CKA_TOKEN: u64 = 0x1;
+const CKA_PRIVATE: u64 = 0x2;
+const CKA_KEY_TYPE: u64 = 0x100;
+const CKA_ENCRYPT: u64 = 0x104;
+const CKA_VERIFY: u64 = 0x10A;
+const CKA_MODIFIABLE: u64 = 0x170;
+const CKA_PUBLIC_EXPONENT: u64 = 0x122;
+const CKA_MODULUS_BITS: u64 = 0x121;
+const CKA_VALUE_LEN: u64 = 0x161;
+const CKA_EC_PARAMS: u64 = 0x180;
+const CKA_EXTRACTABLE: u64 = 0x162;
+const CKO_DATA: u64 = 0;
+const CKK_AES: u64 = 0x1F;
+const CKM_RSA_PKCS_KEY_PAIR_GEN: u64 = 0x0;
+const CKM_EC_KEY_PAIR_GEN: u64 = 0x1040;
+const CKM_AES_KEY_GEN: u64 = 0x1080;
+const CKR_ATTRIBUTE_VALUE_INVALID: u64 = 0x13;
+const CKR_OBJECT_HANDLE_INVALID: u64 = 0x82;
+const CKR_TEMPLATE_INCONSISTENT: u64 = 0xD1;
+
+fn bytes(ty: u64, v: &[u8]) -> Attribute {
+    Attribute {
+        ty,
+        value: AttrValue::Bytes(Blob::new(v.to_vec())),
+    }
+}
+
+fn flag(ty: u64, v: bool) -> Attribute {
+    Attribute {
+        ty,
+        value: AttrValue::Bool(v),
+    }
+}
+
+fn ulong(ty: u64, v: u64) -> Attribute {
+    Attribute {
+        ty,
+        value: AttrValue::Ulong(v),
+    }
+}
+
+fn gcm(iv: u8) -> Mechanism {
+    Mechanism {
+        ty: CKM_AES_GCM,
+        params: MechParams::Gcm(GcmParams {
+            iv: Blob::new(vec![iv; 12]),
+            iv_bits: 96,
+            aad: Blob::new(Vec::new()),
+            tag_bits: 128,
+            layout: GcmLayout::WithIvBits,
+        }),
+    }
+}
+
+fn bind(env: &Env, role: &str, member: &str) {
+    env.ctl(&[
+        "iam",
+        "bind",
+        "--resource",
+        RING,
+        "--role",
+        role,
+        "--member",
+        member,
+    ])
+    .ok();
+}
+
+fn slot_of(p: &mut P11) -> SlotId {
+    p.slots()
+        .iter()
+        .find(|s| s.ring == RING)
+        .expect("the ring's slot")
+        .slot
+}
+
+fn pair(
+    p: &mut P11,
+    s: SessionId,
+    mechanism: u64,
+    public: Vec<Attribute>,
+    private: Vec<Attribute>,
+) -> Result<(ObjectHandle, ObjectHandle), u64> {
+    match p.call(R::GenerateKeyPair {
+        session: s,
+        mechanism: mech(mechanism),
+        public_template: public,
+        private_template: private,
+    })? {
+        P::KeyPair { public, private } => Ok((public, private)),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn aes_key(p: &mut P11, s: SessionId, template: Vec<Attribute>) -> Result<ObjectHandle, u64> {
+    match p.call(R::GenerateKey {
+        session: s,
+        mechanism: mech(CKM_AES_KEY_GEN),
+        template,
+    })? {
+        P::Object(h) => Ok(h),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn ec_pair(p: &mut P11, s: SessionId, id: &[u8], label: &[u8]) -> (ObjectHandle, ObjectHandle) {
+    let params = keyward_token::public_key::Curve::P256.ec_params();
+    pair(
+        p,
+        s,
+        CKM_EC_KEY_PAIR_GEN,
+        vec![
+            flag(CKA_TOKEN, true),
+            bytes(CKA_EC_PARAMS, &params),
+            bytes(CKA_ID, id),
+            bytes(CKA_LABEL, label),
+            flag(CKA_VERIFY, true),
+        ],
+        vec![
+            flag(CKA_TOKEN, true),
+            flag(CKA_PRIVATE, true),
+            // OpenSC 0.23 --keygen asks for a non-sensitive key: corrected.
+            flag(CKA_SENSITIVE, false),
+            bytes(CKA_ID, id),
+            bytes(CKA_LABEL, label),
+            flag(CKA_SIGN, true),
+        ],
+    )
+    .expect("EC pair")
+}
+
+fn find_id(p: &mut P11, s: SessionId, class: u64, id: &[u8]) -> Vec<ObjectHandle> {
+    p.find(
+        s,
+        vec![
+            Attribute {
+                ty: CKA_CLASS,
+                value: AttrValue::Ulong(class),
+            },
+            bytes(CKA_ID, id),
+        ],
+    )
+}
+
+fn value(p: &mut P11, s: SessionId, o: ObjectHandle, ty: u64) -> AttrValue {
+    match p.attrs(s, o, &[ty]).unwrap().remove(0) {
+        AttrResult::Value(v) => v,
+        other => panic!("attribute {ty:#x}: {other:?}"),
+    }
+}
+
+fn sign(p: &mut P11, s: SessionId, m: u64, key: ObjectHandle, data: &[u8]) -> Vec<u8> {
+    p.init(Operation::Sign, s, mech(m), key).unwrap();
+    p.one_shot(Operation::Sign, s, data).unwrap()
+}
+
+/// `openssl dgst -sha256 -verify` of a DER signature with a DER SPKI.
+fn openssl_verify(env: &Env, spki_der: &[u8], data: &[u8], sig: &[u8]) -> bool {
+    let dir = env.dir();
+    let pem = keyward_token::public_key::spki_pem(spki_der).unwrap();
+    std::fs::write(dir.join("g-pub.pem"), pem).unwrap();
+    std::fs::write(dir.join("g-data"), data).unwrap();
+    std::fs::write(dir.join("g-sig"), sig).unwrap();
+    Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(dir.join("g-pub.pem"))
+        .arg("-signature")
+        .arg(dir.join("g-sig"))
+        .arg(dir.join("g-data"))
+        .output()
+        .expect("run openssl")
+        .status
+        .success()
+}
+
+fn ring_setting(env: &Env, setting: &str, on: bool) {
+    env.ctl(&[
+        "keyring",
+        "update",
+        RING,
+        setting,
+        if on { "true" } else { "false" },
+    ])
+    .ok();
+}
+
+#[test]
+fn keys_made_renamed_and_destroyed_through_the_module() {
+    let mut env = Env::new();
+    let maker = env.service_account_offline("maker");
+    let user = env.service_account_offline("user");
+    env.start();
+    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
+        .ok();
+    bind(&env, "roles/kms.admin", "serviceAccount:maker@payments");
+    bind(
+        &env,
+        "roles/kms.cryptoOperator",
+        "serviceAccount:maker@payments",
+    );
+    bind(
+        &env,
+        "roles/kms.cryptoOperator",
+        "serviceAccount:user@payments",
+    );
+
+    let mut p = P11::connect(&env.client_socket, Some(&maker));
+    let slot = slot_of(&mut p);
+    let s = p.open(slot);
+    p.login(slot, "").unwrap();
+    let data = b"made through the module".to_vec();
+
+    // --- EC P-256, client CKA_ID 01 and a UTF-8 label, found by them.
+    let (ec_pub, ec_priv) = ec_pair(&mut p, s, &[1], "clé ec".as_bytes());
+    assert_eq!(find_id(&mut p, s, CKO_PRIVATE_KEY, &[1]), vec![ec_priv]);
+    assert_eq!(find_id(&mut p, s, CKO_PUBLIC_KEY, &[1]), vec![ec_pub]);
+    assert_eq!(
+        p.find(
+            s,
+            vec![
+                ulong(CKA_CLASS, CKO_PRIVATE_KEY),
+                bytes(CKA_LABEL, "clé ec".as_bytes())
+            ]
+        ),
+        vec![ec_priv]
+    );
+    let a = p
+        .attrs(
+            s,
+            ec_priv,
+            &[
+                CKA_SENSITIVE,
+                CKA_SIGN,
+                CKA_DECRYPT,
+                CKA_VALUE,
+                CKA_EXTRACTABLE,
+                CKA_MODIFIABLE,
+            ],
+        )
+        .unwrap();
+    let t = |b| AttrResult::Value(AttrValue::Bool(b));
+    assert_eq!(
+        a,
+        vec![
+            t(true),
+            t(true),
+            t(false),
+            AttrResult::Sensitive,
+            t(false),
+            t(true)
+        ]
+    );
+    assert_eq!(value(&mut p, s, ec_pub, CKA_VERIFY), AttrValue::Bool(true));
+    assert_eq!(
+        value(&mut p, s, ec_pub, CKA_ENCRYPT),
+        AttrValue::Bool(false)
+    );
+    // Signed in the token, verified by openssl with the public values read back.
+    let point = p.bytes(s, ec_pub, CKA_EC_POINT);
+    let params = p.bytes(s, ec_pub, CKA_EC_PARAMS);
+    let spki = keyward_token::public_key::ec_spki_der(&params, &point).unwrap();
+    let raw = sign(&mut p, s, CKM_ECDSA_SHA256, ec_priv, &data);
+    let der = keyward_token::public_key::ecdsa_raw_to_der(&raw).unwrap();
+    assert!(openssl_verify(&env, &spki, &data, &der), "EC signature");
+
+    // --- RSA-2048 without usage flags: the defaults (sign, decrypt, verify, encrypt).
+    let rsa_id = [2u8, 0xff, 0];
+    let (rsa_pub, rsa_priv) = pair(
+        &mut p,
+        s,
+        CKM_RSA_PKCS_KEY_PAIR_GEN,
+        vec![
+            flag(CKA_TOKEN, true),
+            ulong(CKA_MODULUS_BITS, 2048),
+            bytes(CKA_PUBLIC_EXPONENT, &[1, 0, 1]),
+            bytes(CKA_ID, &rsa_id),
+            bytes(CKA_LABEL, b"rsa"),
+        ],
+        vec![
+            flag(CKA_TOKEN, true),
+            bytes(CKA_ID, &rsa_id),
+            bytes(CKA_LABEL, b"rsa"),
+        ],
+    )
+    .expect("RSA pair");
+    assert_eq!(find_id(&mut p, s, CKO_PRIVATE_KEY, &rsa_id), vec![rsa_priv]);
+    for (o, ty) in [
+        (rsa_priv, CKA_SIGN),
+        (rsa_priv, CKA_DECRYPT),
+        (rsa_pub, CKA_VERIFY),
+        (rsa_pub, CKA_ENCRYPT),
+    ] {
+        assert_eq!(value(&mut p, s, o, ty), AttrValue::Bool(true), "{ty:#x}");
+    }
+    let n = p.bytes(s, rsa_pub, CKA_MODULUS);
+    let e = p.bytes(s, rsa_pub, CKA_PUBLIC_EXPONENT);
+    let spki = keyward_token::public_key::rsa_spki_der(&n, &e).unwrap();
+    let sig = sign(&mut p, s, CKM_SHA256_RSA_PKCS, rsa_priv, &data);
+    assert!(openssl_verify(&env, &spki, &data, &sig), "RSA signature");
+
+    // --- AES-256 with an empty label: GCM round trip in the token.
+    let aes = aes_key(
+        &mut p,
+        s,
+        vec![
+            flag(CKA_TOKEN, true),
+            ulong(CKA_VALUE_LEN, 32),
+            bytes(CKA_ID, &[3]),
+            bytes(CKA_LABEL, b""),
+            flag(CKA_SENSITIVE, false),
+        ],
+    )
+    .expect("AES key");
+    assert_eq!(find_id(&mut p, s, CKO_SECRET_KEY, &[3]), vec![aes]);
+    assert_eq!(p.bytes(s, aes, CKA_LABEL), Vec::<u8>::new());
+    assert_eq!(value(&mut p, s, aes, CKA_SENSITIVE), AttrValue::Bool(true));
+    assert_eq!(
+        value(&mut p, s, aes, CKA_KEY_TYPE),
+        AttrValue::Ulong(CKK_AES)
+    );
+    assert_eq!(value(&mut p, s, aes, CKA_VALUE_LEN), AttrValue::Ulong(32));
+    assert_eq!(value(&mut p, s, aes, CKA_SIGN), AttrValue::Bool(false));
+    p.init(Operation::Encrypt, s, gcm(4), aes).unwrap();
+    let ct = p.one_shot(Operation::Encrypt, s, &data).unwrap();
+    p.init(Operation::Decrypt, s, gcm(4), aes).unwrap();
+    assert_eq!(p.one_shot(Operation::Decrypt, s, &ct).unwrap(), data);
+    // A flag the template cleared forbids the mechanism.
+    let (_, ec2_priv) = pair(
+        &mut p,
+        s,
+        CKM_EC_KEY_PAIR_GEN,
+        vec![
+            flag(CKA_TOKEN, true),
+            bytes(
+                CKA_EC_PARAMS,
+                &keyward_token::public_key::Curve::P384.ec_params(),
+            ),
+        ],
+        vec![flag(CKA_TOKEN, true), flag(CKA_SIGN, false)],
+    )
+    .unwrap();
+    assert_eq!(
+        p.init(Operation::Sign, s, mech(CKM_ECDSA_SHA256), ec2_priv),
+        Err(CKR_MECHANISM_INVALID)
+    );
+
+    // --- strict_templates: a non-sensitive request is refused, not corrected.
+    ring_setting(&env, "--strict-templates", true);
+    assert_eq!(
+        aes_key(
+            &mut p,
+            s,
+            vec![
+                flag(CKA_TOKEN, true),
+                ulong(CKA_VALUE_LEN, 16),
+                flag(CKA_SENSITIVE, false)
+            ]
+        ),
+        Err(CKR_ATTRIBUTE_VALUE_INVALID)
+    );
+    aes_key(
+        &mut p,
+        s,
+        vec![flag(CKA_TOKEN, true), ulong(CKA_VALUE_LEN, 16)],
+    )
+    .expect("a sensitive key under strict_templates");
+    ring_setting(&env, "--strict-templates", false);
+    // Session objects are not offered.
+    assert_eq!(
+        aes_key(
+            &mut p,
+            s,
+            vec![flag(CKA_TOKEN, false), ulong(CKA_VALUE_LEN, 16)]
+        ),
+        Err(CKR_TEMPLATE_INCONSISTENT)
+    );
+
+    // --- another principal without kms.cryptoKeys.create: write-protected; it sees the new
+    // keys (cryptoOperator on the ring) but may neither rename nor destroy them.
+    let mut u = P11::connect(&env.client_socket, Some(&user));
+    let us = u.open(slot);
+    u.login(slot, "").unwrap();
+    assert_eq!(
+        aes_key(
+            &mut u,
+            us,
+            vec![flag(CKA_TOKEN, true), ulong(CKA_VALUE_LEN, 32)]
+        ),
+        Err(CKR_TOKEN_WRITE_PROTECTED)
+    );
+    let u_ec_priv = find_id(&mut u, us, CKO_PRIVATE_KEY, &[1])[0];
+    assert_eq!(
+        u.call(R::SetAttributeValue {
+            session: us,
+            object: u_ec_priv,
+            template: vec![bytes(CKA_LABEL, b"mine")],
+        }),
+        Err(CKR_ACTION_PROHIBITED)
+    );
+    assert_eq!(
+        u.call(R::DestroyObject {
+            session: us,
+            object: u_ec_priv
+        }),
+        Err(CKR_ACTION_PROHIBITED)
+    );
+
+    // --- the creating instance renames (NSS sets CKA_ID after keygen).
+    p.call(R::SetAttributeValue {
+        session: s,
+        object: rsa_priv,
+        template: vec![bytes(CKA_ID, &[9, 9]), bytes(CKA_LABEL, b"renamed")],
+    })
+    .expect("the creator renames");
+    p.call(R::SetAttributeValue {
+        session: s,
+        object: rsa_pub,
+        template: vec![bytes(CKA_ID, &[9, 9])],
+    })
+    .expect("the creator renames the public half");
+    assert_eq!(find_id(&mut p, s, CKO_PRIVATE_KEY, &[9, 9]), vec![rsa_priv]);
+    assert_eq!(find_id(&mut p, s, CKO_PUBLIC_KEY, &[9, 9]), vec![rsa_pub]);
+    assert!(find_id(&mut p, s, CKO_PRIVATE_KEY, &rsa_id).is_empty());
+    assert_eq!(p.bytes(s, rsa_priv, CKA_LABEL), b"renamed".to_vec());
+    assert_eq!(p.bytes(s, rsa_pub, CKA_LABEL), b"rsa".to_vec());
+    assert_eq!(
+        p.call(R::SetAttributeValue {
+            session: s,
+            object: rsa_priv,
+            template: vec![flag(CKA_SIGN, false)],
+        }),
+        Err(0x10),
+        "only CKA_ID and CKA_LABEL change"
+    );
+
+    // --- destroying the private half schedules the version's destruction and hides it;
+    // the public half stays until destroyed; the CKA_ID is free at once.
+    p.call(R::DestroyObject {
+        session: s,
+        object: ec_priv,
+    })
+    .expect("destroy the private half");
+    assert!(find_id(&mut p, s, CKO_PRIVATE_KEY, &[1]).is_empty());
+    assert_eq!(find_id(&mut p, s, CKO_PUBLIC_KEY, &[1]), vec![ec_pub]);
+    assert_eq!(
+        p.init(Operation::Sign, s, mech(CKM_ECDSA_SHA256), ec_priv),
+        Err(CKR_KEY_HANDLE_INVALID)
+    );
+    let keys = env.ctl(&["--json", "key", "list", "--keyring", RING]);
+    keys.ok();
+    assert!(
+        keys.stdout.contains("DESTROY_SCHEDULED") && keys.stdout.contains("PKCS11_GENERIC"),
+        "{}",
+        keys.stdout
+    );
+    p.call(R::DestroyObject {
+        session: s,
+        object: ec_pub,
+    })
+    .expect("destroy the public half");
+    assert!(find_id(&mut p, s, CKO_PUBLIC_KEY, &[1]).is_empty());
+    assert_eq!(
+        p.attrs(s, ec_pub, &[CKA_LABEL]),
+        Err(CKR_OBJECT_HANDLE_INVALID)
+    );
+    let (new_pub, new_priv) = ec_pair(&mut p, s, &[1], b"again");
+    assert_eq!(find_id(&mut p, s, CKO_PRIVATE_KEY, &[1]), vec![new_priv]);
+    assert_eq!(find_id(&mut p, s, CKO_PUBLIC_KEY, &[1]), vec![new_pub]);
+    let raw = sign(&mut p, s, CKM_ECDSA_SHA256, new_priv, &data);
+    assert_eq!(raw.len(), 64);
+    // A secret key is destroyed at once from the client's view.
+    p.call(R::DestroyObject {
+        session: s,
+        object: aes,
+    })
+    .expect("destroy the AES key");
+    assert!(find_id(&mut p, s, CKO_SECRET_KEY, &[3]).is_empty());
+
+    // --- C_CreateObject: plaintext AES only with allow_plaintext_import.
+    let import = |p: &mut P11| {
+        p.call(R::CreateObject {
+            session: s,
+            template: vec![
+                ulong(CKA_CLASS, CKO_SECRET_KEY),
+                ulong(CKA_KEY_TYPE, CKK_AES),
+                flag(CKA_TOKEN, true),
+                bytes(CKA_VALUE, &[0x42; 32]),
+                bytes(CKA_ID, &[4]),
+                bytes(CKA_LABEL, b"kat"),
+            ],
+        })
+    };
+    assert_eq!(import(&mut p), Err(CKR_TEMPLATE_INCONSISTENT));
+    ring_setting(&env, "--allow-plaintext-import", true);
+    let kat = match import(&mut p) {
+        Ok(P::Object(h)) => h,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(find_id(&mut p, s, CKO_SECRET_KEY, &[4]), vec![kat]);
+    assert_eq!(
+        value(&mut p, s, kat, 0x163),
+        AttrValue::Bool(false),
+        "CKA_LOCAL"
+    );
+    p.init(Operation::Encrypt, s, gcm(5), kat).unwrap();
+    let ct = p.one_shot(Operation::Encrypt, s, &data).unwrap();
+    // The same material imported again decrypts it: the key is the client's bytes.
+    let again = match p.call(R::CreateObject {
+        session: s,
+        template: vec![
+            ulong(CKA_CLASS, CKO_SECRET_KEY),
+            ulong(CKA_KEY_TYPE, CKK_AES),
+            flag(CKA_TOKEN, true),
+            bytes(CKA_VALUE, &[0x42; 32]),
+            bytes(CKA_ID, &[5]),
+        ],
+    }) {
+        Ok(P::Object(h)) => h,
+        other => panic!("{other:?}"),
+    };
+    p.init(Operation::Decrypt, s, gcm(5), again).unwrap();
+    assert_eq!(p.one_shot(Operation::Decrypt, s, &ct).unwrap(), data);
+    assert_eq!(
+        p.call(R::CreateObject {
+            session: s,
+            template: vec![ulong(CKA_CLASS, CKO_DATA), bytes(CKA_VALUE, b"x")],
+        }),
+        Err(CKR_TEMPLATE_INCONSISTENT)
+    );
+
+    // --- audit: creations, the import, destruction, renames and denials.
+    drop(u);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let q = |action: &str| {
+        let out = env.ctl(&["--json", "audit", "query", "--action", action]);
+        out.ok();
+        out.json_lines()
+    };
+    let gen = q("C_GenerateKeyPair");
+    assert!(
+        gen.iter().any(|r| r["result"] == "allowed"
+            && r["principal"] == "serviceAccount:maker@payments"
+            && r["resource"]
+                .as_str()
+                .is_some_and(|n| n.contains("/cryptoKeys/p11-"))
+            && r["instance"].is_string()),
+        "{gen:#?}"
+    );
+    let gk = q("C_GenerateKey");
+    assert!(
+        gk.iter().any(|r| r["result"] == "denied"
+            && r["principal"] == "serviceAccount:user@payments"
+            && r["rv"] == CKR_TOKEN_WRITE_PROTECTED),
+        "{gk:#?}"
+    );
+    assert!(
+        gk.iter()
+            .any(|r| r["result"] == "denied" && r["rv"] == CKR_ATTRIBUTE_VALUE_INVALID),
+        "{gk:#?}"
+    );
+    let created = q("C_CreateObject");
+    assert!(
+        created.iter().any(|r| r["result"] == "allowed"
+            && r["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("imported plaintext"))),
+        "{created:#?}"
+    );
+    let destroyed = q("C_DestroyObject");
+    assert!(
+        destroyed.iter().any(|r| r["result"] == "allowed"
+            && r["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("destruction scheduled"))),
+        "{destroyed:#?}"
+    );
+    assert!(destroyed
+        .iter()
+        .any(|r| r["result"] == "denied" && r["rv"] == CKR_ACTION_PROHIBITED));
+    let set = q("C_SetAttributeValue");
+    assert!(set.iter().any(|r| r["result"] == "allowed"), "{set:#?}");
+    assert!(
+        set.iter()
+            .any(|r| r["result"] == "denied" && r["principal"] == "serviceAccount:user@payments"),
+        "{set:#?}"
+    );
+}
