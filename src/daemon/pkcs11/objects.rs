@@ -225,8 +225,8 @@ pub fn usage(purpose: Purpose, half: Half) -> (bool, bool, bool, bool) {
         (Purpose::AsymmetricSign, Half::Public) => (false, false, false, true),
         (Purpose::AsymmetricDecrypt, Half::Private) => (false, true, false, false),
         (Purpose::AsymmetricDecrypt, Half::Public) => (true, false, false, false),
-        // PKCS11_GENERIC keys keep their flags in the token; Keyward does not make them yet,
-        // so nothing is claimed for them.
+        // PKCS11_GENERIC keys carry their template's flags (ObjectView::flags); nothing is
+        // claimed without them.
         _ => (false, false, false, false),
     }
 }
