@@ -15,3 +15,4 @@ for p in keyward-wire keyward-token keyward-pkcs11 keyward; do
     cargo build --locked -p "$p"
 done
 cargo test --workspace --locked
+bash ci/bench-smoke.sh

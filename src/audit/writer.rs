@@ -99,9 +99,12 @@ pub struct WriterConfig {
     /// meanwhile; a record submitted with `submit` waits at most this long before its
     /// commit starts. Default 10 ms.
     pub batch_window: Duration,
-    /// Records per transaction at most. Default 4096.
+    /// Records per transaction at most. Default 1024.
     pub max_batch: usize,
-    /// Records queued at most before `submit` blocks. Default 65536.
+    /// Records queued at most before `submit` blocks. Default 1024. With the batch in
+    /// flight, this bounds what a crash can lose of records `submit` acknowledged: about
+    /// 2,000 records, i.e. some 10-20 ms at the writer's full rate (design §6); a larger
+    /// queue absorbs bursts but loses more on a crash.
     pub queue_capacity: usize,
     /// How often a failed writer retries. Default 1 s.
     pub retry_interval: Duration,
@@ -118,8 +121,8 @@ impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
             batch_window: Duration::from_millis(10),
-            max_batch: 4096,
-            queue_capacity: 65536,
+            max_batch: 1024,
+            queue_capacity: 1024,
             retry_interval: Duration::from_secs(1),
             busy_timeout: Duration::from_secs(5),
             synchronous: Synchronous::Full,
