@@ -6,6 +6,7 @@
 // Return values (PKCS#11 3.0 §5.1).
 pub const CKR_SLOT_ID_INVALID: u64 = 0x03;
 pub const CKR_GENERAL_ERROR: u64 = 0x05;
+pub const CKR_ENCRYPTED_DATA_INVALID: u64 = 0x40;
 pub const CKR_ARGUMENTS_BAD: u64 = 0x07;
 pub const CKR_ATTRIBUTE_READ_ONLY: u64 = 0x10;
 pub const CKR_ACTION_PROHIBITED: u64 = 0x1B;

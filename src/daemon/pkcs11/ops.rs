@@ -519,8 +519,18 @@ pub fn run(
             )),
         }
     });
+    let gcm_decrypt = op == Operation::Decrypt && matches!(plan.mech, TokenMech::Gcm { .. });
     result.map_err(|e| {
         tracing::debug!(error = %e, "token operation failed");
-        e.ck_rv()
+        let rv = e.ck_rv();
+        // SoftHSM2 before 2.6.2 (SoftHSMv2 PR 690) answers a failed AES-GCM tag check with
+        // CKR_GENERAL_ERROR, which clients take as unrecoverable; PKCS#11 3.0 says
+        // CKR_ENCRYPTED_DATA_INVALID, and nothing else in a GCM decrypt of well-formed
+        // input fails that way.
+        if gcm_decrypt && rv == CKR_GENERAL_ERROR {
+            CKR_ENCRYPTED_DATA_INVALID
+        } else {
+            rv
+        }
     })
 }
