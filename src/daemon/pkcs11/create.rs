@@ -45,9 +45,6 @@ const CKR_SESSION_READ_ONLY: u64 = 0xB5;
 
 const CKO_DATA: u64 = 0;
 const CKO_CERTIFICATE: u64 = 1;
-const CKM_RSA_PKCS_KEY_PAIR_GEN: u64 = 0x0;
-const CKM_EC_KEY_PAIR_GEN: u64 = 0x1040;
-const CKM_AES_KEY_GEN: u64 = 0x1080;
 
 /// A template, read attribute by attribute; a value of the wrong kind is
 /// `CKR_ATTRIBUTE_VALUE_INVALID`.

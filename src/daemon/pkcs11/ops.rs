@@ -105,6 +105,16 @@ pub struct Plan {
 pub fn served(token: &Token) -> Vec<u64> {
     let has = |m: MechanismType| token.mechanisms().has(m);
     let mut out = Vec::new();
+    // Key generation (PKCS11_GENERIC keys, design §4), where the token can.
+    if has(MechanismType::RSA_PKCS_KEY_PAIR_GEN) {
+        out.push(CKM_RSA_PKCS_KEY_PAIR_GEN);
+    }
+    if has(MechanismType::ECC_KEY_PAIR_GEN) {
+        out.push(CKM_EC_KEY_PAIR_GEN);
+    }
+    if has(MechanismType::AES_KEY_GEN) {
+        out.push(CKM_AES_KEY_GEN);
+    }
     if has(MechanismType::ECDSA) {
         out.extend([CKM_ECDSA, CKM_ECDSA_SHA256, CKM_ECDSA_SHA384]);
     }
@@ -144,6 +154,9 @@ pub fn info(mechanism: u64) -> Option<MechanismInfo> {
     };
     let ec = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
     match mechanism {
+        CKM_RSA_PKCS_KEY_PAIR_GEN => i(2048, 4096, CKF_GENERATE_KEY_PAIR),
+        CKM_EC_KEY_PAIR_GEN => i(256, 384, CKF_GENERATE_KEY_PAIR | ec),
+        CKM_AES_KEY_GEN => i(16, 32, CKF_GENERATE),
         CKM_ECDSA | CKM_ECDSA_SHA256 | CKM_ECDSA_SHA384 => i(256, 384, CKF_SIGN | CKF_VERIFY | ec),
         CKM_RSA_PKCS | CKM_SHA256_RSA_PKCS | CKM_RSA_PKCS_PSS | CKM_SHA256_RSA_PKCS_PSS => {
             i(2048, 4096, CKF_SIGN | CKF_VERIFY)
