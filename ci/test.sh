@@ -2,7 +2,7 @@
 # The one test command (README, .ci/run): format, lints, then every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for tool in softhsm2-util sqlite3 openssl; do
+for tool in softhsm2-util sqlite3 openssl pkcs11-tool certutil p11tool; do
     command -v "$tool" >/dev/null || {
         echo "missing $tool: run 'sudo bash ci/install-deps.sh' first" >&2
         exit 1
@@ -16,3 +16,5 @@ for p in keyward-wire keyward-token keyward-pkcs11 keyward; do
 done
 cargo test --workspace --locked
 bash ci/bench-smoke.sh
+# Real clients through the module (check-module.sh): every check that passed must still pass.
+bash ci/clients-check.sh
