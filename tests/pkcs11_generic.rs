@@ -13,7 +13,8 @@ use common::daemon::Env;
 use common::pkcs11::*;
 use keyward_wire::pkcs11::{
     AttrResult, AttrValue, Attribute, Blob, GcmLayout, GcmParams, MechParams, Mechanism,
-    ObjectHandle, Operation, Pkcs11Request as R, Pkcs11Response as P, SessionId, SlotId,
+    OaepParams, ObjectHandle, Operation, Pkcs11Request as R, Pkcs11Response as P, SessionId,
+    SlotId,
 };
 use std::process::Command;
 
@@ -37,6 +38,15 @@ const CKM_AES_KEY_GEN: u64 = 0x1080;
 const CKR_ATTRIBUTE_VALUE_INVALID: u64 = 0x13;
 const CKR_OBJECT_HANDLE_INVALID: u64 = 0x82;
 const CKR_TEMPLATE_INCONSISTENT: u64 = 0xD1;
+const CKR_MECHANISM_PARAM_INVALID: u64 = 0x71;
+const CKM_RSA_PKCS: u64 = 0x1;
+const CKM_RSA_PKCS_OAEP: u64 = 0x9;
+const CKM_SHA_1: u64 = 0x220;
+const CKM_SHA256: u64 = 0x250;
+const CKG_MGF1_SHA1: u64 = 0x1;
+const CKG_MGF1_SHA256: u64 = 0x2;
+const CKF_ENCRYPT: u64 = 0x100;
+const CKF_DECRYPT: u64 = 0x200;
 
 fn bytes(ty: u64, v: &[u8]) -> Attribute {
     Attribute {
@@ -603,5 +613,174 @@ fn keys_made_renamed_and_destroyed_through_the_module() {
         set.iter()
             .any(|r| r["result"] == "denied" && r["principal"] == "serviceAccount:user@payments"),
         "{set:#?}"
+    );
+}
+
+fn oaep(hash: u64, mgf: u64, label: &[u8]) -> Mechanism {
+    Mechanism {
+        ty: CKM_RSA_PKCS_OAEP,
+        params: MechParams::Oaep(OaepParams {
+            hash,
+            mgf,
+            source: 1,
+            source_data: Blob::new(label.to_vec()),
+        }),
+    }
+}
+
+/// Encrypts `data` with openssl under the RSA public key `spki_der`, `opts` as
+/// `openssl pkeyutl -pkeyopt` values.
+fn openssl_encrypt(env: &Env, spki_der: &[u8], data: &[u8], opts: &[&str]) -> Vec<u8> {
+    let dir = env.dir();
+    let pem = keyward_token::public_key::spki_pem(spki_der).unwrap();
+    std::fs::write(dir.join("e-pub.pem"), pem).unwrap();
+    std::fs::write(dir.join("e-data"), data).unwrap();
+    let mut cmd = Command::new("openssl");
+    cmd.args(["pkeyutl", "-encrypt", "-pubin", "-inkey"])
+        .arg(dir.join("e-pub.pem"))
+        .arg("-in")
+        .arg(dir.join("e-data"))
+        .arg("-out")
+        .arg(dir.join("e-ct"));
+    for o in opts {
+        cmd.args(["-pkeyopt", o]);
+    }
+    assert!(
+        cmd.status().expect("run openssl").success(),
+        "openssl {opts:?}"
+    );
+    std::fs::read(dir.join("e-ct")).unwrap()
+}
+
+/// OpenSC 0.23 `--test` and `--decrypt -m RSA-PKCS-OAEP --hash-algorithm SHA256` against
+/// SoftHSM2 2.6 (design §5): OAEP parameters the token cannot do (SHA-256, a label) are
+/// `CKR_MECHANISM_PARAM_INVALID` at C_DecryptInit, never forwarded for the token to answer
+/// `CKR_ARGUMENTS_BAD` at C_Decrypt/C_DecryptFinal (pkcs11-tool skips the first, aborts on the
+/// second); OAEP with SHA-1 and no label and PKCS#1 v1.5 decryption work in the token.
+#[test]
+fn rsa_decryption_the_token_cannot_do_is_refused_at_init() {
+    let mut env = Env::new();
+    let maker = env.service_account_offline("maker");
+    env.start();
+    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
+        .ok();
+    bind(&env, "roles/kms.admin", "serviceAccount:maker@payments");
+    bind(
+        &env,
+        "roles/kms.cryptoOperator",
+        "serviceAccount:maker@payments",
+    );
+    let mut p = P11::connect(&env.client_socket, Some(&maker));
+    let slot = slot_of(&mut p);
+    let s = p.open(slot);
+    p.login(slot, "").unwrap();
+    let (rsa_pub, rsa_priv) = pair(
+        &mut p,
+        s,
+        CKM_RSA_PKCS_KEY_PAIR_GEN,
+        vec![
+            flag(CKA_TOKEN, true),
+            ulong(CKA_MODULUS_BITS, 2048),
+            bytes(CKA_PUBLIC_EXPONENT, &[1, 0, 1]),
+            bytes(CKA_ID, &[9]),
+        ],
+        vec![flag(CKA_TOKEN, true), bytes(CKA_ID, &[9])],
+    )
+    .expect("RSA pair");
+    let n = p.bytes(s, rsa_pub, CKA_MODULUS);
+    let e = p.bytes(s, rsa_pub, CKA_PUBLIC_EXPONENT);
+    let spki = keyward_token::public_key::rsa_spki_der(&n, &e).unwrap();
+    let data = b"decrypted in the token".to_vec();
+
+    // SHA-256 (what pkcs11-tool --test and --hash-algorithm SHA256 ask), with or without
+    // the label "ABC", and SHA-1 with a label: refused at Init, for one-shot and multi-part.
+    for m in [
+        oaep(CKM_SHA256, CKG_MGF1_SHA256, b"ABC"),
+        oaep(CKM_SHA256, CKG_MGF1_SHA256, b""),
+        oaep(CKM_SHA_1, CKG_MGF1_SHA1, b"ABC"),
+        oaep(CKM_SHA_1, CKG_MGF1_SHA256, b""),
+        mech(CKM_RSA_PKCS_OAEP),
+    ] {
+        assert_eq!(
+            p.init(Operation::Decrypt, s, m.clone(), rsa_priv),
+            Err(CKR_MECHANISM_PARAM_INVALID),
+            "{m:?}"
+        );
+        assert_eq!(
+            p.init(Operation::Encrypt, s, m.clone(), rsa_pub),
+            Err(CKR_MECHANISM_PARAM_INVALID),
+            "{m:?}"
+        );
+    }
+    // Nothing was left active: the next Init works.
+    let ct = openssl_encrypt(
+        &env,
+        &spki,
+        &data,
+        &[
+            "rsa_padding_mode:oaep",
+            "rsa_oaep_md:sha1",
+            "rsa_mgf1_md:sha1",
+        ],
+    );
+    let sha1 = oaep(CKM_SHA_1, CKG_MGF1_SHA1, b"");
+    p.init(Operation::Decrypt, s, sha1.clone(), rsa_priv)
+        .unwrap();
+    assert_eq!(p.one_shot(Operation::Decrypt, s, &ct).unwrap(), data);
+    // Multi-part.
+    p.init(Operation::Decrypt, s, sha1, rsa_priv).unwrap();
+    p.call(R::OperationUpdate {
+        op: Operation::Decrypt,
+        session: s,
+        data: Blob::new(ct.clone()),
+    })
+    .unwrap();
+    match p.call(R::OperationFinal {
+        op: Operation::Decrypt,
+        session: s,
+    }) {
+        Ok(P::Data(d)) => assert_eq!(d.as_slice(), &data[..]),
+        other => panic!("{other:?}"),
+    }
+
+    // PKCS#1 v1.5 decryption in the token, as pkcs11-tool --test does it; advertised for it.
+    match p.call(R::GetMechanismInfo {
+        slot,
+        mechanism: CKM_RSA_PKCS,
+    }) {
+        Ok(P::MechanismInfo(i)) => {
+            assert_eq!(
+                i.flags & (CKF_ENCRYPT | CKF_DECRYPT),
+                CKF_ENCRYPT | CKF_DECRYPT
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let ct = openssl_encrypt(&env, &spki, &data, &["rsa_padding_mode:pkcs1"]);
+    p.init(Operation::Decrypt, s, mech(CKM_RSA_PKCS), rsa_priv)
+        .unwrap();
+    assert_eq!(p.one_shot(Operation::Decrypt, s, &ct).unwrap(), data);
+    p.init(Operation::Encrypt, s, mech(CKM_RSA_PKCS), rsa_pub)
+        .unwrap();
+    let ct = p.one_shot(Operation::Encrypt, s, &data).unwrap();
+    p.init(Operation::Decrypt, s, mech(CKM_RSA_PKCS), rsa_priv)
+        .unwrap();
+    assert_eq!(p.one_shot(Operation::Decrypt, s, &ct).unwrap(), data);
+    // Not on a key without decrypt rights.
+    let (_, sign_only) = pair(
+        &mut p,
+        s,
+        CKM_RSA_PKCS_KEY_PAIR_GEN,
+        vec![
+            flag(CKA_TOKEN, true),
+            ulong(CKA_MODULUS_BITS, 2048),
+            bytes(CKA_PUBLIC_EXPONENT, &[1, 0, 1]),
+        ],
+        vec![flag(CKA_TOKEN, true), flag(CKA_DECRYPT, false)],
+    )
+    .unwrap();
+    assert_eq!(
+        p.init(Operation::Decrypt, s, mech(CKM_RSA_PKCS), sign_only),
+        Err(CKR_MECHANISM_INVALID)
     );
 }

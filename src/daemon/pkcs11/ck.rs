@@ -101,6 +101,9 @@ pub const CKM_AES_GCM: u64 = 0x1087;
 pub const CKG_MGF1_SHA1: u64 = 0x1;
 pub const CKG_MGF1_SHA256: u64 = 0x2;
 
+// OAEP sources.
+pub const CKZ_DATA_SPECIFIED: u64 = 0x1;
+
 // Token flags.
 pub const CKF_RNG: u64 = 0x1;
 pub const CKF_LOGIN_REQUIRED: u64 = 0x4;

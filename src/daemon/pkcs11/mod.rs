@@ -925,7 +925,7 @@ impl ClientConnection {
             this.deny(&ctx.principal, action, resource.clone(), rv, why);
             Err(rv)
         };
-        let plan = match ops::plan(op, mechanism, &obj) {
+        let plan = match ops::plan(op, mechanism, &obj, self.svc.token.mechanisms()) {
             Ok(p) => p,
             Err(rv) => {
                 return refuse(

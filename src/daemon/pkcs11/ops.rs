@@ -17,7 +17,7 @@ use cryptoki::mechanism::aead::GcmParams as CkGcm;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism as CkMech, MechanismType};
 use cryptoki::object::{Attribute as CkAttr, ObjectClass};
-use keyward_token::{GenericKind, Token};
+use keyward_token::{GenericKind, Mechanisms, OaepHash, Token};
 use keyward_wire::keys::{Algorithm, KeyKind};
 use keyward_wire::pkcs11::{MechParams, Mechanism, MechanismInfo, Operation};
 use sha2::{Digest, Sha256, Sha384, Sha512};
@@ -58,7 +58,8 @@ impl Hash {
 pub enum TokenMech {
     /// `CKM_ECDSA`.
     Ecdsa,
-    /// `CKM_RSA_PKCS` (sign/verify only).
+    /// `CKM_RSA_PKCS`: a client-made `DigestInfo` signed, or PKCS#1 v1.5 decryption (the
+    /// padding is checked in the token).
     RsaPkcs,
     /// `CKM_SHA256_RSA_PKCS`.
     Sha256RsaPkcs,
@@ -77,12 +78,10 @@ pub enum TokenMech {
         /// Tag bits.
         tag_bits: u64,
     },
-    /// `CKM_RSA_PKCS_OAEP`.
+    /// `CKM_RSA_PKCS_OAEP` without a label (see [`oaep`]).
     Oaep {
         /// SHA-256 (else SHA-1), with the MGF1 of the same hash.
         sha256: bool,
-        /// The label.
-        label: Vec<u8>,
     },
 }
 
@@ -158,7 +157,13 @@ pub fn info(mechanism: u64) -> Option<MechanismInfo> {
         CKM_EC_KEY_PAIR_GEN => i(256, 384, CKF_GENERATE_KEY_PAIR | ec),
         CKM_AES_KEY_GEN => i(16, 32, CKF_GENERATE),
         CKM_ECDSA | CKM_ECDSA_SHA256 | CKM_ECDSA_SHA384 => i(256, 384, CKF_SIGN | CKF_VERIFY | ec),
-        CKM_RSA_PKCS | CKM_SHA256_RSA_PKCS | CKM_RSA_PKCS_PSS | CKM_SHA256_RSA_PKCS_PSS => {
+        // Raw PKCS#1 v1.5 also encrypts and decrypts with keys made through the module.
+        CKM_RSA_PKCS => i(
+            2048,
+            4096,
+            CKF_SIGN | CKF_VERIFY | CKF_ENCRYPT | CKF_DECRYPT,
+        ),
+        CKM_SHA256_RSA_PKCS | CKM_RSA_PKCS_PSS | CKM_SHA256_RSA_PKCS_PSS => {
             i(2048, 4096, CKF_SIGN | CKF_VERIFY)
         }
         CKM_RSA_PKCS_OAEP => i(2048, 4096, CKF_ENCRYPT | CKF_DECRYPT),
@@ -179,13 +184,47 @@ pub fn digest_mechanism(m: &Mechanism) -> Result<Hash, u64> {
     }
 }
 
-/// Checks `mechanism` for `op` on the object: `CKR_MECHANISM_INVALID` if the key's purpose
-/// or algorithm forbids it, `CKR_MECHANISM_PARAM_INVALID` for parameters other than the
-/// algorithm's, `CKR_KEY_FUNCTION_NOT_PERMITTED` if this object cannot do `op` (a public
-/// key asked to sign).
-pub fn plan(op: Operation, m: &Mechanism, obj: &ObjectView<'_>) -> Result<Plan, u64> {
+/// The token's `CKM_RSA_PKCS_OAEP` for client parameters `params`: SHA-1 or SHA-256 (each
+/// with the MGF1 of the same hash) where the token's probe showed it works (design §5: not
+/// SHA-256 on SoftHSM2 2.6), `want` if given, and no label (SoftHSM2 2.6 takes none; the
+/// probe tries none). Anything else is `CKR_MECHANISM_PARAM_INVALID` here, at `*Init`: never
+/// forwarded for the token to answer `CKR_ARGUMENTS_BAD` at the final call.
+pub fn oaep(
+    params: &MechParams,
+    caps: &Mechanisms,
+    want: Option<OaepHash>,
+) -> Result<TokenMech, u64> {
+    let MechParams::Oaep(p) = params else {
+        return Err(CKR_MECHANISM_PARAM_INVALID);
+    };
+    let hash = match (p.hash, p.mgf) {
+        (CKM_SHA_1, CKG_MGF1_SHA1) => OaepHash::Sha1,
+        (CKM_SHA256, CKG_MGF1_SHA256) => OaepHash::Sha256,
+        _ => return Err(CKR_MECHANISM_PARAM_INVALID),
+    };
+    // `source` is CKZ_DATA_SPECIFIED; OpenSC passes 0 with no label.
+    let no_label = p.source <= CKZ_DATA_SPECIFIED && p.source_data.as_slice().is_empty();
+    if !no_label || !caps.oaep(hash) || want.is_some_and(|w| w != hash) {
+        return Err(CKR_MECHANISM_PARAM_INVALID);
+    }
+    Ok(TokenMech::Oaep {
+        sha256: hash == OaepHash::Sha256,
+    })
+}
+
+/// Checks `mechanism` for `op` on the object, given what the token can do (`caps`):
+/// `CKR_MECHANISM_INVALID` if the key's purpose or algorithm forbids it,
+/// `CKR_MECHANISM_PARAM_INVALID` for parameters other than the algorithm's or ones the token
+/// cannot do, `CKR_KEY_FUNCTION_NOT_PERMITTED` if this object cannot do `op` (a public key
+/// asked to sign).
+pub fn plan(
+    op: Operation,
+    m: &Mechanism,
+    obj: &ObjectView<'_>,
+    caps: &Mechanisms,
+) -> Result<Plan, u64> {
     if let Some(g) = obj.generic {
-        return plan_generic(op, m, obj, g.kind);
+        return plan_generic(op, m, obj, g.kind, caps);
     }
     let Some(alg) = obj.algorithm else {
         return Err(CKR_MECHANISM_INVALID);
@@ -265,21 +304,8 @@ pub fn plan(op: Operation, m: &Mechanism, obj: &ObjectView<'_>) -> Result<Plan, 
             if m.ty != CKM_RSA_PKCS_OAEP {
                 return Err(CKR_MECHANISM_INVALID);
             }
-            let sha256 = matches!(
-                keyward_token::OaepHash::of(alg),
-                Some(keyward_token::OaepHash::Sha256)
-            );
-            let (hash, mgf) = if sha256 {
-                (CKM_SHA256, CKG_MGF1_SHA256)
-            } else {
-                (CKM_SHA_1, CKG_MGF1_SHA1)
-            };
-            let label = match &m.params {
-                MechParams::Oaep(p) if p.hash == hash && p.mgf == mgf => {
-                    p.source_data.as_slice().to_vec()
-                }
-                _ => return Err(CKR_MECHANISM_PARAM_INVALID),
-            };
+            let want = OaepHash::of(alg).unwrap_or(OaepHash::Sha1);
+            let mech = oaep(&m.params, caps, Some(want))?;
             let class = match (op, half) {
                 (Operation::Decrypt, Half::Private) => ObjectClass::PRIVATE_KEY,
                 (Operation::Encrypt, Half::Public) => ObjectClass::PUBLIC_KEY,
@@ -288,7 +314,7 @@ pub fn plan(op: Operation, m: &Mechanism, obj: &ObjectView<'_>) -> Result<Plan, 
                 }
                 _ => return Err(CKR_MECHANISM_INVALID),
             };
-            Ok(mk(TokenMech::Oaep { sha256, label }, None, None, class))
+            Ok(mk(mech, None, None, class))
         }
         KeyKind::Aes(_) => {
             if m.ty != CKM_AES_GCM || !matches!(op, Operation::Encrypt | Operation::Decrypt) {
@@ -330,6 +356,7 @@ fn plan_generic(
     m: &Mechanism,
     obj: &ObjectView<'_>,
     kind: GenericKind,
+    caps: &Mechanisms,
 ) -> Result<Plan, u64> {
     let (enc, dec, sign, verify, _, _) = obj.flags();
     let half = obj.id.half;
@@ -401,16 +428,15 @@ fn plan_generic(
             Ok(p)
         }
         (GenericKind::Rsa(_), CKM_RSA_PKCS_OAEP) if !signing => {
-            let (sha256, label) = match &m.params {
-                MechParams::Oaep(p) if p.hash == CKM_SHA_1 && p.mgf == CKG_MGF1_SHA1 => {
-                    (false, p.source_data.as_slice().to_vec())
-                }
-                MechParams::Oaep(p) if p.hash == CKM_SHA256 && p.mgf == CKG_MGF1_SHA256 => {
-                    (true, p.source_data.as_slice().to_vec())
-                }
-                _ => return Err(CKR_MECHANISM_PARAM_INVALID),
-            };
-            Ok(mk(TokenMech::Oaep { sha256, label }, None))
+            Ok(mk(oaep(&m.params, caps, None)?, None))
+        }
+        // PKCS#1 v1.5 encryption, done (and its padding checked) in the token.
+        (GenericKind::Rsa(_), CKM_RSA_PKCS) if !signing => {
+            if !caps.has(MechanismType::RSA_PKCS) {
+                return Err(CKR_MECHANISM_INVALID);
+            }
+            none()?;
+            Ok(mk(TokenMech::RsaPkcs, None))
         }
         (GenericKind::Aes(_), CKM_AES_GCM) if !signing => {
             let MechParams::Gcm(g) = &m.params else {
@@ -505,18 +531,13 @@ pub fn run(
                 iv_buf = iv.clone();
                 CkMech::AesGcm(CkGcm::new(&mut iv_buf, aad, (*tag_bits).into())?)
             }
-            TokenMech::Oaep { sha256, label } => {
+            TokenMech::Oaep { sha256 } => {
                 let (h, mgf) = if *sha256 {
                     (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256)
                 } else {
                     (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1)
                 };
-                let source = if label.is_empty() {
-                    PkcsOaepSource::empty()
-                } else {
-                    PkcsOaepSource::data_specified(label)
-                };
-                CkMech::RsaPkcsOaep(PkcsOaepParams::new(h, mgf, source))
+                CkMech::RsaPkcsOaep(PkcsOaepParams::new(h, mgf, PkcsOaepSource::empty()))
             }
         };
         match op {
