@@ -18,7 +18,7 @@ use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use std::process::Command;
@@ -569,4 +569,53 @@ fn generate_and_destroy_through_the_module() {
     p11.finalize().unwrap();
     drop(excl);
     eprintln!("generate and destroy: {:?}", t0.elapsed());
+}
+
+/// PKCS#11 3.0 §5.6: closing the slot's last session logs it out, in the module as in
+/// keywardd. GnuTLS `p11tool --login --list-privkeys` closes its listing session, opens
+/// another, reads C_GetSessionInfo and logs in only if it says public: a login kept in the
+/// module alone made it skip C_Login and find no private key.
+#[test]
+fn closing_the_last_session_logs_the_slot_out() {
+    let excl = module::exclusive();
+    let w = world();
+    let env = &w.env;
+    let settings = Settings::new(&env.client_socket, &env.dir().join("module.toml"));
+    let p11 = module::cryptoki(&settings);
+    let web = slot_of(&p11, RING);
+    let pin = AuthPin::from(w.signer.clone());
+    let private = [Attribute::Class(ObjectClass::PRIVATE_KEY)];
+
+    let s1 = p11.open_ro_session(web).unwrap();
+    s1.login(UserType::User, Some(&pin)).unwrap();
+    let s2 = p11.open_ro_session(web).unwrap();
+    s1.close().unwrap();
+    // Another session remains: still logged in.
+    assert_eq!(
+        s2.get_session_info().unwrap().session_state(),
+        SessionState::RoUser
+    );
+    assert_eq!(
+        find(&s2, &private).len(),
+        2,
+        "the ec and rsa private halves"
+    );
+    s2.close().unwrap();
+
+    // The last one closed: the next session is public, finds no private object, and logs in.
+    let s3 = p11.open_ro_session(web).unwrap();
+    assert_eq!(
+        s3.get_session_info().unwrap().session_state(),
+        SessionState::RoPublic
+    );
+    assert!(find(&s3, &private).is_empty());
+    s3.login(UserType::User, Some(&pin)).unwrap();
+    assert_eq!(
+        s3.get_session_info().unwrap().session_state(),
+        SessionState::RoUser
+    );
+    assert_eq!(find(&s3, &private).len(), 2);
+    drop(s3);
+    drop(p11);
+    drop(excl);
 }

@@ -18,11 +18,22 @@ pub fn open_session(slot: u64, flags: u64) -> Result<u64, Error> {
 
 /// C_CloseSession. The session is forgotten locally whatever keywardd answers; one that
 /// died with its connection is `CKR_SESSION_HANDLE_INVALID` like any other call on it.
+/// Closing the slot's last live session logs the slot out (3.0 §5.6), here as in keywardd:
+/// a login kept only here would make C_GetSessionInfo of the next session say
+/// `CKS_*_USER_FUNCTIONS` while keywardd finds no private object in it (GnuTLS then skips
+/// C_Login and finds nothing).
 pub fn close_session(h: u64) -> Result<(), Error> {
     let inst = instance()?;
     let s = inst.session(h)?;
     inst.forget_session(h);
-    inst.call_in_done(&s, Pkcs11Request::CloseSession { session: s.remote })
+    let closed = inst.call_in_done(&s, Pkcs11Request::CloseSession { session: s.remote });
+    {
+        let sessions = inst.sessions.lock();
+        if sessions.counts(s.slot, s.generation).0 == 0 {
+            inst.logins.lock().remove(&s.slot);
+        }
+    }
+    closed
 }
 
 /// C_CloseAllSessions.
