@@ -2,8 +2,9 @@
 # Keyward's walkthrough, end to end on this machine, in a temporary directory: a SoftHSM2
 # token from softhsm-config/, the store bootstrapped offline, keywardd started, then
 # hierarchy, keys in the token, bindings, `iam test`/`who-can`/`explain`, a denied call,
-# separation of duties, and the audit log with its token-signed checkpoints. Later stages
-# (the PKCS#11 module, OpenSSL CSR + TLS handshake, `keywardctl encrypt`) extend this script.
+# separation of duties, OpenSSL (libp11 engine) signing a CSR and serving a TLS handshake with
+# a token key through libkeyward_pkcs11.so, and the audit log with its token-signed
+# checkpoints. `keywardctl encrypt` (AES-GCM from the CLI) joins it with issue 8.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -88,6 +89,53 @@ run kw iam bind --resource projects/payments/keyRings/web/cryptoKeys/tls \
 run kw group create auditors
 run kw group add-member auditors user:ann@acme.example
 run kw iam bind --resource organizations/acme --role roles/keyward.auditor --member group:auditors
+
+step "OpenSSL, through libkeyward_pkcs11.so, as the web account: a CSR and a TLS handshake"
+cargo build --quiet -p keyward-pkcs11
+engine_so=$(openssl version -e | sed -n 's/^ENGINESDIR: "\(.*\)"/\1/p')/pkcs11.so
+if [[ -f $engine_so ]]; then
+    cat > "$work/openssl.cnf" <<CNF
+openssl_conf = openssl_init
+[openssl_init]
+engines = engine_section
+[engine_section]
+pkcs11 = pkcs11_section
+[pkcs11_section]
+engine_id = pkcs11
+dynamic_path = $engine_so
+MODULE_PATH = $PWD/target/debug/libkeyward_pkcs11.so
+init = 0
+[req]
+distinguished_name = req_dn
+[req_dn]
+CNF
+    export KEYWARD_SOCKET=$work/client.sock
+    key_uri="pkcs11:token=web;object=tls;type=private?pin-value=$(cat "$work/web.key")"
+    ossl() { OPENSSL_CONF=$work/openssl.cnf KEYWARD_CREDENTIALS=$work/web.key openssl "$@"; }
+    echo '$ openssl req -new -engine pkcs11 -keyform engine -key "pkcs11:token=web;object=tls;type=private?pin-value=…" -subj /CN=web.payments.example'
+    ossl req -new -engine pkcs11 -keyform engine -key "$key_uri" -subj /CN=web.payments.example \
+        -out "$work/web.csr" 2>/dev/null
+    run openssl req -in "$work/web.csr" -noout -verify -subject
+    ossl req -new -x509 -days 1 -engine pkcs11 -keyform engine -key "$key_uri" \
+        -subj /CN=localhost -addext "subjectAltName=IP:127.0.0.1" -out "$work/web.crt" 2>/dev/null
+    port=$((20000 + RANDOM % 20000))
+    ossl s_server -engine pkcs11 -keyform engine -key "$key_uri" -cert "$work/web.crt" \
+        -accept "127.0.0.1:$port" -naccept 1 -www > "$work/s_server.log" 2>&1 &
+    server_pid=$!
+    for _ in $(seq 100); do grep -q ACCEPT "$work/s_server.log" 2>/dev/null && break; sleep 0.1; done
+    echo "\$ openssl s_client -connect 127.0.0.1:$port -CAfile web.crt -verify_return_error"
+    printf 'GET / HTTP/1.0\r\n\r\n' | openssl s_client -connect "127.0.0.1:$port" \
+        -CAfile "$work/web.crt" -verify_return_error -verify_ip 127.0.0.1 -ign_eof 2>&1 \
+        | grep -E '^(Verify return code|Peer signature type|Protocol|HTTP/1.0)' || true
+    wait "$server_pid" 2>/dev/null || true
+    echo "(the TLS server's private key never left the token: keywardd signed the handshake)"
+    step "Least privilege: through the module the web account sees exactly one key, the tls pair"
+    echo "\$ pkcs11-tool --module libkeyward_pkcs11.so --login --pin … -O   (what it sees)"
+    KEYWARD_CREDENTIALS=$work/web.key pkcs11-tool --module target/debug/libkeyward_pkcs11.so \
+        --login --pin "$(cat "$work/web.key")" -O 2>&1 | grep -E 'Object|label|ID:' || true
+else
+    echo "(libp11 OpenSSL engine not installed: apt-get install libengine-pkcs11-openssl)"
+fi
 
 step "Which permissions does the web account hold on the tls key? (testIamPermissions)"
 run kw iam test --member serviceAccount:web@payments --resource projects/payments/keyRings/web/cryptoKeys/tls
