@@ -784,3 +784,419 @@ fn rsa_decryption_the_token_cannot_do_is_refused_at_init() {
         Err(CKR_MECHANISM_INVALID)
     );
 }
+
+const CKM_AES_ECB: u64 = 0x1081;
+const CKM_AES_CBC: u64 = 0x1082;
+const CKM_AES_CBC_PAD: u64 = 0x1085;
+const CKM_AES_CTR: u64 = 0x1086;
+const CKM_SHA384_RSA_PKCS: u64 = 0x41;
+const CKM_SHA512_RSA_PKCS: u64 = 0x42;
+const CKR_DATA_LEN_RANGE: u64 = 0x21;
+const CKR_ENCRYPTED_DATA_INVALID: u64 = 0x40;
+const CKR_ENCRYPTED_DATA_LEN_RANGE: u64 = 0x41;
+
+fn with_iv(ty: u64, iv: &[u8]) -> Mechanism {
+    Mechanism {
+        ty,
+        params: MechParams::Bytes(Blob::new(iv.to_vec())),
+    }
+}
+
+fn ctr(counter_bits: u64, cb: [u8; 16]) -> Mechanism {
+    Mechanism {
+        ty: CKM_AES_CTR,
+        params: MechParams::Ctr(keyward_wire::pkcs11::CtrParams { counter_bits, cb }),
+    }
+}
+
+/// `op` over `data` as C_*Update in two parts then C_*Final (the daemon runs it at Final).
+fn multi_part(
+    p: &mut P11,
+    s: SessionId,
+    op: Operation,
+    m: Mechanism,
+    key: ObjectHandle,
+    data: &[u8],
+) -> Result<Vec<u8>, u64> {
+    p.init(op, s, m, key)?;
+    let mut out = Vec::new();
+    for part in [&data[..data.len() / 3], &data[data.len() / 3..]] {
+        if let P::Data(d) = p.call(R::OperationUpdate {
+            op,
+            session: s,
+            data: Blob::new(part.to_vec()),
+        })? {
+            out.extend_from_slice(d.as_slice());
+        }
+    }
+    match p.call(R::OperationFinal { op, session: s })? {
+        P::Data(d) => out.extend_from_slice(d.as_slice()),
+        other => panic!("{other:?}"),
+    }
+    Ok(out)
+}
+
+/// `openssl enc` (`-e` or `-d`) with cipher `cipher`, hex key and IV, and `extra` options.
+fn openssl_enc(
+    env: &Env,
+    dir: &str,
+    cipher: &str,
+    key: &[u8],
+    iv: Option<&[u8]>,
+    extra: &[&str],
+    data: &[u8],
+) -> Vec<u8> {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let d = env.dir();
+    std::fs::write(d.join("enc-in"), data).unwrap();
+    let mut cmd = Command::new("openssl");
+    cmd.args(["enc", dir, cipher, "-K", &hex(key)])
+        .arg("-in")
+        .arg(d.join("enc-in"))
+        .arg("-out")
+        .arg(d.join("enc-out"));
+    if let Some(iv) = iv {
+        cmd.args(["-iv", &hex(iv)]);
+    }
+    cmd.args(extra);
+    assert!(
+        cmd.status().expect("run openssl").success(),
+        "openssl enc {dir} {cipher}"
+    );
+    std::fs::read(d.join("enc-out")).unwrap()
+}
+
+/// `openssl dgst -<hash> -verify` of an RSA PKCS#1 v1.5 signature with a DER SPKI.
+fn openssl_verify_hash(env: &Env, hash: &str, spki_der: &[u8], data: &[u8], sig: &[u8]) -> bool {
+    let dir = env.dir();
+    let pem = keyward_token::public_key::spki_pem(spki_der).unwrap();
+    std::fs::write(dir.join("h-pub.pem"), pem).unwrap();
+    std::fs::write(dir.join("h-data"), data).unwrap();
+    std::fs::write(dir.join("h-sig"), sig).unwrap();
+    Command::new("openssl")
+        .args(["dgst", &format!("-{hash}"), "-verify"])
+        .arg(dir.join("h-pub.pem"))
+        .arg("-signature")
+        .arg(dir.join("h-sig"))
+        .arg(dir.join("h-data"))
+        .output()
+        .expect("run openssl")
+        .status
+        .success()
+}
+
+/// OpenSC `--encrypt/--decrypt -m AES-CBC-PAD` and check-module.sh's known-answer test (design
+/// §4 "Mechanisms"): AES keys made through the module (generated or imported) do AES-CBC-PAD,
+/// -CBC, -ECB and -CTR in the token, one-shot and multi-part, with the same results as
+/// `openssl enc`; parameters are checked at Init, input that is not whole blocks gets the
+/// spec's length codes, bad padding CKR_ENCRYPTED_DATA_INVALID; a keywardctl AES_256_GCM key
+/// keeps AES-GCM only. Generic RSA keys also sign with SHA-384/512 PKCS#1 v1.5.
+#[test]
+fn aes_block_modes_on_keys_made_through_the_module() {
+    let mut env = Env::new();
+    let maker = env.service_account_offline("maker");
+    env.start();
+    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
+        .ok();
+    ring_setting(&env, "--allow-plaintext-import", true);
+    env.ctl(&[
+        "key",
+        "create",
+        "--keyring",
+        RING,
+        "--purpose",
+        "ENCRYPT_DECRYPT",
+        "--algorithm",
+        "AES_256_GCM",
+        "gcm-only",
+    ])
+    .ok();
+    bind(&env, "roles/kms.admin", "serviceAccount:maker@payments");
+    bind(
+        &env,
+        "roles/kms.cryptoOperator",
+        "serviceAccount:maker@payments",
+    );
+    let mut p = P11::connect(&env.client_socket, Some(&maker));
+    let slot = slot_of(&mut p);
+    let s = p.open(slot);
+    p.login(slot, "").unwrap();
+
+    // Listed, with key sizes in bytes and encrypt/decrypt only.
+    let listed = match p.call(R::GetMechanismList { slot }) {
+        Ok(P::Mechanisms(m)) => m,
+        other => panic!("{other:?}"),
+    };
+    for m in [CKM_AES_CBC_PAD, CKM_AES_CBC, CKM_AES_ECB, CKM_AES_CTR] {
+        assert!(listed.contains(&m), "{m:#x} in {listed:x?}");
+        match p.call(R::GetMechanismInfo { slot, mechanism: m }) {
+            Ok(P::MechanismInfo(i)) => {
+                assert_eq!(
+                    (i.min_key_size, i.max_key_size, i.flags),
+                    (16, 32, CKF_ENCRYPT | CKF_DECRYPT),
+                    "{m:#x}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    let iv: [u8; 16] = std::array::from_fn(|i| i as u8 * 17);
+    let cb: [u8; 16] = std::array::from_fn(|i| 0xf0 ^ i as u8);
+    let modes = [
+        with_iv(CKM_AES_CBC_PAD, &iv),
+        with_iv(CKM_AES_CBC, &iv),
+        mech(CKM_AES_ECB),
+        ctr(128, cb),
+    ];
+    let blocks: Vec<u8> = (0..64u8).collect();
+    let odd: Vec<u8> = (0..77u8).collect();
+    // The input each mode takes: whole blocks without padding, any length otherwise.
+    let input = |m: &Mechanism| match m.ty {
+        CKM_AES_CBC | CKM_AES_ECB => &blocks[..],
+        _ => &odd[..],
+    };
+
+    // --- a generated AES-256 key: round trips, one-shot and multi-part agree.
+    let gen = aes_key(
+        &mut p,
+        s,
+        vec![
+            flag(CKA_TOKEN, true),
+            ulong(CKA_VALUE_LEN, 32),
+            bytes(CKA_ID, &[0xae]),
+        ],
+    )
+    .expect("AES-256 key");
+    for m in &modes {
+        let data = input(m);
+        p.init(Operation::Encrypt, s, m.clone(), gen).unwrap();
+        let ct = p.one_shot(Operation::Encrypt, s, data).unwrap();
+        let want_len = if m.ty == CKM_AES_CBC_PAD {
+            80
+        } else {
+            data.len()
+        };
+        assert_eq!(ct.len(), want_len, "{m:?}");
+        assert_ne!(&ct[..data.len()], data, "{m:?}");
+        let ct2 = multi_part(&mut p, s, Operation::Encrypt, m.clone(), gen, data).unwrap();
+        assert_eq!(ct2, ct, "multi-part {m:?}");
+        p.init(Operation::Decrypt, s, m.clone(), gen).unwrap();
+        assert_eq!(
+            p.one_shot(Operation::Decrypt, s, &ct).unwrap(),
+            data,
+            "{m:?}"
+        );
+        let rt = multi_part(&mut p, s, Operation::Decrypt, m.clone(), gen, &ct).unwrap();
+        assert_eq!(rt, data, "multi-part {m:?}");
+    }
+
+    // --- known key bytes imported: the same ciphertexts as openssl enc, both directions.
+    let key: [u8; 32] = std::array::from_fn(|i| 0x30 + i as u8);
+    let kat = match p.call(R::CreateObject {
+        session: s,
+        template: vec![
+            ulong(CKA_CLASS, CKO_SECRET_KEY),
+            ulong(CKA_KEY_TYPE, CKK_AES),
+            flag(CKA_TOKEN, true),
+            bytes(CKA_VALUE, &key),
+            bytes(CKA_ID, &[0xa7]),
+        ],
+    }) {
+        Ok(P::Object(h)) => h,
+        other => panic!("{other:?}"),
+    };
+    for (m, cipher, iv, extra) in [
+        (&modes[0], "-aes-256-cbc", Some(&iv[..]), &[][..]),
+        (&modes[1], "-aes-256-cbc", Some(&iv[..]), &["-nopad"][..]),
+        (&modes[2], "-aes-256-ecb", None, &["-nopad"][..]),
+        (&modes[3], "-aes-256-ctr", Some(&cb[..]), &[][..]),
+    ] {
+        let data = input(m);
+        p.init(Operation::Encrypt, s, m.clone(), kat).unwrap();
+        let ct = p.one_shot(Operation::Encrypt, s, data).unwrap();
+        assert_eq!(
+            ct,
+            openssl_enc(&env, "-e", cipher, &key, iv, extra, data),
+            "{m:?}"
+        );
+        let ours = openssl_enc(&env, "-e", cipher, &key, iv, extra, data);
+        p.init(Operation::Decrypt, s, m.clone(), kat).unwrap();
+        assert_eq!(p.one_shot(Operation::Decrypt, s, &ours).unwrap(), data);
+        assert_eq!(openssl_enc(&env, "-d", cipher, &key, iv, extra, &ct), data);
+    }
+
+    // --- parameters checked at Init; nothing is left active after a refusal.
+    for (m, op) in [
+        (with_iv(CKM_AES_CBC_PAD, &iv[..8]), Operation::Encrypt),
+        (mech(CKM_AES_CBC_PAD), Operation::Decrypt),
+        (with_iv(CKM_AES_CBC, &[0; 17]), Operation::Encrypt),
+        (mech(CKM_AES_CBC), Operation::Decrypt),
+        (with_iv(CKM_AES_ECB, &iv), Operation::Encrypt),
+        (ctr(0, cb), Operation::Encrypt),
+        (ctr(129, cb), Operation::Decrypt),
+        (with_iv(CKM_AES_CTR, &cb), Operation::Encrypt),
+    ] {
+        assert_eq!(
+            p.init(op, s, m.clone(), gen),
+            Err(CKR_MECHANISM_PARAM_INVALID),
+            "{m:?}"
+        );
+    }
+
+    // --- input that is not whole blocks, and bad padding: the spec's codes.
+    let cases = [
+        (
+            with_iv(CKM_AES_CBC, &iv),
+            Operation::Encrypt,
+            17,
+            CKR_DATA_LEN_RANGE,
+        ),
+        (
+            mech(CKM_AES_ECB),
+            Operation::Encrypt,
+            31,
+            CKR_DATA_LEN_RANGE,
+        ),
+        (
+            with_iv(CKM_AES_CBC, &iv),
+            Operation::Decrypt,
+            17,
+            CKR_ENCRYPTED_DATA_LEN_RANGE,
+        ),
+        (
+            mech(CKM_AES_ECB),
+            Operation::Decrypt,
+            15,
+            CKR_ENCRYPTED_DATA_LEN_RANGE,
+        ),
+        (
+            with_iv(CKM_AES_CBC_PAD, &iv),
+            Operation::Decrypt,
+            17,
+            CKR_ENCRYPTED_DATA_LEN_RANGE,
+        ),
+        (
+            with_iv(CKM_AES_CBC_PAD, &iv),
+            Operation::Decrypt,
+            0,
+            CKR_ENCRYPTED_DATA_LEN_RANGE,
+        ),
+    ];
+    for (m, op, len, rv) in cases {
+        p.init(op, s, m.clone(), gen).unwrap();
+        assert_eq!(p.one_shot(op, s, &vec![7; len]), Err(rv), "{m:?} {len}");
+        assert_eq!(
+            multi_part(&mut p, s, op, m.clone(), gen, &vec![7; len]),
+            Err(rv),
+            "multi-part {m:?} {len}"
+        );
+    }
+    // A block whose plaintext ends in 0x00 is not PKCS#7 padding.
+    p.init(Operation::Encrypt, s, with_iv(CKM_AES_CBC, &iv), gen)
+        .unwrap();
+    let ct = p.one_shot(Operation::Encrypt, s, &[0; 16]).unwrap();
+    p.init(Operation::Decrypt, s, with_iv(CKM_AES_CBC_PAD, &iv), gen)
+        .unwrap();
+    assert_eq!(
+        p.one_shot(Operation::Decrypt, s, &ct),
+        Err(CKR_ENCRYPTED_DATA_INVALID)
+    );
+    // Empty input to the modes without padding is empty output; CBC-PAD pads a block.
+    for (m, n) in [
+        (&modes[0], 16),
+        (&modes[1], 0),
+        (&modes[2], 0),
+        (&modes[3], 0),
+    ] {
+        p.init(Operation::Encrypt, s, m.clone(), gen).unwrap();
+        assert_eq!(
+            p.one_shot(Operation::Encrypt, s, &[]).unwrap().len(),
+            n,
+            "{m:?}"
+        );
+    }
+
+    // --- a key without CKA_ENCRYPT: its flags decide (design §4).
+    let dec_only = aes_key(
+        &mut p,
+        s,
+        vec![
+            flag(CKA_TOKEN, true),
+            ulong(CKA_VALUE_LEN, 16),
+            flag(CKA_ENCRYPT, false),
+        ],
+    )
+    .unwrap();
+    for m in &modes {
+        assert_eq!(
+            p.init(Operation::Encrypt, s, m.clone(), dec_only),
+            Err(CKR_MECHANISM_INVALID),
+            "{m:?}"
+        );
+        p.init(Operation::Decrypt, s, m.clone(), dec_only).unwrap();
+        p.call(R::OperationCancel {
+            op: Operation::Decrypt,
+            session: s,
+        })
+        .unwrap();
+    }
+    // Not for signing either.
+    assert_eq!(
+        p.init(Operation::Sign, s, mech(CKM_AES_ECB), gen),
+        Err(CKR_MECHANISM_INVALID)
+    );
+
+    // --- a keywardctl AES_256_GCM key keeps AES-GCM only.
+    let gcm_key = p.find_labelled(s, CKO_SECRET_KEY, "gcm-only");
+    assert_eq!(gcm_key.len(), 1);
+    let gcm_key = gcm_key[0];
+    for m in &modes {
+        for op in [Operation::Encrypt, Operation::Decrypt] {
+            assert_eq!(
+                p.init(op, s, m.clone(), gcm_key),
+                Err(CKR_MECHANISM_INVALID),
+                "{m:?}"
+            );
+        }
+    }
+    p.init(Operation::Encrypt, s, gcm(9), gcm_key).unwrap();
+    let ct = p.one_shot(Operation::Encrypt, s, &odd).unwrap();
+    p.init(Operation::Decrypt, s, gcm(9), gcm_key).unwrap();
+    assert_eq!(p.one_shot(Operation::Decrypt, s, &ct).unwrap(), odd);
+
+    // --- SHA-384/512 PKCS#1 v1.5 with an RSA key made through the module, checked by openssl.
+    let (rsa_pub, rsa_priv) = pair(
+        &mut p,
+        s,
+        CKM_RSA_PKCS_KEY_PAIR_GEN,
+        vec![
+            flag(CKA_TOKEN, true),
+            ulong(CKA_MODULUS_BITS, 2048),
+            bytes(CKA_PUBLIC_EXPONENT, &[1, 0, 1]),
+        ],
+        vec![flag(CKA_TOKEN, true)],
+    )
+    .expect("RSA pair");
+    let n = p.bytes(s, rsa_pub, CKA_MODULUS);
+    let e = p.bytes(s, rsa_pub, CKA_PUBLIC_EXPONENT);
+    let spki = keyward_token::public_key::rsa_spki_der(&n, &e).unwrap();
+    for (m, hash) in [
+        (CKM_SHA384_RSA_PKCS, "sha384"),
+        (CKM_SHA512_RSA_PKCS, "sha512"),
+    ] {
+        assert!(listed.contains(&m), "{m:#x}");
+        let sig = sign(&mut p, s, m, rsa_priv, &odd);
+        assert!(openssl_verify_hash(&env, hash, &spki, &odd, &sig), "{hash}");
+        p.init(Operation::Verify, s, mech(m), rsa_pub).unwrap();
+        assert_eq!(
+            p.call(R::Verify {
+                session: s,
+                data: Blob::new(odd.clone()),
+                signature: Blob::new(sig),
+            })
+            .map(drop),
+            Ok(())
+        );
+    }
+}

@@ -7,6 +7,7 @@
 pub const CKR_SLOT_ID_INVALID: u64 = 0x03;
 pub const CKR_GENERAL_ERROR: u64 = 0x05;
 pub const CKR_ENCRYPTED_DATA_INVALID: u64 = 0x40;
+pub const CKR_ENCRYPTED_DATA_LEN_RANGE: u64 = 0x41;
 pub const CKR_ARGUMENTS_BAD: u64 = 0x07;
 pub const CKR_ATTRIBUTE_READ_ONLY: u64 = 0x10;
 pub const CKR_ACTION_PROHIBITED: u64 = 0x1B;
@@ -95,6 +96,10 @@ pub const CKM_AES_KEY_GEN: u64 = 0x1080;
 pub const CKM_ECDSA: u64 = 0x1041;
 pub const CKM_ECDSA_SHA256: u64 = 0x1044;
 pub const CKM_ECDSA_SHA384: u64 = 0x1045;
+pub const CKM_AES_ECB: u64 = 0x1081;
+pub const CKM_AES_CBC: u64 = 0x1082;
+pub const CKM_AES_CBC_PAD: u64 = 0x1085;
+pub const CKM_AES_CTR: u64 = 0x1086;
 pub const CKM_AES_GCM: u64 = 0x1087;
 
 // MGFs.

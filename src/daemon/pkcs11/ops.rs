@@ -2,6 +2,11 @@
 //! algorithm allows ([`plan`], `CKR_MECHANISM_INVALID` otherwise), and running a bound
 //! operation in the backing token against the version's internal `CKA_ID` ([`run`]).
 //!
+//! AES-CBC(-PAD), -ECB and -CTR are offered for AES keys made through the module only (keys
+//! made by keywardctl are AES-GCM, their algorithm): parameters are checked at `*Init`
+//! (`CKR_MECHANISM_PARAM_INVALID`), whole-block input at the final call
+//! (`CKR_DATA_LEN_RANGE` / `CKR_ENCRYPTED_DATA_LEN_RANGE`) before the token sees it.
+//!
 //! Compositions: `CKM_ECDSA_SHA256/384` are a digest in the daemon (public data) then raw
 //! `CKM_ECDSA` in the token. Raw `CKM_ECDSA`, `CKM_RSA_PKCS` and `CKM_RSA_PKCS_PSS` take a
 //! client-made digest whose length (and, for PKCS#1 v1.5, `DigestInfo`) must match the key's
@@ -15,12 +20,23 @@ use cryptoki::context::Function;
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::aead::GcmParams as CkGcm;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
+use cryptoki::mechanism::vendor_defined::VendorDefinedMechanism;
 use cryptoki::mechanism::{Mechanism as CkMech, MechanismType};
 use cryptoki::object::{Attribute as CkAttr, ObjectClass};
 use keyward_token::{GenericKind, Mechanisms, OaepHash, Token};
 use keyward_wire::keys::{Algorithm, KeyKind};
 use keyward_wire::pkcs11::{MechParams, Mechanism, MechanismInfo, Operation};
 use sha2::{Digest, Sha256, Sha384, Sha512};
+
+/// The AES block size.
+const AES_BLOCK: usize = 16;
+
+/// `CK_AES_CTR_PARAMS` as the token reads it (cryptoki 0.12 has no typed `CKM_AES_CTR`).
+#[repr(C)]
+struct CkAesCtrParams {
+    counter_bits: std::ffi::c_ulong,
+    cb: [u8; 16],
+}
 
 /// Input a multi-part operation may buffer in the daemon.
 pub const MAX_BUFFERED: usize = 4 << 20;
@@ -63,6 +79,10 @@ pub enum TokenMech {
     RsaPkcs,
     /// `CKM_SHA256_RSA_PKCS`.
     Sha256RsaPkcs,
+    /// `CKM_SHA384_RSA_PKCS`.
+    Sha384RsaPkcs,
+    /// `CKM_SHA512_RSA_PKCS`.
+    Sha512RsaPkcs,
     /// `CKM_RSA_PKCS_PSS` with SHA-256 parameters (salt 32).
     RsaPssSha256,
     /// `CKM_SHA256_RSA_PKCS_PSS` (salt 32).
@@ -77,6 +97,25 @@ pub enum TokenMech {
         aad: Vec<u8>,
         /// Tag bits.
         tag_bits: u64,
+    },
+    /// `CKM_AES_ECB`.
+    AesEcb,
+    /// `CKM_AES_CBC`.
+    AesCbc {
+        /// IV.
+        iv: [u8; 16],
+    },
+    /// `CKM_AES_CBC_PAD` (PKCS#7 padding).
+    AesCbcPad {
+        /// IV.
+        iv: [u8; 16],
+    },
+    /// `CKM_AES_CTR`.
+    AesCtr {
+        /// Bits of the counter block that are the counter (1 to 128).
+        counter_bits: u64,
+        /// The initial counter block.
+        cb: [u8; 16],
     },
     /// `CKM_RSA_PKCS_OAEP` without a label (see [`oaep`]).
     Oaep {
@@ -123,6 +162,13 @@ pub fn served(token: &Token) -> Vec<u64> {
     if has(MechanismType::SHA256_RSA_PKCS) {
         out.push(CKM_SHA256_RSA_PKCS);
     }
+    // Keys made through the module (design §4); keywardctl's RSA keys name SHA-256.
+    if has(MechanismType::SHA384_RSA_PKCS) {
+        out.push(CKM_SHA384_RSA_PKCS);
+    }
+    if has(MechanismType::SHA512_RSA_PKCS) {
+        out.push(CKM_SHA512_RSA_PKCS);
+    }
     if has(MechanismType::RSA_PKCS_PSS) {
         out.push(CKM_RSA_PKCS_PSS);
     }
@@ -134,6 +180,17 @@ pub fn served(token: &Token) -> Vec<u64> {
     }
     if has(MechanismType::AES_GCM) {
         out.push(CKM_AES_GCM);
+    }
+    // AES keys made through the module only (keywardctl's are AES-GCM by algorithm).
+    for (m, ty) in [
+        (MechanismType::AES_CBC_PAD, CKM_AES_CBC_PAD),
+        (MechanismType::AES_CBC, CKM_AES_CBC),
+        (MechanismType::AES_ECB, CKM_AES_ECB),
+        (MechanismType::AES_CTR, CKM_AES_CTR),
+    ] {
+        if has(m) {
+            out.push(ty);
+        }
     }
     if has(MechanismType::SHA256_HMAC) {
         out.push(CKM_SHA256_HMAC);
@@ -163,11 +220,15 @@ pub fn info(mechanism: u64) -> Option<MechanismInfo> {
             4096,
             CKF_SIGN | CKF_VERIFY | CKF_ENCRYPT | CKF_DECRYPT,
         ),
-        CKM_SHA256_RSA_PKCS | CKM_RSA_PKCS_PSS | CKM_SHA256_RSA_PKCS_PSS => {
-            i(2048, 4096, CKF_SIGN | CKF_VERIFY)
-        }
+        CKM_SHA256_RSA_PKCS
+        | CKM_SHA384_RSA_PKCS
+        | CKM_SHA512_RSA_PKCS
+        | CKM_RSA_PKCS_PSS
+        | CKM_SHA256_RSA_PKCS_PSS => i(2048, 4096, CKF_SIGN | CKF_VERIFY),
         CKM_RSA_PKCS_OAEP => i(2048, 4096, CKF_ENCRYPT | CKF_DECRYPT),
-        CKM_AES_GCM => i(16, 32, CKF_ENCRYPT | CKF_DECRYPT),
+        CKM_AES_GCM | CKM_AES_CBC_PAD | CKM_AES_CBC | CKM_AES_ECB | CKM_AES_CTR => {
+            i(16, 32, CKF_ENCRYPT | CKF_DECRYPT)
+        }
         CKM_SHA256_HMAC => i(32, 32, CKF_SIGN | CKF_VERIFY),
         CKM_SHA256 | CKM_SHA384 | CKM_SHA512 => i(0, 0, CKF_DIGEST),
         _ => None,
@@ -410,6 +471,18 @@ fn plan_generic(
             none()?;
             Ok(mk(TokenMech::Sha256RsaPkcs, None))
         }
+        (GenericKind::Rsa(_), CKM_SHA384_RSA_PKCS | CKM_SHA512_RSA_PKCS) if signing => {
+            let (t, mech) = if m.ty == CKM_SHA384_RSA_PKCS {
+                (MechanismType::SHA384_RSA_PKCS, TokenMech::Sha384RsaPkcs)
+            } else {
+                (MechanismType::SHA512_RSA_PKCS, TokenMech::Sha512RsaPkcs)
+            };
+            if !caps.has(t) {
+                return Err(CKR_MECHANISM_INVALID);
+            }
+            none()?;
+            Ok(mk(mech, None))
+        }
         (GenericKind::Rsa(_), CKM_RSA_PKCS_PSS | CKM_SHA256_RSA_PKCS_PSS) if signing => {
             match &m.params {
                 MechParams::Pss(p)
@@ -454,7 +527,64 @@ fn plan_generic(
                 None,
             ))
         }
+        (GenericKind::Aes(_), CKM_AES_CBC_PAD | CKM_AES_CBC | CKM_AES_ECB | CKM_AES_CTR)
+            if !signing =>
+        {
+            Ok(mk(aes_block_mode(m, caps)?, None))
+        }
         _ => Err(CKR_MECHANISM_INVALID),
+    }
+}
+
+/// The token mechanism for AES-CBC(-PAD), -ECB or -CTR `m`, where the token has it
+/// (`CKR_MECHANISM_INVALID` otherwise): a 16-byte IV for CBC and CBC-PAD, no parameter for
+/// ECB, a counter of 1 to 128 bits for CTR; anything else is `CKR_MECHANISM_PARAM_INVALID`.
+fn aes_block_mode(m: &Mechanism, caps: &Mechanisms) -> Result<TokenMech, u64> {
+    let t = match m.ty {
+        CKM_AES_CBC_PAD => MechanismType::AES_CBC_PAD,
+        CKM_AES_CBC => MechanismType::AES_CBC,
+        CKM_AES_ECB => MechanismType::AES_ECB,
+        CKM_AES_CTR => MechanismType::AES_CTR,
+        _ => return Err(CKR_MECHANISM_INVALID),
+    };
+    if !caps.has(t) {
+        return Err(CKR_MECHANISM_INVALID);
+    }
+    let iv = || match &m.params {
+        MechParams::Bytes(b) => {
+            <[u8; 16]>::try_from(b.as_slice()).map_err(|_| CKR_MECHANISM_PARAM_INVALID)
+        }
+        _ => Err(CKR_MECHANISM_PARAM_INVALID),
+    };
+    match (m.ty, &m.params) {
+        (CKM_AES_CBC_PAD, _) => Ok(TokenMech::AesCbcPad { iv: iv()? }),
+        (CKM_AES_CBC, _) => Ok(TokenMech::AesCbc { iv: iv()? }),
+        (CKM_AES_ECB, MechParams::None) => Ok(TokenMech::AesEcb),
+        (CKM_AES_CTR, MechParams::Ctr(c)) if (1..=128).contains(&c.counter_bits) => {
+            Ok(TokenMech::AesCtr {
+                counter_bits: c.counter_bits,
+                cb: c.cb,
+            })
+        }
+        _ => Err(CKR_MECHANISM_PARAM_INVALID),
+    }
+}
+
+/// The length error the PKCS#11 mechanism tables give for input that is not whole AES
+/// blocks: to ECB or CBC (either way), or to CBC-PAD decryption (which also needs a block).
+fn block_len_error(mech: &TokenMech, op: Operation, len: usize) -> Option<u64> {
+    let whole = len % AES_BLOCK == 0;
+    match (mech, op) {
+        (TokenMech::AesEcb | TokenMech::AesCbc { .. }, Operation::Encrypt) if !whole => {
+            Some(CKR_DATA_LEN_RANGE)
+        }
+        (TokenMech::AesEcb | TokenMech::AesCbc { .. }, Operation::Decrypt) if !whole => {
+            Some(CKR_ENCRYPTED_DATA_LEN_RANGE)
+        }
+        (TokenMech::AesCbcPad { .. }, Operation::Decrypt) if !whole || len == 0 => {
+            Some(CKR_ENCRYPTED_DATA_LEN_RANGE)
+        }
+        _ => None,
     }
 }
 
@@ -507,6 +637,17 @@ pub fn run(
             return Err(CKR_DATA_INVALID);
         }
     }
+    if let Some(rv) = block_len_error(&plan.mech, op, data.len()) {
+        return Err(rv);
+    }
+    let ctr = match &plan.mech {
+        TokenMech::AesCtr { counter_bits, cb } => Some(CkAesCtrParams {
+            counter_bits: std::ffi::c_ulong::try_from(*counter_bits)
+                .map_err(|_| CKR_MECHANISM_PARAM_INVALID)?,
+            cb: *cb,
+        }),
+        _ => None,
+    };
     let pss = PkcsPssParams {
         hash_alg: MechanismType::SHA256,
         mgf: PkcsMgfType::MGF1_SHA256,
@@ -524,6 +665,15 @@ pub fn run(
             TokenMech::Ecdsa => CkMech::Ecdsa,
             TokenMech::RsaPkcs => CkMech::RsaPkcs,
             TokenMech::Sha256RsaPkcs => CkMech::Sha256RsaPkcs,
+            TokenMech::Sha384RsaPkcs => CkMech::Sha384RsaPkcs,
+            TokenMech::Sha512RsaPkcs => CkMech::Sha512RsaPkcs,
+            TokenMech::AesEcb => CkMech::AesEcb,
+            TokenMech::AesCbc { iv } => CkMech::AesCbc(*iv),
+            TokenMech::AesCbcPad { iv } => CkMech::AesCbcPad(*iv),
+            TokenMech::AesCtr { .. } => CkMech::VendorDefined(VendorDefinedMechanism::new(
+                MechanismType::AES_CTR,
+                ctr.as_ref(),
+            )),
             TokenMech::RsaPssSha256 => CkMech::RsaPkcsPss(pss),
             TokenMech::Sha256RsaPss => CkMech::Sha256RsaPkcsPss(pss),
             TokenMech::HmacSha256 => CkMech::Sha256Hmac,
@@ -553,16 +703,28 @@ pub fn run(
             )),
         }
     });
-    let gcm_decrypt = op == Operation::Decrypt && matches!(plan.mech, TokenMech::Gcm { .. });
+    let decrypt = op == Operation::Decrypt;
+    let checked_decrypt = decrypt
+        && matches!(
+            plan.mech,
+            TokenMech::Gcm { .. } | TokenMech::AesCbcPad { .. }
+        );
+    let block_mode = matches!(
+        plan.mech,
+        TokenMech::AesEcb | TokenMech::AesCbc { .. } | TokenMech::AesCbcPad { .. }
+    );
     result.map_err(|e| {
         tracing::debug!(error = %e, "token operation failed");
         let rv = e.ck_rv();
-        // SoftHSM2 before 2.6.2 (SoftHSMv2 PR 690) answers a failed AES-GCM tag check with
-        // CKR_GENERAL_ERROR, which clients take as unrecoverable; PKCS#11 3.0 says
-        // CKR_ENCRYPTED_DATA_INVALID, and nothing else in a GCM decrypt of well-formed
-        // input fails that way.
-        if gcm_decrypt && rv == CKR_GENERAL_ERROR {
+        // SoftHSM2 before 2.6.2 (SoftHSMv2 PR 690) answers a failed AES-GCM tag check, and
+        // 2.6 bad CBC-PAD padding, with CKR_GENERAL_ERROR, which clients take as
+        // unrecoverable; PKCS#11 3.0 says CKR_ENCRYPTED_DATA_INVALID, and nothing else in a
+        // decrypt of well-formed input (whole blocks, checked above) fails that way.
+        if checked_decrypt && rv == CKR_GENERAL_ERROR {
             CKR_ENCRYPTED_DATA_INVALID
+        } else if decrypt && block_mode && rv == CKR_DATA_LEN_RANGE {
+            // Ciphertext length errors are CKR_ENCRYPTED_DATA_LEN_RANGE for decryption.
+            CKR_ENCRYPTED_DATA_LEN_RANGE
         } else {
             rv
         }
