@@ -14,7 +14,7 @@
 
 use super::keys::DEFAULT_GRACE_SECS;
 use super::{AdminError, AdminService, Caller, Ctx, Failure, Res};
-use crate::audit::{self, NewRecord, Outcome};
+use crate::audit;
 use crate::policy::{CryptoKeyName, KeyRingName, Permission as P, ResourceName};
 use crate::store::keys::{self as skeys, GenericRow, PublicHalf, VersionAction, VersionState};
 use crate::store::{self, resources};
@@ -173,19 +173,7 @@ impl AdminService {
         f: impl FnOnce(&mut Ctx<'_>) -> Res<(T, Option<String>, String)>,
     ) -> Result<T, AdminError> {
         let now_ms = self.clock.now_ms();
-        let mut record = NewRecord {
-            time_ms: now_ms,
-            principal: caller.principal.member.to_string(),
-            peer_pid: caller.peer_pid,
-            peer_uid: caller.peer_uid,
-            instance: caller.instance.clone(),
-            action: action.to_string(),
-            resource,
-            outcome: Outcome::Allowed,
-            rv: 0,
-            detail: None,
-            request_id: None,
-        };
+        let mut record = caller.record(action, resource, now_ms);
         let result = (|| -> Res<T> {
             let tx = self.store.write()?;
             let snap = store::build_snapshot(&tx)?;
@@ -225,15 +213,7 @@ impl AdminService {
             },
             other => other.into_error(),
         };
-        record.rv = err.rv;
-        record.detail = Some(err.message.clone());
-        let logged = self.store.write().and_then(|tx| {
-            audit::append(&tx, &record)?;
-            Ok(tx.commit()?)
-        });
-        if let Err(e) = logged {
-            tracing::error!(error = %e, "cannot write the audit record of a failed PKCS#11 call");
-        }
+        self.audit_failure(record, &err);
         Err(err)
     }
 

@@ -55,6 +55,23 @@ impl Caller {
             instance: None,
         }
     }
+
+    /// An `allowed` audit record of this caller (the outcome is set when known).
+    pub(crate) fn record(&self, action: &str, resource: Option<String>, now_ms: i64) -> NewRecord {
+        NewRecord {
+            time_ms: now_ms,
+            principal: self.principal.member.to_string(),
+            peer_pid: self.peer_pid,
+            peer_uid: self.peer_uid,
+            instance: self.instance.clone(),
+            action: action.to_string(),
+            resource,
+            outcome: Outcome::Allowed,
+            rv: 0,
+            detail: None,
+            request_id: None,
+        }
+    }
 }
 
 /// An admin request that failed: a CK_RV for the wire and a message for the operator.
@@ -347,22 +364,9 @@ impl AdminService {
     ) -> Result<AdminResponse, AdminError> {
         let now_ms = self.clock.now_ms();
         let (action, resource) = describe(&req);
-        let audited_when_allowed = !is_plain_read(&req);
-        let mut record = NewRecord {
-            time_ms: now_ms,
-            principal: caller.principal.member.to_string(),
-            peer_pid: caller.peer_pid,
-            peer_uid: caller.peer_uid,
-            instance: caller.instance.clone(),
-            action: action.to_string(),
-            resource: resource.clone(),
-            outcome: Outcome::Allowed,
-            rv: 0,
-            detail: None,
-            request_id: None,
-        };
         let writes = !is_plain_read(&req);
-        let failure = match self.run(caller, req, now_ms, &record, audited_when_allowed) {
+        let mut record = caller.record(action, resource, now_ms);
+        let failure = match self.run(caller, req, now_ms, &record, writes) {
             Ok(resp) => {
                 if writes {
                     if let Err(e) = self.refresh() {
@@ -377,17 +381,22 @@ impl AdminService {
         };
         record.outcome = failure.outcome();
         let err = failure.into_error();
+        self.audit_failure(record, &err);
+        Err(err)
+    }
+
+    /// Records a refused or failed request in a transaction of its own (the request's own
+    /// transaction was rolled back).
+    pub(crate) fn audit_failure(&mut self, mut record: NewRecord, err: &AdminError) {
         record.rv = err.rv;
         record.detail = Some(err.message.clone());
-        // The failed transaction was rolled back; its audit record goes in a new one.
         let logged = self.store.write().and_then(|tx| {
             audit::append(&tx, &record)?;
             Ok(tx.commit()?)
         });
         if let Err(e) = logged {
-            tracing::error!(error = %e, "cannot write the audit record of a failed request");
+            tracing::error!(error = %e, action = %record.action, "cannot write the audit record of a failed request");
         }
-        Err(err)
     }
 
     fn run(

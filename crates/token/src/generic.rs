@@ -126,24 +126,9 @@ pub struct GenericSpec<'a> {
 /// empty for a secret key.
 fn templates(spec: &GenericSpec<'_>, copyable_attr: bool) -> (Vec<Attribute>, Vec<Attribute>) {
     let u = spec.usage;
-    let common = |private: bool| {
-        let mut t = vec![
-            Attribute::Token(true),
-            Attribute::Private(private),
-            Attribute::Id(spec.id.to_vec()),
-            Attribute::Label(spec.label.as_bytes().to_vec()),
-            Attribute::Derive(false),
-        ];
-        if copyable_attr {
-            t.push(Attribute::Copyable(false));
-        }
-        t
-    };
-    let mut secret = common(true);
-    secret.extend([
-        Attribute::Sensitive(true),
-        Attribute::Extractable(spec.exportable),
-    ]);
+    let common =
+        |private| crate::keys::custody_template(spec.id, spec.label, private, copyable_attr);
+    let mut secret = crate::keys::custody_secret(common(true), spec.exportable);
     let mut public = Vec::new();
     match spec.kind {
         GenericKind::Aes(bytes) => secret.extend([

@@ -236,24 +236,8 @@ impl Token {
         }
         let copyable = self.mechanisms().copyable_accepted();
         let (secret_flags, public_flags) = usage_flags(spec.algorithm.purpose());
-        let common = |private: bool| {
-            let mut t = vec![
-                Attribute::Token(true),
-                Attribute::Private(private),
-                Attribute::Id(spec.id.to_vec()),
-                Attribute::Label(spec.label.as_bytes().to_vec()),
-                Attribute::Derive(false),
-            ];
-            if copyable {
-                t.push(Attribute::Copyable(false));
-            }
-            t
-        };
-        let mut secret = common(true);
-        secret.extend([
-            Attribute::Sensitive(true),
-            Attribute::Extractable(spec.exportable),
-        ]);
+        let common = |private| custody_template(spec.id, spec.label, private, copyable);
+        let mut secret = custody_secret(common(true), spec.exportable);
         if spec.algorithm.is_asymmetric() {
             secret.extend(secret_flags.private_attributes());
         } else {
@@ -492,4 +476,35 @@ fn object_info(s: &Session, h: ObjectHandle) -> Result<ObjectInfo> {
     info.class =
         class.ok_or_else(|| TokenError::BadTokenData("object without CKA_CLASS".into()))?;
     Ok(info)
+}
+
+/// The attributes every object Keyward makes carries: a token object with Keyward's internal
+/// `CKA_ID` and label, never derivable, never copyable (where the token accepts the
+/// attribute); `private` for the private or secret half.
+pub(crate) fn custody_template(
+    id: &[u8],
+    label: &str,
+    private: bool,
+    copyable_attr: bool,
+) -> Vec<Attribute> {
+    let mut t = vec![
+        Attribute::Token(true),
+        Attribute::Private(private),
+        Attribute::Id(id.to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Derive(false),
+    ];
+    if copyable_attr {
+        t.push(Attribute::Copyable(false));
+    }
+    t
+}
+
+/// A private or secret half's template: always sensitive, extractable only if exportable.
+pub(crate) fn custody_secret(mut common: Vec<Attribute>, exportable: bool) -> Vec<Attribute> {
+    common.extend([
+        Attribute::Sensitive(true),
+        Attribute::Extractable(exportable),
+    ]);
+    common
 }
