@@ -32,20 +32,6 @@ fn key(id: &str) -> String {
     format!("{RING}/cryptoKeys/{id}")
 }
 
-fn bind(env: &Env, resource: &str, role: &str, member: &str) {
-    env.ctl(&[
-        "iam",
-        "bind",
-        "--resource",
-        resource,
-        "--role",
-        role,
-        "--member",
-        member,
-    ])
-    .ok();
-}
-
 fn create_key(env: &Env, ring: &str, id: &str, purpose: &str, alg: &str) {
     env.ctl(&[
         "key",
@@ -153,16 +139,15 @@ fn world() -> World {
     create_key(&env, RING, "aes", "ENCRYPT_DECRYPT", "AES_256_GCM");
     create_key(&env, HIDDEN, "secret", "ENCRYPT_DECRYPT", "AES_256_GCM");
     let sa = |id: &str| format!("serviceAccount:{id}@payments");
-    bind(&env, &key("ec"), "roles/kms.signerVerifier", &sa("signer"));
-    bind(&env, &key("rsa"), "roles/kms.signerVerifier", &sa("signer"));
-    bind(
-        &env,
+    env.bind(&key("ec"), "roles/kms.signerVerifier", &sa("signer"));
+    env.bind(&key("rsa"), "roles/kms.signerVerifier", &sa("signer"));
+    env.bind(
         &key("aes"),
         "roles/kms.cryptoKeyEncrypterDecrypter",
         &sa("crypter"),
     );
-    bind(&env, RING, "roles/kms.admin", &sa("creator"));
-    bind(&env, RING, "roles/kms.cryptoOperator", &sa("creator"));
+    env.bind(RING, "roles/kms.admin", &sa("creator"));
+    env.bind(RING, "roles/kms.cryptoOperator", &sa("creator"));
     World {
         env,
         signer,

@@ -21,20 +21,6 @@ fn key(id: &str) -> String {
     format!("{RING}/cryptoKeys/{id}")
 }
 
-fn bind(env: &Env, resource: &str, role: &str, member: &str) {
-    env.ctl(&[
-        "iam",
-        "bind",
-        "--resource",
-        resource,
-        "--role",
-        role,
-        "--member",
-        member,
-    ])
-    .ok();
-}
-
 fn gcm(iv: u8) -> Mechanism {
     Mechanism {
         ty: CKM_AES_GCM,
@@ -104,38 +90,32 @@ fn pkcs11_data_path_through_keywardd() {
         .ok();
     }
     env.ctl(&["key", "rotate", &key("aes")]).ok();
-    bind(
-        &env,
+    env.bind(
         &key("ec"),
         "roles/kms.signerVerifier",
         "serviceAccount:ecsigner@payments",
     );
-    bind(
-        &env,
+    env.bind(
         &key("rsa"),
         "roles/kms.signerVerifier",
         "serviceAccount:rsasigner@payments",
     );
-    bind(
-        &env,
+    env.bind(
         &key("aes"),
         "roles/kms.cryptoKeyEncrypterDecrypter",
         "serviceAccount:crypter@payments",
     );
-    bind(
-        &env,
+    env.bind(
         &key("aes"),
         "roles/kms.cryptoKeyEncrypter",
         "serviceAccount:encrypter@payments",
     );
-    bind(
-        &env,
+    env.bind(
         &key("ec"),
         "roles/kms.signer",
         "serviceAccount:revokee@payments",
     );
-    bind(
-        &env,
+    env.bind(
         &key("ec"),
         "roles/kms.publicKeyViewer",
         "serviceAccount:revokee@payments",
@@ -398,8 +378,7 @@ fn pkcs11_data_path_through_keywardd() {
         v.init(Operation::Sign, vs, mech(CKM_ECDSA_SHA256), vpriv),
         Err(CKR_KEY_FUNCTION_NOT_PERMITTED)
     );
-    bind(
-        &env,
+    env.bind(
         &key("ec"),
         "roles/kms.signer",
         "serviceAccount:revokee@payments",

@@ -128,6 +128,21 @@ impl Env {
         run_raw(&all, &[])
     }
 
+    /// Binds `role` to `member` on `resource` through keywardd (as this process's uid).
+    pub fn bind(&self, resource: &str, role: &str, member: &str) {
+        self.ctl(&[
+            "iam",
+            "bind",
+            "--resource",
+            resource,
+            "--role",
+            role,
+            "--member",
+            member,
+        ])
+        .ok();
+    }
+
     /// Creates project `payments` and its key ring `web` through keywardd; returns the ring.
     pub fn payments_ring(&self) -> &'static str {
         self.ctl(&[
