@@ -994,3 +994,84 @@ fn revocation_applies_to_the_next_init() {
     p11.finalize().unwrap();
     drop(excl);
 }
+
+/// Acceptance 4 (second half): while the audit database cannot be written (another
+/// connection holds its write lock past the writer's busy timeout; the tests run as root,
+/// for whom a 0444 file is still writable), new operations are refused (CKR_DEVICE_ERROR)
+/// and the outage is logged: on keywardd's stderr at once, and as an `audit.unavailable`
+/// record once the database is writable again; then operations work again.
+#[test]
+fn audit_outage_refuses_new_operations() {
+    match child_role().as_deref() {
+        Some("maker") => return maker_child(),
+        Some(_) => return,
+        None => {}
+    }
+    let excl = exclusive();
+    let mut env = Env::new();
+    let maker = env.service_account_offline("maker");
+    let signer = env.service_account_offline("signer");
+    env.start();
+    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
+        .ok();
+    env.bind(RING, "roles/kms.admin", "serviceAccount:maker@payments");
+    env.bind(RING, "roles/kms.signer", "serviceAccount:signer@payments");
+    let dir = env.dir().to_path_buf();
+    let settings = Settings::new(&env.client_socket, &dir.join("module.toml")).tokens(RING);
+    let out = run_child(
+        "audit_outage_refuses_new_operations",
+        "maker",
+        &settings,
+        &[
+            ("KEYWARD_MATRIX_MAKE", "rsa:a"),
+            ("KEYWARD_MATRIX_PIN", &maker),
+        ],
+    );
+    assert_eq!(out.code, 0, "maker child: {out:#?}");
+    let p11 = cryptoki(&settings);
+    let slot = slot_of(&p11, RING);
+    let s = p11.open_rw_session(slot).unwrap();
+    s.login(UserType::User, Some(&AuthPin::from(signer)))
+        .unwrap();
+    let a = labelled(&s, ObjectClass::PRIVATE_KEY, b"a");
+    let m = Mechanism::Sha256RsaPkcs;
+    s.sign(&m, a, DATA).unwrap();
+
+    let locker = rusqlite::Connection::open(&env.db).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    let refused = loop {
+        match outcome(s.sign(&m, a, DATA)) {
+            Ok(()) => {}
+            Err(rv) => break rv,
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never refused while the audit is down"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(refused, RvError::DeviceError);
+    assert_eq!(outcome(s.sign(&m, a, DATA)), Err(RvError::DeviceError));
+    assert!(
+        env.daemon_log().contains("audit writer unhealthy"),
+        "{}",
+        env.daemon_log()
+    );
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    while outcome(s.sign(&m, a, DATA)).is_err() {
+        assert!(Instant::now() < deadline, "never recovered");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = env.ctl(&["--json", "audit", "query", "--action", "audit.unavailable"]);
+    out.ok();
+    let recs = out.json_lines();
+    assert_eq!(recs.len(), 1, "{recs:#?}");
+    assert_eq!(recs[0]["principal"], "keywardd", "{recs:#?}");
+    eprintln!("audit outage record: {}", recs[0]);
+    drop(s);
+    p11.finalize().unwrap();
+    drop(excl);
+}
