@@ -137,6 +137,23 @@ else
     echo "(libp11 OpenSSL engine not installed: apt-get install libengine-pkcs11-openssl)"
 fi
 
+step "Encrypt and decrypt with AES-GCM through keywardctl (client socket, as a second service account)"
+run kw sa create --project payments app --display-name "application"
+kw --json sa key create app@payments | sed -n 's/.*"key":"\([^"]*\)".*/\1/p' > "$work/app.key"
+chmod 600 "$work/app.key"
+run kw iam bind --resource projects/payments/keyRings/web/cryptoKeys/data \
+    --role roles/kms.cryptoKeyEncrypterDecrypter --member serviceAccount:app@payments
+app() { KEYWARD_CREDENTIALS=$work/app.key KEYWARD_SOCKET=$work/client.sock kw "$@"; }
+printf 'card 4111 1111 1111 1111\n' > "$work/secret.txt"
+printf 'order-42' > "$work/aad"
+echo '$ KEYWARD_CREDENTIALS=app.key keywardctl encrypt --key …/cryptoKeys/data --aad-file aad --in secret.txt --out secret.kw1'
+app encrypt --key projects/payments/keyRings/web/cryptoKeys/data --aad-file "$work/aad" \
+    --in "$work/secret.txt" --out "$work/secret.kw1"
+echo "(ciphertext: $(head -c 3 "$work/secret.kw1"), key version $(od -An -tu1 -j3 -N8 "$work/secret.kw1" | awk '{print $8}'), $(wc -c < "$work/secret.kw1") bytes)"
+echo '$ KEYWARD_CREDENTIALS=app.key keywardctl decrypt --key …/cryptoKeys/data --aad-file aad --in secret.kw1'
+app decrypt --key projects/payments/keyRings/web/cryptoKeys/data --aad-file "$work/aad" \
+    --in "$work/secret.kw1"
+
 step "Which permissions does the web account hold on the tls key? (testIamPermissions)"
 run kw iam test --member serviceAccount:web@payments --resource projects/payments/keyRings/web/cryptoKeys/tls
 step "Who can sign with the tls key, and why?"

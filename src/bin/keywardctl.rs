@@ -78,6 +78,17 @@ struct Global {
         help_heading = GLOBAL
     )]
     socket: PathBuf,
+
+    /// keywardd's client socket (encrypt, decrypt, sign, verify, mac)
+    #[arg(
+        long,
+        global = true,
+        env = "KEYWARD_SOCKET",
+        value_name = "PATH",
+        default_value = "/run/keyward/client.sock",
+        help_heading = GLOBAL
+    )]
+    client_socket: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +135,42 @@ enum Command {
     /// The hash-chained audit log (needs kms.auditLogs.read on every organisation)
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// AES-GCM encrypt with the key's primary version (client socket, as you)
+    Encrypt(CryptoArgs),
+    /// Decrypt a `keywardctl encrypt` ciphertext with the version it names (client socket)
+    Decrypt(CryptoArgs),
+    /// Sign with an asymmetric key's primary version; DER signature out (client socket)
+    Sign(CryptoArgs),
+    /// Verify a signature: exit 0 if valid, 1 if not (client socket)
+    Verify(CryptoArgs),
+    /// HMAC-SHA256 tag with a MAC key, or check one with --verify (client socket)
+    Mac(CryptoArgs),
+}
+
+/// The options of the crypto commands.
+#[derive(Debug, Args)]
+struct CryptoArgs {
+    /// The crypto key (projects/P/keyRings/R/cryptoKeys/K)
+    #[arg(long, value_name = "KEY")]
+    key: String,
+    /// Input file [default: stdin]
+    #[arg(long = "in", value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Output file [default: stdout]
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// encrypt/decrypt: additional authenticated data, read from FILE
+    #[arg(long, value_name = "FILE")]
+    aad_file: Option<PathBuf>,
+    /// sign/verify: hash the input here with this digest and send only the digest
+    #[arg(long, value_name = "ALG", value_parser = ["sha256", "sha384"])]
+    digest: Option<String>,
+    /// verify: the signature file; mac: check this tag file instead of making a tag
+    #[arg(long, value_name = "FILE")]
+    signature: Option<PathBuf>,
+    /// mac: check the tag in FILE (exit 0 if valid, 1 if not)
+    #[arg(long, value_name = "FILE")]
+    verify: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -714,6 +761,13 @@ fn to_request(cmd: Command) -> Result<AdminRequest, String> {
     use AdminRequest as R;
     let org = |s: String| full_name("organizations", &s);
     Ok(match cmd {
+        Command::Encrypt(_)
+        | Command::Decrypt(_)
+        | Command::Sign(_)
+        | Command::Verify(_)
+        | Command::Mac(_) => {
+            return Err("the crypto commands go to the client socket, not the admin".into())
+        }
         Command::Init { org, admin } => R::Init {
             org: org_id(&org),
             admin,
@@ -1060,7 +1114,25 @@ fn run_request(global: &Global, req: AdminRequest) -> Result<AdminResponse, CtlE
 /// Sends one request over keywardd's admin socket. keywardd decides who is calling (peer
 /// credentials, or the service-account key in the file named by `KEYWARD_CREDENTIALS`).
 fn run_over_socket(global: &Global, req: AdminRequest) -> Result<AdminResponse, CtlError> {
-    use keyward_wire::{rv, ClientKind, Hello, RequestBody, ResponseBody, ServiceAccountKey};
+    use keyward_wire::{rv, RequestBody, ResponseBody};
+    let fail = |rv: u64, message: String| CtlError::Request(AdminError { rv, message });
+    match call_socket(global, &global.socket, RequestBody::Admin(req))? {
+        ResponseBody::Admin(resp) => Ok(resp),
+        _ => Err(fail(
+            rv::CKR_DEVICE_ERROR,
+            "keywardd answered an admin request with another kind of response".into(),
+        )),
+    }
+}
+
+/// Sends one request over a keywardd socket as the caller (peer credentials, or the
+/// service-account key in the file named by `KEYWARD_CREDENTIALS`).
+fn call_socket(
+    global: &Global,
+    socket: &std::path::Path,
+    body: keyward_wire::RequestBody,
+) -> Result<keyward_wire::ResponseBody, CtlError> {
+    use keyward_wire::{rv, ClientKind, Hello, ServiceAccountKey};
     use keyward_wire::{Client, WireError};
     use std::os::unix::fs::PermissionsExt;
     if global.as_member.is_some() {
@@ -1105,7 +1177,6 @@ fn run_over_socket(global: &Global, req: AdminRequest) -> Result<AdminResponse, 
         }
     };
     let hello = Hello::new(ClientKind::Ctl, None, credentials);
-    let socket = &global.socket;
     let mut client = Client::connect(socket, &hello).map_err(|e| match e {
         // No daemon at that path: the command line must name another way in (exit 2).
         WireError::Connect { source, .. } => CtlError::Usage(format!(
@@ -1121,12 +1192,8 @@ fn run_over_socket(global: &Global, req: AdminRequest) -> Result<AdminResponse, 
             format!("keywardd at {}: {other}", socket.display()),
         ),
     })?;
-    match client.call(RequestBody::Admin(req)) {
-        Ok(ResponseBody::Admin(resp)) => Ok(resp),
-        Ok(ResponseBody::Pkcs11(_)) => Err(fail(
-            rv::CKR_DEVICE_ERROR,
-            "keywardd answered an admin request with a PKCS#11 response".into(),
-        )),
+    match client.call(body) {
+        Ok(resp) => Ok(resp),
         Err(WireError::Remote(reply)) => Err(fail(
             reply.rv,
             reply
@@ -1273,6 +1340,14 @@ fn print_response(resp: &AdminResponse, json: bool, lines: bool) -> std::io::Res
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let Cli { global, command } = cli;
+    let command = match command {
+        Command::Encrypt(a) => return crypto::run(&global, crypto::Kind::Encrypt, a),
+        Command::Decrypt(a) => return crypto::run(&global, crypto::Kind::Decrypt, a),
+        Command::Sign(a) => return crypto::run(&global, crypto::Kind::Sign, a),
+        Command::Verify(a) => return crypto::run(&global, crypto::Kind::Verify, a),
+        Command::Mac(a) => return crypto::run(&global, crypto::Kind::Mac, a),
+        other => other,
+    };
     let req = match to_request(command) {
         Ok(r) => r,
         Err(e) => {
@@ -1302,6 +1377,159 @@ fn main() -> ExitCode {
                 println!("{doc}");
             }
             ExitCode::from(1)
+        }
+    }
+}
+
+/// `keywardctl encrypt|decrypt|sign|verify|mac`: one request on the client socket.
+mod crypto {
+    use super::{call_socket, printable, CryptoArgs, CtlError, Global};
+    use keyward_wire::pkcs11::Blob;
+    use keyward_wire::{CryptoRequest, CryptoResponse, RequestBody, ResponseBody};
+    use sha2::Digest;
+    use std::io::{Read, Write};
+    use std::path::Path;
+    use std::process::ExitCode;
+
+    /// Which command.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Kind {
+        Encrypt,
+        Decrypt,
+        Sign,
+        Verify,
+        Mac,
+    }
+
+    fn read(path: Option<&Path>) -> Result<Vec<u8>, String> {
+        match path {
+            None => {
+                let mut buf = Vec::new();
+                std::io::stdin()
+                    .lock()
+                    .read_to_end(&mut buf)
+                    .map_err(|e| format!("cannot read stdin: {e}"))?;
+                Ok(buf)
+            }
+            Some(p) if p == Path::new("-") => read(None),
+            Some(p) => std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display())),
+        }
+    }
+
+    fn write(path: Option<&Path>, bytes: &[u8]) -> Result<(), String> {
+        match path {
+            Some(p) if p != Path::new("-") => {
+                std::fs::write(p, bytes).map_err(|e| format!("cannot write {}: {e}", p.display()))
+            }
+            _ => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(bytes)
+                    .and_then(|()| out.flush())
+                    .map_err(|e| format!("cannot write stdout: {e}"))
+            }
+        }
+    }
+
+    fn usage(m: impl std::fmt::Display) -> ExitCode {
+        eprintln!("error: {m}");
+        ExitCode::from(2)
+    }
+
+    /// Runs one crypto command; exit 0, 1 (refused, invalid), 2 (usage).
+    pub fn run(global: &Global, kind: Kind, a: CryptoArgs) -> ExitCode {
+        if global.db.is_some() || global.as_member.is_some() {
+            return usage(
+                "the crypto commands run only through keywardd's client socket (no --db, no \
+                 --as; use KEYWARD_CREDENTIALS=FILE to act as a service account)",
+            );
+        }
+        let data = match read(a.input.as_deref()) {
+            Ok(d) => d,
+            Err(e) => return usage(e),
+        };
+        let aad = match a.aad_file.as_deref().map(|p| read(Some(p))).transpose() {
+            Ok(d) => d.unwrap_or_default(),
+            Err(e) => return usage(e),
+        };
+        if a.aad_file.is_some() && !matches!(kind, Kind::Encrypt | Kind::Decrypt) {
+            return usage("--aad-file applies to encrypt and decrypt only");
+        }
+        let (data, prehashed) = match a.digest.as_deref() {
+            None => (data, false),
+            Some(_) if !matches!(kind, Kind::Sign | Kind::Verify) => {
+                return usage("--digest applies to sign and verify only")
+            }
+            Some("sha384") => (sha2::Sha384::digest(&data).to_vec(), true),
+            Some(_) => (sha2::Sha256::digest(&data).to_vec(), true),
+        };
+        let check = match kind {
+            Kind::Verify => match a.signature.as_deref() {
+                Some(p) => Some(p),
+                None => return usage("verify needs --signature FILE"),
+            },
+            Kind::Mac => a.verify.as_deref(),
+            _ => None,
+        };
+        let signature = match check.map(|p| read(Some(p))).transpose() {
+            Ok(s) => s,
+            Err(e) => return usage(e),
+        };
+        let key = a.key.clone();
+        let req = match (kind, signature) {
+            (Kind::Encrypt, _) => CryptoRequest::Encrypt {
+                key,
+                plaintext: Blob::new(data),
+                aad: Blob::new(aad),
+            },
+            (Kind::Decrypt, _) => CryptoRequest::Decrypt {
+                key,
+                ciphertext: Blob::new(data),
+                aad: Blob::new(aad),
+            },
+            (Kind::Sign | Kind::Mac, None) => CryptoRequest::Sign {
+                key,
+                data: Blob::new(data),
+                prehashed,
+            },
+            (_, Some(sig)) => CryptoRequest::Verify {
+                key,
+                data: Blob::new(data),
+                prehashed,
+                signature: Blob::new(sig),
+            },
+            (Kind::Verify, None) => return usage("verify needs --signature FILE"),
+        };
+        let answer = call_socket(global, &global.client_socket, RequestBody::Crypto(req));
+        match answer {
+            Ok(ResponseBody::Crypto(CryptoResponse::Data(bytes))) => {
+                match write(a.out.as_deref(), bytes.as_slice()) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::from(1)
+                    }
+                }
+            }
+            Ok(ResponseBody::Crypto(CryptoResponse::Verified(true))) => {
+                eprintln!("signature valid ({})", printable(&a.key));
+                ExitCode::SUCCESS
+            }
+            Ok(ResponseBody::Crypto(CryptoResponse::Verified(false))) => {
+                eprintln!(
+                    "error: signature INVALID for this data and key ({})",
+                    printable(&a.key)
+                );
+                ExitCode::from(1)
+            }
+            Ok(_) => {
+                eprintln!("error: keywardd answered with another kind of response");
+                ExitCode::from(1)
+            }
+            Err(CtlError::Usage(m)) => usage(m),
+            Err(CtlError::Request(e)) => {
+                eprintln!("error: {}", printable(&e.message));
+                ExitCode::from(1)
+            }
         }
     }
 }

@@ -657,9 +657,9 @@ fn admin_request(
                 .map(ResponseBody::Admin)
                 .map_err(|e| ErrorReply::with_message(e.rv, e.message))
         }
-        RequestBody::Pkcs11(_) => Err(ErrorReply::with_message(
+        RequestBody::Pkcs11(_) | RequestBody::Crypto(_) => Err(ErrorReply::with_message(
             rv::CKR_FUNCTION_NOT_SUPPORTED,
-            "PKCS#11 requests go to the client socket, not the admin socket",
+            "PKCS#11 and crypto requests go to the client socket, not the admin socket",
         )),
     }
 }
@@ -682,6 +682,13 @@ fn client_request(
                 Err(ErrorReply::new(rv::CKR_FUNCTION_NOT_SUPPORTED))
             }
         }
+        RequestBody::Crypto(req) => match p11 {
+            Some(conn) => conn.crypto(req).map(ResponseBody::Crypto),
+            None => Err(ErrorReply::with_message(
+                rv::CKR_FUNCTION_NOT_SUPPORTED,
+                "keywardd serves no token on this socket",
+            )),
+        },
         RequestBody::Admin(_) => Err(ErrorReply::with_message(
             rv::CKR_FUNCTION_NOT_SUPPORTED,
             format!(

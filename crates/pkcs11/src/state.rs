@@ -364,6 +364,7 @@ impl Instance {
         match client.call(RequestBody::Pkcs11(request)) {
             Ok(ResponseBody::Pkcs11(r)) => Ok(r),
             Ok(ResponseBody::Admin(_)) => Err(Error::UnexpectedResponse("admin response")),
+            Ok(ResponseBody::Crypto(_)) => Err(Error::UnexpectedResponse("crypto response")),
             Err(e) => {
                 if e.is_disconnect() {
                     conn.client = None;

@@ -6,6 +6,7 @@
 //! call's answer. Every error travels as a CK_RV ([`ErrorReply`]); admin errors add a message.
 
 use crate::admin::{AdminRequest, AdminResponse};
+use crate::crypto::{CryptoRequest, CryptoResponse};
 use crate::pkcs11::{Pkcs11Request, Pkcs11Response};
 use crate::rv;
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,9 @@ pub enum RequestBody {
     Admin(AdminRequest),
     /// A PKCS#11 request (the module, keywardctl's crypto commands); served on the client socket.
     Pkcs11(Pkcs11Request),
+    /// A crypto request (keywardctl encrypt/decrypt/sign/verify/mac); served on the client
+    /// socket.
+    Crypto(CryptoRequest),
 }
 
 /// A response: the request's id and its outcome.
@@ -45,6 +49,8 @@ pub enum ResponseBody {
     Admin(AdminResponse),
     /// The answer to [`RequestBody::Pkcs11`].
     Pkcs11(Pkcs11Response),
+    /// The answer to [`RequestBody::Crypto`].
+    Crypto(CryptoResponse),
 }
 
 /// A failed request: the CK_RV, and for admin requests a message for the operator.
@@ -91,6 +97,7 @@ impl RequestBody {
             (self, response),
             (RequestBody::Admin(_), ResponseBody::Admin(_))
                 | (RequestBody::Pkcs11(_), ResponseBody::Pkcs11(_))
+                | (RequestBody::Crypto(_), ResponseBody::Crypto(_))
         )
     }
 }

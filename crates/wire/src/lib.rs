@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod client;
 pub mod codec;
+pub mod crypto;
 pub mod envelope;
 pub mod error;
 pub mod frame;
@@ -27,6 +28,7 @@ pub mod server;
 
 pub use client::{Client, ClientOptions};
 pub use codec::{decode, encode};
+pub use crypto::{CryptoRequest, CryptoResponse};
 pub use envelope::{ErrorReply, Request, RequestBody, Response, ResponseBody};
 pub use error::WireError;
 pub use frame::{read_frame, write_frame, MAX_FRAME_LEN};

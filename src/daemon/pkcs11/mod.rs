@@ -31,6 +31,7 @@
 
 pub mod ck;
 pub mod create;
+pub mod ctl;
 pub mod instance;
 pub mod objects;
 pub mod ops;

@@ -29,7 +29,9 @@ pub fn module_hello() -> Hello {
 pub fn handler(body: RequestBody) -> Result<ResponseBody, ErrorReply> {
     match body {
         RequestBody::Pkcs11(Pkcs11Request::Ping) => Ok(ResponseBody::Pkcs11(Pkcs11Response::Pong)),
-        RequestBody::Pkcs11(_) => Err(ErrorReply::new(rv::CKR_FUNCTION_NOT_SUPPORTED)),
+        RequestBody::Pkcs11(_) | RequestBody::Crypto(_) => {
+            Err(ErrorReply::new(rv::CKR_FUNCTION_NOT_SUPPORTED))
+        }
         RequestBody::Admin(AdminRequest::OrgList) => Ok(ResponseBody::Admin(AdminResponse {
             message: Some("no orgs".into()),
             ..AdminResponse::default()

@@ -1,0 +1,471 @@
+//! The crypto half of the client socket: `keywardctl encrypt|decrypt|sign|verify|mac`, as the
+//! connection's principal, through the module's gate ([`ops::plan`], the version state, the
+//! policy's `authorize`, one audit record per call) and its token operations ([`ops::run`]).
+
+use super::ck::*;
+use super::objects::{self, Half};
+use super::ops::{self, Outcome};
+use super::ClientConnection;
+use crate::audit::Outcome as AuditOutcome;
+use crate::policy::{CryptoKeyName, ResourceName};
+use crate::store::keys::VersionState;
+use keyward_wire::crypto::{
+    ecdsa_der_to_raw, ecdsa_raw_to_der, CryptoRequest, CryptoResponse, Envelope,
+};
+use keyward_wire::keys::{Algorithm, KeyKind, Purpose};
+use keyward_wire::pkcs11::{
+    Blob, GcmLayout, GcmParams, MechParams, Mechanism, Operation, PssParams,
+};
+use keyward_wire::ErrorReply;
+use std::str::FromStr;
+
+/// The DER prefix of a SHA-256 `DigestInfo` (PKCS#1 v1.5).
+const SHA256_DIGEST_INFO: [u8; 19] = [
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
+];
+
+fn err(rv: u64, message: impl Into<String>) -> ErrorReply {
+    ErrorReply::with_message(rv, message)
+}
+
+/// One gated call: the key, the version (`None`: the primary) and the half to use.
+struct Call<'a> {
+    action: &'static str,
+    op: Operation,
+    key: &'a str,
+    version: Option<u64>,
+    mech: Mechanism,
+}
+
+impl ClientConnection {
+    /// Answers a crypto request; errors carry a message for the operator.
+    pub fn crypto(&mut self, req: CryptoRequest) -> Result<CryptoResponse, ErrorReply> {
+        match req {
+            CryptoRequest::Encrypt {
+                key,
+                plaintext,
+                aad,
+            } => {
+                let (_, purpose) = self.key_info(&key)?;
+                if purpose != Purpose::EncryptDecrypt {
+                    return Err(err(
+                        CKR_KEY_FUNCTION_NOT_PERMITTED,
+                        format!("{key} is a {purpose} key: encrypt needs an ENCRYPT_DECRYPT key"),
+                    ));
+                }
+                let iv_bytes = self
+                    .svc
+                    .token
+                    .generate_random(12)
+                    .map_err(|e| err(e.ck_rv(), format!("cannot draw an IV: {e}")))?;
+                let mut iv = [0u8; 12];
+                iv.copy_from_slice(&iv_bytes);
+                let (version, out) = self.gated(
+                    Call {
+                        action: "Encrypt",
+                        op: Operation::Encrypt,
+                        key: &key,
+                        version: None,
+                        mech: gcm(&iv, aad.as_slice()),
+                    },
+                    plaintext.as_slice(),
+                    None,
+                )?;
+                let ciphertext = data(out)?;
+                Ok(CryptoResponse::Data(Blob::new(
+                    Envelope {
+                        version,
+                        iv,
+                        ciphertext,
+                    }
+                    .encode(),
+                )))
+            }
+            CryptoRequest::Decrypt {
+                key,
+                ciphertext,
+                aad,
+            } => {
+                let env = Envelope::decode(ciphertext.as_slice()).ok_or_else(|| {
+                    err(
+                        CKR_ENCRYPTED_DATA_INVALID,
+                        "not a Keyward ciphertext (expected the KW1 envelope of keywardctl encrypt)",
+                    )
+                })?;
+                let out = self.gated(
+                    Call {
+                        action: "Decrypt",
+                        op: Operation::Decrypt,
+                        key: &key,
+                        version: Some(env.version),
+                        mech: gcm(&env.iv, aad.as_slice()),
+                    },
+                    &env.ciphertext,
+                    None,
+                );
+                match out {
+                    Ok((_, o)) => Ok(CryptoResponse::Data(Blob::new(data(o)?))),
+                    Err(e) if e.rv == CKR_ENCRYPTED_DATA_INVALID => Err(err(
+                        e.rv,
+                        format!(
+                            "decryption failed with version {}: wrong key, wrong AAD or a \
+                             damaged ciphertext",
+                            env.version
+                        ),
+                    )),
+                    Err(e) => Err(e),
+                }
+            }
+            CryptoRequest::Sign {
+                key,
+                data: input,
+                prehashed,
+            } => {
+                let (alg, _) = self.key_info(&key)?;
+                let (mech, input) = sign_mech(&key, alg, prehashed, input.as_slice())?;
+                let action = if matches!(alg.kind(), KeyKind::Hmac(_)) {
+                    "MacSign"
+                } else {
+                    "AsymmetricSign"
+                };
+                let (_, out) = self.gated(
+                    Call {
+                        action,
+                        op: Operation::Sign,
+                        key: &key,
+                        version: None,
+                        mech,
+                    },
+                    &input,
+                    None,
+                )?;
+                let sig = data(out)?;
+                let sig = match alg.kind() {
+                    KeyKind::Ec(_) => ecdsa_raw_to_der(&sig).ok_or_else(|| {
+                        err(
+                            CKR_DEVICE_ERROR,
+                            "the token gave a malformed ECDSA signature",
+                        )
+                    })?,
+                    _ => sig,
+                };
+                Ok(CryptoResponse::Data(Blob::new(sig)))
+            }
+            CryptoRequest::Verify {
+                key,
+                data: input,
+                prehashed,
+                signature,
+            } => {
+                let (alg, _) = self.key_info(&key)?;
+                let (mech, input) = sign_mech(&key, alg, prehashed, input.as_slice())?;
+                let signature = match alg.kind() {
+                    KeyKind::Ec(bits) => {
+                        match ecdsa_der_to_raw(signature.as_slice(), bits.div_ceil(8)) {
+                            Some(raw) => raw,
+                            None => return Ok(CryptoResponse::Verified(false)),
+                        }
+                    }
+                    _ => signature.as_slice().to_vec(),
+                };
+                let action = if matches!(alg.kind(), KeyKind::Hmac(_)) {
+                    "MacVerify"
+                } else {
+                    "AsymmetricVerify"
+                };
+                let out = self.gated(
+                    Call {
+                        action,
+                        op: Operation::Verify,
+                        key: &key,
+                        version: None,
+                        mech,
+                    },
+                    &input,
+                    Some(&signature),
+                );
+                match out {
+                    Ok(_) => Ok(CryptoResponse::Verified(true)),
+                    Err(e) if e.rv == CKR_SIGNATURE_INVALID || e.rv == CKR_SIGNATURE_LEN_RANGE => {
+                        Ok(CryptoResponse::Verified(false))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// The key's algorithm and purpose, if the caller sees the key.
+    fn key_info(&self, key: &str) -> Result<(Algorithm, Purpose), ErrorReply> {
+        let view = self
+            .svc
+            .view()
+            .map_err(|rv| err(rv, "keywardd cannot read its state"))?;
+        let name = self.visible_key(&view.state, key)?;
+        let entry = view
+            .state
+            .catalog
+            .keys
+            .get(&name)
+            .ok_or_else(|| missing(key))?;
+        let purpose: Purpose = entry.purpose.parse().map_err(|_| missing(key))?;
+        let alg = entry
+            .algorithm
+            .as_deref()
+            .and_then(|a| a.parse::<Algorithm>().ok())
+            .ok_or_else(|| {
+                err(
+                    CKR_KEY_FUNCTION_NOT_PERMITTED,
+                    format!(
+                        "{key} is a {purpose} key: keywardctl's crypto commands work on \
+                         KMS-style keys"
+                    ),
+                )
+            })?;
+        Ok((alg, purpose))
+    }
+
+    fn visible_key(
+        &self,
+        state: &crate::catalog::State,
+        key: &str,
+    ) -> Result<CryptoKeyName, ErrorReply> {
+        let name = match ResourceName::from_str(key) {
+            Ok(ResourceName::CryptoKey(k)) => k,
+            _ => {
+                return Err(err(
+                    CKR_ARGUMENTS_BAD,
+                    format!(
+                        "'{key}' is not a crypto key name \
+                         (projects/P/keyRings/R/cryptoKeys/K)"
+                    ),
+                ))
+            }
+        };
+        if !state.catalog.keys.contains_key(&name)
+            || !state.policy.sees_key(&self.caller.principal, &name)
+        {
+            return Err(missing(key));
+        }
+        Ok(name)
+    }
+
+    /// The module's gate and token operation for one call; answers the version used.
+    fn gated(
+        &self,
+        call: Call<'_>,
+        input: &[u8],
+        signature: Option<&[u8]>,
+    ) -> Result<(u64, Outcome), ErrorReply> {
+        let principal = &self.caller.principal;
+        if !self.svc.audit.is_healthy() {
+            return Err(err(
+                CKR_DEVICE_ERROR,
+                "the audit log is unavailable: refused",
+            ));
+        }
+        let view = self
+            .svc
+            .view()
+            .map_err(|rv| err(rv, "keywardd cannot read its state"))?;
+        let state = &view.state;
+        let name = self.visible_key(state, call.key)?;
+        let entry = state
+            .catalog
+            .keys
+            .get(&name)
+            .ok_or_else(|| missing(call.key))?;
+        let number = match call.version.or(entry.primary_version) {
+            Some(v) => v,
+            None => {
+                return Err(err(
+                    CKR_KEY_FUNCTION_NOT_PERMITTED,
+                    format!("{} has no primary version", call.key),
+                ))
+            }
+        };
+        let version = entry
+            .versions
+            .iter()
+            .find(|v| v.version == number)
+            .ok_or_else(|| {
+                err(
+                    CKR_KEY_HANDLE_INVALID,
+                    format!("{} has no version {number}", call.key),
+                )
+            })?;
+        let perms = state
+            .policy
+            .effective_permissions(principal, &ResourceName::CryptoKey(name.clone()));
+        let half = match call.op {
+            Operation::Sign | Operation::Decrypt if version.public_key.is_some() => Half::Private,
+            _ if version.public_key.is_some() => Half::Public,
+            _ => Half::Secret,
+        };
+        let resource = format!("{}/cryptoKeyVersions/{number}", call.key);
+        let refuse = |rv: u64, why: String| {
+            self.deny(principal, call.action, Some(resource.clone()), rv, &why);
+            Err(err(rv, format!("{why} ({resource})")))
+        };
+        let Some(obj) =
+            objects::version_objects(entry, version, perms, self.extra(&view, &name, number))
+                .into_iter()
+                .find(|o| o.id.half == half)
+        else {
+            return refuse(
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+                format!(
+                    "version {number} has no key material (state {})",
+                    version.state
+                ),
+            );
+        };
+        let plan = match ops::plan(call.op, &call.mech, &obj, self.svc.token.mechanisms()) {
+            Ok(p) => p,
+            Err(rv) => return refuse(rv, "this key cannot do that operation".into()),
+        };
+        if version.state != VersionState::Enabled || !obj.enabled() {
+            return refuse(
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+                format!("version {number} is {}, not ENABLED", version.state),
+            );
+        }
+        let permission = match call.op {
+            Operation::Encrypt => crate::policy::Permission::UseToEncrypt,
+            Operation::Decrypt => crate::policy::Permission::UseToDecrypt,
+            Operation::Sign => crate::policy::Permission::UseToSign,
+            _ => crate::policy::Permission::UseToVerify,
+        };
+        let d = state.policy.authorize(
+            principal,
+            permission,
+            &ResourceName::CryptoKey(name.clone()),
+        );
+        if !d.allowed {
+            return refuse(
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+                format!(
+                    "permission denied: {} needs {permission} on {}",
+                    principal.member, call.key
+                ),
+            );
+        }
+        let granted = d.granted_by.map(|b| format!("granted by {b}"));
+        self.record(
+            principal,
+            call.action,
+            Some(resource.clone()),
+            AuditOutcome::Allowed,
+            0,
+            granted,
+        )
+        .map_err(|rv| err(rv, "the audit log is unavailable: refused"))?;
+        let out = ops::run(
+            &self.svc.token,
+            call.op,
+            &plan,
+            obj.token_id(),
+            input,
+            signature,
+        )
+        .map_err(|rv| {
+            err(
+                rv,
+                format!("the token refused: {}", keyward_wire::rv::rv_name(rv)),
+            )
+        })?;
+        Ok((number, out))
+    }
+}
+
+fn missing(key: &str) -> ErrorReply {
+    err(
+        CKR_KEY_HANDLE_INVALID,
+        format!("no crypto key {key}, or you cannot see it"),
+    )
+}
+
+fn data(out: Outcome) -> Result<Vec<u8>, ErrorReply> {
+    match out {
+        Outcome::Data(d) => Ok(d),
+        Outcome::Verified => Err(err(CKR_DEVICE_ERROR, "unexpected token answer")),
+    }
+}
+
+fn gcm(iv: &[u8; 12], aad: &[u8]) -> Mechanism {
+    Mechanism {
+        ty: CKM_AES_GCM,
+        params: MechParams::Gcm(GcmParams {
+            iv: Blob::new(iv.to_vec()),
+            iv_bits: 96,
+            aad: Blob::new(aad.to_vec()),
+            tag_bits: 128,
+            layout: GcmLayout::WithIvBits,
+        }),
+    }
+}
+
+/// The mechanism and input for signing or verifying with a key of `alg`.
+fn sign_mech(
+    key: &str,
+    alg: Algorithm,
+    prehashed: bool,
+    input: &[u8],
+) -> Result<(Mechanism, Vec<u8>), ErrorReply> {
+    let plain = |ty| Mechanism {
+        ty,
+        params: MechParams::None,
+    };
+    let pss = |ty| Mechanism {
+        ty,
+        params: MechParams::Pss(PssParams {
+            hash: CKM_SHA256,
+            mgf: CKG_MGF1_SHA256,
+            salt_len: 32,
+        }),
+    };
+    let name = format!("{alg:?}");
+    Ok(match alg.kind() {
+        KeyKind::Ec(bits) => {
+            let composed = if bits == 384 {
+                CKM_ECDSA_SHA384
+            } else {
+                CKM_ECDSA_SHA256
+            };
+            let ty = if prehashed { CKM_ECDSA } else { composed };
+            (plain(ty), input.to_vec())
+        }
+        KeyKind::Rsa(_) if name.starts_with("RsaSignPkcs1") => {
+            if prehashed {
+                (
+                    plain(CKM_RSA_PKCS),
+                    [&SHA256_DIGEST_INFO[..], input].concat(),
+                )
+            } else {
+                (plain(CKM_SHA256_RSA_PKCS), input.to_vec())
+            }
+        }
+        KeyKind::Rsa(_) if name.starts_with("RsaSignPss") => {
+            let ty = if prehashed {
+                CKM_RSA_PKCS_PSS
+            } else {
+                CKM_SHA256_RSA_PKCS_PSS
+            };
+            (pss(ty), input.to_vec())
+        }
+        KeyKind::Hmac(_) if !prehashed => (plain(CKM_SHA256_HMAC), input.to_vec()),
+        KeyKind::Hmac(_) => {
+            return Err(err(
+                CKR_ARGUMENTS_BAD,
+                "--digest does not apply to MAC keys: give the data",
+            ))
+        }
+        _ => {
+            return Err(err(
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+                format!("{key} ({name}) cannot sign: use an ASYMMETRIC_SIGN or MAC key"),
+            ))
+        }
+    })
+}

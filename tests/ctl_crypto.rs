@@ -1,0 +1,422 @@
+//! `keywardctl encrypt|decrypt|sign|verify|mac` over keywardd's client socket, as the
+//! caller's principal (service-account keys in `KEYWARD_CREDENTIALS`), through the module's
+//! gate: a real SoftHSM2 token and a real keywardd in temporary directories.
+
+mod common;
+
+use common::daemon::Env;
+use common::Output;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+const RING: &str = "projects/payments/keyRings/web";
+
+fn key(id: &str) -> String {
+    format!("{RING}/cryptoKeys/{id}")
+}
+
+/// Runs keywardctl ARGS on the client socket as the service account whose key is `sa_key`.
+fn as_sa(env: &Env, name: &str, sa_key: &str, args: &[&str]) -> Output {
+    let path = env.dir().join(format!("credentials-{name}"));
+    std::fs::write(&path, format!("{sa_key}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let sock = env.client_socket.to_str().unwrap().to_string();
+    env.ctl_env(
+        args,
+        &[
+            ("KEYWARD_CREDENTIALS", path.to_str().unwrap()),
+            ("KEYWARD_SOCKET", &sock),
+        ],
+    )
+}
+
+fn file(env: &Env, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = env.dir().join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn s(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn crypto_commands_through_the_client_socket() {
+    let mut env = Env::new();
+    let crypter = env.service_account_offline("crypter");
+    let signer = env.service_account_offline("signer");
+    let encrypter = env.service_account_offline("encrypter");
+    env.start();
+    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
+        .ok();
+    for (id, purpose, alg) in [
+        ("aes", "ENCRYPT_DECRYPT", "AES_256_GCM"),
+        ("ec", "ASYMMETRIC_SIGN", "EC_SIGN_P256_SHA256"),
+        ("hmac", "MAC", "HMAC_SHA256"),
+    ] {
+        env.ctl(&[
+            "key",
+            "create",
+            "--keyring",
+            RING,
+            "--purpose",
+            purpose,
+            "--algorithm",
+            alg,
+            id,
+        ])
+        .ok();
+    }
+    env.bind(
+        &key("aes"),
+        "roles/kms.cryptoKeyEncrypterDecrypter",
+        "serviceAccount:crypter@payments",
+    );
+    env.bind(
+        &key("aes"),
+        "roles/kms.cryptoKeyEncrypter",
+        "serviceAccount:encrypter@payments",
+    );
+    for k in ["ec", "hmac"] {
+        env.bind(
+            &key(k),
+            "roles/kms.signerVerifier",
+            "serviceAccount:signer@payments",
+        );
+    }
+
+    // encrypt -> decrypt with AAD; binary data survives.
+    let plain: Vec<u8> = (0..=255u8).chain([0, 10, 13, 0]).collect();
+    let pt = file(&env, "plain", &plain);
+    let aad = file(&env, "aad", b"order-42");
+    let ct1 = env.dir().join("ct1");
+    as_sa(
+        &env,
+        "c",
+        &crypter,
+        &[
+            "encrypt",
+            "--key",
+            &key("aes"),
+            "--in",
+            s(&pt),
+            "--out",
+            s(&ct1),
+            "--aad-file",
+            s(&aad),
+        ],
+    )
+    .ok();
+    let c1 = std::fs::read(&ct1).unwrap();
+    assert_eq!(&c1[..3], b"KW1");
+    assert_eq!(u64::from_be_bytes(c1[3..11].try_into().unwrap()), 1);
+    assert_eq!(c1.len(), 3 + 8 + 12 + plain.len() + 16);
+    let back = env.dir().join("back");
+    as_sa(
+        &env,
+        "c",
+        &crypter,
+        &[
+            "decrypt",
+            "--key",
+            &key("aes"),
+            "--in",
+            s(&ct1),
+            "--out",
+            s(&back),
+            "--aad-file",
+            s(&aad),
+        ],
+    )
+    .ok();
+    assert_eq!(std::fs::read(&back).unwrap(), plain);
+    // Wrong AAD: refused with a clear message.
+    let bad_aad = file(&env, "bad-aad", b"order-43");
+    let out = as_sa(
+        &env,
+        "c",
+        &crypter,
+        &[
+            "decrypt",
+            "--key",
+            &key("aes"),
+            "--in",
+            s(&ct1),
+            "--aad-file",
+            s(&bad_aad),
+        ],
+    );
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(out.stderr.contains("decryption failed"), "{out:#?}");
+
+    // After a rotation: new ciphertexts name version 2, old ones still decrypt.
+    env.ctl(&["key", "rotate", &key("aes")]).ok();
+    let ct2 = env.dir().join("ct2");
+    as_sa(
+        &env,
+        "c",
+        &crypter,
+        &[
+            "encrypt",
+            "--key",
+            &key("aes"),
+            "--in",
+            s(&pt),
+            "--out",
+            s(&ct2),
+        ],
+    )
+    .ok();
+    let c2 = std::fs::read(&ct2).unwrap();
+    assert_eq!(u64::from_be_bytes(c2[3..11].try_into().unwrap()), 2);
+    let back1 = env.dir().join("back1");
+    as_sa(
+        &env,
+        "c",
+        &crypter,
+        &[
+            "decrypt",
+            "--key",
+            &key("aes"),
+            "--in",
+            s(&ct1),
+            "--out",
+            s(&back1),
+            "--aad-file",
+            s(&aad),
+        ],
+    )
+    .ok();
+    assert_eq!(std::fs::read(&back1).unwrap(), plain);
+    let back2 = env.dir().join("back2");
+    as_sa(
+        &env,
+        "c",
+        &crypter,
+        &[
+            "decrypt",
+            "--key",
+            &key("aes"),
+            "--in",
+            s(&ct2),
+            "--out",
+            s(&back2),
+        ],
+    )
+    .ok();
+    assert_eq!(std::fs::read(&back2).unwrap(), plain);
+
+    // A version that is not ENABLED: a clear error.
+    env.ctl(&[
+        "version",
+        "disable",
+        &format!("{}/cryptoKeyVersions/1", key("aes")),
+    ])
+    .ok();
+    let out = as_sa(
+        &env,
+        "c",
+        &crypter,
+        &[
+            "decrypt",
+            "--key",
+            &key("aes"),
+            "--in",
+            s(&ct1),
+            "--aad-file",
+            s(&aad),
+        ],
+    );
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(out.stderr.contains("not ENABLED"), "{out:#?}");
+
+    // An encrypter alone cannot decrypt: a clear error and an audit record.
+    let ct3 = env.dir().join("ct3");
+    as_sa(
+        &env,
+        "e",
+        &encrypter,
+        &[
+            "encrypt",
+            "--key",
+            &key("aes"),
+            "--in",
+            s(&pt),
+            "--out",
+            s(&ct3),
+        ],
+    )
+    .ok();
+    let out = as_sa(
+        &env,
+        "e",
+        &encrypter,
+        &["decrypt", "--key", &key("aes"), "--in", s(&ct3)],
+    );
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(
+        out.stderr.contains("permission denied") && out.stderr.contains("useToDecrypt"),
+        "{out:#?}"
+    );
+    // The record is written by the audit thread within its batching window.
+    let found = (0..50).any(|_| {
+        let log = env.ctl(&["--json", "audit", "query", "--result", "denied"]);
+        log.ok();
+        let hit = log.json_lines().iter().any(|r| {
+            r["action"] == "Decrypt" && r["principal"] == "serviceAccount:encrypter@payments"
+        });
+        if !hit {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        hit
+    });
+    assert!(found, "no denied Decrypt record for the encrypter");
+
+    // EC sign: a DER signature that openssl verifies against the public key.
+    let msg = file(&env, "msg", b"sign me through keywardctl");
+    let sig = env.dir().join("sig");
+    as_sa(
+        &env,
+        "s",
+        &signer,
+        &[
+            "sign",
+            "--key",
+            &key("ec"),
+            "--in",
+            s(&msg),
+            "--out",
+            s(&sig),
+        ],
+    )
+    .ok();
+    let pem = as_sa(&env, "s", &signer, &["key", "get-public-key", &key("ec")]);
+    pem.ok();
+    let pub_pem = file(&env, "pub.pem", pem.stdout.as_bytes());
+    let ossl = Command::new("openssl")
+        .args([
+            "dgst",
+            "-sha256",
+            "-verify",
+            s(&pub_pem),
+            "-signature",
+            s(&sig),
+            s(&msg),
+        ])
+        .output()
+        .expect("run openssl");
+    assert!(ossl.status.success(), "openssl rejects: {ossl:?}");
+    // --digest sha256 gives a signature over the same digest.
+    let sig2 = env.dir().join("sig2");
+    as_sa(
+        &env,
+        "s",
+        &signer,
+        &[
+            "sign",
+            "--key",
+            &key("ec"),
+            "--digest",
+            "sha256",
+            "--in",
+            s(&msg),
+            "--out",
+            s(&sig2),
+        ],
+    )
+    .ok();
+    // verify: exit 0 on valid, 1 with a message on invalid.
+    for sg in [&sig, &sig2] {
+        as_sa(
+            &env,
+            "s",
+            &signer,
+            &[
+                "verify",
+                "--key",
+                &key("ec"),
+                "--in",
+                s(&msg),
+                "--signature",
+                s(sg),
+            ],
+        )
+        .ok();
+    }
+    let other = file(&env, "other", b"another message");
+    let out = as_sa(
+        &env,
+        "s",
+        &signer,
+        &[
+            "verify",
+            "--key",
+            &key("ec"),
+            "--in",
+            s(&other),
+            "--signature",
+            s(&sig),
+        ],
+    );
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(out.stderr.contains("INVALID"), "{out:#?}");
+
+    // mac: tag, then --verify.
+    let tag = env.dir().join("tag");
+    as_sa(
+        &env,
+        "s",
+        &signer,
+        &[
+            "mac",
+            "--key",
+            &key("hmac"),
+            "--in",
+            s(&msg),
+            "--out",
+            s(&tag),
+        ],
+    )
+    .ok();
+    assert_eq!(std::fs::read(&tag).unwrap().len(), 32);
+    as_sa(
+        &env,
+        "s",
+        &signer,
+        &[
+            "mac",
+            "--key",
+            &key("hmac"),
+            "--in",
+            s(&msg),
+            "--verify",
+            s(&tag),
+        ],
+    )
+    .ok();
+    let out = as_sa(
+        &env,
+        "s",
+        &signer,
+        &[
+            "mac",
+            "--key",
+            &key("hmac"),
+            "--in",
+            s(&other),
+            "--verify",
+            s(&tag),
+        ],
+    );
+    assert_eq!(out.code, 1, "{out:#?}");
+
+    // The signer sees nothing of the AES key.
+    let out = as_sa(
+        &env,
+        "s",
+        &signer,
+        &["encrypt", "--key", &key("aes"), "--in", s(&msg)],
+    );
+    assert_eq!(out.code, 1, "{out:#?}");
+}
