@@ -54,6 +54,8 @@ fn crypto_commands_through_the_client_socket() {
         ("aes", "ENCRYPT_DECRYPT", "AES_256_GCM"),
         ("ec", "ASYMMETRIC_SIGN", "EC_SIGN_P256_SHA256"),
         ("hmac", "MAC", "HMAC_SHA256"),
+        ("rsa", "ASYMMETRIC_SIGN", "RSA_SIGN_PKCS1_2048_SHA256"),
+        ("pss", "ASYMMETRIC_SIGN", "RSA_SIGN_PSS_2048_SHA256"),
     ] {
         env.ctl(&[
             "key",
@@ -78,7 +80,7 @@ fn crypto_commands_through_the_client_socket() {
         "roles/kms.cryptoKeyEncrypter",
         "serviceAccount:encrypter@payments",
     );
-    for k in ["ec", "hmac"] {
+    for k in ["ec", "hmac", "rsa", "pss"] {
         env.bind(
             &key(k),
             "roles/kms.signerVerifier",
@@ -361,6 +363,53 @@ fn crypto_commands_through_the_client_socket() {
     );
     assert_eq!(out.code, 1, "{out:#?}");
     assert!(out.stderr.contains("INVALID"), "{out:#?}");
+
+    // RSA PKCS#1 v1.5 and PSS: openssl verifies with the public key; so does keywardctl.
+    for (k, pss) in [("rsa", false), ("pss", true)] {
+        let sig = env.dir().join(format!("sig-{k}"));
+        as_sa(
+            &env,
+            "s",
+            &signer,
+            &["sign", "--key", &key(k), "--in", s(&msg), "--out", s(&sig)],
+        )
+        .ok();
+        let pem = as_sa(&env, "s", &signer, &["key", "get-public-key", &key(k)]);
+        pem.ok();
+        let pub_pem = file(&env, &format!("{k}.pem"), pem.stdout.as_bytes());
+        let mut cmd = Command::new("openssl");
+        cmd.args(["dgst", "-sha256", "-verify", s(&pub_pem)]);
+        if pss {
+            cmd.args([
+                "-sigopt",
+                "rsa_padding_mode:pss",
+                "-sigopt",
+                "rsa_pss_saltlen:32",
+            ]);
+        }
+        let ossl = cmd
+            .args(["-signature", s(&sig), s(&msg)])
+            .output()
+            .expect("run openssl");
+        assert!(ossl.status.success(), "openssl rejects {k}: {ossl:?}");
+        as_sa(
+            &env,
+            "s",
+            &signer,
+            &[
+                "verify",
+                "--key",
+                &key(k),
+                "--digest",
+                "sha256",
+                "--in",
+                s(&msg),
+                "--signature",
+                s(&sig),
+            ],
+        )
+        .ok();
+    }
 
     // mac: tag, then --verify.
     let tag = env.dir().join("tag");
