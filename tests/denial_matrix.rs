@@ -546,6 +546,42 @@ fn one_run(
     let got = outcome(anchor.copy_object(h.rsa_priv, &[]));
     t.check(run, "CopyObject", Some(expected), got);
 
+    // The same object calls on the AES key, invisible at key level (a handle this instance
+    // got from another principal): not found, whatever the role. Destroying it is tried
+    // only where it is invisible (it is shared by every run).
+    let invisible_or = |allowed: Outcome| {
+        Some(if aes_vis {
+            allowed
+        } else {
+            Err(RvError::ObjectHandleInvalid)
+        })
+    };
+    let got = outcome(anchor.get_attributes(h.aes, &[AttributeType::Label]));
+    t.check(
+        run,
+        "GetAttributeValue CKA_LABEL aes",
+        invisible_or(Ok(())),
+        got,
+    );
+    let set_allowed = if aes_perms.contains(P::CryptoKeysUpdate) {
+        Ok(())
+    } else {
+        Err(RvError::ActionProhibited)
+    };
+    let got = outcome(anchor.update_attributes(h.aes, &[Attribute::Label(AES_LABEL.to_vec())]));
+    t.check(run, "SetAttributeValue aes", invisible_or(set_allowed), got);
+    let got = outcome(anchor.copy_object(h.aes, &[]));
+    t.check(
+        run,
+        "CopyObject aes",
+        invisible_or(Err(RvError::ActionProhibited)),
+        got,
+    );
+    if !aes_vis {
+        let got = outcome(anchor.destroy_object(h.aes));
+        t.check(run, "DestroyObject aes", invisible_or(Ok(())), got);
+    }
+
     // C_DestroyObject: the run's own victim key.
     let expected = if !victim_vis {
         Err(RvError::ObjectHandleInvalid)
