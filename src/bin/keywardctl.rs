@@ -705,7 +705,9 @@ fn parse_role(s: &str) -> Result<String, String> {
     if s.is_empty() {
         return Err("empty role name".into());
     }
-    Ok(if s.contains('/') {
+    // `kms.viewer` means `roles/kms.viewer`; full names and the Thalassa policies
+    // (`kms:ReadAccess`, ...) are taken as written.
+    Ok(if s.contains('/') || s.contains(':') {
         s.to_string()
     } else {
         format!("roles/{s}")
@@ -1643,6 +1645,12 @@ mod tests {
                 allow_sod_violation: false,
             })
         );
+        // The Thalassa policies are bound by their own names.
+        assert_eq!(
+            parse_role("kms:ReadAccess"),
+            Ok("kms:ReadAccess".to_string())
+        );
+        assert_eq!(parse_role("kms.signer"), Ok("roles/kms.signer".to_string()));
     }
 
     #[test]
