@@ -9,9 +9,8 @@
 //! at organisation, folder, project and key level. One service account per (role, level),
 //! its key given as the PIN, all in one keywardd and one module instance (C_Logout /
 //! C_Login between runs); the keys are made by another instance (a child process), so the
-//! creator exception never applies. The six Thalassa policies (`kms:ReadAccess` ...) cannot
-//! be bound with keywardctl (it makes their name `roles/kms:ReadAccess`, unknown: a known
-//! discrepancy); they are bound as custom roles with exactly their permissions instead.
+//! creator exception never applies. The six Thalassa policies (`kms:ReadAccess` ...) are
+//! bound by their own names.
 //! Every call's audit record (design §6) is checked afterwards with `keywardctl audit query`;
 //! not-found refusals (invisible keys) leave no record, which is printed, not asserted.
 
@@ -76,7 +75,7 @@ impl Level {
 
 struct Run {
     role: &'static str,
-    /// The role bound: `role`, or for a Thalassa policy its custom-role stand-in.
+    /// The role bound (its name).
     bind_role: String,
     perms: PermSet,
     level: Level,
@@ -637,28 +636,8 @@ fn denial_matrix_through_the_module() {
             if !every && !SUBSET.contains(&r.name) {
                 continue;
             }
-            // keywardctl cannot bind the Thalassa policies (`kms:ReadAccess` ...): its role
-            // argument becomes `roles/kms:ReadAccess`, an unknown role (known discrepancy).
-            // Until it can, each is bound as a custom role with exactly its permissions.
-            let bind_role = match r.name.strip_prefix("kms:") {
-                None => r.name.to_string(),
-                Some(id) => {
-                    let id = format!("thalassa.{id}");
-                    let perms: Vec<&str> = r.permissions.iter().map(|p| p.as_str()).collect();
-                    let _ = env.offline(&[
-                        "--as",
-                        ADMIN,
-                        "role",
-                        "create",
-                        "--org",
-                        "acme",
-                        &id,
-                        "--permissions",
-                        &perms.join(","),
-                    ]);
-                    format!("organizations/acme/roles/{id}")
-                }
-            };
+            // Every role by its own name, the Thalassa policies (`kms:ReadAccess` ...) too.
+            let bind_role = r.name.to_string();
             let id = format!("m{}-{}", runs.len(), level.tag());
             let key = env.service_account_offline(&id);
             runs.push(Run {
@@ -672,19 +651,6 @@ fn denial_matrix_through_the_module() {
         }
     }
     let expected_roles = 19;
-    let thalassa = env.offline(&[
-        "--as",
-        ADMIN,
-        "iam",
-        "bind",
-        "--resource",
-        "organizations/acme",
-        "--role",
-        "kms:ReadAccess",
-        "--member",
-        "serviceAccount:seer@payments",
-    ]);
-    eprintln!("known discrepancy: keywardctl iam bind --role kms:ReadAccess: {thalassa:?}");
     assert_eq!(
         roles.len(),
         expected_roles,
