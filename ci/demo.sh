@@ -7,6 +7,7 @@
 # checkpoints. `keywardctl encrypt` (AES-GCM from the CLI) joins it with issue 8.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source ci/lib.sh
 
 work=$(mktemp -d)
 daemon_pid=
@@ -21,7 +22,8 @@ run() { printf '$ %s\n' "$*"; "$@"; }
 
 step "Build"
 cargo build --quiet --bin keywardctl --bin keywardd
-kw() { ./target/debug/keywardctl "$@"; }
+bin=$(realpath -m "${CARGO_TARGET_DIR:-target}")/debug
+kw() { "$bin/keywardctl" "$@"; }
 ADMIN=user:admin@acme.example
 
 step "A SoftHSM2 token in $work/softhsm (never the system token store)"
@@ -33,18 +35,8 @@ run kw --db "$work/keyward.db" init --org acme --admin "$ADMIN"
 run kw --db "$work/keyward.db" --as "$ADMIN" iam map-uid "$(id -u)" "$ADMIN"
 
 step "Start keywardd: the only holder of the token PIN"
-cat > "$work/keyward.toml" <<TOML
-[store]
-path = "$work/keyward.db"
-[token]
-label = "keyward-backing"
-pin_file = "$work/softhsm/user-pin"
-[admin]
-socket = "$work/admin.sock"
-[client]
-socket = "$work/client.sock"
-TOML
-./target/debug/keywardd --config "$work/keyward.toml" 2>"$work/keywardd.log" &
+keyward_toml "$work" "$work/keyward.db"
+"$bin/keywardd" --config "$work/keyward.toml" 2>"$work/keywardd.log" &
 daemon_pid=$!
 export KEYWARD_ADMIN_SOCKET=$work/admin.sock
 for _ in $(seq 100); do [[ -S $KEYWARD_ADMIN_SOCKET ]] && break; sleep 0.1; done
@@ -92,23 +84,8 @@ run kw iam bind --resource organizations/acme --role roles/keyward.auditor --mem
 
 step "OpenSSL, through libkeyward_pkcs11.so, as the web account: a CSR and a TLS handshake"
 cargo build --quiet -p keyward-pkcs11
-engine_so=$(openssl version -e | sed -n 's/^ENGINESDIR: "\(.*\)"/\1/p')/pkcs11.so
-if [[ -f $engine_so ]]; then
-    cat > "$work/openssl.cnf" <<CNF
-openssl_conf = openssl_init
-[openssl_init]
-engines = engine_section
-[engine_section]
-pkcs11 = pkcs11_section
-[pkcs11_section]
-engine_id = pkcs11
-dynamic_path = $engine_so
-MODULE_PATH = $PWD/target/debug/libkeyward_pkcs11.so
-init = 0
-[req]
-distinguished_name = req_dn
-[req_dn]
-CNF
+if engine_cnf "$work/openssl.cnf" "$bin/libkeyward_pkcs11.so"; then
+    printf '[req]\ndistinguished_name = req_dn\n[req_dn]\n' >> "$work/openssl.cnf"
     export KEYWARD_SOCKET=$work/client.sock
     key_uri="pkcs11:token=web;object=tls;type=private?pin-value=$(cat "$work/web.key")"
     ossl() { OPENSSL_CONF=$work/openssl.cnf KEYWARD_CREDENTIALS=$work/web.key openssl "$@"; }
@@ -131,7 +108,7 @@ CNF
     echo "(the TLS server's private key never left the token: keywardd signed the handshake)"
     step "Least privilege: through the module the web account sees exactly one key, the tls pair"
     echo "\$ pkcs11-tool --module libkeyward_pkcs11.so --login --pin … -O   (what it sees)"
-    KEYWARD_CREDENTIALS=$work/web.key pkcs11-tool --module target/debug/libkeyward_pkcs11.so \
+    KEYWARD_CREDENTIALS=$work/web.key pkcs11-tool --module "$bin/libkeyward_pkcs11.so" \
         --login --pin "$(cat "$work/web.key")" -O 2>&1 | grep -E 'Object|label|ID:' || true
 else
     echo "(libp11 OpenSSL engine not installed: apt-get install libengine-pkcs11-openssl)"

@@ -18,3 +18,5 @@ cargo test --workspace --locked
 bash ci/bench-smoke.sh
 # Real clients through the module (check-module.sh): every check that passed must still pass.
 bash ci/clients-check.sh
+# The least-privilege run: a signerVerifier on two keys sees and uses exactly those.
+bash ci/clients-lp.sh
