@@ -84,3 +84,56 @@ free_port() {
     done
     die "no free port found"
 }
+
+# signer_ring NAME: the ring projects/proj/keyRings/NAME (token label NAME) with
+#   ec     an EC P-256 key made by keywardctl (EC_SIGN_P256_SHA256), CKA_ID $ec_id;
+#   rsa    an RSA-2048 pair made through the module with CKA_SIGN and CKA_DECRYPT TRUE,
+#          CKA_ID 5253, label rsa (key name $rsa_key);
+#   other  an EC key nobody but its admin is bound on;
+# service account lpadmin@proj bound roles/kms.admin on the ring (key in $work/admin.key),
+# signer@proj bound only roles/kms.signerVerifier on ec and rsa (key in $work/signer.key,
+# also $spin), and the public halves from keywardctl as the signer in $work/ec.pub and
+# $work/rsa.pub. Starts keywardd.
+pass() { echo "ok: $*"; }
+adm() { KEYWARD_CREDENTIALS=$work/admin.key "$kw" "$@"; }
+signer() { KEYWARD_CREDENTIALS=$work/signer.key "$@"; }
+p11() { pkcs11-tool --module "$module" "$@"; }
+signer_ring() {
+    ring=projects/proj/keyRings/$1
+    off keyring create --parent projects/proj "$1" >/dev/null
+    off sa create --project proj lpadmin >/dev/null
+    off sa create --project proj signer >/dev/null
+    off iam bind --resource "$ring" --role roles/kms.admin --member serviceAccount:lpadmin@proj >/dev/null 2>&1
+    save_key "$work/admin.key" lpadmin@proj
+    save_key "$work/signer.key" signer@proj
+    no_uid_binding "$ring"
+    start_keywardd
+    spin=$(cat "$work/signer.key")
+    # The keys, made by the ring's admin: EC by keywardctl, RSA sign+decrypt through the module.
+    adm key create --keyring "$ring" --purpose ASYMMETRIC_SIGN --algorithm EC_SIGN_P256_SHA256 ec >/dev/null
+    KEYWARD_CREDENTIALS=$work/admin.key p11 --token-label "$1" --login --pin "$(cat "$work/admin.key")" \
+        --keypairgen --key-type rsa:2048 --usage-sign --usage-decrypt --label rsa --id 5253 \
+        > "$work/keygen.txt" 2>&1 || { cat "$work/keygen.txt" >&2; die "RSA sign+decrypt pair not made"; }
+    grep -A4 '^Private Key Object; RSA' "$work/keygen.txt" | grep -q 'Usage: *decrypt, sign' ||
+        { cat "$work/keygen.txt" >&2; die "the RSA private key lacks decrypt or sign"; }
+    adm key create --keyring "$ring" --purpose ASYMMETRIC_SIGN --algorithm EC_SIGN_P256_SHA256 other >/dev/null
+    ec_key=$ring/cryptoKeys/ec
+    rsa_key=$(adm --json key list --keyring "$ring" | grep -o "\"name\":\"$ring/cryptoKeys/p11-[^\"/]*\"" |
+        sed 's/.*:"\(.*\)"/\1/')
+    [[ $rsa_key == "$ring"/cryptoKeys/p11-* ]] || die "the RSA pair's key name not found"
+    for k in "$ec_key" "$rsa_key"; do
+        adm iam bind --resource "$k" --role roles/kms.signerVerifier \
+            --member serviceAccount:signer@proj >/dev/null 2>&1 || die "binding on $k refused"
+    done
+    KEYWARD_CREDENTIALS=$work/admin.key p11 --token-label "$1" --login --pin "$(cat "$work/admin.key")" \
+        -O > "$work/admin-O.txt" 2>&1 || true
+    ec_id=$(awk '/^Private Key Object; EC/{f=1} f&&/label:/{l=$2} f&&/ID:/{if(l=="ec")print $2; f=0}' \
+        "$work/admin-O.txt")
+    [[ -n $ec_id ]] || { cat "$work/admin-O.txt" >&2; die "the EC key's CKA_ID not found"; }
+
+    # Public halves for OpenSSL, from keywardctl as the signer (signerVerifier may view them).
+    signer "$kw" key get-public-key "$ec_key" > "$work/ec.pub"
+    signer "$kw" key get-public-key "$rsa_key" > "$work/rsa.pub"
+    openssl pkey -pubin -in "$work/ec.pub" -noout -text | grep -q 'NIST CURVE: P-256' || die "ec.pub is not P-256"
+    openssl pkey -pubin -in "$work/rsa.pub" -noout -text | grep -q 'Public-Key: (2048 bit)' || die "rsa.pub is not RSA-2048"
+}

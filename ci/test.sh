@@ -2,7 +2,7 @@
 # The one test command (README, .ci/run): format, lints, then every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for tool in softhsm2-util sqlite3 openssl pkcs11-tool certutil p11tool; do
+for tool in softhsm2-util sqlite3 openssl pkcs11-tool certutil p11tool ssh /usr/sbin/sshd; do
     command -v "$tool" >/dev/null || {
         echo "missing $tool: run 'sudo bash ci/install-deps.sh' first" >&2
         exit 1
@@ -20,3 +20,5 @@ bash ci/bench-smoke.sh
 bash ci/clients-check.sh
 # The least-privilege run: a signerVerifier on two keys sees and uses exactly those.
 bash ci/clients-lp.sh
+# OpenSSH: ssh-keygen -D and an ssh -I login to a local sshd with the token keys.
+bash ci/clients-ssh.sh
