@@ -8,5 +8,5 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends softhsm2 sqlite3 openssl ca-certificates \
-    util-linux opensc libengine-pkcs11-openssl libnss3-tools gnutls-bin p11-kit p11-kit-modules \
-    pkcs11-dump openssh-client openssh-server openjdk-17-jdk-headless
+    util-linux e2fsprogs opensc libengine-pkcs11-openssl libnss3-tools gnutls-bin p11-kit \
+    p11-kit-modules pkcs11-dump openssh-client openssh-server openjdk-17-jdk-headless

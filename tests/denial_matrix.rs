@@ -12,7 +12,8 @@
 //! creator exception never applies. The six Thalassa policies (`kms:ReadAccess` ...) are
 //! bound by their own names.
 //! Every call's audit record (design §6) is checked afterwards with `keywardctl audit query`;
-//! not-found refusals (invisible keys) leave no record, which is printed, not asserted.
+//! a refusal on an invisible key answers "not found" to the caller and is recorded as a denial
+//! ("not visible to the caller") all the same.
 
 mod common;
 
@@ -794,7 +795,6 @@ fn denial_matrix_through_the_module() {
     // Acceptance 4 (first half): the audit records of these calls, per principal.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let mut audit_mismatches = vec![];
-    let mut audit_known = vec![];
     for (i, run) in runs.iter().enumerate() {
         let out = env.ctl(&[
             "--json",
@@ -870,15 +870,13 @@ fn denial_matrix_through_the_module() {
                 run.role,
                 run.level.tag()
             );
-            if visible_denied != want_denied || got_allowed < want_allowed {
+            if visible_denied != want_denied
+                || got_allowed < want_allowed
+                || invisible_denied.len() != want_invisible.len()
+            {
                 audit_mismatches.push(line);
-            } else if invisible_denied.len() != want_invisible.len() {
-                audit_known.push(line);
             }
         }
-    }
-    for k in &audit_known {
-        eprintln!("audit: not-found denial not recorded: {k}");
     }
     assert!(
         audit_mismatches.is_empty(),
@@ -986,13 +984,74 @@ fn revocation_applies_to_the_next_init() {
     drop(excl);
 }
 
-/// Acceptance 4 (second half): while the audit database cannot be written (another
-/// connection holds its write lock past the writer's busy timeout; the tests run as root,
-/// for whom a 0444 file is still writable), new operations are refused (CKR_DEVICE_ERROR)
-/// and the outage is logged: on keywardd's stderr at once, and as an `audit.unavailable`
-/// record once the database is writable again; then operations work again.
+/// How a test makes the audit database unwritable; dropping the value makes it writable again.
+type Breakage = Box<dyn std::any::Any>;
+
+/// Acceptance 4 (second half): the audit database made READ-ONLY (`chattr +i` on the
+/// database and its WAL: unlike a 0444 mode, which root ignores, an immutable file refuses
+/// every write, even through descriptors opened before, and a reopened connection is
+/// read-only). New operations are refused with CKR_DEVICE_ERROR and logged: on keywardd's
+/// stderr at once, and, once the database is writable again, each refused operation's
+/// denial followed by an `audit.unavailable` record that counts them.
 #[test]
-fn audit_outage_refuses_new_operations() {
+fn audit_database_read_only_refuses_new_operations() {
+    audit_outage("audit_database_read_only_refuses_new_operations", |env| {
+        Box::new(Immutable::set(&[
+            env.db.clone(),
+            env.db.with_extension("db-wal"),
+        ]))
+    });
+}
+
+/// The same while another connection holds the database's write lock past the writer's
+/// busy timeout.
+#[test]
+fn audit_database_locked_refuses_new_operations() {
+    audit_outage("audit_database_locked_refuses_new_operations", |env| {
+        let locker = rusqlite::Connection::open(&env.db).unwrap();
+        locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        Box::new(locker)
+    });
+}
+
+/// Files made immutable (`chattr +i`) until dropped.
+struct Immutable(Vec<std::path::PathBuf>);
+
+impl Immutable {
+    fn set(files: &[std::path::PathBuf]) -> Immutable {
+        let mut guard = Immutable(Vec::new());
+        for f in files {
+            assert!(f.exists(), "{} does not exist", f.display());
+            let out = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(f)
+                .output()
+                .expect("chattr (e2fsprogs) is needed");
+            assert!(
+                out.status.success(),
+                "chattr +i {}: {} (the test directory must be on a file system with \
+                 immutable files, e.g. ext4)",
+                f.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            guard.0.push(f.clone());
+        }
+        guard
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(f)
+                .status();
+        }
+    }
+}
+
+fn audit_outage(test: &str, unwritable: impl FnOnce(&Env) -> Breakage) {
     match child_role().as_deref() {
         Some("maker") => return maker_child(),
         Some(_) => return,
@@ -1010,7 +1069,7 @@ fn audit_outage_refuses_new_operations() {
     let dir = env.dir().to_path_buf();
     let settings = Settings::new(&env.client_socket, &dir.join("module.toml")).tokens(RING);
     let out = run_child(
-        "audit_outage_refuses_new_operations",
+        test,
         "maker",
         &settings,
         &[
@@ -1028,8 +1087,7 @@ fn audit_outage_refuses_new_operations() {
     let m = Mechanism::Sha256RsaPkcs;
     s.sign(&m, a, DATA).unwrap();
 
-    let locker = rusqlite::Connection::open(&env.db).unwrap();
-    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let breakage = unwritable(&env);
     let deadline = Instant::now() + std::time::Duration::from_secs(20);
     let refused = loop {
         match outcome(s.sign(&m, a, DATA)) {
@@ -1045,12 +1103,12 @@ fn audit_outage_refuses_new_operations() {
     assert_eq!(refused, RvError::DeviceError);
     assert_eq!(outcome(s.sign(&m, a, DATA)), Err(RvError::DeviceError));
     assert!(
-        env.daemon_log().contains("audit writer unhealthy"),
+        env.daemon_log()
+            .contains("audit log unavailable: operation refused"),
         "{}",
         env.daemon_log()
     );
-    locker.execute_batch("ROLLBACK").unwrap();
-    drop(locker);
+    drop(breakage);
     let deadline = Instant::now() + std::time::Duration::from_secs(20);
     while outcome(s.sign(&m, a, DATA)).is_err() {
         assert!(Instant::now() < deadline, "never recovered");
@@ -1062,6 +1120,41 @@ fn audit_outage_refuses_new_operations() {
     assert_eq!(recs.len(), 1, "{recs:#?}");
     assert_eq!(recs[0]["principal"], "keywardd", "{recs:#?}");
     eprintln!("audit outage record: {}", recs[0]);
+    // Every operation refused during the outage left its denial, written before the
+    // outage's record, and the outage's record counts them.
+    let notice = recs[0]["detail"].as_str().unwrap().to_owned();
+    let notice_seq = recs[0]["seq"].as_i64().unwrap();
+    let out = env.ctl(&[
+        "--json",
+        "audit",
+        "query",
+        "--action",
+        "C_SignInit",
+        "--result",
+        "denied",
+    ]);
+    out.ok();
+    let denials: Vec<_> = out
+        .json_lines()
+        .into_iter()
+        .filter(|r| r["rv"] == 0x30)
+        .collect();
+    assert!(denials.len() >= 2, "{denials:#?}");
+    for d in &denials {
+        assert_eq!(d["principal"], "serviceAccount:signer@payments", "{d}");
+        assert!(d["seq"].as_i64().unwrap() < notice_seq, "{d}");
+        assert!(
+            d["instance"].is_string() && d["peer_pid"].is_number(),
+            "{d}"
+        );
+    }
+    assert!(
+        notice.contains(&format!("{} submissions were refused", denials.len())),
+        "{} denials recorded; the outage record says: {notice}",
+        denials.len()
+    );
+    let out = env.ctl(&["audit", "verify"]);
+    out.ok();
     drop(s);
     p11.finalize().unwrap();
     drop(excl);

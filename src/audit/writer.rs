@@ -31,7 +31,8 @@
 //! deny new operations. Records already accepted with `submit` (their operations went ahead)
 //! are kept in memory and retried; records whose submitter waits are refused to it, never
 //! written later. Every [`WriterConfig::retry_interval`] the writer reopens its connection
-//! and tries again; on success it writes the kept records followed by an
+//! and tries again; on success it writes the kept records, then the denials of the operations
+//! refused meanwhile ([`AuditWriter::refuse`], up to [`MAX_REFUSALS_KEPT`]), then an
 //! `audit.unavailable` record (principal `keywardd`) that names the outage, its cause and how
 //! many submissions were refused, and turns healthy.
 //!
@@ -54,6 +55,10 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How many denials of operations refused during one outage are kept in memory and written
+/// when the log is writable again; beyond that they are only counted.
+pub const MAX_REFUSALS_KEPT: usize = 10_000;
 
 /// `CKR_DEVICE_ERROR`: what an operation refused for want of an audit log returns.
 pub const CKR_DEVICE_ERROR: u64 = 0x30;
@@ -169,6 +174,8 @@ type Reply = SyncSender<Result<i64, AuditUnavailable>>;
 
 enum Msg {
     Record(Box<NewRecord>, Option<Reply>),
+    /// The denial of an operation refused because the log could not be written.
+    Refused(Box<NewRecord>),
     Flush(Reply),
     Shutdown(Reply),
 }
@@ -228,6 +235,8 @@ impl AuditWriter {
             rx,
             shared: Arc::clone(&shared),
             kept: Vec::new(),
+            refusals: Vec::new(),
+            refusals_dropped: 0,
             outage: None,
             last_commit,
         };
@@ -260,6 +269,22 @@ impl AuditWriter {
             .send(Msg::Record(Box::new(record), Some(reply)))
             .map_err(|_| AuditUnavailable::Stopped)?;
         answer.recv().unwrap_or(Err(AuditUnavailable::Stopped))
+    }
+
+    /// Records the denial of an operation refused because the log cannot be written (the
+    /// caller has already refused it): counted as a refused submission and kept for the
+    /// recovery, never blocking. While the writer is healthy it is an ordinary `submit`.
+    pub fn refuse(&self, record: NewRecord) {
+        if self.shared.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        if self.is_healthy() {
+            let _ = self.submit(record);
+            return;
+        }
+        self.shared.refused.fetch_add(1, Ordering::Relaxed);
+        // A full queue drops the record; the count above still reports it.
+        let _ = self.tx.try_send(Msg::Refused(Box::new(record)));
     }
 
     /// Waits until everything submitted before the call is committed; returns the last seq
@@ -388,6 +413,8 @@ impl Batch {
                 self.urgent |= reply.is_some();
                 self.records.push((*r, reply));
             }
+            // The outage ended before the writer saw it: an ordinary record.
+            Msg::Refused(r) => self.records.push((*r, None)),
             Msg::Flush(reply) => {
                 self.urgent = true;
                 self.flushes.push(reply);
@@ -417,6 +444,10 @@ struct Worker {
     shared: Arc<Shared>,
     /// Records accepted with `submit` whose commit failed; written first when possible.
     kept: Vec<NewRecord>,
+    /// Denials of operations refused during the outage (at most [`MAX_REFUSALS_KEPT`]).
+    refusals: Vec<NewRecord>,
+    /// Denials of the outage beyond [`MAX_REFUSALS_KEPT`] (counted only).
+    refusals_dropped: u64,
     outage: Option<Outage>,
     last_commit: Instant,
 }
@@ -616,6 +647,13 @@ impl Worker {
             }
             match self.rx.recv_timeout(next_retry - now) {
                 Ok(Msg::Record(record, None)) => self.kept.push(*record),
+                Ok(Msg::Refused(record)) => {
+                    if self.refusals.len() < MAX_REFUSALS_KEPT {
+                        self.refusals.push(*record);
+                    } else {
+                        self.refusals_dropped += 1;
+                    }
+                }
                 Ok(Msg::Record(_, Some(reply))) | Ok(Msg::Flush(reply)) => {
                     let _ = reply.try_send(Err(self.failed_error()));
                 }
@@ -687,18 +725,26 @@ impl Worker {
             detail: Some(format!(
                 "the audit log could not be written from time_ms {} to {}; cause: {}; {} \
                  submissions were refused meanwhile; the {} records accepted before the \
-                 failure precede this one",
+                 failure and the denials of {} refused operations precede this one ({} \
+                 more denials were not kept)",
                 outage.since_ms,
                 until,
                 outage.cause,
                 refused,
-                self.kept.len()
+                self.kept.len(),
+                self.refusals.len(),
+                self.refusals_dropped
             )),
             request_id: None,
         };
         let kept = std::mem::take(&mut self.kept);
+        let refusals = std::mem::take(&mut self.refusals);
         let result = {
-            let all: Vec<&NewRecord> = kept.iter().chain(std::iter::once(&notice)).collect();
+            let all: Vec<&NewRecord> = kept
+                .iter()
+                .chain(refusals.iter())
+                .chain(std::iter::once(&notice))
+                .collect();
             self.write(&all)
         };
         match result {
@@ -709,6 +755,7 @@ impl Worker {
                     "audit log writable again; operations are accepted"
                 );
                 self.outage = None;
+                self.refusals_dropped = 0;
                 *self.shared.failure.lock() = None;
                 self.shared.healthy.store(true, Ordering::Release);
                 Ok(seqs.last().copied().unwrap_or(0))
@@ -716,6 +763,7 @@ impl Worker {
             Err(e) => {
                 let cause = e.to_string();
                 self.kept = kept;
+                self.refusals = refusals;
                 self.enter_failed(&cause);
                 Err(AuditUnavailable::Failed(cause))
             }
@@ -731,5 +779,12 @@ impl Worker {
             );
         }
         self.kept.clear();
+        if !self.refusals.is_empty() || self.refusals_dropped > 0 {
+            tracing::error!(
+                lost = self.refusals.len() as u64 + self.refusals_dropped,
+                "audit writer stopped while the log could not be written: denials not recorded"
+            );
+        }
+        self.refusals.clear();
     }
 }

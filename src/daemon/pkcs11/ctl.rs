@@ -47,7 +47,7 @@ impl ClientConnection {
                 plaintext,
                 aad,
             } => {
-                let (_, purpose) = self.key_info(&key)?;
+                let (_, purpose) = self.key_info(&key, "Encrypt")?;
                 if purpose != Purpose::EncryptDecrypt {
                     return Err(err(
                         CKR_KEY_FUNCTION_NOT_PERMITTED,
@@ -122,7 +122,7 @@ impl ClientConnection {
                 data: input,
                 prehashed,
             } => {
-                let (alg, _) = self.key_info(&key)?;
+                let (alg, _) = self.key_info(&key, "Sign")?;
                 let (mech, input) = sign_mech(&key, alg, prehashed, input.as_slice())?;
                 let action = if matches!(alg.kind(), KeyKind::Hmac(_)) {
                     "MacSign"
@@ -158,7 +158,7 @@ impl ClientConnection {
                 prehashed,
                 signature,
             } => {
-                let (alg, _) = self.key_info(&key)?;
+                let (alg, _) = self.key_info(&key, "Verify")?;
                 let (mech, input) = sign_mech(&key, alg, prehashed, input.as_slice())?;
                 let signature = match alg.kind() {
                     KeyKind::Ec(bits) => {
@@ -197,12 +197,12 @@ impl ClientConnection {
     }
 
     /// The key's algorithm and purpose, if the caller sees the key.
-    fn key_info(&self, key: &str) -> Result<(Algorithm, Purpose), ErrorReply> {
+    fn key_info(&self, key: &str, action: &str) -> Result<(Algorithm, Purpose), ErrorReply> {
         let view = self
             .svc
             .view()
             .map_err(|rv| err(rv, "keywardd cannot read its state"))?;
-        let name = self.visible_key(&view.state, key)?;
+        let name = self.visible_key(&view.state, key, action)?;
         let entry = view
             .state
             .catalog
@@ -230,6 +230,7 @@ impl ClientConnection {
         &self,
         state: &crate::catalog::State,
         key: &str,
+        action: &str,
     ) -> Result<CryptoKeyName, ErrorReply> {
         let name = match ResourceName::from_str(key) {
             Ok(ResourceName::CryptoKey(k)) => k,
@@ -243,9 +244,18 @@ impl ClientConnection {
                 ))
             }
         };
-        if !state.catalog.keys.contains_key(&name)
-            || !state.policy.sees_key(&self.caller.principal, &name)
-        {
+        if !state.catalog.keys.contains_key(&name) {
+            return Err(missing(key));
+        }
+        if !state.policy.sees_key(&self.caller.principal, &name) {
+            // Told "absent", recorded as refused (design §4, §6).
+            self.deny(
+                &self.caller.principal,
+                action,
+                Some(ResourceName::CryptoKey(name).to_string()),
+                CKR_KEY_HANDLE_INVALID,
+                "not visible to the caller",
+            );
             return Err(missing(key));
         }
         Ok(name)
@@ -261,7 +271,7 @@ impl ClientConnection {
         let principal = &self.caller.principal;
         if !self.svc.audit.is_healthy() {
             return Err(err(
-                CKR_DEVICE_ERROR,
+                self.audit_down(principal, call.action),
                 "the audit log is unavailable: refused",
             ));
         }
@@ -270,7 +280,7 @@ impl ClientConnection {
             .view()
             .map_err(|rv| err(rv, "keywardd cannot read its state"))?;
         let state = &view.state;
-        let name = self.visible_key(state, call.key)?;
+        let name = self.visible_key(state, call.key, call.action)?;
         let entry = state
             .catalog
             .keys

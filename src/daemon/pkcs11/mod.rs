@@ -172,6 +172,7 @@ impl Pkcs11Service {
             caller: caller.clone(),
             sessions: HashMap::new(),
             next_session: 1,
+            current: "none",
         }
     }
 }
@@ -207,6 +208,9 @@ pub struct ClientConnection {
     caller: Caller,
     sessions: HashMap<u64, Session>,
     next_session: u64,
+    /// The C_ function of the request being answered (for audit records of refusals made
+    /// below `handle`).
+    current: &'static str,
 }
 
 /// The slot's view for one request: who, whether logged in, and the ring if it exists and
@@ -216,6 +220,42 @@ struct SlotCtx {
     login: Option<bool>,
     ring: Option<KeyRingName>,
     ring_name: String,
+}
+
+/// The C_ function a request stands for, as audit records name it.
+fn request_action(req: &Pkcs11Request) -> &'static str {
+    use Pkcs11Request as R;
+    match req {
+        R::Ping => "ping",
+        R::ListSlots { .. } => "C_GetSlotList",
+        R::GetTokenInfo { .. } => "C_GetTokenInfo",
+        R::GetMechanismList { .. } => "C_GetMechanismList",
+        R::GetMechanismInfo { .. } => "C_GetMechanismInfo",
+        R::OpenSession { .. } => "C_OpenSession",
+        R::CloseSession { .. } => "C_CloseSession",
+        R::Login { .. } => "C_Login",
+        R::Logout { .. } => "C_Logout",
+        R::FindObjects { .. } => "C_FindObjects",
+        R::GetAttributeValue { .. } => "C_GetAttributeValue",
+        R::SetAttributeValue { .. } => "C_SetAttributeValue",
+        R::CopyObject { .. } => "C_CopyObject",
+        R::DestroyObject { .. } => "C_DestroyObject",
+        R::GetObjectSize { .. } => "C_GetObjectSize",
+        R::CreateObject { .. } => "C_CreateObject",
+        R::GenerateKey { .. } => "C_GenerateKey",
+        R::GenerateKeyPair { .. } => "C_GenerateKeyPair",
+        R::WrapKey { .. } => "C_WrapKey",
+        R::UnwrapKey { .. } => "C_UnwrapKey",
+        R::DeriveKey { .. } => "C_DeriveKey",
+        R::OperationInit { op, .. } => init_action(*op),
+        R::OperationOneShot { .. }
+        | R::OperationUpdate { .. }
+        | R::OperationFinal { .. }
+        | R::Verify { .. }
+        | R::VerifyFinal { .. }
+        | R::OperationCancel { .. } => "operation",
+        R::GenerateRandom { .. } => "C_GenerateRandom",
+    }
 }
 
 fn init_action(op: Operation) -> &'static str {
@@ -274,6 +314,7 @@ impl ClientConnection {
     ) -> Result<Pkcs11Response, u64> {
         use Pkcs11Request as R;
         use Pkcs11Response as P;
+        self.current = request_action(&req);
         match req {
             R::Ping => Ok(P::Pong),
             R::ListSlots { configured } => Ok(P::Slots(self.list_slots(&configured))),
@@ -483,13 +524,35 @@ impl ClientConnection {
         );
     }
 
+    /// `CKR_DEVICE_ERROR` while the audit log cannot be written; the refusal is recorded
+    /// (as the instance's principal) when the log is writable again.
     fn healthy(&self) -> Result<(), u64> {
         if self.svc.audit.is_healthy() {
             Ok(())
         } else {
-            tracing::error!("audit writer unhealthy: refusing a new operation");
-            Err(CKR_DEVICE_ERROR)
+            let base = self.inst.lock().base.clone();
+            Err(self.audit_down(&base, self.current))
         }
+    }
+
+    /// Refuses an operation for want of an audit log: its denial goes to the writer's
+    /// outage list (design §6: every denial is recorded); answers `CKR_DEVICE_ERROR`.
+    fn audit_down(&self, principal: &Principal, action: &str) -> u64 {
+        tracing::error!(action, "audit log unavailable: operation refused");
+        self.svc.audit.refuse(NewRecord {
+            time_ms: self.svc.clock.now_ms(),
+            principal: principal.member.to_string(),
+            peer_pid: self.caller.peer_pid,
+            peer_uid: self.caller.peer_uid,
+            instance: self.caller.instance.clone(),
+            action: action.to_owned(),
+            resource: None,
+            outcome: Outcome::Denied,
+            rv: CKR_DEVICE_ERROR,
+            detail: Some("the audit log could not be written".into()),
+            request_id: None,
+        });
+        CKR_DEVICE_ERROR
     }
 
     // ------------------------------------------------------------------ slots, login
@@ -745,7 +808,20 @@ impl ClientConnection {
         let state = &view.state;
         let id = self.inst.lock().object(handle).ok_or(invalid)?;
         let ring = ctx.ring.as_ref().ok_or(invalid)?;
-        if &id.key.ring != ring || !state.policy.sees_key(&ctx.principal, &id.key) {
+        if &id.key.ring != ring {
+            return Err(invalid);
+        }
+        if !state.policy.sees_key(&ctx.principal, &id.key) {
+            // A handle the instance was given while it saw the key (a binding was revoked
+            // since, or another principal's session found it): the caller is told the
+            // object is absent, the audit log that it was refused (design §4, §6).
+            self.deny(
+                &ctx.principal,
+                self.current,
+                Some(id.version_name()),
+                invalid,
+                "not visible to the caller",
+            );
             return Err(invalid);
         }
         if id.half.is_private() && ctx.login != Some(false) {
@@ -904,8 +980,7 @@ impl ClientConnection {
         let state = &view.state;
         let ctx = self.slot_ctx(slot, state)?;
         if !self.svc.audit.is_healthy() {
-            tracing::error!(action, "audit writer unhealthy: operation refused");
-            return Err(CKR_DEVICE_ERROR);
+            return Err(self.audit_down(&ctx.principal, action));
         }
         let (Some(handle), Some(permission)) = (key, use_permission(op)) else {
             // C_DigestInit: no key, no gate.
