@@ -14,3 +14,4 @@ pub mod catalog;
 pub mod daemon;
 pub mod policy;
 pub mod store;
+pub mod x509;

@@ -95,6 +95,8 @@ pub struct Pkcs11Extras {
     pub generic: HashMap<CryptoKeyName, GenericAttrs>,
     /// Public halves of versions a client destroyed objects of.
     pub public_halves: HashMap<(CryptoKeyName, u64), PublicHalf>,
+    /// The live certificate objects.
+    pub certificates: Vec<super::certs::CertEntry>,
 }
 
 fn usage_of(u: [bool; 6]) -> GenericUsage {
@@ -155,6 +157,11 @@ impl AdminService {
             for (name, n, state) in skeys::list_public_halves(&tx)? {
                 out.public_halves.insert((key_name(&name)?, n), state);
             }
+            for row in crate::store::certs::list(&tx)? {
+                let entry = super::certs::CertEntry::from_row(row)
+                    .map_err(|e| Failure::Store(store::corrupt(e)))?;
+                out.certificates.push(entry);
+            }
             tx.commit()?;
             Ok(out)
         };
@@ -164,7 +171,7 @@ impl AdminService {
     /// Runs `f` in one write transaction like [`AdminService::handle`]: audited (the record
     /// `f` describes, or a denied/error record of its own), committed, state republished.
     /// `denied_rv` is what a policy denial returns.
-    fn run_pkcs11<T>(
+    pub(super) fn run_pkcs11<T>(
         &mut self,
         caller: &Caller,
         action: &str,

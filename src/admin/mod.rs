@@ -8,6 +8,7 @@
 
 mod accounts;
 mod audit_cmd;
+pub mod certs;
 pub mod credentials;
 pub mod generic;
 mod hierarchy;
@@ -554,6 +555,10 @@ fn dispatch(ctx: &mut Ctx<'_>, req: AdminRequest) -> Res<AdminResponse> {
         R::AuditTail { count } => audit_cmd::tail(ctx, count),
         R::AuditQuery { filter } => audit_cmd::query(ctx, &filter),
         R::AuditVerify => audit_cmd::verify(ctx),
+        R::KeyCertImport { key, certs, label } => {
+            certs::import(ctx, &key, &certs, label.as_deref())
+        }
+        R::KeyCertList { key } => certs::list(ctx, &key),
     }
 }
 
@@ -582,6 +587,7 @@ pub fn is_plain_read(req: &AdminRequest) -> bool {
             | R::KeyGet { .. }
             | R::VersionList { .. }
             | R::VersionGet { .. }
+            | R::KeyCertList { .. }
     )
 }
 
@@ -663,6 +669,8 @@ fn describe(req: &AdminRequest) -> (&'static str, Option<String>) {
         R::AuditTail { .. } => ("audit.tail", None),
         R::AuditQuery { .. } => ("audit.query", None),
         R::AuditVerify => ("audit.verify", None),
+        R::KeyCertImport { key, .. } => ("key.cert.import", s(key)),
+        R::KeyCertList { key } => ("key.cert.list", s(key)),
     }
 }
 

@@ -2,6 +2,7 @@
 //! object map, and the audit log. WAL, foreign keys on, every write in one transaction with
 //! its audit record. The policy snapshot is built in one read transaction.
 
+pub mod certs;
 pub mod iam;
 pub mod keys;
 pub mod resources;

@@ -153,4 +153,31 @@ CREATE TABLE public_halves (
     PRIMARY KEY (key_id, version)
 );
 "#,
+    // 4: certificate objects (CKO_CERTIFICATE, X.509; design §4 "Objects"): made through the
+    // module (C_CreateObject, NSS certutil -A) or by keywardctl (key cert create/import). A
+    // certificate belongs to the key whose public key it carries (`key_id`, `version`), else
+    // to its ring (`key_id` NULL: a CA of a chain); the client's CKA_ID/CKA_LABEL and
+    // CKA_SUBJECT/CKA_ISSUER/CKA_SERIAL_NUMBER are kept byte-exact. A destroyed certificate
+    // keeps its row (`deleted_at`).
+    r#"
+CREATE TABLE certificates (
+    id INTEGER PRIMARY KEY,
+    ring_id INTEGER NOT NULL REFERENCES resources(id),
+    key_id INTEGER REFERENCES crypto_keys(resource_id),
+    version INTEGER,
+    cka_id BLOB NOT NULL,
+    cka_label BLOB NOT NULL,
+    subject BLOB NOT NULL,
+    issuer BLOB NOT NULL,
+    serial BLOB NOT NULL,
+    value BLOB NOT NULL,
+    category INTEGER NOT NULL DEFAULT 0,
+    trusted INTEGER NOT NULL DEFAULT 0,
+    created_by TEXT NOT NULL,
+    creator_instance TEXT,
+    created_at INTEGER NOT NULL,
+    deleted_at INTEGER
+);
+CREATE INDEX certificates_ring ON certificates(ring_id);
+"#,
 ];

@@ -252,6 +252,17 @@ pub enum AdminRequest {
         filter: AuditFilter,
     },
     AuditVerify,
+    /// Attach a certificate of one of the key's public keys (DER), then its chain, as
+    /// certificate objects (issue 7: `key cert import`, `key cert create --self-signed`).
+    KeyCertImport {
+        key: String,
+        certs: Vec<Vec<u8>>,
+        label: Option<String>,
+    },
+    /// The certificates attached to a key.
+    KeyCertList {
+        key: String,
+    },
 }
 
 /// A table for humans: column headers and rows of cells.

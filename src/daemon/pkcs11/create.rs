@@ -14,7 +14,7 @@
 //! - `C_CreateObject`: plaintext secret key material only with the ring's
 //!   `allow_plaintext_import` (AES, imported as a `PKCS11_GENERIC` key, audited), else
 //!   `CKR_TEMPLATE_INCONSISTENT`; private keys, public keys and data objects are
-//!   `CKR_TEMPLATE_INCONSISTENT`; certificates are not offered here yet.
+//!   `CKR_TEMPLATE_INCONSISTENT`; certificates are [`super::certs`]'.
 //! - Session objects (`CKA_TOKEN` FALSE or absent) are not offered yet:
 //!   `CKR_TEMPLATE_INCONSISTENT`.
 //! - `C_DestroyObject`: kms.cryptoKeyVersions.destroy (else `CKR_ACTION_PROHIBITED`); the
@@ -241,7 +241,7 @@ fn hex(b: &[u8]) -> String {
 
 impl ClientConnection {
     /// The caller as the admin service sees it: the slot's principal, this instance.
-    fn admin_caller(&self, ctx: &SlotCtx) -> Caller {
+    pub(super) fn admin_caller(&self, ctx: &SlotCtx) -> Caller {
         Caller {
             principal: ctx.principal.clone(),
             ..self.caller.clone()
@@ -250,7 +250,7 @@ impl ClientConnection {
 
     /// kms.cryptoKeys.create on the session's ring, else `CKR_TOKEN_WRITE_PROTECTED`
     /// (audited); then a read-write session. Returns the slot's view and its ring.
-    fn creation_gate(
+    pub(super) fn creation_gate(
         &mut self,
         session: SessionId,
         action: &str,
@@ -290,7 +290,7 @@ impl ClientConnection {
     }
 
     /// Records a refused template (`error`, or `denied` for custody under strict_templates).
-    fn template_refused(&self, ctx: &SlotCtx, action: &str, rv: u64, why: &str) -> u64 {
+    pub(super) fn template_refused(&self, ctx: &SlotCtx, action: &str, rv: u64, why: &str) -> u64 {
         let _ = self.record(
             &ctx.principal,
             action,
@@ -444,11 +444,7 @@ impl ClientConnection {
         let t = Tpl(template);
         let class = t.ulong(CKA_CLASS)?;
         match class {
-            Some(CKO_CERTIFICATE) => {
-                // Certificates are another issue's (key cert create, --import-cert).
-                self.session(session)?;
-                return Err(CKR_FUNCTION_NOT_SUPPORTED);
-            }
+            Some(CKO_CERTIFICATE) => return self.create_cert(session, template),
             Some(CKO_SECRET_KEY | CKO_PRIVATE_KEY) => {}
             None => {
                 self.session(session)?;

@@ -48,6 +48,8 @@ pub struct InstanceState {
     pub sessions: HashMap<SlotId, (u64, u64)>,
     by_object: HashMap<ObjectKey, u64>,
     by_handle: HashMap<u64, ObjectKey>,
+    by_cert: HashMap<i64, u64>,
+    cert_handles: HashMap<u64, i64>,
 }
 
 impl InstanceState {
@@ -61,6 +63,8 @@ impl InstanceState {
             sessions: HashMap::new(),
             by_object: HashMap::new(),
             by_handle: HashMap::new(),
+            by_cert: HashMap::new(),
+            cert_handles: HashMap::new(),
         }
     }
 
@@ -77,16 +81,37 @@ impl InstanceState {
         if let Some(h) = self.by_object.get(object) {
             return ObjectHandle(*h);
         }
-        let mut rng = rand::thread_rng();
-        let h = loop {
-            let h: u64 = rng.gen_range(1..=0x7fff_ffff);
-            if !self.by_handle.contains_key(&h) {
-                break h;
-            }
-        };
+        let h = self.fresh_handle();
         self.by_object.insert(object.clone(), h);
         self.by_handle.insert(h, object.clone());
         ObjectHandle(h)
+    }
+
+    /// A handle not used for anything yet.
+    fn fresh_handle(&self) -> u64 {
+        let mut rng = rand::thread_rng();
+        loop {
+            let h: u64 = rng.gen_range(1..=0x7fff_ffff);
+            if !self.by_handle.contains_key(&h) && !self.cert_handles.contains_key(&h) {
+                break h;
+            }
+        }
+    }
+
+    /// The handle of the certificate `id`, made on first use (one handle space with keys).
+    pub fn cert_handle(&mut self, id: i64) -> ObjectHandle {
+        if let Some(h) = self.by_cert.get(&id) {
+            return ObjectHandle(*h);
+        }
+        let h = self.fresh_handle();
+        self.by_cert.insert(id, h);
+        self.cert_handles.insert(h, id);
+        ObjectHandle(h)
+    }
+
+    /// The certificate a handle names in this instance.
+    pub fn cert(&self, handle: ObjectHandle) -> Option<i64> {
+        self.cert_handles.get(&handle.0).copied()
     }
 
     /// The object a handle names in this instance.

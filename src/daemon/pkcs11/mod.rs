@@ -29,6 +29,7 @@
 //! `Pkcs11Service::instances`, then one `InstanceState` mutex; none but the first is held
 //! across a token call or an authentication.
 
+pub mod certs;
 pub mod ck;
 pub mod create;
 pub mod ctl;
@@ -387,10 +388,20 @@ impl ClientConnection {
                 session,
                 object,
                 template,
-            } => self.set_attributes(session, object, &template),
+            } => {
+                if let Some(found) = self.cert_of(session, object)? {
+                    let (ctx, cert) = found?;
+                    return self.set_cert_attributes(session, &ctx, &cert, &template);
+                }
+                self.set_attributes(session, object, &template)
+            }
             R::CopyObject {
                 session, object, ..
             } => {
+                if let Some(found) = self.cert_of(session, object)? {
+                    let (ctx, cert) = found?;
+                    return Err(self.copy_cert(&ctx, &cert));
+                }
                 // A Keyward key is never copied (design §4 "No side doors").
                 let (ctx, obj) = self.visible_object(session, object, CKR_OBJECT_HANDLE_INVALID)?;
                 self.deny(
@@ -402,8 +413,18 @@ impl ClientConnection {
                 );
                 Err(CKR_ACTION_PROHIBITED)
             }
-            R::DestroyObject { session, object } => self.destroy(session, object),
+            R::DestroyObject { session, object } => {
+                if let Some(found) = self.cert_of(session, object)? {
+                    let (ctx, cert) = found?;
+                    return self.destroy_cert(session, &ctx, &cert);
+                }
+                self.destroy(session, object)
+            }
             R::GetObjectSize { session, object } => {
+                if let Some(found) = self.cert_of(session, object)? {
+                    found?;
+                    return Ok(P::Size(None));
+                }
                 self.visible_object(session, object, CKR_OBJECT_HANDLE_INVALID)?;
                 Ok(P::Size(None))
             }
@@ -875,6 +896,25 @@ impl ClientConnection {
         Ok((ctx, id))
     }
 
+    /// The certificate a handle names, with the slot's view: `None` if the handle names no
+    /// certificate, `Some(Err(CKR_OBJECT_HANDLE_INVALID))` if the principal does not see it.
+    #[allow(clippy::type_complexity)]
+    fn cert_of(
+        &self,
+        session: SessionId,
+        handle: ObjectHandle,
+    ) -> Result<Option<Result<(SlotCtx, crate::admin::certs::CertEntry), u64>>, u64> {
+        let slot = self.session(session)?.slot;
+        if self.inst.lock().cert(handle).is_none() {
+            return Ok(None);
+        }
+        let view = self.svc.view()?;
+        let ctx = self.slot_ctx(slot, &view.state)?;
+        Ok(self
+            .resolve_cert(&view, &ctx, handle)
+            .map(|r| r.map(|c| c.entry.clone()).map(|c| (ctx, c))))
+    }
+
     fn find(&mut self, session: SessionId, template: &[Attribute]) -> Result<Pkcs11Response, u64> {
         let slot = self.session(session)?.slot;
         self.healthy()?;
@@ -886,10 +926,11 @@ impl ClientConnection {
             .filter(|o| o.matches(template))
             .map(|o| o.id)
             .collect();
-        let handles = {
+        let mut handles: Vec<ObjectHandle> = {
             let mut inst = self.inst.lock();
             found.iter().map(|k| inst.handle(k)).collect()
         };
+        handles.extend(self.find_certs(&view, &ctx, template));
         self.session_mut(session)?.finds += 1;
         Ok(Pkcs11Response::Objects(handles))
     }
@@ -904,6 +945,11 @@ impl ClientConnection {
         self.healthy()?;
         let view = self.svc.view()?;
         let ctx = self.slot_ctx(slot, &view.state)?;
+        if let Some(cert) = self.resolve_cert(&view, &ctx, handle) {
+            let results = self.cert_attributes(&ctx, cert?, types);
+            self.session_mut(session)?.reads += 1;
+            return Ok(Pkcs11Response::Attributes(results));
+        }
         let obj = self.resolve(&view, &ctx, handle, CKR_OBJECT_HANDLE_INVALID)?;
         if !obj.shown() {
             return Err(CKR_OBJECT_HANDLE_INVALID);
