@@ -230,6 +230,75 @@ enum KeyCmd {
         #[arg(long)]
         version: Option<u64>,
     },
+    /// Certificates of an asymmetric key: make one signed in the token, attach a CA-issued
+    /// one and its chain, list them (certificate objects through the PKCS#11 module)
+    #[command(subcommand)]
+    Cert(CertCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum CertCmd {
+    /// Make a self-signed certificate (attached to the key) or a PKCS#10 request for the key's
+    /// primary version, signed in the token through keywardd (needs viewPublicKey and
+    /// useToSign on the key; attaching needs kms.cryptoKeys.update); or, with --import-cert,
+    /// attach a CA-issued certificate like `key cert import`
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["self_signed", "csr", "import_cert"])))]
+    Create {
+        /// The key (projects/P/keyRings/R/cryptoKeys/K): EC P-256/P-384 or RSA signing key
+        #[arg(long, value_name = "KEY")]
+        key: String,
+        /// A self-signed X.509 v3 certificate, attached to the key as a certificate object
+        #[arg(long)]
+        self_signed: bool,
+        /// A PKCS#10 certificate signing request (nothing is attached)
+        #[arg(long)]
+        csr: bool,
+        /// Attach this CA-issued certificate (PEM or DER) instead
+        #[arg(long, value_name = "FILE")]
+        import_cert: Option<PathBuf>,
+        /// With --import-cert: the issuing chain (PEM, issuer first)
+        #[arg(long, value_name = "FILE", requires = "import_cert")]
+        chain: Option<PathBuf>,
+        /// Subject, RFC 4514 (e.g. CN=web,O=Example) [default: CN=<key id>]
+        #[arg(long, value_name = "DN")]
+        subject: Option<String>,
+        /// Validity of a self-signed certificate, in days
+        #[arg(long, value_name = "N", default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        days: u32,
+        /// Write the PEM here [default: stdout]
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Attach a CA-issued certificate of the key (PEM or DER) and its chain, so that Java and
+    /// NSS find them through the module (needs kms.cryptoKeys.update); a certificate whose
+    /// public key is not one of the key's is refused
+    #[command(alias = "import-cert")]
+    Import {
+        /// The key
+        #[arg(long, value_name = "KEY")]
+        key: String,
+        /// The certificate (PEM or DER; more PEM blocks after the first are its chain)
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// The issuing chain (PEM, issuer first)
+        #[arg(long, value_name = "FILE")]
+        chain: Option<PathBuf>,
+        /// CKA_LABEL of the certificate object [default: the key's label]
+        #[arg(long, value_name = "LABEL")]
+        label: Option<String>,
+    },
+    /// List the certificates attached to a key (needs kms.cryptoKeys.get)
+    List {
+        /// The key
+        #[arg(long, value_name = "KEY")]
+        key: String,
+    },
+    /// Print the certificates attached to a key as PEM (needs kms.cryptoKeys.get)
+    Get {
+        /// The key
+        #[arg(long, value_name = "KEY")]
+        key: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -1002,6 +1071,30 @@ fn to_request(cmd: Command) -> Result<AdminRequest, String> {
             KeyCmd::Rotate { name, set_primary } => R::KeyRotate { name, set_primary },
             KeyCmd::SetPrimary { name, version } => R::KeySetPrimary { name, version },
             KeyCmd::GetPublicKey { name, version } => R::KeyGetPublicKey { name, version },
+            KeyCmd::Cert(CertCmd::List { key } | CertCmd::Get { key }) => R::KeyCertList { key },
+            KeyCmd::Cert(CertCmd::Import {
+                key,
+                cert,
+                chain,
+                label,
+            }) => R::KeyCertImport {
+                key,
+                certs: certcmd::read_chain(&cert, chain.as_deref())?,
+                label,
+            },
+            KeyCmd::Cert(CertCmd::Create {
+                key,
+                import_cert: Some(cert),
+                chain,
+                ..
+            }) => R::KeyCertImport {
+                key,
+                certs: certcmd::read_chain(&cert, chain.as_deref())?,
+                label: None,
+            },
+            KeyCmd::Cert(CertCmd::Create { .. }) => {
+                return Err("key cert create --self-signed/--csr runs through keywardd".into())
+            }
         },
         Command::Version(c) => match c {
             VersionCmd::List { key } => R::VersionList { key },
@@ -1348,6 +1441,16 @@ fn main() -> ExitCode {
         Command::Sign(a) => return crypto::run(&global, crypto::Kind::Sign, a),
         Command::Verify(a) => return crypto::run(&global, crypto::Kind::Verify, a),
         Command::Mac(a) => return crypto::run(&global, crypto::Kind::Mac, a),
+        Command::Key(KeyCmd::Cert(CertCmd::Create {
+            key,
+            self_signed,
+            subject,
+            days,
+            out,
+            import_cert: None,
+            ..
+        })) => return certcmd::create(&global, &key, self_signed, subject, days, out),
+        Command::Key(KeyCmd::Cert(CertCmd::Get { key })) => return certcmd::get(&global, key),
         other => other,
     };
     let req = match to_request(command) {
@@ -1532,6 +1635,231 @@ mod crypto {
                 eprintln!("error: {}", printable(&e.message));
                 ExitCode::from(1)
             }
+        }
+    }
+}
+
+/// `keywardctl key cert ...`: certificates of asymmetric keys (issue 7). The
+/// `TBSCertificate`/`CertificationRequestInfo` is built here ([`keyward::x509`]) and signed in
+/// the token through keywardd's client socket (`useToSign`, audited like `keywardctl sign`);
+/// a self-signed certificate is then attached over the admin socket (`key.cert.import`).
+mod certcmd {
+    use super::{call_socket, printable, run_request, CtlError, Global};
+    use keyward::x509::{self, SigAlg};
+    use keyward_wire::admin::AdminRequest;
+    use keyward_wire::pkcs11::Blob;
+    use keyward_wire::{CryptoRequest, CryptoResponse, RequestBody, ResponseBody};
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::process::ExitCode;
+
+    /// The certificate in `cert` (PEM or DER; more PEM blocks are its chain), then `chain`.
+    pub fn read_chain(cert: &Path, chain: Option<&Path>) -> Result<Vec<Vec<u8>>, String> {
+        let read = |p: &Path| -> Result<Vec<Vec<u8>>, String> {
+            let bytes =
+                std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            x509::read_certificates(&bytes).map_err(|e| format!("{}: {e}", p.display()))
+        };
+        let mut out = read(cert)?;
+        if let Some(c) = chain {
+            out.extend(read(c)?);
+        }
+        Ok(out)
+    }
+
+    fn fail(e: CtlError) -> ExitCode {
+        match e {
+            CtlError::Usage(m) => {
+                eprintln!("error: {m}");
+                ExitCode::from(2)
+            }
+            CtlError::Request(e) => {
+                eprintln!("error: {}", printable(&e.message));
+                ExitCode::from(1)
+            }
+        }
+    }
+
+    fn error(m: impl std::fmt::Display) -> ExitCode {
+        eprintln!("error: {m}");
+        ExitCode::from(1)
+    }
+
+    fn write_out(out: Option<&Path>, text: &str) -> Result<(), String> {
+        match out {
+            Some(p) if p != Path::new("-") => {
+                std::fs::write(p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))
+            }
+            _ => {
+                let mut o = std::io::stdout().lock();
+                o.write_all(text.as_bytes())
+                    .and_then(|()| o.flush())
+                    .map_err(|e| format!("cannot write stdout: {e}"))
+            }
+        }
+    }
+
+    /// The primary version's name, algorithm and SPKI (DER).
+    fn public_key(global: &Global, key: &str) -> Result<(String, String, Vec<u8>), CtlError> {
+        let resp = run_request(
+            global,
+            AdminRequest::KeyGetPublicKey {
+                name: key.to_string(),
+                version: None,
+            },
+        )?;
+        let bad = |m: &str| {
+            CtlError::Request(keyward::admin::AdminError {
+                rv: 0x05,
+                message: format!("keywardd's public key answer: {m}"),
+            })
+        };
+        let js: serde_json::Value =
+            serde_json::from_str(&resp.json).map_err(|_| bad("not JSON"))?;
+        let field = |f: &str| js[f].as_str().map(str::to_string).ok_or_else(|| bad(f));
+        let (name, algorithm, pem) = (field("name")?, field("algorithm")?, field("pem")?);
+        let (_, der) = der::pem::decode_vec(pem.as_bytes()).map_err(|_| bad("bad PEM"))?;
+        Ok((name, algorithm, der))
+    }
+
+    /// `key cert create --self-signed|--csr`.
+    pub fn create(
+        global: &Global,
+        key: &str,
+        self_signed: bool,
+        subject: Option<String>,
+        days: u32,
+        out: Option<PathBuf>,
+    ) -> ExitCode {
+        if global.db.is_some() || global.as_member.is_some() {
+            eprintln!(
+                "error: key cert create signs in the token: it runs only through keywardd (no \
+                 --db, no --as; use KEYWARD_CREDENTIALS=FILE to act as a service account)"
+            );
+            return ExitCode::from(2);
+        }
+        let (version, algorithm, spki) = match public_key(global, key) {
+            Ok(v) => v,
+            Err(e) => return fail(e),
+        };
+        let Some(alg) = SigAlg::for_algorithm(&algorithm) else {
+            return error(format!(
+                "{} is a {algorithm} key: certificates need an asymmetric signing key \
+                 (EC_SIGN_P256_SHA256, EC_SIGN_P384_SHA384, RSA_SIGN_PKCS1_*_SHA256, \
+                 RSA_SIGN_PSS_*_SHA256)",
+                printable(key)
+            ));
+        };
+        let key_id = key.rsplit('/').next().unwrap_or(key);
+        let subject = subject.unwrap_or_else(|| format!("CN={key_id}"));
+        let name = match x509::parse_subject(&subject) {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let to_sign = if self_signed {
+            let mut serial: [u8; 16] = rand::random();
+            serial[0] = (serial[0] & 0x7f) | 0x40;
+            x509::self_signed_tbs(
+                &spki,
+                &name,
+                days,
+                &serial,
+                std::time::SystemTime::now(),
+                alg,
+            )
+        } else {
+            x509::request_info(&spki, &name)
+        };
+        let to_sign = match to_sign {
+            Ok(t) => t,
+            Err(e) => return error(format!("cannot encode the request: {e}")),
+        };
+        let answer = call_socket(
+            global,
+            &global.client_socket,
+            RequestBody::Crypto(CryptoRequest::Sign {
+                key: key.to_string(),
+                data: Blob::new(to_sign.clone()),
+                prehashed: false,
+            }),
+        );
+        let signature = match answer {
+            Ok(ResponseBody::Crypto(CryptoResponse::Data(sig))) => sig.as_slice().to_vec(),
+            Ok(_) => return error("keywardd answered with another kind of response"),
+            Err(e) => return fail(e),
+        };
+        // The primary version must not have moved between reading its key and signing.
+        match public_key(global, key) {
+            Ok((v, _, s)) if v == version && s == spki => {}
+            Ok(_) => {
+                return error(format!(
+                    "the primary version of {} changed while signing: run it again",
+                    printable(key)
+                ))
+            }
+            Err(e) => return fail(e),
+        }
+        let (der, label) = if self_signed {
+            (
+                x509::assemble_certificate(&to_sign, alg, &signature),
+                "CERTIFICATE",
+            )
+        } else {
+            (
+                x509::assemble_request(&to_sign, alg, &signature),
+                "CERTIFICATE REQUEST",
+            )
+        };
+        let pem = match der.and_then(|d| x509::pem(label, &d).map(|p| (d, p))) {
+            Ok(v) => v,
+            Err(e) => return error(format!("cannot encode the result: {e}")),
+        };
+        if self_signed {
+            let req = AdminRequest::KeyCertImport {
+                key: key.to_string(),
+                certs: vec![pem.0.clone()],
+                label: None,
+            };
+            match run_request(global, req) {
+                Ok(resp) => {
+                    if let Some(m) = resp.message {
+                        eprintln!("{}", printable(&m));
+                    }
+                }
+                Err(e) => return fail(e),
+            }
+        } else {
+            eprintln!(
+                "certificate request for {} ({subject}) signed by {version}",
+                printable(key)
+            );
+        }
+        match write_out(out.as_deref(), &pem.1) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => error(e),
+        }
+    }
+
+    /// `key cert get`: the attached certificates as PEM.
+    pub fn get(global: &Global, key: String) -> ExitCode {
+        let resp = match run_request(global, AdminRequest::KeyCertList { key: key.clone() }) {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        let js: serde_json::Value = serde_json::from_str(&resp.json).unwrap_or_default();
+        let pems: Vec<&str> = js
+            .as_array()
+            .map(|a| a.iter().filter_map(|c| c["pem"].as_str()).collect())
+            .unwrap_or_default();
+        if pems.is_empty() {
+            return error(format!("{} has no certificate attached", printable(&key)));
+        }
+        match write_out(None, &pems.concat()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => error(e),
         }
     }
 }
