@@ -18,6 +18,7 @@ mod maintenance;
 pub use keys::{DEFAULT_GRACE_SECS, MIN_GRACE_SECS};
 pub use maintenance::{ReconcileReport, RESERVED_LABEL_PREFIX};
 mod render;
+mod status;
 
 use crate::audit::{self, NewRecord, Outcome};
 use crate::policy::{Member, Permission, Principal, ResourceKind, ResourceName, Snapshot};
@@ -559,6 +560,7 @@ fn dispatch(ctx: &mut Ctx<'_>, req: AdminRequest) -> Res<AdminResponse> {
             certs::import(ctx, &key, &certs, label.as_deref())
         }
         R::KeyCertList { key } => certs::list(ctx, &key),
+        R::Status => status::status(ctx),
     }
 }
 
@@ -588,6 +590,7 @@ pub fn is_plain_read(req: &AdminRequest) -> bool {
             | R::VersionList { .. }
             | R::VersionGet { .. }
             | R::KeyCertList { .. }
+            | R::Status
     )
 }
 
@@ -671,6 +674,7 @@ fn describe(req: &AdminRequest) -> (&'static str, Option<String>) {
         R::AuditVerify => ("audit.verify", None),
         R::KeyCertImport { key, .. } => ("key.cert.import", s(key)),
         R::KeyCertList { key } => ("key.cert.list", s(key)),
+        R::Status => ("status", None),
     }
 }
 

@@ -145,6 +145,15 @@ enum Command {
     Verify(CryptoArgs),
     /// HMAC-SHA256 tag with a MAC key, or check one with --verify (client socket)
     Mac(CryptoArgs),
+    /// Is keywardd up? Its token, and (with kms.auditLogs.read) counts and the audit head;
+    /// exit 1 if the daemon is down
+    Status,
+    /// Print a shell completion script: `source <(keywardctl completions bash)`
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// The options of the crypto commands.
@@ -839,6 +848,8 @@ fn to_request(cmd: Command) -> Result<AdminRequest, String> {
         | Command::Mac(_) => {
             return Err("the crypto commands go to the client socket, not the admin".into())
         }
+        Command::Completions { .. } => return Err("completions are made locally".into()),
+        Command::Status => R::Status,
         Command::Init { org, admin } => R::Init {
             org: org_id(&org),
             admin,
@@ -1157,6 +1168,8 @@ enum CtlError {
     Usage(String),
     /// The request was made and failed (exit 1).
     Request(AdminError),
+    /// No keywardd listens at the socket (exit 2; `status` reports the daemon down).
+    Unreachable(String),
 }
 
 /// Sends one request to the handler: to keywardd's admin socket, or in-process over `--db`
@@ -1274,7 +1287,7 @@ fn call_socket(
     let hello = Hello::new(ClientKind::Ctl, None, credentials);
     let mut client = Client::connect(socket, &hello).map_err(|e| match e {
         // No daemon at that path: the command line must name another way in (exit 2).
-        WireError::Connect { source, .. } => CtlError::Usage(format!(
+        WireError::Connect { source, .. } => CtlError::Unreachable(format!(
             "cannot reach keywardd at {} ({source}): start keywardd, give --socket PATH, or \
              use --db PATH to work offline",
             socket.display()
@@ -1451,6 +1464,8 @@ fn main() -> ExitCode {
             ..
         })) => return certcmd::create(&global, &key, self_signed, subject, days, out),
         Command::Key(KeyCmd::Cert(CertCmd::Get { key })) => return certcmd::get(&global, key),
+        Command::Completions { shell } => return completions(shell),
+        Command::Status => return status(&global),
         other => other,
     };
     let req = match to_request(command) {
@@ -1471,6 +1486,60 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Err(CtlError::Usage(m) | CtlError::Unreachable(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(2)
+        }
+        Err(CtlError::Request(e)) => {
+            eprintln!("error: {}", printable(&e.message));
+            if global.json {
+                let doc = serde_json::json!({"error": {"message": e.message, "rv": e.rv}});
+                println!("{doc}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `keywardctl completions SHELL`: the completion script on stdout.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    // Into a buffer first: clap_complete panics on a write error (`| head`).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "keywardctl", &mut script);
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&script).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write the completion script: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `keywardctl status`: the status request; a daemon that does not answer is reported as down
+/// (exit 1), in the table or, with `--json`, as `{"daemon": {"running": false, ...}}`.
+fn status(global: &Global) -> ExitCode {
+    match run_request(global, AdminRequest::Status) {
+        Err(CtlError::Unreachable(m)) => {
+            if global.json {
+                let doc = serde_json::json!({"daemon": {
+                    "running": false,
+                    "socket": global.socket.display().to_string(),
+                    "error": m,
+                }});
+                println!("{doc}");
+            } else {
+                println!("daemon  DOWN: {}", printable(&m));
+            }
+            eprintln!(
+                "error: keywardd is not running at {}",
+                global.socket.display()
+            );
+            ExitCode::from(1)
+        }
         Err(CtlError::Usage(m)) => {
             eprintln!("error: {m}");
             ExitCode::from(2)
@@ -1483,6 +1552,14 @@ fn main() -> ExitCode {
             }
             ExitCode::from(1)
         }
+        Ok(resp) => match print_response(&resp, global.json, false) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: cannot write the answer: {e}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 
@@ -1630,7 +1707,7 @@ mod crypto {
                 eprintln!("error: keywardd answered with another kind of response");
                 ExitCode::from(1)
             }
-            Err(CtlError::Usage(m)) => usage(m),
+            Err(CtlError::Usage(m) | CtlError::Unreachable(m)) => usage(m),
             Err(CtlError::Request(e)) => {
                 eprintln!("error: {}", printable(&e.message));
                 ExitCode::from(1)
@@ -1669,7 +1746,7 @@ mod certcmd {
 
     fn fail(e: CtlError) -> ExitCode {
         match e {
-            CtlError::Usage(m) => {
+            CtlError::Usage(m) | CtlError::Unreachable(m) => {
                 eprintln!("error: {m}");
                 ExitCode::from(2)
             }

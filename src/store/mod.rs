@@ -7,6 +7,7 @@ pub mod iam;
 pub mod keys;
 pub mod resources;
 mod schema;
+pub mod stats;
 
 use crate::policy::{
     CryptoKeyName, Member, PermSet, Permission, ResourceName, Snapshot, SnapshotBuilder,

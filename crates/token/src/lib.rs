@@ -23,4 +23,4 @@ pub use generic::{GenericKind, GenericSpec, GenericUsage};
 pub use keys::{GeneratedKey, KeySpec, KeyUsage, ObjectInfo, PublicKey, OBJECT_ID_LEN};
 pub use mechanisms::{Mechanisms, OaepHash};
 pub use ops::{GcmCiphertext, SignMechanism, GCM_IV_LEN, GCM_TAG_LEN};
-pub use token::Token;
+pub use token::{Token, TokenSummary};

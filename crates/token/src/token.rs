@@ -76,6 +76,27 @@ fn context(path: &Path) -> Result<Pkcs11> {
     Ok(ctx)
 }
 
+/// The backing token as `C_GetTokenInfo` describes it ([`Token::summary`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSummary {
+    /// `CKA_LABEL` of the token (blank padding removed).
+    pub label: String,
+    /// Its manufacturer.
+    pub manufacturer: String,
+    /// Its model.
+    pub model: String,
+    /// Its serial number.
+    pub serial: String,
+    /// Firmware version, `major.minor`.
+    pub firmware: String,
+    /// The slot it sits in.
+    pub slot: u64,
+    /// keywardd holds a logged-in user session (always, while the token is open).
+    pub logged_in: bool,
+    /// Logged-in sessions idle in keywardd's pool.
+    pub idle_sessions: usize,
+}
+
 /// The one backing token keywardd holds: a logged-in user session pool and what the token can
 /// do. `Token` is `Send + Sync`; share it behind an `Arc`.
 pub struct Token {
@@ -148,6 +169,21 @@ impl Token {
     /// The token's label.
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// What the token says of itself now (`C_GetTokenInfo`), for `keywardctl status`.
+    pub fn summary(&self) -> Result<TokenSummary> {
+        let info = self.ctx.get_token_info(self.slot)?;
+        Ok(TokenSummary {
+            label: info.label().trim_end().to_owned(),
+            manufacturer: info.manufacturer_id().trim_end().to_owned(),
+            model: info.model().trim_end().to_owned(),
+            serial: info.serial_number().trim_end().to_owned(),
+            firmware: info.firmware_version().to_string(),
+            slot: self.slot.id(),
+            logged_in: true,
+            idle_sessions: self.idle.lock().len(),
+        })
     }
 
     /// What the token can do, as probed at [`Token::open`].

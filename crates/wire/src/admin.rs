@@ -263,6 +263,10 @@ pub enum AdminRequest {
     KeyCertList {
         key: String,
     },
+
+    /// `keywardctl status`: the daemon, its token, and (with kms.auditLogs.read on every
+    /// organisation) store-wide counts and the audit chain head.
+    Status,
 }
 
 /// A table for humans: column headers and rows of cells.

@@ -1,0 +1,100 @@
+//! `keywardctl status`: who answers (keywardd, or the offline handler), the backing token as
+//! `C_GetTokenInfo` describes it, and, for a caller holding kms.auditLogs.read on every
+//! organisation (org admins, auditors: store-wide facts are theirs, as the audit log is),
+//! store-wide counts and the audit chain head. Anyone who reaches the handler gets the first
+//! two; counts are left out, and said to be, for everyone else. A plain read: not audited.
+
+use super::render::{table, time_ms};
+use super::{Ctx, Res};
+use crate::policy::Permission as P;
+use crate::store::stats;
+use keyward_wire::admin::AdminResponse;
+use serde_json::{json, Value};
+
+pub fn status(ctx: &mut Ctx<'_>) -> Res<AdminResponse> {
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut row = |k: &str, v: String| rows.push(vec![k.to_string(), v]);
+    let version = env!("CARGO_PKG_VERSION");
+    let daemon = match ctx.token {
+        Some(_) => {
+            row("daemon", format!("running (pid {})", std::process::id()));
+            json!({"running": true, "pid": std::process::id(), "version": version})
+        }
+        None => {
+            row("daemon", "not asked (offline: --db)".into());
+            json!({"running": null, "offline": true, "version": version})
+        }
+    };
+    row("version", version.into());
+    let token = match ctx.token.map(|t| t.summary()) {
+        Some(Ok(s)) => {
+            row(
+                "token",
+                format!(
+                    "{} (slot {}, {} {}, serial {}, firmware {})",
+                    s.label, s.slot, s.manufacturer, s.model, s.serial, s.firmware
+                ),
+            );
+            row(
+                "token session",
+                format!("logged in; {} idle in the pool", s.idle_sessions),
+            );
+            json!({
+                "label": s.label, "slot": s.slot, "manufacturer": s.manufacturer,
+                "model": s.model, "serial": s.serial, "firmware": s.firmware,
+                "loggedIn": s.logged_in, "idleSessions": s.idle_sessions,
+            })
+        }
+        Some(Err(e)) => {
+            row("token", format!("ERROR: {e}"));
+            json!({"error": e.to_string(), "rv": e.ck_rv()})
+        }
+        None => {
+            row("token", "not open (offline)".into());
+            Value::Null
+        }
+    };
+    let store_wide = ctx.require_global(P::AuditLogsRead).is_ok();
+    let (counts, head) = if store_wide {
+        let c = stats::counts(ctx.tx)?;
+        let h = stats::audit_head(ctx.tx)?;
+        row("organizations", c.organizations.to_string());
+        row("folders", c.folders.to_string());
+        row("projects", c.projects.to_string());
+        row("key rings", c.key_rings.to_string());
+        row("crypto keys", c.crypto_keys.to_string());
+        row("key versions", c.key_versions.to_string());
+        row("bindings", c.bindings.to_string());
+        row("service accounts", c.service_accounts.to_string());
+        row("groups", c.groups.to_string());
+        row("custom roles", c.custom_roles.to_string());
+        row(
+            "audit head",
+            match (&h.hash, h.time_ms) {
+                (Some(hash), Some(t)) => format!("record {} {hash} ({})", h.seq, time_ms(t)),
+                _ => "empty log".into(),
+            },
+        );
+        row(
+            "audit checkpoint",
+            match (h.checkpoint_seq, h.checkpoint_time_ms) {
+                (Some(s), Some(t)) => format!("token-signed at record {s} ({})", time_ms(t)),
+                _ => "none yet (keywardd signs one when it stops)".into(),
+            },
+        );
+        (json!(c), json!(h))
+    } else {
+        row(
+            "counts",
+            "not shown: they need kms.auditLogs.read on every organisation".into(),
+        );
+        (Value::Null, Value::Null)
+    };
+    let js = json!({
+        "daemon": daemon,
+        "token": token,
+        "counts": counts,
+        "auditHead": head,
+    });
+    Ok(table(&["FIELD", "VALUE"], rows, js))
+}
