@@ -11,3 +11,8 @@ KEYWARD_BENCH_SCALE=0.001 cargo test --locked --bench policy
 KEYWARD_BENCH_AUDIT_SECS=0.1 KEYWARD_BENCH_AUDIT_QUEUE=1024 \
     KEYWARD_BENCH_AUDIT_KILL_MS=300 KEYWARD_BENCH_AUDIT_KILL_RUNS=1 \
     cargo test --locked --bench audit
+# The PKCS#11 benchmark (SoftHSM2 direct, p11-kit RPC, Keyward) with tiny durations: it
+# exits non-zero if any operation fails through Keyward. Full run: README, "Performance".
+cargo build --locked --quiet -p keyward -p keyward-pkcs11 -p keyward-bench
+target=${CARGO_TARGET_DIR:-$PWD/target}
+"$target/debug/keyward-bench" --smoke

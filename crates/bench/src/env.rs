@@ -1,0 +1,353 @@
+//! The benchmark's world, made in a temporary directory: a SoftHSM2 token
+//! (softhsm-config/init-token.sh), a Keyward store bootstrapped with keywardctl, keywardd on
+//! its sockets, a service account whose key is the module's `KEYWARD_CREDENTIALS`, and
+//! `p11-kit server` in front of the same token. Everything is stopped and removed on drop.
+
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The backing token's label.
+pub const TOKEN_LABEL: &str = "keyward-backing";
+/// The organisation admin (this uid is mapped to it).
+pub const ADMIN: &str = "user:admin@bench.test";
+/// The key ring every Keyward key of the bench lives in (its token label is `bench`).
+pub const RING: &str = "projects/bench/keyRings/bench";
+/// The ring's token label as the module shows it.
+pub const RING_LABEL: &str = "bench";
+
+/// Where the built binaries and the repository are.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// keywardd, keywardctl, libkeyward_pkcs11.so.
+    pub bins: PathBuf,
+    /// The repository (for softhsm-config/init-token.sh).
+    pub repo: PathBuf,
+}
+
+impl Paths {
+    /// keywardctl.
+    pub fn keywardctl(&self) -> PathBuf {
+        self.bins.join("keywardctl")
+    }
+    /// keywardd.
+    pub fn keywardd(&self) -> PathBuf {
+        self.bins.join("keywardd")
+    }
+    /// The module.
+    pub fn module(&self) -> PathBuf {
+        self.bins.join("libkeyward_pkcs11.so")
+    }
+    /// Checks that the binaries exist, with a message saying how to build them.
+    pub fn check(&self) -> Result<(), String> {
+        for p in [self.keywardctl(), self.keywardd(), self.module()] {
+            if !p.exists() {
+                return Err(format!(
+                    "{} not found: build it first (cargo build --release -p keyward -p \
+                     keyward-pkcs11), or pass --bin-dir",
+                    p.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The temporary world.
+pub struct Env {
+    dir: tempfile::TempDir,
+    paths: Paths,
+    /// SOFTHSM2_CONF of the token.
+    pub softhsm_conf: PathBuf,
+    /// The token's user PIN.
+    pub user_pin: String,
+    /// keywardd's client socket.
+    pub client_socket: PathBuf,
+    admin_socket: PathBuf,
+    /// The service account's credentials file (0600).
+    pub credentials: PathBuf,
+    daemon: Option<Child>,
+    p11kit: Option<Child>,
+}
+
+fn my_uid() -> u32 {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0)
+}
+
+impl Env {
+    /// Makes the token and the store and starts keywardd (with room for `max_connections`).
+    pub fn new(paths: &Paths, max_connections: usize) -> Result<Env, String> {
+        paths.check()?;
+        let dir = tempfile::Builder::new()
+            .prefix("keyward-bench-")
+            .tempdir()
+            .map_err(|e| format!("cannot make a temporary directory: {e}"))?;
+        let token_dir = dir.path().join("softhsm");
+        let script = paths.repo.join("softhsm-config/init-token.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(&token_dir)
+            .arg(TOKEN_LABEL)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "init-token.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let user_pin = std::fs::read_to_string(token_dir.join("user-pin"))
+            .map_err(|e| format!("cannot read the user PIN: {e}"))?;
+        let mut env = Env {
+            softhsm_conf: token_dir.join("softhsm2.conf"),
+            user_pin,
+            client_socket: dir.path().join("client.sock"),
+            admin_socket: dir.path().join("admin.sock"),
+            credentials: dir.path().join("runner.key"),
+            paths: paths.clone(),
+            daemon: None,
+            p11kit: None,
+            dir,
+        };
+        env.offline(&["init", "--org", "bench", "--admin", ADMIN])?;
+        env.offline(&[
+            "--as",
+            ADMIN,
+            "iam",
+            "map-uid",
+            &my_uid().to_string(),
+            ADMIN,
+        ])?;
+        env.start_daemon(&token_dir, max_connections)?;
+        env.ctl(&[
+            "project",
+            "create",
+            "--parent",
+            "organizations/bench",
+            "bench",
+        ])?;
+        env.ctl(&["keyring", "create", "--parent", "projects/bench", "bench"])?;
+        env.ctl(&["sa", "create", "--project", "bench", "runner"])?;
+        for role in ["roles/kms.admin", "roles/kms.cryptoOperator"] {
+            env.ctl(&[
+                "iam",
+                "bind",
+                "--resource",
+                RING,
+                "--role",
+                role,
+                "--member",
+                "serviceAccount:runner@bench",
+            ])?;
+        }
+        let json = env.ctl(&["--json", "sa", "key", "create", "runner@bench"])?;
+        let key = json
+            .split("\"key\":\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .ok_or("keywardctl sa key create printed no key")?
+            .to_owned();
+        std::fs::write(&env.credentials, format!("{key}\n"))
+            .and_then(|()| {
+                std::fs::set_permissions(&env.credentials, std::fs::Permissions::from_mode(0o600))
+            })
+            .map_err(|e| format!("cannot write the credentials: {e}"))?;
+        env.ctl(&[
+            "key",
+            "create",
+            "--keyring",
+            RING,
+            "--purpose",
+            "MAC",
+            "--algorithm",
+            "HMAC_SHA256",
+            "hmac",
+        ])?;
+        Ok(env)
+    }
+
+    /// The temporary directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn run(&self, mut cmd: Command, what: &str) -> Result<String, String> {
+        for (k, _) in std::env::vars() {
+            if k.starts_with("KEYWARD_") {
+                cmd.env_remove(k);
+            }
+        }
+        let out = cmd
+            .env("SOFTHSM2_CONF", &self.softhsm_conf)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {what}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{what} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn offline(&self, args: &[&str]) -> Result<String, String> {
+        let mut cmd = Command::new(self.paths.keywardctl());
+        cmd.arg("--db")
+            .arg(self.dir().join("keyward.db"))
+            .args(args);
+        self.run(cmd, &format!("keywardctl {}", args.join(" ")))
+    }
+
+    /// keywardctl over the admin socket, as this uid (the admin).
+    pub fn ctl(&self, args: &[&str]) -> Result<String, String> {
+        let mut cmd = Command::new(self.paths.keywardctl());
+        cmd.args(args);
+        cmd.env("KEYWARD_ADMIN_SOCKET", &self.admin_socket);
+        self.run(cmd, &format!("keywardctl {}", args.join(" ")))
+    }
+
+    fn start_daemon(&mut self, token_dir: &Path, max_connections: usize) -> Result<(), String> {
+        let config = self.dir().join("keyward.toml");
+        let text = format!(
+            "[store]\npath = \"{}\"\n\n[token]\nlabel = \"{TOKEN_LABEL}\"\npin_file = \"{}\"\n\n\
+             [admin]\nsocket = \"{}\"\n\n[client]\nsocket = \"{}\"\n\n[daemon]\n\
+             max_connections = {max_connections}\n",
+            self.dir().join("keyward.db").display(),
+            token_dir.join("user-pin").display(),
+            self.admin_socket.display(),
+            self.client_socket.display(),
+        );
+        std::fs::write(&config, text).map_err(|e| format!("cannot write the config: {e}"))?;
+        let log = std::fs::File::create(self.dir().join("keywardd.log"))
+            .map_err(|e| format!("cannot create the log: {e}"))?;
+        let mut cmd = Command::new(self.paths.keywardd());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("KEYWARD_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
+            .arg("--config")
+            .arg(&config)
+            .env("SOFTHSM2_CONF", &self.softhsm_conf)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start keywardd: {e}"))?;
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(Ok(Some(status))) = self.daemon.as_mut().map(Child::try_wait) {
+                return Err(format!(
+                    "keywardd exited at start with {status}: {}",
+                    self.daemon_log()
+                ));
+            }
+            if UnixStream::connect(&self.admin_socket).is_ok()
+                && UnixStream::connect(&self.client_socket).is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("keywardd did not come up: {}", self.daemon_log()));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// keywardd's pid.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
+    }
+
+    /// keywardd's log so far.
+    pub fn daemon_log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(self.dir().join("keywardd.log")) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Starts `p11-kit server` in front of the token with SoftHSM2 as provider; returns the
+    /// value for `P11_KIT_SERVER_ADDRESS`.
+    pub fn start_p11kit(&mut self, softhsm: &Path) -> Result<String, String> {
+        let sock = self.dir().join("p11kit.sock");
+        let child = Command::new("p11-kit")
+            .arg("server")
+            .arg("-f")
+            .arg("-n")
+            .arg(&sock)
+            .arg("--provider")
+            .arg(softhsm)
+            .arg(format!("pkcs11:token={TOKEN_LABEL}"))
+            .env("SOFTHSM2_CONF", &self.softhsm_conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start p11-kit server (is p11-kit installed?): {e}"))?;
+        self.p11kit = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UnixStream::connect(&sock).is_err() {
+            if let Some(Ok(Some(status))) = self.p11kit.as_mut().map(Child::try_wait) {
+                return Err(format!("p11-kit server exited at start with {status}"));
+            }
+            if Instant::now() > deadline {
+                return Err("p11-kit server did not come up".into());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Ok(format!("unix:path={}", sock.display()))
+    }
+
+    /// Stops p11-kit server.
+    pub fn stop_p11kit(&mut self) {
+        if let Some(mut c) = self.p11kit.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.stop_p11kit();
+        if let Some(mut c) = self.daemon.take() {
+            // SIGTERM first (a clean stop signs the audit head), then SIGKILL.
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// (VmRSS in KiB, threads) of process `pid`, from /proc.
+pub fn proc_stats(pid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")?, field("Threads:")?))
+}

@@ -1,0 +1,819 @@
+//! `keyward-bench`: the same PKCS#11 operations, through raw calls, against SoftHSM2 loaded
+//! directly, SoftHSM2 behind `p11-kit server` (p11-kit-client.so), and Keyward's module in
+//! front of keywardd in front of the same SoftHSM2 token (issue 9). Prints one markdown table.
+//!
+//! ```text
+//! cargo build --release -p keyward -p keyward-pkcs11 -p keyward-bench
+//! target/release/keyward-bench [--duration SECS] [--threads 1,2] [--smoke]
+//! target/release/keyward-bench connections [--count 1000]
+//! ```
+//!
+//! Everything runs in a temporary directory (token, store, keywardd, p11-kit server). Each
+//! cell is timed on its own: every thread opens its own session, makes one `*Init` and one
+//! call per operation (three calls for a find) with pre-sized buffers, after a warm-up. A
+//! failing operation shows its CK_RV. The exit status is 3 if any operation fails through
+//! Keyward (CI's smoke run relies on it); timings are never judged by the exit status.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod conns;
+mod env;
+mod raw;
+
+use cryptoki_sys::*;
+use env::{Env, Paths, RING_LABEL, TOKEN_LABEL};
+use raw::{rv_name, Mech, Module, Prepared, Rv, Step, Template};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const P11KIT_CLIENT: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
+/// The DER prefix of a SHA-256 DigestInfo: CKM_RSA_PKCS signs it followed by the digest.
+const SHA256_DIGEST_INFO: [u8; 19] = [
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
+];
+/// DER OID of P-256 (CKA_EC_PARAMS).
+const P256: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
+/// The operations: exactly the rows of issue 9's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    GcmEnc,
+    GcmDec,
+    EcbEnc,
+    Hmac,
+    EcSign,
+    EcVerify,
+    RsaSign,
+    Random,
+    Find,
+}
+
+const OPS: [Op; 9] = [
+    Op::GcmEnc,
+    Op::GcmDec,
+    Op::EcbEnc,
+    Op::Hmac,
+    Op::EcSign,
+    Op::EcVerify,
+    Op::RsaSign,
+    Op::Random,
+    Op::Find,
+];
+
+impl Op {
+    fn name(self, find_keys: usize) -> String {
+        match self {
+            Op::GcmEnc => "AES-256-GCM enc 1 KiB".into(),
+            Op::GcmDec => "AES-256-GCM dec 1 KiB".into(),
+            Op::EcbEnc => "AES-256-ECB enc 1 KiB".into(),
+            Op::Hmac => "HMAC-SHA256 1 KiB".into(),
+            Op::EcSign => "ECDSA P-256 sign".into(),
+            Op::EcVerify => "ECDSA P-256 verify".into(),
+            Op::RsaSign => "RSA-2048 PKCS#1 sign".into(),
+            Op::Random => "random 32 B".into(),
+            Op::Find => format!("find by label among {} keys", thousands(find_keys as f64)),
+        }
+    }
+
+    /// Issue 9's target for Keyward/direct throughput (find: a multiple of direct).
+    fn target(self) -> f64 {
+        match self {
+            Op::GcmEnc | Op::GcmDec | Op::EcbEnc => 0.22,
+            Op::Hmac => 0.20,
+            Op::EcSign => 0.48,
+            Op::EcVerify => 0.74,
+            Op::RsaSign => 0.95,
+            Op::Random => 0.08,
+            Op::Find => 10.0,
+        }
+    }
+}
+
+/// The three configurations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Config {
+    Direct,
+    P11Kit,
+    Keyward,
+}
+
+impl Config {
+    fn name(self) -> &'static str {
+        match self {
+            Config::Direct => "SoftHSM2 direct",
+            Config::P11Kit => "p11-kit RPC",
+            Config::Keyward => "Keyward",
+        }
+    }
+}
+
+/// The objects one configuration uses.
+#[derive(Debug, Clone)]
+struct Keys {
+    aes: CK_OBJECT_HANDLE,
+    hmac: CK_OBJECT_HANDLE,
+    ec_priv: CK_OBJECT_HANDLE,
+    ec_pub: CK_OBJECT_HANDLE,
+    rsa_priv: CK_OBJECT_HANDLE,
+    find_label: Vec<u8>,
+}
+
+/// A cell's result.
+#[derive(Debug, Clone)]
+enum Cell {
+    Ok {
+        ops_per_sec: f64,
+        p50: Duration,
+        p99: Duration,
+    },
+    Failed(String),
+    Skipped,
+}
+
+impl Cell {
+    fn rate(&self) -> Option<f64> {
+        match self {
+            Cell::Ok { ops_per_sec, .. } => Some(*ops_per_sec),
+            _ => None,
+        }
+    }
+    fn p50(&self) -> Option<Duration> {
+        match self {
+            Cell::Ok { p50, .. } => Some(*p50),
+            _ => None,
+        }
+    }
+}
+
+struct Options {
+    duration: Duration,
+    warmup: Duration,
+    threads: Vec<usize>,
+    smoke: bool,
+    find_keys: usize,
+    configs: Vec<Config>,
+    paths: Paths,
+    softhsm: PathBuf,
+    p11kit_client: PathBuf,
+}
+
+fn usage() -> &'static str {
+    "usage: keyward-bench [--duration SECS] [--threads 1,2] [--smoke] [--find-keys N]\n\
+     \x20                    [--configs direct,p11kit,keyward] [--bin-dir DIR] [--repo DIR]\n\
+     \x20                    [--softhsm PATH] [--p11kit-client PATH]\n\
+     \x20      keyward-bench connections [--count N] [--bin-dir DIR] [--repo DIR]\n\
+     --duration: seconds per cell (default 3); --smoke: tiny durations and 20 find keys\n\
+     (CI); the binaries keywardd, keywardctl and libkeyward_pkcs11.so are taken from\n\
+     --bin-dir (default: the directory of this program)."
+}
+
+fn default_paths() -> Paths {
+    let bins = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("."));
+    Paths {
+        bins,
+        repo: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")),
+    }
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        duration: Duration::from_secs(3),
+        warmup: Duration::from_millis(300),
+        threads: vec![1, 2],
+        smoke: false,
+        find_keys: 1000,
+        configs: vec![Config::Direct, Config::P11Kit, Config::Keyward],
+        paths: default_paths(),
+        softhsm: PathBuf::from(SOFTHSM),
+        p11kit_client: PathBuf::from(P11KIT_CLIENT),
+    };
+    let mut duration = None;
+    let mut find_keys = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().cloned().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--duration" => {
+                let s: f64 = val()?.parse().map_err(|_| "--duration: seconds")?;
+                if !(s > 0.0 && s < 3600.0) {
+                    return Err("--duration: between 0 and 3600 seconds".into());
+                }
+                duration = Some(Duration::from_secs_f64(s));
+            }
+            "--threads" => {
+                o.threads = val()?
+                    .split(',')
+                    .map(|t| {
+                        t.trim()
+                            .parse::<usize>()
+                            .ok()
+                            .filter(|n| (1..=64).contains(n))
+                    })
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or("--threads: a list like 1,2 (1 to 64)")?;
+            }
+            "--smoke" => o.smoke = true,
+            "--find-keys" => {
+                find_keys = Some(
+                    val()?
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=100_000).contains(n))
+                        .ok_or("--find-keys: 1 to 100000")?,
+                );
+            }
+            "--configs" => {
+                o.configs = val()?
+                    .split(',')
+                    .map(|c| match c.trim() {
+                        "direct" => Ok(Config::Direct),
+                        "p11kit" | "p11-kit" => Ok(Config::P11Kit),
+                        "keyward" => Ok(Config::Keyward),
+                        other => Err(format!("--configs: unknown {other:?}")),
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--bin-dir" => o.paths.bins = PathBuf::from(val()?),
+            "--repo" => o.paths.repo = PathBuf::from(val()?),
+            "--softhsm" => o.softhsm = PathBuf::from(val()?),
+            "--p11kit-client" => o.p11kit_client = PathBuf::from(val()?),
+            "-h" | "--help" => return Err(usage().into()),
+            other => return Err(format!("unknown argument {other:?}\n{}", usage())),
+        }
+    }
+    if o.smoke {
+        o.duration = duration.unwrap_or(Duration::from_millis(200));
+        o.warmup = Duration::from_millis(50);
+        o.find_keys = find_keys.unwrap_or(20);
+    } else {
+        o.duration = duration.unwrap_or(o.duration);
+        o.find_keys = find_keys.unwrap_or(o.find_keys);
+        o.warmup = (o.duration / 10).min(Duration::from_millis(500));
+    }
+    Ok(o)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("conn-child") => return conns::child(),
+        Some("connections") => conns::run(&args[1..], default_paths()),
+        _ => parse(&args).and_then(|o| bench(&o)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("keyward-bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn ck<T>(what: &str, r: Result<T, Rv>) -> Result<T, String> {
+    r.map_err(|rv| format!("{what}: {}", rv_name(rv)))
+}
+
+fn aes_template(label: &[u8], bytes: u64) -> Template {
+    Template::new()
+        .bool(CKA_TOKEN, true)
+        .bytes(CKA_LABEL, label)
+        .ulong(CKA_VALUE_LEN, bytes)
+        .bool(CKA_ENCRYPT, true)
+        .bool(CKA_DECRYPT, true)
+}
+
+fn ec_pair(m: &Module, s: CK_SESSION_HANDLE, label: &[u8]) -> Result<(u64, u64), Rv> {
+    m.generate_pair(
+        s,
+        Mech::plain(CKM_EC_KEY_PAIR_GEN),
+        Template::new()
+            .bool(CKA_TOKEN, true)
+            .bytes(CKA_LABEL, label)
+            .bytes(CKA_EC_PARAMS, &P256)
+            .bool(CKA_VERIFY, true),
+        Template::new()
+            .bool(CKA_TOKEN, true)
+            .bytes(CKA_LABEL, label)
+            .bool(CKA_PRIVATE, true)
+            .bool(CKA_SENSITIVE, true)
+            .bool(CKA_SIGN, true),
+    )
+}
+
+fn rsa_pair(m: &Module, s: CK_SESSION_HANDLE, label: &[u8]) -> Result<(u64, u64), Rv> {
+    m.generate_pair(
+        s,
+        Mech::plain(CKM_RSA_PKCS_KEY_PAIR_GEN),
+        Template::new()
+            .bool(CKA_TOKEN, true)
+            .bytes(CKA_LABEL, label)
+            .ulong(CKA_MODULUS_BITS, 2048)
+            .bytes(CKA_PUBLIC_EXPONENT, &[1, 0, 1])
+            .bool(CKA_VERIFY, true),
+        Template::new()
+            .bool(CKA_TOKEN, true)
+            .bytes(CKA_LABEL, label)
+            .bool(CKA_PRIVATE, true)
+            .bool(CKA_SENSITIVE, true)
+            .bool(CKA_SIGN, true),
+    )
+}
+
+fn by_label(class: CK_OBJECT_CLASS, label: &[u8]) -> Template {
+    Template::new()
+        .ulong(CKA_CLASS, class)
+        .bytes(CKA_LABEL, label)
+}
+
+/// The direct configuration's keys, made in the token by SoftHSM2 itself (labels
+/// `direct-*`), and found again by label (p11-kit uses the same objects).
+fn direct_keys(m: &Module, s: CK_SESSION_HANDLE, create: bool) -> Result<Keys, String> {
+    if create {
+        ck(
+            "direct AES key",
+            m.generate_key(
+                s,
+                Mech::plain(CKM_AES_KEY_GEN),
+                aes_template(b"direct-aes", 32),
+            ),
+        )?;
+        ck(
+            "direct HMAC key",
+            m.generate_key(
+                s,
+                Mech::plain(CKM_GENERIC_SECRET_KEY_GEN),
+                Template::new()
+                    .bool(CKA_TOKEN, true)
+                    .bytes(CKA_LABEL, b"direct-hmac")
+                    .ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET)
+                    .ulong(CKA_VALUE_LEN, 32)
+                    .bool(CKA_SIGN, true)
+                    .bool(CKA_VERIFY, true),
+            ),
+        )?;
+        ck("direct EC pair", ec_pair(m, s, b"direct-ec"))?;
+        ck("direct RSA pair", rsa_pair(m, s, b"direct-rsa"))?;
+    }
+    let find = |class, label: &[u8]| {
+        ck(
+            &format!("find {}", String::from_utf8_lossy(label)),
+            m.find_one(s, by_label(class, label)),
+        )
+    };
+    // Find by label among the keys Keyward made: the label of one of its backing objects
+    // (each carries its version's full name).
+    let secrets = ck(
+        "list secret keys",
+        m.find(s, Template::new().ulong(CKA_CLASS, CKO_SECRET_KEY)),
+    )?;
+    let mut labels = Vec::new();
+    for h in secrets {
+        labels.push(ck("CKA_LABEL", m.attribute(s, h, CKA_LABEL))?);
+    }
+    let mut candidates: Vec<&Vec<u8>> = labels
+        .iter()
+        .filter(|l| l.windows(11).any(|w| w == b"cryptoKeys/"))
+        .filter(|l| labels.iter().filter(|o| o == l).count() == 1)
+        .collect();
+    candidates.sort();
+    let find_label = candidates
+        .get(candidates.len() / 2)
+        .map(|l| l.to_vec())
+        .ok_or("no Keyward key found in the token for the find row")?;
+    Ok(Keys {
+        aes: find(CKO_SECRET_KEY, b"direct-aes")?,
+        hmac: find(CKO_SECRET_KEY, b"direct-hmac")?,
+        ec_priv: find(CKO_PRIVATE_KEY, b"direct-ec")?,
+        ec_pub: find(CKO_PUBLIC_KEY, b"direct-ec")?,
+        rsa_priv: find(CKO_PRIVATE_KEY, b"direct-rsa")?,
+        find_label,
+    })
+}
+
+/// Keyward's keys, made through the module (generic keys; HMAC by keywardctl, as the module
+/// makes no HMAC keys), and `find_keys` AES keys labelled `find-NNNNN`.
+fn keyward_keys(m: &Module, s: CK_SESSION_HANDLE, find_keys: usize) -> Result<Keys, String> {
+    let aes = ck(
+        "Keyward AES key",
+        m.generate_key(s, Mech::plain(CKM_AES_KEY_GEN), aes_template(b"kw-aes", 32)),
+    )?;
+    let (ec_pub, ec_priv) = ck("Keyward EC pair", ec_pair(m, s, b"kw-ec"))?;
+    let (_, rsa_priv) = ck("Keyward RSA pair", rsa_pair(m, s, b"kw-rsa"))?;
+    let hmac = ck(
+        "find the HMAC key",
+        m.find_one(s, by_label(CKO_SECRET_KEY, b"hmac")),
+    )?;
+    let started = Instant::now();
+    for i in 0..find_keys {
+        let label = format!("find-{i:05}");
+        ck(
+            &format!("Keyward find key {label}"),
+            m.generate_key(
+                s,
+                Mech::plain(CKM_AES_KEY_GEN),
+                aes_template(label.as_bytes(), 16),
+            ),
+        )?;
+    }
+    eprintln!(
+        "keyward-bench: made {find_keys} keys through Keyward in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Keys {
+        aes,
+        hmac,
+        ec_priv,
+        ec_pub,
+        rsa_priv,
+        find_label: format!("find-{:05}", find_keys / 2).into_bytes(),
+    })
+}
+
+/// The prepared operation `op` for one thread (a ciphertext or signature made first where
+/// the row needs one).
+fn prepare(m: &Module, s: CK_SESSION_HANDLE, op: Op, k: &Keys) -> Result<Prepared, Rv> {
+    let p = |step, mech, key, input: Vec<u8>| Prepared {
+        step,
+        mech,
+        key,
+        input,
+        extra: Vec::new(),
+        template: Template::new(),
+        out: vec![0u8; 4096],
+    };
+    let kib: Vec<u8> = (0..1024u32).map(|i| (i % 251) as u8).collect();
+    let digest = [0x5au8; 32];
+    let iv = [7u8; 12];
+    Ok(match op {
+        Op::GcmEnc => p(Step::Encrypt, Mech::gcm(iv), k.aes, kib),
+        Op::GcmDec => {
+            let mut enc = p(Step::Encrypt, Mech::gcm(iv), k.aes, kib);
+            let ct = m.output(s, &mut enc)?;
+            p(Step::Decrypt, Mech::gcm(iv), k.aes, ct)
+        }
+        Op::EcbEnc => p(Step::Encrypt, Mech::plain(CKM_AES_ECB), k.aes, kib),
+        Op::Hmac => p(Step::Sign, Mech::plain(CKM_SHA256_HMAC), k.hmac, kib),
+        Op::EcSign => p(
+            Step::Sign,
+            Mech::plain(CKM_ECDSA),
+            k.ec_priv,
+            digest.to_vec(),
+        ),
+        Op::EcVerify => {
+            let mut sign = p(
+                Step::Sign,
+                Mech::plain(CKM_ECDSA),
+                k.ec_priv,
+                digest.to_vec(),
+            );
+            let sig = m.output(s, &mut sign)?;
+            let mut v = p(
+                Step::Verify,
+                Mech::plain(CKM_ECDSA),
+                k.ec_pub,
+                digest.to_vec(),
+            );
+            v.extra = sig;
+            v
+        }
+        Op::RsaSign => {
+            let mut di = SHA256_DIGEST_INFO.to_vec();
+            di.extend_from_slice(&digest);
+            p(Step::Sign, Mech::plain(CKM_RSA_PKCS), k.rsa_priv, di)
+        }
+        Op::Random => p(Step::Random, Mech::plain(0), 0, vec![0u8; 32]),
+        Op::Find => {
+            let mut f = p(Step::Find, Mech::plain(0), 0, Vec::new());
+            f.template = by_label(CKO_SECRET_KEY, &k.find_label);
+            f
+        }
+    })
+}
+
+/// What one thread measured.
+struct ThreadResult {
+    ops: u64,
+    elapsed: Duration,
+    latencies: Vec<u32>,
+}
+
+/// Runs `op` on `threads` threads (each with its own session) for `o.duration`.
+fn cell(m: &Module, slot: CK_SLOT_ID, op: Op, k: &Keys, threads: usize, o: &Options) -> Cell {
+    let barrier = Barrier::new(threads);
+    let results: Vec<Result<ThreadResult, Rv>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let barrier = &barrier;
+                sc.spawn(move || -> Result<ThreadResult, Rv> {
+                    let prepared = m.open_session(slot).and_then(|s| {
+                        let p = prepare(m, s, op, k);
+                        if p.is_err() {
+                            m.close_session(s);
+                        }
+                        p.map(|p| (s, p))
+                    });
+                    // Every thread reaches the barrier, failed or not.
+                    let (s, mut p) = match prepared {
+                        Ok(x) => x,
+                        Err(rv) => {
+                            barrier.wait();
+                            barrier.wait();
+                            return Err(rv);
+                        }
+                    };
+                    let r = timed(m, s, &mut p, barrier, o);
+                    m.close_session(s);
+                    r
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Err(CKR_GENERAL_ERROR)))
+            .collect()
+    });
+    let mut rate = 0.0;
+    let mut lat: Vec<u32> = Vec::new();
+    for r in results {
+        match r {
+            Ok(t) => {
+                rate += t.ops as f64 / t.elapsed.as_secs_f64().max(1e-9);
+                lat.extend_from_slice(&t.latencies);
+            }
+            Err(rv) => return Cell::Failed(rv_name(rv)),
+        }
+    }
+    if lat.is_empty() {
+        return Cell::Failed("no operation completed".into());
+    }
+    lat.sort_unstable();
+    let pick =
+        |q: usize| Duration::from_nanos(u64::from(lat[(lat.len() * q / 100).min(lat.len() - 1)]));
+    Cell::Ok {
+        ops_per_sec: rate,
+        p50: pick(50),
+        p99: pick(99),
+    }
+}
+
+fn timed(
+    m: &Module,
+    s: CK_SESSION_HANDLE,
+    p: &mut Prepared,
+    barrier: &Barrier,
+    o: &Options,
+) -> Result<ThreadResult, Rv> {
+    // Warm-up (each thread on its own), then everyone starts together.
+    let warm_end = Instant::now() + o.warmup;
+    let mut warm = Ok(());
+    while warm.is_ok() && Instant::now() < warm_end {
+        warm = m.run(s, p);
+    }
+    barrier.wait();
+    barrier.wait();
+    warm?;
+    let mut latencies: Vec<u32> = Vec::with_capacity(1 << 16);
+    let start = Instant::now();
+    let end = start + o.duration;
+    let mut ops = 0u64;
+    loop {
+        let t0 = Instant::now();
+        m.run(s, p)?;
+        let t1 = Instant::now();
+        latencies.push(u32::try_from((t1 - t0).as_nanos()).unwrap_or(u32::MAX));
+        ops += 1;
+        if t1 >= end {
+            return Ok(ThreadResult {
+                ops,
+                elapsed: t1 - start,
+                latencies,
+            });
+        }
+    }
+}
+
+/// One configuration's module, slot and keys.
+struct Loaded {
+    module: Module,
+    slot: CK_SLOT_ID,
+    keys: Keys,
+    _login: CK_SESSION_HANDLE,
+}
+
+fn bench(o: &Options) -> Result<ExitCode, String> {
+    let started = Instant::now();
+    let mut env = Env::new(&o.paths, 256)?;
+    // The modules read these at C_Initialize.
+    std::env::set_var("SOFTHSM2_CONF", &env.softhsm_conf);
+    std::env::set_var("KEYWARD_SOCKET", &env.client_socket);
+    std::env::set_var("KEYWARD_CREDENTIALS", &env.credentials);
+    std::env::remove_var("KEYWARD_TOKENS");
+    std::env::remove_var("KEYWARD_CONFIG");
+
+    // Keyward first: its keys are the find row's haystack for every configuration.
+    let kw = {
+        let module = Module::load(&o.paths.module())?;
+        let slot = module.slot_by_label(RING_LABEL)?;
+        let s = ck("Keyward C_OpenSession", module.open_session(slot))?;
+        ck("Keyward C_Login", module.login(s, b""))?;
+        let keys = keyward_keys(&module, s, o.find_keys)?;
+        Loaded {
+            module,
+            slot,
+            keys,
+            _login: s,
+        }
+    };
+    let direct = {
+        let module = Module::load(&o.softhsm)?;
+        let slot = module.slot_by_label(TOKEN_LABEL)?;
+        let s = ck("SoftHSM2 C_OpenSession", module.open_session(slot))?;
+        ck("SoftHSM2 C_Login", module.login(s, env.user_pin.as_bytes()))?;
+        let keys = direct_keys(&module, s, true)?;
+        Loaded {
+            module,
+            slot,
+            keys,
+            _login: s,
+        }
+    };
+    eprintln!(
+        "keyward-bench: set up in {:.1} s; {} s per cell, threads {:?}",
+        started.elapsed().as_secs_f64(),
+        o.duration.as_secs_f64(),
+        o.threads
+    );
+
+    let mut table: Vec<(Op, usize, [Cell; 3])> = Vec::new();
+    for op in OPS {
+        for &t in &o.threads {
+            table.push((op, t, [Cell::Skipped, Cell::Skipped, Cell::Skipped]));
+        }
+    }
+    let fill = |table: &mut Vec<(Op, usize, [Cell; 3])>, idx: usize, l: &Loaded, name: &str| {
+        for row in table.iter_mut() {
+            let (op, t, cells) = row;
+            let c = cell(&l.module, l.slot, *op, &l.keys, *t, o);
+            eprintln!("  {name} {} x{t}: {c:?}", op.name(o.find_keys));
+            cells[idx] = c;
+        }
+    };
+    for &c in &o.configs {
+        match c {
+            Config::Direct => fill(&mut table, 0, &direct, c.name()),
+            Config::Keyward => fill(&mut table, 2, &kw, c.name()),
+            Config::P11Kit => {
+                let loaded = env.start_p11kit(&o.softhsm).and_then(|addr| {
+                    std::env::set_var("P11_KIT_SERVER_ADDRESS", addr);
+                    let module = Module::load(&o.p11kit_client)?;
+                    let slot = module.slot_by_label(TOKEN_LABEL)?;
+                    let s = ck("p11-kit C_OpenSession", module.open_session(slot))?;
+                    ck("p11-kit C_Login", module.login(s, env.user_pin.as_bytes()))?;
+                    let keys = direct_keys(&module, s, false)?;
+                    Ok(Loaded {
+                        module,
+                        slot,
+                        keys,
+                        _login: s,
+                    })
+                });
+                match loaded {
+                    Ok(l) => {
+                        fill(&mut table, 1, &l, c.name());
+                        l.module.finalize();
+                    }
+                    Err(e) => {
+                        eprintln!("keyward-bench: p11-kit configuration unavailable: {e}");
+                        for row in table.iter_mut() {
+                            row.2[1] = Cell::Failed("unavailable".into());
+                        }
+                    }
+                }
+                env.stop_p11kit();
+            }
+        }
+    }
+    print_table(&table, o);
+    let keyward_failed = o.configs.contains(&Config::Keyward)
+        && table
+            .iter()
+            .any(|(_, _, c)| matches!(c[2], Cell::Failed(_)));
+    kw.module.finalize();
+    direct.module.finalize();
+    if keyward_failed {
+        eprintln!("keyward-bench: an operation failed through Keyward");
+        if o.smoke {
+            eprintln!("keywardd log:\n{}", env.daemon_log());
+        }
+        return Ok(ExitCode::from(3));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn thousands(x: f64) -> String {
+    let n = x.round() as u64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn rate(x: f64) -> String {
+    if x >= 100.0 {
+        thousands(x)
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+fn lat(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us >= 10_000.0 {
+        format!("{:.1} ms", us / 1000.0)
+    } else if us >= 100.0 {
+        format!("{us:.0} µs")
+    } else {
+        format!("{us:.1} µs")
+    }
+}
+
+fn signed_lat(a: Duration, b: Duration) -> String {
+    if a >= b {
+        format!("+{}", lat(a - b))
+    } else {
+        format!("-{}", lat(b - a))
+    }
+}
+
+fn print_table(table: &[(Op, usize, [Cell; 3])], o: &Options) {
+    println!(
+        "| op | threads | direct ops/s | p50 | p99 | p11-kit ops/s | p50 | p99 | Keyward ops/s | \
+         p50 | p99 | Keyward/direct | Keyward/p11-kit | p11-kit/direct | Keyward +p50 | \
+         p11-kit +p50 | target Keyward/direct |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (op, t, cells) in table {
+        let mut row = format!("| {} | {t} |", op.name(o.find_keys));
+        for c in cells {
+            match c {
+                Cell::Ok {
+                    ops_per_sec,
+                    p50,
+                    p99,
+                } => row.push_str(&format!(
+                    " {} | {} | {} |",
+                    rate(*ops_per_sec),
+                    lat(*p50),
+                    lat(*p99)
+                )),
+                Cell::Failed(rv) => row.push_str(&format!(" fails: {rv} | - | - |")),
+                Cell::Skipped => row.push_str(" - | - | - |"),
+            }
+        }
+        let ratio = |a: &Cell, b: &Cell| match (a.rate(), b.rate()) {
+            (Some(x), Some(y)) if y > 0.0 => format!("{:.2}", x / y),
+            _ => "-".into(),
+        };
+        let added = |a: &Cell| match (a.p50(), cells[0].p50()) {
+            (Some(x), Some(d)) => signed_lat(x, d),
+            _ => "-".into(),
+        };
+        let target = op.target();
+        let met = match (cells[2].rate(), cells[0].rate()) {
+            (Some(k), Some(d)) if d > 0.0 => {
+                if k / d >= target {
+                    "met"
+                } else {
+                    "missed"
+                }
+            }
+            _ => "-",
+        };
+        let target_text = if *op == Op::Find {
+            format!("≥ {target:.0}× ({met})")
+        } else {
+            format!("≥ {target:.2} ({met})")
+        };
+        row.push_str(&format!(
+            " {} | {} | {} | {} | {} | {target_text} |",
+            ratio(&cells[2], &cells[0]),
+            ratio(&cells[2], &cells[1]),
+            ratio(&cells[1], &cells[0]),
+            added(&cells[2]),
+            added(&cells[1]),
+        ));
+        println!("{row}");
+    }
+}
