@@ -16,3 +16,6 @@ KEYWARD_BENCH_AUDIT_SECS=0.1 KEYWARD_BENCH_AUDIT_QUEUE=1024 \
 cargo build --locked --quiet -p keyward -p keyward-pkcs11 -p keyward-bench
 target=${CARGO_TARGET_DIR:-$PWD/target}
 "$target/debug/keyward-bench" --smoke
+# 1,000 concurrent module instances (processes) on one keywardd: each signs and stays
+# connected; fails unless every one succeeds and exits cleanly.
+"$target/debug/keyward-bench" connections --count 1000

@@ -11,7 +11,7 @@ done
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # Each crate must build on its own (catches missing features).
-for p in keyward-wire keyward-token keyward-pkcs11 keyward; do
+for p in keyward-wire keyward-token keyward-pkcs11 keyward keyward-bench; do
     cargo build --locked -p "$p"
 done
 cargo test --workspace --locked

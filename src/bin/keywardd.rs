@@ -189,6 +189,7 @@ fn run(config_path: &Path) -> Result<(), Refusal> {
             .map_err(|e| refuse(EXIT_OTHER, format!("cannot start the destroy thread: {e}")))?
     };
 
+    raise_nofile(config.max_connections);
     let shared = Shared::new(
         Arc::clone(&service),
         Settings {
@@ -373,5 +374,35 @@ fn close(service: Arc<Mutex<AdminService>>, checkpoints: &CheckpointerThread) {
                 std::process::exit(0);
             }
         }
+    }
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit: every connection holds two descriptors
+/// (its stream and the clone shutdown uses), so 1,000 connections need more than the usual
+/// soft limit of 1,024. Warns if even the hard limit is short of `max_connections`.
+fn raise_nofile(max_connections: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let raised = Rlimit {
+        current: lim.maximum,
+        maximum: lim.maximum,
+    };
+    if lim.current != lim.maximum {
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE to its hard limit");
+        }
+    }
+    let now = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    let need = u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(2)
+        .saturating_add(64);
+    if now < need {
+        tracing::warn!(
+            nofile = now,
+            max_connections,
+            "RLIMIT_NOFILE is below what max_connections needs (2 per connection + 64): \
+             connections past it will be refused"
+        );
     }
 }
