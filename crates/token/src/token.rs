@@ -25,11 +25,22 @@
 //! being generated (an RSA-4096 generation can take seconds), and generation never waits
 //! long behind readers: parking_lot's lock is task-fair.
 //!
+//! # Key handles are cached
+//! SoftHSM2's `C_FindObjects` rescans the whole object store (about 18 ms with 1,000 keys),
+//! so looking a key up by `CKA_ID` for every operation would cost more than the operation.
+//! [`Token::with_key`] keeps (class, `CKA_ID`) → handle in `Token::handles`: filled by a
+//! search, emptied whenever the object store is taken exclusively (every creation or
+//! destruction of a token object), and an entry whose handle the token refuses
+//! (`CKR_KEY_HANDLE_INVALID`/`CKR_OBJECT_HANDLE_INVALID`) is dropped and searched again once.
+//! Token object handles are valid in every session of the application (PKCS#11 §2.4).
+//!
 //! # Lock order
 //! 1. `CONTEXTS` (the module registry) — held across `C_GetFunctionList`/`C_Initialize`, which
 //!    it exists to serialise.
 //! 2. `Token::store` — held (shared or exclusive) across the token calls it exists to order.
-//! 3. `Token::idle` (the session pool) — held only to push or pop a session, never across a
+//! 3. `Token::handles` (the handle cache) — held only to read, insert or clear, never across
+//!    a token call.
+//! 4. `Token::idle` (the session pool) — held only to push or pop a session, never across a
 //!    token call (closing a surplus session happens after the lock is released).
 //!
 //! A lock is only ever taken while holding locks above it in this list. No other locks exist
@@ -39,6 +50,7 @@ use crate::error::{Result, TokenError};
 use crate::mechanisms::Mechanisms;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CryptokiError, RvError};
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use parking_lot::{Mutex, RwLock};
@@ -48,6 +60,9 @@ use std::fmt;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+
+/// Cached key handles kept at most (the cache is emptied when it would grow past this).
+const MAX_CACHED_HANDLES: usize = 65_536;
 
 /// Idle sessions kept open beyond this many are closed when checked in.
 const MAX_IDLE_SESSIONS: usize = 8;
@@ -106,6 +121,7 @@ pub struct Token {
     pin: SecretString,
     idle: Mutex<Vec<Session>>,
     store: RwLock<()>,
+    handles: RwLock<HashMap<(u64, Vec<u8>), ObjectHandle>>,
     mechanisms: Mechanisms,
 }
 
@@ -162,6 +178,7 @@ impl Token {
             pin: user_pin,
             idle: Mutex::new(vec![session]),
             store: RwLock::new(()),
+            handles: RwLock::new(HashMap::new()),
             mechanisms,
         })
     }
@@ -212,7 +229,53 @@ impl Token {
         f: impl FnOnce(&Session) -> cryptoki::error::Result<R>,
     ) -> Result<R> {
         let _store = self.store.write();
+        self.handles.write().clear();
         self.raw_session(f)
+    }
+
+    /// Runs `f` with a logged-in session and the handle of the token object of `class` whose
+    /// `CKA_ID` is `id` (cached; see the module header), with the object store shared.
+    /// `Ok(None)` if no such object exists. If `f` fails with `CKR_KEY_HANDLE_INVALID` or
+    /// `CKR_OBJECT_HANDLE_INVALID` on a cached handle, the object is searched again and `f`
+    /// runs once more, so `f` must not have side effects on failure (a one-shot operation).
+    pub fn with_key<R>(
+        &self,
+        class: ObjectClass,
+        id: &[u8],
+        mut f: impl FnMut(&Session, ObjectHandle) -> cryptoki::error::Result<R>,
+    ) -> Result<Option<R>> {
+        let _store = self.store.read();
+        let key = (class_key(class), id.to_vec());
+        let cached = self.handles.read().get(&key).copied();
+        self.raw_session(|s| {
+            if let Some(h) = cached {
+                match f(s, h) {
+                    Err(CryptokiError::Pkcs11(
+                        RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid,
+                        _,
+                    )) => {
+                        self.handles.write().remove(&key);
+                    }
+                    other => return other.map(Some),
+                }
+            }
+            let found = s.find_objects(&[
+                Attribute::Token(true),
+                Attribute::Class(class),
+                Attribute::Id(id.to_vec()),
+            ])?;
+            let Some(&h) = found.first() else {
+                return Ok(None);
+            };
+            {
+                let mut handles = self.handles.write();
+                if handles.len() >= MAX_CACHED_HANDLES {
+                    handles.clear();
+                }
+                handles.insert(key.clone(), h);
+            }
+            f(s, h).map(Some)
+        })
     }
 
     fn raw_session<R>(&self, f: impl FnOnce(&Session) -> cryptoki::error::Result<R>) -> Result<R> {
@@ -239,6 +302,7 @@ impl Token {
     /// creates or destroys token objects.
     pub(crate) fn write_session<R>(&self, f: impl FnOnce(&Session) -> Result<R>) -> Result<R> {
         let _store = self.store.write();
+        self.handles.write().clear();
         self.crate_session(f)
     }
 
@@ -343,6 +407,11 @@ impl Drop for PooledSession<'_> {
             }
         }
     }
+}
+
+/// The numeric value of an object class (part of the cache key).
+fn class_key(class: ObjectClass) -> u64 {
+    u64::from(*class)
 }
 
 /// The one slot whose initialised token carries `label`.

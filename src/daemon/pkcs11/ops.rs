@@ -22,7 +22,7 @@ use cryptoki::mechanism::aead::GcmParams as CkGcm;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
 use cryptoki::mechanism::vendor_defined::VendorDefinedMechanism;
 use cryptoki::mechanism::{Mechanism as CkMech, MechanismType};
-use cryptoki::object::{Attribute as CkAttr, ObjectClass};
+use cryptoki::object::ObjectClass;
 use keyward_token::{GenericKind, Mechanisms, OaepHash, Token};
 use keyward_wire::keys::{Algorithm, KeyKind};
 use keyward_wire::pkcs11::{MechParams, Mechanism, MechanismInfo, Operation};
@@ -653,13 +653,7 @@ pub fn run(
         mgf: PkcsMgfType::MGF1_SHA256,
         s_len: 32u64.into(),
     };
-    let result = token.with_session(|s| {
-        let found = s.find_objects(&[
-            CkAttr::Token(true),
-            CkAttr::Class(plan.class),
-            CkAttr::Id(token_id.to_vec()),
-        ])?;
-        let key = *found.first().ok_or_else(not_found)?;
+    let result = token.with_key(plan.class, token_id, |s, key| {
         let mut iv_buf;
         let mech = match &plan.mech {
             TokenMech::Ecdsa => CkMech::Ecdsa,
@@ -703,6 +697,12 @@ pub fn run(
             )),
         }
     });
+    // A version whose object the token does not have answers as a missing key did before.
+    let result = match result {
+        Ok(Some(out)) => Ok(out),
+        Ok(None) => Err(keyward_token::TokenError::from(not_found())),
+        Err(e) => Err(e),
+    };
     let decrypt = op == Operation::Decrypt;
     let checked_decrypt = decrypt
         && matches!(
