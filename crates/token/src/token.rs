@@ -410,6 +410,7 @@ impl Drop for PooledSession<'_> {
 }
 
 /// The numeric value of an object class (part of the cache key).
+#[allow(clippy::useless_conversion)] // CK_ULONG is 32 bits on Windows.
 fn class_key(class: ObjectClass) -> u64 {
     u64::from(*class)
 }
