@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs ci/clients.sh (check-module.sh through libkeyward_pkcs11.so) twice and fails CI if:
-# - with allow_plaintext_import on, any check listed in ci/clients-expected-pass.txt does not
-#   PASS (a regression guard while the checks that still fail, see the README, are worked on);
+# - with allow_plaintext_import on, any check FAILs or is SKIPped, or any check listed in
+#   ci/clients-expected-pass.txt does not PASS (issue 8 acceptance 1: all 27 pass);
 # - with allow_plaintext_import off (the ring's default), the AES known-answer check
 #   (pkcs11-tool-aes256-vs-openssl, which imports a plaintext AES key) is not SKIPped on the
-#   module's CKR_TEMPLATE_INCONSISTENT (design §4 "Custody"), another check is skipped, or a
-#   check of the list other than that one does not PASS.
+#   module's CKR_TEMPLATE_INCONSISTENT (design §4 "Custody"), another check is skipped, any
+#   check FAILs, or a check of the list other than that one does not PASS (26/0/1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 on=$(mktemp) offr=$(mktemp)
@@ -33,6 +33,10 @@ while read -r check; do
         missing=$((missing + 1))
     fi
 done < ci/clients-expected-pass.txt
+if [[ $(count FAIL "$on") -ne 0 || $(count SKIP "$on") -ne 0 ]]; then
+    echo "clients-check: with allow_plaintext_import on, every check must pass" >&2
+    missing=$((missing + 1))
+fi
 echo "check-module.sh through libkeyward_pkcs11.so: PASS $(count PASS "$on"), FAIL $(count FAIL "$on")," \
     "SKIP $(count SKIP "$on"); expected passes missing: $missing"
 echo "== allow_plaintext_import off"
@@ -42,6 +46,10 @@ if ! grep -Eq "^SKIP $kat: .*C_CreateObject failed: rv = CKR_TEMPLATE_INCONSISTE
     [[ $(grep -c . <<< "$skips") -ne 1 ]]; then
     echo "clients-check: with allow_plaintext_import off, expected exactly one SKIP," \
         "$kat on CKR_TEMPLATE_INCONSISTENT" >&2
+    missing=$((missing + 1))
+fi
+if [[ $(count FAIL "$offr") -ne 0 ]]; then
+    echo "clients-check: with allow_plaintext_import off, a check failed" >&2
     missing=$((missing + 1))
 fi
 echo "check-module.sh, allow_plaintext_import off: PASS $(count PASS "$offr"), FAIL $(count FAIL "$offr")," \

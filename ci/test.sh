@@ -2,7 +2,7 @@
 # The one test command (README, .ci/run): format, lints, then every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for tool in softhsm2-util sqlite3 openssl pkcs11-tool certutil p11tool ssh /usr/sbin/sshd; do
+for tool in softhsm2-util sqlite3 openssl pkcs11-tool certutil p11tool ssh /usr/sbin/sshd keytool jarsigner; do
     command -v "$tool" >/dev/null || {
         echo "missing $tool: run 'sudo bash ci/install-deps.sh' first" >&2
         exit 1
@@ -22,3 +22,5 @@ bash ci/clients-check.sh
 bash ci/clients-lp.sh
 # OpenSSH: ssh-keygen -D and an ssh -I login to a local sshd with the token keys.
 bash ci/clients-ssh.sh
+# Java: keytool -list and jarsigner through SunPKCS11.
+bash ci/clients-java.sh
