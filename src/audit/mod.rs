@@ -91,6 +91,9 @@ pub struct Record {
     pub detail: Option<String>,
     /// The request id.
     pub request_id: Option<String>,
+    /// `warning` for the actions reviewers must see ([`WARNING_ACTIONS`]: key material
+    /// leaving the token), else `info`. Derived from the action, which the hash covers.
+    pub severity: &'static str,
     /// The previous record's hash, hex.
     #[serde(serialize_with = "hex_ser")]
     pub prev_hash: Vec<u8>,
@@ -172,6 +175,7 @@ pub fn append(conn: &Connection, rec: &NewRecord) -> Result<i64> {
         rv: rec.rv,
         detail: rec.detail.clone(),
         request_id: rec.request_id.clone(),
+        severity: severity(&rec.action),
         prev_hash,
         hash: Vec::new(),
     };
@@ -219,9 +223,22 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
         rv: u64::try_from(r.get::<_, i64>(9)?).unwrap_or(u64::MAX),
         detail: r.get(10)?,
         request_id: r.get(11)?,
+        severity: severity(&r.get::<_, String>(6)?),
         prev_hash: r.get(12)?,
         hash: r.get(13)?,
     })
+}
+
+/// Actions recorded at warning level: every export of key material (allowed or refused).
+pub const WARNING_ACTIONS: &[&str] = &["C_WrapKey"];
+
+/// The severity of a record of `action`: `warning` or `info`.
+pub fn severity(action: &str) -> &'static str {
+    if WARNING_ACTIONS.contains(&action) {
+        "warning"
+    } else {
+        "info"
+    }
 }
 
 /// Filters for [`query`].

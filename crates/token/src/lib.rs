@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod export;
 mod generic;
 mod keys;
 mod mechanisms;
@@ -19,6 +20,7 @@ mod token;
 
 pub use cryptoki::object::{KeyType, ObjectClass};
 pub use error::{rv_to_ck_rv, Result, TokenError};
+pub use export::WrapMechanism;
 pub use generic::{GenericKind, GenericSpec, GenericUsage};
 pub use keys::{GeneratedKey, KeySpec, KeyUsage, ObjectInfo, PublicKey, OBJECT_ID_LEN};
 pub use mechanisms::{Mechanisms, OaepHash};

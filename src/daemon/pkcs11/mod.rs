@@ -33,6 +33,7 @@ pub mod certs;
 pub mod ck;
 pub mod create;
 pub mod ctl;
+pub mod export;
 pub mod instance;
 pub mod objects;
 pub mod ops;
@@ -445,7 +446,13 @@ impl ClientConnection {
                 Some(&public_template),
                 &private_template,
             ),
-            R::WrapKey { session, .. } | R::UnwrapKey { session, .. } => {
+            R::WrapKey {
+                session,
+                mechanism,
+                wrapping_key,
+                key,
+            } => self.wrap_key(session, &mechanism, wrapping_key, key),
+            R::UnwrapKey { session, .. } => {
                 self.session(session)?;
                 Err(CKR_FUNCTION_NOT_SUPPORTED)
             }

@@ -328,6 +328,16 @@ impl ObjectView<'_> {
         }
     }
 
+    /// Is the key an RSA key?
+    pub fn key_is_rsa(&self) -> bool {
+        self.key_type() == Some(CKK_RSA)
+    }
+
+    /// Is the key an AES key?
+    pub fn key_is_aes(&self) -> bool {
+        self.key_type() == Some(CKK_AES)
+    }
+
     fn key_type(&self) -> Option<u64> {
         match self.algorithm.map(|a| a.kind()) {
             Some(KeyKind::Aes(_)) => Some(CKK_AES),
