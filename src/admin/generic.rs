@@ -192,7 +192,14 @@ impl AdminService {
                 now: now_ms / 1000,
                 extras: Vec::new(),
             };
-            let (value, resource, detail) = f(&mut ctx)?;
+            let (value, resource, detail) = match f(&mut ctx) {
+                Ok(v) => v,
+                Err(Failure::Recorded(inner)) => {
+                    drop(ctx);
+                    return Err(super::commit_recorded(tx, &record, *inner));
+                }
+                Err(e) => return Err(e),
+            };
             drop(ctx);
             let mut rec = record.clone();
             if resource.is_some() {
@@ -209,6 +216,12 @@ impl AdminService {
                     tracing::error!(error = %e, "cannot rebuild the published state");
                 }
                 return Ok(v);
+            }
+            Err(Failure::Audited(err)) => {
+                if let Err(e) = self.refresh() {
+                    tracing::error!(error = %e, "cannot rebuild the published state");
+                }
+                return Err(err);
             }
             Err(f) => f,
         };

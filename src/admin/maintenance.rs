@@ -53,7 +53,7 @@ fn failure(f: Failure) -> AdminError {
     f.into_error()
 }
 
-fn daemon_record(
+pub(super) fn daemon_record(
     clock: &dyn super::Clock,
     action: &str,
     resource: Option<String>,
@@ -175,6 +175,7 @@ impl AdminService {
         let mut report = ReconcileReport::default();
         let mut seen = HashSet::new();
         for o in &objects {
+            // Import jobs' wrapping pairs are labelled keyward-import-job:... (the prefix).
             if o.label.starts_with(RESERVED_LABEL_PREFIX.as_bytes())
                 || mapped.contains(o.id.as_slice())
             {

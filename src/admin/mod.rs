@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod generic;
 mod hierarchy;
 mod iam;
+pub mod import;
 mod keys;
 mod maintenance;
 pub use keys::{DEFAULT_GRACE_SECS, MIN_GRACE_SECS};
@@ -106,6 +107,13 @@ pub(crate) enum Failure {
     Store(StoreError),
     /// The token failed (its CK_RV and what went wrong).
     Token(u64, String),
+    /// Policy said no, with the CK_RV the PKCS#11 function returns for it.
+    DeniedWith(u64, String),
+    /// The request failed, but what its transaction wrote stands (an IMPORT_FAILED version):
+    /// the transaction is committed with the failure's audit record.
+    Recorded(Box<Failure>),
+    /// A failure already audited and committed (after [`Failure::Recorded`]).
+    Audited(AdminError),
 }
 
 impl From<StoreError> for Failure {
@@ -123,7 +131,8 @@ impl From<rusqlite::Error> for Failure {
 impl Failure {
     fn outcome(&self) -> Outcome {
         match self {
-            Failure::Denied(_) => Outcome::Denied,
+            Failure::Denied(_) | Failure::DeniedWith(..) => Outcome::Denied,
+            Failure::Recorded(inner) => inner.outcome(),
             _ => Outcome::Error,
         }
     }
@@ -135,6 +144,9 @@ impl Failure {
             Failure::Precondition(m) => (CKR_FUNCTION_FAILED, m),
             Failure::Store(e) => (CKR_DEVICE_ERROR, format!("store error: {e}")),
             Failure::Token(rv, m) => (rv, format!("token error: {m}")),
+            Failure::DeniedWith(rv, m) => (rv, m),
+            Failure::Recorded(inner) => return inner.into_error(),
+            Failure::Audited(e) => return e,
         };
         AdminError { rv, message }
     }
@@ -379,6 +391,12 @@ impl AdminService {
                 }
                 return Ok(resp);
             }
+            Err(Failure::Audited(err)) => {
+                if let Err(e) = self.refresh() {
+                    tracing::error!(error = %e, "cannot rebuild the published state");
+                }
+                return Err(err);
+            }
             Err(f) => f,
         };
         record.outcome = failure.outcome();
@@ -419,7 +437,14 @@ impl AdminService {
             now: now_ms / 1000,
             extras: Vec::new(),
         };
-        let resp = dispatch(&mut ctx, req)?;
+        let resp = match dispatch(&mut ctx, req) {
+            Ok(r) => r,
+            Err(Failure::Recorded(inner)) => {
+                drop(ctx);
+                return Err(commit_recorded(tx, record, *inner));
+            }
+            Err(f) => return Err(f),
+        };
         if audited {
             let mut rec = record.clone();
             rec.detail = resp.message.clone();
@@ -435,6 +460,21 @@ impl AdminService {
         drop(ctx);
         tx.commit()?;
         Ok(resp)
+    }
+}
+
+/// Commits a failed request's transaction with its audit record (see [`Failure::Recorded`]);
+/// returns the failure as [`Failure::Audited`] (or a store failure if the commit failed).
+pub(crate) fn commit_recorded(tx: Transaction<'_>, record: &NewRecord, inner: Failure) -> Failure {
+    let mut rec = record.clone();
+    rec.outcome = inner.outcome();
+    let err = inner.into_error();
+    rec.rv = err.rv;
+    rec.detail = Some(err.message.clone());
+    let committed = audit::append(&tx, &rec).and_then(|_| Ok(tx.commit()?));
+    match committed {
+        Ok(()) => Failure::Audited(err),
+        Err(e) => Failure::Store(e),
     }
 }
 
@@ -553,6 +593,27 @@ fn dispatch(ctx: &mut Ctx<'_>, req: AdminRequest) -> Res<AdminResponse> {
             keys::version_change(ctx, &name, keys::Change::Destroy, grace_secs)
         }
         R::VersionRestore { name } => keys::version_change(ctx, &name, keys::Change::Restore, None),
+        R::ImportJobCreate {
+            keyring,
+            id,
+            method,
+        } => import::job_create(ctx, &keyring, id.as_deref(), &method),
+        R::ImportJobGet { name, pem } => import::job_get(ctx, &name, pem),
+        R::ImportJobList { keyring } => import::job_list(ctx, &keyring),
+        R::KeyImport {
+            import_job,
+            key,
+            algorithm,
+            wrapped,
+            public_key,
+        } => import::key_import(
+            ctx,
+            &import_job,
+            &key,
+            &algorithm,
+            &wrapped,
+            public_key.as_deref(),
+        ),
         R::AuditTail { count } => audit_cmd::tail(ctx, count),
         R::AuditQuery { filter } => audit_cmd::query(ctx, &filter),
         R::AuditVerify => audit_cmd::verify(ctx),
@@ -591,6 +652,8 @@ pub fn is_plain_read(req: &AdminRequest) -> bool {
             | R::VersionGet { .. }
             | R::KeyCertList { .. }
             | R::Status
+            | R::ImportJobGet { .. }
+            | R::ImportJobList { .. }
     )
 }
 
@@ -669,6 +732,16 @@ fn describe(req: &AdminRequest) -> (&'static str, Option<String>) {
         R::VersionDisable { name } => ("version.disable", s(name)),
         R::VersionDestroy { name, .. } => ("version.destroy", s(name)),
         R::VersionRestore { name } => ("version.restore", s(name)),
+        R::ImportJobCreate { keyring, id, .. } => (
+            "importJob.create",
+            Some(format!(
+                "{keyring}/importJobs/{}",
+                id.as_deref().unwrap_or("*")
+            )),
+        ),
+        R::ImportJobGet { name, .. } => ("importJob.get", s(name)),
+        R::ImportJobList { keyring } => ("importJob.list", s(keyring)),
+        R::KeyImport { key, .. } => ("key.import", s(key)),
         R::AuditTail { .. } => ("audit.tail", None),
         R::AuditQuery { .. } => ("audit.query", None),
         R::AuditVerify => ("audit.verify", None),

@@ -132,6 +132,9 @@ enum Command {
     /// Key versions: enable, disable, schedule destruction, restore (through keywardd)
     #[command(subcommand)]
     Version(VersionCmd),
+    /// BYOK import jobs: RSA wrapping pairs made in the token (through keywardd)
+    #[command(subcommand)]
+    ImportJob(ImportJobCmd),
     /// The hash-chained audit log (needs kms.auditLogs.read on every organisation)
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -231,6 +234,46 @@ enum KeyCmd {
         /// The version number
         version: u64,
     },
+    /// Import wrapped key material (BYOK) as a new version of KEY, made if missing; the
+    /// primary version never changes (needs kms.importJobs.useToImport; + kms.cryptoKeys.create
+    /// for a new key)
+    Import {
+        /// The import job: its full name, or its id in the key's ring
+        #[arg(long, value_name = "JOB")]
+        import_job: String,
+        /// The key, e.g. projects/p/keyRings/r/cryptoKeys/k
+        #[arg(long, value_name = "KEY")]
+        key: String,
+        /// The wrapped material: RSA-OAEP(ephemeral AES-256 key) || AES-KWP(material), as
+        /// `key wrap-for-import` or openssl make it
+        #[arg(long, value_name = "FILE")]
+        wrapped_key_file: PathBuf,
+        /// The key's algorithm, e.g. AES_256_GCM, EC_SIGN_P256_SHA256, RSA_SIGN_PKCS1_3072_SHA256
+        #[arg(long, value_name = "ALGORITHM")]
+        algorithm: String,
+        /// The public key (SPKI, PEM or DER) of an asymmetric key: keywardd checks the pair
+        #[arg(long, value_name = "FILE")]
+        public_key_file: Option<PathBuf>,
+    },
+    /// Wrap key material for an import job, here in keywardctl (never in keywardd): raw bytes
+    /// for AES/HMAC, PKCS#8 DER for EC/RSA private keys
+    WrapForImport {
+        /// The import job whose public key and method to use (needs kms.importJobs.get)
+        #[arg(long, value_name = "JOB", required_unless_present = "public_key_file")]
+        import_job: Option<String>,
+        /// Or: the job's public key (PEM SPKI), with --method
+        #[arg(long, value_name = "FILE", conflicts_with = "import_job")]
+        public_key_file: Option<PathBuf>,
+        /// The import method, with --public-key-file [default: rsa-oaep-<bits>-sha1-aes-256]
+        #[arg(long, value_name = "METHOD")]
+        method: Option<String>,
+        /// The plain key material
+        #[arg(long, value_name = "FILE")]
+        key_material_file: PathBuf,
+        /// Where to write the wrapped blob
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Print a version's public key as PEM (needs kms.cryptoKeyVersions.viewPublicKey)
     GetPublicKey {
         /// The key (its primary version) or a version's full name
@@ -307,6 +350,41 @@ enum CertCmd {
         /// The key
         #[arg(long, value_name = "KEY")]
         key: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportJobCmd {
+    /// Create an import job: an RSA wrapping pair generated in the token (the private key
+    /// never leaves it); prints the public key as PEM. ACTIVE for 3 days
+    /// (needs kms.importJobs.create)
+    Create {
+        /// The key ring
+        #[arg(long, value_name = "KEYRING")]
+        keyring: String,
+        /// rsa-oaep-3072-sha1-aes-256, rsa-oaep-4096-sha1-aes-256,
+        /// rsa-oaep-3072-sha256-aes-256, rsa-oaep-4096-sha256-aes-256 or rsa-oaep-3072-sha256
+        #[arg(long, value_name = "METHOD")]
+        method: String,
+        /// Job id [default: job-<random>]
+        #[arg(long, value_name = "ID")]
+        id: Option<String>,
+    },
+    /// Show a job (needs kms.importJobs.get)
+    Get {
+        /// Full name, e.g. projects/p/keyRings/r/importJobs/j
+        name: String,
+    },
+    /// Print a job's public key as PEM (needs kms.importJobs.get)
+    GetPublicKey {
+        /// Full name
+        name: String,
+    },
+    /// List a ring's import jobs (needs kms.importJobs.list)
+    List {
+        /// The key ring
+        #[arg(long, value_name = "KEYRING")]
+        keyring: String,
     },
 }
 
@@ -1106,6 +1184,36 @@ fn to_request(cmd: Command) -> Result<AdminRequest, String> {
             KeyCmd::Cert(CertCmd::Create { .. }) => {
                 return Err("key cert create --self-signed/--csr runs through keywardd".into())
             }
+            KeyCmd::Import {
+                import_job,
+                key,
+                wrapped_key_file,
+                algorithm,
+                public_key_file,
+            } => R::KeyImport {
+                import_job,
+                key,
+                algorithm,
+                wrapped: read_file(&wrapped_key_file)?,
+                public_key: public_key_file.as_deref().map(read_file).transpose()?,
+            },
+            KeyCmd::WrapForImport { .. } => {
+                return Err("wrap-for-import runs in keywardctl, not as a request".into())
+            }
+        },
+        Command::ImportJob(c) => match c {
+            ImportJobCmd::Create {
+                keyring,
+                method,
+                id,
+            } => R::ImportJobCreate {
+                keyring,
+                id,
+                method,
+            },
+            ImportJobCmd::Get { name } => R::ImportJobGet { name, pem: false },
+            ImportJobCmd::GetPublicKey { name } => R::ImportJobGet { name, pem: true },
+            ImportJobCmd::List { keyring } => R::ImportJobList { keyring },
         },
         Command::Version(c) => match c {
             VersionCmd::List { key } => R::VersionList { key },
@@ -1466,6 +1574,24 @@ fn main() -> ExitCode {
         Command::Key(KeyCmd::Cert(CertCmd::Get { key })) => return certcmd::get(&global, key),
         Command::Completions { shell } => return completions(shell),
         Command::Status => return status(&global),
+        Command::Key(KeyCmd::WrapForImport {
+            import_job,
+            public_key_file,
+            method,
+            key_material_file,
+            out,
+        }) => {
+            return wrap::run(
+                &global,
+                wrap::Source {
+                    import_job,
+                    public_key_file,
+                    method,
+                },
+                &key_material_file,
+                &out,
+            )
+        }
         other => other,
     };
     let req = match to_request(command) {
@@ -1560,6 +1686,177 @@ fn status(global: &Global) -> ExitCode {
                 ExitCode::from(1)
             }
         },
+    }
+}
+
+/// Reads a file named on the command line.
+fn read_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// `keywardctl key wrap-for-import`: the BYOK wrap, done here (design §5: never in
+/// keywardd). RSA-OAEP (SHA-1 or SHA-256, MGF1 with the same hash, empty label) of a fresh
+/// AES-256 key, then AES-KWP (RFC 5649) of the material, concatenated; or, for
+/// `rsa-oaep-3072-sha256`, RSA-OAEP of the material itself.
+mod wrap {
+    use super::{printable, read_file, run_request, CtlError, Global};
+    use keyward_wire::admin::AdminRequest;
+    use keyward_wire::import::{ImportHash, ImportMethod, MAX_DIRECT_LEN};
+    use rsa::pkcs8::DecodePublicKey;
+    use rsa::traits::PublicKeyParts;
+    use rsa::{Oaep, RsaPublicKey};
+    use std::path::{Path, PathBuf};
+    use std::process::ExitCode;
+    use zeroize::Zeroizing;
+
+    /// Where the wrapping key comes from.
+    pub struct Source {
+        pub import_job: Option<String>,
+        pub public_key_file: Option<PathBuf>,
+        pub method: Option<String>,
+    }
+
+    fn fail(code: u8, m: impl std::fmt::Display) -> ExitCode {
+        eprintln!("error: {}", printable(&m.to_string()));
+        ExitCode::from(code)
+    }
+
+    /// The job's public key (PEM) and method.
+    fn job_key(global: &Global, name: &str) -> Result<(String, ImportMethod), CtlError> {
+        let resp = run_request(
+            global,
+            AdminRequest::ImportJobGet {
+                name: name.to_string(),
+                pem: false,
+            },
+        )?;
+        let bad =
+            |what: &str| CtlError::Usage(format!("keywardd's answer about {name} lacks {what}"));
+        let js: serde_json::Value =
+            serde_json::from_str(&resp.json).map_err(|_| bad("a JSON document"))?;
+        if js["state"] != "ACTIVE" {
+            return Err(CtlError::Usage(format!(
+                "import job {name} is {}: create a new import job",
+                js["state"].as_str().unwrap_or("not ACTIVE")
+            )));
+        }
+        let pem = js["publicKey"]["pem"]
+            .as_str()
+            .ok_or_else(|| bad("the public key"))?
+            .to_string();
+        let method = js["importMethod"]
+            .as_str()
+            .ok_or_else(|| bad("the method"))?
+            .parse()
+            .map_err(CtlError::Usage)?;
+        Ok((pem, method))
+    }
+
+    /// Wraps `material` for `method` under `key`.
+    pub fn wrap(
+        key: &RsaPublicKey,
+        method: ImportMethod,
+        material: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let bits = key.size() * 8;
+        if bits != method.rsa_bits() {
+            return Err(format!(
+                "the wrapping key is RSA-{bits}, but {method} needs RSA-{}",
+                method.rsa_bits()
+            ));
+        }
+        let oaep = || match method.hash() {
+            ImportHash::Sha1 => Oaep::new::<sha1::Sha1>(),
+            ImportHash::Sha256 => Oaep::new::<sha2::Sha256>(),
+        };
+        let mut rng = rand::rngs::OsRng;
+        if !method.uses_aes() {
+            if material.is_empty() || material.len() > MAX_DIRECT_LEN {
+                return Err(format!(
+                    "{method} carries symmetric keys of 1 to {MAX_DIRECT_LEN} bytes; this                      material has {} bytes",
+                    material.len()
+                ));
+            }
+            return key
+                .encrypt(&mut rng, oaep(), material)
+                .map_err(|e| format!("RSA-OAEP failed: {e}"));
+        }
+        let mut ephemeral = Zeroizing::new([0u8; 32]);
+        rand::RngCore::fill_bytes(&mut rng, ephemeral.as_mut_slice());
+        let mut out = key
+            .encrypt(&mut rng, oaep(), ephemeral.as_slice())
+            .map_err(|e| format!("RSA-OAEP failed: {e}"))?;
+        let kek = aes_kw::KekAes256::from(*ephemeral);
+        let wrapped = kek
+            .wrap_with_padding_vec(material)
+            .map_err(|e| format!("AES-KWP failed: {e}"))?;
+        out.extend_from_slice(&wrapped);
+        Ok(out)
+    }
+
+    /// Runs `key wrap-for-import`: exit 0, 1 (refused), 2 (usage).
+    pub fn run(global: &Global, source: Source, material: &Path, out: &Path) -> ExitCode {
+        let (pem, method) = match (&source.import_job, &source.public_key_file) {
+            (Some(job), _) => match job_key(global, job) {
+                Ok(k) => k,
+                Err(CtlError::Usage(m) | CtlError::Unreachable(m)) => return fail(2, m),
+                Err(CtlError::Request(e)) => return fail(1, e.message),
+            },
+            (None, Some(path)) => {
+                let pem = match read_file(path).map(String::from_utf8) {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(_)) => return fail(2, format!("{} is not PEM", path.display())),
+                    Err(e) => return fail(2, e),
+                };
+                let key = match RsaPublicKey::from_public_key_pem(pem.trim()) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        return fail(
+                            2,
+                            format!("{} is not an RSA public key: {e}", path.display()),
+                        )
+                    }
+                };
+                let method = match &source.method {
+                    Some(m) => match m.parse() {
+                        Ok(m) => m,
+                        Err(e) => return fail(2, e),
+                    },
+                    None if key.size() == 512 => ImportMethod::RsaOaep4096Sha1Aes256,
+                    None => ImportMethod::RsaOaep3072Sha1Aes256,
+                };
+                (pem, method)
+            }
+            (None, None) => return fail(2, "name --import-job or --public-key-file"),
+        };
+        if source.import_job.is_some() && source.method.is_some() {
+            return fail(
+                2,
+                "--method goes with --public-key-file; a job has its own method",
+            );
+        }
+        let key = match RsaPublicKey::from_public_key_pem(pem.trim()) {
+            Ok(k) => k,
+            Err(e) => return fail(2, format!("the wrapping key is not an RSA public key: {e}")),
+        };
+        let material = match read_file(material) {
+            Ok(m) => Zeroizing::new(m),
+            Err(e) => return fail(2, e),
+        };
+        let blob = match wrap(&key, method, &material) {
+            Ok(b) => b,
+            Err(e) => return fail(1, e),
+        };
+        if let Err(e) = std::fs::write(out, &blob) {
+            return fail(1, format!("cannot write {}: {e}", out.display()));
+        }
+        eprintln!(
+            "wrapped {} bytes of key material for {method}: {} bytes in {}",
+            material.len(),
+            blob.len(),
+            out.display()
+        );
+        ExitCode::SUCCESS
     }
 }
 

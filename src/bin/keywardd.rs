@@ -326,7 +326,8 @@ fn reconcile(service: &Mutex<AdminService>) {
     }
 }
 
-/// Destroys versions whose grace has ended, now and then every `period`, until `stop`.
+/// Destroys versions whose grace has ended and expired import jobs' wrapping pairs, now and
+/// then every `period`, until `stop`.
 fn destroy_loop(service: &Mutex<AdminService>, stop: &AtomicBool, period: Duration) {
     loop {
         match service.lock().destroy_due() {
@@ -336,6 +337,14 @@ fn destroy_loop(service: &Mutex<AdminService>, stop: &AtomicBool, period: Durati
                 }
             }
             Err(e) => tracing::error!(error = %e.message, "scheduled destroy failed"),
+        }
+        match service.lock().expire_import_jobs() {
+            Ok(done) => {
+                for name in done {
+                    tracing::info!(job = %name, "import job expired: wrapping pair destroyed");
+                }
+            }
+            Err(e) => tracing::error!(error = %e.message, "import job expiry failed"),
         }
         let until = Instant::now() + period;
         while Instant::now() < until {

@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod iam;
+pub mod import_jobs;
 pub mod keys;
 pub mod resources;
 mod schema;

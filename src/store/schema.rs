@@ -180,4 +180,24 @@ CREATE TABLE certificates (
 );
 CREATE INDEX certificates_ring ON certificates(ring_id);
 "#,
+    // 5: BYOK import jobs (design §5). `name` is the job's full name (ring/importJobs/id);
+    // `token_id` the CKA_ID of its RSA wrapping pair in the token; `public_key` its DER SPKI.
+    // A job is ACTIVE from creation until `expire_at` (unix seconds); EXPIRED once keywardd
+    // has destroyed its wrapping pair after that (an ACTIVE row past `expire_at` is
+    // reported EXPIRED too).
+    r#"
+CREATE TABLE import_jobs (
+    id INTEGER PRIMARY KEY,
+    ring_id INTEGER NOT NULL REFERENCES resources(id),
+    name TEXT NOT NULL UNIQUE,
+    method TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('PENDING','ACTIVE','EXPIRED')),
+    token_id BLOB NOT NULL,
+    public_key BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    expire_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL
+);
+CREATE INDEX import_jobs_ring ON import_jobs(ring_id);
+"#,
 ];

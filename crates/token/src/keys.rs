@@ -397,7 +397,7 @@ pub(crate) fn find_one(
 }
 
 /// SPKI of a public key object (RSA or EC).
-fn read_public_key(s: &Session, h: ObjectHandle) -> Result<PublicKey> {
+pub(crate) fn read_public_key(s: &Session, h: ObjectHandle) -> Result<PublicKey> {
     let attrs = s.get_attributes(
         h,
         &[

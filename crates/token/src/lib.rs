@@ -12,6 +12,7 @@
 mod error;
 mod export;
 mod generic;
+mod import;
 mod keys;
 mod mechanisms;
 mod ops;
@@ -22,6 +23,7 @@ pub use cryptoki::object::{KeyType, ObjectClass};
 pub use error::{rv_to_ck_rv, Result, TokenError};
 pub use export::WrapMechanism;
 pub use generic::{GenericKind, GenericSpec, GenericUsage};
+pub use import::{spki_kind, ImportTarget};
 pub use keys::{GeneratedKey, KeySpec, KeyUsage, ObjectInfo, PublicKey, OBJECT_ID_LEN};
 pub use mechanisms::{Mechanisms, OaepHash};
 pub use ops::{GcmCiphertext, SignMechanism, GCM_IV_LEN, GCM_TAG_LEN};

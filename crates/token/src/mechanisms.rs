@@ -239,6 +239,24 @@ impl Mechanisms {
     }
 }
 
+impl Mechanisms {
+    /// `Ok` if the token generates RSA pairs of `bits` bits, else the missing variant
+    /// ("CKM_RSA_PKCS_KEY_PAIR_GEN with 4096-bit keys").
+    pub fn check_rsa_bits(&self, bits: usize) -> std::result::Result<(), String> {
+        let keygen = MechanismType::RSA_PKCS_KEY_PAIR_GEN;
+        if !self.has(keygen) {
+            return Err(keygen.to_string());
+        }
+        if let Some(info) = self.keygen_info.get(&*keygen) {
+            let (min, max) = (info.min_key_size(), info.max_key_size());
+            if max != 0 && (bits < min || bits > max) {
+                return Err(format!("{keygen} with {bits}-bit keys"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Encrypts and decrypts a short message with OAEP and `hash`; false on any failure.
 fn oaep_trial(
     session: &Session,

@@ -245,6 +245,30 @@ pub enum AdminRequest {
         name: String,
     },
 
+    /// A BYOK import job in a key ring (design §5): an RSA wrapping pair made in the token.
+    ImportJobCreate {
+        keyring: String,
+        id: Option<String>,
+        method: String,
+    },
+    /// A job; `pem`: answer with its public key as PEM only.
+    ImportJobGet {
+        name: String,
+        pem: bool,
+    },
+    ImportJobList {
+        keyring: String,
+    },
+    /// Unwraps `wrapped` with an import job into a new version of `key` (created if missing,
+    /// with `algorithm`); asymmetric material comes with its public key (DER or PEM SPKI).
+    KeyImport {
+        import_job: String,
+        key: String,
+        algorithm: String,
+        wrapped: Vec<u8>,
+        public_key: Option<Vec<u8>>,
+    },
+
     AuditTail {
         count: u32,
     },

@@ -21,6 +21,7 @@ pub mod envelope;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod import;
 pub mod keys;
 pub mod pkcs11;
 pub mod rv;
