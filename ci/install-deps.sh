@@ -3,10 +3,12 @@
 # openssl (independent verification of the token's signatures and keys), and the real
 # PKCS#11 clients ../shared/clients/check-module.sh drives (OpenSC, the libp11 OpenSSL
 # engine, NSS tools, GnuTLS, p11-kit, pkcs11-dump), and the clients ci/clients-*.sh drive
-# (OpenSSH client and server, the JDK's keytool and jarsigner).
+# (OpenSSH client and server, the JDK's keytool and jarsigner), and systemd-analyze for the
+# unit in packaging/.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends softhsm2 sqlite3 openssl ca-certificates \
     util-linux e2fsprogs opensc libengine-pkcs11-openssl libnss3-tools gnutls-bin p11-kit \
-    p11-kit-modules pkcs11-dump openssh-client openssh-server openjdk-17-jdk-headless
+    p11-kit-modules pkcs11-dump openssh-client openssh-server openjdk-17-jdk-headless \
+    systemd
