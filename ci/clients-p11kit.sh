@@ -34,6 +34,19 @@ grep -qx '    token: p11kitring' "$work/list.txt" || die "p11-kit list-modules d
 [[ $(grep -c '^    token: ' "$work/list.txt") -eq 1 ]] || die "p11-kit lists more than the signer's one token"
 pass "p11-kit list-modules loads keyward.module and lists the signer's ring"
 
+# The settings through the module file alone (x-init-reserved -> pReserved), no KEYWARD_*
+# in the environment: the same token.
+{
+    sed "s|^module: .*|module: $module|" packaging/p11-kit/keyward.module
+    printf 'x-init-reserved: socket=%s;credentials=%s\n' "$work/client.sock" "$work/signer.key"
+} > "$conf/modules/keyward.module"
+env -u KEYWARD_SOCKET -u KEYWARD_ADMIN_SOCKET -u KEYWARD_CREDENTIALS HOME="$work/p11kit-home" \
+    XDG_CONFIG_HOME="$work/p11kit-home/.config" $( [[ $(id -u) -eq 0 ]] && echo unshare --user ) \
+    p11-kit list-modules > "$work/list2.txt" 2>&1 || { cat "$work/list2.txt" >&2; die "p11-kit list-modules (x-init-reserved) failed"; }
+grep -qx '    token: p11kitring' "$work/list2.txt" ||
+    { cat "$work/list2.txt" >&2; die "with x-init-reserved settings, p11-kit does not list the ring"; }
+pass "x-init-reserved in keyward.module reaches the module (socket, credentials): same token"
+
 if command -v p11tool >/dev/null; then
     p11kit p11tool --login --set-pin="$spin" --list-privkeys "pkcs11:token=p11kitring" \
         > "$work/p11tool.txt" 2>&1 || { sed "s/$spin/<pin>/g" "$work/p11tool.txt" >&2; die "p11tool --list-privkeys failed"; }
