@@ -28,7 +28,6 @@ kw=$target/debug/keywardctl
 module=$target/debug/libkeyward_pkcs11.so
 
 work=$(mktemp -d)
-chmod 755 "$work"
 daemon_pid=
 exit_hooks=()
 on_exit() { exit_hooks+=("$*"); }
