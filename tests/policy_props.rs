@@ -305,6 +305,30 @@ proptest! {
     }
 
     #[test]
+    fn visible_key_rings_is_every_ring_the_principal_sees(w in world()) {
+        // The index-driven listing equals checking every ring one by one.
+        let built = build(&w, &|_| true);
+        let rings: Vec<&KeyRingName> = built
+            .resources
+            .iter()
+            .filter_map(|r| match r {
+                ResourceName::KeyRing(k) => Some(k),
+                _ => None,
+            })
+            .collect();
+        for p in principals() {
+            let mut slow: Vec<KeyRingName> = rings
+                .iter()
+                .filter(|r| built.snap.sees_key_ring(&p, r))
+                .map(|r| (*r).clone())
+                .collect();
+            slow.sort();
+            slow.dedup();
+            prop_assert_eq!(built.snap.visible_key_rings(&p), slow, "{:?}", p.member);
+        }
+    }
+
+    #[test]
     fn unknown_resources_are_denied(w in world()) {
         let built = build(&w, &|_| true);
         let ghost: ResourceName = "projects/ghost/keyRings/r/cryptoKeys/k".parse().unwrap();

@@ -10,6 +10,11 @@ use super::names::{CryptoKeyName, KeyRingName, Member, ResourceName};
 use super::permission::{PermSet, Permission};
 use super::roles;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+/// The snapshot's maps: foldhash (fast, randomly seeded) instead of SipHash; the snapshot
+/// hashes a million names when it is built and several per decision.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The deepest parent chain followed (organisation, 60 folders, project, ring, key, version).
 const MAX_DEPTH: usize = 64;
@@ -107,23 +112,29 @@ pub struct Grant {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Every live resource (not versions) and its parent.
-    parents: HashMap<ResourceName, Option<ResourceName>>,
+    parents: Map<ResourceName, Option<ResourceName>>,
     /// Keys of each ring.
-    ring_keys: HashMap<KeyRingName, Vec<CryptoKeyName>>,
+    ring_keys: Map<KeyRingName, Vec<CryptoKeyName>>,
     /// Children of each node, for walking down.
-    children: HashMap<ResourceName, Vec<ResourceName>>,
+    children: Map<ResourceName, Vec<ResourceName>>,
     /// Bindings by resource.
-    bindings: HashMap<ResourceName, Vec<(String, Member)>>,
+    bindings: Map<ResourceName, Vec<(Arc<str>, Member)>>,
     /// Every role (predefined and custom) by name.
-    roles: HashMap<String, PermSet>,
+    roles: Map<String, PermSet>,
     /// Direct members of each group.
-    group_members: HashMap<String, BTreeSet<Member>>,
+    group_members: Map<String, BTreeSet<Member>>,
     /// The groups each member is directly in.
-    member_of: HashMap<Member, Vec<String>>,
+    member_of: Map<Member, Vec<String>>,
     /// Every group each member is in, directly or through nested groups, computed once by
     /// [`SnapshotBuilder::build`]: the decisions look a principal's groups up here instead of
     /// walking `member_of` on every call.
-    group_closure: HashMap<Member, Vec<Member>>,
+    group_closure: Map<Member, Vec<Member>>,
+    /// Every resource that has at least one binding of a role with a `kms.*` resource
+    /// permission (what makes a key ring visible), numbered; computed by `build`.
+    bound: Vec<ResourceName>,
+    /// For each member, the numbers in `bound` of the resources where it holds such a
+    /// binding: [`Snapshot::visible_key_rings`] starts from these instead of every ring.
+    member_bound: Map<Member, Vec<u32>>,
 }
 
 /// Who a principal counts as, borrowed from the snapshot's group index: no allocation beyond
@@ -152,6 +163,8 @@ impl Membership<'_> {
 #[derive(Debug, Default)]
 pub struct SnapshotBuilder {
     snap: Snapshot,
+    /// Role names, each allocated once however many bindings name it.
+    role_names: Map<String, Arc<str>>,
 }
 
 impl SnapshotBuilder {
@@ -161,7 +174,10 @@ impl SnapshotBuilder {
         for r in roles::predefined() {
             snap.roles.insert(r.name.to_string(), r.permissions);
         }
-        SnapshotBuilder { snap }
+        SnapshotBuilder {
+            snap,
+            role_names: Map::default(),
+        }
     }
 
     fn node(&mut self, name: ResourceName, parent: Option<ResourceName>) {
@@ -223,11 +239,19 @@ impl SnapshotBuilder {
 
     /// Adds a binding.
     pub fn binding(&mut self, resource: ResourceName, role: &str, member: Member) -> &mut Self {
+        let role = match self.role_names.get(role) {
+            Some(r) => Arc::clone(r),
+            None => {
+                let r: Arc<str> = Arc::from(role);
+                self.role_names.insert(role.to_owned(), Arc::clone(&r));
+                r
+            }
+        };
         self.snap
             .bindings
             .entry(resource)
             .or_default()
-            .push((role.to_string(), member));
+            .push((role, member));
         self
     }
 
@@ -258,7 +282,7 @@ impl SnapshotBuilder {
     /// The finished snapshot (computes the transitive group index).
     pub fn build(mut self) -> Snapshot {
         let member_of = &self.snap.member_of;
-        let mut closure = HashMap::with_capacity(member_of.len());
+        let mut closure = Map::with_capacity_and_hasher(member_of.len(), Default::default());
         for (m, direct) in member_of {
             let mut seen: HashSet<&str> = HashSet::new();
             let mut out = Vec::new();
@@ -276,6 +300,44 @@ impl SnapshotBuilder {
             closure.insert(m.clone(), out);
         }
         self.snap.group_closure = closure;
+        let snap = &mut self.snap;
+        let visible = PermSet::kms_resource();
+        // Role names are shared (`role_names`): one lookup per distinct role, by pointer.
+        let mut grants_cache: Vec<(*const u8, bool)> = Vec::new();
+        for (res, list) in &snap.bindings {
+            let mut number = None;
+            for (role, member) in list {
+                let ptr = role.as_ptr();
+                let grants = match grants_cache.iter().find(|(p, _)| *p == ptr) {
+                    Some((_, g)) => *g,
+                    None => {
+                        let g = snap
+                            .roles
+                            .get(&**role)
+                            .is_some_and(|p| !p.intersect(visible).is_empty());
+                        grants_cache.push((ptr, g));
+                        g
+                    }
+                };
+                if !grants {
+                    continue;
+                }
+                let n = *number.get_or_insert_with(|| {
+                    snap.bound.push(res.clone());
+                    u32::try_from(snap.bound.len() - 1).unwrap_or(u32::MAX)
+                });
+                match snap.member_bound.get_mut(member) {
+                    Some(v) => v.push(n),
+                    None => {
+                        snap.member_bound.insert(member.clone(), vec![n]);
+                    }
+                }
+            }
+        }
+        for v in snap.member_bound.values_mut() {
+            v.sort_unstable();
+            v.dedup();
+        }
         self.snap
     }
 }
@@ -379,7 +441,7 @@ impl Snapshot {
         for res in chain {
             for (role, member) in self.bindings.get(res).into_iter().flatten() {
                 if members.contains(member) {
-                    if let Some(p) = self.roles.get(role) {
+                    if let Some(p) = self.roles.get(&**role) {
                         out = out.union(*p);
                     }
                 }
@@ -436,11 +498,11 @@ impl Snapshot {
                     if !members.contains(member) {
                         return None;
                     }
-                    let perms = self.roles.get(role)?;
+                    let perms = self.roles.get(&**role)?;
                     Some((
                         Binding {
                             resource: res.clone(),
-                            role: role.clone(),
+                            role: role.to_string(),
                             member: member.clone(),
                         },
                         *perms,
@@ -468,13 +530,16 @@ impl Snapshot {
         for res in chain {
             for (role, member) in self.bindings.get(res).into_iter().flatten() {
                 if members.contains(member)
-                    && self.roles.get(role).is_some_and(|p| p.contains(permission))
+                    && self
+                        .roles
+                        .get(&**role)
+                        .is_some_and(|p| p.contains(permission))
                 {
                     return Decision {
                         allowed: true,
                         granted_by: Some(Binding {
                             resource: res.clone(),
-                            role: role.clone(),
+                            role: role.to_string(),
                             member: member.clone(),
                         }),
                         reason: None,
@@ -551,16 +616,70 @@ impl Snapshot {
     }
 
     /// Every key ring whose token the principal sees, sorted by name.
+    ///
+    /// A ring is visible only through a binding (of a role with a `kms.*` permission, to one
+    /// of the principal's members) on the ring, a key in it or an ancestor: the candidates
+    /// come from those bindings (`member_bound`), and each is then checked with the same
+    /// rule as [`Snapshot::sees_key_ring`].
     pub fn visible_key_rings(&self, principal: &Principal) -> Vec<KeyRingName> {
         let members = self.membership(principal);
-        let mut rings: Vec<KeyRingName> = self
-            .ring_keys
-            .keys()
-            .filter(|r| self.sees_key_ring_as(&members, r))
-            .cloned()
+        let mut own: Vec<&Member> = vec![&principal.member];
+        let gids: Vec<Member> = principal
+            .unix_gids
+            .iter()
+            .map(|g| Member::UnixGid(*g))
             .collect();
-        rings.sort();
-        rings
+        own.extend(gids.iter());
+        if principal.is_authenticated() {
+            own.push(&Member::AllAuthenticated);
+        }
+        let mut candidates: BTreeSet<&KeyRingName> = BTreeSet::new();
+        let mut below: Vec<&ResourceName> = Vec::new();
+        let every = own
+            .into_iter()
+            .chain(members.groups.iter().flat_map(|gs| gs.iter()));
+        for m in every {
+            for n in self.member_bound.get(m).into_iter().flatten() {
+                let Some(res) = self.bound.get(*n as usize) else {
+                    continue;
+                };
+                match res {
+                    ResourceName::CryptoKey(k) => {
+                        candidates.insert(&k.ring);
+                    }
+                    ResourceName::KeyRing(r) => {
+                        candidates.insert(r);
+                    }
+                    ResourceName::Version(k, _) => {
+                        candidates.insert(&k.ring);
+                    }
+                    other => below.push(other),
+                }
+            }
+        }
+        // Bindings above rings: every ring under them (each node once).
+        let mut seen: HashSet<&ResourceName> = HashSet::new();
+        while let Some(node) = below.pop() {
+            if !seen.insert(node) {
+                continue;
+            }
+            for child in self.children.get(node).into_iter().flatten() {
+                match child {
+                    ResourceName::KeyRing(r) => {
+                        candidates.insert(r);
+                    }
+                    ResourceName::Organization(_)
+                    | ResourceName::Folder(_)
+                    | ResourceName::Project(_) => below.push(child),
+                    _ => {}
+                }
+            }
+        }
+        candidates
+            .into_iter()
+            .filter(|r| self.ring_keys.contains_key(*r) && self.sees_key_ring_as(&members, r))
+            .cloned()
+            .collect()
     }
 
     /// The keys of a ring the principal sees, sorted by name.
@@ -588,12 +707,16 @@ impl Snapshot {
         let mut found: BTreeMap<Member, Grantee> = BTreeMap::new();
         for res in &chain {
             for (role, member) in self.bindings.get(res).into_iter().flatten() {
-                if !self.roles.get(role).is_some_and(|p| p.contains(permission)) {
+                if !self
+                    .roles
+                    .get(&**role)
+                    .is_some_and(|p| p.contains(permission))
+                {
                     continue;
                 }
                 let binding = Binding {
                     resource: res.clone(),
-                    role: role.clone(),
+                    role: role.to_string(),
                     member: member.clone(),
                 };
                 // Breadth-first through nested groups; `seen` stops cycles.
@@ -659,7 +782,7 @@ impl Snapshot {
             .flatten()
             .map(|(role, member)| Binding {
                 resource: resource.clone(),
-                role: role.clone(),
+                role: role.to_string(),
                 member: member.clone(),
             })
             .collect()
