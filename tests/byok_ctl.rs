@@ -8,11 +8,11 @@
 
 mod common;
 
+use common::byok::{aes_material, asym_material, openssl, openssl_gcm_decrypt, openssl_wrap, s};
 use common::daemon::Env;
 use common::Output;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const RING: &str = "projects/payments/keyRings/web";
 const T0: i64 = 1_800_000_000;
@@ -23,29 +23,6 @@ fn key(id: &str) -> String {
 
 fn job(id: &str) -> String {
     format!("{RING}/importJobs/{id}")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// Runs `openssl ARGS`, asserting success; returns stdout.
-#[track_caller]
-fn openssl(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("cannot run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Runs keywardctl ARGS as the service account whose key is `sa_key`, on the admin socket
@@ -60,97 +37,6 @@ fn as_sa(env: &Env, sa_key: &str, client: bool, args: &[&str]) -> Output {
         vars.push(("KEYWARD_SOCKET", &sock));
     }
     env.ctl_env(args, &vars)
-}
-
-/// Key material made by openssl in `dir`: (material file for wrapping, public key PEM file).
-struct Material {
-    /// Raw bytes (AES) or PKCS#8 DER (EC, RSA).
-    wrapped_input: PathBuf,
-    /// The private key PEM (asymmetric) or the raw key (symmetric), for OpenSSL's side.
-    original: PathBuf,
-    /// The public key PEM (asymmetric).
-    public: Option<PathBuf>,
-}
-
-fn aes_material(dir: &Path, name: &str) -> Material {
-    let raw = dir.join(format!("{name}.key"));
-    openssl(&["rand", "-out", s(&raw), "32"]);
-    Material {
-        wrapped_input: raw.clone(),
-        original: raw,
-        public: None,
-    }
-}
-
-fn asym_material(dir: &Path, name: &str, genpkey: &[&str]) -> Material {
-    let pem = dir.join(format!("{name}.pem"));
-    let der = dir.join(format!("{name}.p8.der"));
-    let public = dir.join(format!("{name}.pub.pem"));
-    let mut args = vec!["genpkey"];
-    args.extend_from_slice(genpkey);
-    args.extend_from_slice(&["-out", s(&pem)]);
-    openssl(&args);
-    openssl(&[
-        "pkcs8",
-        "-topk8",
-        "-nocrypt",
-        "-in",
-        s(&pem),
-        "-outform",
-        "DER",
-        "-out",
-        s(&der),
-    ]);
-    openssl(&["pkey", "-in", s(&pem), "-pubout", "-out", s(&public)]);
-    Material {
-        wrapped_input: der,
-        original: pem,
-        public: Some(public),
-    }
-}
-
-/// Wraps `material` for the job whose public key is `job_pem`, with the openssl CLI only.
-fn openssl_wrap(dir: &Path, job_pem: &Path, material: &Path, name: &str) -> PathBuf {
-    let eph = dir.join(format!("{name}.eph"));
-    let eph_wrapped = dir.join(format!("{name}.eph.wrapped"));
-    let mat_wrapped = dir.join(format!("{name}.mat.wrapped"));
-    openssl(&["rand", "-out", s(&eph), "32"]);
-    openssl(&[
-        "pkeyutl",
-        "-encrypt",
-        "-pubin",
-        "-inkey",
-        s(job_pem),
-        "-pkeyopt",
-        "rsa_padding_mode:oaep",
-        "-pkeyopt",
-        "rsa_oaep_md:sha1",
-        "-pkeyopt",
-        "rsa_mgf1_md:sha1",
-        "-in",
-        s(&eph),
-        "-out",
-        s(&eph_wrapped),
-    ]);
-    let k = hex(&std::fs::read(&eph).unwrap());
-    openssl(&[
-        "enc",
-        "-id-aes256-wrap-pad",
-        "-K",
-        &k,
-        "-iv",
-        "A65959A6",
-        "-in",
-        s(material),
-        "-out",
-        s(&mat_wrapped),
-    ]);
-    let mut blob = std::fs::read(&eph_wrapped).unwrap();
-    assert_eq!(blob.len(), 384, "RSA-3072 OAEP output");
-    blob.extend(std::fs::read(&mat_wrapped).unwrap());
-    let out = dir.join(format!("{name}.wrapped"));
-    std::fs::write(&out, blob).unwrap();
-    out
 }
 
 /// `import-job create` as the mapped admin; returns the job's PEM file.
@@ -223,29 +109,6 @@ fn states(env: &Env, id: &str) -> Vec<String> {
         .iter()
         .map(|v| v["state"].as_str().unwrap().to_string())
         .collect()
-}
-
-/// Decrypts a `keywardctl encrypt` envelope (KW1 || version || IV || ct || tag) with OpenSSL:
-/// AES-GCM's keystream is AES-CTR from the counter block IV || 00000002.
-fn openssl_gcm_decrypt(dir: &Path, key: &Path, envelope: &[u8]) -> Vec<u8> {
-    assert_eq!(&envelope[..3], b"KW1");
-    let iv = &envelope[11..23];
-    let body = &envelope[23..envelope.len() - 16];
-    let ct = dir.join("gcm-body");
-    std::fs::write(&ct, body).unwrap();
-    let k = hex(&std::fs::read(key).unwrap());
-    let ctr = format!("{}00000002", hex(iv));
-    openssl(&[
-        "enc",
-        "-d",
-        "-aes-256-ctr",
-        "-K",
-        &k,
-        "-iv",
-        &ctr,
-        "-in",
-        s(&ct),
-    ])
 }
 
 /// Signs `data` with keywardctl as `sa` and verifies with OpenSSL and the original key's

@@ -97,6 +97,8 @@ pub struct Pkcs11Extras {
     pub public_halves: HashMap<(CryptoKeyName, u64), PublicHalf>,
     /// The live certificate objects.
     pub certificates: Vec<super::certs::CertEntry>,
+    /// Every import job (design §5: the ACTIVE ones show as private key objects).
+    pub import_jobs: Vec<super::import::JobEntry>,
 }
 
 fn usage_of(u: [bool; 6]) -> GenericUsage {
@@ -162,6 +164,7 @@ impl AdminService {
                     .map_err(|e| Failure::Store(store::corrupt(e)))?;
                 out.certificates.push(entry);
             }
+            out.import_jobs = AdminService::import_job_entries(&tx)?;
             tx.commit()?;
             Ok(out)
         };

@@ -592,6 +592,52 @@ pub fn algorithm_for_template(
     }
 }
 
+/// An import job as the PKCS#11 dispatcher shows it (its private key object).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEntry {
+    /// Its ring.
+    pub ring: KeyRingName,
+    /// Its id.
+    pub id: String,
+    /// Its full name.
+    pub name: String,
+    /// Its method.
+    pub method: ImportMethod,
+    /// Its state at the time of a call (`now`, unix seconds).
+    state: JobState,
+    expire_at: i64,
+    /// The wrapping public key (DER SPKI).
+    pub public_key: Vec<u8>,
+}
+
+impl JobEntry {
+    /// Is the job ACTIVE at `now` (unix seconds)?
+    pub fn active_at(&self, now: i64) -> bool {
+        self.state == JobState::Active && now < self.expire_at
+    }
+}
+
+impl AdminService {
+    /// Every import job, for the PKCS#11 dispatcher (read with the other extras).
+    pub(super) fn import_job_entries(tx: &rusqlite::Connection) -> Res<Vec<JobEntry>> {
+        let mut out = Vec::new();
+        for row in sjobs::list(tx, None)? {
+            let (ring, id) = parse_job(&row.name)
+                .map_err(|_| Failure::Store(crate::store::corrupt(format!("job {}", row.name))))?;
+            out.push(JobEntry {
+                ring,
+                id,
+                method: method_of(&row)?,
+                state: row.state,
+                expire_at: row.expire_at,
+                public_key: row.public_key,
+                name: row.name,
+            });
+        }
+        Ok(out)
+    }
+}
+
 /// A `C_UnwrapKey` of wrapped material with an import job (design §5), as the dispatcher
 /// checked it.
 pub struct Pkcs11Import {

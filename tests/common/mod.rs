@@ -144,6 +144,7 @@ pub fn my_uid() -> u32 {
         .and_then(|v| v.parse().ok())
         .expect("no Uid: line")
 }
+pub mod byok;
 pub mod daemon;
 pub mod module;
 pub mod pkcs11;

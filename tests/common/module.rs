@@ -351,6 +351,23 @@ struct InitArgs {
     p_reserved: *mut c_void,
 }
 
+/// `CK_RSA_PKCS_OAEP_PARAMS`.
+#[repr(C)]
+struct OaepParams {
+    hash_alg: Ulong,
+    mgf: Ulong,
+    source: Ulong,
+    p_source_data: *mut c_void,
+    ul_source_data_len: Ulong,
+}
+
+/// `CK_RSA_AES_KEY_WRAP_PARAMS`.
+#[repr(C)]
+struct RsaAesKeyWrapParams {
+    ul_aes_key_bits: Ulong,
+    p_oaep_params: *mut OaepParams,
+}
+
 /// A mechanism for the raw calls.
 #[derive(Debug, Clone)]
 pub enum Mech {
@@ -370,6 +387,12 @@ pub enum Mech {
     },
     /// A mechanism whose parameter is `len` bytes of zeros (a wrong-size structure).
     Sized(Ulong, usize),
+    /// `CKM_RSA_AES_KEY_WRAP` with `ulAESKeyBits` and OAEP `hashAlg`/`mgf` (no label).
+    RsaAesKeyWrap {
+        aes_bits: Ulong,
+        hash: Ulong,
+        mgf: Ulong,
+    },
 }
 
 impl Mech {
@@ -395,7 +418,31 @@ impl Mech {
             ul_tag_bits: 0,
         };
         let mut zeros = vec![0u8; 64];
+        let (hash, mgf, aes_bits) = match self {
+            Mech::RsaAesKeyWrap {
+                aes_bits,
+                hash,
+                mgf,
+            } => (*hash, *mgf, *aes_bits),
+            _ => (0, 0, 0),
+        };
+        let mut oaep = OaepParams {
+            hash_alg: hash,
+            mgf,
+            source: 1, // CKZ_DATA_SPECIFIED, empty
+            p_source_data: null_mut(),
+            ul_source_data_len: 0,
+        };
+        let mut rsa_aes = RsaAesKeyWrapParams {
+            ul_aes_key_bits: aes_bits,
+            p_oaep_params: &mut oaep,
+        };
         let (ty, p, n): (Ulong, *mut c_void, usize) = match self {
+            Mech::RsaAesKeyWrap { .. } => (
+                0x1054,
+                (&mut rsa_aes as *mut RsaAesKeyWrapParams).cast(),
+                std::mem::size_of::<RsaAesKeyWrapParams>(),
+            ),
             Mech::Plain(t) => (*t, null_mut(), 0),
             Mech::Gcm48 { tag_bits, .. } => {
                 g48.ul_tag_bits = *tag_bits;
@@ -551,6 +598,7 @@ raw_fns! {
     C_Decrypt(Ulong, B, Ulong, B, L);
     C_DecryptFinal(Ulong, B, L);
     C_DeriveKey(Ulong, M, Ulong, A, Ulong, L);
+    C_UnwrapKey(Ulong, M, Ulong, B, Ulong, A, Ulong, L);
     C_GenerateRandom(Ulong, B, Ulong);
 }
 
@@ -786,6 +834,43 @@ impl Raw {
         let mut out: Ulong = 0;
         // SAFETY: mech lives across the call; empty template; out writable.
         mech.with(|m| unsafe { (self.C_DeriveKey)(h, m, base, null_mut(), 0, &mut out) })
+    }
+
+    /// `C_UnwrapKey(h, mech, key, wrapped, template)`: the CK_RV and the new handle.
+    pub fn unwrap_key(
+        &self,
+        h: Ulong,
+        mech: &Mech,
+        key: Ulong,
+        wrapped: &[u8],
+        template: &[(Ulong, Vec<u8>)],
+    ) -> (Rv, Ulong) {
+        let mut values: Vec<Vec<u8>> = template.iter().map(|(_, v)| v.clone()).collect();
+        let mut attrs: Vec<CkAttribute> = template
+            .iter()
+            .zip(values.iter_mut())
+            .map(|((t, _), v)| CkAttribute {
+                type_: *t,
+                p_value: v.as_mut_ptr().cast(),
+                ul_value_len: v.len() as Ulong,
+            })
+            .collect();
+        let mut w = wrapped.to_vec();
+        let mut out: Ulong = 0;
+        // SAFETY: mech, the blob, attrs and their values live across the call; out writable.
+        let rv = mech.with(|m| unsafe {
+            (self.C_UnwrapKey)(
+                h,
+                m,
+                key,
+                w.as_mut_ptr(),
+                w.len() as Ulong,
+                attrs.as_mut_ptr(),
+                attrs.len() as Ulong,
+                &mut out,
+            )
+        });
+        (rv, out)
     }
 
     /// `C_SignInit` (`None`: NULL pMechanism).

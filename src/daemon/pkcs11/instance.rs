@@ -50,6 +50,8 @@ pub struct InstanceState {
     by_handle: HashMap<u64, ObjectKey>,
     by_cert: HashMap<i64, u64>,
     cert_handles: HashMap<u64, i64>,
+    by_job: HashMap<String, u64>,
+    job_handles: HashMap<u64, String>,
 }
 
 impl InstanceState {
@@ -65,6 +67,8 @@ impl InstanceState {
             by_handle: HashMap::new(),
             by_cert: HashMap::new(),
             cert_handles: HashMap::new(),
+            by_job: HashMap::new(),
+            job_handles: HashMap::new(),
         }
     }
 
@@ -92,7 +96,10 @@ impl InstanceState {
         let mut rng = rand::thread_rng();
         loop {
             let h: u64 = rng.gen_range(1..=0x7fff_ffff);
-            if !self.by_handle.contains_key(&h) && !self.cert_handles.contains_key(&h) {
+            if !self.by_handle.contains_key(&h)
+                && !self.cert_handles.contains_key(&h)
+                && !self.job_handles.contains_key(&h)
+            {
                 break h;
             }
         }
@@ -107,6 +114,23 @@ impl InstanceState {
         self.by_cert.insert(id, h);
         self.cert_handles.insert(h, id);
         ObjectHandle(h)
+    }
+
+    /// The handle of the import job `name`'s private key, made on first use (one handle
+    /// space with keys and certificates).
+    pub fn job_handle(&mut self, name: &str) -> ObjectHandle {
+        if let Some(h) = self.by_job.get(name) {
+            return ObjectHandle(*h);
+        }
+        let h = self.fresh_handle();
+        self.by_job.insert(name.to_string(), h);
+        self.job_handles.insert(h, name.to_string());
+        ObjectHandle(h)
+    }
+
+    /// The import job a handle names in this instance.
+    pub fn job(&self, handle: ObjectHandle) -> Option<String> {
+        self.job_handles.get(&handle.0).cloned()
     }
 
     /// The certificate a handle names in this instance.

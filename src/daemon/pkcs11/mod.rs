@@ -29,6 +29,7 @@
 //! `Pkcs11Service::instances`, then one `InstanceState` mutex; none but the first is held
 //! across a token call or an authentication.
 
+pub mod byok;
 pub mod certs;
 pub mod ck;
 pub mod create;
@@ -452,10 +453,19 @@ impl ClientConnection {
                 wrapping_key,
                 key,
             } => self.wrap_key(session, &mechanism, wrapping_key, key),
-            R::UnwrapKey { session, .. } => {
-                self.session(session)?;
-                Err(CKR_FUNCTION_NOT_SUPPORTED)
-            }
+            R::UnwrapKey {
+                session,
+                mechanism,
+                unwrapping_key,
+                wrapped,
+                template,
+            } => self.unwrap_key(
+                session,
+                &mechanism,
+                unwrapping_key,
+                wrapped.as_slice(),
+                &template,
+            ),
             R::DeriveKey {
                 session, base_key, ..
             } => {
@@ -938,6 +948,7 @@ impl ClientConnection {
             found.iter().map(|k| inst.handle(k)).collect()
         };
         handles.extend(self.find_certs(&view, &ctx, template));
+        handles.extend(self.find_jobs(&view, &ctx, template));
         self.session_mut(session)?.finds += 1;
         Ok(Pkcs11Response::Objects(handles))
     }
@@ -952,6 +963,11 @@ impl ClientConnection {
         self.healthy()?;
         let view = self.svc.view()?;
         let ctx = self.slot_ctx(slot, &view.state)?;
+        if let Some(job) = self.resolve_job(&view, &ctx, handle, CKR_OBJECT_HANDLE_INVALID) {
+            let results = self.job_attributes(&job?, types);
+            self.session_mut(session)?.reads += 1;
+            return Ok(Pkcs11Response::Attributes(results));
+        }
         if let Some(cert) = self.resolve_cert(&view, &ctx, handle) {
             let results = self.cert_attributes(&ctx, cert?, types);
             self.session_mut(session)?.reads += 1;
