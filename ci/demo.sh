@@ -158,6 +158,9 @@ step "The audit log, and its hash chain checked against the token-signed head"
 run kw audit tail -n 8
 run kw audit verify
 
+step "keywardctl status: the daemon, its token, what the store holds, the audit chain head"
+run kw status
+
 step "Stop keywardd cleanly (it signs the chain head), then tamper with the log"
 kill -TERM "$daemon_pid"; wait "$daemon_pid" || true; daemon_pid=
 if command -v sqlite3 >/dev/null; then
