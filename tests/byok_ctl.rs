@@ -459,6 +459,20 @@ fn refused_imports_are_clear_audited_and_leave_nothing_half_imported() {
     assert!(out.stderr.contains("could not unwrap"), "{out:#?}");
     assert_eq!(states(&env, "aes"), ["ENABLED", "IMPORT_FAILED"]);
     assert_eq!(key_json(&env, "aes")["primaryVersion"], 1);
+    let v = env
+        .ctl(&[
+            "--json",
+            "version",
+            "get",
+            &format!("{}/cryptoKeyVersions/2", key("aes")),
+        ])
+        .json();
+    assert!(
+        v["importFailureReason"]
+            .as_str()
+            .is_some_and(|r| r.contains("could not unwrap")),
+        "{v}"
+    );
     // A blob of the wrong RSA part (another job's): refused the same way.
     let mut other = std::fs::read(&wrapped).unwrap();
     other[10] ^= 1;

@@ -258,6 +258,16 @@ fn c_unwrapkey_imports_with_an_import_job_through_the_module() {
         "CKA_VALUE of the job's key is CKR_ATTRIBUTE_SENSITIVE"
     );
 
+    // The job's key only unwraps: decrypting or signing with it is not permitted, and it
+    // cannot be destroyed or copied through the module.
+    assert_eq!(
+        raw.decrypt_init(rs, &Mech::Plain(0x1), job.handle() as Ulong),
+        0x68,
+        "CKR_KEY_FUNCTION_NOT_PERMITTED"
+    );
+    assert_eq!(raw.destroy_object(rs, job.handle() as Ulong), 0x1B);
+    assert_eq!(raw.copy_object(rs, job.handle() as Ulong).0, 0x1B);
+
     // AES-256 into the existing key "aes": a new version, not primary (label aes@v2).
     let aes = aes_material(&dir, "aes");
     let blob = openssl_wrap(&dir, &job_pem, &aes.wrapped_input, "aes");

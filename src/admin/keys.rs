@@ -464,6 +464,12 @@ pub fn version_get(ctx: &mut Ctx<'_>, name: &str) -> Res<AdminResponse> {
     let v = version_row(ctx, &k, &key, n)?;
     let mut js = version_json(&key, &v);
     js["primary"] = json!(k.primary_version == Some(n));
+    let failure = if v.state == VersionState::ImportFailed {
+        crate::store::import_jobs::import_failure(ctx.tx, k.id, n)?
+    } else {
+        None
+    };
+    js["importFailureReason"] = json!(failure);
     let rows = vec![
         vec!["name".into(), format!("{key}/cryptoKeyVersions/{n}")],
         vec!["state".into(), v.state.as_str().to_string()],
@@ -477,6 +483,10 @@ pub fn version_get(ctx: &mut Ctx<'_>, name: &str) -> Res<AdminResponse> {
             v.destroy_time.map(time).unwrap_or_else(|| "-".into()),
         ],
     ];
+    let mut rows = rows;
+    if let Some(why) = failure {
+        rows.push(vec!["import failure".into(), why]);
+    }
     Ok(table(&["FIELD", "VALUE"], rows, js))
 }
 

@@ -34,7 +34,6 @@ const CKR_TEMPLATE_INCOMPLETE: u64 = 0xD0;
 const CKR_TEMPLATE_INCONSISTENT: u64 = 0xD1;
 const CKR_ATTRIBUTE_VALUE_INVALID: u64 = 0x13;
 const CKR_SESSION_READ_ONLY: u64 = 0xB5;
-const CKM_RSA_AES_KEY_WRAP: u64 = 0x1054;
 const ACTION: &str = "C_UnwrapKey";
 
 /// One import job's private key object, as a principal sees it.
@@ -253,6 +252,38 @@ impl ClientConnection {
                 .find(|j| j.entry.name == name)
                 .ok_or(invalid),
         )
+    }
+
+    /// If `handle` names an import job's key: `Some(rv)` (audited) when the principal sees it
+    /// (every call but C_GetAttributeValue, C_FindObjects and C_UnwrapKey is refused:
+    /// the key only unwraps), `Some(invalid)` when not; `None` for other handles.
+    pub(super) fn job_refusal(
+        &self,
+        session: SessionId,
+        handle: ObjectHandle,
+        action: &str,
+        rv: u64,
+        invalid: u64,
+    ) -> Result<Option<u64>, u64> {
+        let Some(name) = self.inst.lock().job(handle) else {
+            return Ok(None);
+        };
+        let slot = self.session(session)?.slot;
+        let view = self.svc.view()?;
+        let ctx = self.slot_ctx(slot, &view.state)?;
+        match self.resolve_job(&view, &ctx, handle, invalid) {
+            Some(Ok(_)) => {
+                self.deny(
+                    &ctx.principal,
+                    action,
+                    Some(name),
+                    rv,
+                    "an import job's key only unwraps (C_UnwrapKey)",
+                );
+                Ok(Some(rv))
+            }
+            _ => Ok(Some(invalid)),
+        }
     }
 
     /// C_GetAttributeValue of a job key.

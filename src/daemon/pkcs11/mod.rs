@@ -391,6 +391,15 @@ impl ClientConnection {
                 object,
                 template,
             } => {
+                if let Some(rv) = self.job_refusal(
+                    session,
+                    object,
+                    "C_SetAttributeValue",
+                    CKR_ACTION_PROHIBITED,
+                    CKR_OBJECT_HANDLE_INVALID,
+                )? {
+                    return Err(rv);
+                }
                 if let Some(found) = self.cert_of(session, object)? {
                     let (ctx, cert) = found?;
                     return self.set_cert_attributes(session, &ctx, &cert, &template);
@@ -400,6 +409,15 @@ impl ClientConnection {
             R::CopyObject {
                 session, object, ..
             } => {
+                if let Some(rv) = self.job_refusal(
+                    session,
+                    object,
+                    "C_CopyObject",
+                    CKR_ACTION_PROHIBITED,
+                    CKR_OBJECT_HANDLE_INVALID,
+                )? {
+                    return Err(rv);
+                }
                 if let Some(found) = self.cert_of(session, object)? {
                     let (ctx, cert) = found?;
                     return Err(self.copy_cert(&ctx, &cert));
@@ -416,6 +434,15 @@ impl ClientConnection {
                 Err(CKR_ACTION_PROHIBITED)
             }
             R::DestroyObject { session, object } => {
+                if let Some(rv) = self.job_refusal(
+                    session,
+                    object,
+                    "C_DestroyObject",
+                    CKR_ACTION_PROHIBITED,
+                    CKR_OBJECT_HANDLE_INVALID,
+                )? {
+                    return Err(rv);
+                }
                 if let Some(found) = self.cert_of(session, object)? {
                     let (ctx, cert) = found?;
                     return self.destroy_cert(session, &ctx, &cert);
@@ -484,7 +511,20 @@ impl ClientConnection {
                 session,
                 mechanism,
                 key,
-            } => self.init(op, session, &mechanism, key),
+            } => {
+                if let Some(h) = key {
+                    if let Some(rv) = self.job_refusal(
+                        session,
+                        h,
+                        init_action(op),
+                        CKR_KEY_FUNCTION_NOT_PERMITTED,
+                        CKR_KEY_HANDLE_INVALID,
+                    )? {
+                        return Err(rv);
+                    }
+                }
+                self.init(op, session, &mechanism, key)
+            }
             R::OperationOneShot { op, session, data } => {
                 self.append(op, session, data.as_slice())?;
                 self.finish(op, session, None)

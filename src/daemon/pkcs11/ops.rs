@@ -195,6 +195,14 @@ pub fn served(token: &Token) -> Vec<u64> {
     if has(MechanismType::SHA256_HMAC) {
         out.push(CKM_SHA256_HMAC);
     }
+    // BYOK (design §5): C_UnwrapKey with an import job's key, composed in the token from
+    // OAEP-SHA1 and AES-KWP (keyward_token::import).
+    if has(MechanismType::RSA_PKCS_OAEP)
+        && token.mechanisms().oaep_sha1()
+        && has(MechanismType::AES_KEY_WRAP_PAD)
+    {
+        out.push(CKM_RSA_AES_KEY_WRAP);
+    }
     out.extend([CKM_SHA256, CKM_SHA384, CKM_SHA512]);
     out
 }
@@ -231,6 +239,7 @@ pub fn info(mechanism: u64) -> Option<MechanismInfo> {
         }
         CKM_SHA256_HMAC => i(32, 32, CKF_SIGN | CKF_VERIFY),
         CKM_SHA256 | CKM_SHA384 | CKM_SHA512 => i(0, 0, CKF_DIGEST),
+        CKM_RSA_AES_KEY_WRAP => i(3072, 4096, CKF_UNWRAP),
         _ => None,
     }
 }
