@@ -2,7 +2,8 @@
 # keywardctl, keywardd and libkeyward_pkcs11.so, makes a temporary directory with its own
 # SoftHSM2 token and an offline-bootstrapped store (organisation "org", project "proj", admin
 # $ADMIN), and offers the helpers below. Everything it starts is stopped, and the directory
-# removed, when the sourcing script exits (add more with `on_exit CMD`).
+# removed, when the sourcing script exits (add more with `on_exit CMD`); if it exits non-zero,
+# the end of keywardd's log goes to stderr first.
 #   off ARGS...          keywardctl on the store, offline, as $ADMIN (before keywardd starts)
 #   key_of SA            a new key of service account SA (e.g. p11@proj), printed once
 #   save_key FILE SA     the same, into a 0600 credentials file
@@ -32,8 +33,13 @@ daemon_pid=
 exit_hooks=()
 on_exit() { exit_hooks+=("$*"); }
 keyward_env_cleanup() {
-    local h
+    local rc=$? h
     for h in "${exit_hooks[@]}"; do eval "$h" || true; done
+    # A failed suite shows what keywardd said (its log never holds a PIN, key or secret).
+    if [[ $rc -ne 0 && -s $work/keywardd.log && $me_name != clients ]]; then
+        echo "$me_name: the end of keywardd's log:" >&2
+        tail -30 "$work/keywardd.log" >&2
+    fi
     if [[ -n "$daemon_pid" ]]; then
         kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
     fi
