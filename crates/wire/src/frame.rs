@@ -94,8 +94,13 @@ pub fn write_frame_with_limit<W: Write + ?Sized>(
         return Err(too_large());
     }
     let len = u32::try_from(payload.len()).map_err(|_| too_large())?;
-    w.write_all(&len.to_be_bytes())
-        .and_then(|()| w.write_all(payload))
+    // One write for header and payload: two would wake the reader twice (it reads the
+    // header, then blocks again until the payload comes), which costs more than the copy.
+    // The copy may hold secrets, so it is zeroised.
+    let mut frame = zeroize::Zeroizing::new(Vec::with_capacity(HEADER_LEN + payload.len()));
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(payload);
+    w.write_all(&frame)
         .and_then(|()| w.flush())
         .map_err(WireError::from_io)
 }
