@@ -626,6 +626,8 @@ fn connection(shared: &Shared, stream: UnixStream, kind: SocketKind, id: u64) {
             .map_err(|r| r.rv)
     };
     loop {
+        // Clients send their next call soon after an answer: look briefly before sleeping.
+        keyward_wire::spin::wait_readable(conn.get_ref(), keyward_wire::spin::SPIN);
         let request = match conn.next_request() {
             Ok(Some(r)) => r,
             Ok(None) => break,

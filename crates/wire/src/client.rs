@@ -133,6 +133,7 @@ impl Client {
     }
 
     fn receive(&mut self, id: u64, sent: &RequestBody) -> Result<ResponseBody, WireError> {
+        crate::spin::wait_readable(&self.stream, crate::spin::SPIN);
         let response: Response = recv_secret(&mut &self.stream)?;
         if response.id != id {
             return Err(WireError::IdMismatch {

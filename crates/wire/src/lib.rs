@@ -6,7 +6,8 @@
 //! - [`handshake`]: [`Hello`] / [`HelloReply`], the protocol version and the instance secret;
 //! - [`envelope`]: [`Request`] / [`Response`] with an admin half and a PKCS#11 half; every
 //!   error travels as a CK_RV ([`rv`]) in an [`ErrorReply`];
-//! - [`client`] and [`server`]: blocking helpers over `std::io` for each end.
+//! - [`client`] and [`server`]: blocking helpers over `std::io` for each end; [`spin`]: the
+//!   brief look for the next frame both ends make before they block.
 //!
 //! Everything is blocking `std::io`, with no threads of its own: the module is loaded into
 //! arbitrary host processes.
@@ -26,6 +27,7 @@ pub mod keys;
 pub mod pkcs11;
 pub mod rv;
 pub mod server;
+pub mod spin;
 
 pub use client::{Client, ClientOptions};
 pub use codec::{decode, encode};
