@@ -156,6 +156,7 @@ struct Options {
     smoke: bool,
     find_keys: usize,
     configs: Vec<Config>,
+    ops: Vec<Op>,
     paths: Paths,
     softhsm: PathBuf,
     p11kit_client: PathBuf,
@@ -163,7 +164,8 @@ struct Options {
 
 fn usage() -> &'static str {
     "usage: keyward-bench [--duration SECS] [--threads 1,2] [--smoke] [--find-keys N]\n\
-     \x20                    [--configs direct,p11kit,keyward] [--bin-dir DIR] [--repo DIR]\n\
+     \x20                    [--configs direct,p11kit,keyward] [--ops gcm-enc,gcm-dec,ecb,hmac,\n\
+     \x20                    ec-sign,ec-verify,rsa,random,find] [--bin-dir DIR] [--repo DIR]\n\
      \x20                    [--softhsm PATH] [--p11kit-client PATH]\n\
      \x20      keyward-bench connections [--count N] [--bin-dir DIR] [--repo DIR]\n\
      --duration: seconds per cell (default 3); --smoke: tiny durations and 20 find keys\n\
@@ -190,6 +192,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         smoke: false,
         find_keys: 1000,
         configs: vec![Config::Direct, Config::P11Kit, Config::Keyward],
+        ops: OPS.to_vec(),
         paths: default_paths(),
         softhsm: PathBuf::from(SOFTHSM),
         p11kit_client: PathBuf::from(P11KIT_CLIENT),
@@ -237,6 +240,23 @@ fn parse(args: &[String]) -> Result<Options, String> {
                         "p11kit" | "p11-kit" => Ok(Config::P11Kit),
                         "keyward" => Ok(Config::Keyward),
                         other => Err(format!("--configs: unknown {other:?}")),
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--ops" => {
+                o.ops = val()?
+                    .split(',')
+                    .map(|c| match c.trim() {
+                        "gcm-enc" => Ok(Op::GcmEnc),
+                        "gcm-dec" => Ok(Op::GcmDec),
+                        "ecb" => Ok(Op::EcbEnc),
+                        "hmac" => Ok(Op::Hmac),
+                        "ec-sign" => Ok(Op::EcSign),
+                        "ec-verify" => Ok(Op::EcVerify),
+                        "rsa" => Ok(Op::RsaSign),
+                        "random" => Ok(Op::Random),
+                        "find" => Ok(Op::Find),
+                        other => Err(format!("--ops: unknown {other:?}")),
                     })
                     .collect::<Result<_, _>>()?;
             }
@@ -645,14 +665,17 @@ fn bench(o: &Options) -> Result<ExitCode, String> {
         }
     };
     eprintln!(
-        "keyward-bench: set up in {:.1} s; {} s per cell, threads {:?}",
+        "keyward-bench: keywardd pid {}, bench pid {}; set up in {:.1} s; {} s per cell, \
+         threads {:?}",
+        env.daemon_pid().unwrap_or(0),
+        std::process::id(),
         started.elapsed().as_secs_f64(),
         o.duration.as_secs_f64(),
         o.threads
     );
 
     let mut table: Vec<(Op, usize, [Cell; 3])> = Vec::new();
-    for op in OPS {
+    for &op in &o.ops {
         for &t in &o.threads {
             table.push((op, t, [Cell::Skipped, Cell::Skipped, Cell::Skipped]));
         }
