@@ -331,6 +331,44 @@ fn import_jobs_and_imports_through_keywardctl_check_out_with_openssl() {
     sign_and_verify(&env, &user, "rsa", rsa.public.as_deref().unwrap());
     let _ = &rsa.original;
 
+    // An HMAC key: keywardctl's tag is OpenSSL's HMAC-SHA256 with the original key.
+    let hmac = aes_material(&dir, "hmac");
+    let wrapped = openssl_wrap(&dir, &job_pem, &hmac.wrapped_input, "hmac");
+    import(&env, "j1", "hmac", "HMAC_SHA256", &wrapped, None).ok();
+    let msg = dir.join("hmac.msg");
+    std::fs::write(&msg, b"authenticated by an imported key").unwrap();
+    let tag = dir.join("hmac.tag");
+    as_sa(
+        &env,
+        &user,
+        true,
+        &[
+            "mac",
+            "--key",
+            &key("hmac"),
+            "--in",
+            s(&msg),
+            "--out",
+            s(&tag),
+        ],
+    )
+    .ok();
+    let hexkey = format!(
+        "hexkey:{}",
+        common::byok::hex(&std::fs::read(&hmac.original).unwrap())
+    );
+    let want = openssl(&[
+        "dgst",
+        "-sha256",
+        "-mac",
+        "HMAC",
+        "-macopt",
+        &hexkey,
+        "-binary",
+        s(&msg),
+    ]);
+    assert_eq!(std::fs::read(&tag).unwrap(), want);
+
     // keywardctl's own wrap (in the CLI process) goes the same way: an AES key and an EC key.
     let aes2 = aes_material(&dir, "aes2");
     let w = dir.join("aes2.kw");
@@ -409,7 +447,7 @@ fn import_jobs_and_imports_through_keywardctl_check_out_with_openssl() {
     let imports = audit(&env, "key.import");
     assert_eq!(
         imports.iter().filter(|r| r["result"] == "allowed").count(),
-        5,
+        6,
         "{imports:#?}"
     );
 }

@@ -374,6 +374,68 @@ fn c_unwrapkey_imports_with_an_import_job_through_the_module() {
     let sig = s.sign(&Mechanism::Sha256RsaPkcs, rsa_h[0], &data).unwrap();
     verify_with_openssl(&env, &rsa_pub, &data, &sig, "rsa-m");
 
+    // RSA-2048 for decryption (CKA_DECRYPT, no CKA_SIGN: RSA_DECRYPT_OAEP_2048_SHA1): the
+    // pair check is an OAEP round trip; then it decrypts what OpenSSL encrypted to the
+    // original public key.
+    let dec = asym_material(
+        &dir,
+        "dec",
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+    );
+    let dec_pub = dec.public.clone().unwrap();
+    let blob = std::fs::read(openssl_wrap(&dir, &job_pem, &dec.wrapped_input, "dec")).unwrap();
+    let template = vec![
+        (0, ul(CKO_PRIVATE_KEY)),
+        (CKA_KEY_TYPE, ul(CKK_RSA)),
+        (CKA_TOKEN, vec![1]),
+        (0x105, vec![1]), // CKA_DECRYPT
+        (CKA_LABEL, b"dec-m".to_vec()),
+        (CKA_PUBLIC_KEY_INFO, spki_der(&dec_pub)),
+    ];
+    let (rv, _) = raw.unwrap_key(rs, &rsa_aes(), job.handle() as Ulong, &blob, &template);
+    assert_eq!(rv, CKR_OK, "C_UnwrapKey of an RSA decryption key");
+    let k = env.ctl(&["--json", "key", "get", &key("dec-m")]).json();
+    assert_eq!(k["algorithm"], "RSA_DECRYPT_OAEP_2048_SHA1");
+    let secret = dir.join("dec.secret");
+    std::fs::write(&secret, b"for the imported decryption key").unwrap();
+    let enc = dir.join("dec.enc");
+    openssl(&[
+        "pkeyutl",
+        "-encrypt",
+        "-pubin",
+        "-inkey",
+        p(&dec_pub),
+        "-pkeyopt",
+        "rsa_padding_mode:oaep",
+        "-pkeyopt",
+        "rsa_oaep_md:sha1",
+        "-pkeyopt",
+        "rsa_mgf1_md:sha1",
+        "-in",
+        p(&secret),
+        "-out",
+        p(&enc),
+    ]);
+    let dec_h = s
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(b"dec-m".to_vec()),
+        ])
+        .unwrap();
+    let oaep = cryptoki::mechanism::rsa::PkcsOaepParams::new(
+        cryptoki::mechanism::MechanismType::SHA1,
+        cryptoki::mechanism::rsa::PkcsMgfType::MGF1_SHA1,
+        cryptoki::mechanism::rsa::PkcsOaepSource::empty(),
+    );
+    let back = s
+        .decrypt(
+            &Mechanism::RsaPkcsOaep(oaep),
+            dec_h[0],
+            &std::fs::read(&enc).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(back, std::fs::read(&secret).unwrap());
+
     // wrap-for-import's output goes the same way.
     let aes2 = aes_material(&dir, "aes2");
     let w = dir.join("aes2.kw");
@@ -542,7 +604,7 @@ fn c_unwrapkey_imports_with_an_import_job_through_the_module() {
         r.iter().filter(|x| x["result"] == "denied").count() >= 6
     });
     let count = |result: &str| recs.iter().filter(|r| r["result"] == result).count();
-    assert_eq!(count("allowed"), 5, "{recs:#?}");
+    assert_eq!(count("allowed"), 6, "{recs:#?}");
     assert_eq!(count("error"), 2, "{recs:#?}");
     assert!(recs
         .iter()
