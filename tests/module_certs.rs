@@ -432,3 +432,81 @@ fn certutil_import_reads_back_byte_identical() {
     drop(p11);
     drop(excl);
 }
+
+/// A certificate made by `keywardctl key cert create --self-signed` is a certificate object
+/// with the version's CKA_ID and CKA_LABEL: clients (Java, NSS) pair it with the private key.
+#[test]
+fn keywardctl_certificates_pair_with_their_key() {
+    let excl = module::exclusive();
+    let mut env = Env::new();
+    let certs = env.service_account_offline("certs");
+    env.start();
+    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
+        .ok();
+    for (id, alg) in [
+        ("ec", "EC_SIGN_P256_SHA256"),
+        ("rsa", "RSA_SIGN_PKCS1_2048_SHA256"),
+    ] {
+        env.ctl(&[
+            "key",
+            "create",
+            "--keyring",
+            RING,
+            "--purpose",
+            "ASYMMETRIC_SIGN",
+            "--algorithm",
+            alg,
+            id,
+        ])
+        .ok();
+    }
+    env.bind(RING, "roles/kms.admin", &sa("certs"));
+    env.bind(RING, "roles/kms.signerVerifier", &sa("certs"));
+    let dir = env.dir().to_path_buf();
+    let creds = dir.join("certs.key");
+    let settings =
+        Settings::new(&env.client_socket, &dir.join("module.toml")).credentials(&creds, &certs);
+    let client = env.client_socket.to_str().unwrap().to_string();
+    // keywardctl reads the module's credentials file (a # comment, then the key) as the
+    // module does.
+    let mut pems = Vec::new();
+    for id in ["ec", "rsa"] {
+        let out = env.ctl_env(
+            &["key", "cert", "create", "--key", &key(id), "--self-signed"],
+            &[
+                ("KEYWARD_CREDENTIALS", creds.to_str().unwrap()),
+                ("KEYWARD_SOCKET", &client),
+            ],
+        );
+        out.ok();
+        pems.push(out.stdout.clone());
+    }
+
+    let p11 = module::cryptoki(&settings);
+    let s = p11.open_ro_session(slot(&p11)).unwrap();
+    s.login(UserType::User, None).unwrap();
+    for (id, pem) in ["ec", "rsa"].iter().zip(&pems) {
+        let label = Attribute::Label(id.as_bytes().to_vec());
+        let cert = s
+            .find_objects(&[Attribute::Class(ObjectClass::CERTIFICATE), label.clone()])
+            .unwrap();
+        let private = s
+            .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY), label])
+            .unwrap();
+        assert_eq!((cert.len(), private.len()), (1, 1), "{id}");
+        assert_eq!(
+            bytes(&s, cert[0], AttributeType::Id),
+            bytes(&s, private[0], AttributeType::Id),
+            "{id}: the certificate pairs with the private key"
+        );
+        // The object holds what keywardctl wrote.
+        std::fs::write(dir.join("c.pem"), pem).unwrap();
+        let der = run(Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(dir.join("c.pem")));
+        assert_eq!(value(&s, cert[0]), Some(der));
+    }
+    drop(s);
+    drop(p11);
+    drop(excl);
+}

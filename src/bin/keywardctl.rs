@@ -1382,7 +1382,12 @@ fn call_socket(
                 ));
             }
             let text = zeroize::Zeroizing::new(std::fs::read_to_string(&path).map_err(bad)?);
-            let key = text.lines().next().unwrap_or("").trim();
+            // As the module reads it: the first line that is neither blank nor a # comment.
+            let key = text
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with('#'))
+                .unwrap_or("");
             if key.is_empty() {
                 return Err(fail(
                     CKR_ARGUMENTS_BAD,
@@ -2091,7 +2096,12 @@ mod certcmd {
         let js: serde_json::Value =
             serde_json::from_str(&resp.json).map_err(|_| bad("not JSON"))?;
         let field = |f: &str| js[f].as_str().map(str::to_string).ok_or_else(|| bad(f));
-        let (name, algorithm, pem) = (field("name")?, field("algorithm")?, field("pem")?);
+        // A key made through the module (PKCS11_GENERIC) has no algorithm name.
+        let algorithm = js["algorithm"]
+            .as_str()
+            .unwrap_or("PKCS11_GENERIC")
+            .to_string();
+        let (name, pem) = (field("name")?, field("pem")?);
         let (_, der) = der::pem::decode_vec(pem.as_bytes()).map_err(|_| bad("bad PEM"))?;
         Ok((name, algorithm, der))
     }
