@@ -25,6 +25,7 @@ use keyward_wire::pkcs11::{
     AttrResult, AttrValue, Attribute, Blob, ObjectHandle, Pkcs11Response, SessionId,
 };
 use sha1::{Digest, Sha1};
+use std::cell::OnceCell;
 
 /// `CKO_CERTIFICATE`.
 pub const CKO_CERTIFICATE: u64 = 1;
@@ -132,12 +133,15 @@ fn reads_public(perms: crate::policy::PermSet) -> bool {
 
 impl ClientConnection {
     /// The certificate as the principal sees it, if it does.
+    /// `ring_reads` caches, for one call, whether the principal may read the ring's own
+    /// certificates (a permission on the ring or on any key of it it sees).
     fn cert_view<'s>(
         &self,
         view: &'s View,
         principal: &Principal,
         ring: &crate::policy::KeyRingName,
         c: &'s CertEntry,
+        ring_reads: &OnceCell<bool>,
     ) -> Option<CertView<'s>> {
         if &c.ring != ring {
             return None;
@@ -146,32 +150,35 @@ impl ClientConnection {
         let creator = self.caller.instance.is_some()
             && c.row.creator_instance == self.caller.instance
             && c.row.created_by == principal.member.to_string();
-        let readable = match &c.owner {
-            Some((key, _)) => {
-                if !policy.sees_key(principal, key) {
-                    return None;
-                }
-                creator
-                    || reads_public(
-                        policy.effective_permissions(
+        let readable =
+            match &c.owner {
+                Some((key, _)) => {
+                    if !policy.sees_key(principal, key) {
+                        return None;
+                    }
+                    creator
+                        || reads_public(policy.effective_permissions(
                             principal,
                             &ResourceName::CryptoKey(key.clone()),
-                        ),
-                    )
-            }
-            None => {
-                creator
-                    || reads_public(
-                        policy
-                            .effective_permissions(principal, &ResourceName::KeyRing(ring.clone())),
-                    )
-                    || policy.visible_keys(principal, ring).into_iter().any(|k| {
-                        reads_public(
-                            policy.effective_permissions(principal, &ResourceName::CryptoKey(k)),
-                        )
-                    })
-            }
-        };
+                        ))
+                }
+                None => {
+                    creator
+                        || *ring_reads.get_or_init(|| {
+                            reads_public(policy.effective_permissions(
+                                principal,
+                                &ResourceName::KeyRing(ring.clone()),
+                            )) || policy.visible_keys(principal, ring).into_iter().any(|k| {
+                                reads_public(
+                                    policy.effective_permissions(
+                                        principal,
+                                        &ResourceName::CryptoKey(k),
+                                    ),
+                                )
+                            })
+                        })
+                }
+            };
         Some(CertView { entry: c, readable })
     }
 
@@ -180,10 +187,11 @@ impl ClientConnection {
         let Some(ring) = &ctx.ring else {
             return Vec::new();
         };
+        let ring_reads = OnceCell::new();
         view.extras
             .certificates
             .iter()
-            .filter_map(|c| self.cert_view(view, &ctx.principal, ring, c))
+            .filter_map(|c| self.cert_view(view, &ctx.principal, ring, c, &ring_reads))
             .collect()
     }
 
@@ -201,7 +209,7 @@ impl ClientConnection {
                 .certificates
                 .iter()
                 .find(|c| c.row.id == id)
-                .and_then(|c| self.cert_view(view, &ctx.principal, ring, c))
+                .and_then(|c| self.cert_view(view, &ctx.principal, ring, c, &OnceCell::new()))
         });
         Some(found.ok_or(CKR_OBJECT_HANDLE_INVALID))
     }
