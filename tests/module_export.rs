@@ -5,7 +5,8 @@
 //! decrypting, with that material imported as another key, what the exported key
 //! encrypted); a non-exportable key is refused by the token (`CKR_KEY_UNEXTRACTABLE`), so is
 //! a principal without exportKeyMaterial, and one without useToEncrypt on the wrapping key
-//! gets `CKR_WRAPPING_KEY_HANDLE_INVALID`; every export is audited at warning level.
+//! gets `CKR_WRAPPING_KEY_HANDLE_INVALID`; `keywardctl key export` goes through the same gate
+//! (the same blob; the same refusals); every export is audited at warning level.
 
 mod common;
 
@@ -156,6 +157,14 @@ fn exportable_keys_leave_the_token_wrapped_and_audited() {
         .map(|i| i.wrapping_mul(7).wrapping_add(3))
         .collect();
     let wrapping = s.create_object(&aes_template("kek", &kek, true)).unwrap();
+    // Its Keyward key id (generated: p11-...), the only key made through the module so far.
+    let listed = env.ctl(&["--json", "key", "list", "--keyring", RING]);
+    listed.ok();
+    let kek_key = listed.stdout[..]
+        .split('"')
+        .find(|w| w.contains("/cryptoKeys/p11-"))
+        .expect("the wrapping key's name")
+        .to_string();
     let exp = secret(&s, "exp");
     let plain = secret(&s, "plain");
     // The exported key still reports sensitive, and extractable.
@@ -177,6 +186,47 @@ fn exportable_keys_leave_the_token_wrapped_and_audited() {
         .unwrap();
     let material = openssl_unwrap(&dir, &kek, &blob);
     assert_eq!(material.len(), 32);
+    // keywardctl key export: the same gate; AES-KWP is deterministic, so the same blob.
+    let creds = |who: &str, name: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("{who}\n")).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        p
+    };
+    let exporter_creds = creds(&exporter, "exporter.key");
+    let user_creds = creds(&user, "user.key");
+    let client = env.client_socket.to_str().unwrap().to_string();
+    let export = |who: &std::path::Path, k: &str| {
+        env.ctl_env(
+            &[
+                "key",
+                "export",
+                "--key",
+                &key(k),
+                "--wrapping-key",
+                &kek_key,
+                "--out",
+                dir.join("ctl-wrapped.bin").to_str().unwrap(),
+            ],
+            &[
+                ("KEYWARD_CREDENTIALS", who.to_str().unwrap()),
+                ("KEYWARD_SOCKET", &client),
+            ],
+        )
+    };
+    let out = export(&exporter_creds, "exp");
+    out.ok();
+    assert!(out.stderr.contains("left the token wrapped"), "{out:#?}");
+    assert_eq!(std::fs::read(dir.join("ctl-wrapped.bin")).unwrap(), blob);
+    let out = export(&exporter_creds, "plain");
+    out.failed();
+    assert!(
+        out.stderr.contains("CKR_KEY_UNEXTRACTABLE") || out.stderr.contains("token refused"),
+        "{out:#?}"
+    );
+    let out = export(&user_creds, "exp");
+    out.failed();
+    assert!(out.stderr.contains("exportKeyMaterial"), "{out:#?}");
     // It is exp's material: what exp encrypts, the material (imported as a key) decrypts.
     let copy = s
         .create_object(&aes_template("copy", &material, false))
@@ -269,6 +319,20 @@ fn exportable_keys_leave_the_token_wrapped_and_audited() {
     ));
     assert!(has("denied", &sa("user"), &exp_v1, "exportKeyMaterial"));
     assert!(has("denied", &sa("nowrap"), &exp_v1, "useToEncrypt"));
+    // keywardctl's exports too: one allowed, two refused, all at warning level.
+    let mut ctl = Vec::new();
+    for _ in 0..50 {
+        let out = env.ctl(&["--json", "audit", "query", "--action", "ExportKey"]);
+        out.ok();
+        ctl = out.json_lines();
+        if ctl.len() >= 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(ctl.len(), 3, "{ctl:#?}");
+    assert!(ctl.iter().all(|r| r["severity"] == "warning"), "{ctl:#?}");
+    assert_eq!(ctl.iter().filter(|r| r["result"] == "allowed").count(), 1);
     // Other records stay at info level.
     let other = env.ctl(&["--json", "audit", "query", "--action", "C_EncryptInit"]);
     other.ok();

@@ -230,7 +230,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
 }
 
 /// Actions recorded at warning level: every export of key material (allowed or refused).
-pub const WARNING_ACTIONS: &[&str] = &["C_WrapKey"];
+pub const WARNING_ACTIONS: &[&str] = &["C_WrapKey", "ExportKey"];
 
 /// The severity of a record of `action`: `warning` or `info`.
 pub fn severity(action: &str) -> &'static str {

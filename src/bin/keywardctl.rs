@@ -286,6 +286,28 @@ enum KeyCmd {
     /// one and its chain, list them (certificate objects through the PKCS#11 module)
     #[command(subcommand)]
     Cert(CertCmd),
+    /// Export an --exportable key's material wrapped by a wrapping key, through keywardd's
+    /// client socket (needs kms.cryptoKeyVersions.exportKeyMaterial on the key and
+    /// useToEncrypt on the wrapping key, an AES or RSA key made with CKA_WRAP through the
+    /// module; audited at warning level)
+    Export {
+        /// The key to export
+        #[arg(long, value_name = "KEY")]
+        key: String,
+        /// Its version [default: the primary]
+        #[arg(long, value_name = "N")]
+        version: Option<u64>,
+        /// The wrapping key (its primary version)
+        #[arg(long, value_name = "KEY")]
+        wrapping_key: String,
+        /// aes-kwp (RFC 5649), aes-kw (RFC 3394), rsa-oaep-sha1 or rsa-oaep-sha256
+        #[arg(long, value_name = "MECH", default_value = "aes-kwp",
+              value_parser = ["aes-kwp", "aes-kw", "rsa-oaep-sha1", "rsa-oaep-sha256"])]
+        mechanism: String,
+        /// Write the wrapped key here [default: stdout]
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -1181,6 +1203,7 @@ fn to_request(cmd: Command) -> Result<AdminRequest, String> {
                 certs: certcmd::read_chain(&cert, chain.as_deref())?,
                 label: None,
             },
+            KeyCmd::Export { .. } => return Err("key export runs through keywardd".into()),
             KeyCmd::Cert(CertCmd::Create { .. }) => {
                 return Err("key cert create --self-signed/--csr runs through keywardd".into())
             }
@@ -1577,6 +1600,22 @@ fn main() -> ExitCode {
             ..
         })) => return certcmd::create(&global, &key, self_signed, subject, days, out),
         Command::Key(KeyCmd::Cert(CertCmd::Get { key })) => return certcmd::get(&global, key),
+        Command::Key(KeyCmd::Export {
+            key,
+            version,
+            wrapping_key,
+            mechanism,
+            out,
+        }) => {
+            return crypto::export(
+                &global,
+                key,
+                version,
+                wrapping_key,
+                mechanism,
+                out.as_deref(),
+            )
+        }
         Command::Completions { shell } => return completions(shell),
         Command::Status => return status(&global),
         Command::Key(KeyCmd::WrapForImport {
@@ -2004,6 +2043,57 @@ mod crypto {
                     printable(&a.key)
                 );
                 ExitCode::from(1)
+            }
+            Ok(_) => {
+                eprintln!("error: keywardd answered with another kind of response");
+                ExitCode::from(1)
+            }
+            Err(CtlError::Usage(m) | CtlError::Unreachable(m)) => usage(m),
+            Err(CtlError::Request(e)) => {
+                eprintln!("error: {}", printable(&e.message));
+                ExitCode::from(1)
+            }
+        }
+    }
+
+    /// `keywardctl key export`: one Export request on the client socket.
+    pub fn export(
+        global: &Global,
+        key: String,
+        version: Option<u64>,
+        wrapping_key: String,
+        mechanism: String,
+        out: Option<&Path>,
+    ) -> ExitCode {
+        if global.db.is_some() || global.as_member.is_some() {
+            return usage(
+                "key export runs only through keywardd's client socket (no --db, no --as; use \
+                 KEYWARD_CREDENTIALS=FILE to act as a service account)",
+            );
+        }
+        let req = CryptoRequest::Export {
+            key: key.clone(),
+            version,
+            wrapping_key,
+            mechanism,
+        };
+        match call_socket(global, &global.client_socket, RequestBody::Crypto(req)) {
+            Ok(ResponseBody::Crypto(CryptoResponse::Data(bytes))) => {
+                match write(out, bytes.as_slice()) {
+                    Ok(()) => {
+                        eprintln!(
+                            "warning: the key material of {} left the token wrapped ({} bytes); \
+                             this export is in the audit log",
+                            printable(&key),
+                            bytes.as_slice().len()
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::from(1)
+                    }
+                }
             }
             Ok(_) => {
                 eprintln!("error: keywardd answered with another kind of response");

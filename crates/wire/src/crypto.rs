@@ -49,6 +49,18 @@ pub enum CryptoRequest {
         /// The signature (DER for ECDSA) or tag.
         signature: Blob,
     },
+    /// Exports an exportable key's material wrapped by a wrapping key (issue 7: the
+    /// `C_WrapKey` gate, audited at warning level); answers the wrapped blob.
+    Export {
+        /// The key to export.
+        key: String,
+        /// Its version [default: the primary].
+        version: Option<u64>,
+        /// The wrapping key (its primary version): an AES key or an RSA key with `CKA_WRAP`.
+        wrapping_key: String,
+        /// `aes-kwp` (RFC 5649), `aes-kw` (RFC 3394), `rsa-oaep-sha1`, `rsa-oaep-sha256`.
+        mechanism: String,
+    },
 }
 
 /// The answer to a [`CryptoRequest`].

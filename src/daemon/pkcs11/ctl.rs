@@ -152,6 +152,12 @@ impl ClientConnection {
                 };
                 Ok(CryptoResponse::Data(Blob::new(sig)))
             }
+            CryptoRequest::Export {
+                key,
+                version,
+                wrapping_key,
+                mechanism,
+            } => self.export(&key, version, &wrapping_key, &mechanism),
             CryptoRequest::Verify {
                 key,
                 data: input,
@@ -194,6 +200,103 @@ impl ClientConnection {
                 }
             }
         }
+    }
+
+    /// `keywardctl key export`: the module's export gate on the keys' objects.
+    fn export(
+        &self,
+        key: &str,
+        version: Option<u64>,
+        wrapping_key: &str,
+        mechanism: &str,
+    ) -> Result<CryptoResponse, ErrorReply> {
+        use keyward_token::{OaepHash, WrapMechanism};
+        let m = match mechanism {
+            "aes-kwp" => WrapMechanism::AesKeyWrapPad,
+            "aes-kw" => WrapMechanism::AesKeyWrap,
+            "rsa-oaep-sha1" => WrapMechanism::RsaOaep(OaepHash::Sha1),
+            "rsa-oaep-sha256" => WrapMechanism::RsaOaep(OaepHash::Sha256),
+            other => {
+                return Err(err(
+                    CKR_MECHANISM_INVALID,
+                    format!(
+                        "unknown wrapping mechanism '{other}': use aes-kwp, aes-kw, \
+                         rsa-oaep-sha1 or rsa-oaep-sha256"
+                    ),
+                ))
+            }
+        };
+        if !self.svc.audit.is_healthy() {
+            return Err(err(
+                CKR_DEVICE_ERROR,
+                "the audit log is unavailable: refused",
+            ));
+        }
+        let view = self
+            .svc
+            .view()
+            .map_err(|rv| err(rv, "keywardd cannot read its state"))?;
+        let state = &view.state;
+        let principal = &self.caller.principal;
+        // The object of `name`'s version `n` (default: the primary) with the half wanted.
+        let object = |name: &str, n: Option<u64>, want: &dyn Fn(bool) -> Half| {
+            let kname = self.visible_key(state, name, "ExportKey")?;
+            let entry = state
+                .catalog
+                .keys
+                .get(&kname)
+                .ok_or_else(|| missing(name))?;
+            let number = n.or(entry.primary_version).ok_or_else(|| {
+                err(
+                    CKR_KEY_HANDLE_INVALID,
+                    format!("{name} has no primary version: name one"),
+                )
+            })?;
+            let v = entry
+                .versions
+                .iter()
+                .find(|v| v.version == number)
+                .ok_or_else(|| {
+                    err(
+                        CKR_KEY_HANDLE_INVALID,
+                        format!("{name} has no version {number}"),
+                    )
+                })?;
+            let perms = state
+                .policy
+                .effective_permissions(principal, &ResourceName::CryptoKey(kname.clone()));
+            let half = want(v.public_key.is_some());
+            objects::version_objects(entry, v, perms, self.extra(&view, &kname, number))
+                .into_iter()
+                .find(|o| o.id.half == half)
+                .ok_or_else(|| {
+                    err(
+                        CKR_KEY_HANDLE_INVALID,
+                        format!(
+                            "{name} version {number} has no key material (state {})",
+                            v.state
+                        ),
+                    )
+                })
+        };
+        let kobj = object(key, version, &|pair| {
+            if pair {
+                Half::Private
+            } else {
+                Half::Secret
+            }
+        })?;
+        let wobj = object(wrapping_key, None, &|pair| {
+            if pair {
+                Half::Public
+            } else {
+                Half::Secret
+            }
+        })?;
+        let resource = kobj.id.version_name();
+        self.export_gated(&view, principal, "ExportKey", m, &wobj, &kobj)
+            .map(|blob| CryptoResponse::Data(Blob::new(blob)))
+            .map_err(|(rv, why)| err(rv, format!("{why} ({resource})")))
     }
 
     /// The key's algorithm and purpose, if the caller sees the key.

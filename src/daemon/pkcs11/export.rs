@@ -13,12 +13,14 @@
 //!   `CKA_EXTRACTABLE` is refused with the token's own `CKR_KEY_UNEXTRACTABLE`.
 //! - Every export, allowed or refused, is audited at warning level
 //!   ([`crate::audit::WARNING_ACTIONS`]) and logged as a warning.
+//! - `keywardctl key export` (the client socket, `super::ctl`) runs the same gate
+//!   (`export_gated`) on the keys' primary (or named) versions, audited as `ExportKey`.
 
 use super::ck::*;
-use super::objects::Half;
+use super::objects::{Half, ObjectView};
 use super::{ClientConnection, View};
 use crate::audit::Outcome;
-use crate::policy::{Permission, ResourceName};
+use crate::policy::{Permission, Principal, ResourceName};
 use keyward_token::{OaepHash, WrapMechanism};
 use keyward_wire::pkcs11::{Blob, MechParams, Mechanism, ObjectHandle, Pkcs11Response, SessionId};
 
@@ -77,9 +79,14 @@ impl ClientConnection {
         let ctx = self.slot_ctx(slot, &view.state)?;
         let wobj = self.resolve(&view, &ctx, wrapping, CKR_WRAPPING_KEY_HANDLE_INVALID)?;
         let kobj = self.resolve(&view, &ctx, key, CKR_KEY_HANDLE_INVALID)?;
-        let resource = Some(kobj.id.version_name());
         let refuse = |this: &Self, rv: u64, why: &str| {
-            this.deny(&ctx.principal, ACTION, resource.clone(), rv, why);
+            this.deny(
+                &ctx.principal,
+                ACTION,
+                Some(kobj.id.version_name()),
+                rv,
+                why,
+            );
             tracing::warn!(key = %kobj.id.version_name(), rv, why, "key export refused");
             Err(rv)
         };
@@ -97,64 +104,86 @@ impl ClientConnection {
                 )
             }
         };
-        // The wrapping key: an AES secret key for AES-KW(P), an RSA public key for OAEP, ENABLED,
-        // with CKA_WRAP, and useToEncrypt.
+        self.export_gated(&view, &ctx.principal, ACTION, m, &wobj, &kobj)
+            .map(|blob| Pkcs11Response::Data(Blob::new(blob)))
+            .map_err(|(rv, _)| rv)
+    }
+
+    /// The export gate and the token's wrap, shared by `C_WrapKey` and `keywardctl key
+    /// export`: every refusal is audited (warning level) with its reason, which the error
+    /// carries with the CK_RV.
+    pub(super) fn export_gated(
+        &self,
+        view: &View,
+        principal: &Principal,
+        action: &'static str,
+        m: WrapMechanism,
+        wobj: &ObjectView<'_>,
+        kobj: &ObjectView<'_>,
+    ) -> Result<Vec<u8>, (u64, String)> {
+        let resource = Some(kobj.id.version_name());
+        let refuse = |rv: u64, why: &str| {
+            self.deny(principal, action, resource.clone(), rv, why);
+            tracing::warn!(key = %kobj.id.version_name(), rv, why, "key export refused");
+            Err((rv, why.to_string()))
+        };
+        // The wrapping key: an AES secret key for AES-KW(P), an RSA public key for OAEP,
+        // ENABLED, with CKA_WRAP, and useToEncrypt.
         let wkey_ok = match m {
             WrapMechanism::RsaOaep(_) => wobj.id.half == Half::Public && wobj.key_is_rsa(),
             _ => wobj.id.half == Half::Secret && wobj.key_is_aes(),
         };
         if !wkey_ok {
             return refuse(
-                self,
                 CKR_WRAPPING_KEY_TYPE_INCONSISTENT,
-                "wrapping key does not suit the mechanism",
+                "the wrapping key does not suit the mechanism",
             );
         }
         if !wobj.enabled() || !wobj.flags().4 {
             return refuse(
-                self,
                 CKR_WRAPPING_KEY_HANDLE_INVALID,
-                "wrapping key not ENABLED or without CKA_WRAP",
+                "the wrapping key is not ENABLED or has no CKA_WRAP",
             );
         }
         let policy = &view.state.policy;
         let may_encrypt = policy
             .authorize(
-                &ctx.principal,
+                principal,
                 Permission::UseToEncrypt,
                 &ResourceName::CryptoKey(wobj.id.key.clone()),
             )
             .allowed;
         if !may_encrypt {
             return refuse(
-                self,
                 CKR_WRAPPING_KEY_HANDLE_INVALID,
                 "needs useToEncrypt on the wrapping key",
             );
         }
         // The key: a secret or private key, ENABLED, and exportKeyMaterial.
         if kobj.id.half == Half::Public {
-            return refuse(self, CKR_KEY_NOT_WRAPPABLE, "a public key is not exported");
+            return refuse(CKR_KEY_NOT_WRAPPABLE, "a public key is not exported");
         }
         if !kobj.enabled() {
-            return refuse(self, CKR_KEY_HANDLE_INVALID, "version not ENABLED");
+            return refuse(CKR_KEY_HANDLE_INVALID, "the version is not ENABLED");
         }
         let d = policy.authorize(
-            &ctx.principal,
+            principal,
             Permission::ExportKeyMaterial,
             &ResourceName::CryptoKey(kobj.id.key.clone()),
         );
         if !d.allowed {
             return refuse(
-                self,
                 CKR_KEY_UNEXTRACTABLE,
                 "needs kms.cryptoKeyVersions.exportKeyMaterial",
             );
         }
-        let (wid, kid) = (wobj.token_id().to_vec(), kobj.token_id().to_vec());
         let private = kobj.id.half == Half::Private;
         let wname = wobj.id.version_name();
-        match self.svc.token.wrap_key(m, &wid, &kid, private) {
+        match self
+            .svc
+            .token
+            .wrap_key(m, wobj.token_id(), kobj.token_id(), private)
+        {
             Ok(blob) => {
                 let granted = d
                     .granted_by
@@ -163,12 +192,12 @@ impl ClientConnection {
                 tracing::warn!(
                     key = %kobj.id.version_name(),
                     wrapping = %wname,
-                    principal = %ctx.principal.member,
+                    principal = %principal.member,
                     "key material exported (wrapped)"
                 );
                 self.record(
-                    &ctx.principal,
-                    ACTION,
+                    principal,
+                    action,
                     resource.clone(),
                     Outcome::Allowed,
                     0,
@@ -176,15 +205,16 @@ impl ClientConnection {
                         "key material exported, wrapped by {wname} ({m:?}, {} bytes){granted}",
                         blob.len()
                     )),
-                )?;
-                Ok(Pkcs11Response::Data(Blob::new(blob)))
+                )
+                .map_err(|rv| (rv, "the audit log is unavailable: refused".to_string()))?;
+                Ok(blob)
             }
             Err(e) => {
                 let rv = e.ck_rv();
                 tracing::warn!(key = %kobj.id.version_name(), error = %e, "key export refused by the token");
                 let _ = self.record(
-                    &ctx.principal,
-                    ACTION,
+                    principal,
+                    action,
                     resource,
                     if rv == CKR_KEY_UNEXTRACTABLE {
                         Outcome::Denied
@@ -194,11 +224,12 @@ impl ClientConnection {
                     rv,
                     Some(format!("the token refused: {e}")),
                 );
-                Err(if rv == CKR_KEY_HANDLE_INVALID {
+                let rv = if rv == CKR_KEY_HANDLE_INVALID {
                     CKR_DEVICE_ERROR
                 } else {
                     rv
-                })
+                };
+                Err((rv, format!("the token refused: {e}")))
             }
         }
     }
