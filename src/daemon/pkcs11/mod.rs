@@ -292,6 +292,18 @@ fn token_info(label: &str, serial: &str, counts: Option<(u64, u64)>) -> TokenInf
     }
 }
 
+/// Can an object of `key` carry `CKA_LABEL` `label` (objects.rs `ObjectView::label`: a
+/// generic key's client labels; else the key id, or `keyid@vN`)?
+fn label_may_match(view: &View, key: &crate::catalog::KeyEntry, label: &[u8]) -> bool {
+    if let Some(g) = view.extras.generic.get(&key.name) {
+        return g.cka_label == label || g.pub_cka_label == label;
+    }
+    let id = key.name.id.as_bytes();
+    label
+        .strip_prefix(id)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"@v"))
+}
+
 fn parse_ring(name: &str) -> Option<KeyRingName> {
     match ResourceName::from_str(name) {
         Ok(ResourceName::KeyRing(r)) => Some(r),
@@ -843,14 +855,32 @@ impl ClientConnection {
 
     // ------------------------------------------------------------------ objects
 
-    /// Every object the session's principal sees.
-    fn objects<'s>(&self, view: &'s View, ctx: &SlotCtx) -> Vec<ObjectView<'s>> {
+    /// Every object the session's principal sees; with `label`, only keys whose objects may
+    /// carry that `CKA_LABEL` are looked at (issue 9: a find by label among 1,000 keys
+    /// checks visibility and builds objects for the candidates only, not for every key).
+    fn objects<'s>(
+        &self,
+        view: &'s View,
+        ctx: &SlotCtx,
+        label: Option<&[u8]>,
+    ) -> Vec<ObjectView<'s>> {
         let Some(ring) = &ctx.ring else {
             return Vec::new();
         };
         let state = &view.state;
+        let names = match label {
+            Some(label) => state
+                .catalog
+                .keys
+                .values()
+                .filter(|k| &k.name.ring == ring && label_may_match(view, k, label))
+                .map(|k| k.name.clone())
+                .filter(|n| state.policy.sees_key(&ctx.principal, n))
+                .collect(),
+            None => state.policy.visible_keys(&ctx.principal, ring),
+        };
         let mut out = Vec::new();
-        for name in state.policy.visible_keys(&ctx.principal, ring) {
+        for name in names {
             let Some(key) = state.catalog.keys.get(&name) else {
                 continue;
             };
@@ -977,8 +1007,16 @@ impl ClientConnection {
         self.healthy()?;
         let view = self.svc.view()?;
         let ctx = self.slot_ctx(slot, &view.state)?;
+        // A label of another kind matches nothing (`matches` below): any candidate set will do.
+        let label = template
+            .iter()
+            .find(|a| a.ty == CKA_LABEL)
+            .map(|a| match &a.value {
+                keyward_wire::pkcs11::AttrValue::Bytes(b) => b.as_slice(),
+                _ => &[],
+            });
         let found: Vec<ObjectKey> = self
-            .objects(&view, &ctx)
+            .objects(&view, &ctx, label)
             .into_iter()
             .filter(|o| o.matches(template))
             .map(|o| o.id)
