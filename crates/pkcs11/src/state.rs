@@ -10,10 +10,19 @@
 //! poisons):
 //! 1. [`STATE`] (read: just long enough to clone the `Arc<Instance>`; write: C_Initialize /
 //!    C_Finalize swap it);
-//! 2. `Instance::conn`: held across one request/response, because it exists to serialise
-//!    that connection (one request in flight); never held for anything else;
-//! 3. `Instance::sessions`: short sections, never across IPC;
-//! 4. `Instance::logins`: short sections, never across IPC.
+//! 2. one of `Instance::lanes`: held across one request/response, because it exists to
+//!    serialise that connection (one request in flight); never held for anything else;
+//! 3. `Instance::link` (generation and instance secret): short sections, and across a
+//!    (re)connect, which it serialises so that every lane joins the same instance;
+//! 4. `Instance::sessions`: short sections, never across IPC;
+//! 5. `Instance::logins`: short sections, never across IPC.
+//!
+//! **Lanes** (issue 9). keywardd serves each connection in its own thread, one request at a
+//! time, and a daemon session lives on the connection that opened it. So that two threads
+//! with two sessions run in parallel, an instance has up to [`LANES`] connections (lanes),
+//! made as sessions need them: a new session opens on the lane with the fewest live sessions
+//! and all its calls go there; calls without a session use lane 0. Every lane presents the
+//! instance secret, so keywardd sees one instance (one login state, one handle space).
 //!
 //! **Connections.** Lazy: the first call that needs keywardd connects (C_Initialize tries once,
 //! with a short timeout, to fetch the slot list). Every connection has a *generation*; each
@@ -46,6 +55,9 @@ pub static STATE: RwLock<Option<Arc<Instance>>> = RwLock::new(None);
 /// later connect waits for the handshake (token calls after it have no timeout: RSA key
 /// generation can take seconds).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections (lanes) one instance may hold: sessions beyond this many share them.
+pub const LANES: usize = 4;
 
 /// Token flags of a configured token listed while keywardd is down (design §4).
 pub const CONFIGURED_TOKEN_FLAGS: u64 = pkcs11_sys::CKF_RNG
@@ -134,6 +146,8 @@ pub struct Session {
     pub remote: SessionId,
     /// The connection generation it lives in.
     pub generation: u64,
+    /// The lane (connection) it lives on.
+    pub lane: usize,
     /// Opened with `CKF_RW_SESSION`.
     pub read_write: bool,
     /// The active C_FindObjects cursor.
@@ -153,6 +167,8 @@ pub struct SessionRef {
     pub remote: SessionId,
     /// Its connection generation.
     pub generation: u64,
+    /// Its lane.
+    pub lane: usize,
     /// Read-write.
     pub read_write: bool,
 }
@@ -200,6 +216,17 @@ impl Sessions {
         v
     }
 
+    /// Live sessions (of `generation`) on each lane.
+    pub fn per_lane(&self, generation: u64) -> [usize; LANES] {
+        let mut n = [0usize; LANES];
+        for s in self.map.values().filter(|s| s.generation == generation) {
+            if let Some(c) = n.get_mut(s.lane) {
+                *c += 1;
+            }
+        }
+        n
+    }
+
     /// (all, read-write) sessions on `slot` alive in `generation`.
     pub fn counts(&self, slot: SlotId, generation: u64) -> (u64, u64) {
         let live = self
@@ -212,10 +239,17 @@ impl Sessions {
     }
 }
 
-/// The connection to keywardd and its generation.
+/// One lane: a connection to keywardd and the generation it was made in.
 #[derive(Debug, Default)]
 pub struct Conn {
     client: Option<Client>,
+    generation: u64,
+}
+
+/// What the lanes share: the generation (moved on whenever a connection breaks, which ends
+/// every session) and the instance secret.
+#[derive(Debug, Default)]
+pub struct Link {
     generation: u64,
     secret: Option<InstanceSecret>,
 }
@@ -229,10 +263,11 @@ pub struct Instance {
     pub config: Config,
     /// The slot list, fixed at C_Initialize.
     pub slots: Vec<Slot>,
-    conn: Mutex<Conn>,
-    /// The session table (lock order 3).
+    lanes: [Mutex<Conn>; LANES],
+    link: Mutex<Link>,
+    /// The session table (lock order 4).
     pub sessions: Mutex<Sessions>,
-    /// Logins per slot (lock order 4).
+    /// Logins per slot (lock order 5).
     pub logins: Mutex<HashMap<SlotId, Login>>,
 }
 
@@ -257,7 +292,8 @@ impl Instance {
             pid: std::process::id(),
             slots: Vec::new(),
             config,
-            conn: Mutex::new(Conn::default()),
+            lanes: Default::default(),
+            link: Mutex::new(Link::default()),
             sessions: Mutex::new(Sessions::default()),
             logins: Mutex::new(HashMap::new()),
         };
@@ -289,29 +325,36 @@ impl Instance {
 
     /// True if keywardd is reachable now (connecting if need be): `CKF_TOKEN_PRESENT`.
     pub fn daemon_up(&self) -> bool {
-        let mut conn = self.conn.lock();
+        let mut conn = self.lanes[0].lock();
         self.ensure_connected(&mut conn).is_ok()
     }
 
     /// The current connection generation.
     pub fn generation(&self) -> u64 {
-        self.conn.lock().generation
+        self.link.lock().generation
     }
 
-    /// Connects if there is no usable connection, replaying logins. Called with `conn`
-    /// locked (lock order 2; takes `logins` briefly).
+    /// Connects the lane if it has no usable connection of the current generation,
+    /// replaying logins. Called with the lane locked (lock order 2; holds `link` across the
+    /// connect, takes `logins` briefly).
     fn ensure_connected(&self, conn: &mut Conn) -> Result<(), Error> {
-        if conn.client.as_ref().is_some_and(Client::is_usable) {
+        let mut link = self.link.lock();
+        if conn.generation == link.generation && conn.client.as_ref().is_some_and(Client::is_usable)
+        {
             return Ok(());
         }
-        if conn.client.take().is_some() {
-            conn.generation += 1;
+        if conn.generation == link.generation && conn.client.take().is_some() {
+            // This lane's connection broke: every session ends with it.
+            link.generation += 1;
         }
+        // A lane of an earlier generation is dropped (keywardd closes its sessions).
+        conn.client = None;
+        conn.generation = link.generation;
         let credentials = self
             .config
             .read_credentials()
             .map_err(|e| Error::TokenNotPresent(e.to_string()))?;
-        let hello = Hello::new(ClientKind::Module, conn.secret.clone(), credentials);
+        let hello = Hello::new(ClientKind::Module, link.secret.clone(), credentials);
         let options = ClientOptions {
             read_timeout: Some(HANDSHAKE_TIMEOUT),
             write_timeout: Some(HANDSHAKE_TIMEOUT),
@@ -329,7 +372,7 @@ impl Instance {
             .set_read_timeout(None)
             .and_then(|()| client.stream().set_write_timeout(None))
             .map_err(|e| Error::TokenNotPresent(e.to_string()))?;
-        conn.secret = Some(client.instance_secret().clone());
+        link.secret = Some(client.instance_secret().clone());
         let logins: Vec<(SlotId, Login)> = self
             .logins
             .lock()
@@ -359,7 +402,7 @@ impl Instance {
         Ok(())
     }
 
-    fn exchange(conn: &mut Conn, request: Pkcs11Request) -> Result<Pkcs11Response, Error> {
+    fn exchange(&self, conn: &mut Conn, request: Pkcs11Request) -> Result<Pkcs11Response, Error> {
         let client = conn.client.as_mut().ok_or(Error::Wire(WireError::Broken))?;
         match client.call(RequestBody::Pkcs11(request)) {
             Ok(ResponseBody::Pkcs11(r)) => Ok(r),
@@ -368,38 +411,48 @@ impl Instance {
             Err(e) => {
                 if e.is_disconnect() {
                     conn.client = None;
-                    conn.generation += 1;
+                    let mut link = self.link.lock();
+                    if conn.generation == link.generation {
+                        link.generation += 1;
+                    }
                 }
                 Err(Error::Wire(e))
             }
         }
     }
 
-    /// Sends a request that needs no session, connecting if need be.
+    /// Sends a request that needs no session (on lane 0), connecting if need be.
     pub fn call(&self, request: Pkcs11Request) -> Result<Pkcs11Response, Error> {
-        let mut conn = self.conn.lock();
+        let mut conn = self.lanes[0].lock();
         self.ensure_connected(&mut conn)?;
-        Self::exchange(&mut conn, request)
+        self.exchange(&mut conn, request)
     }
 
-    /// Opens a session on keywardd (connecting if need be) and records it.
+    /// Opens a session on keywardd (on the lane with the fewest live sessions, connecting it
+    /// if need be) and records it.
     pub fn open_session(&self, slot: SlotId, read_write: bool) -> Result<u64, Error> {
-        let mut conn = self.conn.lock();
+        let lane = {
+            let generation = self.generation();
+            let counts = self.sessions.lock().per_lane(generation);
+            (0..LANES).min_by_key(|&i| (counts[i], i)).unwrap_or(0)
+        };
+        let mut conn = self.lanes[lane].lock();
         self.ensure_connected(&mut conn)?;
         let generation = conn.generation;
-        let remote =
-            match Self::exchange(&mut conn, Pkcs11Request::OpenSession { slot, read_write }) {
-                Ok(Pkcs11Response::Session(id)) => id,
-                Ok(other) => return Err(expect(other, "OpenSession")),
-                Err(Error::Wire(e)) if e.is_disconnect() => {
-                    return Err(Error::TokenNotPresent(e.to_string()))
-                }
-                Err(e) => return Err(e),
-            };
+        let remote = match self.exchange(&mut conn, Pkcs11Request::OpenSession { slot, read_write })
+        {
+            Ok(Pkcs11Response::Session(id)) => id,
+            Ok(other) => return Err(expect(other, "OpenSession")),
+            Err(Error::Wire(e)) if e.is_disconnect() => {
+                return Err(Error::TokenNotPresent(e.to_string()))
+            }
+            Err(e) => return Err(e),
+        };
         let handle = self.sessions.lock().insert(Session {
             slot,
             remote,
             generation,
+            lane,
             read_write,
             find: None,
             pending: None,
@@ -422,6 +475,7 @@ impl Instance {
             slot: s.slot,
             remote: s.remote,
             generation: s.generation,
+            lane: s.lane,
             read_write: s.read_write,
         })
     }
@@ -429,13 +483,14 @@ impl Instance {
     /// Sends a request in session `s` over the connection it lives on (never reconnecting:
     /// a session does not survive its connection).
     pub fn call_in(&self, s: &SessionRef, request: Pkcs11Request) -> Result<Pkcs11Response, Error> {
-        let mut conn = self.conn.lock();
-        if conn.generation != s.generation || conn.client.is_none() {
+        let mut conn = self.lanes.get(s.lane).unwrap_or(&self.lanes[0]).lock();
+        let current = self.link.lock().generation;
+        if conn.generation != s.generation || s.generation != current || conn.client.is_none() {
             drop(conn);
             self.sessions.lock().remove(s.handle);
             return Err(Error::SessionHandleInvalid(s.handle));
         }
-        Self::exchange(&mut conn, request)
+        self.exchange(&mut conn, request)
     }
 
     /// Expects [`Pkcs11Response::Done`].
@@ -547,6 +602,7 @@ mod tests {
             slot: SlotId(slot),
             remote: SessionId(1),
             generation,
+            lane: usize::from(rw),
             read_write: rw,
             find: None,
             pending: None,
@@ -559,6 +615,8 @@ mod tests {
         assert_eq!(t.counts(SlotId(1), 0), (2, 1));
         assert_eq!(t.counts(SlotId(1), 1), (1, 1));
         assert_eq!(t.on_slot(SlotId(1)), vec![1, 2, 4]);
+        assert_eq!(t.per_lane(0), [2, 1, 0, 0]);
+        assert_eq!(t.per_lane(1), [0, 1, 0, 0]);
         t.remove(a);
         assert_eq!(t.insert(mk(1, true, 0)), 5, "handles are never reused");
     }
@@ -575,7 +633,8 @@ mod tests {
                 credentials: None,
             },
             slots: vec![],
-            conn: Mutex::new(Conn::default()),
+            lanes: Default::default(),
+            link: Mutex::new(Link::default()),
             sessions: Mutex::new(Sessions::default()),
             logins: Mutex::new(HashMap::new()),
         };
