@@ -148,6 +148,16 @@ pub fn run(args: &[String], mut paths: Paths) -> Result<ExitCode, String> {
     let all_up = started.elapsed();
     std::thread::sleep(Duration::from_millis(200));
     let (rss1, threads1) = proc_stats(pid).ok_or("cannot read keywardd's /proc status")?;
+    // BENCH_HOLD_SECS: keep everyone connected a while (to look at keywardd from outside).
+    if let Some(secs) = std::env::var("BENCH_HOLD_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        eprintln!(
+            "keyward-bench: holding {count} connections to keywardd (pid {pid}) for {secs} s"
+        );
+        std::thread::sleep(Duration::from_secs(secs));
+    }
     // Close every stdin: the children finalize and exit.
     for c in children.iter_mut() {
         drop(c.stdin.take());
