@@ -38,6 +38,7 @@ const CKR_UNWRAPPING_KEY_HANDLE_INVALID: Ulong = 0xF0;
 const CKR_TOKEN_WRITE_PROTECTED: Ulong = 0xE2;
 const CKR_WRAPPED_KEY_INVALID: Ulong = 0x110;
 const CKR_TEMPLATE_INCOMPLETE: Ulong = 0xD0;
+const CKR_TEMPLATE_INCONSISTENT: Ulong = 0xD1;
 
 fn key(id: &str) -> String {
     format!("{RING}/cryptoKeys/{id}")
@@ -505,6 +506,30 @@ fn c_unwrapkey_imports_with_an_import_job_through_the_module() {
     no_label.retain(|(t, _)| *t != CKA_LABEL);
     let (rv, _) = raw.unwrap_key(rs, &rsa_aes(), job.handle() as Ulong, &aes_blob, &no_label);
     assert_eq!(rv, CKR_TEMPLATE_INCOMPLETE);
+    // Wrong algorithm: an EC template for the AES key "aes"; EC material into it as AES.
+    let ec_blob = std::fs::read(dir.join("ec.wrapped")).unwrap();
+    let (rv, _) = raw.unwrap_key(
+        rs,
+        &rsa_aes(),
+        job.handle() as Ulong,
+        &ec_blob,
+        &private_template("aes", CKK_EC, &spki_der(&ec_pub)),
+    );
+    assert_eq!(
+        rv, CKR_TEMPLATE_INCONSISTENT,
+        "the template does not fit AES_256_GCM"
+    );
+    let (rv, _) = raw.unwrap_key(
+        rs,
+        &rsa_aes(),
+        job.handle() as Ulong,
+        &ec_blob,
+        &secret_template("aes"),
+    );
+    assert_eq!(
+        rv, CKR_TEMPLATE_INCONSISTENT,
+        "138 bytes of PKCS#8 are no AES-256 key"
+    );
     // A tampered blob: CKR_WRAPPED_KEY_INVALID, and no new object visible.
     let before = s.find_objects(&[]).unwrap().len();
     let mut bad = aes_blob.clone();
@@ -537,7 +562,10 @@ fn c_unwrapkey_imports_with_an_import_job_through_the_module() {
         .iter()
         .map(|v| v["state"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(states, ["ENABLED", "ENABLED", "IMPORT_FAILED"]);
+    assert_eq!(
+        states,
+        ["ENABLED", "ENABLED", "IMPORT_FAILED", "IMPORT_FAILED"]
+    );
 
     // The importer alone: a new version of an existing key, but no new key.
     s.logout().unwrap();
@@ -605,7 +633,7 @@ fn c_unwrapkey_imports_with_an_import_job_through_the_module() {
     });
     let count = |result: &str| recs.iter().filter(|r| r["result"] == result).count();
     assert_eq!(count("allowed"), 6, "{recs:#?}");
-    assert_eq!(count("error"), 2, "{recs:#?}");
+    assert_eq!(count("error"), 4, "{recs:#?}");
     assert!(recs
         .iter()
         .any(|r| r["detail"].as_str().is_some_and(|d| d.contains("EXPIRED"))));
