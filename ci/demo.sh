@@ -4,7 +4,8 @@
 # hierarchy, keys in the token, bindings, `iam test`/`who-can`/`explain`, a denied call,
 # separation of duties, OpenSSL (libp11 engine) signing a CSR and serving a TLS handshake with
 # a token key through libkeyward_pkcs11.so, and the audit log with its token-signed
-# checkpoints. `keywardctl encrypt` (AES-GCM from the CLI) joins it with issue 8.
+# checkpoints. `keywardctl encrypt` (AES-GCM from the CLI) joins it with issue 8, and BYOK (an
+# import job, an EC key wrapped by the openssl CLI, imported and used) with issue 7.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/lib.sh
@@ -130,6 +131,28 @@ echo "(ciphertext: $(head -c 3 "$work/secret.kw1"), key version $(od -An -tu1 -j
 echo '$ KEYWARD_CREDENTIALS=app.key keywardctl decrypt --key …/cryptoKeys/data --aad-file aad --in secret.kw1'
 app decrypt --key projects/payments/keyRings/web/cryptoKeys/data --aad-file "$work/aad" \
     --in "$work/secret.kw1"
+
+step "BYOK: an import job in the token; an EC key made and wrapped by OpenSSL, imported, used"
+R=projects/payments/keyRings/web
+run kw import-job create --keyring $R --method rsa-oaep-3072-sha1-aes-256 --id demo-job
+kw import-job get-public-key $R/importJobs/demo-job > "$work/job.pem"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/byok.pem" 2>/dev/null
+openssl pkcs8 -topk8 -nocrypt -in "$work/byok.pem" -outform DER -out "$work/byok.p8"
+openssl pkey -in "$work/byok.pem" -pubout -out "$work/byok.pub"
+openssl rand -out "$work/eph" 32
+echo '$ openssl pkeyutl -encrypt -pubin -inkey job.pem (OAEP-SHA1) eph; openssl enc -id-aes256-wrap-pad -K <eph> byok.p8'
+openssl pkeyutl -encrypt -pubin -inkey "$work/job.pem" -pkeyopt rsa_padding_mode:oaep \
+    -pkeyopt rsa_oaep_md:sha1 -pkeyopt rsa_mgf1_md:sha1 -in "$work/eph" -out "$work/eph.w"
+openssl enc -id-aes256-wrap-pad -K "$(od -An -tx1 -v "$work/eph" | tr -d ' \n')" -iv A65959A6 \
+    -in "$work/byok.p8" -out "$work/byok.p8.w"
+cat "$work/eph.w" "$work/byok.p8.w" > "$work/byok.wrapped"
+run kw key import --import-job demo-job --key $R/cryptoKeys/byok --algorithm EC_SIGN_P256_SHA256 \
+    --wrapped-key-file "$work/byok.wrapped" --public-key-file "$work/byok.pub"
+run kw iam bind --resource $R/cryptoKeys/byok --role roles/kms.signer --member serviceAccount:app@payments
+printf 'release 1.0\n' > "$work/release.txt"
+echo '$ KEYWARD_CREDENTIALS=app.key keywardctl sign --key …/cryptoKeys/byok --in release.txt --out release.sig'
+app sign --key $R/cryptoKeys/byok --in "$work/release.txt" --out "$work/release.sig"
+run openssl dgst -sha256 -verify "$work/byok.pub" -signature "$work/release.sig" "$work/release.txt"
 
 step "Which permissions does the web account hold on the tls key? (testIamPermissions)"
 run kw iam test --member serviceAccount:web@payments --resource projects/payments/keyRings/web/cryptoKeys/tls
