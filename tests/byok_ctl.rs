@@ -644,6 +644,29 @@ fn refused_imports_are_clear_audited_and_leave_nothing_half_imported() {
         ["ENABLED", "IMPORT_FAILED", "IMPORT_FAILED", "ENABLED"]
     );
 
+    // A ring with an ACTIVE import job is not empty: it cannot be deleted until the job
+    // expired.
+    env.ctl(&[
+        "keyring",
+        "create",
+        "--parent",
+        "projects/payments",
+        "jobs-only",
+    ])
+    .ok();
+    env.ctl(&[
+        "import-job",
+        "create",
+        "--keyring",
+        "projects/payments/keyRings/jobs-only",
+        "--method",
+        "rsa-oaep-3072-sha1-aes-256",
+    ])
+    .ok();
+    let out = env.ctl(&["keyring", "delete", "projects/payments/keyRings/jobs-only"]);
+    out.failed();
+    assert!(out.stderr.contains("ACTIVE import job"), "{out:#?}");
+
     // Expired: 3 days later the job refuses, and keywardd destroys its wrapping pair.
     env.set_clock(T0 + 3 * 86_400 + 60);
     let out = import(&env, "j1", "aes", "AES_256_GCM", &wrapped, None);
@@ -658,6 +681,8 @@ fn refused_imports_are_clear_audited_and_leave_nothing_half_imported() {
         assert!(std::time::Instant::now() < deadline, "{}", env.daemon_log());
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    env.ctl(&["keyring", "delete", "projects/payments/keyRings/jobs-only"])
+        .ok();
     let out = env.ctl(&[
         "key",
         "wrap-for-import",

@@ -413,6 +413,15 @@ pub fn delete(ctx: &mut Ctx<'_>, kind: ResourceKind, name: &str) -> Res<AdminRes
                  keys are never deleted (destroy their versions instead)"
             )));
         }
+        let active = crate::store::import_jobs::list(ctx.tx, Some(row.id))?
+            .into_iter()
+            .filter(|j| j.state_at(ctx.now) == crate::store::import_jobs::JobState::Active)
+            .count();
+        if active > 0 {
+            return Err(Failure::Precondition(format!(
+                "key ring {name} has {active} ACTIVE import job(s): delete it after they expire"
+            )));
+        }
     } else {
         let n = resources::live_children(ctx.tx, row.id)?;
         if n > 0 {

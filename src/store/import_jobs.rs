@@ -213,3 +213,72 @@ pub fn import_failure(conn: &Connection, key_id: i64, version: u64) -> Result<Op
         .optional()?
         .flatten())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(state: JobState) -> JobRow {
+        JobRow {
+            id: 1,
+            ring_id: 1,
+            name: "projects/p/keyRings/r/importJobs/j".into(),
+            method: "rsa-oaep-3072-sha1-aes-256".into(),
+            state,
+            token_id: vec![1],
+            public_key: vec![2],
+            created_at: 100,
+            expire_at: 200,
+            created_by: "user:a@b".into(),
+        }
+    }
+
+    #[test]
+    fn a_job_expires_at_its_expire_time() {
+        let j = row(JobState::Active);
+        assert_eq!(j.state_at(100), JobState::Active);
+        assert_eq!(j.state_at(199), JobState::Active);
+        assert_eq!(j.state_at(200), JobState::Expired);
+        assert_eq!(row(JobState::Expired).state_at(150), JobState::Expired);
+        for s in [JobState::Pending, JobState::Active, JobState::Expired] {
+            assert_eq!(JobState::parse(s.as_str()).unwrap(), s);
+        }
+        assert!(JobState::parse("DONE").is_err());
+    }
+
+    #[test]
+    fn rows_round_trip_through_the_schema() {
+        let mut store = crate::store::Store::in_memory().unwrap();
+        let tx = store.write().unwrap();
+        tx.execute(
+            "INSERT INTO resources(id, name, kind, created_at) \
+             VALUES (7, 'projects/p/keyRings/r', 'keyRing', 0)",
+            [],
+        )
+        .unwrap();
+        let name = "projects/p/keyRings/r/importJobs/j";
+        assert!(!name_taken(&tx, name).unwrap());
+        insert(
+            &tx,
+            &NewJob {
+                ring_id: 7,
+                name,
+                method: "rsa-oaep-3072-sha1-aes-256",
+                state: JobState::Active,
+                token_id: &[1, 2],
+                public_key: &[3],
+                created_at: 10,
+                expire_at: 20,
+                created_by: "user:a@b",
+            },
+        )
+        .unwrap();
+        assert!(name_taken(&tx, name).unwrap());
+        let got = get(&tx, name).unwrap().unwrap();
+        assert_eq!((got.state, got.expire_at), (JobState::Active, 20));
+        assert_eq!(list(&tx, Some(7)).unwrap().len(), 1);
+        assert_eq!(list(&tx, Some(8)).unwrap().len(), 0);
+        set_expired(&tx, got.id).unwrap();
+        assert_eq!(get(&tx, name).unwrap().unwrap().state, JobState::Expired);
+    }
+}
