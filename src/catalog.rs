@@ -40,6 +40,8 @@ pub struct VersionEntry {
     pub token_id: Option<Vec<u8>>,
     /// Its public key (DER SPKI), for asymmetric keys.
     pub public_key: Option<Vec<u8>>,
+    /// Its material was imported (BYOK), not generated in the token.
+    pub imported: bool,
 }
 
 /// A crypto key and its versions.
@@ -127,6 +129,7 @@ pub fn build(conn: &Connection) -> Result<State> {
                 state: v.state,
                 token_id: v.token_id,
                 public_key: v.public_key,
+                imported: v.imported,
             })
             .collect();
         catalog.keys.insert(

@@ -291,6 +291,32 @@ fn c_unwrapkey_imports_with_an_import_job_through_the_module() {
         "the returned handle is the new version"
     );
     assert_eq!(label_of(&s, found[0]), "aes@v2");
+    // Imported, not generated: CKA_LOCAL, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE FALSE;
+    // sensitive and not extractable from now on.
+    for a in s
+        .get_attributes(
+            found[0],
+            &[
+                AttributeType::Local,
+                AttributeType::AlwaysSensitive,
+                AttributeType::NeverExtractable,
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+            ],
+        )
+        .unwrap()
+    {
+        match a {
+            Attribute::Local(b)
+            | Attribute::AlwaysSensitive(b)
+            | Attribute::NeverExtractable(b) => {
+                assert!(!b, "{a:?}")
+            }
+            Attribute::Sensitive(b) => assert!(b),
+            Attribute::Extractable(b) => assert!(!b),
+            other => panic!("{other:?}"),
+        }
+    }
     let k = env.ctl(&["--json", "key", "get", &key("aes")]).json();
     assert_eq!(
         k["primaryVersion"], 1,

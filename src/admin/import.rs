@@ -378,6 +378,7 @@ pub(crate) fn import(ctx: &mut Ctx<'_>, req: &ImportRequest<'_>) -> Res<(u64, bo
         None,
         ctx.now,
     )?;
+    sjobs::set_version_imported(ctx.tx, key_id, n)?;
     let vname = format!("{key_res}/cryptoKeyVersions/{n}");
     let made = token.import_wrapped(
         &job.token_id,

@@ -185,6 +185,13 @@ pub fn set_expired(conn: &Connection, id: i64) -> Result<()> {
     Ok(())
 }
 
+/// Marks a version as imported (BYOK).
+pub fn set_version_imported(conn: &Connection, key_id: i64, version: u64) -> Result<()> {
+    const SQL: &str = "UPDATE key_versions SET imported = 1 WHERE key_id = ?1 AND version = ?2";
+    conn.execute(SQL, params![key_id, version])?;
+    Ok(())
+}
+
 /// Records why an import of a version failed (the version is IMPORT_FAILED).
 pub fn set_import_failure(conn: &Connection, key_id: i64, version: u64, why: &str) -> Result<()> {
     const SQL: &str = "UPDATE key_versions SET import_failure = ?3 \

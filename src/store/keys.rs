@@ -146,6 +146,8 @@ pub struct VersionRow {
     pub destroy_time: Option<i64>,
     /// When the token object was destroyed.
     pub destroyed_at: Option<i64>,
+    /// Was its material imported (BYOK) rather than generated in the token?
+    pub imported: bool,
 }
 
 /// Inserts the key row of a new crypto key resource.
@@ -211,6 +213,7 @@ fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawVersion> {
         r.get(4)?,
         r.get(5)?,
         r.get(6)?,
+        r.get(7)?,
     ))
 }
 
@@ -222,6 +225,7 @@ type RawVersion = (
     i64,
     Option<i64>,
     Option<i64>,
+    bool,
 );
 
 fn to_version(raw: RawVersion) -> Result<VersionRow> {
@@ -233,11 +237,12 @@ fn to_version(raw: RawVersion) -> Result<VersionRow> {
         created_at: raw.4,
         destroy_time: raw.5,
         destroyed_at: raw.6,
+        imported: raw.7,
     })
 }
 
 const VERSION_COLS: &str =
-    "version, state, token_id, public_key, created_at, destroy_time, destroyed_at";
+    "version, state, token_id, public_key, created_at, destroy_time, destroyed_at, imported";
 
 /// One version of a key.
 pub fn get_version(conn: &Connection, key_id: i64, n: u64) -> Result<Option<VersionRow>> {

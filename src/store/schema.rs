@@ -200,4 +200,9 @@ CREATE TABLE import_jobs (
 );
 CREATE INDEX import_jobs_ring ON import_jobs(ring_id);
 "#,
+    // 6: versions whose material was imported (BYOK) rather than generated in the token:
+    // their objects report CKA_LOCAL, CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE FALSE.
+    r#"
+ALTER TABLE key_versions ADD COLUMN imported INTEGER NOT NULL DEFAULT 0;
+"#,
 ];

@@ -357,7 +357,7 @@ impl ObjectView<'_> {
     pub fn attribute(&self, ty: u64) -> AttrResult {
         let half = self.id.half;
         let (enc, dec, sign, verify, wrap, unwrap) = self.flags();
-        let local = self.generic.is_none_or(|g| g.local);
+        let local = !self.version.imported && self.generic.is_none_or(|g| g.local);
         let secretish = half != Half::Public;
         let b = |v: bool| AttrResult::Value(AttrValue::Bool(v));
         let u = |v: u64| AttrResult::Value(AttrValue::Ulong(v));
