@@ -280,6 +280,9 @@ fn import_jobs_and_imports_through_keywardctl_check_out_with_openssl() {
         "an import never changes the primary"
     );
     assert_eq!(states(&env, "aes"), ["ENABLED", "ENABLED"]);
+    let versions = key_json(&env, "aes")["versions"].clone();
+    assert_eq!(versions[0]["imported"], false);
+    assert_eq!(versions[1]["imported"], true);
     // Made primary by an operator, it encrypts what OpenSSL decrypts with the material.
     env.ctl(&["key", "set-primary", &key("aes"), "2"]).ok();
     encrypt_and_check(&env, &user, "aes", &aes.original, 2);

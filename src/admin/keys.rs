@@ -246,6 +246,7 @@ fn version_json(key: &CryptoKeyName, v: &VersionRow) -> serde_json::Value {
         "createTime": time(v.created_at),
         "destroyTime": v.destroy_time.map(time),
         "destroyEventTime": v.destroyed_at.map(time),
+        "imported": v.imported,
     })
 }
 
@@ -484,6 +485,7 @@ pub fn version_get(ctx: &mut Ctx<'_>, name: &str) -> Res<AdminResponse> {
         ],
     ];
     let mut rows = rows;
+    rows.push(vec!["imported".into(), super::render::yes(v.imported)]);
     if let Some(why) = failure {
         rows.push(vec!["import failure".into(), why]);
     }
