@@ -720,3 +720,121 @@ fn refused_imports_are_clear_audited_and_leave_nothing_half_imported() {
     assert!(detail.contains(" 0 orphan token object(s)"), "{detail}");
     assert!(detail.contains("0 version(s) missing"), "{detail}");
 }
+
+/// `key wrap-for-import --public-key-file` for every method (the SHA-256 ones too, which
+/// SoftHSM2 2.6 cannot unwrap), checked by OpenSSL with the wrapping private key: the first
+/// modulus-length bytes RSA-OAEP-decrypt to the ephemeral AES-256 key, and the rest
+/// `id-aes256-wrap-pad`-unwraps to the material (for `rsa-oaep-3072-sha256`, the whole blob
+/// OAEP-decrypts to the material).
+#[test]
+fn wrap_for_import_output_unwraps_with_openssl_for_every_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    for (bits, method, hash) in [
+        (3072, "rsa-oaep-3072-sha1-aes-256", "sha1"),
+        (4096, "rsa-oaep-4096-sha1-aes-256", "sha1"),
+        (3072, "rsa-oaep-3072-sha256-aes-256", "sha256"),
+        (4096, "rsa-oaep-4096-sha256-aes-256", "sha256"),
+        (3072, "rsa-oaep-3072-sha256", "sha256"),
+    ] {
+        let job = dir.join(format!("job{bits}.pem"));
+        let job_pub = dir.join(format!("job{bits}.pub"));
+        if !job.exists() {
+            openssl(&[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                &format!("rsa_keygen_bits:{bits}"),
+                "-out",
+                s(&job),
+            ]);
+            openssl(&["pkey", "-in", s(&job), "-pubout", "-out", s(&job_pub)]);
+        }
+        let material = dir.join("material");
+        openssl(&["rand", "-out", s(&material), "32"]);
+        let out = dir.join(format!("{method}.w"));
+        common::run_raw(
+            &[
+                "key",
+                "wrap-for-import",
+                "--public-key-file",
+                s(&job_pub),
+                "--method",
+                method,
+                "--key-material-file",
+                s(&material),
+                "--out",
+                s(&out),
+            ],
+            &[],
+        )
+        .ok();
+        let blob = std::fs::read(&out).unwrap();
+        let n = bits / 8;
+        let oaep = |input: &[u8], name: &str| {
+            let f = dir.join(name);
+            std::fs::write(&f, input).unwrap();
+            openssl(&[
+                "pkeyutl",
+                "-decrypt",
+                "-inkey",
+                s(&job),
+                "-pkeyopt",
+                "rsa_padding_mode:oaep",
+                "-pkeyopt",
+                &format!("rsa_oaep_md:{hash}"),
+                "-pkeyopt",
+                &format!("rsa_mgf1_md:{hash}"),
+                "-in",
+                s(&f),
+            ])
+        };
+        let want = std::fs::read(&material).unwrap();
+        if method == "rsa-oaep-3072-sha256" {
+            assert_eq!(blob.len(), n, "{method}");
+            assert_eq!(oaep(&blob, "direct"), want, "{method}");
+            continue;
+        }
+        assert_eq!(blob.len(), n + 40, "{method}");
+        let eph = oaep(&blob[..n], "eph");
+        assert_eq!(eph.len(), 32, "{method}");
+        let kwp = dir.join("kwp");
+        std::fs::write(&kwp, &blob[n..]).unwrap();
+        let k = common::byok::hex(&eph);
+        let got = openssl(&[
+            "enc",
+            "-d",
+            "-id-aes256-wrap-pad",
+            "-K",
+            &k,
+            "-iv",
+            "A65959A6",
+            "-in",
+            s(&kwp),
+        ]);
+        assert_eq!(got, want, "{method}");
+    }
+    // A key of the wrong size for the method is refused.
+    let out = common::run_raw(
+        &[
+            "key",
+            "wrap-for-import",
+            "--public-key-file",
+            s(&dir.join("job3072.pub")),
+            "--method",
+            "rsa-oaep-4096-sha1-aes-256",
+            "--key-material-file",
+            s(&dir.join("material")),
+            "--out",
+            s(&dir.join("x")),
+        ],
+        &[],
+    );
+    out.failed();
+    assert!(
+        out.stderr
+            .contains("RSA-3072, but rsa-oaep-4096-sha1-aes-256 needs RSA-4096"),
+        "{out:#?}"
+    );
+}
