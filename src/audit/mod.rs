@@ -155,8 +155,11 @@ fn record_hash(seq: i64, r: &Record) -> [u8; 32] {
 /// Appends a record to the chain inside the caller's transaction; returns its seq.
 pub fn append(conn: &Connection, rec: &NewRecord) -> Result<i64> {
     const LAST: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
+    // Cached statements: the writer appends every record of the data path (issue 9: parsing
+    // the SQL per record was a visible part of its profile).
     let last: Option<(i64, Vec<u8>)> = conn
-        .query_row(LAST, [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .prepare_cached(LAST)?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let (seq, prev_hash) = match last {
         Some((s, h)) => (s + 1, h),
@@ -183,26 +186,23 @@ pub fn append(conn: &Connection, rec: &NewRecord) -> Result<i64> {
     const INSERT: &str = "INSERT INTO audit_log(seq, time_ms, principal, peer_pid, peer_uid, \
         instance, action, resource, result, rv, detail, request_id, prev_hash, hash) \
         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
-    conn.execute(
-        INSERT,
-        params![
-            r.seq,
-            r.time_ms,
-            r.principal,
-            r.peer_pid,
-            r.peer_uid,
-            r.instance,
-            r.action,
-            r.resource,
-            r.result,
-            // SQLite integers are signed; CK_RVs fit (vendor codes are below 2^63).
-            i64::try_from(r.rv).unwrap_or(i64::MAX),
-            r.detail,
-            r.request_id,
-            r.prev_hash,
-            r.hash
-        ],
-    )?;
+    conn.prepare_cached(INSERT)?.execute(params![
+        r.seq,
+        r.time_ms,
+        r.principal,
+        r.peer_pid,
+        r.peer_uid,
+        r.instance,
+        r.action,
+        r.resource,
+        r.result,
+        // SQLite integers are signed; CK_RVs fit (vendor codes are below 2^63).
+        i64::try_from(r.rv).unwrap_or(i64::MAX),
+        r.detail,
+        r.request_id,
+        r.prev_hash,
+        r.hash
+    ])?;
     Ok(seq)
 }
 
