@@ -627,7 +627,7 @@ fn connection(shared: &Shared, stream: UnixStream, kind: SocketKind, id: u64) {
     };
     loop {
         // Clients send their next call soon after an answer: look briefly before sleeping.
-        keyward_wire::spin::wait_readable(conn.get_ref(), keyward_wire::spin::SPIN);
+        keyward_wire::spin::wait_readable(conn.get_ref(), keyward_wire::spin::budget());
         let request = match conn.next_request() {
             Ok(Some(r)) => r,
             Ok(None) => break,

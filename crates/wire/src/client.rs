@@ -133,7 +133,7 @@ impl Client {
     }
 
     fn receive(&mut self, id: u64, sent: &RequestBody) -> Result<ResponseBody, WireError> {
-        crate::spin::wait_readable(&self.stream, crate::spin::SPIN);
+        crate::spin::wait_readable(&self.stream, crate::spin::budget());
         let response: Response = recv_secret(&mut &self.stream)?;
         if response.id != id {
             return Err(WireError::IdMismatch {
