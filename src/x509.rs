@@ -129,6 +129,42 @@ impl SigAlg {
         }
     }
 
+    /// The signature algorithm for a public key of a key made through the PKCS#11 module
+    /// (no algorithm name), from its SubjectPublicKeyInfo (DER): EC P-256 → ECDSA with
+    /// SHA-256, EC P-384 → ECDSA with SHA-384, RSA → sha256WithRSAEncryption (PKCS#1 v1.5).
+    pub fn for_spki(spki_der: &[u8]) -> Result<SigAlg, String> {
+        use keyward_token::public_key::{ID_EC_PUBLIC_KEY, RSA_ENCRYPTION, SECP256R1, SECP384R1};
+        let spki = SubjectPublicKeyInfoOwned::from_der(spki_der)
+            .map_err(|e| format!("not a SubjectPublicKeyInfo: {e}"))?;
+        let oid = spki.algorithm.oid;
+        if oid == RSA_ENCRYPTION {
+            return Ok(SigAlg::RsaPkcs1Sha256);
+        }
+        if oid != ID_EC_PUBLIC_KEY {
+            return Err(format!(
+                "a public key of algorithm {oid}: certificates are made for EC P-256, EC P-384 \
+                 and RSA keys"
+            ));
+        }
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
+        match curve {
+            Some(c) if c == SECP256R1 => Ok(SigAlg::EcdsaSha256),
+            Some(c) if c == SECP384R1 => Ok(SigAlg::EcdsaSha384),
+            Some(c) => Err(format!(
+                "an EC key on curve {c}: certificates are made for P-256 and P-384 keys"
+            )),
+            None => Err(
+                "an EC key without a named curve: certificates are made for P-256 \
+                         and P-384 keys"
+                    .into(),
+            ),
+        }
+    }
+
     /// Its AlgorithmIdentifier.
     pub fn identifier(self) -> Result<AlgorithmIdentifierOwned, String> {
         Ok(match self {
@@ -255,6 +291,44 @@ mod tests {
     fn pss_params_decode() {
         let a = SigAlg::RsaPssSha256.identifier().unwrap();
         assert_eq!(a.to_der().unwrap().len(), 2 + 11 + PSS_SHA256_PARAMS.len());
+    }
+
+    #[test]
+    fn generic_keys_sign_by_their_spki() {
+        use keyward_token::public_key::{ID_EC_PUBLIC_KEY, RSA_ENCRYPTION, SECP256R1, SECP384R1};
+        let spki = |oid, params: Option<Any>| {
+            SubjectPublicKeyInfoOwned {
+                algorithm: AlgorithmIdentifierOwned {
+                    oid,
+                    parameters: params,
+                },
+                subject_public_key: BitString::from_bytes(&[4, 1, 2]).unwrap(),
+            }
+            .to_der()
+            .unwrap()
+        };
+        let curve = |c: ObjectIdentifier| Some(Any::encode_from(&c).unwrap());
+        assert_eq!(
+            SigAlg::for_spki(&spki(ID_EC_PUBLIC_KEY, curve(SECP256R1))),
+            Ok(SigAlg::EcdsaSha256)
+        );
+        assert_eq!(
+            SigAlg::for_spki(&spki(ID_EC_PUBLIC_KEY, curve(SECP384R1))),
+            Ok(SigAlg::EcdsaSha384)
+        );
+        assert_eq!(
+            SigAlg::for_spki(&spki(RSA_ENCRYPTION, Some(Any::null()))),
+            Ok(SigAlg::RsaPkcs1Sha256)
+        );
+        // P-521, no named curve, Ed25519, garbage: clear errors.
+        let p521 = ObjectIdentifier::new_unwrap("1.3.132.0.35");
+        let e = SigAlg::for_spki(&spki(ID_EC_PUBLIC_KEY, curve(p521))).unwrap_err();
+        assert!(e.contains("P-256 and P-384"), "{e}");
+        assert!(SigAlg::for_spki(&spki(ID_EC_PUBLIC_KEY, None)).is_err());
+        let ed = ObjectIdentifier::new_unwrap("1.3.101.112");
+        let e = SigAlg::for_spki(&spki(ed, None)).unwrap_err();
+        assert!(e.contains("1.3.101.112"), "{e}");
+        assert!(SigAlg::for_spki(b"nonsense").is_err());
     }
 
     #[test]

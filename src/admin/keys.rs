@@ -418,11 +418,15 @@ pub fn public_key(ctx: &mut Ctx<'_>, name: &str, version: Option<u64>) -> Res<Ad
         )));
     }
     let pem = keyward_token::public_key::spki_pem(der)?;
-    let mut resp = done(
-        format!("{key}/cryptoKeyVersions/{n}"),
-        json!({"name": format!("{key}/cryptoKeyVersions/{n}"), "algorithm": k.algorithm,
-               "pem": pem}),
-    );
+    let mut js = json!({"name": format!("{key}/cryptoKeyVersions/{n}"), "algorithm": k.algorithm,
+                        "pem": pem});
+    // A key made through the PKCS#11 module has no algorithm name: its kind, the private
+    // object's CKA_ID and whether its flags allow signing (keywardctl key cert create).
+    if let Some(g) = skeys::get_generic(ctx.tx, k.id)? {
+        js["generic"] = json!({"kind": g.kind, "ckaId": crate::audit::hex(&g.cka_id),
+                               "sign": g.usage[2]});
+    }
+    let mut resp = done(format!("{key}/cryptoKeyVersions/{n}"), js);
     // The PEM is the output humans want on stdout, with nothing around it.
     resp.message = Some(pem.trim_end().to_string());
     Ok(resp)
