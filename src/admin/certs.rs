@@ -400,10 +400,13 @@ pub(crate) fn import(
         live.iter()
             .any(|c| c.ring == ring_name && c.value.as_slice() == value)
     };
-    let leaf_label = match label {
-        Some(l) => l.to_string(),
-        None if owner.primary => key.id.clone(),
-        None => format!("{}@v{}", key.id, owner.version),
+    // The default label is the key's: the client's CKA_LABEL of a key made through the
+    // module (byte-exact), else the key id (keyid@vN for a version that is not the primary).
+    let leaf_label: Vec<u8> = match (label, skeys::get_generic(ctx.tx, owner.key_id)?) {
+        (Some(l), _) => l.as_bytes().to_vec(),
+        (None, Some(g)) => g.cka_label,
+        (None, None) if owner.primary => key.id.clone().into_bytes(),
+        (None, None) => format!("{}@v{}", key.id, owner.version).into_bytes(),
     };
     let mut stored = Vec::new();
     let mut ids = Vec::new();
@@ -414,7 +417,7 @@ pub(crate) fn import(
                 ring_id: ring.id,
                 owner: Some((owner.key_id, owner.version)),
                 cka_id: &owner.cka_id,
-                cka_label: leaf_label.as_bytes(),
+                cka_label: &leaf_label,
                 subject: &infos[0].subject,
                 issuer: &infos[0].issuer,
                 serial: &infos[0].serial,
@@ -470,7 +473,7 @@ pub(crate) fn import(
     Ok(done(
         message,
         json!({"version": version.to_string(), "certificates": ids,
-               "ckaId": hex(&owner.cka_id), "label": leaf_label}),
+               "ckaId": hex(&owner.cka_id), "label": String::from_utf8_lossy(&leaf_label)}),
     ))
 }
 
