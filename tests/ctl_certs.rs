@@ -3,7 +3,9 @@
 //! through keywardd and checked by `openssl verify` / `openssl req -verify`; the self-signed
 //! certificate is attached to the key; a CA-issued certificate and its chain are attached with
 //! `key cert import`, one of another key is refused; signing needs useToSign, attaching
-//! kms.cryptoKeys.update.
+//! kms.cryptoKeys.update. Pairs made through the PKCS#11 module (no algorithm name) sign by
+//! their public key's algorithm through the module's gate, and their certificates take the
+//! pair's CKA_ID and CKA_LABEL (the module is needed built: `cargo build -p keyward-pkcs11`).
 
 mod common;
 
@@ -394,6 +396,8 @@ fn ca_issued_certificates_and_chains_attach_to_their_key_only() {
     );
     list.ok();
     assert_eq!(list.json().as_array().unwrap().len(), 1, "the leaf is ec's");
+    // No --label: a KMS-style key's certificate is labelled with the key id.
+    assert_eq!(list.json()[0]["label"], "ec");
     // Again: nothing new.
     let out = as_sa(
         &env,
@@ -436,4 +440,293 @@ fn ca_issued_certificates_and_chains_attach_to_their_key_only() {
         .iter()
         .any(|r| r["result"] == "denied" && r["principal"] == sa("viewer").as_str()));
     assert!(recs.iter().any(|r| r["result"] == "allowed"));
+}
+
+/// The names of the ring's keys made through the PKCS#11 module.
+fn generic_keys(env: &Env) -> Vec<String> {
+    let out = env.ctl(&["--json", "key", "list", "--keyring", RING]);
+    out.ok();
+    out.json()
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|k| k["algorithm"].is_null())
+        .map(|k| k["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn pairs_made_through_the_module_get_self_signed_certificates() {
+    use common::module::{self, Settings};
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::{Attribute, AttributeType, CertificateType, ObjectClass};
+    use cryptoki::session::UserType;
+    use cryptoki::types::Ulong;
+
+    let excl = module::exclusive();
+    let mut env = Env::new();
+    let certs = env.service_account_offline("certs");
+    env.start();
+    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
+        .ok();
+    env.bind(RING, "roles/kms.admin", &sa("certs"));
+    env.bind(RING, "roles/kms.signerVerifier", &sa("certs"));
+    let dir = env.dir().to_path_buf();
+    let creds = dir.join("certs.key");
+    let settings =
+        Settings::new(&env.client_socket, &dir.join("module.toml")).credentials(&creds, &certs);
+    let p11 = module::cryptoki(&settings);
+    let slot_id = keyward_wire::pkcs11::ring_identity(RING).0 .0;
+    let slot = *p11
+        .get_all_slots()
+        .unwrap()
+        .iter()
+        .find(|s| s.id() == slot_id)
+        .expect("the ring's slot");
+    let s = p11.open_rw_session(slot).unwrap();
+    s.login(UserType::User, None).unwrap();
+
+    // What a Java or pkcs11-tool user makes: pairs with their own CKA_ID and CKA_LABEL.
+    const P256: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    const P384: [u8; 7] = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+    // (CKA_LABEL, CKA_ID, EC curve or RSA, CKA_SIGN)
+    type Pair<'a> = (&'a str, &'a [u8], Option<&'a [u8]>, bool);
+    let pairs: [Pair; 4] = [
+        ("java-ec", &[0xec, 0x01], Some(&P256), true),
+        ("java-ec384", &[0xec, 0x03], Some(&P384), true),
+        ("java-rsa", &[0x5a, 0x01], None, true),
+        ("no-sign", &[0xee], Some(&P256), false),
+    ];
+    let mut names = Vec::new();
+    for (label, id, curve, sign) in pairs {
+        let common = [
+            Attribute::Token(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(id.to_vec()),
+        ];
+        let mut public = common.to_vec();
+        public.push(Attribute::Verify(true));
+        let mut private = common.to_vec();
+        private.extend([Attribute::Private(true), Attribute::Sign(sign)]);
+        let mech = match curve {
+            Some(c) => {
+                public.push(Attribute::EcParams(c.to_vec()));
+                Mechanism::EccKeyPairGen
+            }
+            None => {
+                public.extend([
+                    Attribute::ModulusBits(Ulong::from(2048)),
+                    Attribute::PublicExponent(vec![1, 0, 1]),
+                ]);
+                Mechanism::RsaPkcsKeyPairGen
+            }
+        };
+        let before = generic_keys(&env);
+        s.generate_key_pair(&mech, &public, &private)
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        let made: Vec<String> = generic_keys(&env)
+            .into_iter()
+            .filter(|k| !before.contains(k))
+            .collect();
+        assert_eq!(made.len(), 1, "{label}: {made:?}");
+        names.push(made[0].clone());
+    }
+    let client = env.client_socket.to_str().unwrap().to_string();
+    let ctl = |args: &[&str]| {
+        env.ctl_env(
+            args,
+            &[
+                ("KEYWARD_CREDENTIALS", creds.to_str().unwrap()),
+                ("KEYWARD_SOCKET", &client),
+            ],
+        )
+    };
+
+    for ((label, id, _, _), name) in pairs.iter().zip(&names).take(3) {
+        let file = format!("{label}.pem");
+        let out = ctl(&[
+            "key",
+            "cert",
+            "create",
+            "--key",
+            name,
+            "--self-signed",
+            "--subject",
+            &format!("CN={label}"),
+            "--out",
+            dir.join(&file).to_str().unwrap(),
+        ]);
+        out.ok();
+        assert!(out.stderr.contains("attached certificate"), "{out:#?}");
+        let v = openssl(&["verify", "-CAfile", &file, &file], &dir);
+        assert!(
+            v.status.success() && text(&v).contains(": OK"),
+            "{label}: {}",
+            text(&v)
+        );
+        // The certificate carries the pair's public key, signed the way the key allows.
+        let pubkey = openssl(&["x509", "-in", &file, "-noout", "-pubkey"], &dir);
+        let want = ctl(&["key", "get-public-key", name]);
+        want.ok();
+        assert_eq!(
+            String::from_utf8_lossy(&pubkey.stdout).trim(),
+            want.stdout.trim()
+        );
+        let shown = text(&openssl(&["x509", "-in", &file, "-noout", "-text"], &dir));
+        let sig = match *label {
+            "java-ec" => "ecdsa-with-SHA256",
+            "java-ec384" => "ecdsa-with-SHA384",
+            _ => "sha256WithRSAEncryption",
+        };
+        assert!(shown.contains(sig), "{label}: {shown}");
+        let der = openssl(&["x509", "-in", &file, "-outform", "DER"], &dir).stdout;
+
+        // Through the module: the certificate object with the pair's CKA_ID, labelled like
+        // the pair, holding what keywardctl wrote.
+        let found = s
+            .find_objects(&[
+                Attribute::Class(ObjectClass::CERTIFICATE),
+                Attribute::CertificateType(CertificateType::X_509),
+                Attribute::Id(id.to_vec()),
+            ])
+            .unwrap();
+        assert_eq!(found.len(), 1, "{label}");
+        let attrs = s
+            .get_attributes(
+                found[0],
+                &[
+                    AttributeType::Label,
+                    AttributeType::Value,
+                    AttributeType::Id,
+                ],
+            )
+            .unwrap();
+        assert_eq!(
+            attrs,
+            vec![
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Value(der),
+                Attribute::Id(id.to_vec()),
+            ],
+            "{label}"
+        );
+
+        // A PKCS#10 request too.
+        let csr = format!("{label}.csr");
+        let out = ctl(&[
+            "key",
+            "cert",
+            "create",
+            "--key",
+            name,
+            "--csr",
+            "--out",
+            dir.join(&csr).to_str().unwrap(),
+        ]);
+        out.ok();
+        let v = openssl(&["req", "-in", &csr, "-noout", "-verify"], &dir);
+        assert!(text(&v).contains("verify OK"), "{label}: {}", text(&v));
+    }
+    // The signatures went through the module's gate: audited as C_SignInit of the caller.
+    let log = env.ctl(&["--json", "audit", "query", "--action", "C_SignInit"]);
+    log.ok();
+    assert!(
+        log.json_lines()
+            .iter()
+            .any(|r| r["result"] == "allowed" && r["principal"] == sa("certs").as_str()),
+        "{}",
+        log.stdout
+    );
+
+    // A pair whose private key may not sign: a clear error, nothing attached.
+    let out = ctl(&["key", "cert", "create", "--key", &names[3], "--self-signed"]);
+    out.failed();
+    assert!(out.stderr.contains("without CKA_SIGN"), "{out:#?}");
+    assert!(s
+        .find_objects(&[
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::Id(vec![0xee])
+        ])
+        .unwrap()
+        .is_empty());
+
+    // key cert import without --label: the certificate takes the pair's CKA_LABEL.
+    let pem = ctl(&["key", "get-public-key", &names[0]]);
+    pem.ok();
+    std::fs::write(dir.join("java-ec-pub.pem"), &pem.stdout).unwrap();
+    let ok = |args: &[&str]| {
+        let o = openssl(args, &dir);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+    };
+    ok(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=Java CA",
+        "-days",
+        "30",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    ok(&[
+        "x509",
+        "-new",
+        "-subj",
+        "/CN=java.example",
+        "-days",
+        "30",
+        "-force_pubkey",
+        "java-ec-pub.pem",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-out",
+        "issued.pem",
+    ]);
+    let out = ctl(&[
+        "--json",
+        "key",
+        "cert",
+        "import",
+        "--key",
+        &names[0],
+        "--cert",
+        dir.join("issued.pem").to_str().unwrap(),
+    ]);
+    out.ok();
+    assert_eq!(out.json()["label"], "java-ec", "{out:#?}");
+    let list = ctl(&["--json", "key", "cert", "list", "--key", &names[0]]);
+    list.ok();
+    let js = list.json();
+    let labels: Vec<&str> = js
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["java-ec", "java-ec"], "{js}");
+    let found = s
+        .find_objects(&[
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::Label(b"java-ec".to_vec()),
+        ])
+        .unwrap();
+    assert_eq!(found.len(), 2);
+    for c in found {
+        assert_eq!(
+            s.get_attributes(c, &[AttributeType::Id]).unwrap(),
+            vec![Attribute::Id(vec![0xec, 0x01])]
+        );
+    }
+    drop(s);
+    drop(p11);
+    drop(excl);
 }
