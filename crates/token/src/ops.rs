@@ -94,10 +94,7 @@ impl Token {
         let m = mechanism.mechanism();
         self.require(m.mechanism_type())?;
         let [(class, what), _] = mechanism.classes();
-        self.session(|s| {
-            let key = find_one(s, id, class, what)?;
-            Ok(s.sign(&m, key, data)?)
-        })
+        self.with_key(class, id, what, |s, key| s.sign(&m, key, data))
     }
 
     /// Verifies `signature` over `data` with the key `id` (the public key of a pair, or an

@@ -233,21 +233,34 @@ impl Token {
         self.raw_session(f)
     }
 
-    /// Runs `f` with a logged-in session and the handle of the token object of `class` whose
-    /// `CKA_ID` is `id` (cached; see the module header), with the object store shared.
-    /// `Ok(None)` if no such object exists. If `f` fails with `CKR_KEY_HANDLE_INVALID` or
+    /// Like [`Token::with_exclusive_session`], but the key-handle cache stays: only for
+    /// sections that create or destroy objects that are not keys (the audit checkpoint's
+    /// signed-head data object), so no cached key handle can go stale or be reused.
+    pub fn with_exclusive_data_session<R>(
+        &self,
+        f: impl FnOnce(&Session) -> cryptoki::error::Result<R>,
+    ) -> Result<R> {
+        let _store = self.store.write();
+        self.raw_session(f)
+    }
+
+    /// Runs `f` with a logged-in session and the handle of the one token object of `class`
+    /// whose `CKA_ID` is `id` (cached; see the module header), with the object store shared.
+    /// No such object is [`TokenError::KeyNotFound`], several [`TokenError::DuplicateId`]
+    /// (`what` names the object in both). If `f` fails with `CKR_KEY_HANDLE_INVALID` or
     /// `CKR_OBJECT_HANDLE_INVALID` on a cached handle, the object is searched again and `f`
     /// runs once more, so `f` must not have side effects on failure (a one-shot operation).
     pub fn with_key<R>(
         &self,
         class: ObjectClass,
         id: &[u8],
+        what: &'static str,
         mut f: impl FnMut(&Session, ObjectHandle) -> cryptoki::error::Result<R>,
-    ) -> Result<Option<R>> {
+    ) -> Result<R> {
         let _store = self.store.read();
         let key = (class_key(class), id.to_vec());
         let cached = self.handles.read().get(&key).copied();
-        self.raw_session(|s| {
+        let found = self.raw_session(|s| {
             if let Some(h) = cached {
                 match f(s, h) {
                     Err(CryptokiError::Pkcs11(
@@ -256,7 +269,7 @@ impl Token {
                     )) => {
                         self.handles.write().remove(&key);
                     }
-                    other => return other.map(Some),
+                    other => return other.map(Found::Done),
                 }
             }
             let found = s.find_objects(&[
@@ -264,18 +277,33 @@ impl Token {
                 Attribute::Class(class),
                 Attribute::Id(id.to_vec()),
             ])?;
-            let Some(&h) = found.first() else {
-                return Ok(None);
-            };
-            {
-                let mut handles = self.handles.write();
-                if handles.len() >= MAX_CACHED_HANDLES {
-                    handles.clear();
+            match found.as_slice() {
+                [h] => {
+                    {
+                        let mut handles = self.handles.write();
+                        if handles.len() >= MAX_CACHED_HANDLES {
+                            handles.clear();
+                        }
+                        handles.insert(key.clone(), *h);
+                    }
+                    f(s, *h).map(Found::Done)
                 }
-                handles.insert(key.clone(), h);
+                [] => Ok(Found::Missing),
+                many => Ok(Found::Several(many.len())),
             }
-            f(s, h).map(Some)
-        })
+        })?;
+        match found {
+            Found::Done(r) => Ok(r),
+            Found::Missing => Err(TokenError::KeyNotFound {
+                id: id.to_vec(),
+                what,
+            }),
+            Found::Several(count) => Err(TokenError::DuplicateId {
+                id: id.to_vec(),
+                what,
+                count,
+            }),
+        }
     }
 
     fn raw_session<R>(&self, f: impl FnOnce(&Session) -> cryptoki::error::Result<R>) -> Result<R> {
@@ -407,6 +435,13 @@ impl Drop for PooledSession<'_> {
             }
         }
     }
+}
+
+/// What [`Token::with_key`]'s search found.
+enum Found<R> {
+    Done(R),
+    Missing,
+    Several(usize),
 }
 
 /// The numeric value of an object class (part of the cache key).

@@ -614,10 +614,6 @@ pub enum Outcome {
     Verified,
 }
 
-fn not_found() -> CkError {
-    CkError::Pkcs11(RvError::KeyHandleInvalid, Function::FindObjects)
-}
-
 /// Runs a bound operation over its whole input in the token. `signature` is given for
 /// verification. Errors are CK_RVs (the token's unchanged).
 pub fn run(
@@ -662,7 +658,7 @@ pub fn run(
         mgf: PkcsMgfType::MGF1_SHA256,
         s_len: 32u64.into(),
     };
-    let result = token.with_key(plan.class, token_id, |s, key| {
+    let result = token.with_key(plan.class, token_id, "key", |s, key| {
         let mut iv_buf;
         let mech = match &plan.mech {
             TokenMech::Ecdsa => CkMech::Ecdsa,
@@ -706,12 +702,6 @@ pub fn run(
             )),
         }
     });
-    // A version whose object the token does not have answers as a missing key did before.
-    let result = match result {
-        Ok(Some(out)) => Ok(out),
-        Ok(None) => Err(keyward_token::TokenError::from(not_found())),
-        Err(e) => Err(e),
-    };
     let decrypt = op == Operation::Decrypt;
     let checked_decrypt = decrypt
         && matches!(
