@@ -48,7 +48,7 @@ use super::{hex, record_hash, row, VerifyReport, COLS, GENESIS};
 use crate::store::StoreError;
 use cryptoki::error::{Error as CryptokiError, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use keyward_token::{KeySpec, SignMechanism, Token, TokenError};
 use keyward_wire::keys::Algorithm;
@@ -284,11 +284,24 @@ pub fn token_head(token: &Token) -> Result<Option<Checkpoint>> {
 /// old ones are destroyed, and the token is never without a signed head. A crash in between
 /// leaves two, of which [`token_head`] takes the higher and the next checkpoint removes the
 /// other.
-fn store_token_head(token: &Token, cp: &Checkpoint) -> Result<()> {
+///
+/// `previous` is the head this process wrote last: it is destroyed without searching the
+/// token (a search rescans SoftHSM2's whole store, about 18 ms at 1,000 keys, while every
+/// operation waits on the exclusive lock); without it, or if it is gone, every head found is.
+/// The section creates and destroys data objects only, so the token's key-handle cache stays.
+/// Returns the new head's handle.
+fn store_token_head(
+    token: &Token,
+    cp: &Checkpoint,
+    previous: Option<ObjectHandle>,
+) -> Result<Option<ObjectHandle>> {
     let value = encode_head(cp);
-    token.with_exclusive_session(|s| {
-        let existing = s.find_objects(&head_template())?;
-        s.create_object(&[
+    let made = token.with_exclusive_data_session(|s| {
+        let existing = match previous {
+            Some(h) => vec![h],
+            None => s.find_objects(&head_template())?,
+        };
+        let made = s.create_object(&[
             Attribute::Class(ObjectClass::DATA),
             Attribute::Token(true),
             Attribute::Private(true),
@@ -297,11 +310,24 @@ fn store_token_head(token: &Token, cp: &Checkpoint) -> Result<()> {
             Attribute::Value(value),
         ])?;
         for h in existing {
-            s.destroy_object(h)?;
+            match s.destroy_object(h) {
+                Ok(()) => {}
+                // Our last head is gone (removed by hand, or the token was reset): look.
+                Err(CryptokiError::Pkcs11(RvError::ObjectHandleInvalid, _))
+                    if previous.is_some() =>
+                {
+                    for other in s.find_objects(&head_template())? {
+                        if other != made {
+                            s.destroy_object(other)?;
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(())
+        Ok(made)
     })?;
-    Ok(())
+    Ok(Some(made))
 }
 
 /// Verifies each `(digest, signature)` with the audit public key in one session.
@@ -338,6 +364,9 @@ struct Inner {
     last_seq: i64,
     last_head: Vec<u8>,
     last_at: Instant,
+    /// The signed-head object this checkpointer made last (its handle), so the next one
+    /// replaces it without a token-wide search; `None`: search (at the first checkpoint).
+    head_object: Option<ObjectHandle>,
 }
 
 /// Signs the chain head every 1,000 records or 10 s (see the module header). `Send + Sync`.
@@ -408,6 +437,7 @@ impl Checkpointer {
                 last_seq,
                 last_head,
                 last_at: Instant::now(),
+                head_object: None,
             }),
         })
     }
@@ -495,7 +525,7 @@ impl Checkpointer {
             params![cp.seq, cp.head, cp.signature, cp.time_ms],
         )?;
         tx.commit()?;
-        store_token_head(&self.token, &cp)?;
+        inner.head_object = store_token_head(&self.token, &cp, inner.head_object.take())?;
         inner.last_seq = cp.seq;
         inner.last_head = cp.head.clone();
         inner.last_at = Instant::now();
