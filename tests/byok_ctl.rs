@@ -11,7 +11,6 @@ mod common;
 use common::byok::{aes_material, asym_material, openssl, openssl_gcm_decrypt, openssl_wrap, s};
 use common::daemon::Env;
 use common::Output;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 const RING: &str = "projects/payments/keyRings/web";
@@ -23,20 +22,6 @@ fn key(id: &str) -> String {
 
 fn job(id: &str) -> String {
     format!("{RING}/importJobs/{id}")
-}
-
-/// Runs keywardctl ARGS as the service account whose key is `sa_key`, on the admin socket
-/// (`client`: the client socket, for the crypto commands).
-fn as_sa(env: &Env, sa_key: &str, client: bool, args: &[&str]) -> Output {
-    let path = env.dir().join(format!("cred-{}", &sa_key[..8]));
-    std::fs::write(&path, format!("{sa_key}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let sock = env.client_socket.to_str().unwrap().to_string();
-    let mut vars = vec![("KEYWARD_CREDENTIALS", path.to_str().unwrap())];
-    if client {
-        vars.push(("KEYWARD_SOCKET", &sock));
-    }
-    env.ctl_env(args, &vars)
 }
 
 /// `import-job create` as the mapped admin; returns the job's PEM file.
@@ -117,10 +102,8 @@ fn sign_and_verify(env: &Env, sa: &str, key_id: &str, public: &Path) {
     let data = env.dir().join(format!("{key_id}.data"));
     std::fs::write(&data, format!("signed by {key_id}")).unwrap();
     let sig = env.dir().join(format!("{key_id}.sig"));
-    as_sa(
-        env,
+    env.ctl_client_with_key(
         sa,
-        true,
         &[
             "sign",
             "--key",
@@ -148,10 +131,8 @@ fn encrypt_and_check(env: &Env, sa: &str, key_id: &str, original: &Path, version
     let plain = env.dir().join(format!("{key_id}.plain"));
     std::fs::write(&plain, format!("secret for {key_id}: {}", "x".repeat(40))).unwrap();
     let ct = env.dir().join(format!("{key_id}.ct"));
-    as_sa(
-        env,
+    env.ctl_client_with_key(
         sa,
-        true,
         &[
             "encrypt",
             "--key",
@@ -186,8 +167,7 @@ fn import_jobs_and_imports_through_keywardctl_check_out_with_openssl() {
     let mut env = Env::new();
     let user = env.service_account_offline("user");
     env.start();
-    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
-        .ok();
+    env.web_ring();
     env.bind(
         RING,
         "roles/kms.cryptoOperator",
@@ -254,18 +234,7 @@ fn import_jobs_and_imports_through_keywardctl_check_out_with_openssl() {
         .any(|r| r["result"] == "error" && r["detail"].as_str().unwrap().contains("SHA-256")));
 
     // AES-256 into an existing key: a new version; the primary stays version 1.
-    env.ctl(&[
-        "key",
-        "create",
-        "--keyring",
-        RING,
-        "--purpose",
-        "ENCRYPT_DECRYPT",
-        "--algorithm",
-        "AES_256_GCM",
-        "aes",
-    ])
-    .ok();
+    env.create_key(RING, "aes", "ENCRYPT_DECRYPT", "AES_256_GCM");
     let aes = aes_material(&dir, "aes");
     let wrapped = openssl_wrap(&dir, &job_pem, &aes.wrapped_input, "aes");
     let out = import(&env, "j1", "aes", "AES_256_GCM", &wrapped, None);
@@ -306,7 +275,7 @@ fn import_jobs_and_imports_through_keywardctl_check_out_with_openssl() {
     assert_eq!(key_json(&env, "ec")["primaryVersion"], 1);
     sign_and_verify(&env, &user, "ec", ec.public.as_deref().unwrap());
     // The stored public key is the original's.
-    let pem = as_sa(&env, &user, false, &["key", "get-public-key", &key("ec")]);
+    let pem = env.ctl_with_key(&user, &["key", "get-public-key", &key("ec")]);
     pem.ok();
     assert_eq!(
         pem.stdout.trim(),
@@ -341,10 +310,8 @@ fn import_jobs_and_imports_through_keywardctl_check_out_with_openssl() {
     let msg = dir.join("hmac.msg");
     std::fs::write(&msg, b"authenticated by an imported key").unwrap();
     let tag = dir.join("hmac.tag");
-    as_sa(
-        &env,
+    env.ctl_client_with_key(
         &user,
-        true,
         &[
             "mac",
             "--key",
@@ -418,10 +385,8 @@ fn import_jobs_and_imports_through_keywardctl_check_out_with_openssl() {
     let data = dir.join("ec-w.data");
     std::fs::write(&data, b"p-384").unwrap();
     let sig = dir.join("ec-w.sig");
-    as_sa(
-        &env,
+    env.ctl_client_with_key(
         &user,
-        true,
         &[
             "sign",
             "--key",
@@ -462,8 +427,7 @@ fn refused_imports_are_clear_audited_and_leave_nothing_half_imported() {
     let importer = env.service_account_offline("importer");
     env.set_clock(T0);
     env.start();
-    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
-        .ok();
+    env.web_ring();
     env.bind(RING, "roles/kms.viewer", "serviceAccount:viewer@payments");
     env.bind(
         RING,
@@ -472,18 +436,7 @@ fn refused_imports_are_clear_audited_and_leave_nothing_half_imported() {
     );
     let dir = env.dir().to_path_buf();
     let job_pem = create_job(&env, "j1", "rsa-oaep-3072-sha1-aes-256");
-    env.ctl(&[
-        "key",
-        "create",
-        "--keyring",
-        RING,
-        "--purpose",
-        "ENCRYPT_DECRYPT",
-        "--algorithm",
-        "AES_256_GCM",
-        "aes",
-    ])
-    .ok();
+    env.create_key(RING, "aes", "ENCRYPT_DECRYPT", "AES_256_GCM");
     let aes = aes_material(&dir, "aes");
     let wrapped = openssl_wrap(&dir, &job_pem, &aes.wrapped_input, "aes");
 
@@ -580,10 +533,8 @@ fn refused_imports_are_clear_audited_and_leave_nothing_half_imported() {
     assert!(out.stderr.contains("needs its public key"), "{out:#?}");
 
     // Without useToImport: denied, audited.
-    let out = as_sa(
-        &env,
+    let out = env.ctl_with_key(
         &viewer,
-        false,
         &[
             "key",
             "import",
@@ -603,10 +554,8 @@ fn refused_imports_are_clear_audited_and_leave_nothing_half_imported() {
         "{out:#?}"
     );
     // The importer alone may add a version to an existing key, not make a new key.
-    as_sa(
-        &env,
+    env.ctl_with_key(
         &importer,
-        false,
         &[
             "key",
             "import",
@@ -621,10 +570,8 @@ fn refused_imports_are_clear_audited_and_leave_nothing_half_imported() {
         ],
     )
     .ok();
-    let out = as_sa(
-        &env,
+    let out = env.ctl_with_key(
         &importer,
-        false,
         &[
             "key",
             "import",

@@ -159,8 +159,7 @@ fn c_unwrapkey_imports_with_an_import_job_through_the_module() {
     let viewer = env.service_account_offline("viewer");
     env.set_clock(T0);
     env.start();
-    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
-        .ok();
+    env.web_ring();
     // owner: imports into new keys (importer + admin's cryptoKeys.create) and uses them.
     for role in [
         "roles/kms.importer",
@@ -193,28 +192,12 @@ fn c_unwrapkey_imports_with_an_import_job_through_the_module() {
         &format!("{RING}/importJobs/j1"),
     ]);
     std::fs::write(&job_pem, &pem.ok().stdout).unwrap();
-    env.ctl(&[
-        "key",
-        "create",
-        "--keyring",
-        RING,
-        "--purpose",
-        "ENCRYPT_DECRYPT",
-        "--algorithm",
-        "AES_256_GCM",
-        "aes",
-    ])
-    .ok();
+    env.create_key(RING, "aes", "ENCRYPT_DECRYPT", "AES_256_GCM");
     let dir = env.dir().to_path_buf();
 
     let settings = Settings::new(&env.client_socket, &dir.join("module.toml"));
     let p11 = module::cryptoki(&settings);
-    let slot = *p11
-        .get_all_slots()
-        .unwrap()
-        .iter()
-        .find(|s| s.id() == keyward_wire::pkcs11::ring_identity(RING).0 .0)
-        .expect("the ring's slot");
+    let slot = module::ring_slot(&p11, RING);
     let s = p11.open_rw_session(slot).unwrap();
     let raw = excl.raw();
     let (rv, rs) = raw.open_session(slot.id() as Ulong);

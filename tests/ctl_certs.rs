@@ -10,7 +10,6 @@
 mod common;
 
 use common::daemon::Env;
-use common::Output;
 use std::path::Path;
 use std::process::Command;
 
@@ -22,22 +21,6 @@ fn key(id: &str) -> String {
 
 fn sa(id: &str) -> String {
     format!("serviceAccount:{id}@payments")
-}
-
-/// keywardctl ARGS through keywardd's sockets as the account whose key is `who`.
-fn as_sa(env: &Env, who: &str, args: &[&str]) -> Output {
-    use std::os::unix::fs::PermissionsExt;
-    let path = env.dir().join(format!("creds-{}", &who[..8]));
-    std::fs::write(&path, format!("{who}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let client = env.client_socket.to_str().unwrap().to_string();
-    env.ctl_env(
-        args,
-        &[
-            ("KEYWARD_CREDENTIALS", path.to_str().unwrap()),
-            ("KEYWARD_SOCKET", &client),
-        ],
-    )
 }
 
 #[track_caller]
@@ -57,29 +40,13 @@ fn text(o: &std::process::Output) -> String {
     )
 }
 
-fn create(env: &Env, id: &str, purpose: &str, alg: &str) {
-    env.ctl(&[
-        "key",
-        "create",
-        "--keyring",
-        RING,
-        "--purpose",
-        purpose,
-        "--algorithm",
-        alg,
-        id,
-    ])
-    .ok();
-}
-
 #[test]
 fn self_signed_certificates_and_requests_verify_with_openssl() {
     let mut env = Env::new();
     let certs = env.service_account_offline("certs");
     let signer = env.service_account_offline("signer");
     env.start();
-    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
-        .ok();
+    env.web_ring();
     let keys = [
         ("ec", "EC_SIGN_P256_SHA256"),
         ("ec384", "EC_SIGN_P384_SHA384"),
@@ -87,9 +54,9 @@ fn self_signed_certificates_and_requests_verify_with_openssl() {
         ("pss", "RSA_SIGN_PSS_2048_SHA256"),
     ];
     for (id, alg) in keys {
-        create(&env, id, "ASYMMETRIC_SIGN", alg);
+        env.create_key(RING, id, "ASYMMETRIC_SIGN", alg);
     }
-    create(&env, "aes", "ENCRYPT_DECRYPT", "AES_256_GCM");
+    env.create_key(RING, "aes", "ENCRYPT_DECRYPT", "AES_256_GCM");
     env.bind(RING, "roles/kms.signerVerifier", &sa("certs"));
     env.bind(RING, "roles/kms.admin", &sa("certs"));
     env.bind(&key("ec"), "roles/kms.signerVerifier", &sa("signer"));
@@ -98,8 +65,7 @@ fn self_signed_certificates_and_requests_verify_with_openssl() {
     for (id, _) in keys {
         let cert = format!("{id}.pem");
         let csr = format!("{id}.csr");
-        let out = as_sa(
-            &env,
+        let out = env.ctl_client_with_key(
             &certs,
             &[
                 "key",
@@ -126,7 +92,7 @@ fn self_signed_certificates_and_requests_verify_with_openssl() {
         );
         // It certifies the key's own public key, with the subject asked for.
         let pubkey = openssl(&["x509", "-in", &cert, "-noout", "-pubkey"], &dir);
-        let want = as_sa(&env, &certs, &["key", "get-public-key", &key(id)]);
+        let want = env.ctl_client_with_key(&certs, &["key", "get-public-key", &key(id)]);
         want.ok();
         assert_eq!(
             String::from_utf8_lossy(&pubkey.stdout).trim(),
@@ -136,8 +102,7 @@ fn self_signed_certificates_and_requests_verify_with_openssl() {
         assert!(text(&subj).contains("CN = ec") || text(&subj).contains(&format!("CN = {id}")));
         assert!(text(&subj).contains("O = Keyward Test"), "{}", text(&subj));
 
-        let out = as_sa(
-            &env,
+        let out = env.ctl_client_with_key(
             &certs,
             &[
                 "key",
@@ -167,8 +132,7 @@ fn self_signed_certificates_and_requests_verify_with_openssl() {
     }
 
     // The self-signed certificate is attached: listed, and `get` prints it as written.
-    let list = as_sa(
-        &env,
+    let list = env.ctl_client_with_key(
         &certs,
         &["--json", "key", "cert", "list", "--key", &key("ec")],
     );
@@ -178,7 +142,7 @@ fn self_signed_certificates_and_requests_verify_with_openssl() {
     assert_eq!(arr.len(), 1, "{js}");
     assert_eq!(arr[0]["label"], "ec");
     assert_eq!(arr[0]["version"], 1);
-    let got = as_sa(&env, &certs, &["key", "cert", "get", "--key", &key("ec")]);
+    let got = env.ctl_client_with_key(&certs, &["key", "cert", "get", "--key", &key("ec")]);
     got.ok();
     assert_eq!(
         got.stdout,
@@ -186,8 +150,7 @@ fn self_signed_certificates_and_requests_verify_with_openssl() {
     );
 
     // A symmetric key has no certificate.
-    let out = as_sa(
-        &env,
+    let out = env.ctl_client_with_key(
         &certs,
         &["key", "cert", "create", "--key", &key("aes"), "--csr"],
     );
@@ -198,8 +161,7 @@ fn self_signed_certificates_and_requests_verify_with_openssl() {
     );
 
     // signer (signerVerifier on ec, no cryptoKeys.update): a request yes, attaching no.
-    let out = as_sa(
-        &env,
+    let out = env.ctl_client_with_key(
         &signer,
         &["key", "cert", "create", "--key", &key("ec"), "--csr"],
     );
@@ -207,8 +169,7 @@ fn self_signed_certificates_and_requests_verify_with_openssl() {
     assert!(out
         .stdout
         .starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
-    let out = as_sa(
-        &env,
+    let out = env.ctl_client_with_key(
         &signer,
         &[
             "key",
@@ -222,8 +183,7 @@ fn self_signed_certificates_and_requests_verify_with_openssl() {
     out.failed();
     assert!(out.stderr.contains("kms.cryptoKeys.update"), "{out:#?}");
     // ... and nothing on a key it may not sign with (no viewPublicKey either).
-    let out = as_sa(
-        &env,
+    let out = env.ctl_client_with_key(
         &signer,
         &["key", "cert", "create", "--key", &key("rsa"), "--csr"],
     );
@@ -240,14 +200,13 @@ fn ca_issued_certificates_and_chains_attach_to_their_key_only() {
     let certs = env.service_account_offline("certs");
     let viewer = env.service_account_offline("viewer");
     env.start();
-    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
-        .ok();
-    create(&env, "ec", "ASYMMETRIC_SIGN", "EC_SIGN_P256_SHA256");
-    create(&env, "other", "ASYMMETRIC_SIGN", "EC_SIGN_P256_SHA256");
+    env.web_ring();
+    env.create_key(RING, "ec", "ASYMMETRIC_SIGN", "EC_SIGN_P256_SHA256");
+    env.create_key(RING, "other", "ASYMMETRIC_SIGN", "EC_SIGN_P256_SHA256");
     env.bind(RING, "roles/kms.signerVerifier", &sa("certs"));
     env.bind(RING, "roles/kms.admin", &sa("certs"));
     let dir = env.dir().to_path_buf();
-    let pem = as_sa(&env, &certs, &["key", "get-public-key", &key("ec")]);
+    let pem = env.ctl_client_with_key(&certs, &["key", "get-public-key", &key("ec")]);
     pem.ok();
     std::fs::write(dir.join("ec-pub.pem"), &pem.stdout).unwrap();
     // A root, an intermediate it signs, and a leaf for ec's public key the intermediate signs.
@@ -335,8 +294,7 @@ fn ca_issued_certificates_and_chains_attach_to_their_key_only() {
     let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
 
     // Not the key's public key: refused, nothing stored.
-    let out = as_sa(
-        &env,
+    let out = env.ctl_client_with_key(
         &certs,
         &[
             "key",
@@ -354,8 +312,7 @@ fn ca_issued_certificates_and_chains_attach_to_their_key_only() {
         "{out:#?}"
     );
     // A chain that does not link: refused.
-    let out = as_sa(
-        &env,
+    let out = env.ctl_client_with_key(
         &certs,
         &[
             "key",
@@ -372,8 +329,7 @@ fn ca_issued_certificates_and_chains_attach_to_their_key_only() {
     out.failed();
     assert!(out.stderr.contains("out of order"), "{out:#?}");
     // The spelling: key cert create --import-cert.
-    let out = as_sa(
-        &env,
+    let out = env.ctl_client_with_key(
         &certs,
         &[
             "key",
@@ -389,8 +345,7 @@ fn ca_issued_certificates_and_chains_attach_to_their_key_only() {
     );
     out.ok();
     assert!(out.stdout.contains("CA certificate"), "{out:#?}");
-    let list = as_sa(
-        &env,
+    let list = env.ctl_client_with_key(
         &certs,
         &["--json", "key", "cert", "list", "--key", &key("ec")],
     );
@@ -399,8 +354,7 @@ fn ca_issued_certificates_and_chains_attach_to_their_key_only() {
     // No --label: a KMS-style key's certificate is labelled with the key id.
     assert_eq!(list.json()[0]["label"], "ec");
     // Again: nothing new.
-    let out = as_sa(
-        &env,
+    let out = env.ctl_client_with_key(
         &certs,
         &[
             "key",
@@ -418,8 +372,7 @@ fn ca_issued_certificates_and_chains_attach_to_their_key_only() {
     assert!(out.stdout.contains("already attached"), "{out:#?}");
     // Without kms.cryptoKeys.update: refused and audited.
     env.bind(&key("ec"), "roles/kms.viewer", &sa("viewer"));
-    let out = as_sa(
-        &env,
+    let out = env.ctl_client_with_key(
         &viewer,
         &[
             "key",
@@ -467,8 +420,7 @@ fn pairs_made_through_the_module_get_self_signed_certificates() {
     let mut env = Env::new();
     let certs = env.service_account_offline("certs");
     env.start();
-    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
-        .ok();
+    env.web_ring();
     env.bind(RING, "roles/kms.admin", &sa("certs"));
     env.bind(RING, "roles/kms.signerVerifier", &sa("certs"));
     let dir = env.dir().to_path_buf();
@@ -476,13 +428,7 @@ fn pairs_made_through_the_module_get_self_signed_certificates() {
     let settings =
         Settings::new(&env.client_socket, &dir.join("module.toml")).credentials(&creds, &certs);
     let p11 = module::cryptoki(&settings);
-    let slot_id = keyward_wire::pkcs11::ring_identity(RING).0 .0;
-    let slot = *p11
-        .get_all_slots()
-        .unwrap()
-        .iter()
-        .find(|s| s.id() == slot_id)
-        .expect("the ring's slot");
+    let slot = module::ring_slot(&p11, RING);
     let s = p11.open_rw_session(slot).unwrap();
     s.login(UserType::User, None).unwrap();
 

@@ -5,8 +5,6 @@
 mod common;
 
 use common::daemon::Env;
-use common::Output;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -14,21 +12,6 @@ const RING: &str = "projects/payments/keyRings/web";
 
 fn key(id: &str) -> String {
     format!("{RING}/cryptoKeys/{id}")
-}
-
-/// Runs keywardctl ARGS on the client socket as the service account whose key is `sa_key`.
-fn as_sa(env: &Env, name: &str, sa_key: &str, args: &[&str]) -> Output {
-    let path = env.dir().join(format!("credentials-{name}"));
-    std::fs::write(&path, format!("{sa_key}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let sock = env.client_socket.to_str().unwrap().to_string();
-    env.ctl_env(
-        args,
-        &[
-            ("KEYWARD_CREDENTIALS", path.to_str().unwrap()),
-            ("KEYWARD_SOCKET", &sock),
-        ],
-    )
 }
 
 fn file(env: &Env, name: &str, bytes: &[u8]) -> PathBuf {
@@ -48,28 +31,17 @@ fn crypto_commands_through_the_client_socket() {
     let signer = env.service_account_offline("signer");
     let encrypter = env.service_account_offline("encrypter");
     env.start();
-    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
-        .ok();
-    for (id, purpose, alg) in [
-        ("aes", "ENCRYPT_DECRYPT", "AES_256_GCM"),
-        ("ec", "ASYMMETRIC_SIGN", "EC_SIGN_P256_SHA256"),
-        ("hmac", "MAC", "HMAC_SHA256"),
-        ("rsa", "ASYMMETRIC_SIGN", "RSA_SIGN_PKCS1_2048_SHA256"),
-        ("pss", "ASYMMETRIC_SIGN", "RSA_SIGN_PSS_2048_SHA256"),
-    ] {
-        env.ctl(&[
-            "key",
-            "create",
-            "--keyring",
-            RING,
-            "--purpose",
-            purpose,
-            "--algorithm",
-            alg,
-            id,
-        ])
-        .ok();
-    }
+    env.web_ring();
+    env.create_keys(
+        RING,
+        &[
+            ("aes", "ENCRYPT_DECRYPT", "AES_256_GCM"),
+            ("ec", "ASYMMETRIC_SIGN", "EC_SIGN_P256_SHA256"),
+            ("hmac", "MAC", "HMAC_SHA256"),
+            ("rsa", "ASYMMETRIC_SIGN", "RSA_SIGN_PKCS1_2048_SHA256"),
+            ("pss", "ASYMMETRIC_SIGN", "RSA_SIGN_PSS_2048_SHA256"),
+        ],
+    );
     env.bind(
         &key("aes"),
         "roles/kms.cryptoKeyEncrypterDecrypter",
@@ -93,9 +65,7 @@ fn crypto_commands_through_the_client_socket() {
     let pt = file(&env, "plain", &plain);
     let aad = file(&env, "aad", b"order-42");
     let ct1 = env.dir().join("ct1");
-    as_sa(
-        &env,
-        "c",
+    env.ctl_client_with_key(
         &crypter,
         &[
             "encrypt",
@@ -115,9 +85,7 @@ fn crypto_commands_through_the_client_socket() {
     assert_eq!(u64::from_be_bytes(c1[3..11].try_into().unwrap()), 1);
     assert_eq!(c1.len(), 3 + 8 + 12 + plain.len() + 16);
     let back = env.dir().join("back");
-    as_sa(
-        &env,
-        "c",
+    env.ctl_client_with_key(
         &crypter,
         &[
             "decrypt",
@@ -135,9 +103,7 @@ fn crypto_commands_through_the_client_socket() {
     assert_eq!(std::fs::read(&back).unwrap(), plain);
     // Wrong AAD: refused with a clear message.
     let bad_aad = file(&env, "bad-aad", b"order-43");
-    let out = as_sa(
-        &env,
-        "c",
+    let out = env.ctl_client_with_key(
         &crypter,
         &[
             "decrypt",
@@ -155,9 +121,7 @@ fn crypto_commands_through_the_client_socket() {
     // After a rotation: new ciphertexts name version 2, old ones still decrypt.
     env.ctl(&["key", "rotate", &key("aes")]).ok();
     let ct2 = env.dir().join("ct2");
-    as_sa(
-        &env,
-        "c",
+    env.ctl_client_with_key(
         &crypter,
         &[
             "encrypt",
@@ -173,9 +137,7 @@ fn crypto_commands_through_the_client_socket() {
     let c2 = std::fs::read(&ct2).unwrap();
     assert_eq!(u64::from_be_bytes(c2[3..11].try_into().unwrap()), 2);
     let back1 = env.dir().join("back1");
-    as_sa(
-        &env,
-        "c",
+    env.ctl_client_with_key(
         &crypter,
         &[
             "decrypt",
@@ -192,9 +154,7 @@ fn crypto_commands_through_the_client_socket() {
     .ok();
     assert_eq!(std::fs::read(&back1).unwrap(), plain);
     let back2 = env.dir().join("back2");
-    as_sa(
-        &env,
-        "c",
+    env.ctl_client_with_key(
         &crypter,
         &[
             "decrypt",
@@ -216,9 +176,7 @@ fn crypto_commands_through_the_client_socket() {
         &format!("{}/cryptoKeyVersions/1", key("aes")),
     ])
     .ok();
-    let out = as_sa(
-        &env,
-        "c",
+    let out = env.ctl_client_with_key(
         &crypter,
         &[
             "decrypt",
@@ -235,9 +193,7 @@ fn crypto_commands_through_the_client_socket() {
 
     // An encrypter alone cannot decrypt: a clear error and an audit record.
     let ct3 = env.dir().join("ct3");
-    as_sa(
-        &env,
-        "e",
+    env.ctl_client_with_key(
         &encrypter,
         &[
             "encrypt",
@@ -250,9 +206,7 @@ fn crypto_commands_through_the_client_socket() {
         ],
     )
     .ok();
-    let out = as_sa(
-        &env,
-        "e",
+    let out = env.ctl_client_with_key(
         &encrypter,
         &["decrypt", "--key", &key("aes"), "--in", s(&ct3)],
     );
@@ -278,9 +232,7 @@ fn crypto_commands_through_the_client_socket() {
     // EC sign: a DER signature that openssl verifies against the public key.
     let msg = file(&env, "msg", b"sign me through keywardctl");
     let sig = env.dir().join("sig");
-    as_sa(
-        &env,
-        "s",
+    env.ctl_client_with_key(
         &signer,
         &[
             "sign",
@@ -293,7 +245,7 @@ fn crypto_commands_through_the_client_socket() {
         ],
     )
     .ok();
-    let pem = as_sa(&env, "s", &signer, &["key", "get-public-key", &key("ec")]);
+    let pem = env.ctl_client_with_key(&signer, &["key", "get-public-key", &key("ec")]);
     pem.ok();
     let pub_pem = file(&env, "pub.pem", pem.stdout.as_bytes());
     let ossl = Command::new("openssl")
@@ -311,9 +263,7 @@ fn crypto_commands_through_the_client_socket() {
     assert!(ossl.status.success(), "openssl rejects: {ossl:?}");
     // --digest sha256 gives a signature over the same digest.
     let sig2 = env.dir().join("sig2");
-    as_sa(
-        &env,
-        "s",
+    env.ctl_client_with_key(
         &signer,
         &[
             "sign",
@@ -330,9 +280,7 @@ fn crypto_commands_through_the_client_socket() {
     .ok();
     // verify: exit 0 on valid, 1 with a message on invalid.
     for sg in [&sig, &sig2] {
-        as_sa(
-            &env,
-            "s",
+        env.ctl_client_with_key(
             &signer,
             &[
                 "verify",
@@ -347,9 +295,7 @@ fn crypto_commands_through_the_client_socket() {
         .ok();
     }
     let other = file(&env, "other", b"another message");
-    let out = as_sa(
-        &env,
-        "s",
+    let out = env.ctl_client_with_key(
         &signer,
         &[
             "verify",
@@ -367,14 +313,12 @@ fn crypto_commands_through_the_client_socket() {
     // RSA PKCS#1 v1.5 and PSS: openssl verifies with the public key; so does keywardctl.
     for (k, pss) in [("rsa", false), ("pss", true)] {
         let sig = env.dir().join(format!("sig-{k}"));
-        as_sa(
-            &env,
-            "s",
+        env.ctl_client_with_key(
             &signer,
             &["sign", "--key", &key(k), "--in", s(&msg), "--out", s(&sig)],
         )
         .ok();
-        let pem = as_sa(&env, "s", &signer, &["key", "get-public-key", &key(k)]);
+        let pem = env.ctl_client_with_key(&signer, &["key", "get-public-key", &key(k)]);
         pem.ok();
         let pub_pem = file(&env, &format!("{k}.pem"), pem.stdout.as_bytes());
         let mut cmd = Command::new("openssl");
@@ -392,9 +336,7 @@ fn crypto_commands_through_the_client_socket() {
             .output()
             .expect("run openssl");
         assert!(ossl.status.success(), "openssl rejects {k}: {ossl:?}");
-        as_sa(
-            &env,
-            "s",
+        env.ctl_client_with_key(
             &signer,
             &[
                 "verify",
@@ -413,9 +355,7 @@ fn crypto_commands_through_the_client_socket() {
 
     // mac: tag, then --verify.
     let tag = env.dir().join("tag");
-    as_sa(
-        &env,
-        "s",
+    env.ctl_client_with_key(
         &signer,
         &[
             "mac",
@@ -429,9 +369,7 @@ fn crypto_commands_through_the_client_socket() {
     )
     .ok();
     assert_eq!(std::fs::read(&tag).unwrap().len(), 32);
-    as_sa(
-        &env,
-        "s",
+    env.ctl_client_with_key(
         &signer,
         &[
             "mac",
@@ -444,9 +382,7 @@ fn crypto_commands_through_the_client_socket() {
         ],
     )
     .ok();
-    let out = as_sa(
-        &env,
-        "s",
+    let out = env.ctl_client_with_key(
         &signer,
         &[
             "mac",
@@ -461,11 +397,6 @@ fn crypto_commands_through_the_client_socket() {
     assert_eq!(out.code, 1, "{out:#?}");
 
     // The signer sees nothing of the AES key.
-    let out = as_sa(
-        &env,
-        "s",
-        &signer,
-        &["encrypt", "--key", &key("aes"), "--in", s(&msg)],
-    );
+    let out = env.ctl_client_with_key(&signer, &["encrypt", "--key", &key("aes"), "--in", s(&msg)]);
     assert_eq!(out.code, 1, "{out:#?}");
 }

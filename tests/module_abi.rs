@@ -23,25 +23,14 @@ fn world() -> (Env, String) {
     let mut env = Env::new();
     let user = env.service_account_offline("user");
     env.start();
-    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
-        .ok();
-    for (id, purpose, alg) in [
-        ("ec", "ASYMMETRIC_SIGN", "EC_SIGN_P256_SHA256"),
-        ("aes", "ENCRYPT_DECRYPT", "AES_256_GCM"),
-    ] {
-        env.ctl(&[
-            "key",
-            "create",
-            "--keyring",
-            RING,
-            "--purpose",
-            purpose,
-            "--algorithm",
-            alg,
-            id,
-        ])
-        .ok();
-    }
+    env.web_ring();
+    env.create_keys(
+        RING,
+        &[
+            ("ec", "ASYMMETRIC_SIGN", "EC_SIGN_P256_SHA256"),
+            ("aes", "ENCRYPT_DECRYPT", "AES_256_GCM"),
+        ],
+    );
     for (id, role) in [
         ("ec", "roles/kms.signerVerifier"),
         ("aes", "roles/kms.cryptoKeyEncrypterDecrypter"),

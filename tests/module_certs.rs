@@ -11,15 +11,12 @@
 mod common;
 
 use common::daemon::Env;
-use common::module::{self, Settings};
-use cryptoki::context::Pkcs11;
-use cryptoki::error::{Error, RvError};
+use common::module::{self, login_with, ring_slot, rv, Settings};
+use cryptoki::error::RvError;
 use cryptoki::object::{
     Attribute, AttributeInfo, AttributeType, CertificateType, ObjectClass, ObjectHandle,
 };
 use cryptoki::session::{Session, UserType};
-use cryptoki::slot::Slot;
-use cryptoki::types::AuthPin;
 use std::path::Path;
 use std::process::Command;
 
@@ -31,14 +28,6 @@ fn key(id: &str) -> String {
 
 fn sa(id: &str) -> String {
     format!("serviceAccount:{id}@payments")
-}
-
-#[track_caller]
-fn rv<T: std::fmt::Debug>(r: cryptoki::error::Result<T>) -> RvError {
-    match r {
-        Err(Error::Pkcs11(rv, _)) => rv,
-        other => panic!("expected a CK_RV, got {other:?}"),
-    }
 }
 
 #[track_caller]
@@ -127,20 +116,6 @@ fn bytes(s: &Session, o: ObjectHandle, t: AttributeType) -> Vec<u8> {
     }
 }
 
-fn login(s: &Session, key: &str) {
-    s.login(UserType::User, Some(&AuthPin::new(key.into())))
-        .unwrap();
-}
-
-fn slot(p11: &Pkcs11) -> Slot {
-    let id = keyward_wire::pkcs11::ring_identity(RING).0 .0;
-    *p11.get_all_slots()
-        .unwrap()
-        .iter()
-        .find(|s| s.id() == id)
-        .expect("the ring's slot")
-}
-
 /// The audit records of `action` with `result`, once one satisfies `want` (the writer
 /// appends within its batching window; asks again for up to 5 s).
 fn audit(
@@ -173,21 +148,9 @@ fn certificates_through_the_module() {
     let other = env.service_account_offline("other");
     let viewer = env.service_account_offline("viewer");
     env.start();
-    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
-        .ok();
+    env.web_ring();
     for id in ["ec", "ec2"] {
-        env.ctl(&[
-            "key",
-            "create",
-            "--keyring",
-            RING,
-            "--purpose",
-            "ASYMMETRIC_SIGN",
-            "--algorithm",
-            "EC_SIGN_P256_SHA256",
-            id,
-        ])
-        .ok();
+        env.create_key(RING, id, "ASYMMETRIC_SIGN", "EC_SIGN_P256_SHA256");
     }
     env.bind(RING, "roles/kms.admin", &sa("creator"));
     env.bind(&key("ec"), "roles/kms.signerVerifier", &sa("signer"));
@@ -201,11 +164,11 @@ fn certificates_through_the_module() {
     // The pre-login principal is this uid (the org admin); each account logs in with its key.
     let settings = Settings::new(&env.client_socket, &dir.join("module.toml"));
     let p11 = module::cryptoki(&settings);
-    let web = slot(&p11);
+    let web = ring_slot(&p11, RING);
 
     // --- creation needs kms.cryptoKeys.create on the ring (signer: write-protected, audited).
     let s = p11.open_rw_session(web).unwrap();
-    login(&s, &signer);
+    login_with(&s, &signer);
     assert_eq!(
         rv(s.create_object(&cert_template(&leaf, "leaf", b"id-1"))),
         RvError::TokenWriteProtected
@@ -216,7 +179,7 @@ fn certificates_through_the_module() {
     });
 
     // --- the creator stores the leaf and the CA; CKA_VALUE comes back byte-identical.
-    login(&s, &creator);
+    login_with(&s, &creator);
     let h = s
         .create_object(&cert_template(&leaf, "leaf", b"id-1"))
         .unwrap();
@@ -287,7 +250,7 @@ fn certificates_through_the_module() {
     // --- visibility: public objects, listed before login too (as this uid: sees everything).
     assert_eq!(certs(&s).len(), 2);
     // signer sees ec: both certificates, values readable (viewPublicKey).
-    login(&s, &signer);
+    login_with(&s, &signer);
     let seen = certs(&s);
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(value(&s, h).as_deref(), Some(&leaf[..]));
@@ -296,7 +259,7 @@ fn certificates_through_the_module() {
     s.logout().unwrap();
     // other sees only ec2: the leaf of ec is invisible, its handle invalid; the ring's CA is
     // seen.
-    login(&s, &other);
+    login_with(&s, &other);
     assert_eq!(certs(&s), vec![h_ca]);
     assert_eq!(
         rv(s.get_attributes(h, &[AttributeType::Value])),
@@ -305,7 +268,7 @@ fn certificates_through_the_module() {
     assert_eq!(rv(s.destroy_object(h)), RvError::ObjectHandleInvalid);
     s.logout().unwrap();
     // viewer (kms.viewer on the ring) sees both, but not their values.
-    login(&s, &viewer);
+    login_with(&s, &viewer);
     assert_eq!(certs(&s).len(), 2);
     assert_eq!(value(&s, h), None);
     assert_eq!(value(&s, h_ca), None);
@@ -318,7 +281,7 @@ fn certificates_through_the_module() {
     s.logout().unwrap();
 
     // --- the creator renames and destroys; the object is gone for everyone.
-    login(&s, &creator);
+    login_with(&s, &creator);
     s.update_attributes(h, &[Attribute::Label(b"renamed".to_vec())])
         .unwrap();
     assert_eq!(bytes(&s, h, AttributeType::Label), b"renamed");
@@ -348,20 +311,8 @@ fn certutil_import_reads_back_byte_identical() {
     let mut env = Env::new();
     let creator = env.service_account_offline("creator");
     env.start();
-    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
-        .ok();
-    env.ctl(&[
-        "key",
-        "create",
-        "--keyring",
-        RING,
-        "--purpose",
-        "ASYMMETRIC_SIGN",
-        "--algorithm",
-        "EC_SIGN_P256_SHA256",
-        "ec",
-    ])
-    .ok();
+    env.web_ring();
+    env.create_key(RING, "ec", "ASYMMETRIC_SIGN", "EC_SIGN_P256_SHA256");
     env.bind(RING, "roles/kms.admin", &sa("creator"));
     env.bind(RING, "roles/kms.cryptoOperator", &sa("creator"));
     let pem = env.ctl_with_key(&creator, &["key", "get-public-key", &key("ec")]);
@@ -407,7 +358,7 @@ fn certutil_import_reads_back_byte_identical() {
         .arg(dir.join("leaf.pem")));
 
     let p11 = module::cryptoki(&settings);
-    let s = p11.open_ro_session(slot(&p11)).unwrap();
+    let s = p11.open_ro_session(ring_slot(&p11, RING)).unwrap();
     let found = s
         .find_objects(&[
             Attribute::Class(ObjectClass::CERTIFICATE),
@@ -441,24 +392,12 @@ fn keywardctl_certificates_pair_with_their_key() {
     let mut env = Env::new();
     let certs = env.service_account_offline("certs");
     env.start();
-    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
-        .ok();
+    env.web_ring();
     for (id, alg) in [
         ("ec", "EC_SIGN_P256_SHA256"),
         ("rsa", "RSA_SIGN_PKCS1_2048_SHA256"),
     ] {
-        env.ctl(&[
-            "key",
-            "create",
-            "--keyring",
-            RING,
-            "--purpose",
-            "ASYMMETRIC_SIGN",
-            "--algorithm",
-            alg,
-            id,
-        ])
-        .ok();
+        env.create_key(RING, id, "ASYMMETRIC_SIGN", alg);
     }
     env.bind(RING, "roles/kms.admin", &sa("certs"));
     env.bind(RING, "roles/kms.signerVerifier", &sa("certs"));
@@ -483,7 +422,7 @@ fn keywardctl_certificates_pair_with_their_key() {
     }
 
     let p11 = module::cryptoki(&settings);
-    let s = p11.open_ro_session(slot(&p11)).unwrap();
+    let s = p11.open_ro_session(ring_slot(&p11, RING)).unwrap();
     s.login(UserType::User, None).unwrap();
     for (id, pem) in ["ec", "rsa"].iter().zip(&pems) {
         let label = Attribute::Label(id.as_bytes().to_vec());

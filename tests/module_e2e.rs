@@ -12,9 +12,8 @@
 mod common;
 
 use common::daemon::Env;
-use common::module::{self, Settings};
-use cryptoki::context::Pkcs11;
-use cryptoki::error::{Error, RvError};
+use common::module::{self, ring_slot, ring_slot_id, rv, Settings};
+use cryptoki::error::RvError;
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
@@ -30,40 +29,6 @@ const GHOST: &str = "projects/payments/keyRings/ghost";
 
 fn key(id: &str) -> String {
     format!("{RING}/cryptoKeys/{id}")
-}
-
-fn create_key(env: &Env, ring: &str, id: &str, purpose: &str, alg: &str) {
-    env.ctl(&[
-        "key",
-        "create",
-        "--keyring",
-        ring,
-        "--purpose",
-        purpose,
-        "--algorithm",
-        alg,
-        id,
-    ])
-    .ok();
-}
-
-fn slot_id(ring: &str) -> u64 {
-    keyward_wire::pkcs11::ring_identity(ring).0 .0
-}
-
-fn slot_of(p11: &Pkcs11, ring: &str) -> Slot {
-    let all = p11.get_all_slots().unwrap();
-    *all.iter()
-        .find(|s| s.id() == slot_id(ring))
-        .unwrap_or_else(|| panic!("no slot for {ring} in {all:?}"))
-}
-
-#[track_caller]
-fn rv<T: std::fmt::Debug>(r: cryptoki::error::Result<T>) -> RvError {
-    match r {
-        Err(Error::Pkcs11(rv, _)) => rv,
-        other => panic!("expected a CK_RV, got {other:?}"),
-    }
 }
 
 fn find(s: &Session, template: &[Attribute]) -> Vec<ObjectHandle> {
@@ -128,16 +93,10 @@ fn world() -> World {
         env.ctl(&["keyring", "create", "--parent", "projects/payments", ring])
             .ok();
     }
-    create_key(&env, RING, "ec", "ASYMMETRIC_SIGN", "EC_SIGN_P256_SHA256");
-    create_key(
-        &env,
-        RING,
-        "rsa",
-        "ASYMMETRIC_SIGN",
-        "RSA_SIGN_PKCS1_2048_SHA256",
-    );
-    create_key(&env, RING, "aes", "ENCRYPT_DECRYPT", "AES_256_GCM");
-    create_key(&env, HIDDEN, "secret", "ENCRYPT_DECRYPT", "AES_256_GCM");
+    env.create_key(RING, "ec", "ASYMMETRIC_SIGN", "EC_SIGN_P256_SHA256");
+    env.create_key(RING, "rsa", "ASYMMETRIC_SIGN", "RSA_SIGN_PKCS1_2048_SHA256");
+    env.create_key(RING, "aes", "ENCRYPT_DECRYPT", "AES_256_GCM");
+    env.create_key(HIDDEN, "secret", "ENCRYPT_DECRYPT", "AES_256_GCM");
     let sa = |id: &str| format!("serviceAccount:{id}@payments");
     env.bind(&key("ec"), "roles/kms.signerVerifier", &sa("signer"));
     env.bind(&key("rsa"), "roles/kms.signerVerifier", &sa("signer"));
@@ -170,11 +129,15 @@ fn tokens_login_find_sign_and_encrypt_through_the_module() {
     // --- slots: the ring the principal sees, plus both configured rings; nothing else.
     let mut ids: Vec<u64> = p11.get_all_slots().unwrap().iter().map(Slot::id).collect();
     ids.sort_unstable();
-    let mut want = vec![slot_id(RING), slot_id(HIDDEN), slot_id(GHOST)];
+    let mut want = vec![
+        ring_slot_id(RING),
+        ring_slot_id(HIDDEN),
+        ring_slot_id(GHOST),
+    ];
     want.sort_unstable();
     assert_eq!(ids, want);
     assert_eq!(p11.get_slots_with_token().unwrap().len(), 3);
-    let web = slot_of(&p11, RING);
+    let web = ring_slot(&p11, RING);
     let info = p11.get_token_info(web).unwrap();
     assert_eq!(info.label(), "web");
     assert!(info.login_required() && info.token_initialized() && info.user_pin_initialized());
@@ -184,8 +147,8 @@ fn tokens_login_find_sign_and_encrypt_through_the_module() {
     // A configured ring the principal does not see (it exists, with a key) and one that
     // does not exist: the same flags, the configured label, sessions open, nothing found,
     // before and after login.
-    let hidden = slot_of(&p11, HIDDEN);
-    let ghost = slot_of(&p11, GHOST);
+    let hidden = ring_slot(&p11, HIDDEN);
+    let ghost = ring_slot(&p11, GHOST);
     let hi = p11.get_token_info(hidden).unwrap();
     let gi = p11.get_token_info(ghost).unwrap();
     assert_eq!(hi.label(), "Hidden Ring");
@@ -427,7 +390,7 @@ fn generate_and_destroy_through_the_module() {
     let env = &w.env;
     let settings = Settings::new(&env.client_socket, &env.dir().join("module.toml"));
     let p11 = module::cryptoki(&settings);
-    let web = slot_of(&p11, RING);
+    let web = ring_slot(&p11, RING);
     let s = p11.open_rw_session(web).unwrap();
     let template = [
         Attribute::Token(true),
@@ -567,7 +530,7 @@ fn closing_the_last_session_logs_the_slot_out() {
     let env = &w.env;
     let settings = Settings::new(&env.client_socket, &env.dir().join("module.toml"));
     let p11 = module::cryptoki(&settings);
-    let web = slot_of(&p11, RING);
+    let web = ring_slot(&p11, RING);
     let pin = AuthPin::from(w.signer.clone());
     let private = [Attribute::Class(ObjectClass::PRIVATE_KEY)];
 

@@ -11,14 +11,13 @@
 mod common;
 
 use common::daemon::Env;
-use common::module::{self, Settings};
+use common::module::{self, login_with, rv, Settings};
 use common::ADMIN;
-use cryptoki::error::{Error, RvError};
+use cryptoki::error::RvError;
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
-use cryptoki::types::AuthPin;
+use cryptoki::session::Session;
 use std::process::Command;
 
 const RING: &str = "projects/payments/keyRings/web";
@@ -29,19 +28,6 @@ fn key(id: &str) -> String {
 
 fn sa(id: &str) -> String {
     format!("serviceAccount:{id}@payments")
-}
-
-#[track_caller]
-fn rv<T: std::fmt::Debug>(r: cryptoki::error::Result<T>) -> RvError {
-    match r {
-        Err(Error::Pkcs11(rv, _)) => rv,
-        other => panic!("expected a CK_RV, got {other:?}"),
-    }
-}
-
-fn login(s: &Session, key: &str) {
-    s.login(UserType::User, Some(&AuthPin::new(key.into())))
-        .unwrap();
 }
 
 fn secret(s: &Session, label: &str) -> ObjectHandle {
@@ -105,8 +91,7 @@ fn exportable_keys_leave_the_token_wrapped_and_audited() {
     let user = env.service_account_offline("user");
     let nowrap = env.service_account_offline("nowrap");
     env.start();
-    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
-        .ok();
+    env.web_ring();
     env.ctl(&[
         "keyring",
         "update",
@@ -142,17 +127,11 @@ fn exportable_keys_leave_the_token_wrapped_and_audited() {
 
     let settings = Settings::new(&env.client_socket, &dir.join("module.toml"));
     let p11 = module::cryptoki(&settings);
-    let id = keyward_wire::pkcs11::ring_identity(RING).0 .0;
-    let web = *p11
-        .get_all_slots()
-        .unwrap()
-        .iter()
-        .find(|s| s.id() == id)
-        .unwrap();
+    let web = module::ring_slot(&p11, RING);
     let s = p11.open_rw_session(web).unwrap();
 
     // --- the exporter: a wrapping key of known material (plaintext import), then the export.
-    login(&s, &exporter);
+    login_with(&s, &exporter);
     let kek: Vec<u8> = (0u8..32)
         .map(|i| i.wrapping_mul(7).wrapping_add(3))
         .collect();
@@ -261,7 +240,7 @@ fn exportable_keys_leave_the_token_wrapped_and_audited() {
     s.logout().unwrap();
 
     // --- a principal without exportKeyMaterial (cryptoOperator on the ring): refused.
-    login(&s, &user);
+    login_with(&s, &user);
     let exp_u = secret(&s, "exp");
     assert_eq!(
         rv(s.wrap_key(&Mechanism::AesKeyWrapPad, wrapping, exp_u)),
@@ -269,7 +248,7 @@ fn exportable_keys_leave_the_token_wrapped_and_audited() {
     );
     s.logout().unwrap();
     // --- with exportKeyMaterial on exp but no useToEncrypt on the wrapping key: refused.
-    login(&s, &nowrap);
+    login_with(&s, &nowrap);
     assert_eq!(
         rv(s.wrap_key(&Mechanism::AesKeyWrapPad, wrapping, exp)),
         RvError::WrappingKeyHandleInvalid

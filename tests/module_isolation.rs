@@ -7,7 +7,7 @@ mod common;
 
 use common::daemon::Env;
 use common::module::*;
-use cryptoki::error::{Error, RvError};
+use cryptoki::error::RvError;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
@@ -67,18 +67,7 @@ fn world() -> (Env, String, String) {
     ] {
         let id = ring.rsplit('/').next().unwrap();
         env.ctl(&["keyring", "create", "--parent", parent, id]).ok();
-        env.ctl(&[
-            "key",
-            "create",
-            "--keyring",
-            ring,
-            "--purpose",
-            "ASYMMETRIC_SIGN",
-            "--algorithm",
-            "EC_SIGN_P256_SHA256",
-            key,
-        ])
-        .ok();
+        env.create_key(ring, key, "ASYMMETRIC_SIGN", "EC_SIGN_P256_SHA256");
         env.ctl(&[
             "iam",
             "bind",
@@ -92,14 +81,6 @@ fn world() -> (Env, String, String) {
         .ok();
     }
     (env, a, b)
-}
-
-#[track_caller]
-fn rv<T: std::fmt::Debug>(r: cryptoki::error::Result<T>) -> RvError {
-    match r {
-        Err(Error::Pkcs11(rv, _)) => rv,
-        other => panic!("expected a CK_RV, got {other:?}"),
-    }
 }
 
 #[test]

@@ -69,26 +69,15 @@ fn pkcs11_data_path_through_keywardd() {
     let encrypter = env.service_account_offline("encrypter");
     let revokee = env.service_account_offline("revokee");
     env.start();
-    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
-        .ok();
-    for (id, purpose, alg) in [
-        ("ec", "ASYMMETRIC_SIGN", "EC_SIGN_P256_SHA256"),
-        ("rsa", "ASYMMETRIC_SIGN", "RSA_SIGN_PKCS1_2048_SHA256"),
-        ("aes", "ENCRYPT_DECRYPT", "AES_256_GCM"),
-    ] {
-        env.ctl(&[
-            "key",
-            "create",
-            "--keyring",
-            RING,
-            "--purpose",
-            purpose,
-            "--algorithm",
-            alg,
-            id,
-        ])
-        .ok();
-    }
+    env.web_ring();
+    env.create_keys(
+        RING,
+        &[
+            ("ec", "ASYMMETRIC_SIGN", "EC_SIGN_P256_SHA256"),
+            ("rsa", "ASYMMETRIC_SIGN", "RSA_SIGN_PKCS1_2048_SHA256"),
+            ("aes", "ENCRYPT_DECRYPT", "AES_256_GCM"),
+        ],
+    );
     env.ctl(&["key", "rotate", &key("aes")]).ok();
     env.bind(
         &key("ec"),

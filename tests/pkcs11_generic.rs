@@ -220,8 +220,7 @@ fn keys_made_renamed_and_destroyed_through_the_module() {
     let maker = env.service_account_offline("maker");
     let user = env.service_account_offline("user");
     env.start();
-    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
-        .ok();
+    env.web_ring();
     bind(&env, "roles/kms.admin", "serviceAccount:maker@payments");
     bind(
         &env,
@@ -662,8 +661,7 @@ fn rsa_decryption_the_token_cannot_do_is_refused_at_init() {
     let mut env = Env::new();
     let maker = env.service_account_offline("maker");
     env.start();
-    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
-        .ok();
+    env.web_ring();
     bind(&env, "roles/kms.admin", "serviceAccount:maker@payments");
     bind(
         &env,
@@ -896,21 +894,9 @@ fn aes_block_modes_on_keys_made_through_the_module() {
     let mut env = Env::new();
     let maker = env.service_account_offline("maker");
     env.start();
-    env.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
-        .ok();
+    env.web_ring();
     ring_setting(&env, "--allow-plaintext-import", true);
-    env.ctl(&[
-        "key",
-        "create",
-        "--keyring",
-        RING,
-        "--purpose",
-        "ENCRYPT_DECRYPT",
-        "--algorithm",
-        "AES_256_GCM",
-        "gcm-only",
-    ])
-    .ok();
+    env.create_key(RING, "gcm-only", "ENCRYPT_DECRYPT", "AES_256_GCM");
     bind(&env, "roles/kms.admin", "serviceAccount:maker@payments");
     bind(
         &env,

@@ -153,9 +153,7 @@ impl Env {
             "payments",
         ])
         .ok();
-        self.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
-            .ok();
-        "projects/payments/keyRings/web"
+        self.web_ring()
     }
 
     /// Runs keywardctl ARGS over the admin socket, as this process's uid.
@@ -174,14 +172,66 @@ impl Env {
         run_raw(args, &all)
     }
 
+    /// A 0600 credentials file holding the service-account key `key` (one file per key).
+    pub fn credentials_file(&self, key: &str) -> PathBuf {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        let path = self.dir().join(format!("credentials-{:016x}", h.finish()));
+        std::fs::write(&path, format!("{key}\n")).expect("cannot write credentials");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
     /// Runs keywardctl ARGS over the admin socket as the service account whose key is `key`
     /// (written to a 0600 credentials file).
     pub fn ctl_with_key(&self, key: &str, args: &[&str]) -> Output {
-        let path = self.dir().join("credentials");
-        std::fs::write(&path, format!("{key}\n")).expect("cannot write credentials");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let p = path.to_str().unwrap();
-        self.ctl_env(args, &[("KEYWARD_CREDENTIALS", p)])
+        let path = self.credentials_file(key);
+        self.ctl_env(args, &[("KEYWARD_CREDENTIALS", path.to_str().unwrap())])
+    }
+
+    /// [`Env::ctl_with_key`] with the client socket too (the crypto commands and `key cert
+    /// create` sign through it).
+    pub fn ctl_client_with_key(&self, key: &str, args: &[&str]) -> Output {
+        let path = self.credentials_file(key);
+        let client = self.client_socket.to_str().unwrap();
+        self.ctl_env(
+            args,
+            &[
+                ("KEYWARD_CREDENTIALS", path.to_str().unwrap()),
+                ("KEYWARD_SOCKET", client),
+            ],
+        )
+    }
+
+    /// Creates key ring `web` in project `payments` through keywardd; returns its name.
+    pub fn web_ring(&self) -> &'static str {
+        self.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])
+            .ok();
+        "projects/payments/keyRings/web"
+    }
+
+    /// Creates key `id` in `ring` through keywardd (`key create`), which must succeed.
+    pub fn create_key(&self, ring: &str, id: &str, purpose: &str, algorithm: &str) {
+        self.ctl(&[
+            "key",
+            "create",
+            "--keyring",
+            ring,
+            "--purpose",
+            purpose,
+            "--algorithm",
+            algorithm,
+            id,
+        ])
+        .ok();
+    }
+
+    /// [`Env::create_key`] for each `(id, purpose, algorithm)`.
+    pub fn create_keys(&self, ring: &str, keys: &[(&str, &str, &str)]) {
+        for (id, purpose, algorithm) in keys {
+            self.create_key(ring, id, purpose, algorithm);
+        }
     }
 
     /// Runs keywardd on this configuration to its end (for refusals to start).

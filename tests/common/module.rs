@@ -201,6 +201,39 @@ pub fn cryptoki(settings: &Settings) -> Pkcs11 {
     p11
 }
 
+/// The CK_RV of a call that must fail with one.
+#[track_caller]
+pub fn rv<T: std::fmt::Debug>(r: cryptoki::error::Result<T>) -> cryptoki::error::RvError {
+    match r {
+        Err(cryptoki::error::Error::Pkcs11(rv, _)) => rv,
+        other => panic!("expected a CK_RV, got {other:?}"),
+    }
+}
+
+/// The slot id keywardd gives key ring `ring`.
+pub fn ring_slot_id(ring: &str) -> u64 {
+    keyward_wire::pkcs11::ring_identity(ring).0 .0
+}
+
+/// Key ring `ring`'s slot among the module's.
+#[track_caller]
+pub fn ring_slot(p11: &Pkcs11, ring: &str) -> cryptoki::slot::Slot {
+    let all = p11.get_all_slots().unwrap();
+    *all.iter()
+        .find(|s| s.id() == ring_slot_id(ring))
+        .unwrap_or_else(|| panic!("no slot for {ring} in {all:?}"))
+}
+
+/// `C_Login` as the service account whose key is `key`.
+#[track_caller]
+pub fn login_with(s: &cryptoki::session::Session, key: &str) {
+    s.login(
+        cryptoki::session::UserType::User,
+        Some(&cryptoki::types::AuthPin::new(key.into())),
+    )
+    .unwrap();
+}
+
 // ------------------------------------------------------------------ child processes
 
 /// The environment variable that makes a test function run a child role instead.
