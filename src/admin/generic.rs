@@ -15,6 +15,7 @@
 use super::keys::DEFAULT_GRACE_SECS;
 use super::{AdminError, AdminService, Caller, Ctx, Failure, Res};
 use crate::audit;
+use crate::audit::hex;
 use crate::policy::{CryptoKeyName, KeyRingName, Permission as P, ResourceName};
 use crate::store::keys::{self as skeys, GenericRow, PublicHalf, VersionAction, VersionState};
 use crate::store::{self, resources};
@@ -183,7 +184,7 @@ impl AdminService {
         f: impl FnOnce(&mut Ctx<'_>) -> Res<(T, Option<String>, String)>,
     ) -> Result<T, AdminError> {
         let now_ms = self.clock.now_ms();
-        let mut record = caller.record(action, resource, now_ms);
+        let record = caller.record(action, resource, now_ms);
         let result = (|| -> Res<T> {
             let tx = self.store.write()?;
             let snap = store::build_snapshot(&tx)?;
@@ -213,31 +214,7 @@ impl AdminService {
             tx.commit()?;
             Ok(value)
         })();
-        let failure = match result {
-            Ok(v) => {
-                if let Err(e) = self.refresh() {
-                    tracing::error!(error = %e, "cannot rebuild the published state");
-                }
-                return Ok(v);
-            }
-            Err(Failure::Audited(err)) => {
-                if let Err(e) = self.refresh() {
-                    tracing::error!(error = %e, "cannot rebuild the published state");
-                }
-                return Err(err);
-            }
-            Err(f) => f,
-        };
-        record.outcome = failure.outcome();
-        let err = match failure {
-            Failure::Denied(m) => AdminError {
-                rv: denied_rv,
-                message: m,
-            },
-            other => other.into_error(),
-        };
-        self.audit_failure(record, &err);
-        Err(err)
+        self.finish(record, result, true, Some(denied_rv))
     }
 
     /// Makes a `PKCS11_GENERIC` key with a generated id in `req.ring` (design §4): needs
@@ -501,8 +478,4 @@ impl AdminService {
             },
         )
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -379,30 +379,49 @@ impl AdminService {
         let now_ms = self.clock.now_ms();
         let (action, resource) = describe(&req);
         let writes = !is_plain_read(&req);
-        let mut record = caller.record(action, resource, now_ms);
-        let failure = match self.run(caller, req, now_ms, &record, writes) {
-            Ok(resp) => {
-                if writes {
-                    if let Err(e) = self.refresh() {
-                        // The change is committed; the data path keeps the previous state
-                        // until the next successful refresh.
-                        tracing::error!(error = %e, "cannot rebuild the published state");
-                    }
+        let record = caller.record(action, resource, now_ms);
+        let result = self.run(caller, req, now_ms, &record, writes);
+        self.finish(record, result, writes, None)
+    }
+
+    /// Ends a request: the state is republished after a change (`changed`) or an audited
+    /// refusal; any other failure is recorded in `record` (a policy denial answered with
+    /// `denied_rv` if given) and returned as the caller's error.
+    pub(crate) fn finish<T>(
+        &mut self,
+        mut record: NewRecord,
+        result: Res<T>,
+        changed: bool,
+        denied_rv: Option<u64>,
+    ) -> Result<T, AdminError> {
+        let failure = match result {
+            Ok(v) => {
+                if changed {
+                    self.republish();
                 }
-                return Ok(resp);
+                return Ok(v);
             }
             Err(Failure::Audited(err)) => {
-                if let Err(e) = self.refresh() {
-                    tracing::error!(error = %e, "cannot rebuild the published state");
-                }
+                self.republish();
                 return Err(err);
             }
             Err(f) => f,
         };
         record.outcome = failure.outcome();
-        let err = failure.into_error();
+        let err = match (failure, denied_rv) {
+            (Failure::Denied(message), Some(rv)) => AdminError { rv, message },
+            (other, _) => other.into_error(),
+        };
         self.audit_failure(record, &err);
         Err(err)
+    }
+
+    /// [`AdminService::refresh`] after a committed change: on failure the data path keeps
+    /// the previous state until the next successful refresh.
+    fn republish(&mut self) {
+        if let Err(e) = self.refresh() {
+            tracing::error!(error = %e, "cannot rebuild the published state");
+        }
     }
 
     /// Records a refused or failed request in a transaction of its own (the request's own
