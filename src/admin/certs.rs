@@ -19,6 +19,7 @@
 
 use super::render::{done, table};
 use super::{AdminError, AdminService, Caller, Ctx, Failure, Res};
+use crate::audit::hex;
 use crate::daemon::pkcs11::objects::PublicValues;
 use crate::policy::{CryptoKeyName, KeyRingName, Permission as P, ResourceName};
 use crate::store::certs::{self as scerts, CertRow, NewCert};
@@ -146,10 +147,6 @@ fn find_owner(ctx: &Ctx<'_>, ring_id: i64, spki: &[u8]) -> Res<Option<Owner>> {
         primary,
         cka_id,
     }))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn refuse(rv: u64, message: impl Into<String>) -> Failure {
@@ -410,27 +407,49 @@ pub(crate) fn import(
     };
     let mut stored = Vec::new();
     let mut ids = Vec::new();
-    if !exists(leaf) {
+    let (tx, now) = (ctx.tx, ctx.now);
+    // Stores one certificate of the chain: the leaf (category 1, token user) or a CA's (2).
+    let mut add = |owner: Option<(i64, u64)>,
+                   cka_id: &[u8],
+                   cka_label: &[u8],
+                   (value, info): (&[u8], &x509::CertInfo),
+                   category: u64|
+     -> Res<()> {
         let id = scerts::insert(
-            ctx.tx,
+            tx,
             &NewCert {
                 ring_id: ring.id,
-                owner: Some((owner.key_id, owner.version)),
-                cka_id: &owner.cka_id,
-                cka_label: &leaf_label,
-                subject: &infos[0].subject,
-                issuer: &infos[0].issuer,
-                serial: &infos[0].serial,
-                value: leaf,
-                category: 1, // token user
+                owner,
+                cka_id,
+                cka_label,
+                subject: &info.subject,
+                issuer: &info.issuer,
+                serial: &info.serial,
+                value,
+                category,
                 trusted: false,
                 created_by: &who,
                 creator_instance: None,
             },
-            ctx.now,
+            now,
         )?;
         ids.push(id);
-        stored.push(format!("certificate {id} ({})", infos[0].subject_text));
+        let what = if category == 1 {
+            "certificate"
+        } else {
+            "CA certificate"
+        };
+        stored.push(format!("{what} {id} ({})", info.subject_text));
+        Ok(())
+    };
+    if !exists(leaf) {
+        add(
+            Some((owner.key_id, owner.version)),
+            &owner.cka_id,
+            &leaf_label,
+            (leaf, &infos[0]),
+            1,
+        )?;
     }
     for (c, info) in chain.iter().zip(&infos[1..]) {
         if exists(c) {
@@ -443,26 +462,13 @@ pub(crate) fn import(
                 .map(|p| p.nss_id())
                 .unwrap_or_default(),
         };
-        let id = scerts::insert(
-            ctx.tx,
-            &NewCert {
-                ring_id: ring.id,
-                owner: chain_owner.as_ref().map(|o| (o.key_id, o.version)),
-                cka_id: &cka_id,
-                cka_label: info.subject_text.as_bytes(),
-                subject: &info.subject,
-                issuer: &info.issuer,
-                serial: &info.serial,
-                value: c,
-                category: 2, // authority
-                trusted: false,
-                created_by: &who,
-                creator_instance: None,
-            },
-            ctx.now,
+        add(
+            chain_owner.as_ref().map(|o| (o.key_id, o.version)),
+            &cka_id,
+            info.subject_text.as_bytes(),
+            (c, info),
+            2,
         )?;
-        ids.push(id);
-        stored.push(format!("CA certificate {id} ({})", info.subject_text));
     }
     let version = ResourceName::Version(key.clone(), owner.version);
     let message = if stored.is_empty() {

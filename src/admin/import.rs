@@ -16,6 +16,7 @@
 
 use super::render::{done, table, time};
 use super::{AdminService, Caller, Ctx, Failure, Res};
+use crate::audit::hex;
 use crate::policy::names::check_id;
 use crate::policy::{CryptoKeyName, KeyRingName, Permission as P, ResourceName};
 use crate::store::import_jobs::{self as sjobs, JobRow, JobState, NewJob};
@@ -808,10 +809,6 @@ impl AdminService {
         }
         Ok(done)
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! store's object map with the token at start. Both are audited as the principal `keywardd`.
 
 use super::{AdminError, AdminService, Failure};
+use crate::audit::hex;
 use crate::audit::{self, NewRecord, Outcome};
 use crate::store::keys::{self as skeys, VersionAction, VersionState};
 use std::collections::HashSet;
@@ -43,10 +44,6 @@ impl fmt::Display for ReconcileReport {
             },
         )
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn failure(f: Failure) -> AdminError {
