@@ -508,63 +508,74 @@ enum SodMode {
     Enforce,
 }
 
-#[derive(Debug, Subcommand)]
-enum FolderCmd {
-    /// Create a folder (needs resourcemanager.folders.create on the parent)
-    Create {
-        /// organizations/O or folders/F
-        #[arg(long, value_name = "RESOURCE")]
-        parent: String,
-        /// Folder id, unique in the store
-        id: String,
-    },
-    /// List folders (with --parent: needs resourcemanager.folders.list on it; else the folders
-    /// you can get or list)
-    List {
-        /// Only the folders directly under this organisation or folder
-        #[arg(long, value_name = "RESOURCE")]
-        parent: Option<String>,
-    },
-    /// Show a folder (needs resourcemanager.folders.get)
-    Get {
-        /// eng or folders/eng
-        name: String,
-    },
-    /// Delete an empty folder; its id is never reused (needs resourcemanager.folders.delete)
-    Delete {
-        /// eng or folders/eng
-        name: String,
-    },
+/// `folder` and `project` take the same four commands; only their help differs (the
+/// noun, the permissions, the examples).
+macro_rules! container_cmd {
+    (
+        $name:ident,
+        create: $create:tt,
+        id: $id:tt,
+        list: $list:tt,
+        only: $only:tt,
+        get: $get:tt,
+        delete: $delete:tt,
+        name: $example:tt $(,)?
+    ) => {
+        #[derive(Debug, Subcommand)]
+        enum $name {
+            #[doc = $create]
+            Create {
+                /// organizations/O or folders/F
+                #[arg(long, value_name = "RESOURCE")]
+                parent: String,
+                #[doc = $id]
+                id: String,
+            },
+            #[doc = $list]
+            List {
+                #[doc = $only]
+                #[arg(long, value_name = "RESOURCE")]
+                parent: Option<String>,
+            },
+            #[doc = $get]
+            Get {
+                #[doc = $example]
+                name: String,
+            },
+            #[doc = $delete]
+            Delete {
+                #[doc = $example]
+                name: String,
+            },
+        }
+    };
 }
 
-#[derive(Debug, Subcommand)]
-enum ProjectCmd {
-    /// Create a project (needs resourcemanager.projects.create on the parent)
-    Create {
-        /// organizations/O or folders/F
-        #[arg(long, value_name = "RESOURCE")]
-        parent: String,
-        /// Project id, unique in the store
-        id: String,
-    },
-    /// List projects (with --parent: needs resourcemanager.projects.list on it; else the
-    /// projects you can get or list)
-    List {
-        /// Only the projects directly under this organisation or folder
-        #[arg(long, value_name = "RESOURCE")]
-        parent: Option<String>,
-    },
-    /// Show a project (needs resourcemanager.projects.get)
-    Get {
-        /// payments or projects/payments
-        name: String,
-    },
-    /// Delete an empty project; its id is never reused (needs resourcemanager.projects.delete)
-    Delete {
-        /// payments or projects/payments
-        name: String,
-    },
-}
+container_cmd!(
+    FolderCmd,
+    create: "Create a folder (needs resourcemanager.folders.create on the parent)",
+    id: "Folder id, unique in the store",
+    list: "List folders (with --parent: needs resourcemanager.folders.list on it; else the \
+           folders you can get or list)",
+    only: "Only the folders directly under this organisation or folder",
+    get: "Show a folder (needs resourcemanager.folders.get)",
+    delete: "Delete an empty folder; its id is never reused (needs \
+             resourcemanager.folders.delete)",
+    name: "eng or folders/eng",
+);
+
+container_cmd!(
+    ProjectCmd,
+    create: "Create a project (needs resourcemanager.projects.create on the parent)",
+    id: "Project id, unique in the store",
+    list: "List projects (with --parent: needs resourcemanager.projects.list on it; else the \
+           projects you can get or list)",
+    only: "Only the projects directly under this organisation or folder",
+    get: "Show a project (needs resourcemanager.projects.get)",
+    delete: "Delete an empty project; its id is never reused (needs \
+             resourcemanager.projects.delete)",
+    name: "payments or projects/payments",
+);
 
 #[derive(Debug, Subcommand)]
 enum KeyringCmd {
