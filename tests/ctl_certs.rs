@@ -10,6 +10,7 @@
 mod common;
 
 use common::daemon::Env;
+use common::{openssl_ca, openssl_issue, openssl_ok};
 use std::path::Path;
 use std::process::Command;
 
@@ -210,76 +211,47 @@ fn ca_issued_certificates_and_chains_attach_to_their_key_only() {
     pem.ok();
     std::fs::write(dir.join("ec-pub.pem"), &pem.stdout).unwrap();
     // A root, an intermediate it signs, and a leaf for ec's public key the intermediate signs.
-    let ok = |args: &[&str]| {
-        let o = openssl(args, &dir);
-        assert!(o.status.success(), "{args:?}: {}", text(&o));
-    };
-    ok(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        "/CN=Root CA",
-        "-days",
-        "30",
-        "-keyout",
-        "root.key",
-        "-out",
-        "root.pem",
-    ]);
-    ok(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        "/CN=Issuing CA",
-        "-keyout",
-        "int.key",
-        "-out",
-        "int.csr",
-    ]);
+    openssl_ca(&dir, "Root CA", "root");
+    openssl_ok(
+        &dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=Issuing CA",
+            "-keyout",
+            "int.key",
+            "-out",
+            "int.csr",
+        ],
+    );
     std::fs::write(dir.join("ca.ext"), "basicConstraints=critical,CA:TRUE\n").unwrap();
-    ok(&[
-        "x509",
-        "-req",
-        "-in",
-        "int.csr",
-        "-CA",
-        "root.pem",
-        "-CAkey",
-        "root.key",
-        "-CAcreateserial",
-        "-days",
-        "30",
-        "-extfile",
-        "ca.ext",
-        "-out",
-        "int.pem",
-    ]);
-    ok(&[
-        "x509",
-        "-new",
-        "-subj",
-        "/CN=ec.example",
-        "-days",
-        "30",
-        "-force_pubkey",
-        "ec-pub.pem",
-        "-CA",
-        "int.pem",
-        "-CAkey",
-        "int.key",
-        "-out",
-        "leaf.pem",
-    ]);
+    openssl_ok(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "int.csr",
+            "-CA",
+            "root.pem",
+            "-CAkey",
+            "root.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            "ca.ext",
+            "-out",
+            "int.pem",
+        ],
+    );
+    openssl_issue(&dir, "ec-pub.pem", "ec.example", "int", "leaf.pem");
     let chain = format!(
         "{}{}",
         std::fs::read_to_string(dir.join("int.pem")).unwrap(),
@@ -600,43 +572,8 @@ fn pairs_made_through_the_module_get_self_signed_certificates() {
     let pem = ctl(&["key", "get-public-key", &names[0]]);
     pem.ok();
     std::fs::write(dir.join("java-ec-pub.pem"), &pem.stdout).unwrap();
-    let ok = |args: &[&str]| {
-        let o = openssl(args, &dir);
-        assert!(o.status.success(), "{args:?}: {}", text(&o));
-    };
-    ok(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        "/CN=Java CA",
-        "-days",
-        "30",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    ok(&[
-        "x509",
-        "-new",
-        "-subj",
-        "/CN=java.example",
-        "-days",
-        "30",
-        "-force_pubkey",
-        "java-ec-pub.pem",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-out",
-        "issued.pem",
-    ]);
+    openssl_ca(&dir, "Java CA", "ca");
+    openssl_issue(&dir, "java-ec-pub.pem", "java.example", "ca", "issued.pem");
     let out = ctl(&[
         "--json",
         "key",

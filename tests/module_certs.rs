@@ -45,33 +45,10 @@ fn run(cmd: &mut Command) -> Vec<u8> {
 fn issue_for(dir: &Path, pub_pem: &str, cn: &str) -> (Vec<u8>, Vec<u8>) {
     std::fs::write(dir.join("leaf-pub.pem"), pub_pem).unwrap();
     if !dir.join("ca.pem").exists() {
-        run(Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-            ])
-            .args(["-nodes", "-subj", "/CN=Test CA", "-days", "30", "-keyout"])
-            .arg(dir.join("ca.key"))
-            .arg("-out")
-            .arg(dir.join("ca.pem")));
+        common::openssl_ca(dir, "Test CA", "ca");
     }
-    run(Command::new("openssl")
-        .args(["x509", "-new", "-subj", &format!("/CN={cn}"), "-days", "30"])
-        .arg("-force_pubkey")
-        .arg(dir.join("leaf-pub.pem"))
-        .arg("-CA")
-        .arg(dir.join("ca.pem"))
-        .arg("-CAkey")
-        .arg(dir.join("ca.key"))
-        .args(["-outform", "DER", "-out"])
-        .arg(dir.join("leaf.der")));
-    let ca = run(Command::new("openssl")
-        .args(["x509", "-outform", "DER", "-in"])
-        .arg(dir.join("ca.pem")));
+    common::openssl_issue(dir, "leaf-pub.pem", cn, "ca", "leaf.der");
+    let ca = common::openssl_ok(dir, &["x509", "-outform", "DER", "-in", "ca.pem"]);
     (std::fs::read(dir.join("leaf.der")).unwrap(), ca)
 }
 

@@ -20,7 +20,6 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
-use std::process::Command;
 use std::time::Instant;
 
 const RING: &str = "projects/payments/keyRings/web";
@@ -55,23 +54,6 @@ fn bytes_attr(s: &Session, o: ObjectHandle, t: AttributeType) -> Vec<u8> {
         Some(Attribute::Id(v)) | Some(Attribute::Label(v)) | Some(Attribute::EcPoint(v)) => v,
         other => panic!("{t:?}: {other:?}"),
     }
-}
-
-/// `openssl dgst -sha256 -verify PEM -signature SIG DATA`.
-fn openssl_verify(env: &Env, pem: &str, data: &[u8], sig_der: &[u8]) -> bool {
-    let dir = env.dir();
-    std::fs::write(dir.join("pub.pem"), pem).unwrap();
-    std::fs::write(dir.join("data"), data).unwrap();
-    std::fs::write(dir.join("sig"), sig_der).unwrap();
-    let out = Command::new("openssl")
-        .args(["dgst", "-sha256", "-verify"])
-        .arg(dir.join("pub.pem"))
-        .arg("-signature")
-        .arg(dir.join("sig"))
-        .arg(dir.join("data"))
-        .output()
-        .expect("run openssl");
-    out.status.success()
 }
 
 /// Keys and accounts shared by the tests of this file.
@@ -211,7 +193,7 @@ fn tokens_login_find_sign_and_encrypt_through_the_module() {
         .ctl_with_key(&w.signer, &["key", "get-public-key", &key("ec")]);
     pem.ok();
     assert!(
-        openssl_verify(env, &pem.stdout, &data, &der),
+        env.openssl_verify("sha256", &pem.stdout, &data, &der),
         "openssl rejects the module's EC signature"
     );
     s.verify(&Mechanism::EcdsaSha256, ec_pub, &data, &raw)
@@ -222,8 +204,8 @@ fn tokens_login_find_sign_and_encrypt_through_the_module() {
         rv(s.verify(&Mechanism::EcdsaSha256, ec_pub, &data, &bad)),
         RvError::SignatureInvalid
     );
-    assert!(!openssl_verify(
-        env,
+    assert!(!env.openssl_verify(
+        "sha256",
         &pem.stdout,
         &data,
         &keyward_token::public_key::ecdsa_raw_to_der(&bad).unwrap()
@@ -234,7 +216,7 @@ fn tokens_login_find_sign_and_encrypt_through_the_module() {
     s.sign_update(&data[9..]).unwrap();
     let raw2 = s.sign_final().unwrap();
     let der2 = keyward_token::public_key::ecdsa_raw_to_der(&raw2).unwrap();
-    assert!(openssl_verify(env, &pem.stdout, &data, &der2));
+    assert!(env.openssl_verify("sha256", &pem.stdout, &data, &der2));
     // A mechanism the key's purpose forbids.
     assert_eq!(
         rv(s.sign(&Mechanism::Sha256RsaPkcs, ec_priv, &data)),
@@ -257,7 +239,7 @@ fn tokens_login_find_sign_and_encrypt_through_the_module() {
         .ctl_with_key(&w.signer, &["key", "get-public-key", &key("rsa")]);
     pem.ok();
     assert!(
-        openssl_verify(env, &pem.stdout, &data, &sig),
+        env.openssl_verify("sha256", &pem.stdout, &data, &sig),
         "openssl rejects the module's RSA signature"
     );
     s.verify(&Mechanism::Sha256RsaPkcs, rsa_pub, &data, &sig)

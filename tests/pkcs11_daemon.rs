@@ -13,7 +13,6 @@ use keyward_wire::pkcs11::{
     AttrResult, AttrValue, Blob, GcmLayout, GcmParams, MechParams, Mechanism, Operation,
     Pkcs11Request, SlotId,
 };
-use std::process::Command;
 
 const RING: &str = "projects/payments/keyRings/web";
 
@@ -32,23 +31,6 @@ fn gcm(iv: u8) -> Mechanism {
             layout: GcmLayout::WithIvBits,
         }),
     }
-}
-
-/// Verifies a DER signature over `data` with `openssl dgst -sha256`.
-fn openssl_verify(env: &Env, pem: &str, data: &[u8], sig_der: &[u8]) -> bool {
-    let dir = env.dir();
-    std::fs::write(dir.join("pub.pem"), pem).unwrap();
-    std::fs::write(dir.join("data"), data).unwrap();
-    std::fs::write(dir.join("sig"), sig_der).unwrap();
-    let out = Command::new("openssl")
-        .args(["dgst", "-sha256", "-verify"])
-        .arg(dir.join("pub.pem"))
-        .arg("-signature")
-        .arg(dir.join("sig"))
-        .arg(dir.join("data"))
-        .output()
-        .expect("run openssl");
-    out.status.success()
 }
 
 fn slot_of(p: &mut P11) -> SlotId {
@@ -172,7 +154,7 @@ fn pkcs11_data_path_through_keywardd() {
     let pem = env.ctl_with_key(&ec_signer, &["key", "get-public-key", &key("ec")]);
     pem.ok();
     assert!(
-        openssl_verify(&env, &pem.stdout, &data, &der),
+        env.openssl_verify("sha256", &pem.stdout, &data, &der),
         "openssl rejects the EC signature"
     );
     // Verify through keywardd too; a wrong signature is CKR_SIGNATURE_INVALID.
@@ -227,7 +209,7 @@ fn pkcs11_data_path_through_keywardd() {
         other => panic!("{other:?}"),
     };
     let der2 = keyward_token::public_key::ecdsa_raw_to_der(&raw2).unwrap();
-    assert!(openssl_verify(&env, &pem.stdout, &data, &der2));
+    assert!(env.openssl_verify("sha256", &pem.stdout, &data, &der2));
     // Key creation needs kms.cryptoKeys.create on the ring.
     assert_eq!(
         p.call(Pkcs11Request::GenerateKey {
@@ -278,7 +260,7 @@ fn pkcs11_data_path_through_keywardd() {
     let pem = env.ctl_with_key(&rsa_signer, &["key", "get-public-key", &key("rsa")]);
     pem.ok();
     assert!(
-        openssl_verify(&env, &pem.stdout, &data, &sig),
+        env.openssl_verify("sha256", &pem.stdout, &data, &sig),
         "openssl rejects the RSA signature"
     );
     // The ec key is invisible to this principal: not found.

@@ -186,21 +186,7 @@ fn sign(p: &mut P11, s: SessionId, m: u64, key: ObjectHandle, data: &[u8]) -> Ve
 
 /// `openssl dgst -sha256 -verify` of a DER signature with a DER SPKI.
 fn openssl_verify(env: &Env, spki_der: &[u8], data: &[u8], sig: &[u8]) -> bool {
-    let dir = env.dir();
-    let pem = keyward_token::public_key::spki_pem(spki_der).unwrap();
-    std::fs::write(dir.join("g-pub.pem"), pem).unwrap();
-    std::fs::write(dir.join("g-data"), data).unwrap();
-    std::fs::write(dir.join("g-sig"), sig).unwrap();
-    Command::new("openssl")
-        .args(["dgst", "-sha256", "-verify"])
-        .arg(dir.join("g-pub.pem"))
-        .arg("-signature")
-        .arg(dir.join("g-sig"))
-        .arg(dir.join("g-data"))
-        .output()
-        .expect("run openssl")
-        .status
-        .success()
+    openssl_verify_hash(env, "sha256", spki_der, data, sig)
 }
 
 fn ring_setting(env: &Env, setting: &str, on: bool) {
@@ -866,21 +852,8 @@ fn openssl_enc(
 
 /// `openssl dgst -<hash> -verify` of an RSA PKCS#1 v1.5 signature with a DER SPKI.
 fn openssl_verify_hash(env: &Env, hash: &str, spki_der: &[u8], data: &[u8], sig: &[u8]) -> bool {
-    let dir = env.dir();
     let pem = keyward_token::public_key::spki_pem(spki_der).unwrap();
-    std::fs::write(dir.join("h-pub.pem"), pem).unwrap();
-    std::fs::write(dir.join("h-data"), data).unwrap();
-    std::fs::write(dir.join("h-sig"), sig).unwrap();
-    Command::new("openssl")
-        .args(["dgst", &format!("-{hash}"), "-verify"])
-        .arg(dir.join("h-pub.pem"))
-        .arg("-signature")
-        .arg(dir.join("h-sig"))
-        .arg(dir.join("h-data"))
-        .output()
-        .expect("run openssl")
-        .status
-        .success()
+    env.openssl_verify(hash, &pem, data, sig)
 }
 
 /// OpenSC `--encrypt/--decrypt -m AES-CBC-PAD` and check-module.sh's known-answer test (design

@@ -3,7 +3,6 @@
 //! and AES-GCM ciphertexts decrypted by OpenSSL (issue 7).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -12,16 +11,7 @@ pub fn s(p: &Path) -> &str {
 /// Runs `openssl ARGS`, asserting success; returns stdout.
 #[track_caller]
 pub fn openssl(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("cannot run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    super::openssl_ok(Path::new("."), args)
 }
 
 pub fn hex(b: &[u8]) -> String {

@@ -204,6 +204,25 @@ impl Env {
         )
     }
 
+    /// `openssl dgst -HASH -verify PEM -signature SIG DATA` (files in this directory): does
+    /// `sig` (DER for ECDSA) verify over `data` with the public key `pem`?
+    pub fn openssl_verify(&self, hash: &str, pem: &str, data: &[u8], sig: &[u8]) -> bool {
+        let dir = self.dir();
+        std::fs::write(dir.join("pub.pem"), pem).unwrap();
+        std::fs::write(dir.join("data"), data).unwrap();
+        std::fs::write(dir.join("sig"), sig).unwrap();
+        Command::new("openssl")
+            .args(["dgst", &format!("-{hash}"), "-verify"])
+            .arg(dir.join("pub.pem"))
+            .arg("-signature")
+            .arg(dir.join("sig"))
+            .arg(dir.join("data"))
+            .output()
+            .expect("run openssl")
+            .status
+            .success()
+    }
+
     /// Creates key ring `web` in project `payments` through keywardd; returns its name.
     pub fn web_ring(&self) -> &'static str {
         self.ctl(&["keyring", "create", "--parent", "projects/payments", "web"])

@@ -148,3 +148,72 @@ pub mod byok;
 pub mod daemon;
 pub mod module;
 pub mod pkcs11;
+
+/// `openssl ARGS` run in `dir`, which must succeed; its stdout.
+#[track_caller]
+pub fn openssl_ok(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A self-signed EC P-256 CA `/CN=CN` made by openssl in `dir`: `NAME.pem` and `NAME.key`.
+#[track_caller]
+pub fn openssl_ca(dir: &Path, cn: &str, name: &str) {
+    openssl_ok(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-days",
+            "30",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+}
+
+/// A certificate `/CN=CN` for the public key in the PEM file `public` issued by the CA
+/// `CA.pem`/`CA.key` (files in `dir`), written to `out` (PEM, or DER if `out` ends `.der`).
+#[track_caller]
+pub fn openssl_issue(dir: &Path, public: &str, cn: &str, ca: &str, out: &str) {
+    let form = if out.ends_with(".der") { "DER" } else { "PEM" };
+    openssl_ok(
+        dir,
+        &[
+            "x509",
+            "-new",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-days",
+            "30",
+            "-force_pubkey",
+            public,
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-outform",
+            form,
+            "-out",
+            out,
+        ],
+    );
+}
