@@ -237,7 +237,9 @@ impl ClientConnection {
     }
 
     /// The job key a handle names, if it is one: `None` for other handles; `Err(invalid)`
-    /// for a job the principal does not see now.
+    /// for a job the principal does not see now (expired, gone, or without
+    /// kms.importJobs.get): the caller is told the object is absent, the audit log that the
+    /// call was refused (design §4, §6), as for keys.
     pub(super) fn resolve_job<'s>(
         &self,
         view: &'s View,
@@ -246,12 +248,30 @@ impl ClientConnection {
         invalid: u64,
     ) -> Option<Result<JobView<'s>, u64>> {
         let name = self.inst.lock().job(handle)?;
-        Some(
-            self.jobs(view, ctx)
-                .into_iter()
-                .find(|j| j.entry.name == name)
-                .ok_or(invalid),
-        )
+        if let Some(j) = self
+            .jobs(view, ctx)
+            .into_iter()
+            .find(|j| j.entry.name == name)
+        {
+            return Some(Ok(j));
+        }
+        let expired = view
+            .extras
+            .import_jobs
+            .iter()
+            .any(|j| j.name == name && !j.active_at(self.now()));
+        self.deny(
+            &ctx.principal,
+            self.current,
+            Some(name),
+            invalid,
+            if expired {
+                "the import job is EXPIRED"
+            } else {
+                "the import job is not visible (kms.importJobs.get)"
+            },
+        );
+        Some(Err(invalid))
     }
 
     /// If `handle` names an import job's key: `Some(rv)` (audited) when the principal sees it
@@ -312,28 +332,8 @@ impl ClientConnection {
             CKR_UNWRAPPING_KEY_HANDLE_INVALID,
         ) {
             Some(Ok(j)) => j.entry.clone(),
-            Some(Err(rv)) => {
-                // A job this instance saw but that is gone now: expired, or no longer visible.
-                let name = self.inst.lock().job(unwrapping_key);
-                let expired = name.as_ref().is_some_and(|n| {
-                    view.extras
-                        .import_jobs
-                        .iter()
-                        .any(|j| &j.name == n && !j.active_at(self.now()))
-                });
-                self.deny(
-                    &ctx.principal,
-                    ACTION,
-                    name,
-                    rv,
-                    if expired {
-                        "the import job is EXPIRED"
-                    } else {
-                        "the import job is not visible (kms.importJobs.get)"
-                    },
-                );
-                return Err(rv);
-            }
+            // A job this instance saw but that is gone now (audited by resolve_job).
+            Some(Err(rv)) => return Err(rv),
             None => {
                 // Keyward keys do not unwrap anything (only import jobs do).
                 return match self.resolve(

@@ -196,7 +196,9 @@ impl ClientConnection {
     }
 
     /// The certificate a handle names: `None` if the handle names no certificate;
-    /// `Some(Err(CKR_OBJECT_HANDLE_INVALID))` if the principal does not see it (any more).
+    /// `Some(Err(CKR_OBJECT_HANDLE_INVALID))` if it is gone, of another ring, or the
+    /// principal does not see it (any more): that refusal is audited, as for keys (the
+    /// caller is told the object is absent, the audit log that it was refused; design §4, §6).
     pub(super) fn resolve_cert<'s>(
         &self,
         view: &'s View,
@@ -204,13 +206,25 @@ impl ClientConnection {
         handle: ObjectHandle,
     ) -> Option<Result<CertView<'s>, u64>> {
         let id = self.inst.lock().cert(handle)?;
-        let found = ctx.ring.as_ref().and_then(|ring| {
+        let Some((ring, c)) = ctx.ring.as_ref().and_then(|ring| {
             view.extras
                 .certificates
                 .iter()
-                .find(|c| c.row.id == id)
-                .and_then(|c| self.cert_view(view, &ctx.principal, ring, c, &OnceCell::new()))
-        });
+                .find(|c| c.row.id == id && &c.ring == ring)
+                .map(|c| (ring, c))
+        }) else {
+            return Some(Err(CKR_OBJECT_HANDLE_INVALID));
+        };
+        let found = self.cert_view(view, &ctx.principal, ring, c, &OnceCell::new());
+        if found.is_none() {
+            self.deny(
+                &ctx.principal,
+                self.current,
+                Some(c.resource()),
+                CKR_OBJECT_HANDLE_INVALID,
+                "not visible to the caller",
+            );
+        }
         Some(found.ok_or(CKR_OBJECT_HANDLE_INVALID))
     }
 
