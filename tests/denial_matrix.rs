@@ -65,8 +65,11 @@ const KEK2_LABEL: &[u8] = b"m-kek2";
 /// The existing key the runs import into (made by keywardctl), and the import job.
 const IMP_KEY: &str = "m-imp";
 const JOB: &str = "mj";
-/// The certificate of the RSA key (made by the maker).
-const CERT_LABEL: &[u8] = b"m-rsa-cert";
+/// An EC key bound like m-aes (not at key level). The maker makes a certificate of it and of
+/// the RSA key, labelled `<key label>-cert`.
+const EC_LABEL: &[u8] = b"m-ec";
+/// The DER OID of P-256 (`CKA_EC_PARAMS`).
+const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const CKA_TOKEN: Ulong = 0x1;
 const CKA_LABEL: Ulong = 0x3;
 const CKA_KEY_TYPE: Ulong = 0x100;
@@ -232,8 +235,8 @@ fn make(env: &Env, settings: &Settings, maker: &str, what: &str) -> Vec<String> 
 }
 
 /// The maker child: logs in with its key and makes the RSA pair (`rsa:LABEL`), AES keys
-/// (`aes:L1,L2,...`; `kek:...` with CKA_WRAP, `exp:...` with CKA_EXTRACTABLE) or the RSA
-/// key's certificate (`cert:DER_FILE`).
+/// (`aes:L1,L2,...`; `kek:...` with CKA_WRAP, `exp:...` with CKA_EXTRACTABLE), an EC P-256
+/// pair (`ec:LABEL`) or a key's certificate (`cert:LABEL-cert:DER_FILE`).
 fn maker_child() {
     let settings = child_settings();
     let what = std::env::var("KEYWARD_MATRIX_MAKE").unwrap();
@@ -263,10 +266,30 @@ fn maker_child() {
         ];
         s.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
             .unwrap();
-    } else if let Some(path) = what.strip_prefix("cert:") {
-        // The certificate of the RSA key (its SPKI pairs it with the key).
+    } else if let Some(label) = what.strip_prefix("ec:") {
+        let label = label.as_bytes().to_vec();
+        let public = [
+            Attribute::Token(true),
+            Attribute::EcParams(P256.to_vec()),
+            Attribute::Verify(true),
+            Attribute::Label(label.clone()),
+            Attribute::Id(label.clone()),
+        ];
+        let private = [
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sign(true),
+            Attribute::Label(label.clone()),
+            Attribute::Id(label),
+        ];
+        s.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
+            .unwrap();
+    } else if let Some(rest) = what.strip_prefix("cert:") {
+        // A key's certificate (its SPKI pairs it with the key): `cert:LABEL:DER_FILE`.
+        let (label, path) = rest.split_once(':').unwrap();
         let der = std::fs::read(path).unwrap();
-        s.create_object(&cert_template(&der, CERT_LABEL, RSA_LABEL))
+        let id = label.strip_suffix("-cert").unwrap();
+        s.create_object(&cert_template(&der, label.as_bytes(), id.as_bytes()))
             .unwrap();
     } else {
         // aes: plain, kek: with CKA_WRAP, exp: with CKA_EXTRACTABLE (needs exportKeyMaterial).
@@ -486,6 +509,8 @@ struct Handles {
     /// The RSA key's certificate (the maker's), and a CA certificate (DER) runs create.
     cert: ObjectHandle,
     ca_der: Vec<u8>,
+    /// The EC key's certificate (its key is bound like m-aes).
+    ec_cert: ObjectHandle,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -531,6 +556,7 @@ fn one_run(
             ring_perms.contains(P::ImportJobsGet),
         ),
         ("FindObjects certificate", h.cert, rsa_vis),
+        ("FindObjects certificate of m-ec", h.ec_cert, aes_vis),
     ] {
         let got = if found.contains(&o) {
             Ok(())
@@ -653,9 +679,7 @@ fn one_run(
     t.check(run, "GenerateKey", Some(expected), got);
     let ec_pub = [
         Attribute::Token(true),
-        Attribute::EcParams(vec![
-            0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
-        ]),
+        Attribute::EcParams(P256.to_vec()),
         Attribute::Verify(true),
         Attribute::Label(format!("genp-{i}").into_bytes()),
     ];
@@ -813,6 +837,42 @@ fn one_run(
         Some(expected),
         got,
     );
+    // The same of the EC key's certificate, not seen at key level.
+    let expected = if !aes_vis {
+        Err(RvError::ObjectHandleInvalid)
+    } else if aes_perms.contains(P::ViewPublicKey) || has_use(aes_perms) {
+        Ok(())
+    } else {
+        Err(RvError::AttributeSensitive)
+    };
+    let got = match anchor.get_attribute_info(h.ec_cert, &[AttributeType::Value]) {
+        Ok(v) => match v[0] {
+            AttributeInfo::Available(_) => Ok(()),
+            AttributeInfo::Sensitive => Err(RvError::AttributeSensitive),
+            ref other => panic!("certificate CKA_VALUE: {other:?}"),
+        },
+        Err(e) => outcome::<()>(Err(e)),
+    };
+    t.check(
+        run,
+        "GetAttributeValue CKA_VALUE certificate of m-ec",
+        Some(expected),
+        got,
+    );
+    // The import job's key: seen with kms.importJobs.get on the ring (its label is no
+    // secret to whoever sees it).
+    let expected = if ring_perms.contains(P::ImportJobsGet) {
+        Ok(())
+    } else {
+        Err(RvError::ObjectHandleInvalid)
+    };
+    let got = outcome(anchor.get_attributes(h.job, &[AttributeType::Label]));
+    t.check(
+        run,
+        "GetAttributeValue CKA_LABEL import job",
+        Some(expected),
+        got,
+    );
 
     // C_GenerateRandom: the token is seen.
     let got = outcome(anchor.generate_random_vec(16));
@@ -932,6 +992,7 @@ fn denial_matrix_through_the_module() {
     assert_eq!(kek_key.len(), 1, "{kek_key:?}");
     assert_eq!(make(&env, &settings, &maker, "exp:m-exp2").len(), 1);
     assert_eq!(make(&env, &settings, &maker, "kek:m-kek2").len(), 1);
+    assert_eq!(make(&env, &settings, &maker, "ec:m-ec").len(), 1);
     // BYOK: an existing key to import into, the import job, one blob for every run.
     env.ctl(&[
         "key",
@@ -1034,28 +1095,9 @@ fn denial_matrix_through_the_module() {
         ObjectClass::PRIVATE_KEY,
         format!("import-job-{JOB}").as_bytes(),
     );
-    // The RSA key's certificate: issued by a CA (openssl) for its public key, made by the
-    // maker; the CA's certificate is what the runs create.
-    let spki = match anchor
-        .get_attributes(rsa_pub, &[AttributeType::PublicKeyInfo])
-        .unwrap()
-        .pop()
-    {
-        Some(Attribute::PublicKeyInfo(v)) => v,
-        other => panic!("{other:?}"),
-    };
+    // The RSA and EC keys' certificates: issued by a CA (openssl) for their public keys,
+    // made by the maker; the CA's certificate is what the runs create.
     let f = |name: &str| dir.join(name);
-    std::fs::write(f("rsa-pub.der"), &spki).unwrap();
-    openssl(&[
-        "pkey",
-        "-pubin",
-        "-inform",
-        "DER",
-        "-in",
-        path_str(&f("rsa-pub.der")),
-        "-out",
-        path_str(&f("rsa-pub.pem")),
-    ]);
     openssl(&[
         "req",
         "-x509",
@@ -1073,32 +1115,66 @@ fn denial_matrix_through_the_module() {
         "-out",
         path_str(&f("ca.pem")),
     ]);
-    openssl(&[
-        "x509",
-        "-new",
-        "-subj",
-        "/CN=m-rsa",
-        "-days",
-        "30",
-        "-force_pubkey",
-        path_str(&f("rsa-pub.pem")),
-        "-CA",
-        path_str(&f("ca.pem")),
-        "-CAkey",
-        path_str(&f("ca.key")),
-        "-outform",
-        "DER",
-        "-out",
-        path_str(&f("leaf.der")),
-    ]);
     let ca_der = openssl(&["x509", "-outform", "DER", "-in", path_str(&f("ca.pem"))]);
-    make(
-        &env,
-        &settings,
-        &maker,
-        &format!("cert:{}", path_str(&f("leaf.der"))),
-    );
-    let cert = labelled(&anchor, ObjectClass::CERTIFICATE, CERT_LABEL);
+    let certify = |public: ObjectHandle, label: &[u8]| -> ObjectHandle {
+        let name = String::from_utf8(label.to_vec()).unwrap();
+        let spki = match anchor
+            .get_attributes(public, &[AttributeType::PublicKeyInfo])
+            .unwrap()
+            .pop()
+        {
+            Some(Attribute::PublicKeyInfo(v)) => v,
+            other => panic!("{other:?}"),
+        };
+        let (der, pem, leaf) = (
+            f(&format!("{name}.pub.der")),
+            f(&format!("{name}.pub.pem")),
+            f(&format!("{name}-cert.der")),
+        );
+        std::fs::write(&der, &spki).unwrap();
+        openssl(&[
+            "pkey",
+            "-pubin",
+            "-inform",
+            "DER",
+            "-in",
+            path_str(&der),
+            "-out",
+            path_str(&pem),
+        ]);
+        openssl(&[
+            "x509",
+            "-new",
+            "-subj",
+            &format!("/CN={name}"),
+            "-days",
+            "30",
+            "-force_pubkey",
+            path_str(&pem),
+            "-CA",
+            path_str(&f("ca.pem")),
+            "-CAkey",
+            path_str(&f("ca.key")),
+            "-outform",
+            "DER",
+            "-out",
+            path_str(&leaf),
+        ]);
+        make(
+            &env,
+            &settings,
+            &maker,
+            &format!("cert:{name}-cert:{}", path_str(&leaf)),
+        );
+        labelled(
+            &anchor,
+            ObjectClass::CERTIFICATE,
+            format!("{name}-cert").as_bytes(),
+        )
+    };
+    let cert = certify(rsa_pub, RSA_LABEL);
+    let ec_pub = labelled(&anchor, ObjectClass::PUBLIC_KEY, EC_LABEL);
+    let ec_cert = certify(ec_pub, EC_LABEL);
     let signature = anchor
         .sign(&Mechanism::Sha256RsaPkcs, rsa_priv, DATA)
         .unwrap();
@@ -1122,6 +1198,7 @@ fn denial_matrix_through_the_module() {
         wrapped,
         cert,
         ca_der,
+        ec_cert,
     };
 
     let t1 = Instant::now();
