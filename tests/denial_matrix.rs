@@ -16,16 +16,19 @@
 //! - `C_WrapKey` (AES-KWP) of an exportable AES key (`CKA_EXTRACTABLE`; the maker holds
 //!   exportKeyMaterial on the ring) with an AES key made with `CKA_WRAP`: exportKeyMaterial
 //!   on the key, useToEncrypt on the wrapping key (`CKR_KEY_UNEXTRACTABLE` /
-//!   `CKR_WRAPPING_KEY_HANDLE_INVALID`); at key level also with a wrapping key and of a key
-//!   the run does not see (`CKR_WRAPPING_KEY_HANDLE_INVALID` / `CKR_KEY_HANDLE_INVALID`).
+//!   `CKR_WRAPPING_KEY_HANDLE_INVALID`); also with a second wrapping key and of a second
+//!   exportable key, bound like the AES key (not at key level: there the wrapping key or the
+//!   key is not seen, `CKR_WRAPPING_KEY_HANDLE_INVALID` / `CKR_KEY_HANDLE_INVALID`).
 //! - `C_UnwrapKey` (`CKM_RSA_AES_KEY_WRAP`) with an import job's key (`import-job-<id>`, seen
 //!   with kms.importJobs.get on the ring) of one blob made once by `keywardctl key
 //!   wrap-for-import`: into an existing key (a new version: useToImport suffices; every
 //!   allowed run adds one) and into a new key named per run (also cryptoKeys.create):
 //!   `CKR_UNWRAPPING_KEY_HANDLE_INVALID` / `CKR_TOKEN_WRITE_PROTECTED`.
+//!   The job's key is found and read only with kms.importJobs.get on the ring.
 //! - `C_CreateObject` of a certificate (cryptoKeys.create on the ring, one label per run), and
-//!   `CKA_VALUE` of a certificate of the RSA key (viewPublicKey or a use permission, else
-//!   `CKR_ATTRIBUTE_SENSITIVE`).
+//!   `CKA_VALUE` of the certificates of the RSA key and of an EC key bound like the AES key
+//!   (viewPublicKey or a use permission, else `CKR_ATTRIBUTE_SENSITIVE`; not found where the
+//!   key is not seen).
 //!
 //! Every call's audit record (design §6) is checked afterwards with `keywardctl audit query`;
 //! a refusal on an invisible key answers "not found" to the caller and is recorded as a denial
