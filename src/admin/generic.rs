@@ -185,35 +185,23 @@ impl AdminService {
     ) -> Result<T, AdminError> {
         let now_ms = self.clock.now_ms();
         let record = caller.record(action, resource, now_ms);
-        let result = (|| -> Res<T> {
-            let tx = self.store.write()?;
-            let snap = store::build_snapshot(&tx)?;
-            let mut ctx = Ctx {
-                tx: &tx,
-                token: self.token.as_deref(),
-                snap,
+        let result = self
+            .in_write(
                 caller,
-                now: now_ms / 1000,
-                extras: Vec::new(),
-            };
-            let (value, resource, detail) = match f(&mut ctx) {
-                Ok(v) => v,
-                Err(Failure::Recorded(inner)) => {
-                    drop(ctx);
-                    return Err(super::commit_recorded(tx, &record, *inner));
-                }
-                Err(e) => return Err(e),
-            };
-            drop(ctx);
-            let mut rec = record.clone();
-            if resource.is_some() {
-                rec.resource = resource;
-            }
-            rec.detail = Some(detail);
-            audit::append(&tx, &rec)?;
-            tx.commit()?;
-            Ok(value)
-        })();
+                now_ms,
+                &record,
+                f,
+                |tx, (_, resource, detail), _| {
+                    let mut rec = record.clone();
+                    if resource.is_some() {
+                        rec.resource = resource.clone();
+                    }
+                    rec.detail = Some(detail.clone());
+                    audit::append(tx, &rec)?;
+                    Ok(())
+                },
+            )
+            .map(|(value, _, _)| value);
         self.finish(record, result, true, Some(denied_rv))
     }
 

@@ -446,6 +446,40 @@ impl AdminService {
         record: &NewRecord,
         audited: bool,
     ) -> Res<AdminResponse> {
+        self.in_write(
+            caller,
+            now_ms,
+            record,
+            |ctx| dispatch(ctx, req),
+            |tx, resp, extras| {
+                if audited {
+                    let mut rec = record.clone();
+                    rec.detail = resp.message.clone();
+                    audit::append(tx, &rec)?;
+                }
+                for extra in extras {
+                    let mut rec = record.clone();
+                    rec.action = extra.action.to_string();
+                    rec.resource = extra.resource;
+                    rec.detail = Some(extra.detail);
+                    audit::append(tx, &rec)?;
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// Runs `f` on a [`Ctx`] in one write transaction at `now_ms`, then `audit_ok` (the
+    /// success's audit records, given the records `f` asked for besides), then commits. A
+    /// [`Failure::Recorded`] of `f` commits with `record` as its audit record instead.
+    pub(crate) fn in_write<T>(
+        &mut self,
+        caller: &Caller,
+        now_ms: i64,
+        record: &NewRecord,
+        f: impl FnOnce(&mut Ctx<'_>) -> Res<T>,
+        audit_ok: impl FnOnce(&Transaction<'_>, &T, Vec<Extra>) -> Res<()>,
+    ) -> Res<T> {
         let tx = self.store.write()?;
         let snap = store::build_snapshot(&tx)?;
         let mut ctx = Ctx {
@@ -456,29 +490,19 @@ impl AdminService {
             now: now_ms / 1000,
             extras: Vec::new(),
         };
-        let resp = match dispatch(&mut ctx, req) {
-            Ok(r) => r,
+        let value = match f(&mut ctx) {
+            Ok(v) => v,
             Err(Failure::Recorded(inner)) => {
                 drop(ctx);
                 return Err(commit_recorded(tx, record, *inner));
             }
             Err(f) => return Err(f),
         };
-        if audited {
-            let mut rec = record.clone();
-            rec.detail = resp.message.clone();
-            audit::append(&tx, &rec)?;
-        }
-        for extra in std::mem::take(&mut ctx.extras) {
-            let mut rec = record.clone();
-            rec.action = extra.action.to_string();
-            rec.resource = extra.resource;
-            rec.detail = Some(extra.detail);
-            audit::append(&tx, &rec)?;
-        }
+        let extras = std::mem::take(&mut ctx.extras);
         drop(ctx);
+        audit_ok(&tx, &value, extras)?;
         tx.commit()?;
-        Ok(resp)
+        Ok(value)
     }
 }
 
