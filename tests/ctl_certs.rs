@@ -10,6 +10,7 @@
 mod common;
 
 use common::daemon::Env;
+use common::Output;
 use common::{openssl_ca, openssl_issue, openssl_ok};
 use std::path::Path;
 use std::process::Command;
@@ -41,6 +42,70 @@ fn text(o: &std::process::Output) -> String {
     )
 }
 
+/// `key cert create --key KEY --self-signed --subject SUBJECT [EXTRA] --out DIR/FILE` run by
+/// `ctl`: it succeeds and attaches the certificate, `openssl verify` accepts it, and it
+/// carries KEY's public key. Returns that public key (PEM, as `key get-public-key` prints it).
+#[track_caller]
+fn self_signed(
+    ctl: &dyn Fn(&[&str]) -> Output,
+    dir: &Path,
+    key: &str,
+    subject: &str,
+    extra: &[&str],
+    file: &str,
+) -> String {
+    let out_path = dir.join(file);
+    let mut args = vec![
+        "key",
+        "cert",
+        "create",
+        "--key",
+        key,
+        "--self-signed",
+        "--subject",
+        subject,
+    ];
+    args.extend_from_slice(extra);
+    args.extend(["--out", out_path.to_str().unwrap()]);
+    let out = ctl(&args);
+    out.ok();
+    assert!(out.stderr.contains("attached certificate"), "{out:#?}");
+    let v = openssl(&["verify", "-CAfile", file, file], dir);
+    assert!(
+        v.status.success() && text(&v).contains(": OK"),
+        "{key}: {}",
+        text(&v)
+    );
+    let pubkey = openssl(&["x509", "-in", file, "-noout", "-pubkey"], dir);
+    let want = ctl(&["key", "get-public-key", key]);
+    want.ok();
+    assert_eq!(
+        String::from_utf8_lossy(&pubkey.stdout).trim(),
+        want.stdout.trim()
+    );
+    want.stdout
+}
+
+/// `key cert create --key KEY --csr --out DIR/FILE` run by `ctl`: it succeeds and `openssl
+/// req -verify` accepts the request.
+#[track_caller]
+fn request(ctl: &dyn Fn(&[&str]) -> Output, dir: &Path, key: &str, file: &str) {
+    let out_path = dir.join(file);
+    let out = ctl(&[
+        "key",
+        "cert",
+        "create",
+        "--key",
+        key,
+        "--csr",
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    out.ok();
+    let v = openssl(&["req", "-in", file, "-noout", "-verify"], dir);
+    assert!(text(&v).contains("verify OK"), "{key}: {}", text(&v));
+}
+
 #[test]
 fn self_signed_certificates_and_requests_verify_with_openssl() {
     let mut env = Env::new();
@@ -63,67 +128,26 @@ fn self_signed_certificates_and_requests_verify_with_openssl() {
     env.bind(&key("ec"), "roles/kms.signerVerifier", &sa("signer"));
     let dir = env.dir().to_path_buf();
 
+    let as_certs = |args: &[&str]| env.ctl_client_with_key(&certs, args);
     for (id, _) in keys {
         let cert = format!("{id}.pem");
         let csr = format!("{id}.csr");
-        let out = env.ctl_client_with_key(
-            &certs,
-            &[
-                "key",
-                "cert",
-                "create",
-                "--key",
-                &key(id),
-                "--self-signed",
-                "--subject",
-                &format!("CN={id}.example,O=Keyward Test"),
-                "--days",
-                "30",
-                "--out",
-                dir.join(&cert).to_str().unwrap(),
-            ],
-        );
-        out.ok();
-        assert!(out.stderr.contains("attached certificate"), "{out:#?}");
-        let v = openssl(&["verify", "-CAfile", &cert, &cert], &dir);
-        assert!(
-            v.status.success() && text(&v).contains(": OK"),
-            "{id}: {}",
-            text(&v)
-        );
         // It certifies the key's own public key, with the subject asked for.
-        let pubkey = openssl(&["x509", "-in", &cert, "-noout", "-pubkey"], &dir);
-        let want = env.ctl_client_with_key(&certs, &["key", "get-public-key", &key(id)]);
-        want.ok();
-        assert_eq!(
-            String::from_utf8_lossy(&pubkey.stdout).trim(),
-            want.stdout.trim()
+        let want = self_signed(
+            &as_certs,
+            &dir,
+            &key(id),
+            &format!("CN={id}.example,O=Keyward Test"),
+            &["--days", "30"],
+            &cert,
         );
         let subj = openssl(&["x509", "-in", &cert, "-noout", "-subject"], &dir);
         assert!(text(&subj).contains("CN = ec") || text(&subj).contains(&format!("CN = {id}")));
         assert!(text(&subj).contains("O = Keyward Test"), "{}", text(&subj));
 
-        let out = env.ctl_client_with_key(
-            &certs,
-            &[
-                "key",
-                "cert",
-                "create",
-                "--key",
-                &key(id),
-                "--csr",
-                "--out",
-                dir.join(&csr).to_str().unwrap(),
-            ],
-        );
-        out.ok();
-        let v = openssl(&["req", "-in", &csr, "-noout", "-verify"], &dir);
-        assert!(text(&v).contains("verify OK"), "{id}: {}", text(&v));
+        request(&as_certs, &dir, &key(id), &csr);
         let pubkey = openssl(&["req", "-in", &csr, "-noout", "-pubkey"], &dir);
-        assert_eq!(
-            String::from_utf8_lossy(&pubkey.stdout).trim(),
-            want.stdout.trim()
-        );
+        assert_eq!(String::from_utf8_lossy(&pubkey.stdout).trim(), want.trim());
         let subj = openssl(&["req", "-in", &csr, "-noout", "-subject"], &dir);
         assert!(
             text(&subj).contains(&format!("CN = {id}")),
@@ -462,34 +486,8 @@ fn pairs_made_through_the_module_get_self_signed_certificates() {
 
     for ((label, id, _, _), name) in pairs.iter().zip(&names).take(3) {
         let file = format!("{label}.pem");
-        let out = ctl(&[
-            "key",
-            "cert",
-            "create",
-            "--key",
-            name,
-            "--self-signed",
-            "--subject",
-            &format!("CN={label}"),
-            "--out",
-            dir.join(&file).to_str().unwrap(),
-        ]);
-        out.ok();
-        assert!(out.stderr.contains("attached certificate"), "{out:#?}");
-        let v = openssl(&["verify", "-CAfile", &file, &file], &dir);
-        assert!(
-            v.status.success() && text(&v).contains(": OK"),
-            "{label}: {}",
-            text(&v)
-        );
         // The certificate carries the pair's public key, signed the way the key allows.
-        let pubkey = openssl(&["x509", "-in", &file, "-noout", "-pubkey"], &dir);
-        let want = ctl(&["key", "get-public-key", name]);
-        want.ok();
-        assert_eq!(
-            String::from_utf8_lossy(&pubkey.stdout).trim(),
-            want.stdout.trim()
-        );
+        self_signed(&ctl, &dir, name, &format!("CN={label}"), &[], &file);
         let shown = text(&openssl(&["x509", "-in", &file, "-noout", "-text"], &dir));
         let sig = match *label {
             "java-ec" => "ecdsa-with-SHA256",
@@ -530,20 +528,7 @@ fn pairs_made_through_the_module_get_self_signed_certificates() {
         );
 
         // A PKCS#10 request too.
-        let csr = format!("{label}.csr");
-        let out = ctl(&[
-            "key",
-            "cert",
-            "create",
-            "--key",
-            name,
-            "--csr",
-            "--out",
-            dir.join(&csr).to_str().unwrap(),
-        ]);
-        out.ok();
-        let v = openssl(&["req", "-in", &csr, "-noout", "-verify"], &dir);
-        assert!(text(&v).contains("verify OK"), "{label}: {}", text(&v));
+        request(&ctl, &dir, name, &format!("{label}.csr"));
     }
     // The signatures went through the module's gate: audited as C_SignInit of the caller.
     let log = env.ctl(&["--json", "audit", "query", "--action", "C_SignInit"]);
