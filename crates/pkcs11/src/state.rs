@@ -45,6 +45,7 @@ use keyward_wire::{
 };
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -264,6 +265,9 @@ pub struct Instance {
     /// The slot list, fixed at C_Initialize.
     pub slots: Vec<Slot>,
     lanes: [Mutex<Conn>; LANES],
+    /// Sessions being opened on each lane (not in the table yet), so that threads opening
+    /// sessions at once spread over the lanes.
+    opening: [AtomicUsize; LANES],
     link: Mutex<Link>,
     /// The session table (lock order 4).
     pub sessions: Mutex<Sessions>,
@@ -293,6 +297,7 @@ impl Instance {
             slots: Vec::new(),
             config,
             lanes: Default::default(),
+            opening: Default::default(),
             link: Mutex::new(Link::default()),
             sessions: Mutex::new(Sessions::default()),
             logins: Mutex::new(HashMap::new()),
@@ -433,9 +438,20 @@ impl Instance {
     pub fn open_session(&self, slot: SlotId, read_write: bool) -> Result<u64, Error> {
         let lane = {
             let generation = self.generation();
-            let counts = self.sessions.lock().per_lane(generation);
-            (0..LANES).min_by_key(|&i| (counts[i], i)).unwrap_or(0)
+            let sessions = self.sessions.lock();
+            let counts = sessions.per_lane(generation);
+            let load = |i: usize| counts[i] + self.opening[i].load(Ordering::Relaxed);
+            let lane = (0..LANES).min_by_key(|&i| (load(i), i)).unwrap_or(0);
+            // Reserved under the sessions lock: the next opener sees it.
+            self.opening[lane].fetch_add(1, Ordering::Relaxed);
+            lane
         };
+        let opened = self.open_on(lane, slot, read_write);
+        self.opening[lane].fetch_sub(1, Ordering::Relaxed);
+        opened
+    }
+
+    fn open_on(&self, lane: usize, slot: SlotId, read_write: bool) -> Result<u64, Error> {
         let mut conn = self.lanes[lane].lock();
         self.ensure_connected(&mut conn)?;
         let generation = conn.generation;
@@ -634,6 +650,7 @@ mod tests {
             },
             slots: vec![],
             lanes: Default::default(),
+            opening: Default::default(),
             link: Mutex::new(Link::default()),
             sessions: Mutex::new(Sessions::default()),
             logins: Mutex::new(HashMap::new()),
