@@ -12,6 +12,7 @@
 use rustix::io::Errno;
 use rustix::net::RecvFlags;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,30 @@ pub fn wait_readable(stream: &UnixStream, budget: Duration) {
     if budget.is_zero() {
         return;
     }
+    // At most half the cores' worth of threads of this process spin at once: a spinner
+    // beside a thread that computes (two clients, two RSA signatures, two cores) slowed the
+    // computation down more than the wake-ups it saved.
+    if SPINNING.fetch_add(1, Ordering::Relaxed) >= max_spinners() {
+        SPINNING.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    spin(stream, budget);
+    SPINNING.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Threads of this process spinning now.
+static SPINNING: AtomicUsize = AtomicUsize::new(0);
+
+fn max_spinners() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .div_ceil(2)
+    })
+}
+
+fn spin(stream: &UnixStream, budget: Duration) {
     let start = Instant::now();
     let mut probe = [0u8; 1];
     loop {
