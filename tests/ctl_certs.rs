@@ -288,40 +288,25 @@ fn ca_issued_certificates_and_chains_attach_to_their_key_only() {
     )
     .unwrap();
     let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    // `key cert import --key KEY --cert DIR/LEAF [--chain DIR/CHAIN]` as `who`.
+    let import = |who: &str, k: &str, leaf: &str, chain: Option<&str>| {
+        let (k, leaf, chain) = (key(k), p(leaf), chain.map(p));
+        let mut args = vec!["key", "cert", "import", "--key", &k, "--cert", &leaf];
+        if let Some(c) = &chain {
+            args.extend(["--chain", c]);
+        }
+        env.ctl_client_with_key(who, &args)
+    };
 
     // Not the key's public key: refused, nothing stored.
-    let out = env.ctl_client_with_key(
-        &certs,
-        &[
-            "key",
-            "cert",
-            "import",
-            "--key",
-            &key("other"),
-            "--cert",
-            &p("leaf.pem"),
-        ],
-    );
+    let out = import(&certs, "other", "leaf.pem", None);
     out.failed();
     assert!(
         out.stderr.contains("does not carry a public key"),
         "{out:#?}"
     );
     // A chain that does not link: refused.
-    let out = env.ctl_client_with_key(
-        &certs,
-        &[
-            "key",
-            "cert",
-            "import",
-            "--key",
-            &key("ec"),
-            "--cert",
-            &p("leaf.pem"),
-            "--chain",
-            &p("bad-chain.pem"),
-        ],
-    );
+    let out = import(&certs, "ec", "leaf.pem", Some("bad-chain.pem"));
     out.failed();
     assert!(out.stderr.contains("out of order"), "{out:#?}");
     // The spelling: key cert create --import-cert.
@@ -350,36 +335,12 @@ fn ca_issued_certificates_and_chains_attach_to_their_key_only() {
     // No --label: a KMS-style key's certificate is labelled with the key id.
     assert_eq!(list.json()[0]["label"], "ec");
     // Again: nothing new.
-    let out = env.ctl_client_with_key(
-        &certs,
-        &[
-            "key",
-            "cert",
-            "import",
-            "--key",
-            &key("ec"),
-            "--cert",
-            &p("leaf.pem"),
-            "--chain",
-            &p("chain.pem"),
-        ],
-    );
+    let out = import(&certs, "ec", "leaf.pem", Some("chain.pem"));
     out.ok();
     assert!(out.stdout.contains("already attached"), "{out:#?}");
     // Without kms.cryptoKeys.update: refused and audited.
     env.bind(&key("ec"), "roles/kms.viewer", &sa("viewer"));
-    let out = env.ctl_client_with_key(
-        &viewer,
-        &[
-            "key",
-            "cert",
-            "import",
-            "--key",
-            &key("ec"),
-            "--cert",
-            &p("leaf.pem"),
-        ],
-    );
+    let out = import(&viewer, "ec", "leaf.pem", None);
     out.failed();
     assert!(out.stderr.contains("kms.cryptoKeys.update"), "{out:#?}");
     let log = env.ctl(&["--json", "audit", "query", "--action", "key.cert.import"]);
