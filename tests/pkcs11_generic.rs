@@ -122,6 +122,40 @@ fn pair(
     }
 }
 
+/// An RSA-2048 pair (public exponent 65537, token objects): `public` and `private` add to
+/// the templates.
+fn rsa_pair(
+    p: &mut P11,
+    s: SessionId,
+    public: Vec<Attribute>,
+    private: Vec<Attribute>,
+) -> Result<(ObjectHandle, ObjectHandle), u64> {
+    let mut public_template = vec![
+        flag(CKA_TOKEN, true),
+        ulong(CKA_MODULUS_BITS, 2048),
+        bytes(CKA_PUBLIC_EXPONENT, &[1, 0, 1]),
+    ];
+    public_template.extend(public);
+    let mut private_template = vec![flag(CKA_TOKEN, true)];
+    private_template.extend(private);
+    pair(
+        p,
+        s,
+        CKM_RSA_PKCS_KEY_PAIR_GEN,
+        public_template,
+        private_template,
+    )
+}
+
+/// AES-GCM with IV `iv` through `key`: encrypts `data` and decrypts it back.
+#[track_caller]
+fn gcm_round_trip(p: &mut P11, s: SessionId, iv: u8, key: ObjectHandle, data: &[u8]) {
+    p.init(Operation::Encrypt, s, gcm(iv), key).unwrap();
+    let ct = p.one_shot(Operation::Encrypt, s, data).unwrap();
+    p.init(Operation::Decrypt, s, gcm(iv), key).unwrap();
+    assert_eq!(p.one_shot(Operation::Decrypt, s, &ct).unwrap(), data);
+}
+
 fn aes_key(p: &mut P11, s: SessionId, template: Vec<Attribute>) -> Result<ObjectHandle, u64> {
     match p.call(R::GenerateKey {
         session: s,
@@ -280,22 +314,11 @@ fn keys_made_renamed_and_destroyed_through_the_module() {
 
     // --- RSA-2048 without usage flags: the defaults (sign, decrypt, verify, encrypt).
     let rsa_id = [2u8, 0xff, 0];
-    let (rsa_pub, rsa_priv) = pair(
+    let (rsa_pub, rsa_priv) = rsa_pair(
         &mut p,
         s,
-        CKM_RSA_PKCS_KEY_PAIR_GEN,
-        vec![
-            flag(CKA_TOKEN, true),
-            ulong(CKA_MODULUS_BITS, 2048),
-            bytes(CKA_PUBLIC_EXPONENT, &[1, 0, 1]),
-            bytes(CKA_ID, &rsa_id),
-            bytes(CKA_LABEL, b"rsa"),
-        ],
-        vec![
-            flag(CKA_TOKEN, true),
-            bytes(CKA_ID, &rsa_id),
-            bytes(CKA_LABEL, b"rsa"),
-        ],
+        vec![bytes(CKA_ID, &rsa_id), bytes(CKA_LABEL, b"rsa")],
+        vec![bytes(CKA_ID, &rsa_id), bytes(CKA_LABEL, b"rsa")],
     )
     .expect("RSA pair");
     assert_eq!(find_id(&mut p, s, CKO_PRIVATE_KEY, &rsa_id), vec![rsa_priv]);
@@ -335,10 +358,7 @@ fn keys_made_renamed_and_destroyed_through_the_module() {
     );
     assert_eq!(value(&mut p, s, aes, CKA_VALUE_LEN), AttrValue::Ulong(32));
     assert_eq!(value(&mut p, s, aes, CKA_SIGN), AttrValue::Bool(false));
-    p.init(Operation::Encrypt, s, gcm(4), aes).unwrap();
-    let ct = p.one_shot(Operation::Encrypt, s, &data).unwrap();
-    p.init(Operation::Decrypt, s, gcm(4), aes).unwrap();
-    assert_eq!(p.one_shot(Operation::Decrypt, s, &ct).unwrap(), data);
+    gcm_round_trip(&mut p, s, 4, aes, &data);
     // A flag the template cleared forbids the mechanism.
     let (_, ec2_priv) = pair(
         &mut p,
@@ -658,17 +678,11 @@ fn rsa_decryption_the_token_cannot_do_is_refused_at_init() {
     let slot = slot_of(&mut p);
     let s = p.open(slot);
     p.login(slot, "").unwrap();
-    let (rsa_pub, rsa_priv) = pair(
+    let (rsa_pub, rsa_priv) = rsa_pair(
         &mut p,
         s,
-        CKM_RSA_PKCS_KEY_PAIR_GEN,
-        vec![
-            flag(CKA_TOKEN, true),
-            ulong(CKA_MODULUS_BITS, 2048),
-            bytes(CKA_PUBLIC_EXPONENT, &[1, 0, 1]),
-            bytes(CKA_ID, &[9]),
-        ],
-        vec![flag(CKA_TOKEN, true), bytes(CKA_ID, &[9])],
+        vec![bytes(CKA_ID, &[9])],
+        vec![bytes(CKA_ID, &[9])],
     )
     .expect("RSA pair");
     let n = p.bytes(s, rsa_pub, CKA_MODULUS);
@@ -751,18 +765,7 @@ fn rsa_decryption_the_token_cannot_do_is_refused_at_init() {
         .unwrap();
     assert_eq!(p.one_shot(Operation::Decrypt, s, &ct).unwrap(), data);
     // Not on a key without decrypt rights.
-    let (_, sign_only) = pair(
-        &mut p,
-        s,
-        CKM_RSA_PKCS_KEY_PAIR_GEN,
-        vec![
-            flag(CKA_TOKEN, true),
-            ulong(CKA_MODULUS_BITS, 2048),
-            bytes(CKA_PUBLIC_EXPONENT, &[1, 0, 1]),
-        ],
-        vec![flag(CKA_TOKEN, true), flag(CKA_DECRYPT, false)],
-    )
-    .unwrap();
+    let (_, sign_only) = rsa_pair(&mut p, s, vec![], vec![flag(CKA_DECRYPT, false)]).unwrap();
     assert_eq!(
         p.init(Operation::Decrypt, s, mech(CKM_RSA_PKCS), sign_only),
         Err(CKR_MECHANISM_INVALID)
@@ -1119,24 +1122,10 @@ fn aes_block_modes_on_keys_made_through_the_module() {
             );
         }
     }
-    p.init(Operation::Encrypt, s, gcm(9), gcm_key).unwrap();
-    let ct = p.one_shot(Operation::Encrypt, s, &odd).unwrap();
-    p.init(Operation::Decrypt, s, gcm(9), gcm_key).unwrap();
-    assert_eq!(p.one_shot(Operation::Decrypt, s, &ct).unwrap(), odd);
+    gcm_round_trip(&mut p, s, 9, gcm_key, &odd);
 
     // --- SHA-384/512 PKCS#1 v1.5 with an RSA key made through the module, checked by openssl.
-    let (rsa_pub, rsa_priv) = pair(
-        &mut p,
-        s,
-        CKM_RSA_PKCS_KEY_PAIR_GEN,
-        vec![
-            flag(CKA_TOKEN, true),
-            ulong(CKA_MODULUS_BITS, 2048),
-            bytes(CKA_PUBLIC_EXPONENT, &[1, 0, 1]),
-        ],
-        vec![flag(CKA_TOKEN, true)],
-    )
-    .expect("RSA pair");
+    let (rsa_pub, rsa_priv) = rsa_pair(&mut p, s, vec![], vec![]).expect("RSA pair");
     let n = p.bytes(s, rsa_pub, CKA_MODULUS);
     let e = p.bytes(s, rsa_pub, CKA_PUBLIC_EXPONENT);
     let spki = keyward_token::public_key::rsa_spki_der(&n, &e).unwrap();
