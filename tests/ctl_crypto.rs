@@ -5,7 +5,8 @@
 mod common;
 
 use common::daemon::Env;
-use std::path::PathBuf;
+use common::Output;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const RING: &str = "projects/payments/keyRings/web";
@@ -18,6 +19,15 @@ fn file(env: &Env, name: &str, bytes: &[u8]) -> PathBuf {
     let p = env.dir().join(name);
     std::fs::write(&p, bytes).unwrap();
     p
+}
+
+/// keywardctl VERB --key KEY --in INPUT MORE... through the client socket, as the service
+/// account whose key is `who`.
+fn crypto(env: &Env, who: &str, verb: &str, k: &str, input: &Path, more: &[&str]) -> Output {
+    let k = key(k);
+    let mut args = vec![verb, "--key", &k, "--in", s(input)];
+    args.extend_from_slice(more);
+    env.ctl_client_with_key(who, &args)
 }
 
 fn s(p: &std::path::Path) -> &str {
@@ -65,19 +75,13 @@ fn crypto_commands_through_the_client_socket() {
     let pt = file(&env, "plain", &plain);
     let aad = file(&env, "aad", b"order-42");
     let ct1 = env.dir().join("ct1");
-    env.ctl_client_with_key(
+    crypto(
+        &env,
         &crypter,
-        &[
-            "encrypt",
-            "--key",
-            &key("aes"),
-            "--in",
-            s(&pt),
-            "--out",
-            s(&ct1),
-            "--aad-file",
-            s(&aad),
-        ],
+        "encrypt",
+        "aes",
+        &pt,
+        &["--out", s(&ct1), "--aad-file", s(&aad)],
     )
     .ok();
     let c1 = std::fs::read(&ct1).unwrap();
@@ -85,35 +89,25 @@ fn crypto_commands_through_the_client_socket() {
     assert_eq!(u64::from_be_bytes(c1[3..11].try_into().unwrap()), 1);
     assert_eq!(c1.len(), 3 + 8 + 12 + plain.len() + 16);
     let back = env.dir().join("back");
-    env.ctl_client_with_key(
+    crypto(
+        &env,
         &crypter,
-        &[
-            "decrypt",
-            "--key",
-            &key("aes"),
-            "--in",
-            s(&ct1),
-            "--out",
-            s(&back),
-            "--aad-file",
-            s(&aad),
-        ],
+        "decrypt",
+        "aes",
+        &ct1,
+        &["--out", s(&back), "--aad-file", s(&aad)],
     )
     .ok();
     assert_eq!(std::fs::read(&back).unwrap(), plain);
     // Wrong AAD: refused with a clear message.
     let bad_aad = file(&env, "bad-aad", b"order-43");
-    let out = env.ctl_client_with_key(
+    let out = crypto(
+        &env,
         &crypter,
-        &[
-            "decrypt",
-            "--key",
-            &key("aes"),
-            "--in",
-            s(&ct1),
-            "--aad-file",
-            s(&bad_aad),
-        ],
+        "decrypt",
+        "aes",
+        &ct1,
+        &["--aad-file", s(&bad_aad)],
     );
     assert_eq!(out.code, 1, "{out:#?}");
     assert!(out.stderr.contains("decryption failed"), "{out:#?}");
@@ -121,50 +115,28 @@ fn crypto_commands_through_the_client_socket() {
     // After a rotation: new ciphertexts name version 2, old ones still decrypt.
     env.ctl(&["key", "rotate", &key("aes")]).ok();
     let ct2 = env.dir().join("ct2");
-    env.ctl_client_with_key(
-        &crypter,
-        &[
-            "encrypt",
-            "--key",
-            &key("aes"),
-            "--in",
-            s(&pt),
-            "--out",
-            s(&ct2),
-        ],
-    )
-    .ok();
+    crypto(&env, &crypter, "encrypt", "aes", &pt, &["--out", s(&ct2)]).ok();
     let c2 = std::fs::read(&ct2).unwrap();
     assert_eq!(u64::from_be_bytes(c2[3..11].try_into().unwrap()), 2);
     let back1 = env.dir().join("back1");
-    env.ctl_client_with_key(
+    crypto(
+        &env,
         &crypter,
-        &[
-            "decrypt",
-            "--key",
-            &key("aes"),
-            "--in",
-            s(&ct1),
-            "--out",
-            s(&back1),
-            "--aad-file",
-            s(&aad),
-        ],
+        "decrypt",
+        "aes",
+        &ct1,
+        &["--out", s(&back1), "--aad-file", s(&aad)],
     )
     .ok();
     assert_eq!(std::fs::read(&back1).unwrap(), plain);
     let back2 = env.dir().join("back2");
-    env.ctl_client_with_key(
+    crypto(
+        &env,
         &crypter,
-        &[
-            "decrypt",
-            "--key",
-            &key("aes"),
-            "--in",
-            s(&ct2),
-            "--out",
-            s(&back2),
-        ],
+        "decrypt",
+        "aes",
+        &ct2,
+        &["--out", s(&back2)],
     )
     .ok();
     assert_eq!(std::fs::read(&back2).unwrap(), plain);
@@ -176,40 +148,21 @@ fn crypto_commands_through_the_client_socket() {
         &format!("{}/cryptoKeyVersions/1", key("aes")),
     ])
     .ok();
-    let out = env.ctl_client_with_key(
+    let out = crypto(
+        &env,
         &crypter,
-        &[
-            "decrypt",
-            "--key",
-            &key("aes"),
-            "--in",
-            s(&ct1),
-            "--aad-file",
-            s(&aad),
-        ],
+        "decrypt",
+        "aes",
+        &ct1,
+        &["--aad-file", s(&aad)],
     );
     assert_eq!(out.code, 1, "{out:#?}");
     assert!(out.stderr.contains("not ENABLED"), "{out:#?}");
 
     // An encrypter alone cannot decrypt: a clear error and an audit record.
     let ct3 = env.dir().join("ct3");
-    env.ctl_client_with_key(
-        &encrypter,
-        &[
-            "encrypt",
-            "--key",
-            &key("aes"),
-            "--in",
-            s(&pt),
-            "--out",
-            s(&ct3),
-        ],
-    )
-    .ok();
-    let out = env.ctl_client_with_key(
-        &encrypter,
-        &["decrypt", "--key", &key("aes"), "--in", s(&ct3)],
-    );
+    crypto(&env, &encrypter, "encrypt", "aes", &pt, &["--out", s(&ct3)]).ok();
+    let out = crypto(&env, &encrypter, "decrypt", "aes", &ct3, &[]);
     assert_eq!(out.code, 1, "{out:#?}");
     assert!(
         out.stderr.contains("permission denied") && out.stderr.contains("useToDecrypt"),
@@ -232,19 +185,7 @@ fn crypto_commands_through_the_client_socket() {
     // EC sign: a DER signature that openssl verifies against the public key.
     let msg = file(&env, "msg", b"sign me through keywardctl");
     let sig = env.dir().join("sig");
-    env.ctl_client_with_key(
-        &signer,
-        &[
-            "sign",
-            "--key",
-            &key("ec"),
-            "--in",
-            s(&msg),
-            "--out",
-            s(&sig),
-        ],
-    )
-    .ok();
+    crypto(&env, &signer, "sign", "ec", &msg, &["--out", s(&sig)]).ok();
     let pem = env.ctl_client_with_key(&signer, &["key", "get-public-key", &key("ec")]);
     pem.ok();
     let pub_pem = file(&env, "pub.pem", pem.stdout.as_bytes());
@@ -263,49 +204,27 @@ fn crypto_commands_through_the_client_socket() {
     assert!(ossl.status.success(), "openssl rejects: {ossl:?}");
     // --digest sha256 gives a signature over the same digest.
     let sig2 = env.dir().join("sig2");
-    env.ctl_client_with_key(
+    crypto(
+        &env,
         &signer,
-        &[
-            "sign",
-            "--key",
-            &key("ec"),
-            "--digest",
-            "sha256",
-            "--in",
-            s(&msg),
-            "--out",
-            s(&sig2),
-        ],
+        "sign",
+        "ec",
+        &msg,
+        &["--digest", "sha256", "--out", s(&sig2)],
     )
     .ok();
     // verify: exit 0 on valid, 1 with a message on invalid.
     for sg in [&sig, &sig2] {
-        env.ctl_client_with_key(
-            &signer,
-            &[
-                "verify",
-                "--key",
-                &key("ec"),
-                "--in",
-                s(&msg),
-                "--signature",
-                s(sg),
-            ],
-        )
-        .ok();
+        crypto(&env, &signer, "verify", "ec", &msg, &["--signature", s(sg)]).ok();
     }
     let other = file(&env, "other", b"another message");
-    let out = env.ctl_client_with_key(
+    let out = crypto(
+        &env,
         &signer,
-        &[
-            "verify",
-            "--key",
-            &key("ec"),
-            "--in",
-            s(&other),
-            "--signature",
-            s(&sig),
-        ],
+        "verify",
+        "ec",
+        &other,
+        &["--signature", s(&sig)],
     );
     assert_eq!(out.code, 1, "{out:#?}");
     assert!(out.stderr.contains("INVALID"), "{out:#?}");
@@ -313,11 +232,7 @@ fn crypto_commands_through_the_client_socket() {
     // RSA PKCS#1 v1.5 and PSS: openssl verifies with the public key; so does keywardctl.
     for (k, pss) in [("rsa", false), ("pss", true)] {
         let sig = env.dir().join(format!("sig-{k}"));
-        env.ctl_client_with_key(
-            &signer,
-            &["sign", "--key", &key(k), "--in", s(&msg), "--out", s(&sig)],
-        )
-        .ok();
+        crypto(&env, &signer, "sign", k, &msg, &["--out", s(&sig)]).ok();
         let pem = env.ctl_client_with_key(&signer, &["key", "get-public-key", &key(k)]);
         pem.ok();
         let pub_pem = file(&env, &format!("{k}.pem"), pem.stdout.as_bytes());
@@ -336,67 +251,26 @@ fn crypto_commands_through_the_client_socket() {
             .output()
             .expect("run openssl");
         assert!(ossl.status.success(), "openssl rejects {k}: {ossl:?}");
-        env.ctl_client_with_key(
+        crypto(
+            &env,
             &signer,
-            &[
-                "verify",
-                "--key",
-                &key(k),
-                "--digest",
-                "sha256",
-                "--in",
-                s(&msg),
-                "--signature",
-                s(&sig),
-            ],
+            "verify",
+            k,
+            &msg,
+            &["--digest", "sha256", "--signature", s(&sig)],
         )
         .ok();
     }
 
     // mac: tag, then --verify.
     let tag = env.dir().join("tag");
-    env.ctl_client_with_key(
-        &signer,
-        &[
-            "mac",
-            "--key",
-            &key("hmac"),
-            "--in",
-            s(&msg),
-            "--out",
-            s(&tag),
-        ],
-    )
-    .ok();
+    crypto(&env, &signer, "mac", "hmac", &msg, &["--out", s(&tag)]).ok();
     assert_eq!(std::fs::read(&tag).unwrap().len(), 32);
-    env.ctl_client_with_key(
-        &signer,
-        &[
-            "mac",
-            "--key",
-            &key("hmac"),
-            "--in",
-            s(&msg),
-            "--verify",
-            s(&tag),
-        ],
-    )
-    .ok();
-    let out = env.ctl_client_with_key(
-        &signer,
-        &[
-            "mac",
-            "--key",
-            &key("hmac"),
-            "--in",
-            s(&other),
-            "--verify",
-            s(&tag),
-        ],
-    );
+    crypto(&env, &signer, "mac", "hmac", &msg, &["--verify", s(&tag)]).ok();
+    let out = crypto(&env, &signer, "mac", "hmac", &other, &["--verify", s(&tag)]);
     assert_eq!(out.code, 1, "{out:#?}");
 
     // The signer sees nothing of the AES key.
-    let out = env.ctl_client_with_key(&signer, &["encrypt", "--key", &key("aes"), "--in", s(&msg)]);
+    let out = crypto(&env, &signer, "encrypt", "aes", &msg, &[]);
     assert_eq!(out.code, 1, "{out:#?}");
 }
