@@ -22,15 +22,7 @@ fn sqlite3(ctl: &Ctl, sql: &str) {
 
 /// A store with a few dozen audit records.
 fn busy_store() -> Ctl {
-    let ctl = Ctl::initialised();
-    ctl.admin(&[
-        "project",
-        "create",
-        "--parent",
-        "organizations/acme",
-        "payments",
-    ])
-    .ok();
+    let ctl = Ctl::with_payments();
     for i in 0..10 {
         let id = format!("ring{i}");
         ctl.admin(&["keyring", "create", "--parent", "projects/payments", &id])

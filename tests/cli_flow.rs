@@ -14,15 +14,7 @@ const DECRYPT: &str = "kms.cryptoKeyVersions.useToDecrypt";
 
 /// acme → project payments → key ring web, and service account web@payments.
 fn payments() -> Ctl {
-    let ctl = Ctl::initialised();
-    ctl.admin(&[
-        "project",
-        "create",
-        "--parent",
-        "organizations/acme",
-        "payments",
-    ])
-    .ok();
+    let ctl = Ctl::with_payments();
     ctl.admin(&["keyring", "create", "--parent", "projects/payments", "web"])
         .ok();
     ctl.admin(&[
@@ -49,6 +41,42 @@ fn bind(ctl: &Ctl, resource: &str, role: &str, member: &str) -> common::Output {
         "--member",
         member,
     ])
+}
+
+/// `--json iam who-can --resource RESOURCE --permission PERMISSION` as the admin, which
+/// must succeed.
+#[track_caller]
+fn who_can(ctl: &Ctl, resource: &str, permission: &str) -> common::Output {
+    let out = ctl.admin(&[
+        "--json",
+        "iam",
+        "who-can",
+        "--resource",
+        resource,
+        "--permission",
+        permission,
+    ]);
+    out.ok();
+    out
+}
+
+/// `--json iam explain --member MEMBER --resource RESOURCE --permission PERMISSION` as the
+/// admin, which must succeed.
+#[track_caller]
+fn explain(ctl: &Ctl, member: &str, resource: &str, permission: &str) -> common::Output {
+    let out = ctl.admin(&[
+        "--json",
+        "iam",
+        "explain",
+        "--member",
+        member,
+        "--resource",
+        resource,
+        "--permission",
+        permission,
+    ]);
+    out.ok();
+    out
 }
 
 fn members(who_can: &Value) -> Vec<String> {
@@ -101,41 +129,12 @@ fn bootstrap_bind_test_who_can_verify() {
         "{out:#?}"
     );
 
-    let out = ctl.admin(&[
-        "--json",
-        "iam",
-        "who-can",
-        "--resource",
-        RING,
-        "--permission",
-        SIGN,
-    ]);
-    out.ok();
+    let out = who_can(&ctl, RING, SIGN);
     assert_eq!(members(&out.json()), [SA], "{out:#?}");
-    let out = ctl.admin(&[
-        "--json",
-        "iam",
-        "who-can",
-        "--resource",
-        RING,
-        "--permission",
-        DECRYPT,
-    ]);
-    out.ok();
+    let out = who_can(&ctl, RING, DECRYPT);
     assert!(!members(&out.json()).contains(&SA.to_string()), "{out:#?}");
 
-    let out = ctl.admin(&[
-        "--json",
-        "iam",
-        "explain",
-        "--member",
-        SA,
-        "--resource",
-        RING,
-        "--permission",
-        SIGN,
-    ]);
-    out.ok();
+    let out = explain(&ctl, SA, RING, SIGN);
     let grant = &out.json()["grants"][0];
     assert_eq!(grant["permission"], SIGN, "{out:#?}");
     assert_eq!(grant["bindings"][0]["role"], "roles/kms.signer", "{out:#?}");
@@ -331,16 +330,7 @@ fn groups_nest_and_who_can_sees_through_them() {
     )
     .ok();
 
-    let out = ctl.admin(&[
-        "--json",
-        "iam",
-        "who-can",
-        "--resource",
-        RING,
-        "--permission",
-        DECRYPT,
-    ]);
-    out.ok();
+    let out = who_can(&ctl, RING, DECRYPT);
     let js = out.json();
     let bob = js["principals"]
         .as_array()
@@ -407,15 +397,7 @@ fn uid_mapping_makes_a_uid_act_as_an_account() {
     assert!(out.stdout.contains("mapped"), "{out:#?}");
     assert!(out.stdout.contains("granted"), "{out:#?}");
     // who-can names the uids that act as a grantee.
-    let out = ctl.admin(&[
-        "--json",
-        "iam",
-        "who-can",
-        "--resource",
-        RING,
-        "--permission",
-        SIGN,
-    ]);
+    let out = who_can(&ctl, RING, SIGN);
     assert_eq!(
         out.json()["principals"][0]["mappedUids"][0],
         "unix-uid:1001",

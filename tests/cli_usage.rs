@@ -358,14 +358,7 @@ fn groups_accounts_and_roles_are_normalised() {
     assert_eq!(out.json()["group"], "ops");
     assert_eq!(out.json()["members"][0], "user:bob@example.com");
 
-    ctl.admin(&[
-        "project",
-        "create",
-        "--parent",
-        "organizations/acme",
-        "payments",
-    ])
-    .ok();
+    ctl.create_payments();
     ctl.admin(&["sa", "create", "--project", "projects/payments", "web"])
         .ok();
     ctl.admin(&["sa", "key", "create", "serviceAccount:web@payments"])
@@ -403,15 +396,7 @@ fn groups_accounts_and_roles_are_normalised() {
 /// `audit tail --json` is JSON lines.
 #[test]
 fn human_and_json_output() {
-    let ctl = Ctl::initialised();
-    ctl.admin(&[
-        "project",
-        "create",
-        "--parent",
-        "organizations/acme",
-        "payments",
-    ])
-    .ok();
+    let ctl = Ctl::with_payments();
     let out = ctl.admin(&["project", "list"]);
     out.ok();
     let lines: Vec<&str> = out.stdout.lines().collect();

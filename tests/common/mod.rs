@@ -103,6 +103,25 @@ impl Ctl {
         ctl
     }
 
+    /// [`Ctl::initialised`] with project `payments` in `acme`.
+    pub fn with_payments() -> Ctl {
+        let ctl = Ctl::initialised();
+        ctl.create_payments();
+        ctl
+    }
+
+    /// Creates project `payments` in organisation `acme` (as [`ADMIN`]).
+    pub fn create_payments(&self) {
+        self.admin(&[
+            "project",
+            "create",
+            "--parent",
+            "organizations/acme",
+            "payments",
+        ])
+        .ok();
+    }
+
     /// The store's path.
     pub fn db(&self) -> &Path {
         &self.db
