@@ -65,13 +65,27 @@ fn import(
     wrapped: &Path,
     public: Option<&Path>,
 ) -> Output {
+    import_as(env, None, job_id, key_id, alg, wrapped, public)
+}
+
+/// `key import` as the service account whose key is `who` (`None`: the mapped admin).
+fn import_as(
+    env: &Env,
+    who: Option<&str>,
+    job_id: &str,
+    key_id: &str,
+    alg: &str,
+    wrapped: &Path,
+    public: Option<&Path>,
+) -> Output {
+    let key = key(key_id);
     let mut args = vec![
         "key",
         "import",
         "--import-job",
         job_id,
         "--key",
-        Box::leak(key(key_id).into_boxed_str()),
+        &key,
         "--wrapped-key-file",
         s(wrapped),
         "--algorithm",
@@ -80,7 +94,10 @@ fn import(
     if let Some(p) = public {
         args.extend_from_slice(&["--public-key-file", s(p)]);
     }
-    env.ctl(&args)
+    match who {
+        Some(k) => env.ctl_with_key(k, &args),
+        None => env.ctl(&args),
+    }
 }
 
 fn key_json(env: &Env, id: &str) -> serde_json::Value {
@@ -533,20 +550,14 @@ fn refused_imports_are_clear_audited_and_leave_nothing_half_imported() {
     assert!(out.stderr.contains("needs its public key"), "{out:#?}");
 
     // Without useToImport: denied, audited.
-    let out = env.ctl_with_key(
-        &viewer,
-        &[
-            "key",
-            "import",
-            "--import-job",
-            "j1",
-            "--key",
-            &key("aes"),
-            "--wrapped-key-file",
-            s(&wrapped),
-            "--algorithm",
-            "AES_256_GCM",
-        ],
+    let out = import_as(
+        &env,
+        Some(&viewer),
+        "j1",
+        "aes",
+        "AES_256_GCM",
+        &wrapped,
+        None,
     );
     out.failed();
     assert!(
@@ -554,36 +565,24 @@ fn refused_imports_are_clear_audited_and_leave_nothing_half_imported() {
         "{out:#?}"
     );
     // The importer alone may add a version to an existing key, not make a new key.
-    env.ctl_with_key(
-        &importer,
-        &[
-            "key",
-            "import",
-            "--import-job",
-            "j1",
-            "--key",
-            &key("aes"),
-            "--wrapped-key-file",
-            s(&wrapped),
-            "--algorithm",
-            "AES_256_GCM",
-        ],
+    import_as(
+        &env,
+        Some(&importer),
+        "j1",
+        "aes",
+        "AES_256_GCM",
+        &wrapped,
+        None,
     )
     .ok();
-    let out = env.ctl_with_key(
-        &importer,
-        &[
-            "key",
-            "import",
-            "--import-job",
-            "j1",
-            "--key",
-            &key("new"),
-            "--wrapped-key-file",
-            s(&wrapped),
-            "--algorithm",
-            "AES_256_GCM",
-        ],
+    let out = import_as(
+        &env,
+        Some(&importer),
+        "j1",
+        "new",
+        "AES_256_GCM",
+        &wrapped,
+        None,
     );
     out.failed();
     assert!(out.stderr.contains("kms.cryptoKeys.create"), "{out:#?}");
