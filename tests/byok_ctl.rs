@@ -8,10 +8,12 @@
 
 mod common;
 
-use common::byok::{aes_material, asym_material, openssl, openssl_gcm_decrypt, openssl_wrap, s};
+use common::byok::{
+    aes_material, asym_material, create_job, openssl, openssl_gcm_decrypt, openssl_wrap, s,
+};
 use common::daemon::Env;
 use common::Output;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const RING: &str = "projects/payments/keyRings/web";
 const T0: i64 = 1_800_000_000;
@@ -22,39 +24,6 @@ fn key(id: &str) -> String {
 
 fn job(id: &str) -> String {
     format!("{RING}/importJobs/{id}")
-}
-
-/// `import-job create` as the mapped admin; returns the job's PEM file.
-fn create_job(env: &Env, id: &str, method: &str) -> PathBuf {
-    let out = env.ctl(&[
-        "import-job",
-        "create",
-        "--keyring",
-        RING,
-        "--method",
-        method,
-        "--id",
-        id,
-    ]);
-    out.ok();
-    assert!(
-        out.stdout
-            .contains(&format!("created import job {}", job(id))),
-        "{out:#?}"
-    );
-    let pem = env.ctl(&["import-job", "get-public-key", &job(id)]);
-    pem.ok();
-    assert!(
-        pem.stdout.starts_with("-----BEGIN PUBLIC KEY-----"),
-        "{pem:#?}"
-    );
-    assert!(
-        out.stdout.contains(pem.stdout.trim()),
-        "create prints the same PEM"
-    );
-    let path = env.dir().join(format!("job-{id}.pem"));
-    std::fs::write(&path, &pem.stdout).unwrap();
-    path
 }
 
 fn import(
@@ -192,7 +161,7 @@ fn import_jobs_and_imports_through_keywardctl_check_out_with_openssl() {
     );
     let dir = env.dir().to_path_buf();
 
-    let job_pem = create_job(&env, "j1", "rsa-oaep-3072-sha1-aes-256");
+    let job_pem = create_job(&env, RING, "j1", "rsa-oaep-3072-sha1-aes-256");
     // The job's public key is an RSA-3072 SPKI OpenSSL reads.
     let text = String::from_utf8(openssl(&[
         "pkey",
@@ -452,7 +421,7 @@ fn refused_imports_are_clear_audited_and_leave_nothing_half_imported() {
         "serviceAccount:importer@payments",
     );
     let dir = env.dir().to_path_buf();
-    let job_pem = create_job(&env, "j1", "rsa-oaep-3072-sha1-aes-256");
+    let job_pem = create_job(&env, RING, "j1", "rsa-oaep-3072-sha1-aes-256");
     env.create_key(RING, "aes", "ENCRYPT_DECRYPT", "AES_256_GCM");
     let aes = aes_material(&dir, "aes");
     let wrapped = openssl_wrap(&dir, &job_pem, &aes.wrapped_input, "aes");

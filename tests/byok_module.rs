@@ -9,7 +9,9 @@
 
 mod common;
 
-use common::byok::{aes_material, asym_material, openssl, openssl_gcm_body, openssl_wrap, s as p};
+use common::byok::{
+    aes_material, asym_material, create_job, openssl, openssl_gcm_body, openssl_wrap, s as p,
+};
 use common::daemon::Env;
 use common::module::{self, Mech, Settings, Ulong, CKR_OK};
 use cryptoki::mechanism::Mechanism;
@@ -174,24 +176,7 @@ fn c_unwrapkey_imports_with_an_import_job_through_the_module() {
         "serviceAccount:importer@payments",
     );
     env.bind(RING, "roles/kms.viewer", "serviceAccount:viewer@payments");
-    env.ctl(&[
-        "import-job",
-        "create",
-        "--keyring",
-        RING,
-        "--method",
-        "rsa-oaep-3072-sha1-aes-256",
-        "--id",
-        "j1",
-    ])
-    .ok();
-    let job_pem = env.dir().join("job.pem");
-    let pem = env.ctl(&[
-        "import-job",
-        "get-public-key",
-        &format!("{RING}/importJobs/j1"),
-    ]);
-    std::fs::write(&job_pem, &pem.ok().stdout).unwrap();
+    let job_pem = create_job(&env, RING, "j1", "rsa-oaep-3072-sha1-aes-256");
     env.create_key(RING, "aes", "ENCRYPT_DECRYPT", "AES_256_GCM");
     let dir = env.dir().to_path_buf();
 

@@ -2,6 +2,7 @@
 //! openssl CLI only (RSA-OAEP-SHA1 of an ephemeral AES-256 key, then `id-aes256-wrap-pad`),
 //! and AES-GCM ciphertexts decrypted by OpenSSL (issue 7).
 
+use super::daemon::Env;
 use std::path::{Path, PathBuf};
 
 pub fn s(p: &Path) -> &str {
@@ -139,4 +140,38 @@ pub fn openssl_gcm_body(dir: &Path, key: &Path, iv: &[u8], body: &[u8]) -> Vec<u
         "-in",
         s(&ct),
     ])
+}
+
+/// `import-job create --keyring RING --method METHOD --id ID` as the mapped admin, which must
+/// print the job's public key as `import-job get-public-key` does; returns that PEM's file.
+pub fn create_job(env: &Env, ring: &str, id: &str, method: &str) -> PathBuf {
+    let job = format!("{ring}/importJobs/{id}");
+    let out = env.ctl(&[
+        "import-job",
+        "create",
+        "--keyring",
+        ring,
+        "--method",
+        method,
+        "--id",
+        id,
+    ]);
+    out.ok();
+    assert!(
+        out.stdout.contains(&format!("created import job {job}")),
+        "{out:#?}"
+    );
+    let pem = env.ctl(&["import-job", "get-public-key", &job]);
+    pem.ok();
+    assert!(
+        pem.stdout.starts_with("-----BEGIN PUBLIC KEY-----"),
+        "{pem:#?}"
+    );
+    assert!(
+        out.stdout.contains(pem.stdout.trim()),
+        "create prints the same PEM"
+    );
+    let path = env.dir().join(format!("job-{id}.pem"));
+    std::fs::write(&path, &pem.stdout).unwrap();
+    path
 }
