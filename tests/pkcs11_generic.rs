@@ -400,14 +400,16 @@ fn keys_made_renamed_and_destroyed_through_the_module() {
     )
     .expect("a sensitive key under strict_templates");
     ring_setting(&env, "--strict-templates", false);
-    // Session objects are not offered.
+    // CKA_TOKEN=FALSE makes a session object (tests/session_objects.rs), not a Keyward key.
+    let session_key = aes_key(
+        &mut p,
+        s,
+        vec![flag(CKA_TOKEN, false), ulong(CKA_VALUE_LEN, 16)],
+    )
+    .expect("a session key");
     assert_eq!(
-        aes_key(
-            &mut p,
-            s,
-            vec![flag(CKA_TOKEN, false), ulong(CKA_VALUE_LEN, 16)]
-        ),
-        Err(CKR_TEMPLATE_INCONSISTENT)
+        value(&mut p, s, session_key, CKA_TOKEN),
+        AttrValue::Bool(false)
     );
 
     // --- another principal without kms.cryptoKeys.create: write-protected; it sees the new
@@ -555,10 +557,15 @@ fn keys_made_renamed_and_destroyed_through_the_module() {
     };
     p.init(Operation::Decrypt, s, gcm(5), again).unwrap();
     assert_eq!(p.one_shot(Operation::Decrypt, s, &ct).unwrap(), data);
+    // Token data objects are not offered (session data objects are).
     assert_eq!(
         p.call(R::CreateObject {
             session: s,
-            template: vec![ulong(CKA_CLASS, CKO_DATA), bytes(CKA_VALUE, b"x")],
+            template: vec![
+                ulong(CKA_CLASS, CKO_DATA),
+                flag(CKA_TOKEN, true),
+                bytes(CKA_VALUE, b"x")
+            ],
         }),
         Err(CKR_TEMPLATE_INCONSISTENT)
     );

@@ -37,12 +37,16 @@ pub fn status(ctx: &mut Ctx<'_>) -> Res<AdminResponse> {
             );
             row(
                 "token session",
-                format!("logged in; {} idle in the pool", s.idle_sessions),
+                format!(
+                    "logged in; {} idle in the pool; {} session objects",
+                    s.idle_sessions, s.session_objects
+                ),
             );
             json!({
                 "label": s.label, "slot": s.slot, "manufacturer": s.manufacturer,
                 "model": s.model, "serial": s.serial, "firmware": s.firmware,
                 "loggedIn": s.logged_in, "idleSessions": s.idle_sessions,
+                "sessionObjects": s.session_objects,
             })
         }
         Some(Err(e)) => {

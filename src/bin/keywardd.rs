@@ -165,8 +165,16 @@ fn run(config_path: &Path) -> Result<(), Refusal> {
     .map_err(|e| refuse(EXIT_STORE, format!("cannot start the audit writer: {e}")))?;
     let writer = Arc::new(writer);
     let published = service.lock().published();
+    // Session objects left in the token belong to no module session now (design §4).
+    if let Err(e) = token.destroy_session_objects() {
+        return Err(refuse(
+            EXIT_OTHER,
+            format!("cannot remove orphaned session objects from the token: {e}"),
+        ));
+    }
     let pkcs11 = Pkcs11Service::new(published, token, Arc::clone(&writer), clock);
     pkcs11.attach_admin(Arc::clone(&service));
+    pkcs11.set_session_object_quota(config.session_objects_per_instance);
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

@@ -19,6 +19,7 @@
 //! [daemon]
 //! destroy_check_secs = 60                      # how often scheduled destroys are run
 //! max_connections = 256                        # open connections, both sockets together
+//! session_objects_per_instance = 1000          # session objects (CKA_TOKEN=FALSE) per module instance
 //!
 //! [testing]
 //! clock_file = "/tmp/t/clock"                  # TESTS ONLY: unix seconds read from this file
@@ -39,6 +40,9 @@ pub const DEFAULT_DESTROY_CHECK_SECS: u64 = 60;
 
 /// The default cap on open connections (both sockets together).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+/// The default cap on one module instance's session objects (design §4 "Session objects").
+pub const DEFAULT_SESSION_OBJECTS_PER_INSTANCE: usize = 1000;
 
 /// A configuration file that cannot be used; the message says what to fix (one line).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +86,8 @@ pub struct Config {
     pub destroy_check_secs: u64,
     /// The cap on open connections.
     pub max_connections: usize,
+    /// The cap on one module instance's session objects (more is `CKR_DEVICE_MEMORY`).
+    pub session_objects_per_instance: usize,
     /// Tests only: read the time (unix seconds) from this file.
     pub clock_file: Option<PathBuf>,
 }
@@ -132,6 +138,7 @@ struct RawClient {
 struct RawDaemon {
     destroy_check_secs: Option<u64>,
     max_connections: Option<usize>,
+    session_objects_per_instance: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -241,6 +248,11 @@ impl Config {
             client_socket,
             destroy_check_secs,
             max_connections,
+            // 0 turns session objects off (every creation is CKR_DEVICE_MEMORY).
+            session_objects_per_instance: raw
+                .daemon
+                .session_objects_per_instance
+                .unwrap_or(DEFAULT_SESSION_OBJECTS_PER_INSTANCE),
             clock_file: raw.testing.clock_file.map(abs),
         })
     }
@@ -281,6 +293,10 @@ socket = "/run/keyward/client.sock"
         assert_eq!(c.admin_group, None);
         assert_eq!(c.destroy_check_secs, 60);
         assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(
+            c.session_objects_per_instance,
+            DEFAULT_SESSION_OBJECTS_PER_INSTANCE
+        );
         assert_eq!(c.clock_file, None);
     }
 
@@ -301,6 +317,7 @@ socket = "c.sock"
 [daemon]
 destroy_check_secs = 5
 max_connections = 3
+session_objects_per_instance = 7
 [testing]
 clock_file = "clock"
 "#;
@@ -311,6 +328,7 @@ clock_file = "clock"
         assert_eq!(c.admin_group.as_deref(), Some("keyward"));
         assert_eq!(c.destroy_check_secs, 5);
         assert_eq!(c.max_connections, 3);
+        assert_eq!(c.session_objects_per_instance, 7);
         assert_eq!(c.clock_file, Some("/etc/keyward/clock".into()));
     }
 

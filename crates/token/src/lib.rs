@@ -17,6 +17,7 @@ mod keys;
 mod mechanisms;
 mod ops;
 pub mod public_key;
+mod session_objects;
 mod token;
 
 pub use cryptoki::object::{KeyType, ObjectClass};
@@ -27,4 +28,7 @@ pub use import::{spki_kind, ImportTarget};
 pub use keys::{GeneratedKey, KeySpec, KeyUsage, ObjectInfo, PublicKey, OBJECT_ID_LEN};
 pub use mechanisms::{Mechanisms, OaepHash};
 pub use ops::{GcmCiphertext, SignMechanism, GCM_IV_LEN, GCM_TAG_LEN};
+pub use session_objects::{
+    session_attribute, SessionGeneration, SessionObject, SESSION_OBJECT_LABEL,
+};
 pub use token::{Token, TokenSummary};

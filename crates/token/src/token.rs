@@ -43,6 +43,11 @@
 //! 4. `Token::idle` (the session pool) — held only to push or pop a session, never across a
 //!    token call (closing a surplus session happens after the lock is released).
 //!
+//! `Token::home`, the one session that creates session objects (never pooled, never closed
+//! while it works: closing it would destroy them, PKCS#11 §5.6), is taken after `store` and
+//! held across the token calls it exists to serialise; `handles` and `idle` are not taken
+//! under it.
+//!
 //! A lock is only ever taken while holding locks above it in this list. No other locks exist
 //! in this crate.
 
@@ -110,6 +115,8 @@ pub struct TokenSummary {
     pub logged_in: bool,
     /// Logged-in sessions idle in keywardd's pool.
     pub idle_sessions: usize,
+    /// Session objects keywardd made for module sessions that exist in the token now.
+    pub session_objects: usize,
 }
 
 /// The one backing token keywardd holds: a logged-in user session pool and what the token can
@@ -123,6 +130,7 @@ pub struct Token {
     store: RwLock<()>,
     handles: RwLock<HashMap<(u64, Vec<u8>), ObjectHandle>>,
     mechanisms: Mechanisms,
+    home: Mutex<Option<Session>>,
 }
 
 impl fmt::Debug for Token {
@@ -180,6 +188,7 @@ impl Token {
             store: RwLock::new(()),
             handles: RwLock::new(HashMap::new()),
             mechanisms,
+            home: Mutex::new(None),
         })
     }
 
@@ -191,6 +200,9 @@ impl Token {
     /// What the token says of itself now (`C_GetTokenInfo`), for `keywardctl status`.
     pub fn summary(&self) -> Result<TokenSummary> {
         let info = self.ctx.get_token_info(self.slot)?;
+        // Before the pool lock below (a temporary guard lives to the end of the statement).
+        let session_objects = self.count_session_objects()?;
+        let idle_sessions = self.idle.lock().len();
         Ok(TokenSummary {
             label: info.label().trim_end().to_owned(),
             manufacturer: info.manufacturer_id().trim_end().to_owned(),
@@ -199,7 +211,8 @@ impl Token {
             firmware: info.firmware_version().to_string(),
             slot: self.slot.id(),
             logged_in: true,
-            idle_sessions: self.idle.lock().len(),
+            idle_sessions,
+            session_objects,
         })
     }
 
@@ -304,6 +317,39 @@ impl Token {
                 count,
             }),
         }
+    }
+
+    /// Runs `f` in the session that creates session objects (opened on first use, with the
+    /// object store shared). A failure that may have broken the session drops it: its
+    /// objects are gone with it, and the next call opens a new one.
+    pub(crate) fn with_home_session<R>(
+        &self,
+        f: impl FnOnce(&Session) -> cryptoki::error::Result<R>,
+    ) -> Result<R> {
+        let _store = self.store.read();
+        let mut home = self.home.lock();
+        let session = match home.take() {
+            Some(s) => s,
+            None => self.new_session()?,
+        };
+        let result = f(&session);
+        let broken = matches!(
+            &result,
+            Err(CryptokiError::Pkcs11(
+                RvError::SessionHandleInvalid
+                    | RvError::SessionClosed
+                    | RvError::DeviceRemoved
+                    | RvError::TokenNotPresent
+                    | RvError::UserNotLoggedIn,
+                _
+            ))
+        );
+        if broken {
+            tracing::warn!(token = %self.label, "the session-object session broke; its objects are gone");
+        } else {
+            *home = Some(session);
+        }
+        result.map_err(TokenError::from)
     }
 
     fn raw_session<R>(&self, f: impl FnOnce(&Session) -> cryptoki::error::Result<R>) -> Result<R> {

@@ -8,9 +8,32 @@
 
 use super::objects::ObjectKey;
 use crate::policy::Principal;
+use keyward_token::{GenericKind, SessionObject};
 use keyward_wire::pkcs11::{ObjectHandle, SlotId};
 use rand::Rng;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+/// A session object of the instance (design §4 "Session objects"): made by one of its
+/// sessions on one slot, in the backing token.
+#[derive(Debug, Clone)]
+pub struct SessionObj {
+    /// The slot (token) it was made on; it is seen on that slot only.
+    pub slot: SlotId,
+    /// The creating connection and session: closing that session destroys it.
+    pub owner: (u64, u64),
+    /// The object in the backing token.
+    pub token: SessionObject,
+    /// `CKA_CLASS`.
+    pub class: u64,
+    /// `CKA_PRIVATE`: seen only while the slot is logged in as the user.
+    pub private: bool,
+    /// The client's `CKA_ID` (kept here, not in the token).
+    pub cka_id: Vec<u8>,
+    /// The client's `CKA_LABEL` (kept here, not in the token).
+    pub cka_label: Vec<u8>,
+    /// What operations may use it (`None`: a data object).
+    pub kind: Option<GenericKind>,
+}
 
 /// A login on one slot.
 #[derive(Debug, Clone)]
@@ -52,6 +75,9 @@ pub struct InstanceState {
     cert_handles: HashMap<u64, i64>,
     by_job: HashMap<String, u64>,
     job_handles: HashMap<u64, String>,
+    session_objects: HashMap<u64, SessionObj>,
+    /// Handles of destroyed session objects: never given out again.
+    retired: HashSet<u64>,
 }
 
 impl InstanceState {
@@ -69,6 +95,8 @@ impl InstanceState {
             cert_handles: HashMap::new(),
             by_job: HashMap::new(),
             job_handles: HashMap::new(),
+            session_objects: HashMap::new(),
+            retired: HashSet::new(),
         }
     }
 
@@ -99,6 +127,8 @@ impl InstanceState {
             if !self.by_handle.contains_key(&h)
                 && !self.cert_handles.contains_key(&h)
                 && !self.job_handles.contains_key(&h)
+                && !self.session_objects.contains_key(&h)
+                && !self.retired.contains(&h)
             {
                 break h;
             }
@@ -141,6 +171,50 @@ impl InstanceState {
     /// The object a handle names in this instance.
     pub fn object(&self, handle: ObjectHandle) -> Option<ObjectKey> {
         self.by_handle.get(&handle.0).cloned()
+    }
+
+    /// A handle for a new session object.
+    pub fn add_session_object(&mut self, object: SessionObj) -> ObjectHandle {
+        let h = self.fresh_handle();
+        self.session_objects.insert(h, object);
+        ObjectHandle(h)
+    }
+
+    /// The session object a handle names in this instance.
+    pub fn session_object(&self, handle: ObjectHandle) -> Option<&SessionObj> {
+        self.session_objects.get(&handle.0)
+    }
+
+    /// The session object a handle names, mutably (its `CKA_ID`/`CKA_LABEL`).
+    pub fn session_object_mut(&mut self, handle: ObjectHandle) -> Option<&mut SessionObj> {
+        self.session_objects.get_mut(&handle.0)
+    }
+
+    /// Forgets a session object; its handle is never reused.
+    pub fn remove_session_object(&mut self, handle: ObjectHandle) -> Option<SessionObj> {
+        let o = self.session_objects.remove(&handle.0)?;
+        self.retired.insert(handle.0);
+        Some(o)
+    }
+
+    /// The instance's session objects that `keep` selects, with their handles.
+    pub fn session_objects_where(
+        &self,
+        keep: impl Fn(&SessionObj) -> bool,
+    ) -> Vec<(ObjectHandle, SessionObj)> {
+        let mut out: Vec<_> = self
+            .session_objects
+            .iter()
+            .filter(|(_, o)| keep(o))
+            .map(|(h, o)| (ObjectHandle(*h), o.clone()))
+            .collect();
+        out.sort_by_key(|(h, _)| h.0);
+        out
+    }
+
+    /// How many session objects the instance holds.
+    pub fn session_object_count(&self) -> usize {
+        self.session_objects.len()
     }
 
     /// A session on `slot` opened.

@@ -38,6 +38,7 @@ pub mod export;
 pub mod instance;
 pub mod objects;
 pub mod ops;
+pub mod session_objects;
 
 use crate::admin::generic::Pkcs11Extras;
 use crate::admin::{AdminService, Caller, Clock};
@@ -56,8 +57,10 @@ use keyward_wire::pkcs11::{
 use objects::{ObjectKey, ObjectView};
 use ops::{Hash, Plan};
 use parking_lot::Mutex;
+use session_objects::Lookup;
 use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// Instances remembered (oldest forgotten first), as the server's instance table.
@@ -80,6 +83,10 @@ pub struct Pkcs11Service {
     instances: Mutex<Instances>,
     admin: OnceLock<Arc<Mutex<AdminService>>>,
     extras: Mutex<Option<(Arc<State>, Arc<Pkcs11Extras>)>>,
+    /// Session objects one instance may hold (design §4 "Session objects").
+    session_object_quota: AtomicUsize,
+    /// The id of the next connection (session objects name their owner by it).
+    next_connection: AtomicU64,
 }
 
 /// One request's view: the published state and the extras read for it.
@@ -110,7 +117,17 @@ impl Pkcs11Service {
             instances: Mutex::new(Instances::default()),
             admin: OnceLock::new(),
             extras: Mutex::new(None),
+            session_object_quota: AtomicUsize::new(
+                crate::daemon::config::DEFAULT_SESSION_OBJECTS_PER_INSTANCE,
+            ),
+            next_connection: AtomicU64::new(1),
         })
+    }
+
+    /// Sets how many session objects one module instance may hold (keywardd's
+    /// `[daemon] session_objects_per_instance`); more is `CKR_DEVICE_MEMORY`.
+    pub fn set_session_object_quota(&self, quota: usize) {
+        self.session_object_quota.store(quota, Ordering::Relaxed);
     }
 
     /// Attaches the admin service that creates, destroys and renames keys for the module
@@ -170,6 +187,7 @@ impl Pkcs11Service {
             }
         };
         ClientConnection {
+            id: self.next_connection.fetch_add(1, Ordering::Relaxed),
             svc: Arc::clone(self),
             inst,
             caller: caller.clone(),
@@ -184,9 +202,12 @@ impl Pkcs11Service {
 #[derive(Debug)]
 enum Active {
     Keyed {
-        object: Box<ObjectKey>,
+        /// The version's or session object's name (logs).
+        object: String,
         plan: Plan,
         token_id: Vec<u8>,
+        /// A session object's operation runs on it instead of `token_id`.
+        session_object: Option<keyward_token::SessionObject>,
         buf: Vec<u8>,
     },
     Digest {
@@ -206,6 +227,8 @@ struct Session {
 
 /// One client connection of a module instance.
 pub struct ClientConnection {
+    /// Unique among the service's connections (session objects' owners).
+    id: u64,
     svc: Arc<Pkcs11Service>,
     inst: Arc<Mutex<InstanceState>>,
     caller: Caller,
@@ -387,8 +410,16 @@ impl ClientConnection {
             }
             R::Logout { slot } => {
                 self.slot_entry(slot)?;
-                match self.inst.lock().logins.remove(&slot) {
-                    Some(_) => Ok(P::Done),
+                let was = self.inst.lock().logins.remove(&slot);
+                match was {
+                    Some(_) => {
+                        // PKCS#11 §5.6: C_Logout destroys the application's private
+                        // session objects.
+                        self.drop_session_objects(slot, "C_Logout", |o| {
+                            o.slot == slot && o.private
+                        });
+                        Ok(P::Done)
+                    }
                     None => Err(CKR_USER_NOT_LOGGED_IN),
                 }
             }
@@ -397,12 +428,23 @@ impl ClientConnection {
                 session,
                 object,
                 types,
-            } => self.get_attributes(session, object, &types),
+            } => match self.session_object(session, object)? {
+                Lookup::Seen(o) => self.session_object_attributes(session, &o, &types),
+                Lookup::Hidden => Err(CKR_OBJECT_HANDLE_INVALID),
+                Lookup::No => self.get_attributes(session, object, &types),
+            },
             R::SetAttributeValue {
                 session,
                 object,
                 template,
             } => {
+                match self.session_object(session, object)? {
+                    Lookup::Seen(o) => {
+                        return self.set_session_object_attributes(object, &o, &template)
+                    }
+                    Lookup::Hidden => return Err(CKR_OBJECT_HANDLE_INVALID),
+                    Lookup::No => {}
+                }
                 if let Some(rv) = self.job_refusal(
                     session,
                     object,
@@ -421,6 +463,12 @@ impl ClientConnection {
             R::CopyObject {
                 session, object, ..
             } => {
+                match self.session_object(session, object)? {
+                    // Session objects report CKA_COPYABLE=FALSE.
+                    Lookup::Seen(_) => return Err(CKR_ACTION_PROHIBITED),
+                    Lookup::Hidden => return Err(CKR_OBJECT_HANDLE_INVALID),
+                    Lookup::No => {}
+                }
                 if let Some(rv) = self.job_refusal(
                     session,
                     object,
@@ -446,6 +494,11 @@ impl ClientConnection {
                 Err(CKR_ACTION_PROHIBITED)
             }
             R::DestroyObject { session, object } => {
+                match self.session_object(session, object)? {
+                    Lookup::Seen(_) => return self.destroy_session_object(session, object),
+                    Lookup::Hidden => return Err(CKR_OBJECT_HANDLE_INVALID),
+                    Lookup::No => {}
+                }
                 if let Some(rv) = self.job_refusal(
                     session,
                     object,
@@ -462,6 +515,11 @@ impl ClientConnection {
                 self.destroy(session, object)
             }
             R::GetObjectSize { session, object } => {
+                match self.session_object(session, object)? {
+                    Lookup::Seen(_) => return Ok(P::Size(None)),
+                    Lookup::Hidden => return Err(CKR_OBJECT_HANDLE_INVALID),
+                    Lookup::No => {}
+                }
                 if let Some(found) = self.cert_of(session, object)? {
                     found?;
                     return Ok(P::Size(None));
@@ -469,23 +527,44 @@ impl ClientConnection {
                 self.visible_object(session, object, CKR_OBJECT_HANDLE_INVALID)?;
                 Ok(P::Size(None))
             }
-            R::CreateObject { session, template } => self.create_object(session, &template),
+            R::CreateObject { session, template } => {
+                if session_objects::wants_session_object(&template) {
+                    return self.create_session_object(session, &template);
+                }
+                self.create_object(session, &template)
+            }
             R::GenerateKey {
                 session,
                 mechanism,
                 template,
-            } => self.generate(session, &mechanism, None, &template),
+            } => {
+                if session_objects::wants_session_object(&template) {
+                    return self.generate_session_objects(session, &mechanism, None, &template);
+                }
+                self.generate(session, &mechanism, None, &template)
+            }
             R::GenerateKeyPair {
                 session,
                 mechanism,
                 public_template,
                 private_template,
-            } => self.generate(
-                session,
-                &mechanism,
-                Some(&public_template),
-                &private_template,
-            ),
+            } => {
+                // A session private key comes with a session public key.
+                if session_objects::wants_session_object(&private_template) {
+                    return self.generate_session_objects(
+                        session,
+                        &mechanism,
+                        Some(&public_template),
+                        &private_template,
+                    );
+                }
+                self.generate(
+                    session,
+                    &mechanism,
+                    Some(&public_template),
+                    &private_template,
+                )
+            }
             R::WrapKey {
                 session,
                 mechanism,
@@ -508,6 +587,12 @@ impl ClientConnection {
             R::DeriveKey {
                 session, base_key, ..
             } => {
+                match self.session_object(session, base_key)? {
+                    // No derivation mechanism is offered (CKA_DERIVE is FALSE).
+                    Lookup::Seen(_) => return Err(CKR_MECHANISM_INVALID),
+                    Lookup::Hidden => return Err(CKR_KEY_HANDLE_INVALID),
+                    Lookup::No => {}
+                }
                 let (ctx, obj) = self.visible_object(session, base_key, CKR_KEY_HANDLE_INVALID)?;
                 self.deny(
                     &ctx.principal,
@@ -525,6 +610,13 @@ impl ClientConnection {
                 key,
             } => {
                 if let Some(h) = key {
+                    match self.session_object(session, h)? {
+                        Lookup::Seen(o) => {
+                            return self.init_session_object(op, session, &mechanism, h, &o)
+                        }
+                        Lookup::Hidden => return Err(CKR_KEY_HANDLE_INVALID),
+                        Lookup::No => {}
+                    }
                     if let Some(rv) = self.job_refusal(
                         session,
                         h,
@@ -837,6 +929,7 @@ impl ClientConnection {
             inst.session_closed(s.slot, s.rw);
             p
         };
+        self.drop_owned_session_objects(s.slot, id);
         if s.finds > 0 || s.reads > 0 {
             let ring = self.inst.lock().slots.get(&s.slot).map(|e| e.ring.clone());
             let _ = self.record(
@@ -1027,6 +1120,7 @@ impl ClientConnection {
         };
         handles.extend(self.find_certs(&view, &ctx, template));
         handles.extend(self.find_jobs(&view, &ctx, template));
+        handles.extend(self.find_session_objects(slot, ctx.login, template));
         self.session_mut(session)?.finds += 1;
         Ok(Pkcs11Response::Objects(handles))
     }
@@ -1186,9 +1280,10 @@ impl ClientConnection {
             granted,
         )?;
         let active = Active::Keyed {
-            object: Box::new(obj.id.clone()),
+            object: obj.id.version_name(),
             plan,
             token_id: obj.token_id().to_vec(),
+            session_object: None,
             buf: Vec::new(),
         };
         self.session_mut(session)?.ops.insert(op, active);
@@ -1225,15 +1320,20 @@ impl ClientConnection {
                 object,
                 plan,
                 token_id,
+                session_object,
                 mut buf,
             } => {
-                let out = ops::run(&self.svc.token, op, &plan, &token_id, &buf, signature);
+                let target = match session_object {
+                    Some(o) => ops::KeyRef::Session(o),
+                    None => ops::KeyRef::Id(&token_id),
+                };
+                let out = ops::run_on(&self.svc.token, op, &plan, target, &buf, signature);
                 zeroize::Zeroize::zeroize(&mut buf);
                 match out {
                     Ok(ops::Outcome::Data(d)) => Ok(Pkcs11Response::Data(Blob::new(d))),
                     Ok(ops::Outcome::Verified) => Ok(Pkcs11Response::Done),
                     Err(rv) => {
-                        tracing::debug!(object = %object.version_name(), rv, "operation failed");
+                        tracing::debug!(%object, rv, "operation failed");
                         Err(if rv == CKR_KEY_HANDLE_INVALID {
                             CKR_DEVICE_ERROR
                         } else {

@@ -23,7 +23,7 @@ use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, Pkcs
 use cryptoki::mechanism::vendor_defined::VendorDefinedMechanism;
 use cryptoki::mechanism::{Mechanism as CkMech, MechanismType};
 use cryptoki::object::ObjectClass;
-use keyward_token::{GenericKind, Mechanisms, OaepHash, Token};
+use keyward_token::{GenericKind, Mechanisms, OaepHash, SessionObject, Token};
 use keyward_wire::keys::{Algorithm, KeyKind};
 use keyward_wire::pkcs11::{MechParams, Mechanism, MechanismInfo, Operation};
 use sha2::{Digest, Sha256, Sha384, Sha512};
@@ -428,8 +428,23 @@ fn plan_generic(
     kind: GenericKind,
     caps: &Mechanisms,
 ) -> Result<Plan, u64> {
-    let (enc, dec, sign, verify, _, _) = obj.flags();
-    let half = obj.id.half;
+    plan_kind(op, m, obj.flags(), obj.id.half, kind, caps)
+}
+
+/// The usage flags of an object: (encrypt, decrypt, sign, verify, wrap, unwrap).
+pub type Flags = (bool, bool, bool, bool, bool, bool);
+
+/// [`plan`] for an object of `kind` with these flags that is the `half` of its key: keys
+/// made through the module and session objects (design §4 "Session objects").
+pub fn plan_kind(
+    op: Operation,
+    m: &Mechanism,
+    flags: Flags,
+    half: Half,
+    kind: GenericKind,
+    caps: &Mechanisms,
+) -> Result<Plan, u64> {
+    let (enc, dec, sign, verify, _, _) = flags;
     let class = match (op, half) {
         (Operation::Sign | Operation::Decrypt, Half::Private) => ObjectClass::PRIVATE_KEY,
         (Operation::Verify | Operation::Encrypt, Half::Public) => ObjectClass::PUBLIC_KEY,
@@ -624,6 +639,27 @@ pub fn run(
     input: &[u8],
     signature: Option<&[u8]>,
 ) -> Result<Outcome, u64> {
+    run_on(token, op, plan, KeyRef::Id(token_id), input, signature)
+}
+
+/// The token object an operation uses.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyRef<'a> {
+    /// A Keyward key's token object, by its internal `CKA_ID` (and the plan's class).
+    Id(&'a [u8]),
+    /// A session object (design §4 "Session objects").
+    Session(SessionObject),
+}
+
+/// [`run`] on a Keyward key or a session object.
+pub fn run_on(
+    token: &Token,
+    op: Operation,
+    plan: &Plan,
+    target: KeyRef<'_>,
+    input: &[u8],
+    signature: Option<&[u8]>,
+) -> Result<Outcome, u64> {
     let hashed;
     let data = match plan.prehash {
         Some(h) => {
@@ -658,7 +694,7 @@ pub fn run(
         mgf: PkcsMgfType::MGF1_SHA256,
         s_len: 32u64.into(),
     };
-    let result = token.with_key(plan.class, token_id, "key", |s, key| {
+    let call = |s: &cryptoki::session::Session, key: cryptoki::object::ObjectHandle| {
         let mut iv_buf;
         let mech = match &plan.mech {
             TokenMech::Ecdsa => CkMech::Ecdsa,
@@ -701,7 +737,11 @@ pub fn run(
                 Function::DigestInit,
             )),
         }
-    });
+    };
+    let result = match target {
+        KeyRef::Id(id) => token.with_key(plan.class, id, "key", call),
+        KeyRef::Session(o) => token.with_session_object(o, call),
+    };
     let decrypt = op == Operation::Decrypt;
     let checked_decrypt = decrypt
         && matches!(
