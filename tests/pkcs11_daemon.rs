@@ -210,12 +210,16 @@ fn pkcs11_data_path_through_keywardd() {
     };
     let der2 = keyward_token::public_key::ecdsa_raw_to_der(&raw2).unwrap();
     assert!(env.openssl_verify("sha256", &pem.stdout, &data, &der2));
-    // Key creation needs kms.cryptoKeys.create on the ring.
+    // Key creation needs kms.cryptoKeys.create on the ring (a session key, CKA_TOKEN
+    // FALSE or absent, needs none: tests/session_objects.rs).
     assert_eq!(
         p.call(Pkcs11Request::GenerateKey {
             session: s,
             mechanism: mech(0x1080),
-            template: vec![],
+            template: vec![keyward_wire::pkcs11::Attribute {
+                ty: 0x1, // CKA_TOKEN
+                value: AttrValue::Bool(true),
+            }],
         }),
         Err(CKR_TOKEN_WRITE_PROTECTED)
     );
