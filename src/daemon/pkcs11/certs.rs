@@ -420,7 +420,8 @@ fn cert_template(
             return Err(CKR_ATTRIBUTE_TYPE_INVALID);
         }
     }
-    // Session objects are not offered (as for keys); CKA_TOKEN defaults to FALSE.
+    // Certificates are token objects only (no session certificates); CKA_TOKEN defaults to
+    // FALSE.
     if boolean(CKA_TOKEN)? != Some(true) {
         return Err(CKR_TEMPLATE_INCONSISTENT);
     }

@@ -15,8 +15,8 @@
 //!   `allow_plaintext_import` (AES, imported as a `PKCS11_GENERIC` key, audited), else
 //!   `CKR_TEMPLATE_INCONSISTENT`; private keys, public keys and data objects are
 //!   `CKR_TEMPLATE_INCONSISTENT`; certificates are [`super::certs`]'.
-//! - Session objects (`CKA_TOKEN` FALSE or absent) are not offered yet:
-//!   `CKR_TEMPLATE_INCONSISTENT`.
+//! - Session objects (`CKA_TOKEN` FALSE or absent) are [`super::session_objects`]': the
+//!   dispatcher sends such templates there; here a key's template must say `CKA_TOKEN=TRUE`.
 //! - `C_DestroyObject`: kms.cryptoKeyVersions.destroy (else `CKR_ACTION_PROHIBITED`); the
 //!   private or secret half schedules the version's destruction, the public half is hidden.
 //! - `C_SetAttributeValue`: `CKA_ID`/`CKA_LABEL` of a generic key, by the creating instance
@@ -112,7 +112,8 @@ fn key_template(
     secret: Tpl<'_>,
     public: Option<Tpl<'_>>,
 ) -> Result<KeyTemplate, u64> {
-    // Session objects are not offered yet; CKA_TOKEN defaults to FALSE (PKCS#11 §4.4).
+    // A Keyward key is a token object; CKA_TOKEN defaults to FALSE (PKCS#11 §4.4), and such
+    // templates are session objects' (the dispatcher sends them to session_objects.rs).
     if secret.bool(CKA_TOKEN)? != Some(true) {
         return Err(CKR_TEMPLATE_INCONSISTENT);
     }
