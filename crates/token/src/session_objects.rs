@@ -30,9 +30,11 @@ pub const SESSION_OBJECT_LABEL: &[u8] = b"keyward-session-object";
 const CKR_ATTRIBUTE_TYPE_INVALID: u64 = 0x12;
 const CKR_ATTRIBUTE_VALUE_INVALID: u64 = 0x13;
 
-/// One session object in the token (its handle, valid in every session of the process).
+/// One session object in the token: its handle (valid in every session of the process) and
+/// the generation of the home session that made it (a handle of a broken home session is
+/// refused here, never sent to a token that may have given it to a new object).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionObject(ObjectHandle);
+pub struct SessionObject(ObjectHandle, u64);
 
 /// A generation of session objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,7 +213,7 @@ impl Token {
         t.extend(forced(is_key, self.mechanisms().copyable_accepted()));
         let made = self.with_home_session(|s| s.create_object(&t));
         wipe(&mut t);
-        made.map(SessionObject)
+        made.map(|(h, generation)| SessionObject(h, generation))
     }
 
     /// Generates a session key (`public` is empty) or key pair: (private or secret, public).
@@ -226,10 +228,10 @@ impl Token {
         sec.extend(forced(true, copyable));
         let mut publ = convert(public)?;
         publ.extend(forced(true, copyable));
-        self.with_home_session(|s| match what {
+        let (made, generation) = self.with_home_session(|s| match what {
             SessionGeneration::AesKey => s
                 .generate_key(&Mechanism::AesKeyGen, &sec)
-                .map(|k| (SessionObject(k), None)),
+                .map(|k| (k, None)),
             SessionGeneration::EcPair | SessionGeneration::RsaPair => {
                 let m = if what == SessionGeneration::EcPair {
                     Mechanism::EccKeyPairGen
@@ -237,14 +239,31 @@ impl Token {
                     Mechanism::RsaPkcsKeyPairGen
                 };
                 s.generate_key_pair(&m, &publ, &sec)
-                    .map(|(p, k)| (SessionObject(k), Some(SessionObject(p))))
+                    .map(|(p, k)| (k, Some(p)))
             }
-        })
+        })?;
+        Ok((
+            SessionObject(made.0, generation),
+            made.1.map(|p| SessionObject(p, generation)),
+        ))
+    }
+
+    /// The object's handle, unless its home session broke since it was made.
+    fn live(&self, o: SessionObject) -> Result<ObjectHandle> {
+        if o.1 == self.home_generation() {
+            Ok(o.0)
+        } else {
+            Err(TokenError::Pkcs11 {
+                rv: cryptoki::error::RvError::ObjectHandleInvalid,
+                function: cryptoki::context::Function::GetAttributeValue,
+            })
+        }
     }
 
     /// Destroys a session object.
     pub fn destroy_session_object(&self, o: SessionObject) -> Result<()> {
-        self.with_session(|s| s.destroy_object(o.0))
+        let h = self.live(o)?;
+        self.with_session(|s| s.destroy_object(h))
     }
 
     /// The attributes `types` of a session object as the token reports them (sensitive ones
@@ -264,15 +283,16 @@ impl Token {
             })
             .collect();
         let asked: Vec<AttributeType> = known.iter().flatten().copied().collect();
+        let h = self.live(o)?;
         self.with_session(|s| {
-            let info = s.get_attribute_info(o.0, &asked)?;
+            let info = s.get_attribute_info(h, &asked)?;
             let available: Vec<AttributeType> = asked
                 .iter()
                 .zip(&info)
                 .filter(|(_, i)| matches!(i, AttributeInfo::Available(_)))
                 .map(|(t, _)| *t)
                 .collect();
-            let values = s.get_attributes(o.0, &available)?;
+            let values = s.get_attributes(h, &available)?;
             Ok(known
                 .iter()
                 .map(|t| {
@@ -302,7 +322,8 @@ impl Token {
         o: SessionObject,
         f: impl FnOnce(&cryptoki::session::Session, ObjectHandle) -> cryptoki::error::Result<R>,
     ) -> Result<R> {
-        self.with_session(|s| f(s, o.0))
+        let h = self.live(o)?;
+        self.with_session(|s| f(s, h))
     }
 
     fn session_object_handles(&self) -> Result<Vec<ObjectHandle>> {

@@ -131,6 +131,9 @@ pub struct Token {
     handles: RwLock<HashMap<(u64, Vec<u8>), ObjectHandle>>,
     mechanisms: Mechanisms,
     home: Mutex<Option<Session>>,
+    /// Counts the home sessions that broke: a session object of an earlier generation is
+    /// gone, and its handle must not reach a token that may reuse handles.
+    home_generation: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for Token {
@@ -189,6 +192,7 @@ impl Token {
             handles: RwLock::new(HashMap::new()),
             mechanisms,
             home: Mutex::new(None),
+            home_generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -319,13 +323,20 @@ impl Token {
         }
     }
 
+    /// The generation of the home session (see [`Token::with_home_session`]).
+    pub(crate) fn home_generation(&self) -> u64 {
+        self.home_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Runs `f` in the session that creates session objects (opened on first use, with the
-    /// object store shared). A failure that may have broken the session drops it: its
-    /// objects are gone with it, and the next call opens a new one.
+    /// object store shared); returns its result and the session's generation. A failure
+    /// that may have broken the session drops it: its objects are gone with it, the
+    /// generation moves on, and the next call opens a new one.
     pub(crate) fn with_home_session<R>(
         &self,
         f: impl FnOnce(&Session) -> cryptoki::error::Result<R>,
-    ) -> Result<R> {
+    ) -> Result<(R, u64)> {
         let _store = self.store.read();
         let mut home = self.home.lock();
         let session = match home.take() {
@@ -346,10 +357,13 @@ impl Token {
         );
         if broken {
             tracing::warn!(token = %self.label, "the session-object session broke; its objects are gone");
+            self.home_generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         } else {
             *home = Some(session);
         }
-        result.map_err(TokenError::from)
+        let generation = self.home_generation();
+        result.map(|r| (r, generation)).map_err(TokenError::from)
     }
 
     fn raw_session<R>(&self, f: impl FnOnce(&Session) -> cryptoki::error::Result<R>) -> Result<R> {

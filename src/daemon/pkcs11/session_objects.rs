@@ -225,7 +225,7 @@ impl ClientConnection {
         session: SessionId,
         action: &str,
         n: usize,
-    ) -> Result<(SlotId, SlotCtx), u64> {
+    ) -> Result<SlotCtx, u64> {
         let slot = self.session(session)?.slot;
         self.healthy()?;
         let view = self.svc.view()?;
@@ -242,7 +242,7 @@ impl ClientConnection {
             );
             return Err(CKR_DEVICE_MEMORY);
         }
-        Ok((slot, ctx))
+        Ok(ctx)
     }
 
     /// A private session object needs the slot logged in as the user.
@@ -253,20 +253,39 @@ impl ClientConnection {
         Ok(())
     }
 
-    /// Registers new session objects (made by `session`) and returns their handles.
+    /// Registers new session objects (made by `session`) and returns their handles. The
+    /// quota is checked again here, under the instance's lock (an instance's connections run
+    /// at once): over it, the new objects are destroyed and `CKR_DEVICE_MEMORY`.
     fn register(
         &self,
+        ctx: &SlotCtx,
+        action: &str,
         session: SessionId,
-        slot: SlotId,
         objects: Vec<(
             keyward_token::SessionObject,
             u64,
             &Prepared,
             Option<GenericKind>,
         )>,
-    ) -> Vec<ObjectHandle> {
+    ) -> Result<Vec<ObjectHandle>, u64> {
+        let slot = self.session(session)?.slot;
+        let quota = self.svc.session_object_quota.load(Ordering::Relaxed);
         let mut inst = self.inst.lock();
-        objects
+        if inst.session_object_count().saturating_add(objects.len()) > quota {
+            drop(inst);
+            for (o, ..) in &objects {
+                let _ = self.svc.token.destroy_session_object(*o);
+            }
+            self.deny(
+                &ctx.principal,
+                action,
+                Some(ctx.ring_name.clone()),
+                CKR_DEVICE_MEMORY,
+                &format!("session object quota ({quota} per instance) reached"),
+            );
+            return Err(CKR_DEVICE_MEMORY);
+        }
+        Ok(objects
             .into_iter()
             .map(|(token, class, p, kind)| {
                 inst.add_session_object(SessionObj {
@@ -280,7 +299,7 @@ impl ClientConnection {
                     kind,
                 })
             })
-            .collect()
+            .collect())
     }
 
     /// Audits a creation; if the record cannot be written the objects are destroyed again
@@ -327,7 +346,7 @@ impl ClientConnection {
             "C_GenerateKey"
         };
         let n = if public.is_some() { 2 } else { 1 };
-        let (slot, ctx) = self.session_object_room(session, action, n)?;
+        let ctx = self.session_object_room(session, action, n)?;
         if !matches!(mechanism.params, MechParams::None) {
             return Err(CKR_MECHANISM_PARAM_INVALID);
         }
@@ -414,21 +433,23 @@ impl ClientConnection {
         let (made, handles) = match (public_obj, &p) {
             (Some(po), Some(pp)) => {
                 let h = self.register(
+                    &ctx,
+                    action,
                     session,
-                    slot,
                     vec![
                         (secret_obj, CKO_PRIVATE_KEY, &s, Some(kind)),
                         (po, CKO_PUBLIC_KEY, pp, Some(kind)),
                     ],
-                );
+                )?;
                 (vec![secret_obj, po], h)
             }
             _ => {
                 let h = self.register(
+                    &ctx,
+                    action,
                     session,
-                    slot,
                     vec![(secret_obj, CKO_SECRET_KEY, &s, Some(kind))],
-                );
+                )?;
                 (vec![secret_obj], h)
             }
         };
@@ -452,7 +473,7 @@ impl ClientConnection {
     ) -> Result<Pkcs11Response, u64> {
         const ACTION: &str = "C_CreateObject";
         let class = get_ulong(template, CKA_CLASS)?;
-        let (slot, ctx) = self.session_object_room(session, ACTION, 1)?;
+        let ctx = self.session_object_room(session, ACTION, 1)?;
         let checked = (|| -> Result<_, u64> {
             let class = class.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
             let key_type = get_ulong(template, CKA_KEY_TYPE)?;
@@ -509,7 +530,7 @@ impl ClientConnection {
                 tracing::debug!(error = %e, "session object creation failed");
                 e.ck_rv()
             })?;
-        let handles = self.register(session, slot, vec![(made, class, &p, kind)]);
+        let handles = self.register(&ctx, ACTION, session, vec![(made, class, &p, kind)])?;
         let what = match (class, kind) {
             (CKO_DATA, _) => "data object".to_string(),
             (CKO_SECRET_KEY, Some(k)) => format!("{k} secret key, plaintext value"),
