@@ -374,6 +374,66 @@ fn session_objects_belong_to_their_instance_and_die_with_their_session() {
         .unwrap();
     assert!(got.contains(&Attribute::EcPoint(ec_point)), "{got:?}");
     assert!(got.contains(&Attribute::Private(false)), "{got:?}");
+    // So does an RSA public key (modulus and exponent, as Java SunPKCS11 imports it),
+    // destroyed again with C_DestroyObject.
+    common::openssl_ok(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "rsa.pem",
+        ],
+    );
+    let modulus = String::from_utf8(common::openssl_ok(
+        dir,
+        &["rsa", "-in", "rsa.pem", "-noout", "-modulus"],
+    ))
+    .unwrap();
+    let modulus = modulus.trim().trim_start_matches("Modulus=");
+    let modulus: Vec<u8> = (0..modulus.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&modulus[i..i + 2], 16).unwrap())
+        .collect();
+    assert_eq!(modulus.len(), 256);
+    common::openssl_ok(
+        dir,
+        &[
+            "dgst", "-sha256", "-sign", "rsa.pem", "-out", "msg.rsa", "msg",
+        ],
+    );
+    let rsa_sig = std::fs::read(dir.join("msg.rsa")).unwrap();
+    let rsa = s3
+        .create_object(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Token(false),
+            Attribute::Modulus(modulus),
+            Attribute::PublicExponent(vec![1, 0, 1]),
+        ])
+        .unwrap();
+    s3.verify(
+        &Mechanism::Sha256RsaPkcs,
+        rsa,
+        b"signed by openssl",
+        &rsa_sig,
+    )
+    .unwrap();
+    assert_eq!(
+        rv(s3.verify(
+            &Mechanism::Sha256RsaPkcs,
+            rsa,
+            b"signed by nobody",
+            &rsa_sig
+        )),
+        RvError::SignatureInvalid
+    );
+    assert_eq!(token_session_objects(&env), 3);
+    s3.destroy_object(rsa).unwrap();
+    assert_eq!(token_session_objects(&env), 2);
     // An EC pair made as session objects signs, and its public half verifies.
     let (pubk, privk) = s3
         .generate_key_pair(
