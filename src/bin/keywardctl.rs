@@ -1989,6 +1989,22 @@ mod crypto {
         ExitCode::from(2)
     }
 
+    /// The exit of an answer that is not the one asked for: an unexpected response or a
+    /// refusal (1), bad usage or no daemon (2).
+    fn failure(answer: Result<ResponseBody, CtlError>) -> ExitCode {
+        match answer {
+            Ok(_) => {
+                eprintln!("error: keywardd answered with another kind of response");
+                ExitCode::from(1)
+            }
+            Err(CtlError::Usage(m) | CtlError::Unreachable(m)) => usage(m),
+            Err(CtlError::Request(e)) => {
+                eprintln!("error: {}", printable(&e.message));
+                ExitCode::from(1)
+            }
+        }
+    }
+
     /// Runs one crypto command; exit 0, 1 (refused, invalid), 2 (usage).
     pub fn run(global: &Global, kind: Kind, a: CryptoArgs) -> ExitCode {
         if global.db.is_some() || global.as_member.is_some() {
@@ -2075,15 +2091,7 @@ mod crypto {
                 );
                 ExitCode::from(1)
             }
-            Ok(_) => {
-                eprintln!("error: keywardd answered with another kind of response");
-                ExitCode::from(1)
-            }
-            Err(CtlError::Usage(m) | CtlError::Unreachable(m)) => usage(m),
-            Err(CtlError::Request(e)) => {
-                eprintln!("error: {}", printable(&e.message));
-                ExitCode::from(1)
-            }
+            other => failure(other),
         }
     }
 
@@ -2126,15 +2134,7 @@ mod crypto {
                     }
                 }
             }
-            Ok(_) => {
-                eprintln!("error: keywardd answered with another kind of response");
-                ExitCode::from(1)
-            }
-            Err(CtlError::Usage(m) | CtlError::Unreachable(m)) => usage(m),
-            Err(CtlError::Request(e)) => {
-                eprintln!("error: {}", printable(&e.message));
-                ExitCode::from(1)
-            }
+            other => failure(other),
         }
     }
 }
