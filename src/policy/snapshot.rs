@@ -108,54 +108,80 @@ pub struct Grant {
     pub bindings: Vec<Binding>,
 }
 
+/// "No resource" in the snapshot's id-indexed vectors (a node without a parent).
+const NONE: u32 = u32::MAX;
+/// `Snapshot::flags`: the resource is a node of the hierarchy (added by the builder).
+const NODE: u8 = 1;
+/// `Snapshot::flags`: the resource is a key ring with a (maybe empty) list of keys.
+const RING: u8 = 2;
+
+/// An id for the `n`-th interned name (the snapshot cannot hold 2^32 names: the memory for
+/// them runs out long before).
+fn next_id(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(NONE)
+}
+
 /// An immutable view of the hierarchy, roles, groups and bindings.
+///
+/// Names are interned when the snapshot is built: every resource name the builder saw gets a
+/// `u32` id (`names` / `ids`), every member one too (`members` / `member_ids`), every role
+/// name a small id with its permissions resolved by [`SnapshotBuilder::build`] (an unknown
+/// role grants nothing). The hierarchy, the bindings and the indexes are vectors indexed by
+/// those ids, so a decision hashes the names it is given once and then follows integers.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    /// Every live resource (not versions) and its parent.
-    parents: Map<ResourceName, Option<ResourceName>>,
-    /// Keys of each ring.
-    ring_keys: Map<KeyRingName, Vec<CryptoKeyName>>,
-    /// Children of each node, for walking down.
-    children: Map<ResourceName, Vec<ResourceName>>,
-    /// Bindings by resource.
-    bindings: Map<ResourceName, Vec<(Arc<str>, Member)>>,
+    /// Every resource name the builder saw (nodes, parents, bound resources), by id.
+    names: Vec<ResourceName>,
+    /// The id of each name in `names`.
+    ids: Map<ResourceName, u32>,
+    /// `NODE` / `RING` per resource id.
+    flags: Vec<u8>,
+    /// The parent of each node (`NONE` for none), by resource id.
+    parent: Vec<u32>,
+    /// Children of each node, for walking down, by resource id.
+    children: Vec<Vec<u32>>,
+    /// Keys of each key ring (resource ids), by the ring's resource id.
+    ring_keys: Vec<Vec<u32>>,
+    /// The bindings of resource `i` are `binds[bind_start[i]..bind_start[i + 1]]`.
+    bind_start: Vec<usize>,
+    /// Every binding as (role id, member id), grouped by resource, in the order added.
+    binds: Vec<(u32, u32)>,
     /// Every role (predefined and custom) by name.
     roles: Map<String, PermSet>,
+    /// The role names bindings use, by role id.
+    role_names: Vec<Arc<str>>,
+    /// The permissions of each role id (empty for an unknown role: fail closed).
+    role_perms: Vec<PermSet>,
+    /// Every member named by a binding or a group membership, by id.
+    members: Vec<Member>,
+    /// The id of each member in `members`.
+    member_ids: Map<Member, u32>,
     /// Direct members of each group.
     group_members: Map<String, BTreeSet<Member>>,
     /// The groups each member is directly in.
     member_of: Map<Member, Vec<String>>,
-    /// Every group each member is in, directly or through nested groups, computed once by
-    /// [`SnapshotBuilder::build`]: the decisions look a principal's groups up here instead of
-    /// walking `member_of` on every call.
-    group_closure: Map<Member, Vec<Member>>,
-    /// Every resource that has at least one binding of a role with a `kms.*` resource
+    /// Every group (member id) each member is in, directly or through nested groups, by
+    /// member id; computed once by [`SnapshotBuilder::build`].
+    group_closure: Vec<Vec<u32>>,
+    /// Every resource (id) that has at least one binding of a role with a `kms.*` resource
     /// permission (what makes a key ring visible), numbered; computed by `build`.
-    bound: Vec<ResourceName>,
-    /// For each member, the numbers in `bound` of the resources where it holds such a
+    bound: Vec<u32>,
+    /// For each member id, the numbers in `bound` of the resources where it holds such a
     /// binding: [`Snapshot::visible_key_rings`] starts from these instead of every ring.
-    member_bound: Map<Member, Vec<u32>>,
+    member_bound: Vec<Vec<u32>>,
 }
 
-/// Who a principal counts as, borrowed from the snapshot's group index: no allocation beyond
-/// one small vector (see [`Snapshot::effective_members`] for the definition it matches).
-struct Membership<'a> {
-    principal: &'a Principal,
-    /// The group closures of the principal's member, its unix groups and `allAuthenticated`.
-    groups: Vec<&'a [Member]>,
+/// Who a principal counts as, as member ids: its own member, its unix groups,
+/// `allAuthenticated` unless anonymous, and the group closures of those (see
+/// [`Snapshot::effective_members`] for the definition it matches). Members no binding or
+/// group names have no id and cannot match anything.
+struct Membership {
+    ids: Vec<u32>,
 }
 
-impl Membership<'_> {
-    fn contains(&self, m: &Member) -> bool {
-        if *m == self.principal.member {
-            return true;
-        }
-        match m {
-            Member::UnixGid(g) => self.principal.unix_gids.contains(g),
-            Member::AllAuthenticated => self.principal.is_authenticated(),
-            Member::Group(_) => self.groups.iter().any(|gs| gs.contains(m)),
-            _ => false,
-        }
+impl Membership {
+    fn contains(&self, member: u32) -> bool {
+        self.ids.contains(&member)
     }
 }
 
@@ -163,8 +189,11 @@ impl Membership<'_> {
 #[derive(Debug, Default)]
 pub struct SnapshotBuilder {
     snap: Snapshot,
-    /// Role names, each allocated once however many bindings name it.
-    role_names: Map<String, Arc<str>>,
+    /// Role name to role id.
+    role_ids: Map<String, u32>,
+    /// The bindings added, as (resource id, role id, member id); grouped by resource in
+    /// `build`.
+    pending: Vec<(u32, u32, u32)>,
 }
 
 impl SnapshotBuilder {
@@ -176,19 +205,69 @@ impl SnapshotBuilder {
         }
         SnapshotBuilder {
             snap,
-            role_names: Map::default(),
+            ..SnapshotBuilder::default()
+        }
+    }
+
+    /// The id of a resource name, interning it if new.
+    fn resource_id(&mut self, name: ResourceName) -> u32 {
+        use std::collections::hash_map::Entry;
+        let s = &mut self.snap;
+        match s.ids.entry(name) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(v) => {
+                let id = next_id(s.names.len());
+                s.names.push(v.key().clone());
+                v.insert(id);
+                s.flags.push(0);
+                s.parent.push(NONE);
+                s.children.push(Vec::new());
+                s.ring_keys.push(Vec::new());
+                id
+            }
+        }
+    }
+
+    /// The id of a member, interning it if new.
+    fn member_id(&mut self, member: Member) -> u32 {
+        use std::collections::hash_map::Entry;
+        let s = &mut self.snap;
+        match s.member_ids.entry(member) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(v) => {
+                let id = next_id(s.members.len());
+                s.members.push(v.key().clone());
+                v.insert(id);
+                id
+            }
+        }
+    }
+
+    /// The id of a role name, interning it if new.
+    fn role_id(&mut self, role: &str) -> u32 {
+        if let Some(id) = self.role_ids.get(role) {
+            return *id;
+        }
+        let id = next_id(self.snap.role_names.len());
+        self.snap.role_names.push(Arc::from(role));
+        self.role_ids.insert(role.to_owned(), id);
+        id
+    }
+
+    fn node_id(&mut self, id: u32, parent: Option<u32>) {
+        let s = &mut self.snap;
+        let i = id as usize;
+        s.flags[i] |= NODE;
+        s.parent[i] = parent.unwrap_or(NONE);
+        if let Some(p) = parent {
+            s.children[p as usize].push(id);
         }
     }
 
     fn node(&mut self, name: ResourceName, parent: Option<ResourceName>) {
-        if let Some(p) = &parent {
-            self.snap
-                .children
-                .entry(p.clone())
-                .or_default()
-                .push(name.clone());
-        }
-        self.snap.parents.insert(name, parent);
+        let parent = parent.map(|p| self.resource_id(p));
+        let id = self.resource_id(name);
+        self.node_id(id, parent);
     }
 
     /// Adds an organisation.
@@ -211,23 +290,22 @@ impl SnapshotBuilder {
 
     /// Adds a key ring (its parent is in its name).
     pub fn key_ring(&mut self, ring: KeyRingName) -> &mut Self {
-        let parent = ResourceName::KeyRing(ring.clone()).parent_by_name();
-        self.snap.ring_keys.entry(ring.clone()).or_default();
-        self.node(ResourceName::KeyRing(ring), parent);
+        let name = ResourceName::KeyRing(ring);
+        let parent = name.parent_by_name().map(|p| self.resource_id(p));
+        let id = self.resource_id(name);
+        self.snap.flags[id as usize] |= RING;
+        self.node_id(id, parent);
         self
     }
 
     /// Adds a crypto key.
     pub fn crypto_key(&mut self, key: CryptoKeyName) -> &mut Self {
-        self.snap
-            .ring_keys
-            .entry(key.ring.clone())
-            .or_default()
-            .push(key.clone());
-        self.node(
-            ResourceName::CryptoKey(key.clone()),
-            Some(ResourceName::KeyRing(key.ring)),
-        );
+        let ring = self.resource_id(ResourceName::KeyRing(key.ring.clone()));
+        let id = self.resource_id(ResourceName::CryptoKey(key));
+        let s = &mut self.snap;
+        s.flags[ring as usize] |= RING;
+        s.ring_keys[ring as usize].push(id);
+        self.node_id(id, Some(ring));
         self
     }
 
@@ -239,19 +317,10 @@ impl SnapshotBuilder {
 
     /// Adds a binding.
     pub fn binding(&mut self, resource: ResourceName, role: &str, member: Member) -> &mut Self {
-        let role = match self.role_names.get(role) {
-            Some(r) => Arc::clone(r),
-            None => {
-                let r: Arc<str> = Arc::from(role);
-                self.role_names.insert(role.to_owned(), Arc::clone(&r));
-                r
-            }
-        };
-        self.snap
-            .bindings
-            .entry(resource)
-            .or_default()
-            .push((role, member));
+        let resource = self.resource_id(resource);
+        let role = self.role_id(role);
+        let member = self.member_id(member);
+        self.pending.push((resource, role, member));
         self
     }
 
@@ -279,11 +348,43 @@ impl SnapshotBuilder {
         self
     }
 
-    /// The finished snapshot (computes the transitive group index).
+    /// The finished snapshot: resolves the roles, groups the bindings by resource and
+    /// computes the transitive group index and the visibility index.
     pub fn build(mut self) -> Snapshot {
-        let member_of = &self.snap.member_of;
-        let mut closure = Map::with_capacity_and_hasher(member_of.len(), Default::default());
-        for (m, direct) in member_of {
+        // Roles: resolved once; an unknown role grants nothing.
+        let role_perms: Vec<PermSet> = self
+            .snap
+            .role_names
+            .iter()
+            .map(|r| self.snap.roles.get(&**r).copied().unwrap_or(PermSet::EMPTY))
+            .collect();
+        self.snap.role_perms = role_perms;
+
+        // Bindings grouped by resource (a stable counting sort: each resource keeps the
+        // order its bindings were added in).
+        let n = self.snap.names.len();
+        let mut start = vec![0usize; n + 1];
+        for &(r, _, _) in &self.pending {
+            start[r as usize + 1] += 1;
+        }
+        for i in 0..n {
+            start[i + 1] += start[i];
+        }
+        let mut next = start.clone();
+        let mut binds = vec![(0u32, 0u32); self.pending.len()];
+        for &(r, role, member) in &self.pending {
+            let at = &mut next[r as usize];
+            binds[*at] = (role, member);
+            *at += 1;
+        }
+        self.pending = Vec::new();
+        self.snap.bind_start = start;
+        self.snap.binds = binds;
+
+        // The transitive group index.
+        let member_of = std::mem::take(&mut self.snap.member_of);
+        let mut closures: Vec<(u32, Vec<u32>)> = Vec::with_capacity(member_of.len());
+        for (m, direct) in &member_of {
             let mut seen: HashSet<&str> = HashSet::new();
             let mut out = Vec::new();
             let mut queue: VecDeque<&str> = direct.iter().map(String::as_str).collect();
@@ -295,49 +396,45 @@ impl SnapshotBuilder {
                 if let Some(up) = member_of.get(&group) {
                     queue.extend(up.iter().map(String::as_str));
                 }
-                out.push(group);
+                out.push(self.member_id(group));
             }
-            closure.insert(m.clone(), out);
+            closures.push((self.member_id(m.clone()), out));
         }
-        self.snap.group_closure = closure;
+        self.snap.member_of = member_of;
+        let n_members = self.snap.members.len();
+        let mut group_closure = vec![Vec::new(); n_members];
+        for (m, out) in closures {
+            group_closure[m as usize] = out;
+        }
+        self.snap.group_closure = group_closure;
+
+        // The visibility index.
         let snap = &mut self.snap;
         let visible = PermSet::kms_resource();
-        // Role names are shared (`role_names`): one lookup per distinct role, by pointer.
-        let mut grants_cache: Vec<(*const u8, bool)> = Vec::new();
-        for (res, list) in &snap.bindings {
+        let grants: Vec<bool> = snap
+            .role_perms
+            .iter()
+            .map(|p| !p.intersect(visible).is_empty())
+            .collect();
+        let mut member_bound: Vec<Vec<u32>> = vec![Vec::new(); n_members];
+        for res in 0..n {
             let mut number = None;
-            for (role, member) in list {
-                let ptr = role.as_ptr();
-                let grants = match grants_cache.iter().find(|(p, _)| *p == ptr) {
-                    Some((_, g)) => *g,
-                    None => {
-                        let g = snap
-                            .roles
-                            .get(&**role)
-                            .is_some_and(|p| !p.intersect(visible).is_empty());
-                        grants_cache.push((ptr, g));
-                        g
-                    }
-                };
-                if !grants {
+            for &(role, member) in &snap.binds[snap.bind_start[res]..snap.bind_start[res + 1]] {
+                if !grants[role as usize] {
                     continue;
                 }
-                let n = *number.get_or_insert_with(|| {
-                    snap.bound.push(res.clone());
-                    u32::try_from(snap.bound.len() - 1).unwrap_or(u32::MAX)
+                let k = *number.get_or_insert_with(|| {
+                    snap.bound.push(next_id(res));
+                    next_id(snap.bound.len() - 1)
                 });
-                match snap.member_bound.get_mut(member) {
-                    Some(v) => v.push(n),
-                    None => {
-                        snap.member_bound.insert(member.clone(), vec![n]);
-                    }
-                }
+                member_bound[member as usize].push(k);
             }
         }
-        for v in snap.member_bound.values_mut() {
+        for v in &mut member_bound {
             v.sort_unstable();
             v.dedup();
         }
+        snap.member_bound = member_bound;
         self.snap
     }
 }
@@ -359,67 +456,103 @@ impl ResourceName {
 }
 
 impl Snapshot {
+    /// The id of a resource name exactly as given.
+    fn id(&self, resource: &ResourceName) -> Option<u32> {
+        self.ids.get(resource).copied()
+    }
+
+    /// The id decisions start from: a version's key, otherwise the resource itself.
+    fn start_id(&self, resource: &ResourceName) -> Option<u32> {
+        match resource {
+            ResourceName::Version(k, _) => self.id(&ResourceName::CryptoKey(k.clone())),
+            r => self.id(r),
+        }
+    }
+
+    fn has_flag(&self, id: u32, flag: u8) -> bool {
+        self.flags.get(id as usize).is_some_and(|f| f & flag != 0)
+    }
+
+    /// The bindings attached to a resource id, as (role id, member id).
+    fn binds_of(&self, id: u32) -> &[(u32, u32)] {
+        let i = id as usize;
+        match (self.bind_start.get(i), self.bind_start.get(i + 1)) {
+            (Some(&a), Some(&b)) => self.binds.get(a..b).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+
+    fn role_perms_of(&self, role: u32) -> PermSet {
+        self.role_perms
+            .get(role as usize)
+            .copied()
+            .unwrap_or(PermSet::EMPTY)
+    }
+
+    /// The owned [`Binding`] for ids.
+    fn binding_at(&self, resource: u32, role: u32, member: u32) -> Binding {
+        Binding {
+            resource: self.names[resource as usize].clone(),
+            role: self.role_names[role as usize].to_string(),
+            member: self.members[member as usize].clone(),
+        }
+    }
+
+    /// The node and its ancestors (ids), nearest first; None if the start is not a node, a
+    /// link is missing or the chain does not end at an organisation.
+    fn chain(&self, start: u32) -> Option<Vec<u32>> {
+        if !self.has_flag(start, NODE) {
+            return None;
+        }
+        let mut out = Vec::with_capacity(8);
+        let mut cur = start;
+        loop {
+            if out.len() >= MAX_DEPTH {
+                return None;
+            }
+            out.push(cur);
+            let parent = *self.parent.get(cur as usize)?;
+            if parent == NONE {
+                let top = self.names.get(cur as usize)?;
+                return matches!(top, ResourceName::Organization(_)).then_some(out);
+            }
+            if !self.has_flag(parent, NODE) {
+                return None;
+            }
+            cur = parent;
+        }
+    }
+
+    /// [`Snapshot::chain`] of a resource by name (a version: its key's).
+    fn chain_of(&self, resource: &ResourceName) -> Option<Vec<u32>> {
+        self.chain(self.start_id(resource)?)
+    }
+
     /// True if the resource exists (a version: if its key exists).
     pub fn exists(&self, resource: &ResourceName) -> bool {
-        match resource {
-            ResourceName::Version(k, _) => self
-                .parents
-                .contains_key(&ResourceName::CryptoKey(k.clone())),
-            r => self.parents.contains_key(r),
-        }
+        self.start_id(resource)
+            .is_some_and(|id| self.has_flag(id, NODE))
     }
 
     /// The resource and its ancestors, nearest first; None if any link is missing.
     pub fn ancestors(&self, resource: &ResourceName) -> Option<Vec<ResourceName>> {
-        let mut out = Vec::new();
-        let mut cur = match resource {
-            ResourceName::Version(k, _) => ResourceName::CryptoKey(k.clone()),
-            r => r.clone(),
-        };
-        loop {
-            if out.len() >= MAX_DEPTH {
-                return None;
-            }
-            let parent = self.parents.get(&cur)?.clone();
-            out.push(cur);
-            match parent {
-                Some(p) => cur = p,
-                None => {
-                    return matches!(out.last(), Some(ResourceName::Organization(_))).then_some(out)
-                }
-            }
-        }
+        let chain = self.chain_of(resource)?;
+        Some(
+            chain
+                .into_iter()
+                .map(|id| self.names[id as usize].clone())
+                .collect(),
+        )
     }
 
-    /// [`Snapshot::ancestors`] borrowed from the snapshot (no clones).
-    fn chain<'a>(&'a self, resource: &ResourceName) -> Option<Vec<&'a ResourceName>> {
-        let key;
-        let start = match resource {
-            ResourceName::Version(k, _) => {
-                key = ResourceName::CryptoKey(k.clone());
-                &key
-            }
-            r => r,
-        };
-        let (mut cur, mut parent) = self.parents.get_key_value(start)?;
-        let mut out = Vec::with_capacity(8);
-        loop {
-            if out.len() >= MAX_DEPTH {
-                return None;
-            }
-            out.push(cur);
-            match parent {
-                Some(p) => (cur, parent) = self.parents.get_key_value(p)?,
-                None => return matches!(cur, ResourceName::Organization(_)).then_some(out),
-            }
-        }
-    }
-
-    fn membership<'a>(&'a self, principal: &'a Principal) -> Membership<'a> {
-        let mut groups = Vec::new();
+    fn membership(&self, principal: &Principal) -> Membership {
+        let mut ids = Vec::with_capacity(8);
         let mut add = |m: &Member| {
-            if let Some(gs) = self.group_closure.get(m) {
-                groups.push(gs.as_slice());
+            if let Some(&id) = self.member_ids.get(m) {
+                ids.push(id);
+                if let Some(gs) = self.group_closure.get(id as usize) {
+                    ids.extend_from_slice(gs);
+                }
             }
         };
         add(&principal.member);
@@ -429,21 +562,19 @@ impl Snapshot {
         if principal.is_authenticated() {
             add(&Member::AllAuthenticated);
         }
-        Membership { principal, groups }
+        Membership { ids }
     }
 
-    /// [`Snapshot::effective_permissions`] for a membership already looked up.
-    fn permissions_of(&self, members: &Membership<'_>, resource: &ResourceName) -> PermSet {
-        let Some(chain) = self.chain(resource) else {
+    /// Everything a membership holds on a resource id (empty if its chain is broken).
+    fn permissions_at(&self, members: &Membership, start: u32) -> PermSet {
+        let Some(chain) = self.chain(start) else {
             return PermSet::EMPTY;
         };
         let mut out = PermSet::EMPTY;
         for res in chain {
-            for (role, member) in self.bindings.get(res).into_iter().flatten() {
+            for &(role, member) in self.binds_of(res) {
                 if members.contains(member) {
-                    if let Some(p) = self.roles.get(&**role) {
-                        out = out.union(*p);
-                    }
+                    out = out.union(self.role_perms_of(role));
                 }
             }
         }
@@ -452,8 +583,9 @@ impl Snapshot {
 
     /// The organisation a resource belongs to.
     pub fn organization_of(&self, resource: &ResourceName) -> Option<String> {
-        match self.ancestors(resource)?.pop()? {
-            ResourceName::Organization(o) => Some(o),
+        let top = *self.chain_of(resource)?.last()?;
+        match self.names.get(top as usize)? {
+            ResourceName::Organization(o) => Some(o.clone()),
             _ => None,
         }
     }
@@ -484,36 +616,12 @@ impl Snapshot {
         set
     }
 
-    fn granting_bindings<'a>(
-        &'a self,
-        members: &'a HashSet<Member>,
-        chain: &'a [ResourceName],
-    ) -> impl Iterator<Item = (Binding, PermSet)> + 'a {
-        chain.iter().flat_map(move |res| {
-            self.bindings
-                .get(res)
-                .into_iter()
-                .flatten()
-                .filter_map(move |(role, member)| {
-                    if !members.contains(member) {
-                        return None;
-                    }
-                    let perms = self.roles.get(&**role)?;
-                    Some((
-                        Binding {
-                            resource: res.clone(),
-                            role: role.to_string(),
-                            member: member.clone(),
-                        },
-                        *perms,
-                    ))
-                })
-        })
-    }
-
     /// Everything the principal holds on the resource (empty if the resource is unknown).
     pub fn effective_permissions(&self, principal: &Principal, resource: &ResourceName) -> PermSet {
-        self.permissions_of(&self.membership(principal), resource)
+        match self.start_id(resource) {
+            Some(id) => self.permissions_at(&self.membership(principal), id),
+            None => PermSet::EMPTY,
+        }
     }
 
     /// Does the principal hold `permission` on `resource`? Names the nearest granting binding.
@@ -523,25 +631,16 @@ impl Snapshot {
         permission: Permission,
         resource: &ResourceName,
     ) -> Decision {
-        let Some(chain) = self.chain(resource) else {
+        let Some(chain) = self.chain_of(resource) else {
             return Decision::deny(format!("{resource} does not exist"));
         };
         let members = self.membership(principal);
         for res in chain {
-            for (role, member) in self.bindings.get(res).into_iter().flatten() {
-                if members.contains(member)
-                    && self
-                        .roles
-                        .get(&**role)
-                        .is_some_and(|p| p.contains(permission))
-                {
+            for &(role, member) in self.binds_of(res) {
+                if members.contains(member) && self.role_perms_of(role).contains(permission) {
                     return Decision {
                         allowed: true,
-                        granted_by: Some(Binding {
-                            resource: res.clone(),
-                            role: role.to_string(),
-                            member: member.clone(),
-                        }),
+                        granted_by: Some(self.binding_at(res, role, member)),
                         reason: None,
                     };
                 }
@@ -568,14 +667,24 @@ impl Snapshot {
 
     /// Every permission the principal holds on the resource, with the bindings granting it.
     pub fn explain(&self, principal: &Principal, resource: &ResourceName) -> Vec<Grant> {
-        let Some(chain) = self.ancestors(resource) else {
+        let Some(chain) = self.chain_of(resource) else {
             return Vec::new();
         };
         let members = self.effective_members(principal);
         let mut out: BTreeMap<Permission, Vec<Binding>> = BTreeMap::new();
-        for (b, perms) in self.granting_bindings(&members, &chain) {
-            for p in perms.iter() {
-                out.entry(p).or_default().push(b.clone());
+        for res in chain {
+            for &(role, member) in self.binds_of(res) {
+                if !members.contains(&self.members[member as usize]) {
+                    continue;
+                }
+                let perms = self.role_perms_of(role);
+                if perms.is_empty() {
+                    continue;
+                }
+                let b = self.binding_at(res, role, member);
+                for p in perms.iter() {
+                    out.entry(p).or_default().push(b.clone());
+                }
             }
         }
         out.into_iter()
@@ -589,30 +698,46 @@ impl Snapshot {
     /// Does the principal see this key (design §4): any `kms.*` resource permission on it,
     /// direct or inherited (which covers `kms.cryptoKeys.list` on its ring).
     pub fn sees_key(&self, principal: &Principal, key: &CryptoKeyName) -> bool {
-        self.sees_key_as(&self.membership(principal), key)
+        self.id(&ResourceName::CryptoKey(key.clone()))
+            .is_some_and(|id| self.sees_key_at(&self.membership(principal), id))
     }
 
-    fn sees_key_as(&self, members: &Membership<'_>, key: &CryptoKeyName) -> bool {
+    fn sees_key_at(&self, members: &Membership, key: u32) -> bool {
         !self
-            .permissions_of(members, &ResourceName::CryptoKey(key.clone()))
+            .permissions_at(members, key)
             .intersect(PermSet::kms_resource())
             .is_empty()
     }
 
-    fn sees_key_ring_as(&self, members: &Membership<'_>, ring: &KeyRingName) -> bool {
-        let on_ring = self.permissions_of(members, &ResourceName::KeyRing(ring.clone()));
+    fn sees_key_ring_at(&self, members: &Membership, ring: u32) -> bool {
+        let on_ring = self.permissions_at(members, ring);
         if !on_ring.intersect(PermSet::kms_resource()).is_empty() {
             return true;
         }
         self.ring_keys
-            .get(ring)
-            .is_some_and(|keys| keys.iter().any(|k| self.sees_key_as(members, k)))
+            .get(ring as usize)
+            .is_some_and(|keys| keys.iter().any(|k| self.sees_key_at(members, *k)))
     }
 
     /// Does the principal see this key ring's token: a `kms.*` permission on the ring or any
     /// visible key in it.
     pub fn sees_key_ring(&self, principal: &Principal, ring: &KeyRingName) -> bool {
-        self.sees_key_ring_as(&self.membership(principal), ring)
+        self.id(&ResourceName::KeyRing(ring.clone()))
+            .is_some_and(|id| self.sees_key_ring_at(&self.membership(principal), id))
+    }
+
+    /// The id of a key's ring: the key node's parent, else looked up by name.
+    fn ring_of(&self, key_id: Option<u32>, key: &CryptoKeyName) -> Option<u32> {
+        if let Some(p) = key_id
+            .filter(|k| self.has_flag(*k, NODE))
+            .and_then(|k| self.parent.get(k as usize).copied())
+        {
+            if matches!(self.names.get(p as usize), Some(ResourceName::KeyRing(r)) if *r == key.ring)
+            {
+                return Some(p);
+            }
+        }
+        self.id(&ResourceName::KeyRing(key.ring.clone()))
     }
 
     /// Every key ring whose token the principal sees, sorted by name.
@@ -623,75 +748,77 @@ impl Snapshot {
     /// rule as [`Snapshot::sees_key_ring`].
     pub fn visible_key_rings(&self, principal: &Principal) -> Vec<KeyRingName> {
         let members = self.membership(principal);
-        let mut own: Vec<&Member> = vec![&principal.member];
-        let gids: Vec<Member> = principal
-            .unix_gids
-            .iter()
-            .map(|g| Member::UnixGid(*g))
-            .collect();
-        own.extend(gids.iter());
-        if principal.is_authenticated() {
-            own.push(&Member::AllAuthenticated);
-        }
-        let mut candidates: BTreeSet<&KeyRingName> = BTreeSet::new();
-        let mut below: Vec<&ResourceName> = Vec::new();
-        let every = own
-            .into_iter()
-            .chain(members.groups.iter().flat_map(|gs| gs.iter()));
-        for m in every {
-            for n in self.member_bound.get(m).into_iter().flatten() {
-                let Some(res) = self.bound.get(*n as usize) else {
+        let mut candidates: BTreeMap<&KeyRingName, Option<u32>> = BTreeMap::new();
+        let mut below: Vec<u32> = Vec::new();
+        for &m in &members.ids {
+            for n in self.member_bound.get(m as usize).into_iter().flatten() {
+                let Some(&res) = self.bound.get(*n as usize) else {
                     continue;
                 };
-                match res {
-                    ResourceName::CryptoKey(k) => {
-                        candidates.insert(&k.ring);
+                match self.names.get(res as usize) {
+                    Some(ResourceName::CryptoKey(k)) => {
+                        if !candidates.contains_key(&k.ring) {
+                            candidates.insert(&k.ring, self.ring_of(Some(res), k));
+                        }
                     }
-                    ResourceName::KeyRing(r) => {
-                        candidates.insert(r);
+                    Some(ResourceName::KeyRing(r)) => {
+                        candidates.insert(r, Some(res));
                     }
-                    ResourceName::Version(k, _) => {
-                        candidates.insert(&k.ring);
+                    Some(ResourceName::Version(k, _)) => {
+                        if !candidates.contains_key(&k.ring) {
+                            candidates.insert(&k.ring, self.ring_of(None, k));
+                        }
                     }
-                    other => below.push(other),
+                    Some(_) => below.push(res),
+                    None => {}
                 }
             }
         }
         // Bindings above rings: every ring under them (each node once).
-        let mut seen: HashSet<&ResourceName> = HashSet::new();
+        let mut seen: HashSet<u32> = HashSet::new();
         while let Some(node) = below.pop() {
             if !seen.insert(node) {
                 continue;
             }
-            for child in self.children.get(node).into_iter().flatten() {
-                match child {
-                    ResourceName::KeyRing(r) => {
-                        candidates.insert(r);
+            for &child in self.children.get(node as usize).into_iter().flatten() {
+                match self.names.get(child as usize) {
+                    Some(ResourceName::KeyRing(r)) => {
+                        candidates.insert(r, Some(child));
                     }
-                    ResourceName::Organization(_)
-                    | ResourceName::Folder(_)
-                    | ResourceName::Project(_) => below.push(child),
+                    Some(
+                        ResourceName::Organization(_)
+                        | ResourceName::Folder(_)
+                        | ResourceName::Project(_),
+                    ) => below.push(child),
                     _ => {}
                 }
             }
         }
         candidates
             .into_iter()
-            .filter(|r| self.ring_keys.contains_key(*r) && self.sees_key_ring_as(&members, r))
-            .cloned()
+            .filter(|(_, id)| {
+                id.is_some_and(|id| self.has_flag(id, RING) && self.sees_key_ring_at(&members, id))
+            })
+            .map(|(r, _)| r.clone())
             .collect()
     }
 
     /// The keys of a ring the principal sees, sorted by name.
     pub fn visible_keys(&self, principal: &Principal, ring: &KeyRingName) -> Vec<CryptoKeyName> {
+        let Some(ring) = self.id(&ResourceName::KeyRing(ring.clone())) else {
+            return Vec::new();
+        };
         let members = self.membership(principal);
         let mut keys: Vec<CryptoKeyName> = self
             .ring_keys
-            .get(ring)
+            .get(ring as usize)
             .into_iter()
             .flatten()
-            .filter(|k| self.sees_key_as(&members, k))
-            .cloned()
+            .filter(|k| self.sees_key_at(&members, **k))
+            .filter_map(|k| match self.names.get(*k as usize) {
+                Some(ResourceName::CryptoKey(k)) => Some(k.clone()),
+                _ => None,
+            })
             .collect();
         keys.sort();
         keys
@@ -701,24 +828,17 @@ impl Snapshot {
     /// and (nested) groups: "who can decrypt with this key?". Each member is listed once, with
     /// the nearest binding that grants it.
     pub fn who_can(&self, resource: &ResourceName, permission: Permission) -> Vec<Grantee> {
-        let Some(chain) = self.ancestors(resource) else {
+        let Some(chain) = self.chain_of(resource) else {
             return Vec::new();
         };
         let mut found: BTreeMap<Member, Grantee> = BTreeMap::new();
-        for res in &chain {
-            for (role, member) in self.bindings.get(res).into_iter().flatten() {
-                if !self
-                    .roles
-                    .get(&**role)
-                    .is_some_and(|p| p.contains(permission))
-                {
+        for res in chain {
+            for &(role, member) in self.binds_of(res) {
+                if !self.role_perms_of(role).contains(permission) {
                     continue;
                 }
-                let binding = Binding {
-                    resource: res.clone(),
-                    role: role.to_string(),
-                    member: member.clone(),
-                };
+                let binding = self.binding_at(res, role, member);
+                let member = &self.members[member as usize];
                 // Breadth-first through nested groups; `seen` stops cycles.
                 let mut queue: VecDeque<(Member, Vec<String>)> =
                     VecDeque::from([(member.clone(), Vec::new())]);
@@ -766,8 +886,10 @@ impl Snapshot {
             if conflicted(&r) {
                 out.push(r.clone());
             }
-            if let Some(kids) = self.children.get(&r) {
-                stack.extend(kids.iter().cloned());
+            if let Some(id) = self.id(&r) {
+                for &kid in self.children.get(id as usize).into_iter().flatten() {
+                    stack.push(self.names[kid as usize].clone());
+                }
             }
         }
         out.sort();
@@ -776,15 +898,12 @@ impl Snapshot {
 
     /// The bindings attached directly to a resource.
     pub fn bindings_on(&self, resource: &ResourceName) -> Vec<Binding> {
-        self.bindings
-            .get(resource)
-            .into_iter()
-            .flatten()
-            .map(|(role, member)| Binding {
-                resource: resource.clone(),
-                role: role.to_string(),
-                member: member.clone(),
-            })
+        let Some(id) = self.id(resource) else {
+            return Vec::new();
+        };
+        self.binds_of(id)
+            .iter()
+            .map(|&(role, member)| self.binding_at(id, role, member))
             .collect()
     }
 
