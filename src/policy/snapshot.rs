@@ -121,6 +121,71 @@ fn next_id(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(NONE)
 }
 
+/// Writes a string of a name key: its length, then its bytes.
+fn key_str(buf: &mut Vec<u8>, s: &str) {
+    buf.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    buf.extend_from_slice(s.as_bytes());
+}
+
+fn key_ring_body(buf: &mut Vec<u8>, ring: &KeyRingName) {
+    use super::names::RingParent;
+    match &ring.parent {
+        RingParent::Project(p) => {
+            buf.push(0);
+            key_str(buf, p);
+        }
+        RingParent::Organization(o) => {
+            buf.push(1);
+            key_str(buf, o);
+        }
+    }
+    key_str(buf, &ring.id);
+}
+
+/// The key of a key ring's name in `Snapshot::ids` (as [`name_key`] writes it).
+fn ring_key(buf: &mut Vec<u8>, ring: &KeyRingName) {
+    buf.clear();
+    buf.push(3);
+    key_ring_body(buf, ring);
+}
+
+/// The key of a crypto key's name in `Snapshot::ids` (as [`name_key`] writes it).
+fn crypto_key_key(buf: &mut Vec<u8>, key: &CryptoKeyName) {
+    buf.clear();
+    buf.push(4);
+    key_ring_body(buf, &key.ring);
+    key_str(buf, &key.id);
+}
+
+/// The key of a resource name in `Snapshot::ids`: the name as one byte string (a tag per
+/// kind, then each part with its length, so distinct names have distinct keys). Looking a
+/// name up hashes and compares one contiguous string instead of following several heap
+/// strings, which is what a build of a million bindings waits on.
+fn name_key(buf: &mut Vec<u8>, name: &ResourceName) {
+    buf.clear();
+    match name {
+        ResourceName::Organization(o) => {
+            buf.push(0);
+            key_str(buf, o);
+        }
+        ResourceName::Folder(f) => {
+            buf.push(1);
+            key_str(buf, f);
+        }
+        ResourceName::Project(p) => {
+            buf.push(2);
+            key_str(buf, p);
+        }
+        ResourceName::KeyRing(r) => ring_key(buf, r),
+        ResourceName::CryptoKey(k) => crypto_key_key(buf, k),
+        ResourceName::Version(k, v) => {
+            crypto_key_key(buf, k);
+            buf[0] = 5;
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
 /// An immutable view of the hierarchy, roles, groups and bindings.
 ///
 /// Names are interned when the snapshot is built: every resource name the builder saw gets a
@@ -132,8 +197,8 @@ fn next_id(n: usize) -> u32 {
 pub struct Snapshot {
     /// Every resource name the builder saw (nodes, parents, bound resources), by id.
     names: Vec<ResourceName>,
-    /// The id of each name in `names`.
-    ids: Map<ResourceName, u32>,
+    /// The id of each name in `names`, by its key ([`name_key`]).
+    ids: Map<Box<[u8]>, u32>,
     /// `NODE` / `RING` per resource id.
     flags: Vec<u8>,
     /// The parent of each node (`NONE` for none), by resource id.
@@ -194,6 +259,8 @@ pub struct SnapshotBuilder {
     /// The bindings added, as (resource id, role id, member id); grouped by resource in
     /// `build`.
     pending: Vec<(u32, u32, u32)>,
+    /// Room for a name's key while looking it up.
+    scratch: Vec<u8>,
 }
 
 impl SnapshotBuilder {
@@ -211,21 +278,27 @@ impl SnapshotBuilder {
 
     /// The id of a resource name, interning it if new.
     fn resource_id(&mut self, name: ResourceName) -> u32 {
-        use std::collections::hash_map::Entry;
+        let mut buf = std::mem::take(&mut self.scratch);
+        name_key(&mut buf, &name);
+        let id = self.intern_key(&buf, || name);
+        self.scratch = buf;
+        id
+    }
+
+    /// The id of the name whose key is `key`, interning `name()` if new.
+    fn intern_key(&mut self, key: &[u8], name: impl FnOnce() -> ResourceName) -> u32 {
         let s = &mut self.snap;
-        match s.ids.entry(name) {
-            Entry::Occupied(e) => *e.get(),
-            Entry::Vacant(v) => {
-                let id = next_id(s.names.len());
-                s.names.push(v.key().clone());
-                v.insert(id);
-                s.flags.push(0);
-                s.parent.push(NONE);
-                s.children.push(Vec::new());
-                s.ring_keys.push(Vec::new());
-                id
-            }
+        if let Some(id) = s.ids.get(key) {
+            return *id;
         }
+        let id = next_id(s.names.len());
+        s.ids.insert(key.into(), id);
+        s.names.push(name());
+        s.flags.push(0);
+        s.parent.push(NONE);
+        s.children.push(Vec::new());
+        s.ring_keys.push(Vec::new());
+        id
     }
 
     /// The id of a member, interning it if new.
@@ -300,8 +373,12 @@ impl SnapshotBuilder {
 
     /// Adds a crypto key.
     pub fn crypto_key(&mut self, key: CryptoKeyName) -> &mut Self {
-        let ring = self.resource_id(ResourceName::KeyRing(key.ring.clone()));
-        let id = self.resource_id(ResourceName::CryptoKey(key));
+        let mut buf = std::mem::take(&mut self.scratch);
+        ring_key(&mut buf, &key.ring);
+        let ring = self.intern_key(&buf, || ResourceName::KeyRing(key.ring.clone()));
+        crypto_key_key(&mut buf, &key);
+        let id = self.intern_key(&buf, || ResourceName::CryptoKey(key));
+        self.scratch = buf;
         let s = &mut self.snap;
         s.flags[ring as usize] |= RING;
         s.ring_keys[ring as usize].push(id);
@@ -458,13 +535,27 @@ impl ResourceName {
 impl Snapshot {
     /// The id of a resource name exactly as given.
     fn id(&self, resource: &ResourceName) -> Option<u32> {
-        self.ids.get(resource).copied()
+        let mut buf = Vec::with_capacity(64);
+        name_key(&mut buf, resource);
+        self.ids.get(&buf[..]).copied()
+    }
+
+    fn key_id(&self, key: &CryptoKeyName) -> Option<u32> {
+        let mut buf = Vec::with_capacity(64);
+        crypto_key_key(&mut buf, key);
+        self.ids.get(&buf[..]).copied()
+    }
+
+    fn ring_id(&self, ring: &KeyRingName) -> Option<u32> {
+        let mut buf = Vec::with_capacity(48);
+        ring_key(&mut buf, ring);
+        self.ids.get(&buf[..]).copied()
     }
 
     /// The id decisions start from: a version's key, otherwise the resource itself.
     fn start_id(&self, resource: &ResourceName) -> Option<u32> {
         match resource {
-            ResourceName::Version(k, _) => self.id(&ResourceName::CryptoKey(k.clone())),
+            ResourceName::Version(k, _) => self.key_id(k),
             r => self.id(r),
         }
     }
@@ -698,7 +789,7 @@ impl Snapshot {
     /// Does the principal see this key (design §4): any `kms.*` resource permission on it,
     /// direct or inherited (which covers `kms.cryptoKeys.list` on its ring).
     pub fn sees_key(&self, principal: &Principal, key: &CryptoKeyName) -> bool {
-        self.id(&ResourceName::CryptoKey(key.clone()))
+        self.key_id(key)
             .is_some_and(|id| self.sees_key_at(&self.membership(principal), id))
     }
 
@@ -722,7 +813,7 @@ impl Snapshot {
     /// Does the principal see this key ring's token: a `kms.*` permission on the ring or any
     /// visible key in it.
     pub fn sees_key_ring(&self, principal: &Principal, ring: &KeyRingName) -> bool {
-        self.id(&ResourceName::KeyRing(ring.clone()))
+        self.ring_id(ring)
             .is_some_and(|id| self.sees_key_ring_at(&self.membership(principal), id))
     }
 
@@ -737,7 +828,7 @@ impl Snapshot {
                 return Some(p);
             }
         }
-        self.id(&ResourceName::KeyRing(key.ring.clone()))
+        self.ring_id(&key.ring)
     }
 
     /// Every key ring whose token the principal sees, sorted by name.
@@ -805,7 +896,7 @@ impl Snapshot {
 
     /// The keys of a ring the principal sees, sorted by name.
     pub fn visible_keys(&self, principal: &Principal, ring: &KeyRingName) -> Vec<CryptoKeyName> {
-        let Some(ring) = self.id(&ResourceName::KeyRing(ring.clone())) else {
+        let Some(ring) = self.ring_id(ring) else {
             return Vec::new();
         };
         let members = self.membership(principal);
