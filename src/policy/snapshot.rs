@@ -121,10 +121,97 @@ fn next_id(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(NONE)
 }
 
-/// Writes a string of a name key: its length, then its bytes.
+/// Writes a string of a name key: its length (one byte below 255, else 255 and eight
+/// bytes), then its bytes.
 fn key_str(buf: &mut Vec<u8>, s: &str) {
-    buf.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    match u8::try_from(s.len()) {
+        Ok(n) if n < u8::MAX => buf.push(n),
+        _ => {
+            buf.push(u8::MAX);
+            buf.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        }
+    }
     buf.extend_from_slice(s.as_bytes());
+}
+
+/// The key of a member in `Snapshot::member_ids` (a tag, then the name or number).
+fn member_key(buf: &mut Vec<u8>, member: &Member) {
+    buf.clear();
+    match member {
+        Member::User(u) => {
+            buf.push(0);
+            key_str(buf, u);
+        }
+        Member::ServiceAccount(s) => {
+            buf.push(1);
+            key_str(buf, s);
+        }
+        Member::Group(g) => {
+            buf.push(2);
+            key_str(buf, g);
+        }
+        Member::UnixUid(u) => {
+            buf.push(3);
+            buf.extend_from_slice(&u.to_le_bytes());
+        }
+        Member::UnixGid(g) => {
+            buf.push(4);
+            buf.extend_from_slice(&g.to_le_bytes());
+        }
+        Member::AllAuthenticated => buf.push(5),
+        Member::Anonymous => buf.push(6),
+    }
+}
+
+/// How many bytes of a key [`NameKey`] keeps inline.
+const INLINE: usize = 30;
+
+/// A name's key as the snapshot's indexes store it: short keys (nearly all) inline, so a
+/// lookup reads the table's slot and no other memory.
+#[derive(Debug, Clone)]
+enum NameKey {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<[u8]>),
+}
+
+impl NameKey {
+    fn new(key: &[u8]) -> NameKey {
+        match u8::try_from(key.len()) {
+            Ok(len) if key.len() <= INLINE => {
+                let mut bytes = [0; INLINE];
+                bytes[..key.len()].copy_from_slice(key);
+                NameKey::Inline { len, bytes }
+            }
+            _ => NameKey::Heap(key.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            NameKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            NameKey::Heap(b) => b,
+        }
+    }
+}
+
+impl PartialEq for NameKey {
+    fn eq(&self, other: &NameKey) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for NameKey {}
+
+impl std::hash::Hash for NameKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for NameKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
 }
 
 fn key_ring_body(buf: &mut Vec<u8>, ring: &KeyRingName) {
@@ -198,7 +285,7 @@ pub struct Snapshot {
     /// Every resource name the builder saw (nodes, parents, bound resources), by id.
     names: Vec<ResourceName>,
     /// The id of each name in `names`, by its key ([`name_key`]).
-    ids: Map<Box<[u8]>, u32>,
+    ids: Map<NameKey, u32>,
     /// `NODE` / `RING` per resource id.
     flags: Vec<u8>,
     /// The parent of each node (`NONE` for none), by resource id.
@@ -219,8 +306,8 @@ pub struct Snapshot {
     role_perms: Vec<PermSet>,
     /// Every member named by a binding or a group membership, by id.
     members: Vec<Member>,
-    /// The id of each member in `members`.
-    member_ids: Map<Member, u32>,
+    /// The id of each member in `members`, by its key ([`member_key`]).
+    member_ids: Map<NameKey, u32>,
     /// Direct members of each group.
     group_members: Map<String, BTreeSet<Member>>,
     /// The groups each member is directly in.
@@ -292,7 +379,7 @@ impl SnapshotBuilder {
             return *id;
         }
         let id = next_id(s.names.len());
-        s.ids.insert(key.into(), id);
+        s.ids.insert(NameKey::new(key), id);
         s.names.push(name());
         s.flags.push(0);
         s.parent.push(NONE);
@@ -303,17 +390,20 @@ impl SnapshotBuilder {
 
     /// The id of a member, interning it if new.
     fn member_id(&mut self, member: Member) -> u32 {
-        use std::collections::hash_map::Entry;
+        let mut buf = std::mem::take(&mut self.scratch);
+        member_key(&mut buf, &member);
         let s = &mut self.snap;
-        match s.member_ids.entry(member) {
-            Entry::Occupied(e) => *e.get(),
-            Entry::Vacant(v) => {
+        let id = match s.member_ids.get(&buf[..]) {
+            Some(id) => *id,
+            None => {
                 let id = next_id(s.members.len());
-                s.members.push(v.key().clone());
-                v.insert(id);
+                s.member_ids.insert(NameKey::new(&buf), id);
+                s.members.push(member);
                 id
             }
-        }
+        };
+        self.scratch = buf;
+        id
     }
 
     /// The id of a role name, interning it if new.
@@ -638,8 +728,10 @@ impl Snapshot {
 
     fn membership(&self, principal: &Principal) -> Membership {
         let mut ids = Vec::with_capacity(8);
+        let mut buf = Vec::with_capacity(48);
         let mut add = |m: &Member| {
-            if let Some(&id) = self.member_ids.get(m) {
+            member_key(&mut buf, m);
+            if let Some(&id) = self.member_ids.get(&buf[..]) {
                 ids.push(id);
                 if let Some(gs) = self.group_closure.get(id as usize) {
                     ids.extend_from_slice(gs);
