@@ -940,17 +940,17 @@ impl Snapshot {
                 };
                 match self.names.get(res as usize) {
                     Some(ResourceName::CryptoKey(k)) => {
-                        if !candidates.contains_key(&k.ring) {
-                            candidates.insert(&k.ring, self.ring_of(Some(res), k));
-                        }
+                        candidates
+                            .entry(&k.ring)
+                            .or_insert_with(|| self.ring_of(Some(res), k));
                     }
                     Some(ResourceName::KeyRing(r)) => {
                         candidates.insert(r, Some(res));
                     }
                     Some(ResourceName::Version(k, _)) => {
-                        if !candidates.contains_key(&k.ring) {
-                            candidates.insert(&k.ring, self.ring_of(None, k));
-                        }
+                        candidates
+                            .entry(&k.ring)
+                            .or_insert_with(|| self.ring_of(None, k));
                     }
                     Some(_) => below.push(res),
                     None => {}
