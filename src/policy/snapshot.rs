@@ -1095,3 +1095,62 @@ impl Snapshot {
         self.group_members.get(group)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::names::RingParent;
+
+    fn ring(project: &str, id: &str) -> KeyRingName {
+        KeyRingName {
+            parent: RingParent::Project(project.into()),
+            id: id.into(),
+        }
+    }
+
+    /// The interned keys keep names apart whose parts concatenate alike, and long names
+    /// (kept out of line, with long lengths) decide as short ones do.
+    #[test]
+    fn interned_names_stay_distinct() {
+        let long = "p".repeat(300);
+        let mut b = SnapshotBuilder::new();
+        b.organization("o");
+        for p in ["ab", "a", &long] {
+            b.project(p, ResourceName::Organization("o".into()));
+        }
+        b.key_ring(ring("ab", "c"));
+        b.key_ring(ring("a", "bc"));
+        b.key_ring(ring(&long, "c"));
+        let alice = Member::User("alice@example.com".into());
+        let bob = Member::User("bob@example.com".into());
+        b.binding(
+            ResourceName::KeyRing(ring("ab", "c")),
+            "roles/kms.viewer",
+            alice.clone(),
+        );
+        b.binding(
+            ResourceName::KeyRing(ring(&long, "c")),
+            "roles/kms.viewer",
+            bob.clone(),
+        );
+        let snap = b.build();
+        let (a, bb) = (Principal::new(alice), Principal::new(bob));
+        assert!(snap.sees_key_ring(&a, &ring("ab", "c")));
+        assert!(!snap.sees_key_ring(&a, &ring("a", "bc")));
+        assert!(!snap.sees_key_ring(&bb, &ring("ab", "c")));
+        assert!(snap.sees_key_ring(&bb, &ring(&long, "c")));
+        assert_eq!(snap.visible_key_rings(&a), vec![ring("ab", "c")]);
+        assert_eq!(snap.visible_key_rings(&bb), vec![ring(&long, "c")]);
+        assert!(snap
+            .bindings_on(&ResourceName::KeyRing(ring("a", "bc")))
+            .is_empty());
+        assert_eq!(
+            snap.ancestors(&ResourceName::KeyRing(ring(&long, "c"))),
+            Some(vec![
+                ResourceName::KeyRing(ring(&long, "c")),
+                ResourceName::Project(long.clone()),
+                ResourceName::Organization("o".into()),
+            ])
+        );
+    }
+}
