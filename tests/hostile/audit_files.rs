@@ -1,0 +1,1 @@
+//! Attacks: audit_files (design §9).

@@ -1,0 +1,1 @@
+//! Attacks: crypto (design §9).

@@ -1,0 +1,1 @@
+//! Attacks: existence (design §9).

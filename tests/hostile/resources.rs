@@ -1,0 +1,1 @@
+//! Attacks: resources (design §9).

@@ -1,0 +1,1 @@
+//! Attacks: squatting (design §9).
