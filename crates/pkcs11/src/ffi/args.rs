@@ -268,9 +268,10 @@ pub(super) unsafe fn init_args(p: *const c_void) -> Result<Option<InitArgs>, Err
     let reserved = if a.pReserved.is_null() {
         None
     } else {
-        // SAFETY: a NUL-terminated string per the contract; read at most MAX_RESERVED
-        // bytes looking for the NUL.
-        let bytes = unsafe { c_string(a.pReserved as *const u8, MAX_RESERVED)? };
+        // The spec wants pReserved NULL; design §4 lets it carry a settings string (NSS
+        // `parameters=`, p11-kit `x-init-reserved:`). Anything else must not crash the host,
+        // so it is read through the kernel, which answers EFAULT instead of a SIGSEGV.
+        let bytes = probe_c_string(a.pReserved as *const u8, MAX_RESERVED)?;
         Some(String::from_utf8(bytes).map_err(|_| Error::ArgumentsBad("pReserved is not UTF-8"))?)
     };
     Ok(Some(InitArgs {
@@ -278,6 +279,65 @@ pub(super) unsafe fn init_args(p: *const c_void) -> Result<Option<InitArgs>, Err
         os_locking_ok: a.flags & CKF_OS_LOCKING_OK != 0,
         reserved,
     }))
+}
+
+/// The bytes of the NUL-terminated string at `p` (without the NUL), at most `max` bytes,
+/// read without ever touching unreadable memory: each piece (never crossing a page) is
+/// written by the kernel from `p` into a pipe and read back; a piece the kernel cannot read
+/// (an unmapped or `PROT_NONE` page, a small integer cast to a pointer) is `EFAULT`, answered
+/// with `CKR_ARGUMENTS_BAD`. No signal handler (the JVM owns SIGSEGV) and no
+/// `process_vm_readv` (seccomp filters block it); `pipe2`, `write` and `read` are allowed
+/// everywhere.
+fn probe_c_string(p: *const u8, max: usize) -> Result<Vec<u8>, Error> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const UNREADABLE: Error = Error::ArgumentsBad("pReserved is not a readable string");
+    // SAFETY: sysconf has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+        .ok()
+        .filter(|p| *p > 0)
+        .unwrap_or(4096);
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds is an array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Error::ArgumentsBad("pReserved cannot be read (no pipe)"));
+    }
+    // SAFETY: pipe2 succeeded: both are open descriptors owned by nobody else.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let mut out = Vec::new();
+    let mut piece = vec![0u8; page];
+    let start = p as usize;
+    while out.len() < max {
+        let at = start.checked_add(out.len()).ok_or(UNREADABLE)?;
+        // Up to the end of this page (a page is readable whole or not at all), and max.
+        let want = (page - at % page).min(max - out.len());
+        // SAFETY: write(2) only reads `want` bytes at `at` in the kernel, which checks the
+        // address and answers EFAULT if it is not readable; nothing is dereferenced here.
+        let n = unsafe { libc::write(wr.as_raw_fd(), at as *const libc::c_void, want) };
+        let n = match usize::try_from(n) {
+            Ok(n) if n > 0 => n,
+            _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {
+                continue
+            }
+            _ => return Err(UNREADABLE),
+        };
+        let mut got = 0;
+        while got < n {
+            // SAFETY: piece has room for n <= page bytes from offset got.
+            let r =
+                unsafe { libc::read(rd.as_raw_fd(), piece[got..].as_mut_ptr().cast(), n - got) };
+            match usize::try_from(r) {
+                Ok(r) if r > 0 => got += r,
+                _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+                _ => return Err(UNREADABLE),
+            }
+        }
+        if let Some(end) = piece[..n].iter().position(|b| *b == 0) {
+            out.extend_from_slice(&piece[..end]);
+            return Ok(out);
+        }
+        out.extend_from_slice(&piece[..n]);
+    }
+    Err(Error::ArgumentsBad("string too long or not NUL-terminated"))
 }
 
 /// The bytes of the NUL-terminated string at `p` (without the NUL), at most `max` bytes.

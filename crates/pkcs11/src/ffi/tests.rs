@@ -994,3 +994,101 @@ fn a_forked_child_must_initialise_again() {
     assert_eq!(unsafe { f.C_GetInfo.unwrap()(&mut info) }, CKR_OK);
     assert_eq!(finalize(), CKR_OK);
 }
+
+/// Runs `f` in a forked child and returns its exit status (`Err(signal)` if it was killed):
+/// a crash of the module fails the test instead of killing the test harness.
+fn in_child(f: impl FnOnce() -> i32) -> Result<i32, i32> {
+    // SAFETY: fork in a test process; the child only calls the module and _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = f();
+        // SAFETY: _exit ends the child without running the test harness.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    if libc::WIFSIGNALED(status) {
+        Err(libc::WTERMSIG(status))
+    } else {
+        Ok(libc::WEXITSTATUS(status))
+    }
+}
+
+/// `C_Initialize` with a `pReserved` that is no string (issue 14, bug 1): 1, a pointer to an
+/// unmapped page, a `PROT_NONE` page and a string running into one: `CKR_ARGUMENTS_BAD`, no
+/// crash; the module is not initialised after any of them.
+#[test]
+fn initialize_with_an_unreadable_p_reserved_is_arguments_bad() {
+    let _g = STATE_LOCK.lock();
+    env();
+    let page = 4096usize;
+    // Two pages: the first readable with a string without a NUL up to its end, the second
+    // PROT_NONE; and a third mapped then unmapped.
+    // SAFETY: anonymous private mappings of our own; nothing else refers to them.
+    let (base, gone) = unsafe {
+        let base = libc::mmap(
+            null_mut(),
+            2 * page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(base, libc::MAP_FAILED);
+        std::ptr::write_bytes(base.cast::<u8>(), b'a', page);
+        assert_eq!(
+            libc::mprotect(base.cast::<u8>().add(page).cast(), page, libc::PROT_NONE),
+            0
+        );
+        let gone = libc::mmap(
+            null_mut(),
+            page,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(gone, libc::MAP_FAILED);
+        assert_eq!(libc::munmap(gone, page), 0);
+        (base.cast::<u8>(), gone.cast::<u8>())
+    };
+    let bad: [(&str, *mut u8); 4] = [
+        ("1", std::ptr::dangling_mut::<u8>()),
+        ("an unmapped page", gone),
+        // SAFETY: within our two-page mapping.
+        ("a PROT_NONE page", unsafe { base.add(page) }),
+        ("a string running into a PROT_NONE page", base),
+    ];
+    let f = list();
+    for (what, p) in bad {
+        let got = in_child(|| {
+            let mut args = CK_C_INITIALIZE_ARGS {
+                flags: CKF_OS_LOCKING_OK,
+                pReserved: p.cast(),
+                ..Default::default()
+            };
+            // SAFETY: valid CK_C_INITIALIZE_ARGS; pReserved is what is under test.
+            let rv = unsafe { f.C_Initialize.unwrap()(&mut args as *mut _ as CK_VOID_PTR) };
+            let mut info = CK_INFO::default();
+            // SAFETY: valid out pointer.
+            let after = unsafe { f.C_GetInfo.unwrap()(&mut info) };
+            match (rv, after) {
+                (CKR_ARGUMENTS_BAD, CKR_CRYPTOKI_NOT_INITIALIZED) => 0,
+                (CKR_ARGUMENTS_BAD, _) => 2,
+                _ => 1,
+            }
+        });
+        assert_eq!(
+            got,
+            Ok(0),
+            "pReserved = {what}: Ok(1) wrong code, Ok(2) initialised anyway, Err(n) killed by signal n"
+        );
+    }
+    // SAFETY: our own mapping.
+    unsafe { libc::munmap(base.cast(), 2 * page) };
+    // A pReserved that is a string but not key=value settings.
+    assert_eq!(init_with(Some("not settings")), CKR_ARGUMENTS_BAD);
+    assert_eq!(init_with(Some("\u{1}\u{2}")), CKR_ARGUMENTS_BAD);
+}
