@@ -151,6 +151,9 @@ enum Command {
     /// Is keywardd up? Its token, and (with kms.auditLogs.read) counts and the audit head;
     /// exit 1 if the daemon is down
     Status,
+    /// The store file itself (needs --db: the file's permissions are the gate)
+    #[command(subcommand)]
+    Store(StoreCmd),
     /// Print a shell completion script: `source <(keywardctl completions bash)`
     Completions {
         /// The shell
@@ -830,6 +833,13 @@ enum SaKeyCmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum StoreCmd {
+    /// SQLite's full integrity check (reads the whole file, so it is not run at every open);
+    /// exit 0 if the store is sound, 1 with SQLite's findings if not
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
 enum AuditCmd {
     /// Show the newest records
     Tail {
@@ -961,6 +971,7 @@ fn to_request(cmd: Command) -> Result<AdminRequest, String> {
             return Err("the crypto commands go to the client socket, not the admin".into())
         }
         Command::Completions { .. } => return Err("completions are made locally".into()),
+        Command::Store(_) => return Err("store commands read the file given with --db".into()),
         Command::Status => R::Status,
         Command::Init { org, admin } => R::Init {
             org: org_id(&org),
@@ -1649,6 +1660,7 @@ fn main() -> ExitCode {
         }
         Command::Completions { shell } => return completions(shell),
         Command::Status => return status(&global),
+        Command::Store(StoreCmd::Check) => return store_check(&global),
         Command::Key(KeyCmd::WrapForImport {
             import_job,
             public_key_file,
@@ -1717,6 +1729,46 @@ fn completions(shell: clap_complete::Shell) -> ExitCode {
             eprintln!("error: cannot write the completion script: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// `keywardctl --db PATH store check`: `PRAGMA integrity_check` on the store file, which may be
+/// held by a running keywardd (the check only reads; WAL lets it read beside the daemon).
+fn store_check(global: &Global) -> ExitCode {
+    let Some(db) = global.db.as_deref() else {
+        eprintln!("error: store check reads the store file: give --db PATH");
+        return ExitCode::from(2);
+    };
+    if !db.is_file() {
+        eprintln!("error: no store at {}", db.display());
+        return ExitCode::from(1);
+    }
+    let findings = match keyward::store::Store::open(db).and_then(|s| s.check()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: cannot check {}: {e}", db.display());
+            return ExitCode::from(1);
+        }
+    };
+    if global.json {
+        let doc = serde_json::json!({"ok": findings.is_empty(), "findings": findings});
+        println!("{doc}");
+    } else if findings.is_empty() {
+        println!("ok: {} passed SQLite's integrity check", db.display());
+    } else {
+        for f in &findings {
+            println!("{f}");
+        }
+        eprintln!(
+            "error: {} failed SQLite's integrity check ({} finding(s)); restore it from a backup",
+            db.display(),
+            findings.len()
+        );
+    }
+    if findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

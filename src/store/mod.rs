@@ -67,14 +67,26 @@ impl Store {
             )));
         }
         conn.execute_batch("PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;")?;
-        let quick: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
-        if quick != "ok" {
-            return Err(StoreError::Corrupt(format!(
-                "integrity check failed: {quick}"
-            )));
-        }
+        // No integrity check here: it reads the whole file, so every open (keywardd's start,
+        // each `keywardctl --db`) would grow with the audit log. `Store::check` runs it on
+        // demand (`keywardctl store check`); SQLite reports corruption it meets as it goes.
         migrate(&mut conn)?;
         Ok(Store { conn })
+    }
+
+    /// SQLite's full integrity check (`PRAGMA integrity_check`: every page, index and
+    /// constraint; O(file size)). `Ok(vec![])` when the store is sound, else SQLite's findings
+    /// (at most 100).
+    pub fn check(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("PRAGMA integrity_check(100)")?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<std::result::Result<Vec<String>, _>>()?;
+        Ok(if rows.len() == 1 && rows[0] == "ok" {
+            Vec::new()
+        } else {
+            rows
+        })
     }
 
     /// An in-memory store (tests).

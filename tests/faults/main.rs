@@ -1,0 +1,8 @@
+//! The fault suite: keywardd against a real SoftHSM2 token, broken the way an operator would
+//! break it. One binary (cargo does not discover `tests/faults/*.rs` on its own); one module
+//! per kind of fault.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod startup;
