@@ -70,7 +70,10 @@ fn store_check_runs_the_full_integrity_check_on_demand() {
     let json = env.offline(&["--json", "store", "check"]);
     json.ok();
     assert_eq!(json.json()["ok"], true, "{json:#?}");
-    assert!(env.signal_and_wait("TERM").success(), "keywardd did not stop cleanly");
+    assert!(
+        env.signal_and_wait("TERM").success(),
+        "keywardd did not stop cleanly"
+    );
     // An index whose definition no longer matches its entries: rows "missing from index".
     let out = std::process::Command::new("sqlite3")
         .arg(&env.db)

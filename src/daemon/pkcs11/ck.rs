@@ -102,6 +102,8 @@ pub const CKM_AES_CBC_PAD: u64 = 0x1085;
 pub const CKM_AES_CTR: u64 = 0x1086;
 pub const CKM_AES_GCM: u64 = 0x1087;
 pub const CKM_RSA_AES_KEY_WRAP: u64 = 0x1054;
+pub const CKM_AES_KEY_WRAP: u64 = 0x2109;
+pub const CKM_AES_KEY_WRAP_PAD: u64 = 0x210A;
 
 // MGFs.
 pub const CKG_MGF1_SHA1: u64 = 0x1;
@@ -122,6 +124,7 @@ pub const CKF_DECRYPT: u64 = 0x200;
 pub const CKF_DIGEST: u64 = 0x400;
 pub const CKF_SIGN: u64 = 0x800;
 pub const CKF_VERIFY: u64 = 0x2000;
+pub const CKF_WRAP: u64 = 0x20000;
 pub const CKF_UNWRAP: u64 = 0x40000;
 pub const CKF_GENERATE: u64 = 0x8000;
 pub const CKF_GENERATE_KEY_PAIR: u64 = 0x1_0000;

@@ -25,8 +25,6 @@ use keyward_token::{OaepHash, WrapMechanism};
 use keyward_wire::pkcs11::{Blob, MechParams, Mechanism, ObjectHandle, Pkcs11Response, SessionId};
 
 const ACTION: &str = "C_WrapKey";
-const CKM_AES_KEY_WRAP: u64 = 0x2109;
-const CKM_AES_KEY_WRAP_PAD: u64 = 0x210A;
 const CKR_KEY_NOT_WRAPPABLE: u64 = 0x69;
 const CKR_KEY_UNEXTRACTABLE: u64 = 0x6A;
 const CKR_WRAPPING_KEY_HANDLE_INVALID: u64 = 0x113;

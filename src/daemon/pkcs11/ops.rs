@@ -195,6 +195,15 @@ pub fn served(token: &Token) -> Vec<u64> {
     if has(MechanismType::SHA256_HMAC) {
         out.push(CKM_SHA256_HMAC);
     }
+    // C_WrapKey of exportable keys (design §4, export.rs).
+    for (m, ty) in [
+        (MechanismType::AES_KEY_WRAP, CKM_AES_KEY_WRAP),
+        (MechanismType::AES_KEY_WRAP_PAD, CKM_AES_KEY_WRAP_PAD),
+    ] {
+        if has(m) {
+            out.push(ty);
+        }
+    }
     // BYOK (design §5): C_UnwrapKey with an import job's key, composed in the token from
     // OAEP-SHA1 and AES-KWP (keyward_token::import).
     if has(MechanismType::RSA_PKCS_OAEP)
@@ -233,7 +242,14 @@ pub fn info(mechanism: u64) -> Option<MechanismInfo> {
         | CKM_SHA512_RSA_PKCS
         | CKM_RSA_PKCS_PSS
         | CKM_SHA256_RSA_PKCS_PSS => i(2048, 4096, CKF_SIGN | CKF_VERIFY),
-        CKM_RSA_PKCS_OAEP => i(2048, 4096, CKF_ENCRYPT | CKF_DECRYPT),
+        // Wrap: export to an RSA public key; unwrap: BYOK with an import job's key (§5).
+        CKM_RSA_PKCS_OAEP => i(
+            2048,
+            4096,
+            CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP | CKF_UNWRAP,
+        ),
+        // Export only: a Keyward AES key does not unwrap (yet).
+        CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_PAD => i(16, 32, CKF_WRAP),
         CKM_AES_GCM | CKM_AES_CBC_PAD | CKM_AES_CBC | CKM_AES_ECB | CKM_AES_CTR => {
             i(16, 32, CKF_ENCRYPT | CKF_DECRYPT)
         }
