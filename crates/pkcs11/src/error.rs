@@ -78,6 +78,9 @@ pub enum Error {
     /// C_Login(CKU_SO) while a read-only session is open on the token.
     #[error("a read-only session exists")]
     SessionReadOnlyExists,
+    /// C_OpenSession of a read-only session while the SO is logged in on the token.
+    #[error("the SO is logged in: only read-write sessions open")]
+    SessionReadWriteSoExists,
     /// C_OpenSession without `CKF_SERIAL_SESSION`.
     #[error("sessions must be serial")]
     SessionParallelNotSupported,
@@ -125,6 +128,7 @@ impl From<Error> for CK_RV {
             Error::UserNotLoggedIn => sys::CKR_USER_NOT_LOGGED_IN,
             Error::UserTypeInvalid(_) => sys::CKR_USER_TYPE_INVALID,
             Error::SessionReadOnlyExists => sys::CKR_SESSION_READ_ONLY_EXISTS,
+            Error::SessionReadWriteSoExists => sys::CKR_SESSION_READ_WRITE_SO_EXISTS,
             Error::SessionParallelNotSupported => sys::CKR_SESSION_PARALLEL_NOT_SUPPORTED,
             Error::FunctionNotSupported => sys::CKR_FUNCTION_NOT_SUPPORTED,
             Error::FunctionNotParallel => sys::CKR_FUNCTION_NOT_PARALLEL,

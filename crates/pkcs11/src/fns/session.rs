@@ -13,7 +13,19 @@ pub fn open_session(slot: u64, flags: u64) -> Result<u64, Error> {
     if flags & sys::CKF_SERIAL_SESSION == 0 {
         return Err(Error::SessionParallelNotSupported);
     }
-    inst.open_session(id, flags & sys::CKF_RW_SESSION != 0)
+    let read_write = flags & sys::CKF_RW_SESSION != 0;
+    // 3.0 §5.6: an SO has only read-write sessions (C_Login(CKU_SO) is refused while a
+    // read-only one exists, and a read-only one does not open while the SO is logged in).
+    if !read_write
+        && inst
+            .logins
+            .lock()
+            .get(&id)
+            .is_some_and(|l| l.user == UserType::So)
+    {
+        return Err(Error::SessionReadWriteSoExists);
+    }
+    inst.open_session(id, read_write)
 }
 
 /// C_CloseSession. The session is forgotten locally whatever keywardd answers; one that
