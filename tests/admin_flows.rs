@@ -233,10 +233,12 @@ fn nested_groups_and_unbinding() {
     w.admin(R::GroupAddMember {
         group: "outer".into(),
         member: "group:inner".into(),
+        allow_sod_violation: false,
     });
     w.admin(R::GroupAddMember {
         group: "inner".into(),
         member: "user:carol@acme.example".into(),
+        allow_sod_violation: false,
     });
     // A cycle is refused.
     let e = w
@@ -245,6 +247,7 @@ fn nested_groups_and_unbinding() {
             R::GroupAddMember {
                 group: "inner".into(),
                 member: "group:outer".into(),
+                allow_sod_violation: false,
             },
         )
         .unwrap_err();
@@ -277,6 +280,7 @@ fn nested_groups_and_unbinding() {
     w.admin(R::GroupAddMember {
         group: "inner".into(),
         member: "user:carol@acme.example".into(),
+        allow_sod_violation: false,
     });
     assert!(w.can("user:carol@acme.example", DEC, &key));
     // Unbinding takes effect in the next snapshot.
@@ -524,6 +528,7 @@ fn admin_rights_are_checked_for_real() {
         R::IamMapUid {
             uid: 1000,
             member: viewer.into(),
+            allow_sod_violation: false,
         },
         R::AuditTail { count: 5 },
         R::OrgSetSod {
@@ -802,6 +807,7 @@ fn bad_input_gives_clear_errors_and_changes_nothing() {
             R::GroupAddMember {
                 group: "nope".into(),
                 member: "user:a@b.c".into(),
+                allow_sod_violation: false,
             },
             "does not exist",
         ),
@@ -839,6 +845,7 @@ fn bad_input_gives_clear_errors_and_changes_nothing() {
             R::IamMapUid {
                 uid: 5,
                 member: "group:ops".into(),
+                allow_sod_violation: false,
             },
             "maps to a user: or serviceAccount:",
         ),

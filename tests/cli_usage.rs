@@ -15,7 +15,7 @@ const TREE: &[(&str, &[&str])] = &[
     ("folder", &["create", "list", "get", "delete"]),
     ("project", &["create", "list", "get", "delete"]),
     ("keyring", &["create", "list", "get", "delete", "update"]),
-    ("role", &["list", "describe", "create", "delete"]),
+    ("role", &["list", "describe", "create", "update", "delete"]),
     (
         "iam",
         &[
@@ -25,6 +25,7 @@ const TREE: &[(&str, &[&str])] = &[
             "test",
             "explain",
             "who-can",
+            "sod-report",
             "map-uid",
             "unmap-uid",
             "mappings",

@@ -5,7 +5,7 @@ use super::iam::check_member_exists;
 use super::render::{done, table, time};
 use super::{bare_project, parse_member, Ctx, Failure, Res};
 use crate::policy::names::{check_id, check_sa_id};
-use crate::policy::{Member, Permission as P, ResourceName};
+use crate::policy::{Member, Permission as P, Principal, ResourceName};
 use crate::store::{iam as siam, resources};
 use keyward_wire::admin::AdminResponse;
 use serde_json::json;
@@ -80,7 +80,12 @@ pub fn group_delete(ctx: &mut Ctx<'_>, g: &str) -> Res<AdminResponse> {
     ))
 }
 
-pub fn group_add(ctx: &mut Ctx<'_>, g: &str, member: &str) -> Res<AdminResponse> {
+pub fn group_add(
+    ctx: &mut Ctx<'_>,
+    g: &str,
+    member: &str,
+    allow_sod_violation: bool,
+) -> Res<AdminResponse> {
     let member = parse_member(member)?;
     ctx.require_global(P::GroupsUpdate)?;
     let name = existing_group(ctx, g)?;
@@ -101,10 +106,27 @@ pub fn group_add(ctx: &mut Ctx<'_>, g: &str, member: &str) -> Res<AdminResponse>
             json!({"changed": false}),
         ));
     }
-    Ok(done(
+    // Separation of duties over effective permissions: the member, and everyone inside it
+    // when it is a group, now holds what the group (and the groups containing it) holds.
+    let after = crate::store::build_snapshot(ctx.tx)?;
+    let actors = super::iam::SodActor::reached_by(&after, &member);
+    let warnings = super::iam::sod_check(
+        ctx,
+        &after,
+        &actors,
+        &after.organizations(),
+        allow_sod_violation,
+        "group.addMember.sodViolation",
+        &format!("{member} added to group:{name}"),
+        "add a different member",
+    )?;
+    let mut resp = done(
         format!("added {member} to group:{name}"),
-        json!({"group": name, "member": member.to_string(), "changed": true}),
-    ))
+        json!({"group": name, "member": member.to_string(), "changed": true,
+               "warnings": warnings}),
+    );
+    resp.warnings = warnings;
+    Ok(resp)
 }
 
 pub fn group_remove(ctx: &mut Ctx<'_>, g: &str, member: &str) -> Res<AdminResponse> {
@@ -297,7 +319,12 @@ pub fn sa_key_revoke(ctx: &mut Ctx<'_>, account: &str, key_id: &str) -> Res<Admi
     ))
 }
 
-pub fn map_uid(ctx: &mut Ctx<'_>, uid: u32, member: &str) -> Res<AdminResponse> {
+pub fn map_uid(
+    ctx: &mut Ctx<'_>,
+    uid: u32,
+    member: &str,
+    allow_sod_violation: bool,
+) -> Res<AdminResponse> {
     let member = parse_member(member)?;
     if !matches!(member, Member::User(_) | Member::ServiceAccount(_)) {
         return Err(Failure::Invalid(format!(
@@ -307,11 +334,31 @@ pub fn map_uid(ctx: &mut Ctx<'_>, uid: u32, member: &str) -> Res<AdminResponse> 
     ctx.require_global(P::PrincipalMappingsCreate)?;
     check_member_exists(ctx, &member)?;
     let old = siam::map_uid(ctx.tx, uid, &member, ctx.now)?;
+    // Separation of duties: the uid now acts as `member` (design §1: a mapped uid is its
+    // mapping, without its own or its groups' bindings).
+    let before = Principal::new(old.clone().unwrap_or(Member::UnixUid(uid)));
+    let after = crate::store::build_snapshot(ctx.tx)?;
+    let actor = super::iam::SodActor::uid(uid, before, Principal::new(member.clone()));
+    let warnings = super::iam::sod_check(
+        ctx,
+        &after,
+        &[actor],
+        &after.organizations(),
+        allow_sod_violation,
+        "iam.mapUid.sodViolation",
+        &format!("unix-uid:{uid} mapped to {member}"),
+        "map the uid to a member that does not hold both",
+    )?;
     let msg = match old {
         Some(o) => format!("unix-uid:{uid} now acts as {member} (was {o})"),
         None => format!("unix-uid:{uid} now acts as {member}"),
     };
-    Ok(done(msg, json!({"uid": uid, "member": member.to_string()})))
+    let mut resp = done(
+        msg,
+        json!({"uid": uid, "member": member.to_string(), "warnings": warnings}),
+    );
+    resp.warnings = warnings;
+    Ok(resp)
 }
 
 pub fn unmap_uid(ctx: &mut Ctx<'_>, uid: u32) -> Res<AdminResponse> {

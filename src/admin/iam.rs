@@ -5,7 +5,10 @@ use super::hierarchy::org_resource;
 use super::render::{done, table};
 use super::{parse_member, parse_resource, Ctx, Failure, Res};
 use crate::policy::roles::{self, parse_custom_permissions};
-use crate::policy::{Member, PermSet, Permission, Permission as P, Principal, ResourceName};
+use crate::policy::snapshot::SodViolation;
+use crate::policy::{
+    Member, PermSet, Permission, Permission as P, Principal, ResourceName, Snapshot,
+};
 use crate::store::{self, iam as siam, resources};
 use keyward_wire::admin::AdminResponse;
 use serde_json::json;
@@ -215,36 +218,21 @@ pub fn bind(
                    "changed": false}),
         ));
     }
-    let mut warnings = Vec::new();
     let after = store::build_snapshot(ctx.tx)?;
-    let conflicts = after.sod_conflicts(&member, &res);
-    if !conflicts.is_empty() {
-        let org = after
-            .organization_of(&res)
-            .ok_or_else(|| Failure::Precondition(format!("{res} has no organisation")))?;
-        let mode = resources::sod_mode(ctx.tx, &org)?;
-        let list: Vec<String> = conflicts.iter().map(|c| c.to_string()).collect();
-        let text = format!(
-            "separation of duties: {member} would both administer and use keys at {} (key \
-             administration: cryptoKeys.create/update or version destroy; use: \
-             useToEncrypt/Decrypt/Sign/Verify)",
-            list.join(", ")
-        );
-        match mode.as_str() {
-            "enforce" if !allow_sod_violation => {
-                return Err(Failure::Precondition(format!(
-                    "{text}; organizations/{org} enforces separation of duties: bind a \
-                     different member, or pass --allow-sod-violation (audited)"
-                )))
-            }
-            "enforce" | "warn" => {
-                let detail = format!("{text} [mode {mode}, role {role}]");
-                ctx.audit_extra("iam.bind.sodViolation", Some(res.to_string()), detail);
-                warnings.push(text);
-            }
-            _ => {}
-        }
-    }
+    let org = after
+        .organization_of(&res)
+        .ok_or_else(|| Failure::Precondition(format!("{res} has no organisation")))?;
+    let actors = SodActor::reached_by(&after, &member);
+    let warnings = sod_check(
+        ctx,
+        &after,
+        &actors,
+        &[org],
+        allow_sod_violation,
+        "iam.bind.sodViolation",
+        &format!("role {role} on {res}"),
+        "bind a different member",
+    )?;
     let mut resp = done(
         format!("bound {role} to {member} on {res}"),
         json!({"resource": res.to_string(), "role": role, "member": member.to_string(),
@@ -492,6 +480,246 @@ pub fn who_can(ctx: &mut Ctx<'_>, resource: &str, permission: &str) -> Res<Admin
     resp.message = Some(format!(
         "{} principal(s) hold {perm} on {res}",
         grantees.len()
+    ));
+    Ok(resp)
+}
+
+/// Someone a change may give both key administration and key use: how messages name it,
+/// and who it acts as before and after the change.
+pub(crate) struct SodActor {
+    name: String,
+    before: Principal,
+    after: Principal,
+}
+
+impl SodActor {
+    /// The members whose effective permissions a grant to `member` changes (itself, every
+    /// member of a group, nested, or everyone for `allAuthenticated`), each acting as itself.
+    pub(crate) fn reached_by(after: &Snapshot, member: &Member) -> Vec<SodActor> {
+        after
+            .members_reached_by(member)
+            .into_iter()
+            .map(|m| SodActor {
+                name: m.to_string(),
+                before: Principal::new(m.clone()),
+                after: Principal::new(m),
+            })
+            .collect()
+    }
+
+    /// A uid that acted as `before` and now acts as `after` (`iam map-uid`).
+    pub(crate) fn uid(uid: u32, before: Principal, after: Principal) -> SodActor {
+        SodActor {
+            name: format!("unix-uid:{uid} (acting as {})", after.member),
+            before,
+            after,
+        }
+    }
+}
+
+/// Separation of duties after a change (design §3, issue 13): the violations the change
+/// adds for `actors` in `orgs`, over effective permissions (groups, nested groups,
+/// `allAuthenticated`, custom roles): compared with the snapshot the request started from
+/// (`ctx.snap`), `after` the change. In an organisation whose mode is `enforce` a new
+/// violation refuses the request unless `allow` (the caller rolls the change back by
+/// failing); `warn`, and `enforce` with `allow`, let it through with a warning and an audit
+/// record `action`; `off` says nothing. Returns the warnings.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sod_check(
+    ctx: &mut Ctx<'_>,
+    after: &Snapshot,
+    actors: &[SodActor],
+    orgs: &[String],
+    allow: bool,
+    action: &'static str,
+    what: &str,
+    instead: &str,
+) -> Res<Vec<String>> {
+    let mut findings: Vec<(String, String, String)> = Vec::new();
+    for org in orgs {
+        let mode = resources::sod_mode(ctx.tx, org)?;
+        if mode == "off" {
+            continue;
+        }
+        let top = ResourceName::Organization(org.clone());
+        let mut parts = Vec::new();
+        for a in actors {
+            let before: Vec<ResourceName> = ctx
+                .snap
+                .sod_violations(&a.before, &top)
+                .into_iter()
+                .map(|v| v.resource)
+                .collect();
+            let new: Vec<String> = after
+                .sod_violations(&a.after, &top)
+                .into_iter()
+                .filter(|v| !before.contains(&v.resource))
+                .map(|v| v.resource.to_string())
+                .collect();
+            if !new.is_empty() {
+                parts.push(format!(
+                    "{} would both administer and use keys at {}",
+                    a.name,
+                    new.join(", ")
+                ));
+            }
+        }
+        if !parts.is_empty() {
+            let text = format!(
+                "separation of duties: {} (key administration: cryptoKeys.create/update or \
+                 version destroy; use: useToEncrypt/Decrypt/Sign/Verify)",
+                parts.join("; ")
+            );
+            findings.push((org.clone(), mode, text));
+        }
+    }
+    if !allow {
+        if let Some((org, _, text)) = findings.iter().find(|(_, mode, _)| mode == "enforce") {
+            return Err(Failure::Precondition(format!(
+                "{text}; organizations/{org} enforces separation of duties: {instead}, or pass \
+                 --allow-sod-violation (audited)"
+            )));
+        }
+    }
+    let mut warnings = Vec::new();
+    for (org, mode, text) in findings {
+        let detail = format!("{text} [mode {mode}, {what}]");
+        ctx.audit_extra(action, Some(format!("organizations/{org}")), detail);
+        warnings.push(text);
+    }
+    Ok(warnings)
+}
+
+/// `role update`: replaces a custom role's permissions (iam.roles.update on its
+/// organisation); every member the role is bound to is re-checked for separation of duties.
+pub fn role_update(
+    ctx: &mut Ctx<'_>,
+    name: &str,
+    title: Option<&str>,
+    permissions: &[String],
+    allow_sod_violation: bool,
+) -> Res<AdminResponse> {
+    let Some(org) = custom_role_org(name) else {
+        return Err(Failure::Invalid(format!(
+            "'{name}' is not a custom role: predefined roles cannot be changed"
+        )));
+    };
+    let perms = parse_custom_permissions(permissions).map_err(Failure::Invalid)?;
+    ctx.require(P::RolesUpdate, &org)?;
+    let list = perm_names(perms).join(" ");
+    if !siam::update_role(ctx.tx, name, title, &list)? {
+        return Err(Failure::Precondition(format!("role {name} does not exist")));
+    }
+    let after = store::build_snapshot(ctx.tx)?;
+    let ResourceName::Organization(org_id) = &org else {
+        return Err(Failure::Invalid(format!("'{name}' is not a custom role")));
+    };
+    let mut members: Vec<Member> = after
+        .bindings_with_role(name)
+        .into_iter()
+        .flat_map(|b| after.members_reached_by(&b.member))
+        .collect();
+    members.sort();
+    members.dedup();
+    let actors: Vec<SodActor> = members
+        .into_iter()
+        .map(|m| SodActor {
+            name: m.to_string(),
+            before: Principal::new(m.clone()),
+            after: Principal::new(m),
+        })
+        .collect();
+    let warnings = sod_check(
+        ctx,
+        &after,
+        &actors,
+        std::slice::from_ref(org_id),
+        allow_sod_violation,
+        "role.update.sodViolation",
+        &format!("role {name}"),
+        "leave the use permissions out of this role",
+    )?;
+    let mut resp = done(
+        format!(
+            "updated role {name}: {} permission(s)",
+            perms.iter().count()
+        ),
+        json!({"name": name, "permissions": perm_names(perms), "warnings": warnings}),
+    );
+    resp.warnings = warnings;
+    Ok(resp)
+}
+
+fn cause_json(c: &crate::policy::snapshot::SodCause) -> serde_json::Value {
+    json!({"permission": c.permission.as_str(), "role": c.binding.role,
+           "boundOn": c.binding.resource.to_string(), "member": c.binding.member.to_string(),
+           "viaGroups": c.via_groups})
+}
+
+/// A side of a violation as text: `role on resource [via group:a > group:b]`, each once.
+fn causes_text(causes: &[crate::policy::snapshot::SodCause]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for c in causes {
+        let mut t = format!("{} on {}", c.binding.role, c.binding.resource);
+        if !c.via_groups.is_empty() {
+            let path: Vec<String> = c.via_groups.iter().map(|g| format!("group:{g}")).collect();
+            t.push_str(&format!(" via {}", path.join(" > ")));
+        }
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out.join("; ")
+}
+
+/// `iam sod-report --org ORG`: every member holding key administration and key use on the
+/// same keys in the organisation (the topmost resource where it starts), with the bindings
+/// and groups that cause each side. Needs resourcemanager.organizations.getIamPolicy on the
+/// organisation (the auditor role has it).
+pub fn sod_report(ctx: &mut Ctx<'_>, org: &str) -> Res<AdminResponse> {
+    let org_res = org_resource(org)?;
+    ctx.require(P::OrganizationsGetIamPolicy, &org_res)?;
+    let ResourceName::Organization(org_id) = &org_res else {
+        return Err(Failure::Invalid(format!("'{org}' is not an organisation")));
+    };
+    let mode = resources::sod_mode(ctx.tx, org_id)?;
+    let mappings = siam::list_mappings(ctx.tx)?;
+    let mut found: Vec<SodViolation> = Vec::new();
+    for m in ctx.snap.known_members() {
+        found.extend(ctx.snap.sod_violations(&Principal::new(m), &org_res));
+    }
+    let mut rows = Vec::new();
+    let mut js = Vec::new();
+    for v in &found {
+        let uids: Vec<String> = mappings
+            .iter()
+            .filter(|(_, m)| *m == v.member)
+            .map(|(u, _)| format!("unix-uid:{u}"))
+            .collect();
+        rows.push(vec![
+            v.member.to_string(),
+            v.resource.to_string(),
+            causes_text(&v.administration),
+            causes_text(&v.usage),
+        ]);
+        js.push(json!({
+            "member": v.member.to_string(),
+            "resource": v.resource.to_string(),
+            "administration": v.administration.iter().map(cause_json).collect::<Vec<_>>(),
+            "use": v.usage.iter().map(cause_json).collect::<Vec<_>>(),
+            "mappedUids": uids,
+        }));
+    }
+    let mut resp = table(
+        &["MEMBER", "KEYS AT", "ADMINISTRATION FROM", "USE FROM"],
+        rows,
+        json!({"organization": org_res.to_string(), "separationOfDuties": mode,
+               "violations": js}),
+    );
+    resp.message = Some(format!(
+        "{} member(s) hold both key administration and key use in {org_res} (separation of \
+         duties: {mode})",
+        found.len()
     ));
     Ok(resp)
 }

@@ -570,6 +570,18 @@ fn dispatch(ctx: &mut Ctx<'_>, req: AdminRequest) -> Res<AdminResponse> {
             title,
             permissions,
         } => iam::role_create(ctx, &org, &id, title.as_deref(), &permissions),
+        R::RoleUpdate {
+            name,
+            title,
+            permissions,
+            allow_sod_violation,
+        } => iam::role_update(
+            ctx,
+            &name,
+            title.as_deref(),
+            &permissions,
+            allow_sod_violation,
+        ),
         R::RoleDelete { name } => iam::role_delete(ctx, &name),
         R::IamBind {
             resource,
@@ -597,14 +609,23 @@ fn dispatch(ctx: &mut Ctx<'_>, req: AdminRequest) -> Res<AdminResponse> {
             resource,
             permission,
         } => iam::who_can(ctx, &resource, &permission),
-        R::IamMapUid { uid, member } => accounts::map_uid(ctx, uid, &member),
+        R::IamSodReport { org } => iam::sod_report(ctx, &org),
+        R::IamMapUid {
+            uid,
+            member,
+            allow_sod_violation,
+        } => accounts::map_uid(ctx, uid, &member, allow_sod_violation),
         R::IamUnmapUid { uid } => accounts::unmap_uid(ctx, uid),
         R::IamListMappings => accounts::list_mappings(ctx),
         R::GroupCreate { group } => accounts::group_create(ctx, &group),
         R::GroupList => accounts::group_list(ctx),
         R::GroupGet { group } => accounts::group_get(ctx, &group),
         R::GroupDelete { group } => accounts::group_delete(ctx, &group),
-        R::GroupAddMember { group, member } => accounts::group_add(ctx, &group, &member),
+        R::GroupAddMember {
+            group,
+            member,
+            allow_sod_violation,
+        } => accounts::group_add(ctx, &group, &member, allow_sod_violation),
         R::GroupRemoveMember { group, member } => accounts::group_remove(ctx, &group, &member),
         R::SaCreate {
             project,
@@ -731,6 +752,7 @@ fn describe(req: &AdminRequest) -> (&'static str, Option<String>) {
         R::RoleCreate { org, id, .. } => {
             ("role.create", Some(format!("{}/roles/{id}", org_name(org))))
         }
+        R::RoleUpdate { name, .. } => ("role.update", s(name)),
         R::RoleDelete { name } => ("role.delete", s(name)),
         R::IamBind { resource, .. } => ("iam.bind", s(resource)),
         R::IamUnbind { resource, .. } => ("iam.unbind", s(resource)),
@@ -738,6 +760,7 @@ fn describe(req: &AdminRequest) -> (&'static str, Option<String>) {
         R::IamTest { resource, .. } => ("iam.test", s(resource)),
         R::IamExplain { resource, .. } => ("iam.explain", s(resource)),
         R::IamWhoCan { resource, .. } => ("iam.whoCan", s(resource)),
+        R::IamSodReport { org } => ("iam.sodReport", Some(org_name(org))),
         R::IamMapUid { uid, .. } => ("iam.mapUid", Some(format!("unix-uid:{uid}"))),
         R::IamUnmapUid { uid } => ("iam.unmapUid", Some(format!("unix-uid:{uid}"))),
         R::IamListMappings => ("iam.listMappings", None),

@@ -650,6 +650,23 @@ enum RoleCmd {
         #[arg(long, value_name = "P[,P...]", value_delimiter = ',', required = true)]
         permissions: Vec<String>,
     },
+    /// Replace a custom role's permissions (needs iam.roles.update on its organisation);
+    /// every member it is bound to is re-checked for separation of duties
+    Update {
+        /// organizations/ORG/roles/ID
+        name: String,
+        /// A new human title
+        #[arg(long)]
+        title: Option<String>,
+        /// The new permissions (fine permissions or Thalassa verbs); comma-separated,
+        /// repeatable
+        #[arg(long, value_name = "P[,P...]", value_delimiter = ',', required = true)]
+        permissions: Vec<String>,
+        /// Update even if a member would then hold key administration and use where the
+        /// organisation enforces separation of duties (audited)
+        #[arg(long)]
+        allow_sod_violation: bool,
+    },
     /// Delete an unused custom role (needs iam.roles.delete on its organisation)
     Delete {
         /// organizations/ORG/roles/ID
@@ -735,6 +752,18 @@ enum IamCmd {
         /// user:, serviceAccount:, group:, unix-uid:, unix-gid: or allAuthenticated
         #[arg(value_parser = parse_member)]
         member: String,
+        /// Map even if the uid would then hold key administration and use where the
+        /// organisation enforces separation of duties (audited)
+        #[arg(long)]
+        allow_sod_violation: bool,
+    },
+    /// Separation of duties: every member holding key administration and key use on the same
+    /// keys of an organisation, with the bindings and groups that cause it (needs
+    /// resourcemanager.organizations.getIamPolicy on it)
+    SodReport {
+        /// The organisation: acme or organizations/acme
+        #[arg(long, value_name = "ORG")]
+        org: String,
     },
     /// Remove a uid mapping (needs iam.principalMappings.delete on every organisation)
     UnmapUid {
@@ -771,6 +800,10 @@ enum GroupCmd {
         /// user:, serviceAccount:, group:, unix-uid:, unix-gid: or allAuthenticated
         #[arg(value_parser = parse_member)]
         member: String,
+        /// Add even if a member would then hold key administration and use where the
+        /// organisation enforces separation of duties (audited)
+        #[arg(long)]
+        allow_sod_violation: bool,
     },
     /// Remove a member from a group (needs iam.groups.update)
     RemoveMember {
@@ -1075,6 +1108,27 @@ fn to_request(cmd: Command) -> Result<AdminRequest, String> {
                     permissions,
                 }
             }
+            RoleCmd::Update {
+                name,
+                title,
+                permissions,
+                allow_sod_violation,
+            } => {
+                let permissions: Vec<String> = permissions
+                    .into_iter()
+                    .map(|p| p.trim().to_string())
+                    .filter(|p| !p.is_empty())
+                    .collect();
+                if permissions.is_empty() {
+                    return Err("--permissions lists no permission".into());
+                }
+                R::RoleUpdate {
+                    name: parse_role(&name)?,
+                    title,
+                    permissions,
+                    allow_sod_violation,
+                }
+            }
             RoleCmd::Delete { name } => R::RoleDelete {
                 name: parse_role(&name)?,
             },
@@ -1133,7 +1187,16 @@ fn to_request(cmd: Command) -> Result<AdminRequest, String> {
                 resource,
                 permission,
             },
-            IamCmd::MapUid { uid, member } => R::IamMapUid { uid, member },
+            IamCmd::MapUid {
+                uid,
+                member,
+                allow_sod_violation,
+            } => R::IamMapUid {
+                uid,
+                member,
+                allow_sod_violation,
+            },
+            IamCmd::SodReport { org: o } => R::IamSodReport { org: org(o) },
             IamCmd::UnmapUid { uid } => R::IamUnmapUid { uid },
             IamCmd::Mappings => R::IamListMappings,
         },
@@ -1148,9 +1211,14 @@ fn to_request(cmd: Command) -> Result<AdminRequest, String> {
             GroupCmd::Delete { group } => R::GroupDelete {
                 group: group_name(&group),
             },
-            GroupCmd::AddMember { group, member } => R::GroupAddMember {
+            GroupCmd::AddMember {
+                group,
+                member,
+                allow_sod_violation,
+            } => R::GroupAddMember {
                 group: group_name(&group),
                 member,
+                allow_sod_violation,
             },
             GroupCmd::RemoveMember { group, member } => R::GroupRemoveMember {
                 group: group_name(&group),

@@ -8,4 +8,6 @@ pub mod snapshot;
 
 pub use names::{CryptoKeyName, KeyRingName, Member, ResourceKind, ResourceName, RingParent};
 pub use permission::{PermSet, Permission};
-pub use snapshot::{Binding, Decision, Grant, Grantee, Principal, Snapshot, SnapshotBuilder};
+pub use snapshot::{
+    Binding, Decision, Grant, Grantee, Principal, Snapshot, SnapshotBuilder, SodCause, SodViolation,
+};

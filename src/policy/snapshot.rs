@@ -108,6 +108,32 @@ pub struct Grant {
     pub bindings: Vec<Binding>,
 }
 
+/// One side of a separation-of-duties violation: a permission and the binding granting it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SodCause {
+    /// The permission.
+    pub permission: Permission,
+    /// The binding that grants it.
+    pub binding: Binding,
+    /// When the binding names a group: the groups from it down to the member (outermost
+    /// first).
+    pub via_groups: Vec<String>,
+}
+
+/// One answer of [`Snapshot::sod_violations`]: `member` both administers and uses the keys
+/// at `resource` (and below it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SodViolation {
+    /// Who.
+    pub member: Member,
+    /// Where (the topmost resource; everything below inherits it).
+    pub resource: ResourceName,
+    /// The key-administration permissions held, with their bindings.
+    pub administration: Vec<SodCause>,
+    /// The key-use permissions held, with their bindings.
+    pub usage: Vec<SodCause>,
+}
+
 /// "No resource" in the snapshot's id-indexed vectors (a node without a parent).
 const NONE: u32 = u32::MAX;
 /// `Snapshot::flags`: the resource is a node of the hierarchy (added by the builder).
@@ -1052,29 +1078,184 @@ impl Snapshot {
         found.into_values().collect()
     }
 
-    /// Separation of duties (design §3): the keys at or below `resource` (or `resource`
-    /// itself, for keys created there later) on which `member`, counted as a principal, holds
-    /// both a key-administration and a key-use permission.
-    pub fn sod_conflicts(&self, member: &Member, resource: &ResourceName) -> Vec<ResourceName> {
-        let principal = Principal::new(member.clone());
+    /// Separation of duties (design §3, issue 13): the topmost resources at or below `under`
+    /// on which `principal` (its own member, its groups, nested, and `allAuthenticated`)
+    /// holds both a key-administration and a key-use permission. Everything below a listed
+    /// resource inherits the conflict (keys created there later too), so it is not listed
+    /// again. Each answer names the bindings (and the groups they reach the principal
+    /// through) that grant each side.
+    pub fn sod_violations(&self, principal: &Principal, under: &ResourceName) -> Vec<SodViolation> {
+        let Some(start) = self.id(under).filter(|id| self.has_flag(*id, NODE)) else {
+            return Vec::new();
+        };
         let admin = roles::key_admin_permissions();
         let usage = roles::key_use_permissions();
-        let conflicted = |r: &ResourceName| {
-            let eff = self.effective_permissions(&principal, r);
-            !eff.intersect(admin).is_empty() && !eff.intersect(usage).is_empty()
-        };
-        let mut out = Vec::new();
-        let mut stack = vec![resource.clone()];
-        while let Some(r) = stack.pop() {
-            if conflicted(&r) {
-                out.push(r.clone());
+        let members = self.membership(principal);
+        let mut found = Vec::new();
+        let mut stack = vec![start];
+        while let Some(node) = stack.pop() {
+            let eff = self.permissions_at(&members, node);
+            if !eff.intersect(admin).is_empty() && !eff.intersect(usage).is_empty() {
+                found.push(node);
+                continue;
             }
-            if let Some(id) = self.id(&r) {
-                for &kid in self.children.get(id as usize).into_iter().flatten() {
-                    stack.push(self.names[kid as usize].clone());
+            stack.extend(
+                self.children
+                    .get(node as usize)
+                    .into_iter()
+                    .flatten()
+                    .copied(),
+            );
+        }
+        let mut out: Vec<SodViolation> = found
+            .into_iter()
+            .map(|node| {
+                let resource = self.names[node as usize].clone();
+                let mut administration = Vec::new();
+                let mut use_ = Vec::new();
+                for g in self.explain(principal, &resource) {
+                    let side = if admin.contains(g.permission) {
+                        &mut administration
+                    } else if usage.contains(g.permission) {
+                        &mut use_
+                    } else {
+                        continue;
+                    };
+                    for b in g.bindings {
+                        let via_groups = match &b.member {
+                            Member::Group(grp) => self.group_path(principal, grp),
+                            _ => Vec::new(),
+                        };
+                        side.push(SodCause {
+                            permission: g.permission,
+                            binding: b,
+                            via_groups,
+                        });
+                    }
+                }
+                SodViolation {
+                    member: principal.member.clone(),
+                    resource,
+                    administration,
+                    usage: use_,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.resource.cmp(&b.resource));
+        out
+    }
+
+    /// The groups from `group` down to the principal (outermost first, `group` included):
+    /// how a binding of `group` reaches it. Empty if it does not.
+    fn group_path(&self, principal: &Principal, group: &str) -> Vec<String> {
+        let mut starts = vec![principal.member.clone()];
+        starts.extend(principal.unix_gids.iter().map(|g| Member::UnixGid(*g)));
+        if principal.is_authenticated() {
+            starts.push(Member::AllAuthenticated);
+        }
+        // Breadth-first up through the groups each member is in; `from` leads back down.
+        let mut from: HashMap<String, Option<String>> = HashMap::new();
+        let mut queue: VecDeque<String> = VecDeque::new();
+        for m in &starts {
+            for g in self.member_of.get(m).into_iter().flatten() {
+                if !from.contains_key(g) {
+                    from.insert(g.clone(), None);
+                    queue.push_back(g.clone());
                 }
             }
         }
+        while let Some(g) = queue.pop_front() {
+            if g == group {
+                let mut path = vec![g.clone()];
+                let mut cur = g;
+                while let Some(Some(down)) = from.get(&cur) {
+                    path.push(down.clone());
+                    cur = down.clone();
+                }
+                return path;
+            }
+            for up in self
+                .member_of
+                .get(&Member::Group(g.clone()))
+                .into_iter()
+                .flatten()
+            {
+                if !from.contains_key(up) {
+                    from.insert(up.clone(), Some(g.clone()));
+                    queue.push_back(up.clone());
+                }
+            }
+        }
+        Vec::new()
+    }
+
+    /// Every member a binding or group names, but `anonymous`, sorted: who a
+    /// separation-of-duties report looks at (`allAuthenticated` and `unix-gid:` members
+    /// stand for themselves: the store cannot tell who they cover).
+    pub fn known_members(&self) -> Vec<Member> {
+        let mut out: Vec<Member> = self
+            .members
+            .iter()
+            .filter(|m| **m != Member::Anonymous)
+            .cloned()
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The members whose effective permissions a grant to `member` changes: itself; for a
+    /// group, every member inside it (nested groups too); for `allAuthenticated`, every
+    /// member the snapshot knows.
+    pub fn members_reached_by(&self, member: &Member) -> Vec<Member> {
+        let mut out = BTreeSet::from([member.clone()]);
+        match member {
+            Member::AllAuthenticated => out.extend(self.known_members()),
+            Member::Group(_) => {
+                let mut queue = VecDeque::from([member.clone()]);
+                let mut seen: HashSet<String> = HashSet::new();
+                while let Some(m) = queue.pop_front() {
+                    let Member::Group(g) = &m else { continue };
+                    if !seen.insert(g.clone()) {
+                        continue;
+                    }
+                    for sub in self.group_members.get(g).into_iter().flatten() {
+                        out.insert(sub.clone());
+                        queue.push_back(sub.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+        out.into_iter().collect()
+    }
+
+    /// Every binding of `role`, anywhere.
+    pub fn bindings_with_role(&self, role: &str) -> Vec<Binding> {
+        let mut out = Vec::new();
+        for res in 0..self.names.len() {
+            let id = next_id(res);
+            for &(r, member) in self.binds_of(id) {
+                if &*self.role_names[r as usize] == role {
+                    out.push(self.binding_at(id, r, member));
+                }
+            }
+        }
+        out
+    }
+
+    /// The organisations, sorted.
+    pub fn organizations(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.has_flag(next_id(*i), NODE))
+            .filter_map(|(_, n)| match n {
+                ResourceName::Organization(o) => Some(o.clone()),
+                _ => None,
+            })
+            .collect();
         out.sort();
         out
     }

@@ -63,6 +63,19 @@ pub fn create_role(
     Ok(())
 }
 
+/// Replaces a custom role's permissions, and its title when one is given. False if there is
+/// no such role.
+pub fn update_role(
+    conn: &Connection,
+    name: &str,
+    title: Option<&str>,
+    perms: &str,
+) -> Result<bool> {
+    const SQL: &str = "UPDATE custom_roles SET permissions = ?2, title = COALESCE(?3, title) \
+                       WHERE name = ?1";
+    Ok(conn.execute(SQL, params![name, perms, title])? == 1)
+}
+
 /// A custom role by name.
 pub fn get_role(conn: &Connection, name: &str) -> Result<Option<CustomRole>> {
     const SQL: &str = "SELECT name, title, permissions FROM custom_roles WHERE name = ?1";

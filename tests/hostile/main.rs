@@ -13,4 +13,5 @@ mod connections;
 mod crypto;
 mod existence;
 mod resources;
+mod sod;
 mod squatting;

@@ -112,6 +112,16 @@ pub enum AdminRequest {
         title: Option<String>,
         permissions: Vec<String>,
     },
+    /// Replaces a custom role's permissions (and title, if given).
+    RoleUpdate {
+        name: String,
+        title: Option<String>,
+        permissions: Vec<String>,
+        /// Update even if a member would then hold both key administration and key use
+        /// where separation of duties is enforced (audited).
+        #[serde(default)]
+        allow_sod_violation: bool,
+    },
     RoleDelete {
         name: String,
     },
@@ -146,9 +156,18 @@ pub enum AdminRequest {
         resource: String,
         permission: String,
     },
+    /// Separation of duties: every principal holding key administration and key use on the
+    /// same key in an organisation, with the bindings and groups that cause it.
+    IamSodReport {
+        org: String,
+    },
     IamMapUid {
         uid: u32,
         member: String,
+        /// Map even if the uid would then hold both key administration and key use where
+        /// separation of duties is enforced (audited).
+        #[serde(default)]
+        allow_sod_violation: bool,
     },
     IamUnmapUid {
         uid: u32,
@@ -168,6 +187,10 @@ pub enum AdminRequest {
     GroupAddMember {
         group: String,
         member: String,
+        /// Add even if a member would then hold both key administration and key use where
+        /// separation of duties is enforced (audited).
+        #[serde(default)]
+        allow_sod_violation: bool,
     },
     GroupRemoveMember {
         group: String,
