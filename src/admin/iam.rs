@@ -542,18 +542,15 @@ pub(crate) fn sod_check(
             continue;
         }
         let top = ResourceName::Organization(org.clone());
+        let befores: Vec<Principal> = actors.iter().map(|a| a.before.clone()).collect();
+        let afters: Vec<Principal> = actors.iter().map(|a| a.after.clone()).collect();
+        let was = ctx.snap.sod_violations_each(&befores, &top);
+        let now = after.sod_violations_each(&afters, &top);
         let mut parts = Vec::new();
-        for a in actors {
-            let before: Vec<ResourceName> = ctx
-                .snap
-                .sod_violations(&a.before, &top)
+        for ((a, was), now) in actors.iter().zip(was).zip(now) {
+            let new: Vec<String> = now
                 .into_iter()
-                .map(|v| v.resource)
-                .collect();
-            let new: Vec<String> = after
-                .sod_violations(&a.after, &top)
-                .into_iter()
-                .filter(|v| !before.contains(&v.resource))
+                .filter(|v| !was.iter().any(|w| w.resource == v.resource))
                 .map(|v| v.resource.to_string())
                 .collect();
             if !new.is_empty() {
@@ -684,10 +681,18 @@ pub fn sod_report(ctx: &mut Ctx<'_>, org: &str) -> Res<AdminResponse> {
     };
     let mode = resources::sod_mode(ctx.tx, org_id)?;
     let mappings = siam::list_mappings(ctx.tx)?;
-    let mut found: Vec<SodViolation> = Vec::new();
-    for m in ctx.snap.known_members() {
-        found.extend(ctx.snap.sod_violations(&Principal::new(m), &org_res));
-    }
+    let principals: Vec<Principal> = ctx
+        .snap
+        .known_members()
+        .into_iter()
+        .map(Principal::new)
+        .collect();
+    let found: Vec<SodViolation> = ctx
+        .snap
+        .sod_violations_each(&principals, &org_res)
+        .into_iter()
+        .flatten()
+        .collect();
     let mut rows = Vec::new();
     let mut js = Vec::new();
     for v in &found {

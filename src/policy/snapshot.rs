@@ -1085,64 +1085,112 @@ impl Snapshot {
     /// again. Each answer names the bindings (and the groups they reach the principal
     /// through) that grant each side.
     pub fn sod_violations(&self, principal: &Principal, under: &ResourceName) -> Vec<SodViolation> {
+        self.sod_violations_each(std::slice::from_ref(principal), under)
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// [`Snapshot::sod_violations`] for several principals, one list each (in order): the
+    /// index of where each member is bound is built once.
+    ///
+    /// A topmost conflicting resource holds a binding for the principal (its parent, which
+    /// has every permission inherited, does not conflict), so only the resources where its
+    /// members are bound are looked at, not the whole tree.
+    pub fn sod_violations_each(
+        &self,
+        principals: &[Principal],
+        under: &ResourceName,
+    ) -> Vec<Vec<SodViolation>> {
         let Some(start) = self.id(under).filter(|id| self.has_flag(*id, NODE)) else {
-            return Vec::new();
+            return vec![Vec::new(); principals.len()];
         };
         let admin = roles::key_admin_permissions();
         let usage = roles::key_use_permissions();
-        let members = self.membership(principal);
-        let mut found = Vec::new();
-        let mut stack = vec![start];
-        while let Some(node) = stack.pop() {
-            let eff = self.permissions_at(&members, node);
-            if !eff.intersect(admin).is_empty() && !eff.intersect(usage).is_empty() {
-                found.push(node);
-                continue;
-            }
-            stack.extend(
-                self.children
-                    .get(node as usize)
-                    .into_iter()
-                    .flatten()
-                    .copied(),
-            );
-        }
-        let mut out: Vec<SodViolation> = found
-            .into_iter()
-            .map(|node| {
-                let resource = self.names[node as usize].clone();
-                let mut administration = Vec::new();
-                let mut use_ = Vec::new();
-                for g in self.explain(principal, &resource) {
-                    let side = if admin.contains(g.permission) {
-                        &mut administration
-                    } else if usage.contains(g.permission) {
-                        &mut use_
-                    } else {
-                        continue;
-                    };
-                    for b in g.bindings {
-                        let via_groups = match &b.member {
-                            Member::Group(grp) => self.group_path(principal, grp),
-                            _ => Vec::new(),
-                        };
-                        side.push(SodCause {
-                            permission: g.permission,
-                            binding: b,
-                            via_groups,
-                        });
+        // Where each member id is bound: one pass over the bindings.
+        let mut bound_at: Vec<Vec<u32>> = vec![Vec::new(); self.members.len()];
+        for res in 0..self.names.len() {
+            let id = next_id(res);
+            for &(_, m) in self.binds_of(id) {
+                if let Some(v) = bound_at.get_mut(m as usize) {
+                    if v.last() != Some(&id) {
+                        v.push(id);
                     }
                 }
-                SodViolation {
-                    member: principal.member.clone(),
-                    resource,
-                    administration,
-                    usage: use_,
+            }
+        }
+        principals
+            .iter()
+            .map(|principal| {
+                let members = self.membership(principal);
+                let conflict = |id: u32| {
+                    let eff = self.permissions_at(&members, id);
+                    !eff.intersect(admin).is_empty() && !eff.intersect(usage).is_empty()
+                };
+                let mut tops: BTreeSet<u32> = BTreeSet::new();
+                if conflict(start) {
+                    tops.insert(start);
+                } else {
+                    for &m in &members.ids {
+                        for &n in bound_at.get(m as usize).into_iter().flatten() {
+                            if tops.contains(&n) {
+                                continue;
+                            }
+                            let below = self
+                                .chain(n)
+                                .is_some_and(|c| c.iter().skip(1).any(|a| *a == start));
+                            if !below || !conflict(n) {
+                                continue;
+                            }
+                            let parent = self.parent.get(n as usize).copied().unwrap_or(NONE);
+                            if parent == NONE || !conflict(parent) {
+                                tops.insert(n);
+                            }
+                        }
+                    }
                 }
+                let mut out: Vec<SodViolation> = tops
+                    .into_iter()
+                    .map(|node| self.sod_violation_at(principal, node))
+                    .collect();
+                out.sort_by(|a, b| a.resource.cmp(&b.resource));
+                out
             })
-            .collect();
-        out.sort_by(|a, b| a.resource.cmp(&b.resource));
-        out
+            .collect()
+    }
+
+    /// The violation of `principal` at resource id `node`, with its causes.
+    fn sod_violation_at(&self, principal: &Principal, node: u32) -> SodViolation {
+        let admin = roles::key_admin_permissions();
+        let usage = roles::key_use_permissions();
+        let resource = self.names[node as usize].clone();
+        let mut administration = Vec::new();
+        let mut use_ = Vec::new();
+        for g in self.explain(principal, &resource) {
+            let side = if admin.contains(g.permission) {
+                &mut administration
+            } else if usage.contains(g.permission) {
+                &mut use_
+            } else {
+                continue;
+            };
+            for b in g.bindings {
+                let via_groups = match &b.member {
+                    Member::Group(grp) => self.group_path(principal, grp),
+                    _ => Vec::new(),
+                };
+                side.push(SodCause {
+                    permission: g.permission,
+                    binding: b,
+                    via_groups,
+                });
+            }
+        }
+        SodViolation {
+            member: principal.member.clone(),
+            resource,
+            administration,
+            usage: use_,
+        }
     }
 
     /// The groups from `group` down to the principal (outermost first, `group` included):
@@ -1332,6 +1380,92 @@ mod tests {
                 ResourceName::Project(long.clone()),
                 ResourceName::Organization("o".into()),
             ])
+        );
+    }
+
+    /// Separation of duties: the topmost conflicting resources, through nested groups, found
+    /// from the principal's bindings alone, agree with a walk of the whole tree.
+    #[test]
+    fn sod_violations_are_the_topmost_conflicts() {
+        let mut b = SnapshotBuilder::new();
+        b.organization("o");
+        b.project("p", ResourceName::Organization("o".into()));
+        b.project("q", ResourceName::Organization("o".into()));
+        for (p, r) in [("p", "a"), ("p", "b"), ("q", "c")] {
+            b.key_ring(ring(p, r));
+            for k in ["k1", "k2"] {
+                b.crypto_key(CryptoKeyName {
+                    ring: ring(p, r),
+                    id: k.into(),
+                });
+            }
+        }
+        let key = |p: &str, r: &str, k: &str| {
+            ResourceName::CryptoKey(CryptoKeyName {
+                ring: ring(p, r),
+                id: k.into(),
+            })
+        };
+        let sa = Member::ServiceAccount("app@p".into());
+        b.group_member("outer", Member::Group("inner".into()));
+        b.group_member("inner", sa.clone());
+        b.binding(
+            ResourceName::Project("p".into()),
+            "roles/kms.admin",
+            sa.clone(),
+        );
+        b.binding(
+            key("p", "a", "k1"),
+            "roles/kms.signer",
+            Member::Group("outer".into()),
+        );
+        b.binding(
+            ResourceName::KeyRing(ring("p", "b")),
+            "roles/kms.signer",
+            sa.clone(),
+        );
+        b.binding(key("q", "c", "k2"), "roles/kms.signer", sa.clone());
+        let snap = b.build();
+        let p = Principal::new(sa);
+        let found: Vec<ResourceName> = snap
+            .sod_violations(&p, &ResourceName::Organization("o".into()))
+            .into_iter()
+            .map(|v| v.resource)
+            .collect();
+        assert_eq!(
+            found,
+            vec![ResourceName::KeyRing(ring("p", "b")), key("p", "a", "k1")]
+        );
+        // A brute-force walk agrees.
+        let admin = roles::key_admin_permissions();
+        let usage = roles::key_use_permissions();
+        let mut brute = Vec::new();
+        let mut stack = vec![ResourceName::Organization("o".into())];
+        while let Some(r) = stack.pop() {
+            let eff = snap.effective_permissions(&p, &r);
+            if !eff.intersect(admin).is_empty() && !eff.intersect(usage).is_empty() {
+                brute.push(r);
+                continue;
+            }
+            let id = snap.id(&r).unwrap();
+            stack.extend(
+                snap.children[id as usize]
+                    .iter()
+                    .map(|c| snap.names[*c as usize].clone()),
+            );
+        }
+        brute.sort();
+        assert_eq!(found, brute);
+        let v = &snap.sod_violations(&p, &key("p", "a", "k1"))[0];
+        assert_eq!(
+            v.usage[0].via_groups,
+            vec!["outer".to_string(), "inner".to_string()]
+        );
+        assert_eq!(v.administration[0].binding.role, "roles/kms.admin");
+        // From a resource below the conflict, the conflict starts there.
+        assert_eq!(
+            snap.sod_violations(&p, &key("p", "b", "k2"))[0].resource,
+            key("p", "b", "k2")
         );
     }
 }
