@@ -5,5 +5,6 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod keygen;
 mod mechanisms;
 mod sessions;

@@ -290,6 +290,27 @@ impl ClientConnection {
         Ok((ctx, ring, entry))
     }
 
+    /// A private or secret Keyward key (always `CKA_PRIVATE`) is made only in a session
+    /// logged in as the user (PKCS#11 3.0 §4.4; SoftHSM2 answers the same), else
+    /// `CKR_USER_NOT_LOGGED_IN`, audited, before anything is made: without it the key would
+    /// be made and its handles be invalid at once in the session that asked (issue 14).
+    fn login_gate(&mut self, session: SessionId, action: &str) -> Result<(), u64> {
+        let slot = self.session(session)?.slot;
+        let view = self.svc.view()?;
+        let ctx = self.slot_ctx(slot, &view.state)?;
+        if ctx.login == Some(false) {
+            return Ok(());
+        }
+        self.deny(
+            &ctx.principal,
+            action,
+            Some(ctx.ring_name.clone()),
+            CKR_USER_NOT_LOGGED_IN,
+            "a private or secret key needs a session logged in as the user",
+        );
+        Err(CKR_USER_NOT_LOGGED_IN)
+    }
+
     /// Records a refused template (`error`, or `denied` for custody under strict_templates).
     pub(super) fn template_refused(&self, ctx: &SlotCtx, action: &str, rv: u64, why: &str) -> u64 {
         let _ = self.record(
@@ -415,6 +436,7 @@ impl ClientConnection {
         } else {
             "C_GenerateKey"
         };
+        self.login_gate(session, action)?;
         let (ctx, ring, entry) = self.creation_gate(session, action)?;
         let (s, p) = (Tpl(secret), public.map(Tpl));
         let parsed = generation_kind(mechanism, p.is_some(), s, p.unwrap_or(Tpl(&[])))
@@ -456,6 +478,7 @@ impl ClientConnection {
                 return Err(CKR_TEMPLATE_INCONSISTENT);
             }
         }
+        self.login_gate(session, ACTION)?;
         let (ctx, ring, entry) = self.creation_gate(session, ACTION)?;
         if !entry.allow_plaintext_import {
             return Err(self.template_refused(
