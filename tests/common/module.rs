@@ -420,6 +420,20 @@ pub enum Mech {
     },
     /// A mechanism whose parameter is `len` bytes of zeros (a wrong-size structure).
     Sized(Ulong, usize),
+    /// A mechanism whose parameter is these bytes (an IV).
+    Bytes(Ulong, Vec<u8>),
+    /// AES-GCM with every field chosen: the 48-byte layout (`ulIvBits` = `iv_bits`) or the
+    /// 40-byte one, `pIv` NULL for `iv: None` (with `ulIvLen` = `iv_len` all the same).
+    GcmRaw {
+        with_iv_bits: bool,
+        iv: Option<Vec<u8>>,
+        iv_len: Ulong,
+        iv_bits: Ulong,
+        aad: Vec<u8>,
+        tag_bits: Ulong,
+    },
+    /// `CKM_AES_CTR` with `CK_AES_CTR_PARAMS`.
+    Ctr { counter_bits: Ulong, cb: [u8; 16] },
     /// `CKM_RSA_AES_KEY_WRAP` with `ulAESKeyBits` and OAEP `hashAlg`/`mgf` (no label).
     RsaAesKeyWrap {
         aes_bits: Ulong,
@@ -428,13 +442,82 @@ pub enum Mech {
     },
 }
 
+/// `CK_AES_CTR_PARAMS`.
+#[repr(C)]
+struct CtrParams {
+    ul_counter_bits: Ulong,
+    cb: [u8; 16],
+}
+
 impl Mech {
     /// Builds the C structure and runs `f` with a pointer to it.
     fn with<R>(&self, f: impl FnOnce(*mut CkMechanism) -> R) -> R {
+        self.with_back(f).0
+    }
+
+    /// [`Mech::with`], also giving back the IV (GCM) or counter block (CTR) as it is in the
+    /// structure after `f` (a module may write a generated one there: design §9).
+    fn with_back<R>(&self, f: impl FnOnce(*mut CkMechanism) -> R) -> (R, Vec<u8>) {
         let (mut iv, mut aad) = match self {
             Mech::Gcm48 { iv, aad, .. } | Mech::Gcm40 { iv, aad, .. } => (iv.clone(), aad.clone()),
+            Mech::GcmRaw { iv, aad, .. } => (iv.clone().unwrap_or_default(), aad.clone()),
+            Mech::Bytes(_, b) => (b.clone(), vec![]),
             _ => (vec![], vec![]),
         };
+        let mut ctr = CtrParams {
+            ul_counter_bits: 0,
+            cb: [0; 16],
+        };
+        if let Mech::Ctr { counter_bits, cb } = self {
+            ctr.ul_counter_bits = *counter_bits;
+            ctr.cb = *cb;
+        }
+        if let Mech::GcmRaw {
+            with_iv_bits,
+            iv: given,
+            iv_len,
+            iv_bits,
+            tag_bits,
+            ..
+        } = self
+        {
+            let p_iv = if given.is_some() {
+                iv.as_mut_ptr()
+            } else {
+                null_mut()
+            };
+            let r = if *with_iv_bits {
+                let mut g = GcmParams48 {
+                    p_iv,
+                    ul_iv_len: *iv_len,
+                    ul_iv_bits: *iv_bits,
+                    p_aad: aad.as_mut_ptr(),
+                    ul_aad_len: aad.len() as Ulong,
+                    ul_tag_bits: *tag_bits,
+                };
+                let mut m = CkMechanism {
+                    mechanism: CKM_AES_GCM,
+                    p_parameter: (&mut g as *mut GcmParams48).cast(),
+                    ul_parameter_len: std::mem::size_of::<GcmParams48>() as Ulong,
+                };
+                f(&mut m)
+            } else {
+                let mut g = GcmParams40 {
+                    p_iv,
+                    ul_iv_len: *iv_len,
+                    p_aad: aad.as_mut_ptr(),
+                    ul_aad_len: aad.len() as Ulong,
+                    ul_tag_bits: *tag_bits,
+                };
+                let mut m = CkMechanism {
+                    mechanism: CKM_AES_GCM,
+                    p_parameter: (&mut g as *mut GcmParams40).cast(),
+                    ul_parameter_len: std::mem::size_of::<GcmParams40>() as Ulong,
+                };
+                f(&mut m)
+            };
+            return (r, iv);
+        }
         let mut g48 = GcmParams48 {
             p_iv: iv.as_mut_ptr(),
             ul_iv_len: iv.len() as Ulong,
@@ -497,13 +580,25 @@ impl Mech {
                 zeros.resize(*n, 0);
                 (*t, zeros.as_mut_ptr().cast(), *n)
             }
+            Mech::Bytes(t, _) => (*t, iv.as_mut_ptr().cast(), iv.len()),
+            Mech::Ctr { .. } => (
+                0x1086,
+                (&mut ctr as *mut CtrParams).cast(),
+                std::mem::size_of::<CtrParams>(),
+            ),
+            Mech::GcmRaw { .. } => unreachable!("built above"),
         };
         let mut m = CkMechanism {
             mechanism: ty,
             p_parameter: p,
             ul_parameter_len: n as Ulong,
         };
-        f(&mut m)
+        let r = f(&mut m);
+        let back = match self {
+            Mech::Ctr { .. } => ctr.cb.to_vec(),
+            _ => iv,
+        };
+        (r, back)
     }
 }
 
@@ -954,6 +1049,13 @@ impl Raw {
     pub fn encrypt_init(&self, h: Ulong, mech: &Mech, key: Ulong) -> Rv {
         // SAFETY: mech and its nested buffers live across the call.
         mech.with(|m| unsafe { (self.C_EncryptInit)(h, m, key) })
+    }
+
+    /// `C_EncryptInit`; also gives back the mechanism's IV (GCM, CBC) or counter block
+    /// (CTR) as it is after the call.
+    pub fn encrypt_init_iv(&self, h: Ulong, mech: &Mech, key: Ulong) -> (Rv, Vec<u8>) {
+        // SAFETY: mech and its nested buffers live across the call.
+        mech.with_back(|m| unsafe { (self.C_EncryptInit)(h, m, key) })
     }
 
     /// `C_Encrypt`.

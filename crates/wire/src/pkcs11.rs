@@ -608,8 +608,9 @@ pub enum Pkcs11Request {
         template: Vec<Attribute>,
     },
     /// C_EncryptInit, C_DecryptInit, C_SignInit, C_VerifyInit, C_DigestInit →
-    /// [`Pkcs11Response::Done`]. The use gate of design §4 is checked here and bound to the
-    /// operation.
+    /// [`Pkcs11Response::Done`], or [`Pkcs11Response::GeneratedIv`] for an AES-GCM or
+    /// AES-CTR encryption by a principal that may not decrypt with the key (design §9). The
+    /// use gate of design §4 is checked here and bound to the operation.
     OperationInit {
         /// Which operation.
         op: Operation,
@@ -756,6 +757,12 @@ pub enum Pkcs11Response {
     Data(Blob),
     /// An object's size in bytes; `None` for `CK_UNAVAILABLE_INFORMATION`.
     Size(Option<u64>),
+    /// The answer to a C_EncryptInit ([`Pkcs11Request::OperationInit`]) by a principal that
+    /// may encrypt but not decrypt with the key (design §9 "Crypto semantics"): the IV
+    /// (AES-GCM, 12 bytes) or initial counter block (AES-CTR, 16 bytes) keywardd generated
+    /// for the operation. The module writes it into the client's `pIv` / `cb`, in the
+    /// client's layout; the client sent zeros there.
+    GeneratedIv(Blob),
 }
 
 // ------------------------------------------------------------------------------ slots
@@ -1059,6 +1066,7 @@ mod tests {
             P::Data(Blob::new(vec![9; 300])),
             P::Size(None),
             P::Size(Some(77)),
+            P::GeneratedIv(Blob::new(vec![0x5A; 12])),
         ]
     }
 

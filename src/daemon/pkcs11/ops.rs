@@ -25,7 +25,7 @@ use cryptoki::mechanism::{Mechanism as CkMech, MechanismType};
 use cryptoki::object::ObjectClass;
 use keyward_token::{GenericKind, Mechanisms, OaepHash, SessionObject, Token};
 use keyward_wire::keys::{Algorithm, KeyKind};
-use keyward_wire::pkcs11::{MechParams, Mechanism, MechanismInfo, Operation};
+use keyward_wire::pkcs11::{GcmLayout, MechParams, Mechanism, MechanismInfo, Operation};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
 /// The AES block size.
@@ -607,6 +607,73 @@ fn aes_block_mode(m: &Mechanism, caps: &Mechanisms) -> Result<TokenMech, u64> {
             })
         }
         _ => Err(CKR_MECHANISM_PARAM_INVALID),
+    }
+}
+
+/// The IV length keywardd generates for AES-GCM (96 bits, NIST SP 800-38D §8.2.2).
+pub const GCM_IV_LEN: usize = 12;
+
+/// Design §9 "Crypto semantics, not only call rights": a permission grants a capability,
+/// never an oracle for another. Applied at `*Init` to a planned operation on a Keyward key
+/// (session objects are exempt), given whether the principal also holds the opposite use
+/// permission on the key (`holds_other`: useToDecrypt for an encryption, useToEncrypt for a
+/// decryption). A principal holding both keeps its own IVs.
+///
+/// - Encryption without useToDecrypt: AES-GCM and AES-CTR get an IV / initial counter block
+///   from `random` (the caller must send zeros there: a 12-byte IV, `ulIvBits` 96 where its
+///   layout has it, or a zero 16-byte counter block; anything else is
+///   `CKR_MECHANISM_PARAM_INVALID`), returned for the module to write back; ECB, CBC and
+///   CBC-PAD are `CKR_KEY_FUNCTION_NOT_PERMITTED` (with an IV known before the data they are
+///   a raw block-encryption oracle).
+/// - Decryption without useToEncrypt: AES-CTR (a keystream XOR, so an encryption oracle; its
+///   counter block 0 would give GCM's hash key) is `CKR_KEY_FUNCTION_NOT_PERMITTED`; GCM
+///   decryption needs the tag and stays.
+///
+/// `random(n)` gives `n` random bytes or the CK_RV to fail with.
+pub fn restrict(
+    op: Operation,
+    plan: &mut Plan,
+    requested: &MechParams,
+    holds_other: bool,
+    random: impl FnOnce(usize) -> Result<Vec<u8>, u64>,
+) -> Result<Option<Vec<u8>>, u64> {
+    if holds_other {
+        return Ok(None);
+    }
+    let zero = |b: &[u8]| b.iter().all(|x| *x == 0);
+    match (op, &mut plan.mech) {
+        (Operation::Encrypt, TokenMech::Gcm { iv, .. }) => {
+            let MechParams::Gcm(g) = requested else {
+                return Err(CKR_MECHANISM_PARAM_INVALID);
+            };
+            let bits_ok = match g.layout {
+                GcmLayout::WithIvBits => g.iv_bits == 96,
+                GcmLayout::WithoutIvBits => true,
+            };
+            if g.iv.len() != GCM_IV_LEN || !zero(g.iv.as_slice()) || !bits_ok {
+                return Err(CKR_MECHANISM_PARAM_INVALID);
+            }
+            let fresh = random(GCM_IV_LEN)?;
+            if fresh.len() != GCM_IV_LEN {
+                return Err(CKR_DEVICE_ERROR);
+            }
+            *iv = fresh.clone();
+            Ok(Some(fresh))
+        }
+        (Operation::Encrypt, TokenMech::AesCtr { cb, .. }) => {
+            if !zero(cb) {
+                return Err(CKR_MECHANISM_PARAM_INVALID);
+            }
+            let fresh = random(AES_BLOCK)?;
+            *cb = <[u8; AES_BLOCK]>::try_from(fresh.as_slice()).map_err(|_| CKR_DEVICE_ERROR)?;
+            Ok(Some(fresh))
+        }
+        (
+            Operation::Encrypt,
+            TokenMech::AesEcb | TokenMech::AesCbc { .. } | TokenMech::AesCbcPad { .. },
+        ) => Err(CKR_KEY_FUNCTION_NOT_PERMITTED),
+        (Operation::Decrypt, TokenMech::AesCtr { .. }) => Err(CKR_KEY_FUNCTION_NOT_PERMITTED),
+        _ => Ok(None),
     }
 }
 

@@ -243,6 +243,58 @@ pub(super) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism, Erro
     Ok(Mechanism { ty, params })
 }
 
+/// Writes the IV (AES-GCM) or initial counter block (AES-CTR) keywardd generated at
+/// C_EncryptInit (design §9) into the client's mechanism `m`, decoded before as `params`: into
+/// `pIv` of its `CK_GCM_PARAMS` (the layout it used, 48 or 40 bytes), or `cb` of its
+/// `CK_AES_CTR_PARAMS`. The generated value must fill that field exactly (`ulIvLen` bytes,
+/// 16 for `cb`); anything else is keywardd answering out of turn (`CKR_DEVICE_ERROR`).
+///
+/// # Safety
+/// `m` must be the non-NULL `CK_MECHANISM` that was decoded into `params`, still valid, with
+/// its parameter structure and `pIv` writable (PKCS#11 declares them non-const).
+pub(super) unsafe fn write_generated_iv(
+    m: *const CK_MECHANISM,
+    params: Option<&MechParams>,
+    iv: &[u8],
+) -> Result<(), Error> {
+    let unexpected = || Error::UnexpectedResponse("a generated IV that does not fit");
+    // SAFETY: forwarded contract.
+    let mech = unsafe { read(m)? };
+    let n = len(mech.ulParameterLen)?;
+    let pp = mech.pParameter;
+    match params {
+        Some(MechParams::Gcm(g)) => {
+            let (p_iv, iv_len) = match g.layout {
+                GcmLayout::WithIvBits => {
+                    // SAFETY: the structure decoded before, of this layout's size.
+                    let c: CK_GCM_PARAMS = unsafe { param_struct(pp, n)? };
+                    (c.pIv, c.ulIvLen)
+                }
+                GcmLayout::WithoutIvBits => {
+                    // SAFETY: as above, for the shorter layout.
+                    let c: GcmParamsWithoutIvBits = unsafe { param_struct(pp, n)? };
+                    (c.pIv, c.ulIvLen)
+                }
+            };
+            if len(iv_len)? != iv.len() {
+                return Err(unexpected());
+            }
+            // SAFETY: pIv holds ulIvLen (= iv.len()) writable bytes per the contract.
+            unsafe { super::out::bytes_into(p_iv, iv) }
+        }
+        Some(MechParams::Ctr(_)) => {
+            if n != std::mem::size_of::<CK_AES_CTR_PARAMS>() || pp.is_null() || iv.len() != 16 {
+                return Err(unexpected());
+            }
+            let off = std::mem::offset_of!(CK_AES_CTR_PARAMS, cb);
+            // SAFETY: pp points to a whole CK_AES_CTR_PARAMS (size checked), whose cb field
+            // is 16 bytes at `off`; bytes have no alignment.
+            unsafe { super::out::bytes_into(pp.cast::<u8>().add(off), iv) }
+        }
+        _ => Err(unexpected()),
+    }
+}
+
 /// `CK_C_INITIALIZE_ARGS` at `p` (NULL: `None`).
 ///
 /// # Safety

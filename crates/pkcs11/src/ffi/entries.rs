@@ -3,7 +3,7 @@
 //! in [`crate::fns`], and writes the results back. Spec references are to
 //! [PKCS#11 3.0 base](https://docs.oasis-open.org/pkcs11/pkcs11-base/v3.0/os/pkcs11-base-v3.0-os.html).
 
-use super::args::{self, init_args, mechanism, read, slice, template, ulong};
+use super::args::{self, init_args, mechanism, read, slice, template, ulong, write_generated_iv};
 use super::out::{self, put, two_call};
 use super::{entry, unsupported};
 use crate::allow::Func;
@@ -426,7 +426,19 @@ unsafe fn init(
         // SAFETY: forwarded contract.
         Some(unsafe { mechanism(m)? })
     };
-    crypto::op_init(ulong(h), op, mech, key.map(ulong))
+    let params = mech.as_ref().map(|x| x.params.clone());
+    let Some(iv) = crypto::op_init(ulong(h), op, mech, key.map(ulong))? else {
+        return Ok(());
+    };
+    // Design §9: keywardd chose the IV / counter block; the client reads it back from its
+    // own structure (the AWS CloudHSM / Thales convention).
+    // SAFETY: m is non-NULL here (a mechanism was sent) and valid per the contract; the
+    // structure it points to is the one decoded above, whose pIv holds ulIvLen bytes.
+    let written = unsafe { write_generated_iv(m, params.as_ref(), iv.as_slice()) };
+    if written.is_err() {
+        let _ = crypto::cancel(ulong(h), op);
+    }
+    written
 }
 
 /// One-shot, update and final calls with output: the two-call protocol over a result

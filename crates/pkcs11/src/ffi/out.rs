@@ -17,6 +17,21 @@ pub(super) unsafe fn put<T>(p: *mut T, v: T) -> Result<(), Error> {
     Ok(())
 }
 
+/// Copies `src` into the caller's buffer `dst` of exactly `src.len()` bytes; NULL is
+/// `CKR_ARGUMENTS_BAD`.
+///
+/// # Safety
+/// A non-NULL `dst` must be valid for writing `src.len()` bytes.
+pub(super) unsafe fn bytes_into(dst: *mut u8, src: &[u8]) -> Result<(), Error> {
+    if dst.is_null() {
+        return Err(Error::ArgumentsBad("NULL output buffer"));
+    }
+    // SAFETY: non-NULL and writable for src.len() bytes per the contract; the caller's
+    // memory cannot overlap our own slice.
+    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
+    Ok(())
+}
+
 /// `usize` to `CK_ULONG` (style rule 6: never `as`).
 pub(super) fn ulong(n: usize) -> Result<CK_ULONG, Error> {
     CK_ULONG::try_from(n).map_err(|_| Error::ArgumentsBad("length does not fit CK_ULONG"))

@@ -10,16 +10,23 @@ use crate::allow::Func;
 use crate::buffer::{fit, Fit};
 use crate::error::Error;
 use crate::state::{instance, Pending};
-use keyward_wire::pkcs11::{Blob, Mechanism, ObjectHandle, Operation, Pkcs11Request};
+use keyward_wire::pkcs11::{
+    Blob, Mechanism, ObjectHandle, Operation, Pkcs11Request, Pkcs11Response,
+};
 
 /// C_EncryptInit, C_DecryptInit, C_SignInit, C_VerifyInit, C_DigestInit. A NULL mechanism
 /// (`None`) cancels the active operation (3.0).
+///
+/// For an AES-GCM or AES-CTR encryption by a principal that may not decrypt with the key,
+/// keywardd generates the IV / initial counter block (design §9): it is returned here for
+/// the ffi layer to write into the client's `pIv` / `cb` (if it cannot, it calls
+/// [`cancel`]).
 pub fn op_init(
     h: u64,
     op: Operation,
     mechanism: Option<Mechanism>,
     key: Option<u64>,
-) -> Result<(), Error> {
+) -> Result<Option<Blob>, Error> {
     let inst = instance()?;
     let s = inst.session(h)?;
     inst.clear_pending(h);
@@ -35,7 +42,31 @@ pub fn op_init(
             key: key.map(ObjectHandle),
         },
     };
-    inst.call_in_done(&s, request)
+    let encrypt =
+        matches!(request, Pkcs11Request::OperationInit { .. }) && op == Operation::Encrypt;
+    match inst.call_in(&s, request)? {
+        Pkcs11Response::Done => Ok(None),
+        Pkcs11Response::GeneratedIv(iv) if encrypt => Ok(Some(iv)),
+        _ => {
+            // Whatever keywardd started, the client cannot use: end it.
+            let _ = cancel(h, op);
+            Err(Error::UnexpectedResponse("expected Done"))
+        }
+    }
+}
+
+/// Ends the active `op` of session `h` without a result (as a NULL-mechanism `*Init`).
+pub fn cancel(h: u64, op: Operation) -> Result<(), Error> {
+    let inst = instance()?;
+    let s = inst.session(h)?;
+    inst.clear_pending(h);
+    inst.call_in_done(
+        &s,
+        Pkcs11Request::OperationCancel {
+            op,
+            session: s.remote,
+        },
+    )
 }
 
 /// Runs `compute` for session `h` unless an output of `call` for `input` is pending, then
