@@ -30,6 +30,13 @@
 //!   (viewPublicKey or a use permission, else `CKR_ATTRIBUTE_SENSITIVE`; not found where the
 //!   key is not seen).
 //!
+//! The AES key's encryption cells follow design §9 ("Crypto semantics") too: a principal
+//! holding useToEncrypt but not useToDecrypt gets `CKR_MECHANISM_PARAM_INVALID` for a chosen
+//! GCM IV, keywardd's IV written into its zero `pIv` (GCM) or `cb` (CTR), and
+//! `CKR_KEY_FUNCTION_NOT_PERMITTED` for ECB, CBC and CBC-PAD; one holding useToDecrypt but
+//! not useToEncrypt gets `CKR_KEY_FUNCTION_NOT_PERMITTED` for CTR decryption; one holding
+//! both keeps its IVs (the `IvWritten` cells).
+//!
 //! Every call's audit record (design §6) is checked afterwards with `keywardctl audit query`;
 //! a refusal on an invisible key answers "not found" to the caller and is recorded as a denial
 //! ("not visible to the caller") all the same.
@@ -82,6 +89,11 @@ const CKM_SHA_1: Ulong = 0x220;
 const CKG_MGF1_SHA1: Ulong = 1;
 const DATA: &[u8] = b"the denial matrix";
 const IV: [u8; 12] = [7u8; 12];
+/// A chosen 16-byte IV (CBC) or counter block (CTR).
+const IV16: [u8; 16] = [7u8; 16];
+const CKM_AES_ECB: Ulong = 0x1081;
+const CKM_AES_CBC: Ulong = 0x1082;
+const CKM_AES_CBC_PAD: Ulong = 0x1085;
 
 /// Cells where keywardd differs from design §4, found by this test; they are reported
 /// and not asserted (role, level, call).
@@ -370,7 +382,7 @@ impl Tally {
             .entry(shown)
             .or_default() += 1;
         let action = call.split(' ').next().unwrap();
-        if action != "FindObjects" && action != "GenerateRandom" {
+        if action != "FindObjects" && action != "GenerateRandom" && action != "IvWritten" {
             let action = audit_action(action);
             self.audited.push((self.run, action, expected));
         }
@@ -426,6 +438,7 @@ fn ck_rv(rv: RvError) -> u64 {
         RvError::KeyHandleInvalid => 0x60,
         RvError::KeyFunctionNotPermitted => 0x68,
         RvError::KeyUnextractable => 0x6A,
+        RvError::MechanismParamInvalid => 0x71,
         RvError::ObjectHandleInvalid => 0x82,
         RvError::TokenWriteProtected => 0xE2,
         RvError::UnwrappingKeyHandleInvalid => 0xF0,
@@ -479,6 +492,45 @@ fn has_use(p: PermSet) -> bool {
     ]
     .iter()
     .any(|x| p.contains(*x))
+}
+
+/// An encryption on the AES key whose outcome design §9 decides beyond the use gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AesEncrypt {
+    /// AES-GCM with an IV the caller chose ([`IV`]).
+    ChosenIv,
+    /// AES-GCM with a zero IV (keywardd's to fill for an encrypt-only principal).
+    ZeroIv,
+    /// AES-CTR with a zero counter block (likewise).
+    ZeroCtr,
+    /// AES-ECB, AES-CBC, AES-CBC-PAD: a block-encryption oracle with a known IV.
+    BlockMode,
+}
+
+/// Expected outcome of C_EncryptInit on the AES key (design §4, then §9): the use gate; a
+/// principal without useToDecrypt never chooses the IV (`CKR_MECHANISM_PARAM_INVALID`) and
+/// is not offered ECB or CBC (`CKR_KEY_FUNCTION_NOT_PERMITTED`).
+fn aes_encrypt_gate(visible: bool, perms: PermSet, case: AesEncrypt) -> Option<Outcome> {
+    let g = gate(visible, perms, P::UseToEncrypt)?;
+    if g.is_err() || perms.contains(P::UseToDecrypt) {
+        return Some(g);
+    }
+    Some(match case {
+        AesEncrypt::ChosenIv => Err(RvError::MechanismParamInvalid),
+        AesEncrypt::ZeroIv | AesEncrypt::ZeroCtr => Ok(()),
+        AesEncrypt::BlockMode => Err(RvError::KeyFunctionNotPermitted),
+    })
+}
+
+/// Expected outcome of C_DecryptInit with AES-CTR (design §9): the use gate; a principal
+/// without useToEncrypt is not offered a keystream mode (`CKR_KEY_FUNCTION_NOT_PERMITTED`).
+fn aes_ctr_decrypt_gate(visible: bool, perms: PermSet) -> Option<Outcome> {
+    let g = gate(visible, perms, P::UseToDecrypt)?;
+    Some(if g.is_ok() && !perms.contains(P::UseToEncrypt) {
+        Err(RvError::KeyFunctionNotPermitted)
+    } else {
+        g
+    })
 }
 
 /// Expected outcome of a use gate: invisible, allowed or CKR_KEY_FUNCTION_NOT_PERMITTED.
@@ -604,8 +656,89 @@ fn one_run(
     t.check(
         run,
         "EncryptInit aes",
-        gate(aes_vis, aes_perms, P::UseToEncrypt),
+        aes_encrypt_gate(aes_vis, aes_perms, AesEncrypt::ChosenIv),
         got,
+    );
+    // Design §9 through raw calls (cryptoki has no CTR structure and reads no pIv back), each
+    // Init in a session of its own.
+    let raw_fresh = |f: &dyn Fn(Ulong) -> (Ulong, Vec<u8>)| {
+        let (rv, rs) = raw.open_session(slot.id() as Ulong);
+        assert_eq!(rv, CKR_OK);
+        let r = f(rs);
+        assert_eq!(raw.close_session(rs), CKR_OK);
+        r
+    };
+    let raw_outcome = |rv: Ulong| match CkRv::from(rv) {
+        CkRv::Ok => Ok(()),
+        CkRv::Error(e) => Err(e),
+    };
+    let aes_h = h.aes.handle() as Ulong;
+    let zero_gcm = Mech::Gcm48 {
+        iv: vec![0; 12],
+        aad: vec![],
+        tag_bits: 128,
+    };
+    let zero_ctr = Mech::Ctr {
+        counter_bits: 128,
+        cb: [0; 16],
+    };
+    let encrypt_only = aes_perms.contains(P::UseToEncrypt) && !aes_perms.contains(P::UseToDecrypt);
+    for (what, mech, case, zero_len) in [
+        ("EncryptInit aes zero IV", &zero_gcm, AesEncrypt::ZeroIv, 12),
+        (
+            "EncryptInit aes CTR zero counter",
+            &zero_ctr,
+            AesEncrypt::ZeroCtr,
+            16,
+        ),
+    ] {
+        let (rv, back) = raw_fresh(&|rs| raw.encrypt_init_iv(rs, mech, aes_h));
+        let got = raw_outcome(rv);
+        let expected = aes_encrypt_gate(aes_vis, aes_perms, case);
+        t.check(run, what, expected, got);
+        // Where it worked: keywardd's IV was written back to an encrypt-only principal, and
+        // a principal holding both kept its own (zero) one.
+        if got.is_ok() {
+            let written = back != vec![0u8; zero_len];
+            let ok = if written == encrypt_only {
+                Ok(())
+            } else {
+                Err(RvError::GeneralError)
+            };
+            t.check(run, &format!("IvWritten {what}"), Some(Ok(())), ok);
+        }
+    }
+    for (what, mech) in [
+        ("EncryptInit aes ECB", Mech::Plain(CKM_AES_ECB)),
+        (
+            "EncryptInit aes CBC",
+            Mech::Bytes(CKM_AES_CBC, IV16.to_vec()),
+        ),
+        (
+            "EncryptInit aes CBC-PAD",
+            Mech::Bytes(CKM_AES_CBC_PAD, IV16.to_vec()),
+        ),
+    ] {
+        let (rv, _) = raw_fresh(&|rs| raw.encrypt_init_iv(rs, &mech, aes_h));
+        t.check(
+            run,
+            what,
+            aes_encrypt_gate(aes_vis, aes_perms, AesEncrypt::BlockMode),
+            raw_outcome(rv),
+        );
+    }
+    let (rv, _) = raw_fresh(&|rs| {
+        let ctr = Mech::Ctr {
+            counter_bits: 128,
+            cb: IV16,
+        };
+        (raw.decrypt_init(rs, &ctr, aes_h), vec![])
+    });
+    t.check(
+        run,
+        "DecryptInit aes CTR",
+        aes_ctr_decrypt_gate(aes_vis, aes_perms),
+        raw_outcome(rv),
     );
     let got = outcome(fresh().encrypt_init(&Mechanism::RsaPkcs, h.rsa_pub));
     t.check(

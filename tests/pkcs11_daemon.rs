@@ -319,10 +319,14 @@ fn pkcs11_data_path_through_keywardd() {
         Err(CKR_KEY_HANDLE_INVALID)
     );
     assert_eq!(r.attrs(rs, aes, &[CKA_LABEL]), Err(0x82));
-    // An encrypter may not decrypt.
+    // An encrypter may not decrypt, nor choose its IV (design §9: keywardd's, given back).
     r.logout(slot_r);
     r.login(slot_r, &encrypter).unwrap();
-    r.init(Operation::Encrypt, rs, gcm(9), aes).unwrap();
+    assert_eq!(
+        r.init(Operation::Encrypt, rs, gcm(9), aes),
+        Err(CKR_MECHANISM_PARAM_INVALID)
+    );
+    r.init(Operation::Encrypt, rs, gcm(0), aes).unwrap();
     r.one_shot(Operation::Encrypt, rs, &plain).unwrap();
     assert_eq!(
         r.init(Operation::Decrypt, rs, gcm(7), aes),

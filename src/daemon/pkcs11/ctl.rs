@@ -54,6 +54,8 @@ impl ClientConnection {
                         format!("{key} is a {purpose} key: encrypt needs an ENCRYPT_DECRYPT key"),
                     ));
                 }
+                // Design §9: the IV is always keywardd's (the request carries none), so no
+                // caller, encrypt-only or not, chooses or repeats one.
                 let iv_bytes = self
                     .svc
                     .token

@@ -852,3 +852,162 @@ pub fn run_on(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyward_wire::pkcs11::{Blob, CtrParams, GcmParams};
+
+    fn plan(mech: TokenMech) -> Plan {
+        Plan {
+            mech,
+            prehash: None,
+            input_len: None,
+            input_prefix: None,
+            class: ObjectClass::SECRET_KEY,
+        }
+    }
+
+    fn gcm_params(iv: &[u8], iv_bits: u64, layout: GcmLayout) -> MechParams {
+        MechParams::Gcm(GcmParams {
+            iv: Blob::new(iv.to_vec()),
+            iv_bits,
+            aad: Blob::default(),
+            tag_bits: 128,
+            layout,
+        })
+    }
+
+    fn gcm_plan(iv: &[u8]) -> Plan {
+        plan(TokenMech::Gcm {
+            iv: iv.to_vec(),
+            aad: vec![],
+            tag_bits: 128,
+        })
+    }
+
+    fn rng(n: usize) -> Result<Vec<u8>, u64> {
+        Ok(vec![0xA5; n])
+    }
+
+    #[test]
+    fn encrypt_only_gcm_gets_keywardds_iv() {
+        for (params, ok) in [
+            (gcm_params(&[0; 12], 96, GcmLayout::WithIvBits), true),
+            (gcm_params(&[0; 12], 96, GcmLayout::WithoutIvBits), true),
+            (gcm_params(&[0; 12], 0, GcmLayout::WithIvBits), false),
+            (gcm_params(&[1; 12], 96, GcmLayout::WithIvBits), false),
+            (gcm_params(&[0; 8], 64, GcmLayout::WithIvBits), false),
+            (gcm_params(&[0; 16], 128, GcmLayout::WithoutIvBits), false),
+        ] {
+            let MechParams::Gcm(g) = &params else {
+                unreachable!()
+            };
+            let mut p = gcm_plan(g.iv.as_slice());
+            let r = restrict(Operation::Encrypt, &mut p, &params, false, rng);
+            if ok {
+                assert_eq!(r, Ok(Some(vec![0xA5; 12])));
+                assert_eq!(p, gcm_plan(&[0xA5; 12]), "the plan uses keywardd's IV");
+            } else {
+                assert_eq!(r, Err(CKR_MECHANISM_PARAM_INVALID), "{params:?}");
+            }
+        }
+        // A token that cannot draw random bytes fails closed.
+        let params = gcm_params(&[0; 12], 96, GcmLayout::WithIvBits);
+        let mut p = gcm_plan(&[0; 12]);
+        let r = restrict(Operation::Encrypt, &mut p, &params, false, |_| {
+            Err(CKR_DEVICE_ERROR)
+        });
+        assert_eq!(r, Err(CKR_DEVICE_ERROR));
+    }
+
+    #[test]
+    fn modes_by_what_the_principal_holds() {
+        let ctr = |cb| {
+            plan(TokenMech::AesCtr {
+                counter_bits: 128,
+                cb,
+            })
+        };
+        let ctr_params = |cb| {
+            MechParams::Ctr(CtrParams {
+                counter_bits: 128,
+                cb,
+            })
+        };
+        let block = [
+            TokenMech::AesEcb,
+            TokenMech::AesCbc { iv: [0; 16] },
+            TokenMech::AesCbcPad { iv: [0; 16] },
+        ];
+        // Encrypt-only: CTR gets a counter block; a chosen one is refused; no block modes.
+        let mut p = ctr([0; 16]);
+        let r = restrict(Operation::Encrypt, &mut p, &ctr_params([0; 16]), false, rng);
+        assert_eq!(r, Ok(Some(vec![0xA5; 16])));
+        assert_eq!(p, ctr([0xA5; 16]));
+        let mut p = ctr([1; 16]);
+        let r = restrict(Operation::Encrypt, &mut p, &ctr_params([1; 16]), false, rng);
+        assert_eq!(r, Err(CKR_MECHANISM_PARAM_INVALID));
+        for m in &block {
+            let r = restrict(
+                Operation::Encrypt,
+                &mut plan(m.clone()),
+                &MechParams::None,
+                false,
+                rng,
+            );
+            assert_eq!(r, Err(CKR_KEY_FUNCTION_NOT_PERMITTED), "{m:?}");
+            // Decrypting with them stays allowed to a decrypt-only principal.
+            let r = restrict(
+                Operation::Decrypt,
+                &mut plan(m.clone()),
+                &MechParams::None,
+                false,
+                rng,
+            );
+            assert_eq!(r, Ok(None), "{m:?}");
+        }
+        // Decrypt-only: no CTR; GCM stays.
+        let r = restrict(
+            Operation::Decrypt,
+            &mut ctr([1; 16]),
+            &ctr_params([1; 16]),
+            false,
+            rng,
+        );
+        assert_eq!(r, Err(CKR_KEY_FUNCTION_NOT_PERMITTED));
+        let params = gcm_params(&[1; 12], 96, GcmLayout::WithIvBits);
+        let mut p = gcm_plan(&[1; 12]);
+        assert_eq!(
+            restrict(Operation::Decrypt, &mut p, &params, false, rng),
+            Ok(None)
+        );
+        assert_eq!(p, gcm_plan(&[1; 12]));
+        // Both: everything as asked, IVs untouched.
+        let mut p = gcm_plan(&[1; 12]);
+        assert_eq!(
+            restrict(Operation::Encrypt, &mut p, &params, true, rng),
+            Ok(None)
+        );
+        assert_eq!(p, gcm_plan(&[1; 12]));
+        for m in block.iter().chain([&TokenMech::AesCtr {
+            counter_bits: 128,
+            cb: [1; 16],
+        }]) {
+            for op in [Operation::Encrypt, Operation::Decrypt] {
+                let mut p = plan(m.clone());
+                assert_eq!(restrict(op, &mut p, &MechParams::None, true, rng), Ok(None));
+                assert_eq!(p, plan(m.clone()));
+            }
+        }
+        // Other mechanisms are not concerned.
+        let r = restrict(
+            Operation::Encrypt,
+            &mut plan(TokenMech::RsaPkcs),
+            &MechParams::None,
+            false,
+            rng,
+        );
+        assert_eq!(r, Ok(None));
+    }
+}

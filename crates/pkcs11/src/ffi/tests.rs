@@ -470,6 +470,7 @@ struct Seen {
     signs: usize,
     mechanisms: Vec<keyward_wire::pkcs11::Mechanism>,
     next_session: u64,
+    cancels: usize,
 }
 
 /// A fake keywardd on a Unix socket: answers the PKCS#11 requests the tests use.
@@ -540,6 +541,26 @@ fn handle(seen: &parking_lot::Mutex<Seen>, body: RequestBody) -> Result<Response
                 })
                 .collect(),
         ),
+        // Design §9: an encrypt-only principal's IV / counter block is keywardd's (key 77
+        // answers one that fits, key 78 one that does not).
+        Rq::OperationInit {
+            op: keyward_wire::pkcs11::Operation::Encrypt,
+            mechanism,
+            key: Some(keyward_wire::pkcs11::ObjectHandle(k @ (77 | 78))),
+            ..
+        } => {
+            let n = match (&mechanism.params, k) {
+                (_, 78) => 5,
+                (MechParams::Ctr(_), _) => 16,
+                _ => 12,
+            };
+            s.mechanisms.push(mechanism);
+            Rs::GeneratedIv(Blob::new(vec![0x5A; n]))
+        }
+        Rq::OperationCancel { .. } => {
+            s.cancels += 1;
+            Rs::Done
+        }
         Rq::OperationInit { mechanism, key, .. } => {
             if key == Some(keyward_wire::pkcs11::ObjectHandle(99)) {
                 // Design §4: a denied use is refused at *Init; this code is narrowed.
@@ -1091,4 +1112,108 @@ fn initialize_with_an_unreadable_p_reserved_is_arguments_bad() {
     // A pReserved that is a string but not key=value settings.
     assert_eq!(init_with(Some("not settings")), CKR_ARGUMENTS_BAD);
     assert_eq!(init_with(Some("\u{1}\u{2}")), CKR_ARGUMENTS_BAD);
+}
+
+#[test]
+fn a_generated_iv_is_written_into_the_clients_structure() {
+    let _g = STATE_LOCK.lock();
+    let dir = env();
+    let sock = dir.join("fake-iv.sock");
+    let seen = Arc::new(parking_lot::Mutex::new(Seen::default()));
+    let daemon = FakeDaemon::start(&sock, Arc::clone(&seen));
+    let f = list();
+    assert_eq!(
+        init_with(Some(&format!("socket={}", sock.display()))),
+        CKR_OK
+    );
+    let h = open(id(LIVE_RING)).unwrap();
+    let encrypt_init = |m: &mut CK_MECHANISM, key| {
+        // SAFETY: a valid mechanism whose parameter outlives the call.
+        unsafe { f.C_EncryptInit.unwrap()(h, m, key) }
+    };
+    // The 48-byte CK_GCM_PARAMS: pIv gets keywardd's IV, nothing else changes.
+    let mut iv = [0u8; 12];
+    let mut aad = *b"aad";
+    let mut g48 = CK_GCM_PARAMS {
+        pIv: iv.as_mut_ptr(),
+        ulIvLen: 12,
+        ulIvBits: 96,
+        pAAD: aad.as_mut_ptr(),
+        ulAADLen: 3,
+        ulTagBits: 128,
+    };
+    let mut m = CK_MECHANISM {
+        mechanism: CKM_AES_GCM,
+        pParameter: (&mut g48 as *mut CK_GCM_PARAMS).cast(),
+        ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
+    };
+    assert_eq!(encrypt_init(&mut m, 77), CKR_OK);
+    assert_eq!(iv, [0x5A; 12]);
+    assert_eq!((g48.ulIvLen, g48.ulIvBits, g48.ulTagBits), (12, 96, 128));
+    assert_eq!(&aad, b"aad");
+    // The 40-byte layout (no ulIvBits).
+    #[repr(C)]
+    struct Gcm40 {
+        p_iv: *mut u8,
+        ul_iv_len: CK_ULONG,
+        p_aad: *mut u8,
+        ul_aad_len: CK_ULONG,
+        ul_tag_bits: CK_ULONG,
+    }
+    let mut iv40 = [0u8; 12];
+    let mut g40 = Gcm40 {
+        p_iv: iv40.as_mut_ptr(),
+        ul_iv_len: 12,
+        p_aad: null_mut(),
+        ul_aad_len: 0,
+        ul_tag_bits: 96,
+    };
+    let mut m = CK_MECHANISM {
+        mechanism: CKM_AES_GCM,
+        pParameter: (&mut g40 as *mut Gcm40).cast(),
+        ulParameterLen: std::mem::size_of::<Gcm40>() as CK_ULONG,
+    };
+    let h2 = open(id(LIVE_RING)).unwrap();
+    // SAFETY: as above.
+    assert_eq!(unsafe { f.C_EncryptInit.unwrap()(h2, &mut m, 77) }, CKR_OK);
+    assert_eq!(iv40, [0x5A; 12]);
+    assert_eq!((g40.ul_iv_len, g40.ul_tag_bits), (12, 96));
+    // CK_AES_CTR_PARAMS: cb gets the counter block.
+    let mut c = CK_AES_CTR_PARAMS {
+        ulCounterBits: 32,
+        cb: [0; 16],
+    };
+    let mut m = CK_MECHANISM {
+        mechanism: CKM_AES_CTR,
+        pParameter: (&mut c as *mut CK_AES_CTR_PARAMS).cast(),
+        ulParameterLen: std::mem::size_of::<CK_AES_CTR_PARAMS>() as CK_ULONG,
+    };
+    let h3 = open(id(LIVE_RING)).unwrap();
+    // SAFETY: as above.
+    assert_eq!(unsafe { f.C_EncryptInit.unwrap()(h3, &mut m, 77) }, CKR_OK);
+    assert_eq!((c.ulCounterBits, c.cb), (32, [0x5A; 16]));
+    // An IV that does not fit the client's field is not written; the operation keywardd
+    // started is cancelled.
+    let mut iv = [0u8; 12];
+    g48.pIv = iv.as_mut_ptr();
+    let mut m = CK_MECHANISM {
+        mechanism: CKM_AES_GCM,
+        pParameter: (&mut g48 as *mut CK_GCM_PARAMS).cast(),
+        ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
+    };
+    let h4 = open(id(LIVE_RING)).unwrap();
+    let before = seen.lock().cancels;
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { f.C_EncryptInit.unwrap()(h4, &mut m, 78) },
+        CKR_DEVICE_ERROR
+    );
+    assert_eq!(iv, [0; 12], "nothing written");
+    assert_eq!(
+        seen.lock().cancels,
+        before + 1,
+        "the operation was cancelled"
+    );
+    assert_eq!(finalize(), CKR_OK);
+    daemon.kill();
 }
