@@ -483,11 +483,17 @@ pub(crate) fn import(
     ))
 }
 
-/// `keywardctl key cert list --key K`: the certificates of K (kms.cryptoKeys.get on K).
+/// `keywardctl key cert list --key K`: the certificates of K (kms.cryptoKeys.get on K). A
+/// certificate's value carries the public key: it is given (as `pem`) only to callers who may
+/// read public values (viewPublicKey or a use permission on K), as through the module.
 pub(crate) fn list(ctx: &mut Ctx<'_>, key: &str) -> Res<AdminResponse> {
     let key = key_of(key)?;
     let key_res = ResourceName::CryptoKey(key.clone());
     ctx.require(P::CryptoKeysGet, &key_res)?;
+    let reads_values = ctx
+        .snap
+        .effective_permissions(&ctx.caller.principal, &key_res)
+        .reads_public_values();
     let key_name = key_res.to_string();
     let certs: Vec<CertRow> = scerts::list(ctx.tx)?
         .into_iter()
@@ -513,11 +519,13 @@ pub(crate) fn list(ctx: &mut Ctx<'_>, key: &str) -> Res<AdminResponse> {
             subject.clone(),
             not_after.clone(),
         ]);
-        let pem = x509::pem("CERTIFICATE", &c.value).unwrap_or_default();
-        js.push(json!({"id": c.id, "version": version,
+        let mut entry = json!({"id": c.id, "version": version,
                        "label": String::from_utf8_lossy(&c.cka_label),
-                       "ckaId": hex(&c.cka_id), "subject": subject, "notAfter": not_after,
-                       "pem": pem}));
+                       "ckaId": hex(&c.cka_id), "subject": subject, "notAfter": not_after});
+        if reads_values {
+            entry["pem"] = json!(x509::pem("CERTIFICATE", &c.value).unwrap_or_default());
+        }
+        js.push(entry);
     }
     Ok(table(
         &["ID", "VERSION", "LABEL", "SUBJECT", "NOT AFTER"],

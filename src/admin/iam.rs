@@ -87,13 +87,19 @@ pub fn role_list(ctx: &mut Ctx<'_>) -> Res<AdminResponse> {
     ))
 }
 
+/// The permissions of a role the caller may know: a predefined role, or a custom role of an
+/// organisation it knows (design §9); any other name is "unknown", whether it exists or not.
 fn role_permissions(ctx: &Ctx<'_>, name: &str) -> Res<PermSet> {
-    ctx.snap.role_permissions(name).ok_or_else(|| {
-        Failure::Invalid(format!(
+    let known = custom_role_org(name).is_none_or(|org| ctx.may_know(&org));
+    known
+        .then(|| ctx.snap.role_permissions(name))
+        .flatten()
+        .ok_or_else(|| {
+            Failure::Invalid(format!(
             "unknown role '{name}': `keywardctl role list` shows the predefined roles and your \
              custom roles (organizations/ORG/roles/ID)"
         ))
-    })
+        })
 }
 
 pub fn role_describe(ctx: &mut Ctx<'_>, name: &str) -> Res<AdminResponse> {
@@ -168,25 +174,61 @@ pub fn role_delete(ctx: &mut Ctx<'_>, name: &str) -> Res<AdminResponse> {
     ))
 }
 
-/// Checks that a member named in a binding or group exists where it can be checked.
+/// Checks that a member named in a binding or group exists where it can be checked, and is
+/// known to the caller (design §9): a service account to callers who know its project, a
+/// group to callers holding a groups permission on every organisation or inside it. An
+/// unknown one gets the answer of an absent one.
 pub(crate) fn check_member_exists(ctx: &Ctx<'_>, m: &Member) -> Res<()> {
     match m {
         Member::ServiceAccount(sa) => {
-            let live = siam::get_sa(ctx.tx, sa)?.is_some_and(|s| s.deleted_at.is_none());
+            let project = sa
+                .split_once('@')
+                .map(|(_, p)| ResourceName::Project(p.to_string()));
+            let known =
+                project.is_some_and(|p| ctx.may_know(&p)) || ctx.caller.principal.member == *m;
+            let live = known && siam::get_sa(ctx.tx, sa)?.is_some_and(|s| s.deleted_at.is_none());
             if !live {
                 return Err(Failure::Invalid(format!(
-                    "service account {sa} does not exist: create it with `keywardctl sa create`"
+                    "service account {sa} does not exist or is not visible to you: create it \
+                     with `keywardctl sa create`"
                 )));
             }
         }
-        Member::Group(g) if !siam::group_exists(ctx.tx, g)? => {
-            return Err(Failure::Invalid(format!(
-                "group {g} does not exist: create it with `keywardctl group create {g}`"
-            )));
+        Member::Group(g) => {
+            let known = knows_groups(ctx)
+                || ctx
+                    .snap
+                    .effective_members(&ctx.caller.principal)
+                    .contains(m);
+            if !known || !siam::group_exists(ctx.tx, g)? {
+                return Err(Failure::Invalid(format!(
+                    "group {g} does not exist or is not visible to you: create it with \
+                     `keywardctl group create {g}`"
+                )));
+            }
         }
         _ => {}
     }
     Ok(())
+}
+
+/// Groups are store-wide: the caller knows them if it holds a groups permission on every
+/// organisation.
+fn knows_groups(ctx: &Ctx<'_>) -> bool {
+    [
+        P::GroupsGet,
+        P::GroupsList,
+        P::GroupsUpdate,
+        P::GroupsCreate,
+    ]
+    .into_iter()
+    .any(|p| ctx.require_global(p).is_ok())
+}
+
+/// Uid mappings are store-wide: the caller may see them if it holds
+/// `iam.principalMappings.list` on every organisation.
+fn knows_mappings(ctx: &Ctx<'_>) -> bool {
+    ctx.require_global(P::PrincipalMappingsList).is_ok()
 }
 
 pub fn bind(
@@ -294,10 +336,21 @@ pub fn policy(ctx: &mut Ctx<'_>, resource: &str) -> Res<AdminResponse> {
     ))
 }
 
-/// The principal a member argument stands for: a mapped uid acts as its mapping.
+/// The principal a member argument stands for: a mapped uid acts as its mapping. Mappings
+/// are store-wide: a uid is asked about only by callers who may list them (the answer would
+/// name or betray the mapping), whether the uid is mapped or not.
 fn principal_of(ctx: &Ctx<'_>, member: &str) -> Res<(Principal, Option<String>)> {
     let m = parse_member(member)?;
     if let Member::UnixUid(uid) = m {
+        if !knows_mappings(ctx) {
+            return Err(Failure::Denied(format!(
+                "permission denied: a uid acts as its mapping, and {} lacks \
+                 {} on at least one organisation (store-wide objects need it on every \
+                 organisation): ask about the member it maps to",
+                ctx.caller.principal.member,
+                P::PrincipalMappingsList
+            )));
+        }
         if let Some(mapped) = siam::get_mapping(ctx.tx, uid)? {
             let note = format!("unix-uid:{uid} is mapped to {mapped}");
             return Ok((Principal::new(mapped), Some(note)));
@@ -436,7 +489,12 @@ pub fn who_can(ctx: &mut Ctx<'_>, resource: &str, permission: &str) -> Res<Admin
                 Failure::Invalid(e.to_string())
             })?;
     ctx.require(get_policy_perm(&res), &res)?;
-    let mappings = siam::list_mappings(ctx.tx)?;
+    // Mapped uids are shown only to callers who may list the mappings.
+    let mappings = if knows_mappings(ctx) {
+        siam::list_mappings(ctx.tx)?
+    } else {
+        Vec::new()
+    };
     let grantees = ctx.snap.who_can(&res, perm);
     let mut rows = Vec::new();
     let mut js = Vec::new();

@@ -195,14 +195,16 @@ impl Ctx<'_> {
         &self.caller.principal
     }
 
-    /// Requires `perm` on `resource`; a missing resource is reported as "not found" only to
-    /// callers who hold something on an existing ancestor or an organisation.
+    /// Requires `perm` on `resource`. A missing resource is reported as "does not exist"
+    /// only to callers who would know it if it existed ([`Snapshot::may_know`], the rule the
+    /// data path sees keys by); to everyone else an absent resource and one they may not
+    /// know get the same answer (design §9).
     pub fn require(&self, perm: Permission, resource: &ResourceName) -> Res<()> {
         let d = self.snap.authorize(self.who(), perm, resource);
         if d.allowed {
             return Ok(());
         }
-        if !self.snap.exists(resource) && self.may_know_existence(resource) {
+        if !self.snap.exists(resource) && self.snap.may_know(self.who(), resource) {
             return Err(Failure::Precondition(format!(
                 "{} {resource} does not exist",
                 resource.kind().noun()
@@ -214,17 +216,9 @@ impl Ctx<'_> {
         )))
     }
 
-    fn may_know_existence(&self, resource: &ResourceName) -> bool {
-        let mut cur = Some(resource.clone());
-        while let Some(r) = cur {
-            if self.snap.exists(&r) {
-                return !self.snap.effective_permissions(self.who(), &r).is_empty();
-            }
-            cur = name_parent(&r);
-        }
-        self.snap_orgs()
-            .iter()
-            .any(|o| !self.snap.effective_permissions(self.who(), o).is_empty())
+    /// May the caller know whether `resource` exists ([`Snapshot::may_know`])?
+    pub fn may_know(&self, resource: &ResourceName) -> bool {
+        self.snap.may_know(self.who(), resource)
     }
 
     /// Every live organisation.
@@ -247,9 +241,10 @@ impl Ctx<'_> {
         }
         for o in &orgs {
             if !self.snap.authorize(self.who(), perm, o).allowed {
+                // Which organisation refused is not said: its name is not the caller's to know.
                 return Err(Failure::Denied(format!(
-                    "permission denied: {} lacks {perm} on {o} (store-wide objects need it on \
-                     every organisation)",
+                    "permission denied: {} lacks {perm} on at least one organisation \
+                     (store-wide objects need it on every organisation)",
                     self.who().member
                 )));
             }
@@ -269,20 +264,6 @@ impl Ctx<'_> {
             resource,
             detail,
         });
-    }
-}
-
-/// The parent of a resource as far as its name tells.
-fn name_parent(r: &ResourceName) -> Option<ResourceName> {
-    use crate::policy::RingParent;
-    match r {
-        ResourceName::KeyRing(k) => Some(match &k.parent {
-            RingParent::Project(p) => ResourceName::Project(p.clone()),
-            RingParent::Organization(o) => ResourceName::Organization(o.clone()),
-        }),
-        ResourceName::CryptoKey(k) => Some(ResourceName::KeyRing(k.ring.clone())),
-        ResourceName::Version(k, _) => Some(ResourceName::CryptoKey(k.clone())),
-        _ => None,
     }
 }
 

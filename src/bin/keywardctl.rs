@@ -2683,6 +2683,15 @@ mod certcmd {
             .as_array()
             .map(|a| a.iter().filter_map(|c| c["pem"].as_str()).collect())
             .unwrap_or_default();
+        let attached = js.as_array().map_or(0, Vec::len);
+        if pems.is_empty() && attached > 0 {
+            return error(format!(
+                "permission denied: {} has {attached} certificate(s) attached, but reading a \
+                 certificate (it carries the public key) needs \
+                 kms.cryptoKeyVersions.viewPublicKey or a use permission on the key",
+                printable(&key)
+            ));
+        }
         if pems.is_empty() {
             return error(format!("{} has no certificate attached", printable(&key)));
         }

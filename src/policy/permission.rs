@@ -200,6 +200,20 @@ impl PermSet {
             .filter(move |p| self.contains(*p))
     }
 
+    /// Does the set allow reading public values (a public key, a certificate's value):
+    /// viewPublicKey or any use permission (design §4)? Both sockets gate by this.
+    pub fn reads_public_values(self) -> bool {
+        [
+            Permission::ViewPublicKey,
+            Permission::UseToEncrypt,
+            Permission::UseToDecrypt,
+            Permission::UseToSign,
+            Permission::UseToVerify,
+        ]
+        .iter()
+        .any(|p| self.contains(*p))
+    }
+
     /// The `kms.*` resource permissions (visibility, design §4).
     pub fn kms_resource() -> PermSet {
         PermSet::of(

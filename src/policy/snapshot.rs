@@ -906,9 +906,20 @@ impl Snapshot {
 
     /// Does the principal see this key (design §4): any `kms.*` resource permission on it,
     /// direct or inherited (which covers `kms.cryptoKeys.list` on its ring).
+    ///
+    /// An absent key is never seen, but it costs what an invisible one does (design §9: the
+    /// answer and its work are the same): the membership, then the same walk from its ring.
     pub fn sees_key(&self, principal: &Principal, key: &CryptoKeyName) -> bool {
-        self.key_id(key)
-            .is_some_and(|id| self.sees_key_at(&self.membership(principal), id))
+        let members = self.membership(principal);
+        match self.key_id(key).filter(|id| self.has_flag(*id, NODE)) {
+            Some(id) => self.sees_key_at(&members, id),
+            None => {
+                if let Some(ring) = self.ring_id(&key.ring) {
+                    std::hint::black_box(self.sees_key_at(&members, ring));
+                }
+                false
+            }
+        }
     }
 
     fn sees_key_at(&self, members: &Membership, key: u32) -> bool {
@@ -1031,6 +1042,82 @@ impl Snapshot {
             .collect();
         keys.sort();
         keys
+    }
+
+    /// May the principal know whether `resource` exists (design §4, §9)? The one rule by which
+    /// both sockets tell "does not exist" apart from "not permitted": where it is false, the
+    /// answer for an absent resource must be the one for an existing resource it may not see.
+    ///
+    /// - An existing key (or version) or key ring: [`Snapshot::sees_key`] /
+    ///   [`Snapshot::sees_key_ring`] (a `kms.*` permission on it or an ancestor, or
+    ///   `cryptoKeys.list` on its ring; resourcemanager.*, iam.* and others do not count).
+    /// - An existing organisation, folder or project: some permission on it (inherited
+    ///   included) or a binding on something below it.
+    /// - An absent resource: whether the principal would know it if it existed: for keys and
+    ///   rings a `kms.*` permission on the nearest existing ancestor by name; for containers
+    ///   (whose ids name no parent), and below an absent project, some permission (`kms.*`
+    ///   for keys and rings) on every organisation.
+    pub fn may_know(&self, principal: &Principal, resource: &ResourceName) -> bool {
+        let members = self.membership(principal);
+        let live = |r: &ResourceName| self.start_id(r).filter(|id| self.has_flag(*id, NODE));
+        if let Some(id) = live(resource) {
+            return match resource {
+                ResourceName::CryptoKey(_) | ResourceName::Version(..) => {
+                    self.sees_key_at(&members, id)
+                }
+                ResourceName::KeyRing(_) => self.sees_key_ring_at(&members, id),
+                _ => {
+                    !self.permissions_at(&members, id).is_empty() || self.bound_below(&members, id)
+                }
+            };
+        }
+        let kms_only = matches!(
+            resource,
+            ResourceName::KeyRing(_) | ResourceName::CryptoKey(_) | ResourceName::Version(..)
+        );
+        let grants = |id: u32| {
+            let p = self.permissions_at(&members, id);
+            if kms_only {
+                !p.intersect(PermSet::kms_resource()).is_empty()
+            } else {
+                !p.is_empty()
+            }
+        };
+        let mut cur = resource.parent_by_name();
+        while let Some(r) = cur {
+            if let Some(id) = live(&r) {
+                return grants(id);
+            }
+            cur = r.parent_by_name();
+        }
+        let mut orgs = self
+            .names
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| {
+                matches!(n, ResourceName::Organization(_))
+                    && u32::try_from(*i).is_ok_and(|i| self.has_flag(i, NODE))
+            })
+            .filter_map(|(i, _)| u32::try_from(i).ok())
+            .peekable();
+        orgs.peek().is_some() && orgs.all(grants)
+    }
+
+    /// Does one of `members` hold a binding (of a role granting something) on a node below
+    /// `id`?
+    fn bound_below(&self, members: &Membership, id: u32) -> bool {
+        let mut stack: Vec<u32> = self.children.get(id as usize).cloned().unwrap_or_default();
+        while let Some(n) = stack.pop() {
+            if self
+                .binds_of(n)
+                .iter()
+                .any(|&(role, m)| members.contains(m) && !self.role_perms_of(role).is_empty())
+            {
+                return true;
+            }
+            stack.extend(self.children.get(n as usize).into_iter().flatten());
+        }
+        false
     }
 
     /// Every principal-like member holding `permission` on `resource`, through inheritance

@@ -20,7 +20,7 @@ use super::ck::*;
 use super::{ClientConnection, SlotCtx, View};
 use crate::admin::certs::{CertEntry, NewCertObject};
 use crate::audit::Outcome;
-use crate::policy::{Permission, Principal, ResourceName};
+use crate::policy::{Principal, ResourceName};
 use keyward_wire::pkcs11::{
     AttrResult, AttrValue, Attribute, Blob, ObjectHandle, Pkcs11Response, SessionId,
 };
@@ -118,17 +118,9 @@ impl CertView<'_> {
     }
 }
 
-/// viewPublicKey or a use permission in `perms`.
+/// viewPublicKey or a use permission in `perms` (the one rule, [`crate::policy::PermSet::reads_public_values`]).
 fn reads_public(perms: crate::policy::PermSet) -> bool {
-    [
-        Permission::ViewPublicKey,
-        Permission::UseToEncrypt,
-        Permission::UseToDecrypt,
-        Permission::UseToSign,
-        Permission::UseToVerify,
-    ]
-    .iter()
-    .any(|p| perms.contains(*p))
+    perms.reads_public_values()
 }
 
 impl ClientConnection {

@@ -349,10 +349,10 @@ impl ClientConnection {
                 ))
             }
         };
-        if !state.catalog.keys.contains_key(&name) {
-            return Err(missing(key));
-        }
-        if !state.policy.sees_key(&self.caller.principal, &name) {
+        // An absent key takes the same visibility check and leaves the same denial record as
+        // an invisible one: the answer, its record and its work are the same (design §9).
+        let sees = state.policy.sees_key(&self.caller.principal, &name);
+        if !(sees && state.catalog.keys.contains_key(&name)) {
             // Told "absent", recorded as refused (design §4, §6).
             self.deny(
                 &self.caller.principal,

@@ -16,7 +16,7 @@
 use super::ck::*;
 use crate::admin::generic::GenericAttrs;
 use crate::catalog::{KeyEntry, VersionEntry};
-use crate::policy::{CryptoKeyName, PermSet, Permission, ResourceName};
+use crate::policy::{CryptoKeyName, PermSet, ResourceName};
 use crate::store::keys::{PublicHalf, VersionState};
 use keyward_token::GenericKind;
 use keyward_wire::keys::{Algorithm, KeyKind, Purpose};
@@ -275,16 +275,7 @@ impl ObjectView<'_> {
 
     /// May the principal read public values (viewPublicKey or any use permission)?
     pub fn sees_public_values(&self) -> bool {
-        [
-            Permission::ViewPublicKey,
-            Permission::UseToEncrypt,
-            Permission::UseToDecrypt,
-            Permission::UseToSign,
-            Permission::UseToVerify,
-        ]
-        .iter()
-        .any(|p| self.perms.contains(*p))
-            || self.creator
+        self.perms.reads_public_values() || self.creator
     }
 
     /// `CKA_ID` (design §4).
