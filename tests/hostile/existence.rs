@@ -305,7 +305,11 @@ fn class(r: &R) -> Class {
         | R::KeyRingGet { .. }
         | R::KeyRingDelete { .. }
         | R::KeyRingUpdate { .. } => Named,
-        R::RoleDescribe { .. } | R::RoleCreate { .. } | R::RoleDelete { .. } => Named,
+        R::RoleDescribe { .. }
+        | R::RoleCreate { .. }
+        | R::RoleUpdate { .. }
+        | R::RoleDelete { .. } => Named,
+        R::IamSodReport { .. } => Named,
         R::IamBind { .. }
         | R::IamUnbind { .. }
         | R::IamPolicy { .. }
@@ -480,6 +484,16 @@ fn probes(n: &Names) -> Vec<(&'static str, R)> {
                     name: n.role_name(),
                 },
             ),
+            (
+                who,
+                R::RoleUpdate {
+                    name: n.role_name(),
+                    title: None,
+                    permissions: vec!["kms.cryptoKeys.get".into()],
+                    allow_sod_violation: false,
+                },
+            ),
+            (who, R::IamSodReport { org: org.clone() }),
             (
                 who,
                 R::RoleCreate {
@@ -801,6 +815,7 @@ impl World {
         w.admin(R::IamMapUid {
             uid: MAPPED_UID,
             member: ACME_ADMIN.into(),
+            allow_sod_violation: false,
         });
         w.bind("organizations/evil", "roles/keyward.orgAdmin", MALLORY);
         w.bind(&e.project_name(), &e.role_name(), PEEKER);
@@ -949,6 +964,8 @@ fn the_admin_socket_answers_absent_and_invisible_alike() {
         "RoleDescribe",
         "RoleCreate",
         "RoleDelete",
+        "RoleUpdate",
+        "IamSodReport",
         "IamBind",
         "IamUnbind",
         "IamPolicy",
@@ -991,6 +1008,7 @@ fn the_admin_socket_answers_absent_and_invisible_alike() {
         R::IamMapUid {
             uid: 7,
             member: MALLORY.into(),
+            allow_sod_violation: false,
         },
         R::IamUnmapUid { uid: MAPPED_UID },
         R::IamListMappings,
@@ -1005,6 +1023,7 @@ fn the_admin_socket_answers_absent_and_invisible_alike() {
         R::GroupAddMember {
             group: "ops".into(),
             member: MALLORY.into(),
+            allow_sod_violation: false,
         },
         R::GroupRemoveMember {
             group: "ops".into(),
