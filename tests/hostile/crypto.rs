@@ -262,12 +262,13 @@ fn iv_rules_for_encrypt_only_decrypt_only_and_both() {
     let env = &w.env;
     let settings = Settings::new(&env.client_socket, &env.dir().join("module.toml"));
     // The AES key made through the module by the pre-login principal (the organisation's
-    // admin, this uid): with CKA_ENCRYPT and CKA_DECRYPT.
+    // admin, this uid; logged in with an empty PIN): with CKA_ENCRYPT and CKA_DECRYPT.
     let p11 = cryptoki(&settings);
     {
         use cryptoki::mechanism::Mechanism;
         use cryptoki::object::{Attribute, KeyType, ObjectClass};
         let s = p11.open_rw_session(ring_slot(&p11, RING)).unwrap();
+        login_with(&s, "");
         s.generate_key(
             &Mechanism::AesKeyGen,
             &[
@@ -282,6 +283,7 @@ fn iv_rules_for_encrypt_only_decrypt_only_and_both() {
             ],
         )
         .unwrap();
+        s.logout().unwrap();
     }
     let zero12 = [0u8; 12];
 
