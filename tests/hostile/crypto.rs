@@ -370,6 +370,25 @@ fn iv_rules_for_encrypt_only_decrypt_only_and_both() {
         vec![0u8; 16],
         "CTR: the generated counter block was not written to cb"
     );
+    // A short counter (8 bits: 256 blocks) still covers what it would from a zero block: the
+    // generated block's counter bits start at 0.
+    let long = vec![0x42u8; 256 * 16];
+    let short_ctr = Mech::Ctr {
+        counter_bits: 8,
+        cb: [0; 16],
+    };
+    let (rv, short_cb, short_ct) = enc.encrypt(&short_ctr, m, &long);
+    assert_eq!(rv, CKR_OK, "CTR with an 8-bit counter: C_EncryptInit");
+    assert_eq!(
+        short_ct.len(),
+        long.len(),
+        "CTR with an 8-bit counter over 256 blocks"
+    );
+    assert_ne!(
+        short_cb[..15],
+        [0u8; 15],
+        "CTR: the nonce part was not generated"
+    );
     let (rv, _, _) = enc.encrypt(&ctr([9; 16]), m, DATA);
     assert_eq!(
         rv, CKR_MECHANISM_PARAM_INVALID,
@@ -425,6 +444,16 @@ fn iv_rules_for_encrypt_only_decrypt_only_and_both() {
     assert_eq!(
         back, DATA,
         "CTR decrypted with the counter block written to cb"
+    );
+    let short = Mech::Ctr {
+        counter_bits: 8,
+        cb: short_cb.clone().try_into().unwrap(),
+    };
+    let (rv, back) = both.decrypt(&short, m, &short_ct);
+    assert_eq!(
+        (rv, back == long),
+        (CKR_OK, true),
+        "8-bit CTR decrypted with its cb"
     );
     let mine: Vec<u8> = (1..=12).collect();
     for (what, key) in [("KMS key", kms), ("module key", m)] {
