@@ -154,9 +154,18 @@ fn checkpointer(s: &Setup, config: CheckpointConfig) -> Checkpointer {
     Checkpointer::open(&s.path, Arc::clone(&s.token), config).expect("checkpointer")
 }
 
-/// 2,537 records, checkpoints at 1,000 and 2,000: the state most tests start from.
+/// Every checkpoint also stored in the token at once (keywardd stores at most every 10 s).
+fn storing_every_checkpoint() -> CheckpointConfig {
+    CheckpointConfig {
+        store_every: Duration::ZERO,
+        ..CheckpointConfig::default()
+    }
+}
+
+/// 2,537 records, checkpoints at 1,000 and 2,000, both stored in the token as made: the state
+/// most tests start from.
 fn signed_log(s: &Setup) -> Checkpointer {
-    let cp = checkpointer(s, CheckpointConfig::default());
+    let cp = checkpointer(s, storing_every_checkpoint());
     append(&s.path, 1000);
     assert_eq!(
         cp.maybe_checkpoint().expect("cp").map(|c| c.seq),
@@ -302,6 +311,7 @@ fn a_checkpoint_every_1000_records_or_after_the_interval() {
         CheckpointConfig {
             every_records: 1000,
             every: Duration::from_millis(300),
+            ..CheckpointConfig::default()
         },
     );
     append(&s.path, 5);
@@ -555,4 +565,62 @@ fn a_forged_checkpoint_fails() {
         found[0].contains("checkpoint at record 1000") && found[0].contains("does not verify"),
         "{found:?}"
     );
+}
+
+/// Design §6 cadence: every checkpoint is signed into `audit_checkpoints`, but the token's
+/// head is replaced at most every `store_every` (and at once by `checkpoint_now`, the clean
+/// shutdown). Until it is, `audit verify` says the token's head is stale since the first
+/// checkpoint it lacks and counts the records after it.
+#[test]
+fn the_token_head_is_stored_at_most_every_interval() {
+    let s = setup();
+    let cp = checkpointer(
+        &s,
+        CheckpointConfig {
+            store_every: Duration::from_millis(400),
+            ..CheckpointConfig::default()
+        },
+    );
+    append(&s.path, 1000);
+    assert_eq!(
+        cp.maybe_checkpoint().expect("cp").map(|c| c.seq),
+        Some(1000)
+    );
+    let head = |s: &Setup| {
+        checkpoint::token_head(&s.token)
+            .expect("head")
+            .map(|c| c.seq)
+    };
+    assert_eq!(
+        head(&s),
+        Some(1000),
+        "the first checkpoint of a process is stored"
+    );
+    append(&s.path, 1000);
+    assert_eq!(
+        cp.maybe_checkpoint().expect("cp").map(|c| c.seq),
+        Some(2000)
+    );
+    assert_eq!(head(&s), Some(1000), "stored again before the interval");
+    let report = verify_with_token(&conn(&s.path), &s.token).expect("verify");
+    assert!(report.ok(), "{:?}", report.chain.problems);
+    assert_eq!(report.signed_seq, 2000);
+    assert_eq!(report.token_head_seq, Some(1000));
+    assert!(report.token_head_stale_since_ms.is_some());
+    assert_eq!(report.after_token_head, 1000);
+    assert!(
+        report.summary().contains("token head stale since"),
+        "{}",
+        report.summary()
+    );
+    std::thread::sleep(Duration::from_millis(450));
+    // Nothing new to sign: the unstored head is stored at the next tick.
+    assert_eq!(cp.maybe_checkpoint().expect("tick"), None);
+    assert_eq!(head(&s), Some(2000));
+    let report = verify_with_token(&conn(&s.path), &s.token).expect("verify");
+    assert_eq!(report.token_head_stale_since_ms, None);
+    assert_eq!(report.after_token_head, 0);
+    append(&s.path, 5);
+    assert_eq!(cp.checkpoint_now().expect("now").map(|c| c.seq), Some(2005));
+    assert_eq!(head(&s), Some(2005), "a clean shutdown stores at once");
 }

@@ -18,7 +18,7 @@ mod keys;
 mod maintenance;
 pub use keys::{DEFAULT_GRACE_SECS, MIN_GRACE_SECS};
 pub use maintenance::{ReconcileReport, RESERVED_LABEL_PREFIX};
-mod render;
+pub(crate) mod render;
 mod status;
 
 use crate::audit::{self, NewRecord, Outcome};

@@ -86,7 +86,13 @@ pub fn status(ctx: &mut Ctx<'_>) -> Res<AdminResponse> {
                 _ => "none yet (keywardd signs one when it stops)".into(),
             },
         );
-        (json!(c), json!(h))
+        let token_head = match ctx.token {
+            Some(token) => token_head_row(ctx, token, &mut row)?,
+            None => Value::Null,
+        };
+        let mut head = json!(h);
+        head["tokenHead"] = token_head;
+        (json!(c), head)
     } else {
         row(
             "counts",
@@ -101,4 +107,50 @@ pub fn status(ctx: &mut Ctx<'_>) -> Res<AdminResponse> {
         "auditHead": head,
     });
     Ok(table(&["FIELD", "VALUE"], rows, js))
+}
+
+/// The signed head the token holds (design §6): its record, and when it is behind the
+/// newest checkpoint, since when and how many records only the chain covers (truncation of
+/// those is not detectable). Stored at most every `audit_checkpoint_secs`, so a few seconds of
+/// lag is normal; a store that keeps failing shows here, and after 10x the interval keywardd
+/// refuses new operations.
+fn token_head_row(
+    ctx: &mut Ctx<'_>,
+    token: &keyward_token::Token,
+    row: &mut impl FnMut(&str, String),
+) -> Res<Value> {
+    let head = match crate::audit::checkpoint::token_head(token) {
+        Ok(h) => h,
+        Err(e) => {
+            row("audit token head", format!("ERROR: {e}"));
+            return Ok(json!({"error": e.to_string()}));
+        }
+    };
+    let seq = head.map_or(0, |c| c.seq);
+    let stale: Option<(i64, i64)> = ctx
+        .tx
+        .query_row(
+            "SELECT (SELECT MIN(time_ms) FROM audit_checkpoints WHERE seq > ?1), \
+                    (SELECT COUNT(*) FROM audit_log WHERE seq > ?1)",
+            [seq],
+            |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, i64>(1)?)),
+        )
+        .map(|(since, n)| since.map(|t| (t, n)))
+        .map_err(crate::store::StoreError::from)?;
+    row(
+        "audit token head",
+        match (seq, stale) {
+            (0, None) => "none yet".into(),
+            (s, None) => format!("record {s} (the newest checkpoint)"),
+            (s, Some((since, n))) => format!(
+                "record {s}: token head stale since {}, {n} records covered by the chain only",
+                time_ms(since)
+            ),
+        },
+    );
+    Ok(json!({
+        "seq": seq,
+        "staleSinceMs": stale.map(|(t, _)| t),
+        "chainOnly": stale.map_or(0, |(_, n)| n),
+    }))
 }

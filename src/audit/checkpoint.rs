@@ -24,7 +24,19 @@
 //! # When
 //! [`Checkpointer::maybe_checkpoint`] signs when at least 1,000 records, or at least one
 //! record and 10 s, have gone by since the last checkpoint; [`Checkpointer::checkpoint_now`]
-//! signs at once (clean shutdown). [`spawn_checkpointer`] runs `maybe_checkpoint` every
+//! signs at once (clean shutdown). Every checkpoint goes into `audit_checkpoints`; the token's
+//! signed head is replaced at most every `store_every` (10 s; at once at a clean shutdown and
+//! at the first checkpoint of a process), because replacing it holds some tokens exclusively
+//! (SoftHSM2's file store: 7.3 ms) and 1,000-record checkpoints can come many times a second.
+//!
+//! # A token that cannot store the head
+//! A failed store (e.g. a read-only token directory) is retried at every tick; it is logged
+//! once, then at most once a minute with the count, and once when it works again. Meanwhile
+//! truncation is detectable only up to the token's older head: `keywardctl status` and
+//! `audit verify` say "token head stale since T, N records covered by the chain only". A head
+//! left unstored for [`OVERDUE_FACTOR`]x `store_every` sets [`Checkpointer::overdue`], which the
+//! audit writer's health includes: new operations are refused as in an audit outage until
+//! the head is stored again (design §6 cadence). [`spawn_checkpointer`] runs `maybe_checkpoint` every
 //! second and whenever the writer's commit hook ([`CheckpointerThread::notifier`]) says 1,000
 //! records are due. Records after the last signed head, at most about 1,000 or 10 s worth
 //! (plus what is appended while a signature is made), are covered by the chain only.
@@ -58,7 +70,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -111,7 +123,14 @@ impl From<rusqlite::Error> for CheckpointError {
 /// Results of this module.
 pub type Result<T> = std::result::Result<T, CheckpointError>;
 
-/// When [`Checkpointer::maybe_checkpoint`] signs.
+/// A signed head left unstored in the token this many times `store_every` refuses new
+/// operations (design §6).
+pub const OVERDUE_FACTOR: u32 = 10;
+
+/// How often a failure to store the head is logged again while it lasts.
+const STORE_FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// When [`Checkpointer::maybe_checkpoint`] signs, and how often the token's head is replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckpointConfig {
     /// Sign when at least this many records came since the last checkpoint. Default 1,000.
@@ -119,6 +138,9 @@ pub struct CheckpointConfig {
     /// Sign when this long has passed since the last checkpoint and a record came.
     /// Default 10 s.
     pub every: Duration,
+    /// Replace the token's signed head at most this often (and at a clean shutdown).
+    /// Default 10 s.
+    pub store_every: Duration,
 }
 
 impl Default for CheckpointConfig {
@@ -126,6 +148,18 @@ impl Default for CheckpointConfig {
         CheckpointConfig {
             every_records: 1000,
             every: Duration::from_secs(10),
+            store_every: Duration::from_secs(10),
+        }
+    }
+}
+
+impl CheckpointConfig {
+    /// Signing every `interval` (and 1,000 records), storing at most every `interval`.
+    pub fn every(interval: Duration) -> CheckpointConfig {
+        CheckpointConfig {
+            every: interval,
+            store_every: interval,
+            ..CheckpointConfig::default()
         }
     }
 }
@@ -367,6 +401,18 @@ struct Inner {
     /// The signed-head object this checkpointer made last (its handle), so the next one
     /// replaces it without a token-wide search; `None`: search (at the first checkpoint).
     head_object: Option<ObjectHandle>,
+    /// The latest checkpoint not yet in the token.
+    unstored: Option<Checkpoint>,
+    /// The seq of the head this process knows the token holds.
+    stored_seq: i64,
+    /// When the token's head last became older than the latest checkpoint (monotonic, and
+    /// as ms since the epoch for reports); `None` while the token holds the latest.
+    unstored_since: Option<(Instant, i64)>,
+    /// When the head was last stored; `None` before this process stored one.
+    stored_at: Option<Instant>,
+    /// Failed stores since the last success, and when the failure was last logged.
+    store_failures: u64,
+    failure_logged: Option<Instant>,
 }
 
 /// Signs the chain head every 1,000 records or 10 s (see the module header). `Send + Sync`.
@@ -375,6 +421,8 @@ pub struct Checkpointer {
     config: CheckpointConfig,
     signed_seq: AtomicI64,
     inner: Mutex<Inner>,
+    /// Set while the head has been unstored for [`OVERDUE_FACTOR`]x `store_every`.
+    overdue: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for Checkpointer {
@@ -423,11 +471,16 @@ impl Checkpointer {
         let in_table = conn
             .query_row(LAST_CHECKPOINT, [], checkpoint_row)
             .optional()?;
+        let token_seq = in_token.as_ref().map_or(0, |c| c.seq);
+        // A checkpoint the token does not hold yet (a crash between the two, or a store that
+        // kept failing): stored at the first tick.
+        let unstored = in_table.clone().filter(|d| d.seq > token_seq);
         let last = match (in_token, in_table) {
             (Some(t), Some(d)) => Some(if d.seq > t.seq { d } else { t }),
             (t, d) => t.or(d),
         };
         let (last_seq, last_head) = last.map_or((0, GENESIS.to_vec()), |c| (c.seq, c.head));
+        let unstored_since = unstored.as_ref().map(|_| (Instant::now(), now_ms()));
         Ok(Checkpointer {
             token,
             config,
@@ -438,8 +491,22 @@ impl Checkpointer {
                 last_head,
                 last_at: Instant::now(),
                 head_object: None,
+                unstored,
+                stored_seq: token_seq,
+                unstored_since,
+                stored_at: None,
+                store_failures: 0,
+                failure_logged: None,
             }),
+            overdue: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// The flag set while the token's head has been unstored for [`OVERDUE_FACTOR`]x
+    /// `store_every`: the audit writer counts as unhealthy meanwhile
+    /// ([`super::writer::WriterConfig::hold`]).
+    pub fn overdue(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.overdue)
     }
 
     /// The seq of the last signed head (0 before the first checkpoint).
@@ -466,6 +533,23 @@ impl Checkpointer {
     fn checkpoint(&self, force: bool) -> Result<Option<Checkpoint>> {
         let mut inner = self.inner.lock();
         let inner = &mut *inner;
+        let made = self.sign_if_due(inner, force);
+        if let Ok(Some(cp)) = &made {
+            inner.unstored = Some(cp.clone());
+            inner
+                .unstored_since
+                .get_or_insert((Instant::now(), cp.time_ms));
+        }
+        // Even when signing failed or was not due: a head that could not be stored before
+        // is retried at every tick.
+        let stored = self.store_if_due(inner, force);
+        let made = made?;
+        stored?;
+        Ok(made)
+    }
+
+    /// Signs the chain head into `audit_checkpoints` if it is due (or `force`).
+    fn sign_if_due(&self, inner: &mut Inner, force: bool) -> Result<Option<Checkpoint>> {
         // Read the head and check the records since the last signed head in one snapshot.
         let tx = inner
             .conn
@@ -525,13 +609,82 @@ impl Checkpointer {
             params![cp.seq, cp.head, cp.signature, cp.time_ms],
         )?;
         tx.commit()?;
-        inner.head_object = store_token_head(&self.token, &cp, inner.head_object.take())?;
         inner.last_seq = cp.seq;
         inner.last_head = cp.head.clone();
         inner.last_at = Instant::now();
         self.signed_seq.store(cp.seq, Ordering::Release);
         tracing::debug!(seq = cp.seq, "signed audit checkpoint");
         Ok(Some(cp))
+    }
+
+    /// Replaces the token's signed head with the latest checkpoint when one is unstored and
+    /// `store_every` has passed since the last store (or `force`, or at this process's first
+    /// store). A failure is logged (rate-limited) and retried at the next tick; only a forced
+    /// store (clean shutdown) returns it. Updates [`Checkpointer::overdue`].
+    fn store_if_due(&self, inner: &mut Inner, force: bool) -> Result<()> {
+        let mut result = Ok(());
+        if let Some(cp) = inner.unstored.clone() {
+            let due = force
+                || inner
+                    .stored_at
+                    .is_none_or(|t| t.elapsed() >= self.config.store_every);
+            if due {
+                match store_token_head(&self.token, &cp, inner.head_object.take()) {
+                    Ok(handle) => {
+                        if inner.store_failures > 0 {
+                            tracing::warn!(
+                                seq = cp.seq,
+                                failures = inner.store_failures,
+                                "the signed audit head is stored in the token again"
+                            );
+                        }
+                        inner.head_object = handle;
+                        inner.stored_seq = cp.seq;
+                        inner.stored_at = Some(Instant::now());
+                        inner.unstored = None;
+                        inner.unstored_since = None;
+                        inner.store_failures = 0;
+                        inner.failure_logged = None;
+                    }
+                    Err(e) => {
+                        inner.store_failures += 1;
+                        let log = inner
+                            .failure_logged
+                            .is_none_or(|t| t.elapsed() >= STORE_FAILURE_LOG_EVERY);
+                        if log {
+                            inner.failure_logged = Some(Instant::now());
+                            tracing::error!(
+                                error = %e,
+                                token_seq = inner.stored_seq,
+                                signed_seq = cp.seq,
+                                failures = inner.store_failures,
+                                "cannot store the signed audit head in the token (retried every \
+                                 tick; truncation is detectable only up to the token's head)"
+                            );
+                        }
+                        if force {
+                            result = Err(e);
+                        }
+                    }
+                }
+            }
+        }
+        let overdue = inner
+            .unstored_since
+            .is_some_and(|(at, _)| at.elapsed() >= self.config.store_every * OVERDUE_FACTOR);
+        if self.overdue.swap(overdue, Ordering::AcqRel) != overdue {
+            if overdue {
+                tracing::error!(
+                    token_seq = inner.stored_seq,
+                    "the signed audit head has not been stored in the token for {}x its \
+                     interval: new operations are refused until it is",
+                    OVERDUE_FACTOR
+                );
+            } else {
+                tracing::warn!("the signed audit head is stored: operations are served again");
+            }
+        }
+        result
     }
 
     fn tampered(&self, why: String) -> CheckpointError {
@@ -703,6 +856,14 @@ pub struct TokenVerifyReport {
     pub signed_seq: i64,
     /// Records after `signed_seq`: covered by the chain only.
     pub unsigned_tail: u64,
+    /// When the token's head fell behind the latest checkpoint (ms since the epoch: the time
+    /// of the first checkpoint it does not hold), if it is behind: a store failed, or is not
+    /// due yet (design §6 stores at most every 10 s). Truncation is detectable only up to the
+    /// token's head.
+    pub token_head_stale_since_ms: Option<i64>,
+    /// Records after the token's head (all of them without one): no truncation of these is
+    /// detectable.
+    pub after_token_head: u64,
 }
 
 impl TokenVerifyReport {
@@ -721,9 +882,18 @@ impl TokenVerifyReport {
                 self.chain.problems.join("; ")
             );
         }
+        let stale = match self.token_head_stale_since_ms {
+            Some(t) => format!(
+                "; token head stale since {} (record {}), {} records covered by the chain only",
+                crate::admin::render::time_ms(t),
+                self.token_head_seq.unwrap_or(0),
+                self.after_token_head
+            ),
+            None => String::new(),
+        };
         format!(
             "{} records intact, chain head {}, signed up to record {} ({} checkpoints); {} \
-             records after the last signed head are covered by the chain only",
+             records after the last signed head are covered by the chain only{stale}",
             self.chain.records,
             self.chain.head,
             self.signed_seq,
@@ -859,6 +1029,16 @@ pub fn verify_with_token(conn: &Connection, token: &Token) -> Result<TokenVerify
         [signed_seq],
         |r| r.get(0),
     )?;
+    let token_seq = in_token.as_ref().map_or(0, |t| t.seq);
+    let token_head_stale_since_ms = checkpoints
+        .iter()
+        .find(|c| c.seq > token_seq)
+        .map(|c| c.time_ms);
+    let after_token_head: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM audit_log WHERE seq > ?1",
+        [token_seq],
+        |r| r.get(0),
+    )?;
     chain.problems.extend(problems);
     Ok(TokenVerifyReport {
         chain,
@@ -866,6 +1046,8 @@ pub fn verify_with_token(conn: &Connection, token: &Token) -> Result<TokenVerify
         token_head_seq: in_token.map(|t| t.seq),
         signed_seq,
         unsigned_tail: u64::try_from(unsigned_tail).unwrap_or(0),
+        token_head_stale_since_ms,
+        after_token_head: u64::try_from(after_token_head).unwrap_or(0),
     })
 }
 

@@ -122,6 +122,10 @@ pub struct WriterConfig {
     pub synchronous: Synchronous,
     /// Called after every commit; `None` by default.
     pub on_commit: Option<OnCommit>,
+    /// While this flag is set the writer counts as unhealthy, so new operations are refused
+    /// as in an outage (the checkpointer's: the token's signed head overdue, design §6);
+    /// records are still written. `None` by default.
+    pub hold: Option<Arc<AtomicBool>>,
 }
 
 impl Default for WriterConfig {
@@ -134,6 +138,7 @@ impl Default for WriterConfig {
             busy_timeout: Duration::from_secs(5),
             synchronous: Synchronous::Full,
             on_commit: None,
+            hold: None,
         }
     }
 }
@@ -198,6 +203,7 @@ struct Shared {
 pub struct AuditWriter {
     tx: SyncSender<Msg>,
     shared: Arc<Shared>,
+    hold: Option<Arc<AtomicBool>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -216,6 +222,7 @@ impl AuditWriter {
     /// fail, which fails closed.
     pub fn open(path: &Path, config: WriterConfig) -> Result<AuditWriter, StoreError> {
         let conn = open_connection(path, &config)?;
+        let hold = config.hold.clone();
         let (tx, rx) = mpsc::sync_channel(config.queue_capacity.max(1));
         let shared = Arc::new(Shared {
             healthy: AtomicBool::new(true),
@@ -249,6 +256,7 @@ impl AuditWriter {
         Ok(AuditWriter {
             tx,
             shared,
+            hold,
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -328,7 +336,12 @@ impl AuditWriter {
 
     /// False while the writer cannot persist: new operations must be denied.
     pub fn is_healthy(&self) -> bool {
-        self.shared.healthy.load(Ordering::Acquire) && !self.shared.stopped.load(Ordering::Acquire)
+        self.shared.healthy.load(Ordering::Acquire)
+            && !self.shared.stopped.load(Ordering::Acquire)
+            && !self
+                .hold
+                .as_ref()
+                .is_some_and(|h| h.load(Ordering::Acquire))
     }
 
     /// The writer's counters.

@@ -139,12 +139,13 @@ fn run(config_path: &Path) -> Result<(), Refusal> {
             format!("cannot read the policy and key catalog: {}", e.message),
         ));
     }
-    // The audit chain head is signed by a key in the token every 1,000 records or 10 s
-    // (design §6), checked every second, and once more at a clean stop.
+    // The audit chain head is signed by a key in the token every 1,000 records or
+    // audit_checkpoint_secs (10 s), stored in the token at most that often, checked every
+    // second, and once more at a clean stop (design §6).
     let checkpointer = Checkpointer::open(
         &config.store_path,
         Arc::clone(&token),
-        CheckpointConfig::default(),
+        CheckpointConfig::every(Duration::from_secs(config.audit_checkpoint_secs)),
     )
     .map_err(|e| {
         refuse(
@@ -152,6 +153,7 @@ fn run(config_path: &Path) -> Result<(), Refusal> {
             format!("cannot set up audit checkpoints in the token: {e}"),
         )
     })?;
+    let head_overdue = checkpointer.overdue();
     let checkpoints = spawn_checkpointer(Arc::new(checkpointer), Duration::from_secs(1));
     // The data path's audit records (design §6): group commit in the background; when it
     // cannot persist, new PKCS#11 operations are refused.
@@ -159,6 +161,9 @@ fn run(config_path: &Path) -> Result<(), Refusal> {
         &config.store_path,
         WriterConfig {
             on_commit: Some(checkpoints.notifier()),
+            // A signed head the token has not stored for 10x its interval refuses new
+            // operations as an audit outage does.
+            hold: Some(head_overdue),
             ..WriterConfig::default()
         },
     )

@@ -20,6 +20,8 @@
 //! destroy_check_secs = 60                      # how often scheduled destroys are run
 //! max_connections = 256                        # open connections, both sockets together
 //! session_objects_per_instance = 1000          # session objects (CKA_TOKEN=FALSE) per module instance
+//! audit_checkpoint_secs = 10                   # sign the audit head (and store it in the token)
+//!                                              # at least this often; 10x this unstored: refuse
 //!
 //! [testing]
 //! clock_file = "/tmp/t/clock"                  # TESTS ONLY: unix seconds read from this file
@@ -43,6 +45,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 /// The default cap on one module instance's session objects (design §4 "Session objects").
 pub const DEFAULT_SESSION_OBJECTS_PER_INSTANCE: usize = 1000;
+
+/// The default audit checkpoint interval (design §6 cadence: sign every 1,000 records or 10 s,
+/// store the signed head in the token at most every 10 s).
+pub const DEFAULT_AUDIT_CHECKPOINT_SECS: u64 = 10;
 
 /// A configuration file that cannot be used; the message says what to fix (one line).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +94,10 @@ pub struct Config {
     pub max_connections: usize,
     /// The cap on one module instance's session objects (more is `CKR_DEVICE_MEMORY`).
     pub session_objects_per_instance: usize,
+    /// Audit checkpoints: the chain head is signed at least this often (and every 1,000
+    /// records) and stored in the token at most this often; a head left unstored for 10x
+    /// this refuses new operations (design §6).
+    pub audit_checkpoint_secs: u64,
     /// Tests only: read the time (unix seconds) from this file.
     pub clock_file: Option<PathBuf>,
 }
@@ -139,6 +149,7 @@ struct RawDaemon {
     destroy_check_secs: Option<u64>,
     max_connections: Option<usize>,
     session_objects_per_instance: Option<usize>,
+    audit_checkpoint_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -234,6 +245,15 @@ impl Config {
                 "[daemon] max_connections must be at least 1".into(),
             ));
         }
+        let audit_checkpoint_secs = raw
+            .daemon
+            .audit_checkpoint_secs
+            .unwrap_or(DEFAULT_AUDIT_CHECKPOINT_SECS);
+        if audit_checkpoint_secs == 0 {
+            return Err(ConfigError(
+                "[daemon] audit_checkpoint_secs must be at least 1".into(),
+            ));
+        }
         Ok(Config {
             store_path: abs(raw.store.path),
             token_module: raw
@@ -253,6 +273,7 @@ impl Config {
                 .daemon
                 .session_objects_per_instance
                 .unwrap_or(DEFAULT_SESSION_OBJECTS_PER_INSTANCE),
+            audit_checkpoint_secs,
             clock_file: raw.testing.clock_file.map(abs),
         })
     }

@@ -6,3 +6,4 @@
 mod common;
 
 mod startup;
+mod token_head;
