@@ -434,21 +434,24 @@ fn the_connection_limit_refuses_extra_clients_and_the_admin_group_owns_the_socke
         .replace("[admin]\n", &format!("[admin]\ngroup = \"{gid}\"\n"))
         .replace(
             "destroy_check_secs = 1\n",
-            "destroy_check_secs = 1\nmax_connections = 2\n",
+            "destroy_check_secs = 1\nmax_admin_connections = 2\n",
         );
     std::fs::write(&env.config, text).unwrap();
     env.start();
     assert_eq!(std::fs::metadata(&env.admin_socket).unwrap().gid(), gid);
 
-    // Let the start-up probes' connections end, then take both slots with real handshakes.
+    // Let the start-up probes' connections end, then take both admin slots with real
+    // handshakes. (The admin socket has its own budget, design §9: the client socket's
+    // connections do not count against it, nor its against theirs.)
     std::thread::sleep(Duration::from_millis(300));
     let hello = Hello::new(ClientKind::Ctl, None, None);
     let a = Client::connect(&env.admin_socket, &hello).unwrap();
-    let b = Client::connect(&env.client_socket, &hello).unwrap();
+    let b = Client::connect(&env.admin_socket, &hello).unwrap();
+    let c = Client::connect(&env.client_socket, &hello).unwrap();
     let out = env.ctl(&["org", "list"]);
     out.failed();
     assert!(out.stderr.contains("limit of 2 connections"), "{out:#?}");
-    drop((a, b));
+    drop((a, b, c));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let out = env.ctl(&["org", "list"]);

@@ -202,11 +202,11 @@ fn run(config_path: &Path) -> Result<(), Refusal> {
             .map_err(|e| refuse(EXIT_OTHER, format!("cannot start the destroy thread: {e}")))?
     };
 
-    raise_nofile(config.max_connections);
+    raise_nofile(&config.limits);
     let shared = Shared::new(
         Arc::clone(&service),
         Settings {
-            max_connections: config.max_connections,
+            limits: config.limits.clone(),
             shutdown_grace: SHUTDOWN_GRACE,
         },
         config.admin_socket.clone(),
@@ -400,9 +400,10 @@ fn close(service: Arc<Mutex<AdminService>>, checkpoints: &CheckpointerThread) {
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit: every connection holds two descriptors
-/// (its stream and the clone shutdown uses), so 1,000 connections need more than the usual
-/// soft limit of 1,024. Warns if even the hard limit is short of `max_connections`.
-fn raise_nofile(max_connections: usize) {
+/// (its stream and the clone shutdown uses) and every module instance a pidfd, so the
+/// default limits need far more than the usual soft limit of 1,024. Warns if even the hard
+/// limit is short of what the `[daemon]` limits need.
+fn raise_nofile(limits: &keyward::daemon::config::Limits) {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let lim = getrlimit(Resource::Nofile);
     let raised = Rlimit {
@@ -415,16 +416,19 @@ fn raise_nofile(max_connections: usize) {
         }
     }
     let now = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
-    let need = u64::try_from(max_connections)
-        .unwrap_or(u64::MAX)
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    let need = count(limits.max_connections)
+        .saturating_add(count(limits.max_admin_connections))
         .saturating_mul(2)
+        .saturating_add(count(limits.max_instances))
         .saturating_add(64);
     if now < need {
         tracing::warn!(
             nofile = now,
-            max_connections,
-            "RLIMIT_NOFILE is below what max_connections needs (2 per connection + 64): \
-             connections past it will be refused"
+            need,
+            "RLIMIT_NOFILE is below what the [daemon] limits need (2 per connection, 1 per \
+             module instance, + 64): connections past it will be refused; raise it \
+             (systemd: LimitNOFILE=) or lower max_connections and max_instances"
         );
     }
 }

@@ -18,7 +18,17 @@
 //!
 //! [daemon]
 //! destroy_check_secs = 60                      # how often scheduled destroys are run
-//! max_connections = 256                        # open connections, both sockets together
+//! # Connections and module instances (design §9; README "Connections and module instances").
+//! max_connections = 4096                       # client socket, every uid together
+//! max_connections_per_uid = 1024               # client socket, one peer uid (200 processes x 4 lanes, and room)
+//! max_admin_connections = 64                   # admin socket, every uid together (its own reserve)
+//! max_admin_connections_per_uid = 16           # admin socket, one peer uid
+//! handshake_timeout_secs = 10                  # the whole handshake (Hello in, answer out)
+//! client_idle_secs = 300                       # a client connection with no session and no login
+//! admin_idle_secs = 300                        # an admin connection between requests
+//! max_instances = 8192                         # module instances, every uid together
+//! max_instances_per_uid = 1024                 # module instances of one peer uid
+//! instance_grace_secs = 600                    # an instance with no connection and no pid to watch
 //! session_objects_per_instance = 1000          # session objects (CKA_TOKEN=FALSE) per module instance
 //! audit_checkpoint_secs = 10                   # sign the audit head (and store it in the token)
 //!                                              # at least this often; 10x this unstored: refuse
@@ -40,8 +50,29 @@ pub const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 /// The default period of the scheduled-destroy check.
 pub const DEFAULT_DESTROY_CHECK_SECS: u64 = 60;
 
-/// The default cap on open connections (both sockets together).
-pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// The default cap on client-socket connections, every uid together.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// The default cap on one peer uid's client-socket connections: 200 worker processes with
+/// the module's 4 lanes each, and room.
+pub const DEFAULT_MAX_CONNECTIONS_PER_UID: usize = 1024;
+/// The default cap on admin-socket connections, every uid together. The admin socket's
+/// connections never count against the client socket's caps (its reserve, design §9).
+pub const DEFAULT_MAX_ADMIN_CONNECTIONS: usize = 64;
+/// The default cap on one peer uid's admin-socket connections.
+pub const DEFAULT_MAX_ADMIN_CONNECTIONS_PER_UID: usize = 16;
+/// The default deadline of a whole handshake (seconds).
+pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+/// The default idle time after which a client connection with no session and no login is
+/// closed (seconds).
+pub const DEFAULT_CLIENT_IDLE_SECS: u64 = 300;
+/// The default idle time after which an admin connection is closed (seconds).
+pub const DEFAULT_ADMIN_IDLE_SECS: u64 = 300;
+/// The default cap on module instances, every uid together.
+pub const DEFAULT_MAX_INSTANCES: usize = 8192;
+/// The default cap on one peer uid's module instances.
+pub const DEFAULT_MAX_INSTANCES_PER_UID: usize = 1024;
+/// The default time an instance with no connection and no process to watch is kept (seconds).
+pub const DEFAULT_INSTANCE_GRACE_SECS: u64 = 600;
 
 /// The default cap on one module instance's session objects (design §4 "Session objects").
 pub const DEFAULT_SESSION_OBJECTS_PER_INSTANCE: usize = 1000;
@@ -71,6 +102,48 @@ pub enum PinSource {
     Env(String),
 }
 
+/// keywardd's connection and module-instance limits (`[daemon]`, design §9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Client-socket connections, every uid together.
+    pub max_connections: usize,
+    /// Client-socket connections of one peer uid.
+    pub max_connections_per_uid: usize,
+    /// Admin-socket connections, every uid together.
+    pub max_admin_connections: usize,
+    /// Admin-socket connections of one peer uid.
+    pub max_admin_connections_per_uid: usize,
+    /// Deadline of the whole handshake (seconds).
+    pub handshake_timeout_secs: u64,
+    /// Idle time before a client connection with no session and no login is closed.
+    pub client_idle_secs: u64,
+    /// Idle time before an admin connection is closed.
+    pub admin_idle_secs: u64,
+    /// Module instances, every uid together.
+    pub max_instances: usize,
+    /// Module instances of one peer uid.
+    pub max_instances_per_uid: usize,
+    /// How long an instance with no connection and no process to watch is kept (seconds).
+    pub instance_grace_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_uid: DEFAULT_MAX_CONNECTIONS_PER_UID,
+            max_admin_connections: DEFAULT_MAX_ADMIN_CONNECTIONS,
+            max_admin_connections_per_uid: DEFAULT_MAX_ADMIN_CONNECTIONS_PER_UID,
+            handshake_timeout_secs: DEFAULT_HANDSHAKE_TIMEOUT_SECS,
+            client_idle_secs: DEFAULT_CLIENT_IDLE_SECS,
+            admin_idle_secs: DEFAULT_ADMIN_IDLE_SECS,
+            max_instances: DEFAULT_MAX_INSTANCES,
+            max_instances_per_uid: DEFAULT_MAX_INSTANCES_PER_UID,
+            instance_grace_secs: DEFAULT_INSTANCE_GRACE_SECS,
+        }
+    }
+}
+
 /// keywardd's whole configuration, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -90,8 +163,8 @@ pub struct Config {
     pub client_socket: PathBuf,
     /// How often scheduled destroys are run.
     pub destroy_check_secs: u64,
-    /// The cap on open connections.
-    pub max_connections: usize,
+    /// The connection, handshake, idle and instance limits (design §9).
+    pub limits: Limits,
     /// The cap on one module instance's session objects (more is `CKR_DEVICE_MEMORY`).
     pub session_objects_per_instance: usize,
     /// Audit checkpoints: the chain head is signed at least this often (and every 1,000
@@ -148,6 +221,15 @@ struct RawClient {
 struct RawDaemon {
     destroy_check_secs: Option<u64>,
     max_connections: Option<usize>,
+    max_connections_per_uid: Option<usize>,
+    max_admin_connections: Option<usize>,
+    max_admin_connections_per_uid: Option<usize>,
+    handshake_timeout_secs: Option<u64>,
+    client_idle_secs: Option<u64>,
+    admin_idle_secs: Option<u64>,
+    max_instances: Option<usize>,
+    max_instances_per_uid: Option<usize>,
+    instance_grace_secs: Option<u64>,
     session_objects_per_instance: Option<usize>,
     audit_checkpoint_secs: Option<u64>,
 }
@@ -236,15 +318,7 @@ impl Config {
                 "[daemon] destroy_check_secs must be at least 1".into(),
             ));
         }
-        let max_connections = raw
-            .daemon
-            .max_connections
-            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
-        if max_connections == 0 {
-            return Err(ConfigError(
-                "[daemon] max_connections must be at least 1".into(),
-            ));
-        }
+        let limits = limits(&raw.daemon)?;
         let audit_checkpoint_secs = raw
             .daemon
             .audit_checkpoint_secs
@@ -267,7 +341,7 @@ impl Config {
             admin_group: raw.admin.group,
             client_socket,
             destroy_check_secs,
-            max_connections,
+            limits,
             // 0 turns session objects off (every creation is CKR_DEVICE_MEMORY).
             session_objects_per_instance: raw
                 .daemon
@@ -277,6 +351,67 @@ impl Config {
             clock_file: raw.testing.clock_file.map(abs),
         })
     }
+}
+
+/// The `[daemon]` limits, each at least 1, and per-uid caps no larger than their global ones.
+fn limits(d: &RawDaemon) -> Result<Limits, ConfigError> {
+    let def = Limits::default();
+    let at_least_one = |key: &str, v: u64| {
+        if v == 0 {
+            Err(ConfigError(format!("[daemon] {key} must be at least 1")))
+        } else {
+            Ok(v)
+        }
+    };
+    let count = |key: &str, v: Option<usize>, default: usize| {
+        let v = v.unwrap_or(default);
+        at_least_one(key, v as u64).map(|_| v)
+    };
+    let secs = |key: &str, v: Option<u64>, default: u64| at_least_one(key, v.unwrap_or(default));
+    let l = Limits {
+        max_connections: count("max_connections", d.max_connections, def.max_connections)?,
+        max_connections_per_uid: count(
+            "max_connections_per_uid",
+            d.max_connections_per_uid,
+            def.max_connections_per_uid,
+        )?,
+        max_admin_connections: count(
+            "max_admin_connections",
+            d.max_admin_connections,
+            def.max_admin_connections,
+        )?,
+        max_admin_connections_per_uid: count(
+            "max_admin_connections_per_uid",
+            d.max_admin_connections_per_uid,
+            def.max_admin_connections_per_uid,
+        )?,
+        handshake_timeout_secs: secs(
+            "handshake_timeout_secs",
+            d.handshake_timeout_secs,
+            def.handshake_timeout_secs,
+        )?,
+        client_idle_secs: secs("client_idle_secs", d.client_idle_secs, def.client_idle_secs)?,
+        admin_idle_secs: secs("admin_idle_secs", d.admin_idle_secs, def.admin_idle_secs)?,
+        max_instances: count("max_instances", d.max_instances, def.max_instances)?,
+        max_instances_per_uid: count(
+            "max_instances_per_uid",
+            d.max_instances_per_uid,
+            def.max_instances_per_uid,
+        )?,
+        instance_grace_secs: secs(
+            "instance_grace_secs",
+            d.instance_grace_secs,
+            def.instance_grace_secs,
+        )?,
+    };
+    // A per-uid cap above its global one would only mislead: clamp it, as the global cap
+    // refuses first anyway.
+    Ok(Limits {
+        max_connections_per_uid: l.max_connections_per_uid.min(l.max_connections),
+        max_admin_connections_per_uid: l.max_admin_connections_per_uid.min(l.max_admin_connections),
+        max_instances_per_uid: l.max_instances_per_uid.min(l.max_instances),
+        ..l
+    })
 }
 
 /// Joins a multi-line message into one line.
@@ -313,7 +448,8 @@ socket = "/run/keyward/client.sock"
         assert_eq!(c.admin_socket, Path::new("/run/keyward/admin.sock"));
         assert_eq!(c.admin_group, None);
         assert_eq!(c.destroy_check_secs, 60);
-        assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.limits.max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(
             c.session_objects_per_instance,
             DEFAULT_SESSION_OBJECTS_PER_INSTANCE
@@ -338,6 +474,15 @@ socket = "c.sock"
 [daemon]
 destroy_check_secs = 5
 max_connections = 3
+max_connections_per_uid = 2
+max_admin_connections = 5
+max_admin_connections_per_uid = 9
+handshake_timeout_secs = 4
+client_idle_secs = 6
+admin_idle_secs = 8
+max_instances = 10
+max_instances_per_uid = 11
+instance_grace_secs = 12
 session_objects_per_instance = 7
 [testing]
 clock_file = "clock"
@@ -348,7 +493,23 @@ clock_file = "clock"
         assert_eq!(c.admin_socket, Path::new("/etc/keyward/a.sock"));
         assert_eq!(c.admin_group.as_deref(), Some("keyward"));
         assert_eq!(c.destroy_check_secs, 5);
-        assert_eq!(c.max_connections, 3);
+        let l = &c.limits;
+        assert_eq!((l.max_connections, l.max_connections_per_uid), (3, 2));
+        // Per-uid caps above their global ones are clamped.
+        assert_eq!(
+            (l.max_admin_connections, l.max_admin_connections_per_uid),
+            (5, 5)
+        );
+        assert_eq!((l.max_instances, l.max_instances_per_uid), (10, 10));
+        assert_eq!(
+            (
+                l.handshake_timeout_secs,
+                l.client_idle_secs,
+                l.admin_idle_secs
+            ),
+            (4, 6, 8)
+        );
+        assert_eq!(l.instance_grace_secs, 12);
         assert_eq!(c.session_objects_per_instance, 7);
         assert_eq!(c.clock_file, Some("/etc/keyward/clock".into()));
     }
@@ -380,6 +541,14 @@ clock_file = "clock"
             (
                 format!("{BASE}[daemon]\nmax_connections = 0\n"),
                 "at least 1",
+            ),
+            (
+                format!("{BASE}[daemon]\nmax_instances_per_uid = 0\n"),
+                "max_instances_per_uid must be at least 1",
+            ),
+            (
+                format!("{BASE}[daemon]\nhandshake_timeout_secs = 0\n"),
+                "handshake_timeout_secs must be at least 1",
             ),
             ("[store".to_string(), ""),
             (BASE.replace("[admin]\n", ""), ""),

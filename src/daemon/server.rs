@@ -7,7 +7,15 @@
 //!   is answered and everything else is `CKR_FUNCTION_NOT_SUPPORTED`); admin requests there
 //!   are refused with a message pointing at the admin socket.
 //!
-//! One thread per connection, at most `max_connections` at once (more are closed at once).
+//! One thread per connection. Limits (design §9, `[daemon]` in keyward.toml, README
+//! "Connections and module instances"): connections per socket, per peer uid and for every
+//! uid together (the admin socket has its own budget, so a flood of the client socket never
+//! locks the admin out); a deadline on the whole handshake (a byte a second does not hold a
+//! connection); a client connection with no session and no login is closed after an idle
+//! time, an admin connection after its own; module instances per peer uid and in all. A
+//! connection over a limit gets a handshake refusal `CKR_DEVICE_MEMORY` naming the limit
+//! (the module then shares the lanes it has); each refusal is logged, at most once per
+//! [`LIMIT_LOG_EVERY`] per limit and uid, with the number left unsaid.
 //! Who is calling is decided here, once per connection, in this order: the service-account
 //! key of the `Hello` (`KEYWARD_CREDENTIALS`; a wrong one is refused with
 //! `CKR_PIN_INCORRECT` after a delay growing per (key id, peer uid), and a peer with many
@@ -15,14 +23,20 @@
 //! `unix-uid:N` with the peer's groups (`SO_PEERCRED`, `SO_PEERGROUPS`).
 //!
 //! Instances: a module's first connection gets a new instance secret; a connection presenting
-//! one joins that instance only from the same pid. An unknown secret (keywardd restarted) is
-//! treated as a new instance with a new secret.
+//! one joins that instance only from the same pid. An unknown secret (keywardd restarted, or
+//! the instance was forgotten) is treated as a new instance with a new secret. An instance
+//! lives while it has a connection; without one it is forgotten when its process exits
+//! (a pidfd, else `kill(pid, 0)`), when the same process starts a new instance (it
+//! finalised the old one), or, if it has no pid to watch, after `instance_grace_secs`. At a
+//! cap a new instance is refused; another uid's is never evicted. keywardctl's connections
+//! to the client socket are instances of one connection, forgotten when it closes.
 //!
 //! Lock order: the service mutex, then nothing (the throttle, instance and connection tables
 //! are taken on their own, never while the service mutex is held). Shutdown: stop accepting,
 //! remove the socket files, shut the read half of every connection (a request being handled
 //! still gets its answer), wait for the connection threads up to a bound.
 
+use super::config::Limits;
 use super::peercred::{peer_cred, PeerCred};
 use super::pkcs11::{ClientConnection, Pkcs11Service};
 use super::throttle::Throttle;
@@ -30,6 +44,7 @@ use crate::admin::{credentials, AdminService, Caller, Clock};
 use crate::audit::{self, NewRecord, Outcome};
 use crate::policy::{Member, Principal};
 use crate::store::iam::get_mapping;
+use keyward_wire::admin::{AdminRequest, AdminResponse};
 use keyward_wire::pkcs11::{Pkcs11Request, Pkcs11Response};
 use keyward_wire::server::{accept, Accepted};
 use keyward_wire::{
@@ -37,8 +52,10 @@ use keyward_wire::{
 };
 use parking_lot::Mutex;
 use rand::RngCore;
-use std::collections::{HashMap, VecDeque};
-use std::io;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -46,23 +63,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long a client may take to send its `Hello`.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long an admin connection may stay idle between requests.
-const ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a response may take to be written.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the accept loop looks at the shutdown flag.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Connections over the limit answered with a refusal at once; more are just closed.
 const MAX_BUSY_REFUSALS: usize = 16;
-/// How long a connection over the limit gets to send its `Hello`.
+/// How long a connection over the limit gets to send its `Hello` (whole).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
-/// Instances remembered (oldest forgotten first).
-const MAX_INSTANCES: usize = 10_000;
+/// How often instances without a connection are looked at.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// A refusal by a limit is logged at most this often per (limit, uid).
+pub const LIMIT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Which socket a connection came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SocketKind {
     /// The admin socket.
     Admin,
@@ -192,44 +207,173 @@ pub fn resolve_group(group: &str) -> Result<u32, String> {
 /// Server settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Cap on open connections, both sockets together.
-    pub max_connections: usize,
+    /// Connection, handshake, idle and instance limits (`[daemon]`).
+    pub limits: Limits,
     /// How long shutdown waits for connections to finish.
     pub shutdown_grace: Duration,
 }
 
 /// One module instance.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Instance {
     id: String,
     pid: Option<u32>,
+    uid: Option<u32>,
+    /// Open connections presenting it.
+    conns: usize,
+    /// When its last connection closed (None while it has one).
+    detached: Option<Instant>,
+    /// Its process, to see it exit (None: no pid, or pidfd_open failed: `kill(pid, 0)`).
+    pidfd: Option<OwnedFd>,
 }
 
-/// Known instances by secret.
+impl Instance {
+    /// True once its process has exited (or, with no pid to watch, the grace has passed).
+    fn gone(&self, now: Instant, grace: Duration) -> bool {
+        if let Some(fd) = &self.pidfd {
+            let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+            let zero = rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            return matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0);
+        }
+        match self
+            .pid
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+        {
+            Some(pid) => rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH),
+            None => self
+                .detached
+                .is_some_and(|t| now.saturating_duration_since(t) >= grace),
+        }
+    }
+}
+
+/// What a connection holds of the instance table.
+#[derive(Debug, Clone)]
+struct Joined {
+    /// The instance's id (audit records, the PKCS#11 state).
+    id: String,
+    /// Its secret, if it is in the table (module instances); keywardctl's are not.
+    key: Option<[u8; 32]>,
+}
+
+/// Known module instances by secret, and how many each uid has.
 #[derive(Default)]
 struct Instances {
     by_secret: HashMap<[u8; 32], Instance>,
-    order: VecDeque<[u8; 32]>,
+    per_uid: HashMap<Option<u32>, usize>,
+    last_sweep: Option<Instant>,
 }
 
 impl Instances {
-    fn new_instance(&mut self, pid: Option<u32>, remember: bool) -> (InstanceSecret, Instance) {
+    fn fresh_secret() -> ([u8; 32], String) {
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
         let mut idb = [0u8; 6];
         rand::rngs::OsRng.fill_bytes(&mut idb);
-        let id: String = idb.iter().map(|b| format!("{b:02x}")).collect();
-        let inst = Instance { id, pid };
-        if remember {
-            if self.order.len() >= MAX_INSTANCES {
-                if let Some(old) = self.order.pop_front() {
-                    self.by_secret.remove(&old);
+        (bytes, idb.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    fn remove(&mut self, key: &[u8; 32]) -> Option<Instance> {
+        let inst = self.by_secret.remove(key)?;
+        if let Some(n) = self.per_uid.get_mut(&inst.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_uid.remove(&inst.uid);
+            }
+        }
+        Some(inst)
+    }
+
+    /// Forgets the instances without a connection that are done with (design §9): their
+    /// process exited, `same_pid` made a new one, or no pid and the grace passed. `only_uid`
+    /// limits the look to one uid's. Returns the forgotten ids.
+    fn sweep(
+        &mut self,
+        grace: Duration,
+        only_uid: Option<Option<u32>>,
+        same_pid: Option<u32>,
+    ) -> Vec<String> {
+        let now = Instant::now();
+        let done: Vec<[u8; 32]> = self
+            .by_secret
+            .iter()
+            .filter(|(_, i)| i.conns == 0 && only_uid.is_none_or(|u| u == i.uid))
+            .filter(|(_, i)| (same_pid.is_some() && i.pid == same_pid) || i.gone(now, grace))
+            .map(|(k, _)| *k)
+            .collect();
+        done.iter()
+            .filter_map(|k| self.remove(k))
+            .map(|i| i.id)
+            .collect()
+    }
+}
+
+/// One open connection, as the accept loop and shutdown see it.
+struct ConnEntry {
+    stream: UnixStream,
+    kind: SocketKind,
+    uid: Option<u32>,
+}
+
+/// Open connections, counted per socket and per (socket, uid).
+#[derive(Default)]
+struct Conns {
+    by_id: HashMap<u64, ConnEntry>,
+    per_socket: HashMap<SocketKind, usize>,
+    per_uid: HashMap<(SocketKind, Option<u32>), usize>,
+}
+
+impl Conns {
+    fn count(&self, kind: SocketKind) -> usize {
+        self.per_socket.get(&kind).copied().unwrap_or(0)
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Some(e) = self.by_id.remove(&id) {
+            if let Some(n) = self.per_socket.get_mut(&e.kind) {
+                *n = n.saturating_sub(1);
+            }
+            let key = (e.kind, e.uid);
+            if let Some(n) = self.per_uid.get_mut(&key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_uid.remove(&key);
                 }
             }
-            self.by_secret.insert(bytes, inst.clone());
-            self.order.push_back(bytes);
         }
-        (InstanceSecret::from_bytes(bytes), inst)
+    }
+}
+
+/// Refusals by a limit, logged at most once per [`LIMIT_LOG_EVERY`] per (limit, uid).
+#[derive(Default)]
+struct LimitLog {
+    last: HashMap<(&'static str, Option<u32>), (Instant, u64)>,
+}
+
+impl LimitLog {
+    fn refused(&mut self, limit: &'static str, max: usize, uid: Option<u32>, what: &str) {
+        let now = Instant::now();
+        if self.last.len() > 4096 {
+            self.last
+                .retain(|_, (t, _)| now.saturating_duration_since(*t) < LIMIT_LOG_EVERY);
+        }
+        match self.last.get_mut(&(limit, uid)) {
+            Some((t, n)) if now.saturating_duration_since(*t) < LIMIT_LOG_EVERY => *n += 1,
+            entry => {
+                let suppressed = entry.map_or(0, |(_, n)| *n);
+                tracing::warn!(
+                    limit,
+                    max,
+                    uid,
+                    suppressed,
+                    "refused by [daemon] {limit} = {max}: {what}"
+                );
+                self.last.insert((limit, uid), (now, 0));
+            }
+        }
     }
 }
 
@@ -241,7 +385,8 @@ pub struct Shared {
     admin_path: PathBuf,
     throttle: Mutex<Throttle>,
     instances: Mutex<Instances>,
-    conns: Mutex<HashMap<u64, UnixStream>>,
+    conns: Mutex<Conns>,
+    limit_log: Mutex<LimitLog>,
     next_conn: AtomicU64,
     busy_refusals: AtomicUsize,
     pkcs11: Option<Arc<Pkcs11Service>>,
@@ -270,7 +415,8 @@ impl Shared {
             admin_path,
             throttle: Mutex::new(Throttle::default()),
             instances: Mutex::new(Instances::default()),
-            conns: Mutex::new(HashMap::new()),
+            conns: Mutex::new(Conns::default()),
+            limit_log: Mutex::new(LimitLog::default()),
             next_conn: AtomicU64::new(1),
             busy_refusals: AtomicUsize::new(0),
             pkcs11,
@@ -279,7 +425,114 @@ impl Shared {
 
     /// Open connections.
     pub fn open_connections(&self) -> usize {
-        self.conns.lock().len()
+        self.conns.lock().by_id.len()
+    }
+
+    /// Open connections on `kind`'s socket.
+    pub fn connections_on(&self, kind: SocketKind) -> usize {
+        self.conns.lock().count(kind)
+    }
+
+    /// Module instances in the table.
+    pub fn module_instances(&self) -> usize {
+        self.instances.lock().by_secret.len()
+    }
+
+    fn grace(&self) -> Duration {
+        Duration::from_secs(self.settings.limits.instance_grace_secs)
+    }
+
+    /// Forgets instances without a connection whose process exited (at most once per
+    /// [`SWEEP_EVERY`]), and their PKCS#11 state.
+    fn sweep_instances(&self) {
+        let forgotten = {
+            let mut t = self.instances.lock();
+            let now = Instant::now();
+            if t.last_sweep
+                .is_some_and(|l| now.saturating_duration_since(l) < SWEEP_EVERY)
+            {
+                return;
+            }
+            t.last_sweep = Some(now);
+            t.sweep(self.grace(), None, None)
+        };
+        self.forget(&forgotten);
+    }
+
+    fn forget(&self, ids: &[String]) {
+        if let Some(p11) = &self.pkcs11 {
+            for id in ids {
+                p11.forget_instance(id);
+            }
+        }
+        if !ids.is_empty() {
+            tracing::debug!(
+                count = ids.len(),
+                "forgot module instances of exited processes"
+            );
+        }
+    }
+
+    /// A connection of instance `joined` closed.
+    fn leave(&self, joined: &Joined) {
+        let Some(key) = joined.key else {
+            // keywardctl: an instance of one connection.
+            self.forget(std::slice::from_ref(&joined.id));
+            return;
+        };
+        let mut t = self.instances.lock();
+        if let Some(i) = t.by_secret.get_mut(&key) {
+            i.conns = i.conns.saturating_sub(1);
+            if i.conns == 0 {
+                i.detached = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Registers a new connection, or says which limit refuses it.
+    fn admit(
+        &self,
+        id: u64,
+        kind: SocketKind,
+        uid: Option<u32>,
+        stream: &UnixStream,
+    ) -> Result<(), (&'static str, usize)> {
+        let l = &self.settings.limits;
+        let (global, per_uid) = match kind {
+            SocketKind::Client => (
+                ("max_connections", l.max_connections),
+                ("max_connections_per_uid", l.max_connections_per_uid),
+            ),
+            SocketKind::Admin => (
+                ("max_admin_connections", l.max_admin_connections),
+                (
+                    "max_admin_connections_per_uid",
+                    l.max_admin_connections_per_uid,
+                ),
+            ),
+        };
+        let mut conns = self.conns.lock();
+        if conns.per_uid.get(&(kind, uid)).copied().unwrap_or(0) >= per_uid.1 {
+            return Err(per_uid);
+        }
+        if conns.count(kind) >= global.1 {
+            return Err(global);
+        }
+        let clone = stream.try_clone().map_err(|e| {
+            tracing::error!(error = %e, "cannot register a connection");
+            global
+        })?;
+        conns.by_id.insert(
+            id,
+            ConnEntry {
+                stream: clone,
+                kind,
+                uid,
+            },
+        );
+        *conns.per_socket.entry(kind).or_default() += 1;
+        *conns.per_uid.entry((kind, uid)).or_default() += 1;
+        Ok(())
     }
 
     /// Who is calling (design §1), or why the handshake is refused.
@@ -386,27 +639,94 @@ impl Shared {
     }
 
     /// The instance of this connection: new, or the one whose secret it presented (from the
-    /// same pid only).
+    /// same pid only). A new module instance over a cap is refused (design §9).
     fn instance(
         &self,
         hello: &Hello,
         peer: Option<&PeerCred>,
-    ) -> Result<(InstanceSecret, Instance), Refusal> {
+    ) -> Result<(InstanceSecret, Joined), Refusal> {
         let pid = peer.and_then(|p| p.pid);
-        let remember = hello.client == ClientKind::Module;
+        let uid = peer.map(|p| p.uid);
+        let module = hello.client == ClientKind::Module;
         let mut table = self.instances.lock();
         if let Some(secret) = &hello.instance_secret {
-            if let Some(inst) = table.by_secret.get(secret.expose_secret()) {
+            let key = *secret.expose_secret();
+            if let Some(inst) = table.by_secret.get_mut(&key) {
                 if inst.pid != pid || pid.is_none() {
                     return Err(Refusal {
                         rv: rv::CKR_DEVICE_ERROR,
                         message: "this instance secret belongs to another process".into(),
                     });
                 }
-                return Ok((secret.clone(), inst.clone()));
+                inst.conns += 1;
+                inst.detached = None;
+                let joined = Joined {
+                    id: inst.id.clone(),
+                    key: Some(key),
+                };
+                return Ok((secret.clone(), joined));
             }
         }
-        Ok(table.new_instance(pid, remember))
+        let (bytes, id) = Instances::fresh_secret();
+        if !module {
+            return Ok((InstanceSecret::from_bytes(bytes), Joined { id, key: None }));
+        }
+        // This uid's instances that are done with go first: the same process making a new
+        // instance finalised its old one.
+        let forgotten = table.sweep(self.grace(), Some(uid), pid);
+        let l = &self.settings.limits;
+        let refused = if table.per_uid.get(&uid).copied().unwrap_or(0) >= l.max_instances_per_uid {
+            Some(("max_instances_per_uid", l.max_instances_per_uid))
+        } else if table.by_secret.len() >= l.max_instances {
+            Some(("max_instances", l.max_instances))
+        } else {
+            None
+        };
+        if let Some((limit, max)) = refused {
+            drop(table);
+            self.forget(&forgotten);
+            self.limit_log
+                .lock()
+                .refused(limit, max, uid, "a new module instance");
+            return Err(Refusal {
+                rv: rv::CKR_DEVICE_MEMORY,
+                message: format!(
+                    "keywardd refuses a new module instance: {} ([daemon] {limit} = {max}); \
+                     instances are freed when their processes exit",
+                    if limit == "max_instances" {
+                        "it holds its limit of instances"
+                    } else {
+                        "this user holds its limit of instances"
+                    }
+                ),
+            });
+        }
+        let pidfd = pid
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+            .and_then(|p| {
+                rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+            });
+        table.by_secret.insert(
+            bytes,
+            Instance {
+                id: id.clone(),
+                pid,
+                uid,
+                conns: 1,
+                detached: None,
+                pidfd,
+            },
+        );
+        *table.per_uid.entry(uid).or_default() += 1;
+        drop(table);
+        self.forget(&forgotten);
+        Ok((
+            InstanceSecret::from_bytes(bytes),
+            Joined {
+                id,
+                key: Some(bytes),
+            },
+        ))
     }
 }
 
@@ -428,7 +748,10 @@ pub fn serve(shared: &Arc<Shared>, sockets: Vec<BoundSocket>, stop: &AtomicBool)
             tv_nsec: i64::try_from(POLL_INTERVAL.as_nanos()).unwrap_or(200_000_000),
         };
         match rustix::event::poll(&mut fds, Some(&timeout)) {
-            Ok(0) => continue,
+            Ok(0) => {
+                shared.sweep_instances();
+                continue;
+            }
             Ok(_) => {}
             Err(e) if e == rustix::io::Errno::INTR => continue,
             Err(e) => {
@@ -441,11 +764,12 @@ pub fn serve(shared: &Arc<Shared>, sockets: Vec<BoundSocket>, stop: &AtomicBool)
         for s in &sockets {
             accept_all(shared, s, stop);
         }
+        shared.sweep_instances();
     }
     tracing::info!("shutting down: no new connections");
     drop(sockets);
-    for conn in shared.conns.lock().values() {
-        let _ = conn.shutdown(std::net::Shutdown::Read);
+    for conn in shared.conns.lock().by_id.values() {
+        let _ = conn.stream.shutdown(std::net::Shutdown::Read);
     }
     let deadline = Instant::now() + shared.settings.shutdown_grace;
     loop {
@@ -482,38 +806,43 @@ fn accept_all(shared: &Arc<Shared>, socket: &BoundSocket, stop: &AtomicBool) {
         };
         let kind = socket.kind;
         let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut conns = shared.conns.lock();
-            if conns.len() >= shared.settings.max_connections {
-                tracing::warn!(
-                    max = shared.settings.max_connections,
-                    socket = kind.name(),
-                    "connection limit reached; refusing a new connection"
-                );
-                drop(conns);
-                refuse_busy(shared, stream);
-                continue;
+        let peer = match peer_cred(&stream) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(conn = id, error = %e, "no peer credentials; caller is anonymous");
+                None
             }
-            match stream.try_clone() {
-                Ok(clone) => {
-                    conns.insert(id, clone);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot register a connection");
-                    continue;
-                }
-            }
+        };
+        let uid = peer.as_ref().map(|p| p.uid);
+        if let Err((limit, max)) = shared.admit(id, kind, uid, &stream) {
+            let what = format!("a connection to the {} socket", kind.name());
+            shared.limit_log.lock().refused(limit, max, uid, &what);
+            let message = if limit.ends_with("_per_uid") {
+                format!(
+                    "this user holds its limit of {max} connections to keywardd's {} socket \
+                     ([daemon] {limit}): close some, or share them",
+                    kind.name()
+                )
+            } else {
+                format!(
+                    "keywardd holds its limit of {max} connections to its {} socket \
+                     ([daemon] {limit}): try again later",
+                    kind.name()
+                )
+            };
+            refuse_busy(shared, stream, message);
+            continue;
         }
         let shared2 = Arc::clone(shared);
         let spawned = std::thread::Builder::new()
             .name(format!("conn-{id}"))
             .spawn(move || {
-                connection(&shared2, stream, kind, id);
-                shared2.conns.lock().remove(&id);
+                connection(&shared2, stream, kind, id, peer);
+                shared2.conns.lock().remove(id);
             });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start a connection thread");
-            shared.conns.lock().remove(&id);
+            shared.conns.lock().remove(id);
         }
     }
 }
@@ -522,26 +851,22 @@ fn accept_all(shared: &Arc<Shared>, socket: &BoundSocket, stop: &AtomicBool) {
 /// its `Hello` first (a client whose `Hello` meets a closed socket sees only a broken pipe).
 /// At most [`MAX_BUSY_REFUSALS`] such threads run at once; past that the connection is just
 /// closed.
-fn refuse_busy(shared: &Arc<Shared>, stream: UnixStream) {
+fn refuse_busy(shared: &Arc<Shared>, stream: UnixStream, message: String) {
     if shared.busy_refusals.fetch_add(1, Ordering::SeqCst) >= MAX_BUSY_REFUSALS {
         shared.busy_refusals.fetch_sub(1, Ordering::SeqCst);
         return;
     }
-    let max = shared.settings.max_connections;
     let shared2 = Arc::clone(shared);
     let spawned = std::thread::Builder::new()
         .name("busy".into())
         .spawn(move || {
             let ready = stream
                 .set_nonblocking(false)
-                .and_then(|()| stream.set_read_timeout(Some(BUSY_TIMEOUT)))
                 .and_then(|()| stream.set_write_timeout(Some(BUSY_TIMEOUT)));
             if ready.is_ok() {
-                if let Ok(Accepted { pending, .. }) = accept(stream) {
-                    let _ = pending.refuse(
-                        rv::CKR_DEVICE_ERROR,
-                        format!("keywardd is at its limit of {max} connections: try again later"),
-                    );
+                let timed = Deadline::new(stream, BUSY_TIMEOUT);
+                if let Ok(Accepted { pending, .. }) = accept(timed) {
+                    let _ = pending.refuse(rv::CKR_DEVICE_MEMORY, message);
                 }
             }
             shared2.busy_refusals.fetch_sub(1, Ordering::SeqCst);
@@ -551,26 +876,118 @@ fn refuse_busy(shared: &Arc<Shared>, stream: UnixStream) {
     }
 }
 
+/// A stream whose reads share one deadline while it is set (the whole handshake, design
+/// §9), so that a byte a second does not hold a connection; writes keep their timeout.
+struct Deadline {
+    stream: UnixStream,
+    until: Cell<Option<Instant>>,
+}
+
+impl Deadline {
+    fn new(stream: UnixStream, within: Duration) -> Deadline {
+        Deadline {
+            stream,
+            until: Cell::new(Some(Instant::now() + within)),
+        }
+    }
+
+    /// Ends the deadline: reads block as the stream's own timeout says.
+    fn clear(&self) {
+        self.until.set(None);
+    }
+}
+
+impl Read for Deadline {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(until) = self.until.get() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            self.stream.set_read_timeout(Some(left))?;
+        }
+        self.stream.read(buf)
+    }
+}
+
+impl io::Write for Deadline {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+/// Waits until `stream` has something to read (a request, or end of file). `idle`: how long
+/// a quiet connection may stay; each time it passes, `may_close` decides (true: `false` is
+/// returned and the caller closes the connection). A connection with data waiting is not
+/// closed; a request that arrives just as it closes is not served, and the module, seeing
+/// its session-less lane closed, sends it again on a new one.
+fn wait_request(stream: &UnixStream, idle: Duration, may_close: &dyn Fn() -> bool) -> bool {
+    keyward_wire::spin::wait_readable(stream, keyward_wire::spin::budget());
+    let timeout = rustix::event::Timespec {
+        tv_sec: i64::try_from(idle.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(idle.subsec_nanos()),
+    };
+    loop {
+        let mut fds = [rustix::event::PollFd::new(
+            stream,
+            rustix::event::PollFlags::IN,
+        )];
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(0) => {
+                if may_close() {
+                    // One last look: a request that came in meanwhile is served.
+                    let mut fds = [rustix::event::PollFd::new(
+                        stream,
+                        rustix::event::PollFlags::IN,
+                    )];
+                    let zero = rustix::event::Timespec {
+                        tv_sec: 0,
+                        tv_nsec: 0,
+                    };
+                    return matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0);
+                }
+            }
+            Ok(_) => return true,
+            Err(e) if e == rustix::io::Errno::INTR => {}
+            // Let the read report it.
+            Err(_) => return true,
+        }
+    }
+}
+
 /// Serves one connection to its end.
-fn connection(shared: &Shared, stream: UnixStream, kind: SocketKind, id: u64) {
+fn connection(
+    shared: &Shared,
+    stream: UnixStream,
+    kind: SocketKind,
+    id: u64,
+    peer: Option<PeerCred>,
+) {
+    let limits = &shared.settings.limits;
     let setup = stream
         .set_nonblocking(false)
-        .and_then(|()| stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)))
         .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)));
     if let Err(e) = setup {
         tracing::warn!(conn = id, error = %e, "cannot set up a connection");
         return;
     }
-    let peer = match peer_cred(&stream) {
-        Ok(p) => Some(p),
-        Err(e) => {
-            tracing::warn!(conn = id, error = %e, "no peer credentials; caller is anonymous");
-            None
-        }
-    };
-    let Accepted { hello, pending } = match accept(stream) {
+    let handshake = Duration::from_secs(limits.handshake_timeout_secs);
+    let Accepted { hello, pending } = match accept(Deadline::new(stream, handshake)) {
         Ok(a) => a,
         Err(WireError::Closed) => return,
+        Err(WireError::Timeout) => {
+            tracing::info!(
+                conn = id,
+                socket = kind.name(),
+                uid = peer.as_ref().map(|p| p.uid),
+                "handshake not finished within [daemon] handshake_timeout_secs; closed"
+            );
+            return;
+        }
         Err(e) => {
             tracing::info!(conn = id, socket = kind.name(), error = %e, "handshake failed");
             return;
@@ -579,34 +996,34 @@ fn connection(shared: &Shared, stream: UnixStream, kind: SocketKind, id: u64) {
     let resolved = shared
         .principal(&hello, peer.as_ref())
         .and_then(|p| Ok((shared.instance(&hello, peer.as_ref())?, p)));
-    let ((secret, instance), principal) = match resolved {
+    let ((secret, joined), principal) = match resolved {
         Ok(r) => r,
         Err(Refusal { rv, message }) => {
             let _ = pending.refuse(rv, message);
             return;
         }
     };
-    let mut conn = match pending.welcome(&secret) {
+    let welcomed = pending.welcome(&secret);
+    drop(secret);
+    let mut conn = match welcomed {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(conn = id, error = %e, "client left during the handshake");
+            shared.leave(&joined);
             return;
         }
     };
-    drop(secret);
-    let idle = match kind {
-        SocketKind::Admin => Some(ADMIN_IDLE_TIMEOUT),
-        SocketKind::Client => None,
-    };
-    if let Err(e) = conn.get_ref().set_read_timeout(idle) {
-        tracing::warn!(conn = id, error = %e, "cannot set the idle timeout");
+    conn.get_ref().clear();
+    if let Err(e) = conn.get_ref().stream.set_read_timeout(None) {
+        tracing::warn!(conn = id, error = %e, "cannot clear the handshake timeout");
+        shared.leave(&joined);
         return;
     }
     let caller = Caller {
         principal,
         peer_pid: peer.as_ref().and_then(|p| p.pid),
         peer_uid: peer.as_ref().map(|p| p.uid),
-        instance: Some(instance.id),
+        instance: Some(joined.id.clone()),
     };
     tracing::debug!(
         conn = id,
@@ -625,9 +1042,24 @@ fn connection(shared: &Shared, stream: UnixStream, kind: SocketKind, id: u64) {
             .authenticate_key(key, peer.as_ref())
             .map_err(|r| r.rv)
     };
+    let idle = Duration::from_secs(match kind {
+        SocketKind::Admin => limits.admin_idle_secs,
+        SocketKind::Client => limits.client_idle_secs,
+    });
     loop {
-        // Clients send their next call soon after an answer: look briefly before sleeping.
-        keyward_wire::spin::wait_readable(conn.get_ref(), keyward_wire::spin::budget());
+        let ready = {
+            let p11 = p11.as_ref();
+            let may_close = || p11.is_none_or(ClientConnection::may_close_idle);
+            wait_request(&conn.get_ref().stream, idle, &may_close)
+        };
+        if !ready {
+            tracing::debug!(
+                conn = id,
+                socket = kind.name(),
+                "idle with no session and no login; closed"
+            );
+            break;
+        }
         let request = match conn.next_request() {
             Ok(Some(r)) => r,
             Ok(None) => break,
@@ -645,6 +1077,51 @@ fn connection(shared: &Shared, stream: UnixStream, kind: SocketKind, id: u64) {
             break;
         }
     }
+    // The PKCS#11 connection closes its sessions before the instance may be forgotten.
+    drop(p11);
+    shared.leave(&joined);
+}
+
+impl Shared {
+    /// Adds keywardd's live counts (open connections per socket, module instances) to a
+    /// `status` answer that carries store-wide counts (its caller holds kms.auditLogs.read
+    /// on every organisation); others' answers are left as they are.
+    fn live_status(&self, mut r: AdminResponse) -> AdminResponse {
+        let Ok(mut js) = serde_json::from_str::<serde_json::Value>(&r.json) else {
+            return r;
+        };
+        if js["counts"].is_null() {
+            return r;
+        }
+        let client = self.connections_on(SocketKind::Client);
+        let admin = self.connections_on(SocketKind::Admin);
+        let instances = self.module_instances();
+        js["daemon"]["connections"] = serde_json::json!({"client": client, "admin": admin});
+        js["daemon"]["moduleInstances"] = serde_json::json!(instances);
+        r.json = js.to_string();
+        if let Some(t) = r.table.as_mut() {
+            let at = t.rows.len().min(1);
+            let l = &self.settings.limits;
+            t.rows.insert(
+                at,
+                vec![
+                    "module instances".into(),
+                    format!("{instances} (max {})", l.max_instances),
+                ],
+            );
+            t.rows.insert(
+                at,
+                vec![
+                    "connections".into(),
+                    format!(
+                        "{client} client (max {}), {admin} admin (max {})",
+                        l.max_connections, l.max_admin_connections
+                    ),
+                ],
+            );
+        }
+        r
+    }
 }
 
 fn admin_request(
@@ -654,8 +1131,10 @@ fn admin_request(
 ) -> Result<ResponseBody, ErrorReply> {
     match body {
         RequestBody::Admin(req) => {
+            let status = matches!(req, AdminRequest::Status);
             let result = shared.service.lock().handle(caller, req);
             result
+                .map(|r| if status { shared.live_status(r) } else { r })
                 .map(ResponseBody::Admin)
                 .map_err(|e| ErrorReply::with_message(e.rv, e.message))
         }

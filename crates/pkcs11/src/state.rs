@@ -24,10 +24,18 @@
 //! and all its calls go there; calls without a session use lane 0. Every lane presents the
 //! instance secret, so keywardd sees one instance (one login state, one handle space).
 //!
+//! **Sharing lanes** (design §9). keywardd caps connections per uid and closes a connection
+//! that has no session and no login after an idle time. Neither is an error here: a lane
+//! keywardd refuses (or closes during the handshake) while another lane is up is "no extra
+//! lane", and sessions share the lanes that are up (that lane is not tried again for
+//! [`LANE_RETRY`]); a lane without live sessions found closed is reconnected without ending
+//! any session, and a session-less request that met such a close is sent once more on the
+//! new connection (keywardd closes only a connection with no request in flight).
+//!
 //! **Connections.** Lazy: the first call that needs keywardd connects (C_Initialize tries once,
 //! with a short timeout, to fetch the slot list). Every connection has a *generation*; each
 //! session remembers the generation it was opened in. When a connection breaks, the
-//! generation moves on, so its sessions are dead: the call that noticed gets
+//! generation moves on (if it had live sessions), so its sessions are dead: the call that noticed gets
 //! `CKR_DEVICE_REMOVED` (narrowed per function), later calls on those sessions
 //! `CKR_SESSION_HANDLE_INVALID`. The next call that connects again replays the instance's
 //! logins with the PINs kept for that (zeroised on drop: at C_Logout, C_Finalize, or a
@@ -45,9 +53,9 @@ use keyward_wire::{
 };
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The module's one global: the current instance, if initialised.
 pub static STATE: RwLock<Option<Arc<Instance>>> = RwLock::new(None);
@@ -59,6 +67,10 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connections (lanes) one instance may hold: sessions beyond this many share them.
 pub const LANES: usize = 4;
+
+/// How long a lane keywardd refused (a connection limit) is left alone while other lanes
+/// are up.
+pub const LANE_RETRY: Duration = Duration::from_secs(10);
 
 /// Token flags of a configured token listed while keywardd is down (design §4).
 pub const CONFIGURED_TOKEN_FLAGS: u64 = pkcs11_sys::CKF_RNG
@@ -265,6 +277,13 @@ pub struct Instance {
     /// The slot list, fixed at C_Initialize.
     pub slots: Vec<Slot>,
     lanes: [Mutex<Conn>; LANES],
+    /// Lanes with a connection of some generation (read without the lane's lock, to pick a
+    /// lane to share).
+    up: [AtomicBool; LANES],
+    /// Until when (milliseconds since `born`) a refused lane is not tried again.
+    refused_until: [AtomicU64; LANES],
+    /// When the instance was made (the clock of `refused_until`).
+    born: Instant,
     /// Sessions being opened on each lane (not in the table yet), so that threads opening
     /// sessions at once spread over the lanes.
     opening: [AtomicUsize; LANES],
@@ -273,6 +292,23 @@ pub struct Instance {
     pub sessions: Mutex<Sessions>,
     /// Logins per slot (lock order 5).
     pub logins: Mutex<HashMap<SlotId, Login>>,
+}
+
+/// Why a session could not be opened on a lane.
+#[derive(Debug)]
+enum Open {
+    /// The lane could not connect (keywardd down, refused, or closed the handshake).
+    Connect(Error),
+    /// The lane was up; opening failed.
+    Other(Error),
+}
+
+impl Open {
+    fn into_error(self) -> Error {
+        match self {
+            Open::Connect(e) | Open::Other(e) => e,
+        }
+    }
 }
 
 /// The current instance, if this process initialised the module.
@@ -297,6 +333,9 @@ impl Instance {
             slots: Vec::new(),
             config,
             lanes: Default::default(),
+            up: Default::default(),
+            refused_until: Default::default(),
+            born: Instant::now(),
             opening: Default::default(),
             link: Mutex::new(Link::default()),
             sessions: Mutex::new(Sessions::default()),
@@ -330,8 +369,42 @@ impl Instance {
 
     /// True if keywardd is reachable now (connecting if need be): `CKF_TOKEN_PRESENT`.
     pub fn daemon_up(&self) -> bool {
-        let mut conn = self.lanes[0].lock();
-        self.ensure_connected(&mut conn).is_ok()
+        let lane0 = {
+            let mut conn = self.lanes[0].lock();
+            self.ensure_connected(0, &mut conn)
+        };
+        lane0.is_ok() || self.shared_lane(0).is_some()
+    }
+
+    /// True if `lane` holds no live session of `generation` (keywardd may close it when
+    /// idle, and losing it ends no session). Takes `sessions` (lock order 4).
+    fn lane_idle(&self, lane: usize, generation: u64) -> bool {
+        self.sessions.lock().per_lane(generation)[lane] == 0
+    }
+
+    /// Milliseconds since the instance was made.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// True while `lane` is left alone after a refusal.
+    fn lane_refused(&self, lane: usize) -> bool {
+        self.refused_until[lane].load(Ordering::Relaxed) > self.now_ms()
+    }
+
+    /// The lane other than `except` that is up and has the fewest live sessions, if any.
+    fn shared_lane(&self, except: usize) -> Option<usize> {
+        let generation = self.generation();
+        let counts = self.sessions.lock().per_lane(generation);
+        (0..LANES)
+            .filter(|&i| i != except && self.up[i].load(Ordering::Relaxed))
+            .min_by_key(|&i| (counts[i], i))
+    }
+
+    /// Drops the lane's connection (the lane is locked by the caller).
+    fn drop_client(&self, lane: usize, conn: &mut Conn) {
+        conn.client = None;
+        self.up[lane].store(false, Ordering::Relaxed);
     }
 
     /// The current connection generation.
@@ -341,19 +414,26 @@ impl Instance {
 
     /// Connects the lane if it has no usable connection of the current generation,
     /// replaying logins. Called with the lane locked (lock order 2; holds `link` across the
-    /// connect, takes `logins` briefly).
-    fn ensure_connected(&self, conn: &mut Conn) -> Result<(), Error> {
+    /// connect, takes `sessions` and `logins` briefly).
+    fn ensure_connected(&self, lane: usize, conn: &mut Conn) -> Result<(), Error> {
         let mut link = self.link.lock();
-        if conn.generation == link.generation && conn.client.as_ref().is_some_and(Client::is_usable)
-        {
-            return Ok(());
-        }
-        if conn.generation == link.generation && conn.client.take().is_some() {
-            // This lane's connection broke: every session ends with it.
-            link.generation += 1;
+        if conn.generation == link.generation {
+            if let Some(client) = conn.client.as_mut() {
+                let idle = self.lane_idle(lane, link.generation);
+                // keywardd closes only lanes without sessions: look for that close there.
+                if client.is_usable() && !(idle && client.peer_closed()) {
+                    return Ok(());
+                }
+                self.drop_client(lane, conn);
+                if !idle {
+                    // This lane's connection broke under live sessions: every session ends
+                    // with it.
+                    link.generation += 1;
+                }
+            }
         }
         // A lane of an earlier generation is dropped (keywardd closes its sessions).
-        conn.client = None;
+        self.drop_client(lane, conn);
         conn.generation = link.generation;
         let credentials = self
             .config
@@ -404,10 +484,16 @@ impl Instance {
             }
         }
         conn.client = Some(client);
+        self.up[lane].store(true, Ordering::Relaxed);
         Ok(())
     }
 
-    fn exchange(&self, conn: &mut Conn, request: Pkcs11Request) -> Result<Pkcs11Response, Error> {
+    fn exchange(
+        &self,
+        lane: usize,
+        conn: &mut Conn,
+        request: Pkcs11Request,
+    ) -> Result<Pkcs11Response, Error> {
         let client = conn.client.as_mut().ok_or(Error::Wire(WireError::Broken))?;
         match client.call(RequestBody::Pkcs11(request)) {
             Ok(ResponseBody::Pkcs11(r)) => Ok(r),
@@ -415,9 +501,11 @@ impl Instance {
             Ok(ResponseBody::Crypto(_)) => Err(Error::UnexpectedResponse("crypto response")),
             Err(e) => {
                 if e.is_disconnect() {
-                    conn.client = None;
+                    self.drop_client(lane, conn);
                     let mut link = self.link.lock();
-                    if conn.generation == link.generation {
+                    // A lane without sessions ends none when it goes (keywardd's idle close).
+                    if conn.generation == link.generation && !self.lane_idle(lane, link.generation)
+                    {
                         link.generation += 1;
                     }
                 }
@@ -426,11 +514,58 @@ impl Instance {
         }
     }
 
-    /// Sends a request that needs no session (on lane 0), connecting if need be.
+    /// Sends a request that needs no session (on lane 0, or on another lane that is up if
+    /// keywardd refuses lane 0), connecting if need be.
     pub fn call(&self, request: Pkcs11Request) -> Result<Pkcs11Response, Error> {
-        let mut conn = self.lanes[0].lock();
-        self.ensure_connected(&mut conn)?;
-        self.exchange(&mut conn, request)
+        let lane = if self.up[0].load(Ordering::Relaxed) || !self.lane_refused(0) {
+            let mut conn = self.lanes[0].lock();
+            match self.ensure_connected(0, &mut conn) {
+                Ok(()) => return self.call_on(0, &mut conn, request),
+                Err(e) => match self.shared_lane(0) {
+                    Some(other) => {
+                        self.refuse_lane(0);
+                        other
+                    }
+                    None => return Err(e),
+                },
+            }
+        } else {
+            match self.shared_lane(0) {
+                Some(other) => other,
+                None => 0,
+            }
+        };
+        let mut conn = self.lanes[lane].lock();
+        self.ensure_connected(lane, &mut conn)?;
+        self.call_on(lane, &mut conn, request)
+    }
+
+    /// Sends a session-less request on a connected lane; if the lane had no live session and
+    /// keywardd closed it as the request went out (its idle close: the request was not
+    /// served), once more on a new connection.
+    fn call_on(
+        &self,
+        lane: usize,
+        conn: &mut Conn,
+        request: Pkcs11Request,
+    ) -> Result<Pkcs11Response, Error> {
+        let idle = self.lane_idle(lane, conn.generation);
+        match self.exchange(lane, conn, request.clone()) {
+            Err(Error::Wire(e)) if idle && e.is_disconnect() => {
+                tracing::debug!(lane, error = %e, "an idle lane was closed; connecting again");
+                self.ensure_connected(lane, conn)?;
+                self.exchange(lane, conn, request)
+            }
+            other => other,
+        }
+    }
+
+    /// Leaves `lane` alone for [`LANE_RETRY`].
+    fn refuse_lane(&self, lane: usize) {
+        let until = self
+            .now_ms()
+            .saturating_add(u64::try_from(LANE_RETRY.as_millis()).unwrap_or(u64::MAX));
+        self.refused_until[lane].store(until, Ordering::Relaxed);
     }
 
     /// Opens a session on keywardd (on the lane with the fewest live sessions, connecting it
@@ -441,28 +576,60 @@ impl Instance {
             let sessions = self.sessions.lock();
             let counts = sessions.per_lane(generation);
             let load = |i: usize| counts[i] + self.opening[i].load(Ordering::Relaxed);
-            let lane = (0..LANES).min_by_key(|&i| (load(i), i)).unwrap_or(0);
+            // A lane keywardd refused a moment ago is not tried while another is up.
+            let usable = |i: usize| self.up[i].load(Ordering::Relaxed) || !self.lane_refused(i);
+            let lane = (0..LANES)
+                .filter(|&i| usable(i))
+                .min_by_key(|&i| (load(i), i))
+                .unwrap_or(0);
             // Reserved under the sessions lock: the next opener sees it.
             self.opening[lane].fetch_add(1, Ordering::Relaxed);
             lane
         };
         let opened = self.open_on(lane, slot, read_write);
         self.opening[lane].fetch_sub(1, Ordering::Relaxed);
-        opened
+        match opened {
+            // keywardd refused this extra lane (a connection limit) or closed it during the
+            // handshake: not an error while another lane is up; share that one.
+            Err(Open::Connect(e)) => match self.shared_lane(lane) {
+                Some(other) => {
+                    tracing::debug!(lane, error = %e, "no extra lane; sharing lane {other}");
+                    self.refuse_lane(lane);
+                    self.opening[other].fetch_add(1, Ordering::Relaxed);
+                    let again = self.open_on(other, slot, read_write);
+                    self.opening[other].fetch_sub(1, Ordering::Relaxed);
+                    again.map_err(Open::into_error)
+                }
+                None => Err(e),
+            },
+            other => other.map_err(Open::into_error),
+        }
     }
 
-    fn open_on(&self, lane: usize, slot: SlotId, read_write: bool) -> Result<u64, Error> {
+    fn open_on(&self, lane: usize, slot: SlotId, read_write: bool) -> Result<u64, Open> {
         let mut conn = self.lanes[lane].lock();
-        self.ensure_connected(&mut conn)?;
+        self.ensure_connected(lane, &mut conn)
+            .map_err(Open::Connect)?;
         let generation = conn.generation;
-        let remote = match self.exchange(&mut conn, Pkcs11Request::OpenSession { slot, read_write })
-        {
-            Ok(Pkcs11Response::Session(id)) => id,
-            Ok(other) => return Err(expect(other, "OpenSession")),
-            Err(Error::Wire(e)) if e.is_disconnect() => {
-                return Err(Error::TokenNotPresent(e.to_string()))
+        let idle = self.lane_idle(lane, generation);
+        let request = Pkcs11Request::OpenSession { slot, read_write };
+        let answer = match self.exchange(lane, &mut conn, request.clone()) {
+            // An idle lane keywardd closed as the request went out (not served): once more.
+            Err(Error::Wire(e)) if idle && e.is_disconnect() => {
+                self.ensure_connected(lane, &mut conn)
+                    .map_err(Open::Connect)?;
+                self.exchange(lane, &mut conn, request)
             }
-            Err(e) => return Err(e),
+            other => other,
+        };
+        let generation = conn.generation;
+        let remote = match answer {
+            Ok(Pkcs11Response::Session(id)) => id,
+            Ok(other) => return Err(Open::Other(expect(other, "OpenSession"))),
+            Err(Error::Wire(e)) if e.is_disconnect() => {
+                return Err(Open::Other(Error::TokenNotPresent(e.to_string())))
+            }
+            Err(e) => return Err(Open::Other(e)),
         };
         let handle = self.sessions.lock().insert(Session {
             slot,
@@ -506,7 +673,7 @@ impl Instance {
             self.sessions.lock().remove(s.handle);
             return Err(Error::SessionHandleInvalid(s.handle));
         }
-        self.exchange(&mut conn, request)
+        self.exchange(s.lane, &mut conn, request)
     }
 
     /// Expects [`Pkcs11Response::Done`].
@@ -650,6 +817,9 @@ mod tests {
             },
             slots: vec![],
             lanes: Default::default(),
+            up: Default::default(),
+            refused_until: Default::default(),
+            born: Instant::now(),
             opening: Default::default(),
             link: Mutex::new(Link::default()),
             sessions: Mutex::new(Sessions::default()),

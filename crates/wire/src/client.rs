@@ -99,6 +99,25 @@ impl Client {
         !self.broken && std::process::id() == self.owner
     }
 
+    /// True if keywardd has closed this connection while no request was in flight (it closes
+    /// connections that have no session and no login after an idle time, design §9): a
+    /// non-blocking peek sees end of file. Bytes waiting between requests would be out of
+    /// step, so they count as closed too. A closed client is unusable from then on.
+    pub fn peer_closed(&mut self) -> bool {
+        if self.broken {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+        match rustix::net::recv(&self.stream, &mut probe, flags) {
+            Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::INTR => false,
+            _ => {
+                self.broken = true;
+                true
+            }
+        }
+    }
+
     /// The underlying stream (e.g. to change timeouts).
     pub fn stream(&self) -> &UnixStream {
         &self.stream

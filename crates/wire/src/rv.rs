@@ -18,6 +18,9 @@ pub const CKR_ATTRIBUTE_VALUE_INVALID: u64 = 0x0000_0013;
 pub const CKR_ACTION_PROHIBITED: u64 = 0x0000_001B;
 /// `CKR_DEVICE_ERROR`: a problem with the token; also a protocol mismatch with keywardd.
 pub const CKR_DEVICE_ERROR: u64 = 0x0000_0030;
+/// `CKR_DEVICE_MEMORY`: a limit of keywardd's refused the call (design §9: connections,
+/// instances, sessions, buffers per uid), or the token is out of memory.
+pub const CKR_DEVICE_MEMORY: u64 = 0x0000_0031;
 /// `CKR_DEVICE_REMOVED`: the token went away during the call (the connection died).
 pub const CKR_DEVICE_REMOVED: u64 = 0x0000_0032;
 /// `CKR_FUNCTION_NOT_SUPPORTED`: the function is not supported.
@@ -70,6 +73,7 @@ pub fn rv_name(rv: u64) -> &'static str {
         CKR_ATTRIBUTE_VALUE_INVALID => "CKR_ATTRIBUTE_VALUE_INVALID",
         CKR_ACTION_PROHIBITED => "CKR_ACTION_PROHIBITED",
         CKR_DEVICE_ERROR => "CKR_DEVICE_ERROR",
+        CKR_DEVICE_MEMORY => "CKR_DEVICE_MEMORY",
         CKR_DEVICE_REMOVED => "CKR_DEVICE_REMOVED",
         CKR_FUNCTION_NOT_SUPPORTED => "CKR_FUNCTION_NOT_SUPPORTED",
         CKR_KEY_HANDLE_INVALID => "CKR_KEY_HANDLE_INVALID",

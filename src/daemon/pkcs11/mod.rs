@@ -58,13 +58,11 @@ use objects::{ObjectKey, ObjectView};
 use ops::{Hash, Plan};
 use parking_lot::Mutex;
 use session_objects::Lookup;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-/// Instances remembered (oldest forgotten first), as the server's instance table.
-const MAX_INSTANCES: usize = 10_000;
 /// Random bytes one call may ask for.
 const MAX_RANDOM: u64 = 1 << 20;
 /// Sessions one connection may hold.
@@ -95,10 +93,12 @@ struct View {
     extras: Arc<Pkcs11Extras>,
 }
 
+/// The instances' state by id. Which instances exist is the server's instance table's
+/// business (design §9: caps per uid, forgotten when the process exits): it calls
+/// [`Pkcs11Service::forget_instance`]; nothing here is ever evicted for another.
 #[derive(Default)]
 struct Instances {
     by_id: HashMap<String, Arc<Mutex<InstanceState>>>,
-    order: VecDeque<String>,
 }
 
 impl Pkcs11Service {
@@ -171,17 +171,11 @@ impl Pkcs11Service {
             match t.by_id.get(&id) {
                 Some(i) => Arc::clone(i),
                 None => {
-                    if t.order.len() >= MAX_INSTANCES {
-                        if let Some(old) = t.order.pop_front() {
-                            t.by_id.remove(&old);
-                        }
-                    }
                     let i = Arc::new(Mutex::new(InstanceState::new(
                         id.clone(),
                         caller.principal.clone(),
                     )));
-                    t.by_id.insert(id.clone(), Arc::clone(&i));
-                    t.order.push_back(id);
+                    t.by_id.insert(id, Arc::clone(&i));
                     i
                 }
             }
@@ -195,6 +189,19 @@ impl Pkcs11Service {
             next_session: 1,
             current: "none",
         }
+    }
+}
+
+impl Pkcs11Service {
+    /// Forgets instance `id` (the server's table forgot it: its process exited, or it was a
+    /// keywardctl connection that closed). Its connections are gone already.
+    pub fn forget_instance(&self, id: &str) {
+        self.instances.lock().by_id.remove(id);
+    }
+
+    /// Instances whose state is kept.
+    pub fn instance_count(&self) -> usize {
+        self.instances.lock().by_id.len()
     }
 }
 
@@ -344,6 +351,12 @@ impl Drop for ClientConnection {
 }
 
 impl ClientConnection {
+    /// True if closing this connection loses nothing (design §9 "Lifecycles"): it holds no
+    /// session and its instance is logged in on no slot.
+    pub fn may_close_idle(&self) -> bool {
+        self.sessions.is_empty() && self.inst.lock().logins.is_empty()
+    }
+
     /// Answers one request; an error is the CK_RV the C_ function returns.
     pub fn handle(
         &mut self,
