@@ -294,6 +294,12 @@ pub struct Instance {
     pub logins: Mutex<HashMap<SlotId, Login>>,
 }
 
+/// True for keywardd's handshake refusal: it answered, and refused this connection (a
+/// limit: `CKR_DEVICE_MEMORY`, or another reason it gave).
+fn is_refusal(e: &Error) -> bool {
+    matches!(e, Error::Wire(WireError::Refused { .. }))
+}
+
 /// Why a session could not be opened on a lane.
 #[derive(Debug)]
 enum Open {
@@ -369,11 +375,12 @@ impl Instance {
 
     /// True if keywardd is reachable now (connecting if need be): `CKF_TOKEN_PRESENT`.
     pub fn daemon_up(&self) -> bool {
-        let lane0 = {
-            let mut conn = self.lanes[0].lock();
-            self.ensure_connected(0, &mut conn)
-        };
-        lane0.is_ok() || self.shared_lane(0).is_some()
+        let mut conn = self.lanes[0].lock();
+        // A refusal (a connection limit) is keywardd answering.
+        match self.ensure_connected(0, &mut conn) {
+            Ok(()) => true,
+            Err(e) => is_refusal(&e),
+        }
     }
 
     /// True if `lane` holds no live session of `generation` (keywardd may close it when
@@ -521,13 +528,14 @@ impl Instance {
             let mut conn = self.lanes[0].lock();
             match self.ensure_connected(0, &mut conn) {
                 Ok(()) => return self.call_on(0, &mut conn, request),
-                Err(e) => match self.shared_lane(0) {
+                Err(e) if is_refusal(&e) => match self.shared_lane(0) {
                     Some(other) => {
                         self.refuse_lane(0);
                         other
                     }
                     None => return Err(e),
                 },
+                Err(e) => return Err(e),
             }
         } else {
             match self.shared_lane(0) {
