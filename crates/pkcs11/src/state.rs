@@ -538,10 +538,8 @@ impl Instance {
                 Err(e) => return Err(e),
             }
         } else {
-            match self.shared_lane(0) {
-                Some(other) => other,
-                None => 0,
-            }
+            // Lane 0 was refused a moment ago: share another, or try lane 0 again.
+            self.shared_lane(0).unwrap_or(0)
         };
         let mut conn = self.lanes[lane].lock();
         self.ensure_connected(lane, &mut conn)?;
