@@ -261,6 +261,7 @@ fn a_uid_flooding_the_client_socket_holds_only_its_own_share() {
     }
     // ...and the admin reads the status, which counts the attacker's holdings.
     let js = status(&env);
+    eprintln!("flood: {:?}; status: {}", attacker.values, js["daemon"]);
     assert_eq!(js["daemon"]["running"], true, "{js}");
     assert!(
         js["daemon"]["connections"]["client"].as_u64() >= Some(8 + 1),
@@ -337,6 +338,7 @@ fn one_uids_instances_never_evict_anothers() {
         10_050,
     );
     attacker.wait_ready();
+    eprintln!("churn: {:?}", attacker.values);
     let made: usize = attacker.value("made").parse().unwrap();
     let refused: usize = attacker.value("refused").parse().unwrap();
     assert_eq!(
@@ -422,6 +424,23 @@ fn a_process_that_exits_frees_its_instance() {
             "round {round}: the exited process's instance is forgotten"
         );
     }
+    // A process that finalises and initialises again replaces its instance: C_Finalize
+    // closed the old one's connections, and the same pid making a new one is done with it.
+    let excl = module::exclusive();
+    for round in 0..3 {
+        let p11 = module::cryptoki(&settings);
+        let (s, key) = signer_session(&p11);
+        s.sign(&Mechanism::Ecdsa, key, &[round; 32]).unwrap();
+        assert_eq!(
+            instances(&env),
+            1,
+            "round {round}: one instance per live process"
+        );
+        drop(s);
+        drop(p11);
+        assert_eq!(excl.raw().finalize(), module::CKR_OK);
+    }
+    drop(excl);
 }
 
 #[test]

@@ -198,11 +198,6 @@ impl Pkcs11Service {
     pub fn forget_instance(&self, id: &str) {
         self.instances.lock().by_id.remove(id);
     }
-
-    /// Instances whose state is kept.
-    pub fn instance_count(&self) -> usize {
-        self.instances.lock().by_id.len()
-    }
 }
 
 /// An operation bound at `*Init`.
