@@ -2,9 +2,10 @@
 //! `CKA_TOKEN=FALSE` that keywardd makes for module sessions. They are not Keyward keys:
 //! keywardd tracks which module session owns each and destroys it when that session closes.
 //!
-//! - They are made in one dedicated token session (`Token::with_home_session`), never pooled
-//!   and never closed while it works: PKCS#11 §5.6 destroys a session object when the
-//!   session that created it closes, and the pool closes surplus sessions. Session objects
+//! - They are made in dedicated token sessions (`Token::with_home_session`: one per
+//!   concurrent creation, kept idle between), never pooled and never closed while they
+//!   work: PKCS#11 §5.6 destroys a session object when the session that created it closes,
+//!   and the pool closes surplus sessions. Session objects
 //!   are visible to every session of keywardd's process (the application), so operations
 //!   and destruction use the pool as usual, by handle.
 //! - Every one carries the internal `CKA_LABEL`/`CKA_ID` [`SESSION_OBJECT_LABEL`] (22 bytes:

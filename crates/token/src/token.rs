@@ -43,10 +43,11 @@
 //! 4. `Token::idle` (the session pool) — held only to push or pop a session, never across a
 //!    token call (closing a surplus session happens after the lock is released).
 //!
-//! `Token::home`, the one session that creates session objects (never pooled, never closed
-//! while it works: closing it would destroy them, PKCS#11 §5.6), is taken after `store` and
-//! held across the token calls it exists to serialise; `handles` and `idle` are not taken
-//! under it.
+//! 5. `Token::homes` (the idle sessions that create session objects: never closed while they
+//!    work, since closing one would destroy its objects, PKCS#11 §5.6) — held only to push or
+//!    pop a session, never across a token call, so one principal's long key generation (an
+//!    RSA-4096 session pair takes seconds) never holds up another's session-object work: each
+//!    runs in a home session of its own, opened when none is idle.
 //!
 //! A lock is only ever taken while holding locks above it in this list. No other locks exist
 //! in this crate.
@@ -130,7 +131,7 @@ pub struct Token {
     store: RwLock<()>,
     handles: RwLock<HashMap<(u64, Vec<u8>), ObjectHandle>>,
     mechanisms: Mechanisms,
-    home: Mutex<Option<Session>>,
+    homes: Mutex<Vec<Session>>,
     /// Counts the home sessions that broke: a session object of an earlier generation is
     /// gone, and its handle must not reach a token that may reuse handles.
     home_generation: std::sync::atomic::AtomicU64,
@@ -191,7 +192,7 @@ impl Token {
             store: RwLock::new(()),
             handles: RwLock::new(HashMap::new()),
             mechanisms,
-            home: Mutex::new(None),
+            homes: Mutex::new(Vec::new()),
             home_generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -329,17 +330,18 @@ impl Token {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Runs `f` in the session that creates session objects (opened on first use, with the
-    /// object store shared); returns its result and the session's generation. A failure
-    /// that may have broken the session drops it: its objects are gone with it, the
-    /// generation moves on, and the next call opens a new one.
+    /// Runs `f` in a session that creates session objects (an idle one, or one opened now;
+    /// with the object store shared); returns its result and the generation. A failure that
+    /// may have broken the session drops it: its objects are gone with it and the generation
+    /// moves on (conservatively for every home session's objects: a token that breaks one
+    /// session has usually broken them all).
     pub(crate) fn with_home_session<R>(
         &self,
         f: impl FnOnce(&Session) -> cryptoki::error::Result<R>,
     ) -> Result<(R, u64)> {
         let _store = self.store.read();
-        let mut home = self.home.lock();
-        let session = match home.take() {
+        let idle = self.homes.lock().pop();
+        let session = match idle {
             Some(s) => s,
             None => self.new_session()?,
         };
@@ -360,7 +362,7 @@ impl Token {
             self.home_generation
                 .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         } else {
-            *home = Some(session);
+            self.homes.lock().push(session);
         }
         let generation = self.home_generation();
         result.map(|r| (r, generation)).map_err(TokenError::from)
