@@ -3,9 +3,10 @@
 //! decrypts, is seen by the instance's sessions on its slot and by no other instance, and is
 //! gone from the token when its session closes (keywardd's count of the token's session
 //! objects, `keywardctl status`); an EC public key made by OpenSSL verifies an OpenSSL
-//! signature through C_Verify; the per-instance quota gives CKR_DEVICE_MEMORY; a principal
-//! with no bindings uses session objects (no gate, audited) and still sees no Keyward key;
-//! nothing makes a session object from a Keyward key.
+//! signature through C_Verify; the per-instance quota gives CKR_DEVICE_MEMORY; session-object
+//! use needs no IAM gate (audited), but a principal with no bindings, which sees no Keyward key
+//! and no ring, gets no session objects (design §9: `CKR_TOKEN_WRITE_PROTECTED`); nothing makes
+//! a session object from a Keyward key.
 
 mod common;
 
@@ -527,7 +528,7 @@ fn session_objects_belong_to_their_instance_and_die_with_their_session() {
     assert_eq!(token_session_objects(&env), 0);
 
     // --- a principal with no bindings: it sees no Keyward key (not even the ring, which is
-    // configured here), and uses its own session objects without any permission.
+    // configured here), and the token makes no session object for it (design §9).
     let settings = Settings::new(&env.client_socket, &dir.join("module.toml"))
         .tokens(&format!("{RING}=web"))
         .credentials(&dir.join("n.key"), &n);
@@ -535,11 +536,11 @@ fn session_objects_belong_to_their_instance_and_die_with_their_session() {
     let s = p11.open_rw_session(ring_slot(&p11, RING)).unwrap();
     s.login(UserType::User, None).unwrap();
     assert!(s.find_objects(&[]).unwrap().is_empty());
-    let key = s
-        .generate_key(&Mechanism::AesKeyGen, &aes_template(b"mine"))
-        .unwrap();
-    round_trip(&s, key);
-    assert_eq!(s.find_objects(&[]).unwrap(), vec![key]);
+    assert_eq!(
+        rv(s.generate_key(&Mechanism::AesKeyGen, &aes_template(b"mine"))),
+        RvError::TokenWriteProtected
+    );
+    assert!(s.find_objects(&[]).unwrap().is_empty());
     assert!(s
         .find_objects(&[Attribute::Label(b"ec".to_vec())])
         .unwrap()
@@ -564,7 +565,7 @@ fn session_objects_belong_to_their_instance_and_die_with_their_session() {
         panic!("no {action} record as wanted");
     };
     let n_use = query("C_EncryptInit", &|r| {
-        r["principal"] == "serviceAccount:n@payments"
+        r["principal"] == "serviceAccount:a@payments"
             && r["detail"]
                 .as_str()
                 .is_some_and(|d| d.contains("session object") && d.contains("no IAM gate"))

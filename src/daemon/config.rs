@@ -33,6 +33,28 @@
 //! audit_checkpoint_secs = 10                   # sign the audit head (and store it in the token)
 //!                                              # at least this often; 10x this unstored: refuse
 //!
+//! # Resource limits of the client socket (design §9 "Resources"). Each is counted per peer
+//! # uid (uid 0 included), per principal, and in total; a use over a cap is refused
+//! # (CKR_SESSION_COUNT from C_OpenSession, CKR_DEVICE_MEMORY elsewhere), audited, and logged
+//! # (rate-limited) with the limit and the uid. Defaults fit a busy host: 200 worker processes
+//! # of one uid with 4 connections each, a few sessions and operations per connection.
+//! max_sessions_per_uid = 8192                  # open PKCS#11 sessions
+//! max_sessions_per_principal = 8192
+//! max_sessions = 32768
+//! max_operations_per_uid = 8192                # operations in flight (*Init to the end)
+//! max_operations_per_principal = 8192
+//! max_operations = 32768
+//! max_operation_bytes = 4194304                # bytes one multi-part operation may buffer (4 MiB)
+//! max_buffered_bytes_per_uid = 134217728       # bytes buffered by operations in flight (128 MiB)
+//! max_buffered_bytes_per_principal = 134217728
+//! max_buffered_bytes = 536870912               # 512 MiB
+//! max_session_objects_per_uid = 4096           # session objects in the token
+//! max_session_objects_per_principal = 4096
+//! max_session_objects = 16384
+//! max_key_generations_per_uid = 4              # C_GenerateKey(Pair) running in the token (CPU)
+//! max_key_generations_per_principal = 4
+//! max_key_generations = 16
+//!
 //! [testing]
 //! clock_file = "/tmp/t/clock"                  # TESTS ONLY: unix seconds read from this file
 //! ```
@@ -80,6 +102,28 @@ pub const DEFAULT_SESSION_OBJECTS_PER_INSTANCE: usize = 1000;
 /// The default audit checkpoint interval (design §6 cadence: sign every 1,000 records or 10 s,
 /// store the signed head in the token at most every 10 s).
 pub const DEFAULT_AUDIT_CHECKPOINT_SECS: u64 = 10;
+/// Default `[daemon] max_sessions_per_uid` (and `_per_principal`).
+pub const DEFAULT_MAX_SESSIONS_PER_UID: usize = 8192;
+/// Default `[daemon] max_sessions`.
+pub const DEFAULT_MAX_SESSIONS: usize = 32768;
+/// Default `[daemon] max_operations_per_uid` (and `_per_principal`).
+pub const DEFAULT_MAX_OPERATIONS_PER_UID: usize = 8192;
+/// Default `[daemon] max_operations`.
+pub const DEFAULT_MAX_OPERATIONS: usize = 32768;
+/// Default `[daemon] max_operation_bytes` (4 MiB).
+pub const DEFAULT_MAX_OPERATION_BYTES: usize = 4 << 20;
+/// Default `[daemon] max_buffered_bytes_per_uid` (and `_per_principal`): 128 MiB.
+pub const DEFAULT_MAX_BUFFERED_BYTES_PER_UID: usize = 128 << 20;
+/// Default `[daemon] max_buffered_bytes`: 512 MiB.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 512 << 20;
+/// Default `[daemon] max_session_objects_per_uid` (and `_per_principal`).
+pub const DEFAULT_MAX_SESSION_OBJECTS_PER_UID: usize = 4096;
+/// Default `[daemon] max_session_objects`.
+pub const DEFAULT_MAX_SESSION_OBJECTS: usize = 16384;
+/// Default `[daemon] max_key_generations_per_uid` (and `_per_principal`).
+pub const DEFAULT_MAX_KEY_GENERATIONS_PER_UID: usize = 4;
+/// Default `[daemon] max_key_generations`.
+pub const DEFAULT_MAX_KEY_GENERATIONS: usize = 16;
 
 /// A configuration file that cannot be used; the message says what to fix (one line).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +215,8 @@ pub struct Config {
     /// records) and stored in the token at most this often; a head left unstored for 10x
     /// this refuses new operations (design §6).
     pub audit_checkpoint_secs: u64,
+    /// The client socket's resource limits per uid, per principal and in total.
+    pub limits: super::limits::Settings,
     /// Tests only: read the time (unix seconds) from this file.
     pub clock_file: Option<PathBuf>,
 }
@@ -232,6 +278,89 @@ struct RawDaemon {
     instance_grace_secs: Option<u64>,
     session_objects_per_instance: Option<usize>,
     audit_checkpoint_secs: Option<u64>,
+    max_sessions_per_uid: Option<usize>,
+    max_sessions_per_principal: Option<usize>,
+    max_sessions: Option<usize>,
+    max_operations_per_uid: Option<usize>,
+    max_operations_per_principal: Option<usize>,
+    max_operations: Option<usize>,
+    max_operation_bytes: Option<usize>,
+    max_buffered_bytes_per_uid: Option<usize>,
+    max_buffered_bytes_per_principal: Option<usize>,
+    max_buffered_bytes: Option<usize>,
+    max_session_objects_per_uid: Option<usize>,
+    max_session_objects_per_principal: Option<usize>,
+    max_session_objects: Option<usize>,
+    max_key_generations_per_uid: Option<usize>,
+    max_key_generations_per_principal: Option<usize>,
+    max_key_generations: Option<usize>,
+}
+
+impl RawDaemon {
+    /// The resource limits, each at least 1.
+    fn limits(&self) -> Result<super::limits::Settings, ConfigError> {
+        use super::limits::Caps;
+        let d = super::limits::Settings::default();
+        let one = |v: Option<usize>, default: usize, key: &str| match v {
+            Some(0) => Err(ConfigError(format!("[daemon] {key} must be at least 1"))),
+            Some(v) => Ok(v),
+            None => Ok(default),
+        };
+        let caps = |u: Option<usize>,
+                    p: Option<usize>,
+                    g: Option<usize>,
+                    d: Caps,
+                    name: &str|
+         -> Result<Caps, ConfigError> {
+            Ok(Caps {
+                per_uid: one(u, d.per_uid, &format!("max_{name}_per_uid"))?,
+                per_principal: one(p, d.per_principal, &format!("max_{name}_per_principal"))?,
+                global: one(g, d.global, &format!("max_{name}"))?,
+            })
+        };
+        Ok(super::limits::Settings {
+            sessions: caps(
+                self.max_sessions_per_uid,
+                self.max_sessions_per_principal,
+                self.max_sessions,
+                d.sessions,
+                "sessions",
+            )?,
+            operations: caps(
+                self.max_operations_per_uid,
+                self.max_operations_per_principal,
+                self.max_operations,
+                d.operations,
+                "operations",
+            )?,
+            operation_bytes: one(
+                self.max_operation_bytes,
+                d.operation_bytes,
+                "max_operation_bytes",
+            )?,
+            buffered_bytes: caps(
+                self.max_buffered_bytes_per_uid,
+                self.max_buffered_bytes_per_principal,
+                self.max_buffered_bytes,
+                d.buffered_bytes,
+                "buffered_bytes",
+            )?,
+            session_objects: caps(
+                self.max_session_objects_per_uid,
+                self.max_session_objects_per_principal,
+                self.max_session_objects,
+                d.session_objects,
+                "session_objects",
+            )?,
+            key_generations: caps(
+                self.max_key_generations_per_uid,
+                self.max_key_generations_per_principal,
+                self.max_key_generations,
+                d.key_generations,
+                "key_generations",
+            )?,
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -328,6 +457,7 @@ impl Config {
                 "[daemon] audit_checkpoint_secs must be at least 1".into(),
             ));
         }
+        let limits = raw.daemon.limits()?;
         Ok(Config {
             store_path: abs(raw.store.path),
             token_module: raw
@@ -348,6 +478,7 @@ impl Config {
                 .session_objects_per_instance
                 .unwrap_or(DEFAULT_SESSION_OBJECTS_PER_INSTANCE),
             audit_checkpoint_secs,
+            limits,
             clock_file: raw.testing.clock_file.map(abs),
         })
     }
@@ -454,6 +585,9 @@ socket = "/run/keyward/client.sock"
             c.session_objects_per_instance,
             DEFAULT_SESSION_OBJECTS_PER_INSTANCE
         );
+        assert_eq!(c.limits, crate::daemon::limits::Settings::default());
+        assert_eq!(c.limits.sessions.per_uid, DEFAULT_MAX_SESSIONS_PER_UID);
+        assert_eq!(c.limits.key_generations.global, DEFAULT_MAX_KEY_GENERATIONS);
         assert_eq!(c.clock_file, None);
     }
 
@@ -484,6 +618,22 @@ max_instances = 10
 max_instances_per_uid = 11
 instance_grace_secs = 12
 session_objects_per_instance = 7
+max_sessions_per_uid = 11
+max_sessions_per_principal = 12
+max_sessions = 13
+max_operations_per_uid = 21
+max_operations_per_principal = 22
+max_operations = 23
+max_operation_bytes = 30
+max_buffered_bytes_per_uid = 31
+max_buffered_bytes_per_principal = 32
+max_buffered_bytes = 33
+max_session_objects_per_uid = 41
+max_session_objects_per_principal = 42
+max_session_objects = 43
+max_key_generations_per_uid = 51
+max_key_generations_per_principal = 52
+max_key_generations = 53
 [testing]
 clock_file = "clock"
 "#;
@@ -511,6 +661,14 @@ clock_file = "clock"
         );
         assert_eq!(l.instance_grace_secs, 12);
         assert_eq!(c.session_objects_per_instance, 7);
+        let l = c.limits;
+        let caps = |c: crate::daemon::limits::Caps| (c.per_uid, c.per_principal, c.global);
+        assert_eq!(caps(l.sessions), (11, 12, 13));
+        assert_eq!(caps(l.operations), (21, 22, 23));
+        assert_eq!(l.operation_bytes, 30);
+        assert_eq!(caps(l.buffered_bytes), (31, 32, 33));
+        assert_eq!(caps(l.session_objects), (41, 42, 43));
+        assert_eq!(caps(l.key_generations), (51, 52, 53));
         assert_eq!(c.clock_file, Some("/etc/keyward/clock".into()));
     }
 
@@ -549,6 +707,10 @@ clock_file = "clock"
             (
                 format!("{BASE}[daemon]\nhandshake_timeout_secs = 0\n"),
                 "handshake_timeout_secs must be at least 1",
+            ),
+            (
+                format!("{BASE}[daemon]\nmax_key_generations_per_uid = 0\n"),
+                "max_key_generations_per_uid must be at least 1",
             ),
             ("[store".to_string(), ""),
             (BASE.replace("[admin]\n", ""), ""),

@@ -4,6 +4,7 @@
 //! a running daemon holds.
 
 pub mod config;
+pub mod limits;
 pub mod peercred;
 pub mod pin;
 pub mod pkcs11;

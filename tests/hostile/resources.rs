@@ -23,8 +23,8 @@ use cryptoki::mechanism::Mechanism as CkMech;
 use cryptoki::object::{Attribute as CkAttr, ObjectClass};
 use cryptoki::session::UserType;
 use keyward_wire::pkcs11::{
-    AttrValue, Attribute, Blob, Operation, Pkcs11Request as R,
-    Pkcs11Response as P, SessionId, SlotId,
+    AttrValue, Attribute, Blob, Operation, Pkcs11Request as R, Pkcs11Response as P, SessionId,
+    SlotId,
 };
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -103,17 +103,27 @@ fn outcome<T>(r: cryptoki::error::Result<T>) -> String {
     }
 }
 
-/// The denied audit records of `uid` whose detail mentions `needle`.
-fn denials(env: &Env, needle: &str, uid: u32) -> Vec<serde_json::Value> {
-    let out = env.ctl(&[
-        "--json", "audit", "query", "--result", "denied", "--limit", "100000",
-    ]);
-    out.ok();
-    out.json_lines()
-        .into_iter()
-        .filter(|r| r["detail"].as_str().is_some_and(|d| d.contains(needle)))
-        .filter(|r| r["peer_uid"] == uid)
-        .collect()
+/// The denied audit records of `uid` whose detail mentions `needle`: at least `n` of them
+/// (records are group-committed: asked again, a bounded number of times, until they are).
+fn denials(env: &Env, needle: &str, uid: u32, n: usize) -> Vec<serde_json::Value> {
+    let mut found = Vec::new();
+    for _ in 0..50 {
+        let out = env.ctl(&[
+            "--json", "audit", "query", "--result", "denied", "--limit", "100000",
+        ]);
+        out.ok();
+        found = out
+            .json_lines()
+            .into_iter()
+            .filter(|r| r["detail"].as_str().is_some_and(|d| d.contains(needle)))
+            .filter(|r| r["peer_uid"] == uid)
+            .collect();
+        if found.len() >= n {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    found
 }
 
 /// Token work a uid with no binding asks of a slot it configured (through the module).
@@ -208,7 +218,7 @@ fn finding10_unbound_uid_gets_no_token_work() {
         );
     }
     // Every session-object refusal is audited as the unbound uid's denial.
-    let refused = denials(&env, "session objects need a principal", OTHER_UID);
+    let refused = denials(&env, "session objects need a principal", OTHER_UID, 6);
     assert!(
         refused.len() >= 6,
         "{} audited refusals of session objects: {refused:#?}",
@@ -352,20 +362,26 @@ fn finding6_each_cap_refuses_the_next_and_spares_other_uids() {
     let slot = raw_slot(&mut a, ring);
     raw_slot(&mut b, ring);
     a.login(slot, "").expect("login");
+    b.login(slot, "").expect("login");
 
     // Sessions: 8 per uid across connections; the 9th is CKR_SESSION_COUNT on either.
     let mut ss: Vec<SessionId> = (0..5).map(|_| open(&mut a, slot).unwrap()).collect();
     let mut bs: Vec<SessionId> = (0..3).map(|_| open(&mut b, slot).unwrap()).collect();
     assert_eq!(open(&mut a, slot), Err(CKR_SESSION_COUNT), "9th session");
-    assert_eq!(open(&mut b, slot), Err(CKR_SESSION_COUNT), "9th session, 2nd conn");
+    assert_eq!(
+        open(&mut b, slot),
+        Err(CKR_SESSION_COUNT),
+        "9th session, 2nd conn"
+    );
     // A closed session gives its place back.
     a.call(R::CloseSession { session: ss[4] }).unwrap();
     ss[4] = open(&mut a, slot).expect("a freed place");
 
     // Operations in flight: 6 per uid.
-    for s in ss.iter().chain(bs.iter().take(1)) {
-        digest_init(a_or_b(&mut a, &mut b, &ss, *s), *s).expect("operation within the cap");
+    for s in &ss {
+        digest_init(&mut a, *s).expect("operation within the cap");
     }
+    digest_init(&mut b, bs[0]).expect("6th operation, 2nd connection");
     assert_eq!(
         digest_init(&mut b, bs[1]),
         Err(CKR_DEVICE_MEMORY),
@@ -434,20 +450,17 @@ fn finding6_each_cap_refuses_the_next_and_spares_other_uids() {
         "session objects per uid",
     ] {
         assert!(
-            !denials(&env, needle, me).is_empty(),
+            !denials(&env, needle, me, 1).is_empty(),
             "no audited refusal by {needle}"
         );
     }
+    // keywardd's log names the limit and the uid (rate-limited).
+    let log = env.daemon_log();
+    assert!(
+        log.contains("refused by a resource limit") && log.contains(&format!("uid={me}")),
+        "{log}"
+    );
     drop((a, b));
-}
-
-/// The connection that holds `s` (sessions of `a` are in `a_sessions`).
-fn a_or_b<'p>(a: &'p mut P11, b: &'p mut P11, a_sessions: &[SessionId], s: SessionId) -> &'p mut P11 {
-    if a_sessions.contains(&s) {
-        a
-    } else {
-        b
-    }
 }
 
 /// keywardd's peak resident memory (VmHWM, kB).
@@ -488,6 +501,11 @@ fn finding6_memory_attack_is_refused_on_the_default_limits() {
                 }
             }
         }
+        // The rest of the 100 would be refused the same way (nothing is buffered for a
+        // refused update); stop early to keep the suite short.
+        if refused >= 8 {
+            break;
+        }
     }
     let after = vm_hwm(env.pid());
     println!(
@@ -513,7 +531,10 @@ fn rsa4096_session_pair(p: &mut P11, session: SessionId) -> Result<(), u64> {
         public_template: vec![
             attr(CKA_TOKEN, AttrValue::Bool(false)),
             attr(CKA_MODULUS_BITS, AttrValue::Ulong(4096)),
-            attr(CKA_PUBLIC_EXPONENT, AttrValue::Bytes(Blob::new(vec![1, 0, 1]))),
+            attr(
+                CKA_PUBLIC_EXPONENT,
+                AttrValue::Bytes(Blob::new(vec![1, 0, 1])),
+            ),
         ],
         private_template: vec![
             attr(CKA_TOKEN, AttrValue::Bool(false)),
@@ -594,6 +615,11 @@ fn token_cpu_keygen_cap_spares_another_uids_signature() {
         made.load(Ordering::SeqCst)
     );
     victim_reports_ok(&got);
-    let refusals = denials(&env, "key generations in flight per uid", crate::common::my_uid());
+    let refusals = denials(
+        &env,
+        "key generations in flight per uid",
+        crate::common::my_uid(),
+        1,
+    );
     assert!(!refusals.is_empty(), "the refused generation is audited");
 }

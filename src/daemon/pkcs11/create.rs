@@ -454,6 +454,8 @@ impl ClientConnection {
         };
         self.custody(&ctx, action, &ring, entry.strict_templates, &mut t)?;
         let detail = format!("mechanism {:#x}, usage {:?}", mechanism.ty, t.usage);
+        // Held while the token generates (the token's CPU, design §9).
+        let _generating = self.generation_charge(&ctx.principal, &ctx.ring_name)?;
         self.make_key(&ctx, ring, t, None, action, detail)
     }
 

@@ -33,6 +33,8 @@ pub struct SessionObj {
     pub cka_label: Vec<u8>,
     /// What operations may use it (`None`: a data object).
     pub kind: Option<GenericKind>,
+    /// Its count against the limits (design §9), given back when the last copy goes.
+    pub charge: std::sync::Arc<crate::daemon::limits::Charge>,
 }
 
 /// A login on one slot.

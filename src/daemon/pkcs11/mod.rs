@@ -45,6 +45,7 @@ use crate::admin::{AdminService, Caller, Clock};
 use crate::audit::writer::AuditWriter;
 use crate::audit::{NewRecord, Outcome};
 use crate::catalog::{Published, State};
+use crate::daemon::limits::{Buffer, Charge, Holder, Limits, Refused, Resource};
 use crate::policy::{CryptoKeyName, KeyRingName, Permission, Principal, ResourceName};
 use crate::store::keys::{PublicHalf, VersionState};
 use ck::*;
@@ -65,8 +66,6 @@ use std::sync::{Arc, OnceLock};
 
 /// Random bytes one call may ask for.
 const MAX_RANDOM: u64 = 1 << 20;
-/// Sessions one connection may hold.
-const MAX_SESSIONS: usize = 4096;
 
 /// Authenticates a service-account key given as a PIN, with the server's back-off
 /// (`CKR_PIN_INCORRECT` after a growing delay, `CKR_PIN_LOCKED`, `CKR_DEVICE_ERROR`).
@@ -85,6 +84,8 @@ pub struct Pkcs11Service {
     session_object_quota: AtomicUsize,
     /// The id of the next connection (session objects name their owner by it).
     next_connection: AtomicU64,
+    /// Resource limits per uid, per principal and in total (design §9 "Resources").
+    limits: OnceLock<Arc<Limits>>,
 }
 
 /// One request's view: the published state and the extras read for it.
@@ -121,7 +122,19 @@ impl Pkcs11Service {
                 crate::daemon::config::DEFAULT_SESSION_OBJECTS_PER_INSTANCE,
             ),
             next_connection: AtomicU64::new(1),
+            limits: OnceLock::new(),
         })
+    }
+
+    /// Sets the resource limits (keywardd's `[daemon] max_*` keys), before the first
+    /// connection; without it the defaults apply.
+    pub fn set_limits(&self, settings: crate::daemon::limits::Settings) {
+        let _ = self.limits.set(Limits::new(settings));
+    }
+
+    /// The resource limits.
+    pub fn limits(&self) -> &Arc<Limits> {
+        self.limits.get_or_init(|| Limits::new(Default::default()))
     }
 
     /// Sets how many session objects one module instance may hold (keywardd's
@@ -210,11 +223,14 @@ enum Active {
         token_id: Vec<u8>,
         /// A session object's operation runs on it instead of `token_id`.
         session_object: Option<keyward_token::SessionObject>,
-        buf: Vec<u8>,
+        buf: Buffer,
+        /// The operation's count against the limits (design §9).
+        _charge: Charge,
     },
     Digest {
         hash: Hash,
-        buf: Vec<u8>,
+        buf: Buffer,
+        _charge: Charge,
     },
 }
 
@@ -225,6 +241,8 @@ struct Session {
     ops: HashMap<Operation, Active>,
     finds: u64,
     reads: u64,
+    /// The session's count against the limits (design §9).
+    _charge: Charge,
 }
 
 /// One client connection of a module instance.
@@ -387,10 +405,13 @@ impl ClientConnection {
                     .ok_or(CKR_MECHANISM_INVALID)
             }
             R::OpenSession { slot, read_write } => {
-                self.slot_entry(slot)?;
-                if self.sessions.len() >= MAX_SESSIONS {
-                    return Err(CKR_DEVICE_ERROR);
-                }
+                let entry = self.slot_entry(slot)?;
+                let principal = self.inst.lock().principal(slot).0;
+                let charge = self
+                    .charge(Resource::Sessions, &principal, 1)
+                    .map_err(|r| {
+                        self.deny_limit(&principal, Some(entry.ring.clone()), CKR_SESSION_COUNT, r)
+                    })?;
                 let id = self.next_session;
                 self.next_session += 1;
                 self.sessions.insert(
@@ -401,6 +422,7 @@ impl ClientConnection {
                         ops: HashMap::new(),
                         finds: 0,
                         reads: 0,
+                        _charge: charge,
                     },
                 );
                 self.inst.lock().session_opened(slot, read_write);
@@ -663,6 +685,58 @@ impl ClientConnection {
             }
             R::GenerateRandom { session, len } => self.random(session, len),
         }
+    }
+
+    // ------------------------------------------------------------------ limits
+
+    /// Who this connection's uses are counted against, as `principal`.
+    fn holder(&self, principal: &Principal) -> Holder {
+        Holder::new(self.caller.peer_uid, &principal.member.to_string())
+    }
+
+    /// Takes `n` of `resource` for `principal` on this connection's uid (design §9).
+    fn charge(
+        &self,
+        resource: Resource,
+        principal: &Principal,
+        n: usize,
+    ) -> Result<Charge, Refused> {
+        self.svc
+            .limits()
+            .charge(resource, &self.holder(principal), n)
+    }
+
+    /// Audits a refusal by a limit of the request being answered; returns `rv`.
+    fn deny_limit(
+        &self,
+        principal: &Principal,
+        resource: Option<String>,
+        rv: u64,
+        refused: Refused,
+    ) -> u64 {
+        self.deny(principal, self.current, resource, rv, &refused.to_string());
+        rv
+    }
+
+    /// An operation's charge and its (empty) input buffer, or `CKR_DEVICE_MEMORY` (audited).
+    fn operation_charge(
+        &self,
+        principal: &Principal,
+        resource: Option<String>,
+    ) -> Result<(Charge, Buffer), u64> {
+        let limits = self.svc.limits();
+        let holder = self.holder(principal);
+        limits
+            .charge(Resource::Operations, &holder, 1)
+            .and_then(|c| Ok((c, Buffer::new(limits, &holder)?)))
+            .map_err(|r| self.deny_limit(principal, resource, CKR_DEVICE_MEMORY, r))
+    }
+
+    /// A key generation's charge (held while the token generates), or `CKR_DEVICE_MEMORY`
+    /// (audited).
+    fn generation_charge(&self, principal: &Principal, ring: &str) -> Result<Charge, u64> {
+        self.charge(Resource::KeyGenerations, principal, 1)
+            .map_err(|r| self.deny_limit(principal, Some(ring.to_owned()), CKR_DEVICE_MEMORY, r))
     }
 
     // ------------------------------------------------------------------ audit
@@ -1232,14 +1306,28 @@ impl ClientConnection {
             return Err(self.audit_down(&ctx.principal, action));
         }
         let (Some(handle), Some(permission)) = (key, use_permission(op)) else {
-            // C_DigestInit: no key, no gate.
+            // C_DigestInit: no key and no IAM gate, but the slot's token must be one the
+            // principal sees (design §9: an unbound uid cannot use the token).
             let hash = ops::digest_mechanism(mechanism)?;
+            if ctx.ring.is_none() {
+                self.deny(
+                    &ctx.principal,
+                    action,
+                    Some(ctx.ring_name.clone()),
+                    CKR_MECHANISM_INVALID,
+                    "the slot's key ring is absent or not visible to the caller",
+                );
+                return Err(CKR_MECHANISM_INVALID);
+            }
+            let (charge, buf) =
+                self.operation_charge(&ctx.principal, Some(ctx.ring_name.clone()))?;
             self.record(&ctx.principal, action, None, Outcome::Allowed, 0, None)?;
             self.session_mut(session)?.ops.insert(
                 op,
                 Active::Digest {
                     hash,
-                    buf: Vec::new(),
+                    buf,
+                    _charge: charge,
                 },
             );
             return Ok(Pkcs11Response::Done);
@@ -1319,6 +1407,7 @@ impl ClientConnection {
                 return refuse(self, rv, why);
             }
         };
+        let (charge, buf) = self.operation_charge(&ctx.principal, resource.clone())?;
         let granted = d.granted_by.map(|b| {
             if generated.is_some() {
                 format!("granted by {b}; IV generated by keywardd")
@@ -1339,7 +1428,8 @@ impl ClientConnection {
             plan,
             token_id: obj.token_id().to_vec(),
             session_object: None,
-            buf: Vec::new(),
+            buf,
+            _charge: charge,
         };
         self.session_mut(session)?.ops.insert(op, active);
         Ok(match generated {
@@ -1348,18 +1438,21 @@ impl ClientConnection {
         })
     }
 
-    /// Adds input to the active `op` (buffered in the daemon, capped).
+    /// Adds input to the active `op` (buffered in the daemon, within the limits of design
+    /// §9: over one, the operation ends with `CKR_DEVICE_MEMORY`, audited).
     fn append(&mut self, op: Operation, session: SessionId, data: &[u8]) -> Result<(), u64> {
         let s = self.session_mut(session)?;
+        let slot = s.slot;
         let active = s.ops.get_mut(&op).ok_or(CKR_OPERATION_NOT_INITIALIZED)?;
-        let buf = match active {
-            Active::Keyed { buf, .. } | Active::Digest { buf, .. } => buf,
+        let (buf, object) = match active {
+            Active::Keyed { buf, object, .. } => (buf, Some(object.clone())),
+            Active::Digest { buf, .. } => (buf, None),
         };
-        if buf.len().saturating_add(data.len()) > ops::MAX_BUFFERED {
+        if let Err(r) = buf.extend(data) {
             s.ops.remove(&op);
-            return Err(CKR_DATA_LEN_RANGE);
+            let principal = self.inst.lock().principal(slot).0;
+            return Err(self.deny_limit(&principal, object, CKR_DEVICE_MEMORY, r));
         }
-        buf.extend_from_slice(data);
         Ok(())
     }
 
@@ -1373,20 +1466,31 @@ impl ClientConnection {
         let s = self.session_mut(session)?;
         let active = s.ops.remove(&op).ok_or(CKR_OPERATION_NOT_INITIALIZED)?;
         match active {
-            Active::Digest { hash, buf } => Ok(Pkcs11Response::Data(Blob::new(hash.digest(&buf)))),
+            Active::Digest { hash, buf, .. } => {
+                Ok(Pkcs11Response::Data(Blob::new(hash.digest(buf.as_slice()))))
+            }
             Active::Keyed {
                 object,
                 plan,
                 token_id,
                 session_object,
-                mut buf,
+                buf,
+                ..
             } => {
                 let target = match session_object {
                     Some(o) => ops::KeyRef::Session(o),
                     None => ops::KeyRef::Id(&token_id),
                 };
-                let out = ops::run_on(&self.svc.token, op, &plan, target, &buf, signature);
-                zeroize::Zeroize::zeroize(&mut buf);
+                let out = ops::run_on(
+                    &self.svc.token,
+                    op,
+                    &plan,
+                    target,
+                    buf.as_slice(),
+                    signature,
+                );
+                // The buffer (and its charge) goes here; it zeroises itself.
+                drop(buf);
                 match out {
                     Ok(ops::Outcome::Data(d)) => Ok(Pkcs11Response::Data(Blob::new(d))),
                     Ok(ops::Outcome::Verified) => Ok(Pkcs11Response::Done),

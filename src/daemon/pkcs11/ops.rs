@@ -11,8 +11,10 @@
 //! `CKM_ECDSA` in the token. Raw `CKM_ECDSA`, `CKM_RSA_PKCS` and `CKM_RSA_PKCS_PSS` take a
 //! client-made digest whose length (and, for PKCS#1 v1.5, `DigestInfo`) must match the key's
 //! algorithm. `CKM_RSA_X_509` is never offered. Multi-part operations accumulate their input
-//! in the daemon (at most [`MAX_BUFFERED`] bytes) and run once at the final call, so no
-//! token session is held between a client's calls and no client can block another.
+//! in the daemon (a [`crate::daemon::limits::Buffer`]: at most `[daemon] max_operation_bytes`,
+//! and within the per-uid, per-principal and global caps on buffered bytes) and run once at
+//! the final call, so no token session is held between a client's calls and no client can
+//! block another.
 
 use super::ck::*;
 use super::objects::{Half, ObjectView};
@@ -37,9 +39,6 @@ struct CkAesCtrParams {
     counter_bits: std::ffi::c_ulong,
     cb: [u8; 16],
 }
-
-/// Input a multi-part operation may buffer in the daemon.
-pub const MAX_BUFFERED: usize = 4 << 20;
 
 /// The DER prefix of a SHA-256 `DigestInfo` (PKCS#1 v1.5, RFC 8017 §9.2 note 1).
 const SHA256_DIGEST_INFO: [u8; 19] = [

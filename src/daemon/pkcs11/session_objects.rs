@@ -37,6 +37,7 @@ use super::instance::SessionObj;
 use super::objects::Half;
 use super::{init_action, Active, ClientConnection, SlotCtx};
 use crate::audit::Outcome;
+use crate::daemon::limits::{Charge, Resource};
 use keyward_token::public_key::Curve;
 use keyward_token::{session_attribute, GenericKind, SessionGeneration};
 use keyward_wire::pkcs11::{
@@ -47,7 +48,6 @@ use std::sync::atomic::Ordering;
 
 const CKR_ATTRIBUTE_TYPE_INVALID: u64 = 0x12;
 const CKR_ATTRIBUTE_VALUE_INVALID: u64 = 0x13;
-const CKR_DEVICE_MEMORY: u64 = 0x31;
 const CKR_TEMPLATE_INCOMPLETE: u64 = 0xD0;
 const CKR_TEMPLATE_INCONSISTENT: u64 = 0xD1;
 const CKR_CURVE_NOT_SUPPORTED: u64 = 0x140;
@@ -218,18 +218,30 @@ impl ClientConnection {
         )
     }
 
-    /// The slot's view, the audit log healthy; and room for `n` more session objects (else
+    /// The slot's view, the audit log healthy, a principal that sees the slot's ring (else
+    /// `CKR_TOKEN_WRITE_PROTECTED`, as for an absent ring: design §9, an unbound uid cannot
+    /// use the token); and room for `n` more session objects, charged here (else
     /// `CKR_DEVICE_MEMORY`, audited).
     fn session_object_room(
         &self,
         session: SessionId,
         action: &str,
         n: usize,
-    ) -> Result<SlotCtx, u64> {
+    ) -> Result<(SlotCtx, Vec<Charge>), u64> {
         let slot = self.session(session)?.slot;
         self.healthy()?;
         let view = self.svc.view()?;
         let ctx = self.slot_ctx(slot, &view.state)?;
+        if ctx.ring.is_none() {
+            self.deny(
+                &ctx.principal,
+                action,
+                Some(ctx.ring_name.clone()),
+                CKR_TOKEN_WRITE_PROTECTED,
+                "session objects need a principal that sees the slot's key ring",
+            );
+            return Err(CKR_TOKEN_WRITE_PROTECTED);
+        }
         let quota = self.svc.session_object_quota.load(Ordering::Relaxed);
         let held = self.inst.lock().session_object_count();
         if held.saturating_add(n) > quota {
@@ -242,7 +254,21 @@ impl ClientConnection {
             );
             return Err(CKR_DEVICE_MEMORY);
         }
-        Ok(ctx)
+        let mut charges = Vec::with_capacity(n);
+        for _ in 0..n {
+            let c = self
+                .charge(Resource::SessionObjects, &ctx.principal, 1)
+                .map_err(|r| {
+                    self.deny_limit(
+                        &ctx.principal,
+                        Some(ctx.ring_name.clone()),
+                        CKR_DEVICE_MEMORY,
+                        r,
+                    )
+                })?;
+            charges.push(c);
+        }
+        Ok((ctx, charges))
     }
 
     /// A private session object needs the slot logged in as the user.
@@ -267,6 +293,7 @@ impl ClientConnection {
             &Prepared,
             Option<GenericKind>,
         )>,
+        charges: Vec<Charge>,
     ) -> Result<Vec<ObjectHandle>, u64> {
         let slot = self.session(session)?.slot;
         let quota = self.svc.session_object_quota.load(Ordering::Relaxed);
@@ -287,7 +314,8 @@ impl ClientConnection {
         }
         Ok(objects
             .into_iter()
-            .map(|(token, class, p, kind)| {
+            .zip(charges)
+            .map(|((token, class, p, kind), charge)| {
                 inst.add_session_object(SessionObj {
                     slot,
                     owner: (self.id, session.0),
@@ -297,6 +325,7 @@ impl ClientConnection {
                     cka_id: p.cka_id.clone(),
                     cka_label: p.cka_label.clone(),
                     kind,
+                    charge: std::sync::Arc::new(charge),
                 })
             })
             .collect())
@@ -346,7 +375,7 @@ impl ClientConnection {
             "C_GenerateKey"
         };
         let n = if public.is_some() { 2 } else { 1 };
-        let ctx = self.session_object_room(session, action, n)?;
+        let (ctx, charges) = self.session_object_room(session, action, n)?;
         if !matches!(mechanism.params, MechParams::None) {
             return Err(CKR_MECHANISM_PARAM_INVALID);
         }
@@ -422,14 +451,17 @@ impl ClientConnection {
         self.private_allowed(&ctx, s.private || p.as_ref().is_some_and(|p| p.private))?;
         let no_public = Vec::new();
         let public_forward = p.as_ref().map_or(&no_public, |p| &p.forward);
-        let (secret_obj, public_obj) = self
+        // Held while the token generates (the token's CPU, design §9).
+        let generating = self.generation_charge(&ctx.principal, &ctx.ring_name)?;
+        let generated = self
             .svc
             .token
-            .generate_session_objects(what, public_forward, &s.forward)
-            .map_err(|e| {
-                tracing::debug!(action, error = %e, "session object generation failed");
-                e.ck_rv()
-            })?;
+            .generate_session_objects(what, public_forward, &s.forward);
+        drop(generating);
+        let (secret_obj, public_obj) = generated.map_err(|e| {
+            tracing::debug!(action, error = %e, "session object generation failed");
+            e.ck_rv()
+        })?;
         let (made, handles) = match (public_obj, &p) {
             (Some(po), Some(pp)) => {
                 let h = self.register(
@@ -440,6 +472,7 @@ impl ClientConnection {
                         (secret_obj, CKO_PRIVATE_KEY, &s, Some(kind)),
                         (po, CKO_PUBLIC_KEY, pp, Some(kind)),
                     ],
+                    charges,
                 )?;
                 (vec![secret_obj, po], h)
             }
@@ -449,6 +482,7 @@ impl ClientConnection {
                     action,
                     session,
                     vec![(secret_obj, CKO_SECRET_KEY, &s, Some(kind))],
+                    charges,
                 )?;
                 (vec![secret_obj], h)
             }
@@ -473,7 +507,7 @@ impl ClientConnection {
     ) -> Result<Pkcs11Response, u64> {
         const ACTION: &str = "C_CreateObject";
         let class = get_ulong(template, CKA_CLASS)?;
-        let ctx = self.session_object_room(session, ACTION, 1)?;
+        let (ctx, charges) = self.session_object_room(session, ACTION, 1)?;
         let checked = (|| -> Result<_, u64> {
             let class = class.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
             let key_type = get_ulong(template, CKA_KEY_TYPE)?;
@@ -530,7 +564,13 @@ impl ClientConnection {
                 tracing::debug!(error = %e, "session object creation failed");
                 e.ck_rv()
             })?;
-        let handles = self.register(&ctx, ACTION, session, vec![(made, class, &p, kind)])?;
+        let handles = self.register(
+            &ctx,
+            ACTION,
+            session,
+            vec![(made, class, &p, kind)],
+            charges,
+        )?;
         let what = match (class, kind) {
             (CKO_DATA, _) => "data object".to_string(),
             (CKO_SECRET_KEY, Some(k)) => format!("{k} secret key, plaintext value"),
@@ -785,6 +825,7 @@ impl ClientConnection {
             kind,
             self.svc.token.mechanisms(),
         )?;
+        let (charge, buf) = self.operation_charge(&ctx.principal, Some(ctx.ring_name.clone()))?;
         self.record_session(
             &ctx,
             action,
@@ -798,7 +839,8 @@ impl ClientConnection {
             plan,
             token_id: Vec::new(),
             session_object: Some(o.token),
-            buf: Vec::new(),
+            buf,
+            _charge: charge,
         };
         self.session_mut(session)?.ops.insert(op, active);
         Ok(Pkcs11Response::Done)
