@@ -80,7 +80,8 @@ fn my_uid() -> u32 {
 }
 
 impl Env {
-    /// Makes the token and the store and starts keywardd (with room for `max_connections`).
+    /// Makes the token and the store and starts keywardd (with room for `max_connections`
+    /// connections and module instances, all of this one uid's: the bench is the only tenant).
     pub fn new(paths: &Paths, max_connections: usize) -> Result<Env, String> {
         paths.check()?;
         let dir = tempfile::Builder::new()
@@ -218,7 +219,8 @@ impl Env {
         let text = format!(
             "[store]\npath = \"{}\"\n\n[token]\nlabel = \"{TOKEN_LABEL}\"\npin_file = \"{}\"\n\n\
              [admin]\nsocket = \"{}\"\n\n[client]\nsocket = \"{}\"\n\n[daemon]\n\
-             max_connections = {max_connections}\n",
+             max_connections = {max_connections}\nmax_connections_per_uid = {max_connections}\n\
+             max_instances = {max_connections}\nmax_instances_per_uid = {max_connections}\n",
             self.dir().join("keyward.db").display(),
             token_dir.join("user-pin").display(),
             self.admin_socket.display(),
