@@ -216,7 +216,7 @@ pub struct Config {
     /// this refuses new operations (design §6).
     pub audit_checkpoint_secs: u64,
     /// The client socket's resource limits per uid, per principal and in total.
-    pub limits: super::limits::Settings,
+    pub resources: super::limits::Settings,
     /// Tests only: read the time (unix seconds) from this file.
     pub clock_file: Option<PathBuf>,
 }
@@ -298,7 +298,7 @@ struct RawDaemon {
 
 impl RawDaemon {
     /// The resource limits, each at least 1.
-    fn limits(&self) -> Result<super::limits::Settings, ConfigError> {
+    fn resources(&self) -> Result<super::limits::Settings, ConfigError> {
         use super::limits::Caps;
         let d = super::limits::Settings::default();
         let one = |v: Option<usize>, default: usize, key: &str| match v {
@@ -457,7 +457,7 @@ impl Config {
                 "[daemon] audit_checkpoint_secs must be at least 1".into(),
             ));
         }
-        let limits = raw.daemon.limits()?;
+        let resources = raw.daemon.resources()?;
         Ok(Config {
             store_path: abs(raw.store.path),
             token_module: raw
@@ -478,7 +478,7 @@ impl Config {
                 .session_objects_per_instance
                 .unwrap_or(DEFAULT_SESSION_OBJECTS_PER_INSTANCE),
             audit_checkpoint_secs,
-            limits,
+            resources,
             clock_file: raw.testing.clock_file.map(abs),
         })
     }
@@ -585,9 +585,12 @@ socket = "/run/keyward/client.sock"
             c.session_objects_per_instance,
             DEFAULT_SESSION_OBJECTS_PER_INSTANCE
         );
-        assert_eq!(c.limits, crate::daemon::limits::Settings::default());
-        assert_eq!(c.limits.sessions.per_uid, DEFAULT_MAX_SESSIONS_PER_UID);
-        assert_eq!(c.limits.key_generations.global, DEFAULT_MAX_KEY_GENERATIONS);
+        assert_eq!(c.resources, crate::daemon::limits::Settings::default());
+        assert_eq!(c.resources.sessions.per_uid, DEFAULT_MAX_SESSIONS_PER_UID);
+        assert_eq!(
+            c.resources.key_generations.global,
+            DEFAULT_MAX_KEY_GENERATIONS
+        );
         assert_eq!(c.clock_file, None);
     }
 
@@ -661,7 +664,7 @@ clock_file = "clock"
         );
         assert_eq!(l.instance_grace_secs, 12);
         assert_eq!(c.session_objects_per_instance, 7);
-        let l = c.limits;
+        let l = c.resources;
         let caps = |c: crate::daemon::limits::Caps| (c.per_uid, c.per_principal, c.global);
         assert_eq!(caps(l.sessions), (11, 12, 13));
         assert_eq!(caps(l.operations), (21, 22, 23));
