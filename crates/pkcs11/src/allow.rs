@@ -248,6 +248,12 @@ functions! {
 }
 
 impl Func {
+    /// Does this function need `C_Initialize` first (all but `C_Initialize`,
+    /// `C_GetFunctionList`, `C_GetInterfaceList` and `C_GetInterface`)?
+    pub fn needs_init(self) -> bool {
+        INIT.iter().all(|rv| self.allows(*rv))
+    }
+
     /// May this function return `rv`?
     pub fn allows(self, rv: CK_RV) -> bool {
         UNIVERSAL.contains(&rv) || self.specific().iter().any(|group| group.contains(&rv))

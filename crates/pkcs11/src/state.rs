@@ -317,6 +317,12 @@ impl Open {
     }
 }
 
+/// True if this process has an instance (`C_Initialize` was called here, not only in the
+/// parent of a fork).
+pub fn initialized() -> bool {
+    matches!(&*STATE.read(), Some(i) if i.pid == std::process::id())
+}
+
 /// The current instance, if this process initialised the module.
 pub fn instance() -> Result<Arc<Instance>, Error> {
     match &*STATE.read() {

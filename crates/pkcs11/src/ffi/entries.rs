@@ -5,7 +5,7 @@
 
 use super::args::{self, init_args, mechanism, read, slice, template, ulong, write_generated_iv};
 use super::out::{self, put, two_call};
-use super::{entry, unsupported};
+use super::{entry, list_entry, unsupported};
 use crate::allow::Func;
 use crate::attr::{pad, plan_get};
 use crate::error::Error;
@@ -44,22 +44,40 @@ entry! {
 }
 
 entry! {
-    /// `C_GetInfo` (3.0 §5.4).
+    /// `C_GetInfo` (3.0 §5.4), through the 2.40 list and the exported symbol: version 2.40.
     fn C_GetInfo = GetInfo(pInfo: CK_INFO_PTR) {
-        if pInfo.is_null() {
-            return Err(Error::ArgumentsBad("NULL pInfo"));
-        }
-        let i = general::info()?;
-        let info = CK_INFO {
-            cryptokiVersion: version(i.cryptoki_version),
-            manufacturerID: pad(i.manufacturer),
-            flags: 0,
-            libraryDescription: pad(i.description),
-            libraryVersion: version(i.library_version),
-        };
-        // SAFETY: pInfo is non-NULL and points to a CK_INFO per the spec.
-        unsafe { put(pInfo, info) }
+        // SAFETY: pInfo is NULL or a CK_INFO per the spec.
+        unsafe { get_info(pInfo, None) }
     }
+}
+
+list_entry! {
+    /// `C_GetInfo` (3.0 §5.4) through the 3.0 function list: version 3.0, the version of the
+    /// list it was called through.
+    fn C_GetInfo_v3 = GetInfo(pInfo: CK_INFO_PTR) {
+        // SAFETY: pInfo is NULL or a CK_INFO per the spec.
+        unsafe { get_info(pInfo, Some((3, 0))) }
+    }
+}
+
+/// `C_GetInfo`'s body; `list_version` overrides the reported Cryptoki version.
+///
+/// # Safety
+/// `pInfo` is NULL or points to a writable `CK_INFO`.
+unsafe fn get_info(pInfo: CK_INFO_PTR, list_version: Option<(u8, u8)>) -> Result<(), Error> {
+    if pInfo.is_null() {
+        return Err(Error::ArgumentsBad("NULL pInfo"));
+    }
+    let i = general::info()?;
+    let info = CK_INFO {
+        cryptokiVersion: version(list_version.unwrap_or(i.cryptoki_version)),
+        manufacturerID: pad(i.manufacturer),
+        flags: 0,
+        libraryDescription: pad(i.description),
+        libraryVersion: version(i.library_version),
+    };
+    // SAFETY: pInfo is non-NULL and points to a CK_INFO per the spec.
+    unsafe { put(pInfo, info) }
 }
 
 entry! {
@@ -410,7 +428,16 @@ entry! {
 
 // ------------------------------------------------------------------ 5.8-5.13 crypto
 
-/// `*Init`: a NULL mechanism cancels the operation (3.0).
+/// Which function list an entry point serves: a NULL mechanism at `*Init` cancels the
+/// operation in PKCS#11 3.0 only; in 2.40 (`C_GetFunctionList`'s list and the exported
+/// symbols, which 2.40 hosts call) it is `CKR_ARGUMENTS_BAD`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Api {
+    V2,
+    V3,
+}
+
+/// `*Init`: a NULL mechanism cancels the operation (3.0 list) or is `CKR_ARGUMENTS_BAD`.
 ///
 /// # Safety
 /// `m` is NULL or a valid `CK_MECHANISM`.
@@ -419,8 +446,12 @@ unsafe fn init(
     op: Operation,
     m: CK_MECHANISM_PTR,
     key: Option<CK_OBJECT_HANDLE>,
+    api: Api,
 ) -> Result<(), Error> {
     let mech = if m.is_null() {
+        if api == Api::V2 {
+            return Err(Error::ArgumentsBad("NULL pMechanism (2.40 has no cancel)"));
+        }
         None
     } else {
         // SAFETY: forwarded contract.
@@ -464,12 +495,19 @@ unsafe fn with_output(
 }
 
 macro_rules! crypto_entries {
-    ($op:ident: $init:ident = $finit:ident, $one:ident = $fone:ident, $upd:ident = $fupd:ident, $fin:ident = $ffin:ident) => {
+    ($op:ident: $init:ident / $init3:ident = $finit:ident, $one:ident = $fone:ident, $upd:ident = $fupd:ident, $fin:ident = $ffin:ident) => {
         entry! {
-            #[doc = concat!("`", stringify!($init), "` (3.0 §5.8-5.12): the use gate of design §4 is checked by keywardd here.")]
+            #[doc = concat!("`", stringify!($init), "` (3.0 §5.8-5.12): the use gate of design §4 is checked by keywardd here; a NULL mechanism is `CKR_ARGUMENTS_BAD` (2.40).")]
             fn $init = $finit(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hKey: CK_OBJECT_HANDLE) {
                 // SAFETY: pMechanism is NULL or valid per the spec.
-                unsafe { init(hSession, Operation::$op, pMechanism, Some(hKey)) }
+                unsafe { init(hSession, Operation::$op, pMechanism, Some(hKey), Api::V2) }
+            }
+        }
+        list_entry! {
+            #[doc = concat!("`", stringify!($init), "` of the 3.0 list: a NULL mechanism cancels the operation.")]
+            fn $init3 = $finit(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hKey: CK_OBJECT_HANDLE) {
+                // SAFETY: pMechanism is NULL or valid per the spec.
+                unsafe { init(hSession, Operation::$op, pMechanism, Some(hKey), Api::V3) }
             }
         }
         entry! {
@@ -508,14 +546,22 @@ macro_rules! crypto_entries {
     };
 }
 
-crypto_entries!(Encrypt: C_EncryptInit = EncryptInit, C_Encrypt = Encrypt, C_EncryptUpdate = EncryptUpdate, C_EncryptFinal = EncryptFinal);
-crypto_entries!(Decrypt: C_DecryptInit = DecryptInit, C_Decrypt = Decrypt, C_DecryptUpdate = DecryptUpdate, C_DecryptFinal = DecryptFinal);
+crypto_entries!(Encrypt: C_EncryptInit / C_EncryptInit_v3 = EncryptInit, C_Encrypt = Encrypt, C_EncryptUpdate = EncryptUpdate, C_EncryptFinal = EncryptFinal);
+crypto_entries!(Decrypt: C_DecryptInit / C_DecryptInit_v3 = DecryptInit, C_Decrypt = Decrypt, C_DecryptUpdate = DecryptUpdate, C_DecryptFinal = DecryptFinal);
 
 entry! {
     /// `C_DigestInit` (3.0 §5.10).
     fn C_DigestInit = DigestInit(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR) {
         // SAFETY: pMechanism is NULL or valid per the spec.
-        unsafe { init(hSession, Operation::Digest, pMechanism, None) }
+        unsafe { init(hSession, Operation::Digest, pMechanism, None, Api::V2) }
+    }
+}
+
+list_entry! {
+    /// `C_DigestInit` of the 3.0 list: a NULL mechanism cancels the operation.
+    fn C_DigestInit_v3 = DigestInit(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR) {
+        // SAFETY: pMechanism is NULL or valid per the spec.
+        unsafe { init(hSession, Operation::Digest, pMechanism, None, Api::V3) }
     }
 }
 
@@ -556,7 +602,15 @@ entry! {
     /// `C_SignInit` (3.0 §5.11): the use gate of design §4 is checked by keywardd here.
     fn C_SignInit = SignInit(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hKey: CK_OBJECT_HANDLE) {
         // SAFETY: pMechanism is NULL or valid per the spec.
-        unsafe { init(hSession, Operation::Sign, pMechanism, Some(hKey)) }
+        unsafe { init(hSession, Operation::Sign, pMechanism, Some(hKey), Api::V2) }
+    }
+}
+
+list_entry! {
+    /// `C_SignInit` of the 3.0 list: a NULL mechanism cancels the operation.
+    fn C_SignInit_v3 = SignInit(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hKey: CK_OBJECT_HANDLE) {
+        // SAFETY: pMechanism is NULL or valid per the spec.
+        unsafe { init(hSession, Operation::Sign, pMechanism, Some(hKey), Api::V3) }
     }
 }
 
@@ -597,7 +651,15 @@ entry! {
     /// `C_VerifyInit` (3.0 §5.12): the use gate of design §4 is checked by keywardd here.
     fn C_VerifyInit = VerifyInit(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hKey: CK_OBJECT_HANDLE) {
         // SAFETY: pMechanism is NULL or valid per the spec.
-        unsafe { init(hSession, Operation::Verify, pMechanism, Some(hKey)) }
+        unsafe { init(hSession, Operation::Verify, pMechanism, Some(hKey), Api::V2) }
+    }
+}
+
+list_entry! {
+    /// `C_VerifyInit` of the 3.0 list: a NULL mechanism cancels the operation.
+    fn C_VerifyInit_v3 = VerifyInit(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hKey: CK_OBJECT_HANDLE) {
+        // SAFETY: pMechanism is NULL or valid per the spec.
+        unsafe { init(hSession, Operation::Verify, pMechanism, Some(hKey), Api::V3) }
     }
 }
 

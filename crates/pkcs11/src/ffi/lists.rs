@@ -3,7 +3,9 @@
 //!
 //! [`pkcs11_functions!`] is the one list: the 2.40 functions, then those 3.0 added. It
 //! builds `CK_FUNCTION_LIST` (2.40) and `CK_FUNCTION_LIST_3_0` with struct literals, so a
-//! missing or misspelt entry is a compile error, never a NULL pointer.
+//! missing or misspelt entry is a compile error, never a NULL pointer. The 3.0 list differs
+//! from the 2.40 one in six entries (`C_GetInfo` and the `*Init` with their NULL-mechanism
+//! cancel), which are not exported: hosts that `dlsym` the symbols are 2.40 hosts.
 
 use super::entries::*;
 use pkcs11_sys::{
@@ -53,11 +55,24 @@ macro_rules! make_lists {
             version: CK_VERSION { major: 2, minor: 40 },
             $($a: Some($a),)*
         };
-        /// The PKCS#11 3.0 function list (`C_GetInterface`).
-        pub static FUNCTION_LIST_300: CK_FUNCTION_LIST_3_0 = CK_FUNCTION_LIST_3_0 {
+        /// Every 3.0 function, each the exported (2.40) entry point; [`FUNCTION_LIST_300`]
+        /// replaces those whose 3.0 behaviour differs.
+        const ALL_300: CK_FUNCTION_LIST_3_0 = CK_FUNCTION_LIST_3_0 {
             version: CK_VERSION { major: 3, minor: 0 },
             $($a: Some($a),)*
             $($b: Some($b),)*
+        };
+        /// The PKCS#11 3.0 function list (`C_GetInterface`): a NULL mechanism at `*Init`
+        /// cancels the operation (2.40 has no such rule: `CKR_ARGUMENTS_BAD` there), and
+        /// `C_GetInfo` says 3.0.
+        pub static FUNCTION_LIST_300: CK_FUNCTION_LIST_3_0 = CK_FUNCTION_LIST_3_0 {
+            C_GetInfo: Some(C_GetInfo_v3),
+            C_EncryptInit: Some(C_EncryptInit_v3),
+            C_DecryptInit: Some(C_DecryptInit_v3),
+            C_DigestInit: Some(C_DigestInit_v3),
+            C_SignInit: Some(C_SignInit_v3),
+            C_VerifyInit: Some(C_VerifyInit_v3),
+            ..ALL_300
         };
         /// How many functions each list holds (2.40, 3.0), for tests.
         pub const FUNCTION_COUNTS: (usize, usize) =

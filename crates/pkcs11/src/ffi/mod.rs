@@ -25,6 +25,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 /// Runs an entry point's body: catches a panic (`CKR_GENERAL_ERROR`, never an unwind or an
 /// abort into the host), logs the cause, and narrows the code to what `func` may return.
 pub(crate) fn guard(func: Func, body: impl FnOnce() -> Result<(), Error>) -> CK_RV {
+    // Before C_Initialize (or in a forked child that has not called it) nothing is decoded:
+    // an argument is never read before this answer (issue 14; the spec lets a function
+    // return any applicable code, and this one is applicable to every function that has it).
+    if func.needs_init() && !crate::state::initialized() {
+        return narrow(func, pkcs11_sys::CKR_CRYPTOKI_NOT_INITIALIZED);
+    }
     let result = catch_unwind(AssertUnwindSafe(|| {
         #[cfg(test)]
         tests::maybe_panic(func);
@@ -68,6 +74,21 @@ macro_rules! entry {
     };
 }
 
+/// Like [`entry!`], for a function only a function list reaches (not exported: the 3.0
+/// list's own `*Init` and `C_GetInfo`, which differ from the 2.40 ones).
+macro_rules! list_entry {
+    ($(#[$meta:meta])* fn $cname:ident = $func:ident ( $($arg:ident : $ty:ty),* $(,)? ) $body:block) => {
+        $(#[$meta])*
+        ///
+        /// # Safety
+        /// Each pointer argument must be NULL or valid for the reads and writes PKCS#11
+        /// specifies for this function (buffers of the lengths passed with them).
+        pub unsafe extern "C" fn $cname($($arg: $ty),*) -> pkcs11_sys::CK_RV {
+            $crate::ffi::guard($crate::allow::Func::$func, move || $body)
+        }
+    };
+}
+
 /// Defines entry points Keyward does not offer: `CKR_FUNCTION_NOT_SUPPORTED`.
 macro_rules! unsupported {
     ($($cname:ident = $func:ident ( $($arg:ident : $ty:ty),* $(,)? );)*) => {
@@ -85,4 +106,4 @@ macro_rules! unsupported {
     };
 }
 
-pub(crate) use {entry, unsupported};
+pub(crate) use {entry, list_entry, unsupported};

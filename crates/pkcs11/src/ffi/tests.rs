@@ -448,6 +448,8 @@ fn no_daemon() {
 fn a_panic_is_general_error() {
     let _g = STATE_LOCK.lock();
     env();
+    // Initialised first: before C_Initialize the guard answers without running the body.
+    assert_eq!(init_with(None), CKR_OK);
     *PANIC_IN.lock() = Some(Func::GetInfo);
     let mut info = CK_INFO::default();
     // SAFETY: valid out pointer.
@@ -455,7 +457,6 @@ fn a_panic_is_general_error() {
     *PANIC_IN.lock() = None;
     assert_eq!(rv, CKR_GENERAL_ERROR);
     // And the module still works afterwards.
-    assert_eq!(init_with(None), CKR_OK);
     // SAFETY: valid out pointer.
     assert_eq!(unsafe { list().C_GetInfo.unwrap()(&mut info) }, CKR_OK);
     assert_eq!(finalize(), CKR_OK);
@@ -1214,6 +1215,159 @@ fn a_generated_iv_is_written_into_the_clients_structure() {
         before + 1,
         "the operation was cancelled"
     );
+    assert_eq!(finalize(), CKR_OK);
+    daemon.kill();
+}
+
+/// The 3.0 function list, through `C_GetInterface` (NULL name and version: the default).
+fn list_300() -> &'static CK_FUNCTION_LIST_3_0 {
+    let mut p: CK_INTERFACE_PTR = null_mut();
+    // SAFETY: a valid out pointer; NULL name and version ask for the default interface.
+    assert_eq!(
+        unsafe { super::entries::C_GetInterface(null_mut(), null_mut(), &mut p, 0) },
+        CKR_OK
+    );
+    // SAFETY: the interface and its list are immutable statics.
+    unsafe { &*((*p).pFunctionList as *const CK_FUNCTION_LIST_3_0) }
+}
+
+/// Issue 14 bug 4: before `C_Initialize` every function but `C_Initialize`,
+/// `C_GetFunctionList`, `C_GetInterfaceList` and `C_GetInterface` answers
+/// `CKR_CRYPTOKI_NOT_INITIALIZED` before it touches its arguments: garbage mechanisms, pointers
+/// to nothing and NULLs neither fault nor get another code (run in a child: a fault would kill
+/// it, not the harness).
+#[test]
+fn before_c_initialize_nothing_touches_its_arguments() {
+    let _g = STATE_LOCK.lock();
+    env();
+    let got = in_child(|| {
+        let f = list();
+        let g = list_300();
+        let bad: *mut u8 = std::ptr::dangling_mut::<u8>();
+        let mut garbage = CK_MECHANISM {
+            mechanism: 0xFFFF_FFFF,
+            pParameter: bad.cast(),
+            ulParameterLen: 4096,
+        };
+        let m: CK_MECHANISM_PTR = &mut garbage;
+        let bm: CK_MECHANISM_PTR = bad.cast();
+        let ba: CK_ATTRIBUTE_PTR = bad.cast();
+        let bu: CK_ULONG_PTR = bad.cast();
+        // SAFETY: the module must not read any of these pointers before C_Initialize; that is
+        // what is tested.
+        let rvs: Vec<(&str, CK_RV)> = unsafe {
+            vec![
+                ("C_EncryptInit garbage", f.C_EncryptInit.unwrap()(1, m, 1)),
+                ("C_EncryptInit dangling", f.C_EncryptInit.unwrap()(1, bm, 1)),
+                ("C_DecryptInit", f.C_DecryptInit.unwrap()(1, bm, 1)),
+                ("C_SignInit", f.C_SignInit.unwrap()(1, bm, 1)),
+                ("C_VerifyInit 3.0", g.C_VerifyInit.unwrap()(1, bm, 1)),
+                ("C_DigestInit", f.C_DigestInit.unwrap()(1, bm)),
+                (
+                    "C_GetSlotList",
+                    f.C_GetSlotList.unwrap()(0, bad.cast(), null_mut()),
+                ),
+                ("C_GetInfo", f.C_GetInfo.unwrap()(bad.cast())),
+                (
+                    "C_GenerateKey",
+                    f.C_GenerateKey.unwrap()(1, null_mut(), ba, 9, null_mut()),
+                ),
+                ("C_FindObjectsInit", f.C_FindObjectsInit.unwrap()(1, ba, 9)),
+                ("C_Encrypt", f.C_Encrypt.unwrap()(1, bad, 99, bad, bu)),
+                ("C_InitToken", f.C_InitToken.unwrap()(1, bad, 9, bad)),
+                ("C_InitPIN", f.C_InitPIN.unwrap()(1, bad, 9)),
+                ("C_SetPIN", f.C_SetPIN.unwrap()(1, bad, 9, bad, 9)),
+                (
+                    "C_WaitForSlotEvent",
+                    f.C_WaitForSlotEvent.unwrap()(0, bad.cast(), null_mut()),
+                ),
+                ("C_Finalize", f.C_Finalize.unwrap()(bad.cast())),
+                (
+                    "C_MessageEncryptInit",
+                    g.C_MessageEncryptInit.unwrap()(1, bm, 1),
+                ),
+                ("C_LoginUser", g.C_LoginUser.unwrap()(1, 1, bad, 9, bad, 9)),
+            ]
+        };
+        let wrong: Vec<String> = rvs
+            .iter()
+            .filter(|(_, rv)| *rv != CKR_CRYPTOKI_NOT_INITIALIZED)
+            .map(|(n, rv)| format!("{n}: {rv:#x}"))
+            .collect();
+        if wrong.is_empty() {
+            0
+        } else {
+            println!("not CKR_CRYPTOKI_NOT_INITIALIZED: {}", wrong.join(", "));
+            1
+        }
+    });
+    assert_eq!(
+        got,
+        Ok(0),
+        "Ok(1): a wrong code (printed above); Err(n): killed by signal n"
+    );
+}
+
+/// Issue 14 bug 5: a NULL `pMechanism` in `*Init` cancels the operation only in PKCS#11 3.0.
+/// Through `C_GetFunctionList`'s 2.40 list and the exported symbols it is
+/// `CKR_ARGUMENTS_BAD`; through `C_GetInterface`'s 3.0 list it cancels. `C_GetInfo` reports
+/// the version of the list it was called through.
+#[test]
+fn a_null_mechanism_cancels_only_through_the_3_0_interface() {
+    let _g = STATE_LOCK.lock();
+    let dir = env();
+    let sock = dir.join("fake-null-mech.sock");
+    let seen = Arc::new(parking_lot::Mutex::new(Seen::default()));
+    let daemon = FakeDaemon::start(&sock, Arc::clone(&seen));
+    let (f, g) = (list(), list_300());
+    assert_eq!(
+        init_with(Some(&format!("socket={}", sock.display()))),
+        CKR_OK
+    );
+    let h = open(id(LIVE_RING)).unwrap();
+    // SAFETY: valid session handle; NULL mechanisms are what is tested.
+    unsafe {
+        for (name, rv) in [
+            ("C_EncryptInit", f.C_EncryptInit.unwrap()(h, null_mut(), 1)),
+            ("C_DecryptInit", f.C_DecryptInit.unwrap()(h, null_mut(), 1)),
+            ("C_DigestInit", f.C_DigestInit.unwrap()(h, null_mut())),
+            ("C_SignInit", f.C_SignInit.unwrap()(h, null_mut(), 1)),
+            ("C_VerifyInit", f.C_VerifyInit.unwrap()(h, null_mut(), 1)),
+            (
+                "exported C_SignInit",
+                super::entries::C_SignInit(h, null_mut(), 1),
+            ),
+            (
+                "exported C_EncryptInit",
+                super::entries::C_EncryptInit(h, null_mut(), 1),
+            ),
+        ] {
+            assert_eq!(rv, CKR_ARGUMENTS_BAD, "2.40: {name}");
+        }
+        let before = seen.lock().cancels;
+        assert_eq!(sign_init(h, 1), CKR_OK);
+        for (name, rv) in [
+            ("C_SignInit", g.C_SignInit.unwrap()(h, null_mut(), 1)),
+            ("C_EncryptInit", g.C_EncryptInit.unwrap()(h, null_mut(), 1)),
+            ("C_DecryptInit", g.C_DecryptInit.unwrap()(h, null_mut(), 1)),
+            ("C_DigestInit", g.C_DigestInit.unwrap()(h, null_mut())),
+            ("C_VerifyInit", g.C_VerifyInit.unwrap()(h, null_mut(), 1)),
+        ] {
+            assert_eq!(rv, CKR_OK, "3.0: {name} with NULL cancels");
+        }
+        assert!(seen.lock().cancels > before, "no cancel reached keywardd");
+        let mut info = CK_INFO::default();
+        assert_eq!(f.C_GetInfo.unwrap()(&mut info), CKR_OK);
+        assert_eq!(
+            (info.cryptokiVersion.major, info.cryptokiVersion.minor),
+            (2, 40)
+        );
+        assert_eq!(g.C_GetInfo.unwrap()(&mut info), CKR_OK);
+        assert_eq!(
+            (info.cryptokiVersion.major, info.cryptokiVersion.minor),
+            (3, 0)
+        );
+    }
     assert_eq!(finalize(), CKR_OK);
     daemon.kill();
 }
