@@ -32,7 +32,8 @@
 //! to the client socket are instances of one connection, forgotten when it closes.
 //!
 //! Lock order: the service mutex, then nothing (the throttle, instance and connection tables
-//! are taken on their own, never while the service mutex is held). Shutdown: stop accepting,
+//! and the limit log are each taken on their own, never while another lock is held; the
+//! PKCS#11 service's instance state is forgotten after the instance table is released). Shutdown: stop accepting,
 //! remove the socket files, shut the read half of every connection (a request being handled
 //! still gets its answer), wait for the connection threads up to a bound.
 
