@@ -23,7 +23,8 @@
 //! max_connections_per_uid = 1024               # client socket, one peer uid (200 processes x 4 lanes, and room)
 //! max_admin_connections = 64                   # admin socket, every uid together (its own reserve)
 //! max_admin_connections_per_uid = 16           # admin socket, one peer uid
-//! handshake_timeout_secs = 10                  # the whole handshake (Hello in, answer out)
+//! handshake_timeout_secs = 10                  # the whole handshake; each whole request of a connection
+//!                                              # with no session and no login
 //! client_idle_secs = 300                       # a client connection with no session and no login
 //! admin_idle_secs = 300                        # an admin connection between requests
 //! max_instances = 8192                         # module instances, every uid together

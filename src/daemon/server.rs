@@ -892,9 +892,15 @@ impl Deadline {
         }
     }
 
-    /// Ends the deadline: reads block as the stream's own timeout says.
-    fn clear(&self) {
+    /// Sets a deadline `within` from now on the reads to come.
+    fn limit(&self, within: Duration) {
+        self.until.set(Some(Instant::now() + within));
+    }
+
+    /// Ends the deadline: reads block until data comes.
+    fn clear(&self) -> io::Result<()> {
         self.until.set(None);
+        self.stream.set_read_timeout(None)
     }
 }
 
@@ -1014,8 +1020,7 @@ fn connection(
             return;
         }
     };
-    conn.get_ref().clear();
-    if let Err(e) = conn.get_ref().stream.set_read_timeout(None) {
+    if let Err(e) = conn.get_ref().clear() {
         tracing::warn!(conn = id, error = %e, "cannot clear the handshake timeout");
         shared.leave(&joined);
         return;
@@ -1053,6 +1058,12 @@ fn connection(
             let may_close = || p11.is_none_or(ClientConnection::may_close_idle);
             wait_request(&conn.get_ref().stream, idle, &may_close)
         };
+        // A connection that holds nothing gets the handshake's deadline for a whole request,
+        // so that a request sent a byte at a time does not hold it (design §9).
+        let bare = p11.as_ref().is_none_or(ClientConnection::may_close_idle);
+        if bare {
+            conn.get_ref().limit(handshake);
+        }
         if !ready {
             tracing::debug!(
                 conn = id,
@@ -1064,11 +1075,26 @@ fn connection(
         let request = match conn.next_request() {
             Ok(Some(r)) => r,
             Ok(None) => break,
+            Err(WireError::Timeout) if bare => {
+                tracing::info!(
+                    conn = id,
+                    socket = kind.name(),
+                    uid = caller.peer_uid,
+                    "request not finished within [daemon] handshake_timeout_secs; closed"
+                );
+                break;
+            }
             Err(e) => {
                 tracing::debug!(conn = id, error = %e, "connection dropped");
                 break;
             }
         };
+        if bare {
+            if let Err(e) = conn.get_ref().clear() {
+                tracing::warn!(conn = id, error = %e, "cannot clear a request deadline");
+                break;
+            }
+        }
         let answer = match kind {
             SocketKind::Admin => admin_request(shared, &caller, request.body),
             SocketKind::Client => client_request(shared, p11.as_mut(), &auth, request.body),

@@ -390,6 +390,33 @@ fn a_slow_handshake_is_closed_at_the_whole_handshake_deadline() {
         frame.len()
     );
     assert!(sent < frame.len() - 1);
+
+    // After a finished handshake, a connection that holds nothing (no session, no login)
+    // gets the same deadline for each whole request.
+    let mut stream = UnixStream::connect(&env.client_socket).unwrap();
+    stream.write_all(&frame).unwrap();
+    let reply = keyward_wire::read_frame(&mut stream).unwrap();
+    assert!(!reply.is_empty());
+    let request = keyward_wire::Request {
+        id: 1,
+        body: keyward_wire::RequestBody::Pkcs11(keyward_wire::Pkcs11Request::Ping),
+    };
+    let mut frame = Vec::new();
+    keyward_wire::write_frame(&mut frame, &keyward_wire::encode(&request).unwrap()).unwrap();
+    let (mut sent, mut closed) = (0, false);
+    for b in &frame[..frame.len() - 1] {
+        std::thread::sleep(Duration::from_millis(500));
+        if stream.write_all(std::slice::from_ref(b)).is_err() {
+            closed = true;
+            break;
+        }
+        sent += 1;
+    }
+    assert!(
+        closed,
+        "keywardd kept a request trickling one byte per 500 ms open for {sent} of {} bytes",
+        frame.len()
+    );
     // Others are served as before.
     env.ctl(&["status"]).ok();
 }
