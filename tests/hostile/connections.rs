@@ -545,3 +545,35 @@ fn a_long_lived_client_keeps_its_sessions_through_idle_periods() {
     drop(p11);
     drop(excl);
 }
+
+#[test]
+fn a_refused_extra_lane_is_shared_not_an_error() {
+    let excl = module::exclusive();
+    // This uid may hold two client connections: the module's lanes 2 and 3 are refused.
+    let (env, signer) = world("max_connections_per_uid = 2\n");
+    let settings = Settings::new(&env.client_socket, &env.dir().join("module.toml"))
+        .credentials(&env.dir().join("signer.key"), &signer);
+    let p11 = module::cryptoki(&settings);
+    let (first, key) = signer_session(&p11);
+    let slot = ring_slot(&p11, RING);
+    let rest: Vec<Session> = (0..5)
+        .map(|i| {
+            p11.open_rw_session(slot)
+                .unwrap_or_else(|e| panic!("session {}: {e}", i + 2))
+        })
+        .collect();
+    for (i, s) in std::iter::once(&first).chain(&rest).enumerate() {
+        s.sign(&Mechanism::Ecdsa, key, &[i as u8; 32])
+            .unwrap_or_else(|e| panic!("session {} signs: {e}", i + 1));
+    }
+    let js = status(&env);
+    assert_eq!(js["daemon"]["connections"]["client"], 2, "{js}");
+    assert!(
+        env.daemon_log().contains("max_connections_per_uid"),
+        "the refusal is logged"
+    );
+    drop(rest);
+    drop(first);
+    drop(p11);
+    drop(excl);
+}
