@@ -61,6 +61,9 @@ pub struct KeyEntry {
     pub created_by: String,
     /// Its versions, oldest first.
     pub versions: Vec<VersionEntry>,
+    /// Its resource id: keys are numbered in creation order (finds return objects in that
+    /// order, design §9 "Squatting").
+    pub seq: i64,
 }
 
 /// Rings and keys by name.
@@ -142,6 +145,7 @@ pub fn build(conn: &Connection) -> Result<State> {
                 primary_version: k.primary_version,
                 created_by: k.created_by,
                 versions,
+                seq: r.id,
             },
         );
     }

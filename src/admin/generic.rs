@@ -234,6 +234,19 @@ impl AdminService {
                         "plaintext key material needs allow_plaintext_import on the ring",
                     ));
                 }
+                // Squatting (design §9): the names must be free in the ring (a pair's two
+                // halves share theirs).
+                super::squat::check(
+                    ctx,
+                    &req.ring,
+                    None,
+                    &[
+                        &req.cka_label,
+                        req.pub_cka_label.as_deref().unwrap_or_default(),
+                    ],
+                    &[&req.cka_id, req.pub_cka_id.as_deref().unwrap_or_default()],
+                    Some(CKR_ATTRIBUTE_VALUE_INVALID),
+                )?;
                 let token = ctx.token.ok_or_else(|| {
                     refuse(0x30, "key creation needs the backing token (keywardd)")
                 })?;
@@ -440,6 +453,16 @@ impl AdminService {
                     ctx.require(P::CryptoKeysUpdate, &res)?;
                     "with kms.cryptoKeys.update".to_string()
                 };
+                // Squatting (design §9): another key's names, or reserved labels, are
+                // refused; the key's own (its other half's) are not.
+                super::squat::check(
+                    ctx,
+                    &key.ring,
+                    Some(row.id),
+                    &[cka_label.as_deref().unwrap_or_default()],
+                    &[cka_id.as_deref().unwrap_or_default()],
+                    Some(CKR_ATTRIBUTE_VALUE_INVALID),
+                )?;
                 skeys::set_generic_names(
                     ctx.tx,
                     row.id,

@@ -381,6 +381,20 @@ pub(crate) fn import(ctx: &mut Ctx<'_>, req: &ImportRequest<'_>) -> Res<(u64, bo
     )?;
     sjobs::set_version_imported(ctx.tx, key_id, n)?;
     let vname = format!("{key_res}/cryptoKeyVersions/{n}");
+    // Squatting (design §9): a new key's id becomes its CKA_LABEL, and the version's
+    // CKA_ID is known from its name or public key: both must be free in the ring. The
+    // PKCS#11 path (C_UnwrapKey, which sets `denied_use`) answers CKR_ATTRIBUTE_VALUE_INVALID.
+    let cka_id = super::squat::keyward_cka_id(&vname, req.public_key);
+    let label = if new_key { req.key.id.as_bytes() } else { &[] };
+    super::squat::check(
+        ctx,
+        &req.key.ring,
+        Some(key_id),
+        &[label],
+        &[&cka_id],
+        req.denied_use
+            .map(|_| super::squat::CKR_ATTRIBUTE_VALUE_INVALID),
+    )?;
     let made = token.import_wrapped(
         &job.token_id,
         method,

@@ -186,16 +186,23 @@ pub fn create(
             "crypto key {name} already exists (keys are never deleted nor their names reused)"
         )));
     }
+    // Squatting (design §9): the key id becomes the primary's CKA_LABEL; a symmetric
+    // version's CKA_ID is known now (an asymmetric one is SHA-1 of a fresh public key).
+    let first = format!("{name}/cryptoKeyVersions/1");
+    let sym_id = (!algorithm.is_asymmetric()).then(|| super::squat::keyward_cka_id(&first, None));
+    super::squat::check(
+        ctx,
+        &key.ring,
+        None,
+        &[id.as_bytes()],
+        &[sym_id.as_deref().unwrap_or_default()],
+        None,
+    )?;
     let token = token(ctx)?;
     token
         .check_algorithm(algorithm)
         .map_err(|e| Failure::Invalid(e.to_string()))?;
-    let (token_id, public_key) = generate(
-        token,
-        algorithm,
-        &format!("{name}/cryptoKeyVersions/1"),
-        exportable,
-    )?;
+    let (token_id, public_key) = generate(token, algorithm, &first, exportable)?;
     let rid = resources::insert(ctx.tx, &name, Some(ring_row.id), ctx.now);
     let rid = match rid.and_then(|rid| {
         skeys::insert_key(
@@ -344,6 +351,11 @@ pub fn rotate(ctx: &mut Ctx<'_>, name: &str, set_primary: bool) -> Res<AdminResp
         .last()
         .map(|v| v.version + 1)
         .unwrap_or(1);
+    if !algorithm.is_asymmetric() {
+        // Squatting (design §9): the new version's CKA_ID is derived from its name.
+        let id = super::squat::keyward_cka_id(&format!("{key}/cryptoKeyVersions/{next}"), None);
+        super::squat::check(ctx, &key.ring, Some(k.id), &[], &[&id], None)?;
+    }
     let (token_id, public_key) = generate(
         token,
         algorithm,
@@ -517,7 +529,29 @@ pub fn version_change(
     }
     ctx.require(perm, &ResourceName::CryptoKey(key.clone()))?;
     let k = key_row(ctx, &key)?;
-    version_row(ctx, &k, &key, n)?;
+    let v = version_row(ctx, &k, &key, n)?;
+    if change == Change::Restore && v.state == VersionState::DestroyScheduled {
+        // Squatting (design §9): the version's names were freed when its destruction was
+        // scheduled; another key may hold them now.
+        let vname = format!("{key}/cryptoKeyVersions/{n}");
+        let (labels, ids) = match skeys::get_generic(ctx.tx, k.id)? {
+            Some(g) => {
+                let pub_id = g.pub_cka_id.unwrap_or_default();
+                let pub_label = g.pub_cka_label.unwrap_or_default();
+                (vec![g.cka_label, pub_label], vec![g.cka_id, pub_id])
+            }
+            None => (
+                Vec::new(),
+                vec![super::squat::keyward_cka_id(
+                    &vname,
+                    v.public_key.as_deref(),
+                )],
+            ),
+        };
+        let labels: Vec<&[u8]> = labels.iter().map(Vec::as_slice).collect();
+        let ids: Vec<&[u8]> = ids.iter().map(Vec::as_slice).collect();
+        super::squat::check(ctx, &key.ring, Some(k.id), &labels, &ids, None)?;
+    }
     if change == Change::Destroy && k.primary_version == Some(n) {
         let asym = algorithm_of(&k)?.is_some_and(Algorithm::is_asymmetric);
         if !asym {

@@ -19,6 +19,7 @@ mod maintenance;
 pub use keys::{DEFAULT_GRACE_SECS, MIN_GRACE_SECS};
 pub use maintenance::{ReconcileReport, RESERVED_LABEL_PREFIX};
 pub(crate) mod render;
+mod squat;
 mod status;
 
 use crate::audit::{self, NewRecord, Outcome};

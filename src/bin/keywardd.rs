@@ -133,6 +133,7 @@ fn run(config_path: &Path) -> Result<(), Refusal> {
         Arc::clone(&token),
     )));
     reconcile(&service);
+    report_duplicate_names(&service);
     if let Err(e) = service.lock().refresh() {
         return Err(refuse(
             EXIT_STORE,
@@ -317,6 +318,19 @@ fn open_token(config: &Config, pin: secrecy::SecretString) -> Result<Token, Refu
             ),
         ),
     })
+}
+
+/// Labels and CKA_IDs that several keys of a ring hold (stores from before design §9's
+/// uniqueness rule) are logged at start, not refused (finds return the oldest first).
+fn report_duplicate_names(service: &Mutex<AdminService>) {
+    match service.lock().name_duplicates() {
+        Ok(lines) => {
+            for line in lines {
+                tracing::warn!("{line}");
+            }
+        }
+        Err(e) => tracing::error!(error = %e.message, "cannot check key names for duplicates"),
+    }
 }
 
 /// Compares the store's object map with the token at start; drift is logged (and audited by

@@ -554,3 +554,58 @@ pub fn list_public_halves(conn: &Connection) -> Result<Vec<(String, u64, PublicH
     })
     .collect()
 }
+
+/// One version of a key of a ring, with what names its objects (design §9 "Squatting"):
+/// the key, its generic row's client names if it has one, the version's state and public
+/// key. Keys with no version give one row with `version` None.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedVersion {
+    /// The key's resource id (creation order).
+    pub key_rid: i64,
+    /// The key's full name.
+    pub key_name: String,
+    /// The client's `CKA_ID`/`CKA_LABEL` (private or secret, public) of a generic key.
+    pub generic: Option<[Vec<u8>; 4]>,
+    /// The version number.
+    pub version: Option<u64>,
+    /// The version's state (`ENABLED`, ...).
+    pub state: Option<String>,
+    /// The version's public key (DER SPKI).
+    pub public_key: Option<Vec<u8>>,
+}
+
+/// Every version of every live key of the ring whose resource id is `ring_id`, in creation
+/// order (one statement).
+pub fn ring_named_versions(conn: &Connection, ring_id: i64) -> Result<Vec<NamedVersion>> {
+    const SQL: &str = "SELECT r.id, r.name, g.key_id, g.cka_id, g.cka_label, \
+                       COALESCE(g.pub_cka_id, g.cka_id), COALESCE(g.pub_cka_label, g.cka_label), \
+                       v.version, v.state, v.public_key \
+                       FROM resources r JOIN crypto_keys k ON k.resource_id = r.id \
+                       LEFT JOIN generic_keys g ON g.key_id = r.id \
+                       LEFT JOIN key_versions v ON v.key_id = r.id \
+                       WHERE r.parent_id = ?1 AND r.kind = 'cryptoKey' AND r.deleted_at IS NULL \
+                       ORDER BY r.id, v.version";
+    let mut stmt = conn.prepare(SQL)?;
+    let rows = stmt.query_map(params![ring_id], |r| {
+        let generic = match r.get::<_, Option<i64>>(2)? {
+            Some(_) => Some([
+                r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, Vec<u8>>(4)?,
+                r.get::<_, Vec<u8>>(5)?,
+                r.get::<_, Vec<u8>>(6)?,
+            ]),
+            None => None,
+        };
+        Ok(NamedVersion {
+            key_rid: r.get(0)?,
+            key_name: r.get(1)?,
+            generic,
+            version: r
+                .get::<_, Option<i64>>(7)?
+                .map(|v| u64::try_from(v).unwrap_or(0)),
+            state: r.get(8)?,
+            public_key: r.get(9)?,
+        })
+    })?;
+    Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+}

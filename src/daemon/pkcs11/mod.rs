@@ -1043,7 +1043,7 @@ impl ClientConnection {
             return Vec::new();
         };
         let state = &view.state;
-        let names = match label {
+        let mut names: Vec<CryptoKeyName> = match label {
             Some(label) => state
                 .catalog
                 .keys
@@ -1054,6 +1054,9 @@ impl ClientConnection {
                 .collect(),
             None => state.policy.visible_keys(&ctx.principal, ring),
         };
+        // Creation order (design §9 "Squatting"): the oldest key holding a name comes first,
+        // whatever the keys' names.
+        names.sort_by_key(|n| state.catalog.keys.get(n).map_or(i64::MAX, |k| k.seq));
         let mut out = Vec::new();
         for name in names {
             let Some(key) = state.catalog.keys.get(&name) else {
