@@ -52,6 +52,20 @@ pub enum ConfigError {
     /// A setting's value is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// The credential file may be read or written by its group or others (design §9
+    /// "Files"): refused, as keywardctl and keywardd's PIN file refuse it.
+    #[error(
+        "the KEYWARD_CREDENTIALS file {} is open to its group or others (mode {mode:04o}): \
+         run `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    CredentialsOpen {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The config file cannot be read or parsed.
     #[error("config file {}: {message}", path.display())]
     File {
@@ -190,18 +204,33 @@ impl Config {
         Config::load(reserved, &|k| std::env::var(k).ok())
     }
 
-    /// Reads the service-account key from the credential file, if one is configured.
+    /// Reads the service-account key from the credential file, if one is configured. A file
+    /// its group or others may read or write is refused ([`ConfigError::CredentialsOpen`]):
+    /// its key is no longer secret.
     pub fn read_credentials(&self) -> Result<Option<ServiceAccountKey>, ConfigError> {
+        use std::io::Read;
+        use std::os::unix::fs::PermissionsExt;
         let Some(path) = &self.credentials else {
             return Ok(None);
         };
-        let text =
-            Zeroizing::new(
-                std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?,
-            );
+        let bad = |e: std::io::Error| ConfigError::File {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        let mut file = std::fs::File::open(path).map_err(bad)?;
+        // The mode of the file opened, not of whatever the path names later.
+        let mode = file.metadata().map_err(bad)?.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(ConfigError::CredentialsOpen {
+                path: path.clone(),
+                mode,
+            });
+        }
+        let mut text = Zeroizing::new(String::new());
+        file.by_ref()
+            .take(64 * 1024)
+            .read_to_string(&mut text)
+            .map_err(bad)?;
         text.lines()
             .map(str::trim)
             .find(|l| !l.is_empty() && !l.starts_with('#'))
@@ -358,6 +387,7 @@ mod tests {
 
     #[test]
     fn credentials_file() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let cred = dir.path().join("cred");
         std::fs::write(
@@ -365,6 +395,20 @@ mod tests {
             "# web@payments\n\n  kwAbC123.0123456789abcdefghijkl  \n",
         )
         .unwrap();
+        // Readable by others: refused, naming the fix, never the key.
+        for mode in [0o644, 0o640, 0o604, 0o620] {
+            std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(mode)).unwrap();
+            let c = Config {
+                socket: PathBuf::from(DEFAULT_SOCKET),
+                tokens: vec![],
+                credentials: Some(cred.clone()),
+            };
+            let e = c.read_credentials().unwrap_err();
+            assert!(matches!(e, ConfigError::CredentialsOpen { .. }), "{e}");
+            assert!(e.to_string().contains("chmod 600"), "{e}");
+            assert!(!e.to_string().contains("kwAbC123"), "{e}");
+        }
+        std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o600)).unwrap();
         let mut c = Config {
             socket: PathBuf::from(DEFAULT_SOCKET),
             tokens: vec![],

@@ -451,7 +451,7 @@ impl Instance {
         let credentials = self
             .config
             .read_credentials()
-            .map_err(|e| Error::TokenNotPresent(e.to_string()))?;
+            .map_err(credentials_refused)?;
         let hello = Hello::new(ClientKind::Module, link.secret.clone(), credentials);
         let options = ClientOptions {
             read_timeout: Some(HANDSHAKE_TIMEOUT),
@@ -741,6 +741,25 @@ impl Instance {
         if let Some(s) = self.sessions.lock().get_mut(h) {
             s.pending = None;
         }
+    }
+}
+
+/// The error of a credential file the module cannot use. One readable by its group or others
+/// is a configuration error (`CKR_FUNCTION_FAILED`, universal; not `CKR_TOKEN_NOT_PRESENT`,
+/// which would send the operator looking for a dead keywardd), said once per process on
+/// stderr, since hosts rarely show a module's logs. Any other (missing, unreadable, empty)
+/// keeps the token absent, as before.
+fn credentials_refused(e: crate::config::ConfigError) -> Error {
+    use std::sync::atomic::AtomicBool;
+    static SAID: AtomicBool = AtomicBool::new(false);
+    match e {
+        crate::config::ConfigError::CredentialsOpen { .. } => {
+            if !SAID.swap(true, Ordering::Relaxed) {
+                eprintln!("libkeyward_pkcs11: {e}; every session is refused until then");
+            }
+            Error::Config(e.to_string())
+        }
+        other => Error::TokenNotPresent(other.to_string()),
     }
 }
 
