@@ -1424,11 +1424,16 @@ fn denial_matrix_through_the_module() {
                     Err(rv) => want_denied.push(ck_rv(*rv)),
                 }
             }
+            // A record with a count stands for that many identical denials (design §6
+            // "Coalescing").
             let of = |result: &str| -> Vec<u64> {
                 let mut v: Vec<u64> = recs
                     .iter()
                     .filter(|r| r["action"] == action && r["result"] == result)
-                    .map(|r| r["rv"].as_u64().unwrap())
+                    .flat_map(|r| {
+                        let n = r["count"].as_u64().unwrap_or(1);
+                        std::iter::repeat_n(r["rv"].as_u64().unwrap(), n as usize)
+                    })
                     .collect();
                 v.sort();
                 v

@@ -18,7 +18,12 @@ fn records(rs: Vec<Record>) -> Res<AdminResponse> {
                 r.principal.clone(),
                 r.action.clone(),
                 r.resource.clone().unwrap_or_else(|| "-".into()),
-                r.result.clone(),
+                // A coalesced record stands for `count` identical denials (design §6).
+                if r.count > 1 {
+                    format!("{} x{}", r.result, r.count)
+                } else {
+                    r.result.clone()
+                },
                 r.detail.clone().unwrap_or_default(),
             ]
         })

@@ -7,6 +7,7 @@
 //! chain, come with keywardd.)
 
 pub mod checkpoint;
+pub mod coalesce;
 pub mod writer;
 
 use crate::store::Result;
@@ -91,6 +92,12 @@ pub struct Record {
     pub detail: Option<String>,
     /// The request id.
     pub request_id: Option<String>,
+    /// How many identical denials this record stands for (design §6 "Coalescing"): 1 for
+    /// every allowed operation and every record of format 1.
+    pub count: u64,
+    /// The record format: 1 (before coalescing; no count) or 2 (with the count). Old records
+    /// are never rewritten; [`verify`] checks each by its own format.
+    pub format: u32,
     /// `warning` for the actions reviewers must see ([`WARNING_ACTIONS`]: key material
     /// leaving the token), else `info`. Derived from the action, which the hash covers.
     pub severity: &'static str,
@@ -114,6 +121,36 @@ pub fn hex(v: &[u8]) -> String {
 /// The hash of the (absent) record before the first.
 pub const GENESIS: [u8; 32] = [0u8; 32];
 
+/// The format of the records [`append`] writes now (2: with a count).
+pub const FORMAT: u32 = 2;
+
+/// Bytes kept of a client-supplied field of a record (principal, instance, action, resource,
+/// request id) before it is cut with [`cap`]: longer than any valid resource name, so only a
+/// hostile or broken client is cut (design §9: a string a client sends is capped before it
+/// reaches the log).
+pub const MAX_FIELD: usize = 1024;
+/// Bytes kept of a record's detail.
+pub const MAX_DETAIL: usize = 4096;
+
+/// `s` if it has at most `max` bytes; else its longest prefix (at a character boundary) that
+/// leaves room for the marker `…[cut: N bytes]` naming the original length, and the marker.
+/// The result has at most `max` bytes (for `max` of 32 or more).
+pub fn cap(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let marker = format!("\u{2026}[cut: {} bytes]", s.len());
+    let mut end = max.saturating_sub(marker.len());
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}{marker}", &s[..end]))
+}
+
+fn cap_owned(s: &str, max: usize) -> String {
+    cap(s, max).into_owned()
+}
+
 fn field(h: &mut Sha256, v: Option<&[u8]>) {
     match v {
         Some(b) => {
@@ -124,12 +161,16 @@ fn field(h: &mut Sha256, v: Option<&[u8]>) {
     }
 }
 
-/// The hash of a record: SHA-256 over a tag, the sequence number, every field
-/// (length-prefixed, absent fields marked) and the previous hash.
-#[allow(clippy::too_many_arguments)]
+/// The hash of a record: SHA-256 over a tag naming the format, the sequence number, every
+/// field (length-prefixed, absent fields marked), in format 2 the count after the CK_RV, and
+/// the previous hash. A record of an unknown format hashes to zeros (never a match).
 fn record_hash(seq: i64, r: &Record) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(b"keyward-audit-v1");
+    match r.format {
+        1 => h.update(b"keyward-audit-v1"),
+        2 => h.update(b"keyward-audit-v2"),
+        _ => return [0u8; 32],
+    }
     h.update(seq.to_be_bytes());
     h.update(r.time_ms.to_be_bytes());
     field(&mut h, Some(r.principal.as_bytes()));
@@ -146,6 +187,9 @@ fn record_hash(seq: i64, r: &Record) -> [u8; 32] {
     field(&mut h, r.resource.as_deref().map(str::as_bytes));
     field(&mut h, Some(r.result.as_bytes()));
     h.update(r.rv.to_be_bytes());
+    if r.format >= 2 {
+        h.update(r.count.to_be_bytes());
+    }
     field(&mut h, r.detail.as_deref().map(str::as_bytes));
     field(&mut h, r.request_id.as_deref().map(str::as_bytes));
     field(&mut h, Some(&r.prev_hash));
@@ -154,6 +198,13 @@ fn record_hash(seq: i64, r: &Record) -> [u8; 32] {
 
 /// Appends a record to the chain inside the caller's transaction; returns its seq.
 pub fn append(conn: &Connection, rec: &NewRecord) -> Result<i64> {
+    append_counted(conn, rec, 1)
+}
+
+/// [`append`] of a record standing for `count` identical denials (design §6 "Coalescing").
+/// Every client-supplied field is cut to [`MAX_FIELD`] bytes, the detail to [`MAX_DETAIL`]
+/// ([`cap`]).
+pub fn append_counted(conn: &Connection, rec: &NewRecord, count: u64) -> Result<i64> {
     const LAST: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
     // Cached statements: the writer appends every record of the data path (issue 9: parsing
     // the SQL per record was a visible part of its profile).
@@ -168,24 +219,26 @@ pub fn append(conn: &Connection, rec: &NewRecord) -> Result<i64> {
     let mut r = Record {
         seq,
         time_ms: rec.time_ms,
-        principal: rec.principal.clone(),
+        principal: cap_owned(&rec.principal, MAX_FIELD),
         peer_pid: rec.peer_pid,
         peer_uid: rec.peer_uid,
-        instance: rec.instance.clone(),
-        action: rec.action.clone(),
-        resource: rec.resource.clone(),
+        instance: rec.instance.as_deref().map(|s| cap_owned(s, MAX_FIELD)),
+        action: cap_owned(&rec.action, MAX_FIELD),
+        resource: rec.resource.as_deref().map(|s| cap_owned(s, MAX_FIELD)),
         result: rec.outcome.as_str().to_string(),
         rv: rec.rv,
-        detail: rec.detail.clone(),
-        request_id: rec.request_id.clone(),
+        detail: rec.detail.as_deref().map(|s| cap_owned(s, MAX_DETAIL)),
+        request_id: rec.request_id.as_deref().map(|s| cap_owned(s, MAX_FIELD)),
+        count: count.max(1),
+        format: FORMAT,
         severity: severity(&rec.action),
         prev_hash,
         hash: Vec::new(),
     };
     r.hash = record_hash(seq, &r).to_vec();
     const INSERT: &str = "INSERT INTO audit_log(seq, time_ms, principal, peer_pid, peer_uid, \
-        instance, action, resource, result, rv, detail, request_id, prev_hash, hash) \
-        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+        instance, action, resource, result, rv, detail, request_id, prev_hash, hash, count, \
+        format) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
     conn.prepare_cached(INSERT)?.execute(params![
         r.seq,
         r.time_ms,
@@ -201,13 +254,15 @@ pub fn append(conn: &Connection, rec: &NewRecord) -> Result<i64> {
         r.detail,
         r.request_id,
         r.prev_hash,
-        r.hash
+        r.hash,
+        i64::try_from(r.count).unwrap_or(i64::MAX),
+        r.format
     ])?;
     Ok(seq)
 }
 
 const COLS: &str = "seq, time_ms, principal, peer_pid, peer_uid, instance, action, resource, \
-                    result, rv, detail, request_id, prev_hash, hash";
+                    result, rv, detail, request_id, prev_hash, hash, count, format";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
     Ok(Record {
@@ -226,6 +281,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
         severity: severity(&r.get::<_, String>(6)?),
         prev_hash: r.get(12)?,
         hash: r.get(13)?,
+        count: u64::try_from(r.get::<_, i64>(14)?).unwrap_or(0),
+        format: r.get(15)?,
     })
 }
 
@@ -304,9 +361,35 @@ pub fn verify(conn: &Connection) -> Result<VerifyReport> {
     };
     let mut prev_hash = GENESIS.to_vec();
     let mut expected_seq = 1i64;
+    let mut newest_format = 1u32;
     while let Some(r) = rows.next()? {
         let rec = row(r)?;
         report.records += 1;
+        if !(1..=FORMAT).contains(&rec.format) {
+            report.problems.push(format!(
+                "record {}: unknown record format {} (the record was edited, or this \
+                 keywardctl is older than the log)",
+                rec.seq, rec.format
+            ));
+        } else if rec.format < newest_format {
+            report.problems.push(format!(
+                "record {}: format {} after a record of format {newest_format} (the record \
+                 was edited)",
+                rec.seq, rec.format
+            ));
+        } else if rec.format == 1 && rec.count != 1 {
+            report.problems.push(format!(
+                "record {}: a format-1 record with a count of {} (the record was edited)",
+                rec.seq, rec.count
+            ));
+        }
+        newest_format = newest_format.max(rec.format);
+        if rec.format >= 2 && rec.count == 0 {
+            report.problems.push(format!(
+                "record {}: a count of 0 (the record was edited)",
+                rec.seq
+            ));
+        }
         if rec.seq != expected_seq {
             let missing = if rec.seq == expected_seq + 1 {
                 format!("record {expected_seq} is missing (deleted)")

@@ -44,7 +44,8 @@
 //! Only `Shared::failure` (the cause text) and `AuditWriter::thread`, each held for a few
 //! instructions and never across a database call or each other.
 
-use super::{append, NewRecord, Outcome};
+use super::coalesce::{Coalescer, Limits, CKR_DEVICE_MEMORY};
+use super::{append_counted, NewRecord, Outcome};
 use crate::store::StoreError;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
@@ -74,13 +75,21 @@ pub enum AuditUnavailable {
     /// The writer has been shut down.
     #[error("the audit writer has stopped")]
     Stopped,
+    /// The caller's peer uid is over its audit rate (design §9): its operation is refused
+    /// (the refusal itself is recorded, coalesced).
+    #[error("peer uid {0} is over its audit rate: operation refused")]
+    RateLimited(u32),
 }
 
 impl AuditUnavailable {
     /// The CK_RV an operation refused for this returns (store errors are
     /// `CKR_DEVICE_ERROR`, style.md).
     pub fn ck_rv(&self) -> u64 {
-        CKR_DEVICE_ERROR
+        match self {
+            AuditUnavailable::Failed(_) | AuditUnavailable::Stopped => CKR_DEVICE_ERROR,
+            // A resource limit of the caller, not a fault of the service.
+            AuditUnavailable::RateLimited(_) => CKR_DEVICE_MEMORY,
+        }
     }
 }
 
@@ -126,6 +135,8 @@ pub struct WriterConfig {
     /// as in an outage (the checkpointer's: the token's signed head overdue, design §6);
     /// records are still written. `None` by default.
     pub hold: Option<Arc<AtomicBool>>,
+    /// Coalescing of identical denials and the per-uid audit rate ([`super::coalesce`]).
+    pub limits: Limits,
 }
 
 impl Default for WriterConfig {
@@ -139,6 +150,7 @@ impl Default for WriterConfig {
             synchronous: Synchronous::Full,
             on_commit: None,
             hold: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -153,6 +165,7 @@ impl fmt::Debug for WriterConfig {
             .field("busy_timeout", &self.busy_timeout)
             .field("synchronous", &self.synchronous)
             .field("on_commit", &self.on_commit.is_some())
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -179,8 +192,11 @@ pub struct WriterStatus {
 /// A oneshot reply to a waiting caller.
 type Reply = SyncSender<Result<i64, AuditUnavailable>>;
 
+/// A record and how many identical denials it stands for.
+type Counted = (NewRecord, u64);
+
 enum Msg {
-    Record(Box<NewRecord>, Option<Reply>),
+    Record(Box<Counted>, Option<Reply>),
     /// The denial of an operation refused because the log could not be written.
     Refused(Box<NewRecord>),
     Flush(Reply),
@@ -204,6 +220,7 @@ pub struct AuditWriter {
     tx: SyncSender<Msg>,
     shared: Arc<Shared>,
     hold: Option<Arc<AtomicBool>>,
+    coalescer: Arc<Mutex<Coalescer>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -237,7 +254,16 @@ impl AuditWriter {
         // As if the last commit were a window ago: the first record commits at once.
         let now = Instant::now();
         let last_commit = now.checked_sub(config.batch_window).unwrap_or(now);
+        let coalescer = Arc::new(Mutex::new(Coalescer::new(config.limits)));
+        let sweep_every = config
+            .limits
+            .window
+            .min(Duration::from_secs(1))
+            .max(Duration::from_millis(10));
         let worker = Worker {
+            coalescer: Arc::clone(&coalescer),
+            sweep_every,
+            next_sweep: now + sweep_every,
             path: path.to_owned(),
             config,
             conn: Some(conn),
@@ -257,26 +283,43 @@ impl AuditWriter {
             tx,
             shared,
             hold,
+            coalescer,
             thread: Mutex::new(Some(thread)),
         })
     }
 
     /// Queues `record` and returns at once; the writer commits it within the batching
-    /// window. An error means the record was NOT accepted: deny the operation.
+    /// window. A denial identical to a recent one is only counted, and a record of a peer uid
+    /// over its audit rate becomes a coalesced refusal ([`super::coalesce`]). An error means
+    /// the record was NOT accepted: deny the operation
+    /// ([`AuditUnavailable::RateLimited`]: the uid is over its rate; its refusal is recorded).
     pub fn submit(&self, record: NewRecord) -> Result<(), AuditUnavailable> {
         self.admit()?;
-        self.tx
-            .send(Msg::Record(Box::new(record), None))
-            .map_err(|_| AuditUnavailable::Stopped)
+        let admission = self.coalescer.lock().admit(record, Instant::now());
+        for counted in admission.write {
+            self.tx
+                .send(Msg::Record(Box::new(counted), None))
+                .map_err(|_| AuditUnavailable::Stopped)?;
+        }
+        match admission.refused {
+            Some(uid) => Err(AuditUnavailable::RateLimited(uid)),
+            None => Ok(()),
+        }
+    }
+
+    /// The coalescing window and the per-uid audit rate in force.
+    pub fn limits(&self) -> Limits {
+        self.coalescer.lock().limits()
     }
 
     /// Queues `record` and waits until it is committed; returns its seq. An error means it
-    /// was not and will not be written: deny the operation.
+    /// was not and will not be written: deny the operation. Never coalesced or rate-limited
+    /// (for the few records that must be durable before their operation proceeds).
     pub fn submit_and_wait(&self, record: NewRecord) -> Result<i64, AuditUnavailable> {
         self.admit()?;
         let (reply, answer) = mpsc::sync_channel(1);
         self.tx
-            .send(Msg::Record(Box::new(record), Some(reply)))
+            .send(Msg::Record(Box::new((record, 1)), Some(reply)))
             .map_err(|_| AuditUnavailable::Stopped)?;
         answer.recv().unwrap_or(Err(AuditUnavailable::Stopped))
     }
@@ -414,7 +457,7 @@ fn now_ms() -> i64 {
 /// What one pass of the writer took from the queue.
 #[derive(Default)]
 struct Batch {
-    records: Vec<(NewRecord, Option<Reply>)>,
+    records: Vec<(Counted, Option<Reply>)>,
     flushes: Vec<Reply>,
     shutdown: Option<Reply>,
     /// Someone waits: commit without waiting for the window.
@@ -429,7 +472,7 @@ impl Batch {
                 self.records.push((*r, reply));
             }
             // The outage ended before the writer saw it: an ordinary record.
-            Msg::Refused(r) => self.records.push((*r, None)),
+            Msg::Refused(r) => self.records.push(((*r, 1), None)),
             Msg::Flush(reply) => {
                 self.urgent = true;
                 self.flushes.push(reply);
@@ -451,6 +494,11 @@ struct Outage {
 }
 
 struct Worker {
+    /// The open coalescing windows, shared with the submitters.
+    coalescer: Arc<Mutex<Coalescer>>,
+    /// How often the windows that ended are swept into a batch.
+    sweep_every: Duration,
+    next_sweep: Instant,
     path: PathBuf,
     config: WriterConfig,
     /// `None` after a failure: reopened at the next attempt.
@@ -458,9 +506,9 @@ struct Worker {
     rx: Receiver<Msg>,
     shared: Arc<Shared>,
     /// Records accepted with `submit` whose commit failed; written first when possible.
-    kept: Vec<NewRecord>,
+    kept: Vec<Counted>,
     /// Denials of operations refused during the outage (at most [`MAX_REFUSALS_KEPT`]).
-    refusals: Vec<NewRecord>,
+    refusals: Vec<Counted>,
     /// Denials of the outage beyond [`MAX_REFUSALS_KEPT`] (counted only).
     refusals_dropped: u64,
     outage: Option<Outage>,
@@ -485,10 +533,23 @@ impl Worker {
     /// Returns true when the writer must stop.
     fn run_healthy(&mut self) -> bool {
         let mut batch = Batch::default();
-        match self.rx.recv() {
-            Ok(msg) => batch.add(msg),
-            // Every sender is gone (the AuditWriter was leaked or dropped without shutdown).
-            Err(_) => return true,
+        loop {
+            let wait = self.next_sweep.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(wait) {
+                Ok(msg) => {
+                    batch.add(msg);
+                    break;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    // Coalescing windows that ended: their counts are records now.
+                    if self.sweep(&mut batch, false) {
+                        break;
+                    }
+                }
+                // Every sender is gone (the AuditWriter was leaked or dropped without
+                // shutdown).
+                Err(RecvTimeoutError::Disconnected) => return true,
+            }
         }
         let max = self.config.max_batch.max(1);
         while !batch.urgent && batch.records.len() < max {
@@ -519,7 +580,33 @@ impl Worker {
         if batch.shutdown.is_some() {
             self.drain_into(&mut batch);
         }
+        // A flush or a shutdown writes every pending count; otherwise the windows that ended.
+        let all = batch.shutdown.is_some() || !batch.flushes.is_empty();
+        self.sweep(&mut batch, all);
         self.commit_batch(batch)
+    }
+
+    /// Adds the counts of the coalescing windows that ended (every pending count if `all`)
+    /// to `batch`; true if there were any.
+    fn sweep(&mut self, batch: &mut Batch, all: bool) -> bool {
+        let now = Instant::now();
+        if !all && now < self.next_sweep {
+            return false;
+        }
+        self.next_sweep = now + self.sweep_every;
+        let due = {
+            let mut c = self.coalescer.lock();
+            if all {
+                c.take_all()
+            } else {
+                c.take_due(now)
+            }
+        };
+        let any = !due.is_empty();
+        batch
+            .records
+            .extend(due.into_iter().map(|counted| (counted, None)));
+        any
     }
 
     /// At shutdown: everything still queued joins the final batch.
@@ -540,7 +627,7 @@ impl Worker {
         let kept_records = std::mem::take(&mut self.kept);
         let kept = kept_records.len();
         let result = {
-            let all: Vec<&NewRecord> = kept_records
+            let all: Vec<&Counted> = kept_records
                 .iter()
                 .chain(records.iter().map(|(r, _)| r))
                 .collect();
@@ -593,7 +680,7 @@ impl Worker {
     }
 
     /// Appends `records` in one transaction; returns their seqs.
-    fn write(&mut self, records: &[&NewRecord]) -> Result<Vec<i64>, StoreError> {
+    fn write(&mut self, records: &[&Counted]) -> Result<Vec<i64>, StoreError> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
@@ -604,8 +691,8 @@ impl Worker {
         let result = (|| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut seqs = Vec::with_capacity(records.len());
-            for r in records {
-                seqs.push(append(&tx, r)?);
+            for (r, count) in records {
+                seqs.push(append_counted(&tx, r, *count)?);
             }
             tx.commit()?;
             Ok(seqs)
@@ -665,7 +752,7 @@ impl Worker {
                 Ok(Msg::Record(record, None)) => self.kept.push(*record),
                 Ok(Msg::Refused(record)) => {
                     if self.refusals.len() < MAX_REFUSALS_KEPT {
-                        self.refusals.push(*record);
+                        self.refusals.push((*record, 1));
                     } else {
                         self.refusals_dropped += 1;
                     }
@@ -676,6 +763,8 @@ impl Worker {
                 Ok(Msg::Shutdown(reply)) => {
                     let mut batch = Batch::default();
                     self.drain_into(&mut batch);
+                    let pending = self.coalescer.lock().take_all();
+                    self.kept.extend(pending);
                     let refused = self.failed_error();
                     for (record, waiter) in batch.records {
                         match waiter {
@@ -755,8 +844,9 @@ impl Worker {
         };
         let kept = std::mem::take(&mut self.kept);
         let refusals = std::mem::take(&mut self.refusals);
+        let notice = (notice, 1);
         let result = {
-            let all: Vec<&NewRecord> = kept
+            let all: Vec<&Counted> = kept
                 .iter()
                 .chain(refusals.iter())
                 .chain(std::iter::once(&notice))

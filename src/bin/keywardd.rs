@@ -15,6 +15,7 @@ use keyward::admin::{AdminService, Clock, SystemClock};
 use keyward::audit::checkpoint::{
     spawn_checkpointer, CheckpointConfig, Checkpointer, CheckpointerThread,
 };
+use keyward::audit::coalesce::Limits as AuditLimits;
 use keyward::audit::writer::{AuditWriter, WriterConfig};
 use keyward::daemon::config::{Config, PinSource};
 use keyward::daemon::pin::{self, PinError};
@@ -165,6 +166,11 @@ fn run(config_path: &Path) -> Result<(), Refusal> {
             // A signed head the token has not stored for 10x its interval refuses new
             // operations as an audit outage does.
             hold: Some(head_overdue),
+            limits: AuditLimits {
+                window: Duration::from_millis(config.audit_coalesce_window_ms),
+                rate: config.audit_records_per_uid_per_second,
+                burst: config.audit_burst_per_uid,
+            },
             ..WriterConfig::default()
         },
     )
@@ -274,6 +280,17 @@ fn open_store(path: &Path) -> Result<(StoreLock, Store), Refusal> {
             ))
         }
     };
+    // Design §9 "Files": the store holds the audit log, every binding and the MAC key of
+    // service-account keys; only keywardd's user reads it (set after the open, which may
+    // create the -wal and -shm with the store's mode).
+    let restrict = || {
+        keyward::store::restrict_files(path).map_err(|e| {
+            refuse(
+                EXIT_STORE,
+                format!("the store must be private to keywardd's user: {e}"),
+            )
+        })
+    };
     let store = Store::open(path).map_err(|e| {
         refuse(
             EXIT_STORE,
@@ -283,6 +300,9 @@ fn open_store(path: &Path) -> Result<(StoreLock, Store), Refusal> {
             ),
         )
     })?;
+    for (file, mode) in restrict()? {
+        tracing::warn!(file = %file.display(), mode = format!("{mode:04o}"), "store file was open to its group or others: set to 0600");
+    }
     Ok((lock, store))
 }
 

@@ -33,6 +33,9 @@
 //! session_objects_per_instance = 1000          # session objects (CKA_TOKEN=FALSE) per module instance
 //! audit_checkpoint_secs = 10                   # sign the audit head (and store it in the token)
 //!                                              # at least this often; 10x this unstored: refuse
+//! audit_coalesce_window_ms = 1000              # identical denials within this are one record with a count
+//! audit_records_per_uid_per_second = 5000      # audit records one peer uid adds, sustained (0: no refill)
+//! audit_burst_per_uid = 20000                  # ... and at once; over it, that uid's operations are refused
 //!
 //! # Resource limits of the client socket (design §9 "Resources"). Each is counted per peer
 //! # uid (uid 0 included), per principal, and in total; a use over a cap is refused
@@ -126,6 +129,17 @@ pub const DEFAULT_MAX_KEY_GENERATIONS_PER_UID: usize = 4;
 /// Default `[daemon] max_key_generations`.
 pub const DEFAULT_MAX_KEY_GENERATIONS: usize = 16;
 
+/// The default coalescing window of identical denials (design §6 "Coalescing").
+pub const DEFAULT_AUDIT_COALESCE_WINDOW_MS: u64 = 1000;
+
+/// The default sustained audit rate of one peer uid (design §9 "Resources"): above what 200
+/// busy worker processes of one uid reach in practice (each allowed `*Init` is one record),
+/// a twentieth of what the writer commits (about 100,000 records/s).
+pub const DEFAULT_AUDIT_RECORDS_PER_UID_PER_SECOND: u32 = 5000;
+
+/// The default burst of one peer uid's audit records (4 s at the default rate).
+pub const DEFAULT_AUDIT_BURST_PER_UID: u32 = 20_000;
+
 /// A configuration file that cannot be used; the message says what to fix (one line).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError(pub String);
@@ -218,6 +232,13 @@ pub struct Config {
     pub audit_checkpoint_secs: u64,
     /// The client socket's resource limits per uid, per principal and in total.
     pub resources: super::limits::Settings,
+    /// Identical denials within this many milliseconds are one audit record with a count.
+    pub audit_coalesce_window_ms: u64,
+    /// Audit records one peer uid may add per second, sustained (0: no refill).
+    pub audit_records_per_uid_per_second: u32,
+    /// Audit records one peer uid may add at once; beyond the rate and this, its operations
+    /// are refused (`CKR_DEVICE_MEMORY`) and its denials coalesce without their resource.
+    pub audit_burst_per_uid: u32,
     /// Tests only: read the time (unix seconds) from this file.
     pub clock_file: Option<PathBuf>,
 }
@@ -295,6 +316,9 @@ struct RawDaemon {
     max_key_generations_per_uid: Option<usize>,
     max_key_generations_per_principal: Option<usize>,
     max_key_generations: Option<usize>,
+    audit_coalesce_window_ms: Option<u64>,
+    audit_records_per_uid_per_second: Option<u32>,
+    audit_burst_per_uid: Option<u32>,
 }
 
 impl RawDaemon {
@@ -459,6 +483,24 @@ impl Config {
             ));
         }
         let resources = raw.daemon.resources()?;
+        let audit_coalesce_window_ms = raw
+            .daemon
+            .audit_coalesce_window_ms
+            .unwrap_or(DEFAULT_AUDIT_COALESCE_WINDOW_MS);
+        if audit_coalesce_window_ms == 0 || audit_coalesce_window_ms > 3_600_000 {
+            return Err(ConfigError(
+                "[daemon] audit_coalesce_window_ms must be 1 to 3600000 (an hour)".into(),
+            ));
+        }
+        let audit_burst_per_uid = raw
+            .daemon
+            .audit_burst_per_uid
+            .unwrap_or(DEFAULT_AUDIT_BURST_PER_UID);
+        if audit_burst_per_uid == 0 {
+            return Err(ConfigError(
+                "[daemon] audit_burst_per_uid must be at least 1".into(),
+            ));
+        }
         Ok(Config {
             store_path: abs(raw.store.path),
             token_module: raw
@@ -480,6 +522,12 @@ impl Config {
                 .unwrap_or(DEFAULT_SESSION_OBJECTS_PER_INSTANCE),
             audit_checkpoint_secs,
             resources,
+            audit_coalesce_window_ms,
+            audit_records_per_uid_per_second: raw
+                .daemon
+                .audit_records_per_uid_per_second
+                .unwrap_or(DEFAULT_AUDIT_RECORDS_PER_UID_PER_SECOND),
+            audit_burst_per_uid,
             clock_file: raw.testing.clock_file.map(abs),
         })
     }

@@ -31,9 +31,11 @@
 //! cap a new instance is refused; another uid's is never evicted. keywardctl's connections
 //! to the client socket are instances of one connection, forgotten when it closes.
 //!
-//! Lock order: the service mutex, then nothing (the throttle, instance and connection tables
-//! and the limit log are each taken on their own, never while another lock is held; the
-//! PKCS#11 service's instance state is forgotten after the instance table is released). Shutdown: stop accepting,
+//! Lock order: the throttle, then the service mutex (to check a service-account key, so that
+//! checking and counting a wrong key are one step); the service mutex, then nothing (the
+//! instance and connection tables and the limit log are each taken on their own, never while
+//! another lock is held; the PKCS#11 service's instance state is forgotten after the instance
+//! table is released). Shutdown: stop accepting,
 //! remove the socket files, shut the read half of every connection (a request being handled
 //! still gets its answer), wait for the connection threads up to a bound.
 
@@ -57,7 +59,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -132,6 +134,9 @@ pub fn bind(
     gid: Option<u32>,
 ) -> Result<BoundSocket, String> {
     let shown = path.display();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        socket_dir(dir, kind)?;
+    }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => match UnixStream::connect(path) {
             Ok(_) => {
@@ -183,6 +188,47 @@ pub fn bind(
         .set_nonblocking(true)
         .map_err(|e| format!("cannot set up {shown}: {e}"))?;
     Ok(socket)
+}
+
+/// The directory of a socket (design §9 "Files"): created 0755 (owned by keywardd's user)
+/// if it is missing; refused if every user may write it without the sticky bit (anyone could
+/// replace the socket with their own and collect keys given as PINs); a group-writable one is
+/// logged.
+fn socket_dir(dir: &Path, kind: SocketKind) -> Result<(), String> {
+    let shown = dir.display();
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .mode(0o755)
+                .create(dir)
+                .and_then(|()| {
+                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                })
+                .map_err(|e| {
+                    format!(
+                        "cannot create the {} socket's directory {shown}: {e}",
+                        kind.name()
+                    )
+                })?;
+            tracing::info!(dir = %shown, "created the socket directory (0755)");
+            return Ok(());
+        }
+        Err(e) => return Err(format!("cannot check the socket directory {shown}: {e}")),
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+        return Err(format!(
+            "the {} socket's directory {shown} may be written by every user (mode {mode:04o}), \
+             so anyone could replace the socket: use a directory only keywardd's user may write \
+             (0755 or 0711)",
+            kind.name()
+        ));
+    }
+    if mode & 0o020 != 0 && mode & 0o1000 == 0 {
+        tracing::warn!(dir = %shown, mode = format!("{mode:04o}"), "the socket directory may be written by its group, which could replace the socket");
+    }
+    Ok(())
 }
 
 /// Resolves a group name or number to a gid, from `/etc/group`.
@@ -570,8 +616,20 @@ impl Shared {
         let key_id = credentials::key_id_of(key)
             .unwrap_or("(malformed)")
             .to_owned();
-        if let Some(left) = self.throttle.lock().locked(uid, Instant::now()) {
+        // Check, evaluation and record under one hold of the throttle (lock order: the
+        // throttle, then the service mutex), so parallel attempts are counted one by one.
+        let mut throttle = self.throttle.lock();
+        if let Some(left) = throttle.locked(uid, Instant::now()) {
+            drop(throttle);
             tracing::warn!(uid, key_id, "service-account key refused: peer locked out");
+            // Without the key id: the key was not checked, and identical refusals coalesce.
+            self.audit_auth_refusal(
+                None,
+                peer,
+                rv::CKR_PIN_LOCKED,
+                "peer uid locked out after too many wrong service-account keys; the key was \
+                 not checked",
+            );
             return Err(Refusal {
                 rv: rv::CKR_PIN_LOCKED,
                 message: format!(
@@ -584,15 +642,25 @@ impl Shared {
             let mut svc = self.service.lock();
             credentials::authenticate(svc.store_mut().connection(), key)
         };
-        match found {
-            Ok(Some(account)) => {
-                self.throttle.lock().success(&key_id, uid);
-                Ok(Principal::new(Member::ServiceAccount(account)))
+        let delay = match &found {
+            Ok(Some(_)) => {
+                throttle.success(&key_id, uid);
+                Duration::ZERO
             }
+            Ok(None) => throttle.failure(&key_id, uid, Instant::now()),
+            Err(_) => Duration::ZERO,
+        };
+        drop(throttle);
+        match found {
+            Ok(Some(account)) => Ok(Principal::new(Member::ServiceAccount(account))),
             Ok(None) => {
-                let delay = self.throttle.lock().failure(&key_id, uid, Instant::now());
                 tracing::warn!(uid, key_id, "wrong service-account key");
-                self.audit_auth_failure(&key_id, peer);
+                self.audit_auth_refusal(
+                    Some(&key_id),
+                    peer,
+                    rv::CKR_PIN_INCORRECT,
+                    "wrong, revoked or deleted service-account key",
+                );
                 std::thread::sleep(delay);
                 Err(Refusal {
                     rv: rv::CKR_PIN_INCORRECT,
@@ -612,7 +680,16 @@ impl Shared {
         }
     }
 
-    fn audit_auth_failure(&self, key_id: &str, peer: Option<&PeerCred>) {
+    /// Records a refused service-account key (`rv`: wrong, or its peer locked out) through
+    /// the audit writer, where identical refusals coalesce and count against the peer uid's
+    /// audit rate (design §6, §9); without a PKCS#11 service, in the store directly.
+    fn audit_auth_refusal(
+        &self,
+        key_id: Option<&str>,
+        peer: Option<&PeerCred>,
+        rv: u64,
+        why: &str,
+    ) {
         let record = NewRecord {
             time_ms: self.clock.now_ms(),
             principal: peer.map_or_else(
@@ -623,12 +700,18 @@ impl Shared {
             peer_uid: peer.map(|p| p.uid),
             instance: None,
             action: "auth.serviceAccountKey".into(),
-            resource: Some(format!("serviceAccountKey:{key_id}")),
+            resource: key_id.map(|id| format!("serviceAccountKey:{id}")),
             outcome: Outcome::Denied,
-            rv: rv::CKR_PIN_INCORRECT,
-            detail: Some("wrong, revoked or deleted service-account key".into()),
+            rv,
+            detail: Some(why.into()),
             request_id: None,
         };
+        if let Some(p11) = &self.pkcs11 {
+            if let Err(e) = p11.audit().submit(record) {
+                tracing::error!(error = %e, "cannot audit a refused service-account key");
+            }
+            return;
+        }
         let mut svc = self.service.lock();
         let written = svc.store_mut().write().and_then(|tx| {
             audit::append(&tx, &record)?;
@@ -1158,6 +1241,20 @@ fn admin_request(
 ) -> Result<ResponseBody, ErrorReply> {
     match body {
         RequestBody::Admin(req) => {
+            // A read of the audit log shows the counts of open coalescing windows too (design
+            // §6): they are written first.
+            if matches!(
+                req,
+                AdminRequest::AuditTail { .. }
+                    | AdminRequest::AuditQuery { .. }
+                    | AdminRequest::AuditVerify
+            ) {
+                if let Some(p11) = &shared.pkcs11 {
+                    if let Err(e) = p11.audit().flush() {
+                        tracing::warn!(error = %e, "cannot write pending audit counts before a read");
+                    }
+                }
+            }
             let status = matches!(req, AdminRequest::Status);
             let result = shared.service.lock().handle(caller, req);
             result

@@ -2,6 +2,11 @@
 //! after a delay that doubles with every failure, and a peer uid with many failures in a
 //! window is locked out for a while (`CKR_PIN_LOCKED`). Key ids are not secret, so the lock is
 //! per peer, never per key: nobody can lock others out of their key.
+//!
+//! The caller holds the throttle's lock from [`Throttle::locked`] through the key check to
+//! [`Throttle::failure`] or [`Throttle::success`], so check and record are one step: parallel
+//! attempts cannot all pass the check before the first failure is counted (200 parallel
+//! wrong keys got 26 evaluations against a limit of 20 before, issue 13).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -46,8 +46,12 @@ pub struct Store {
 const SCHEMA_VERSION: i64 = schema::MIGRATIONS.len() as i64;
 
 impl Store {
-    /// Opens the store at `path`, creating it and migrating it to the current schema.
+    /// Opens the store at `path`, creating it and migrating it to the current schema. A new
+    /// store is created 0600 whatever the umask (design §9 "Files": it holds the audit log,
+    /// every binding and the service-account key MAC key); SQLite gives its `-wal` and `-shm`
+    /// the store's mode.
     pub fn open(path: &Path) -> Result<Store> {
+        create_private(path)?;
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -120,6 +124,55 @@ impl Store {
         tx.commit()?;
         Ok(snap)
     }
+}
+
+/// Creates `path` empty with mode 0600 if it does not exist (an existing file is left as it
+/// is: keywardd tightens its store at start, [`restrict_files`]).
+fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        // Let SQLite report a missing directory or a read-only file system its own way.
+        Err(_) => Ok(()),
+    }
+}
+
+/// The store's files: the database, its `-wal` and its `-shm`.
+pub fn store_files(path: &Path) -> [std::path::PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        std::path::PathBuf::from(p)
+    };
+    [path.to_owned(), with("-wal"), with("-shm")]
+}
+
+/// Sets the store, its `-wal` and its `-shm` (those that exist) to 0600 (design §9 "Files";
+/// keywardd does at start). Returns the files changed with their former modes; an error names
+/// the file that could not be changed.
+pub fn restrict_files(path: &Path) -> std::result::Result<Vec<(std::path::PathBuf, u32)>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut changed = Vec::new();
+    for f in store_files(path) {
+        let meta = match std::fs::metadata(&f) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("cannot check {}: {e}", f.display())),
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("cannot set mode 0600 on {}: {e}", f.display()))?;
+            changed.push((f, mode));
+        }
+    }
+    Ok(changed)
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {

@@ -205,4 +205,11 @@ CREATE INDEX import_jobs_ring ON import_jobs(ring_id);
     r#"
 ALTER TABLE key_versions ADD COLUMN imported INTEGER NOT NULL DEFAULT 0;
 "#,
+    // 7: coalesced denials (design §6 "Coalescing"): a record may stand for `count`
+    // identical denials. `format` 2 is the record format whose hash covers the count; records
+    // written before this migration keep format 1 (count 1) and are never rewritten.
+    r#"
+ALTER TABLE audit_log ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE audit_log ADD COLUMN format INTEGER NOT NULL DEFAULT 1;
+"#,
 ];

@@ -17,8 +17,8 @@ use keyward_wire::pkcs11::{
     ring_identity, AttrValue, Attribute, ConfiguredToken, MechParams, Mechanism, Pkcs11Request,
     Pkcs11Response, SessionId, SlotId,
 };
-use keyward_wire::{Client, ClientKind, Hello, RequestBody, ResponseBody, ServiceAccountKey};
 use keyward_wire::WireError;
+use keyward_wire::{Client, ClientKind, Hello, RequestBody, ResponseBody, ServiceAccountKey};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -81,7 +81,10 @@ fn open_session(c: &mut Client, ring: &str) -> SessionId {
         },
     ) {
         Ok(Pkcs11Response::Session(s)) => s,
-        other => panic!("C_OpenSession on {}...: {other:?}", &ring[..ring.len().min(60)]),
+        other => panic!(
+            "C_OpenSession on {}...: {other:?}",
+            &ring[..ring.len().min(60)]
+        ),
     }
 }
 
@@ -169,9 +172,13 @@ fn an_audit_flood_from_one_uid_is_coalesced_and_limited_to_that_uid() {
         ),
     );
     open_for_others(env.dir());
-    open_for_others(Path::new(env!("CARGO_BIN_EXE_keywardctl")).parent().unwrap());
+    open_for_others(
+        Path::new(env!("CARGO_BIN_EXE_keywardctl"))
+            .parent()
+            .unwrap(),
+    );
     env.start();
-    env.payments_ring();
+    env.web_ring();
     env.create_key(RING, "aes", "ENCRYPT_DECRYPT", "AES_256_GCM");
     env.bind(
         KEY,
@@ -279,7 +286,10 @@ fn an_audit_flood_from_one_uid_is_coalesced_and_limited_to_that_uid() {
         .map(str::len)
         .max()
         .unwrap_or(0);
-    assert!(longest <= 1024, "a resource of {longest} bytes reached the store");
+    assert!(
+        longest <= 1024,
+        "a resource of {longest} bytes reached the store"
+    );
     // Stated bound: the burst, plus one coalesced record per window per kind (the flood's 2,
     // the huge ring's 2, the refusals without resource 2).
     let bound = BURST + 6;
@@ -294,7 +304,10 @@ fn an_audit_flood_from_one_uid_is_coalesced_and_limited_to_that_uid() {
         "audit flood: {expected} denied calls -> {} records; store {store} bytes",
         gen.len()
     );
-    assert_eq!(mine.code, 1, "the flooding uid's own operations are refused: {mine:#?}");
+    assert_eq!(
+        mine.code, 1,
+        "the flooding uid's own operations are refused: {mine:#?}"
+    );
     assert!(mine.stderr.contains("audit rate"), "{mine:#?}");
 
     env.start();
@@ -315,11 +328,8 @@ fn parallel_wrong_keys_get_at_most_the_limit_and_locked_attempts_are_audited() {
                 scope.spawn(move || {
                     // A well-formed key of an id nobody has.
                     let key = format!("kw{i:06}.AAAAAAAAAAAAAAAAAAAAAA");
-                    let hello = Hello::new(
-                        ClientKind::Module,
-                        None,
-                        Some(ServiceAccountKey::new(key)),
-                    );
+                    let hello =
+                        Hello::new(ClientKind::Module, None, Some(ServiceAccountKey::new(key)));
                     match Client::connect(&env.client_socket, &hello) {
                         Err(WireError::Refused { rv, .. }) => rv,
                         Ok(_) => panic!("a wrong key was accepted"),
@@ -330,10 +340,16 @@ fn parallel_wrong_keys_get_at_most_the_limit_and_locked_attempts_are_audited() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let wrong = answers.iter().filter(|&&rv| rv == CKR_PIN_INCORRECT).count();
+    let wrong = answers
+        .iter()
+        .filter(|&&rv| rv == CKR_PIN_INCORRECT)
+        .count();
     let locked = answers.iter().filter(|&&rv| rv == CKR_PIN_LOCKED).count();
     assert_eq!(wrong + locked, 200, "{answers:?}");
-    assert!(wrong <= 20, "{wrong} keys were evaluated against a limit of 20");
+    assert!(
+        wrong <= 20,
+        "{wrong} keys were evaluated against a limit of 20"
+    );
     env.signal_and_wait("TERM");
     let me = format!("unix-uid:{}", super::common::my_uid());
     let recs = records(&env, &me, "auth.serviceAccountKey");
@@ -346,7 +362,10 @@ fn parallel_wrong_keys_get_at_most_the_limit_and_locked_attempts_are_audited() {
     };
     let (_, wrong_audited) = sum(CKR_PIN_INCORRECT);
     let (locked_records, locked_audited) = sum(CKR_PIN_LOCKED);
-    assert_eq!(wrong_audited, wrong as u64, "every evaluated key is audited");
+    assert_eq!(
+        wrong_audited, wrong as u64,
+        "every evaluated key is audited"
+    );
     assert_eq!(
         locked_audited, locked as u64,
         "every attempt refused while locked out is audited"
@@ -383,7 +402,7 @@ fn the_module_refuses_a_credentials_file_others_can_read() {
     let mut env = Env::new();
     let key = env.service_account_offline("web");
     env.start();
-    env.payments_ring();
+    env.web_ring();
     env.bind(RING, "roles/kms.viewer", "serviceAccount:web@payments");
     let dir = env.dir();
     let cred = dir.join("web.key");
@@ -426,7 +445,8 @@ fn mode(p: &Path) -> u32 {
 fn the_store_is_private_and_the_socket_directory_is_not_writable_by_others() {
     let mut env = Env::bare();
     // keywardctl runs with this process's umask (022 by default, as under a login shell).
-    env.offline(&["init", "--org", "acme", "--admin", ADMIN]).ok();
+    env.offline(&["init", "--org", "acme", "--admin", ADMIN])
+        .ok();
     assert_eq!(mode(&env.db), 0o600, "keywardctl init made the store");
 
     // A store opened up by hand is private again once keywardd starts.
@@ -460,5 +480,8 @@ fn the_store_is_private_and_the_socket_directory_is_not_writable_by_others() {
     std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777)).unwrap();
     let out = env.run_daemon_to_end();
     assert_ne!(out.code, 0, "{out:#?}");
-    assert!(out.stderr.contains("may be written by every user"), "{out:#?}");
+    assert!(
+        out.stderr.contains("may be written by every user"),
+        "{out:#?}"
+    );
 }

@@ -25,6 +25,17 @@ const SHA256_DIGEST_INFO: [u8; 19] = [
     0x00, 0x04, 0x20,
 ];
 
+/// The message of an operation refused because its audit record was: the caller's uid over
+/// its audit rate (`CKR_DEVICE_MEMORY`), or the log unavailable.
+fn audit_refusal(rv: u64) -> &'static str {
+    if rv == crate::audit::coalesce::CKR_DEVICE_MEMORY {
+        "refused: your uid is over its audit rate ([daemon] audit_records_per_uid_per_second); \
+         try again later"
+    } else {
+        "the audit log is unavailable: refused"
+    }
+}
+
 fn err(rv: u64, message: impl Into<String>) -> ErrorReply {
     ErrorReply::with_message(rv, message)
 }
@@ -475,7 +486,7 @@ impl ClientConnection {
             0,
             granted,
         )
-        .map_err(|rv| err(rv, "the audit log is unavailable: refused"))?;
+        .map_err(|rv| err(rv, audit_refusal(rv)))?;
         let out = ops::run(
             &self.svc.token,
             call.op,

@@ -204,7 +204,14 @@ impl ClientConnection {
                         blob.len()
                     )),
                 )
-                .map_err(|rv| (rv, "the audit log is unavailable: refused".to_string()))?;
+                .map_err(|rv| {
+                    let why = if rv == crate::audit::coalesce::CKR_DEVICE_MEMORY {
+                        "refused: your uid is over its audit rate"
+                    } else {
+                        "the audit log is unavailable: refused"
+                    };
+                    (rv, why.to_string())
+                })?;
                 Ok(blob)
             }
             Err(e) => {

@@ -42,7 +42,7 @@ pub mod session_objects;
 
 use crate::admin::generic::Pkcs11Extras;
 use crate::admin::{AdminService, Caller, Clock};
-use crate::audit::writer::AuditWriter;
+use crate::audit::writer::{AuditUnavailable, AuditWriter};
 use crate::audit::{NewRecord, Outcome};
 use crate::catalog::{Published, State};
 use crate::daemon::limits::{Buffer, Charge, Holder, Limits, Refused, Resource};
@@ -66,6 +66,11 @@ use std::sync::{Arc, OnceLock};
 
 /// Random bytes one call may ask for.
 const MAX_RANDOM: u64 = 1 << 20;
+/// Bytes kept of a configured ring name (`KEYWARD_TOKENS`): a valid ring name
+/// (`organizations/ID/keyRings/ID`, IDs of at most 63 bytes) is far shorter.
+const MAX_CONFIGURED_RING: usize = 256;
+/// Bytes kept of a configured token label (a PKCS#11 label has 32; some room for UTF-8).
+const MAX_CONFIGURED_LABEL: usize = 128;
 
 /// Authenticates a service-account key given as a PIN, with the server's back-off
 /// (`CKR_PIN_INCORRECT` after a growing delay, `CKR_PIN_LOCKED`, `CKR_DEVICE_ERROR`).
@@ -135,6 +140,12 @@ impl Pkcs11Service {
     /// The resource limits.
     pub fn limits(&self) -> &Arc<Limits> {
         self.limits.get_or_init(|| Limits::new(Default::default()))
+    }
+
+    /// The audit writer the data path records with (the server records handshake
+    /// refusals with it too, so they coalesce and count against the peer's audit rate).
+    pub fn audit(&self) -> &Arc<AuditWriter> {
+        &self.audit
     }
 
     /// Sets how many session objects one module instance may hold (keywardd's
@@ -764,7 +775,10 @@ impl ClientConnection {
             request_id: None,
         };
         self.svc.audit.submit(rec).map_err(|e| {
-            tracing::error!(error = %e, action, "audit record refused: failing closed");
+            // A uid over its audit rate is logged (rate-limited) by the writer.
+            if !matches!(e, AuditUnavailable::RateLimited(_)) {
+                tracing::error!(error = %e, action, "audit record refused: failing closed");
+            }
             e.ck_rv()
         })
     }
@@ -847,7 +861,14 @@ impl ClientConnection {
             });
         }
         for c in configured {
+            // The slot id and serial come from the name as written (the module computes the
+            // same); what is kept, shown and audited is cut (design §9: no ring name is
+            // longer than MAX_CONFIGURED_RING bytes, so a longer one only looks absent).
             let (slot, serial) = ring_identity(&c.ring);
+            let c = ConfiguredToken {
+                ring: crate::audit::cap(&c.ring, MAX_CONFIGURED_RING).into_owned(),
+                label: crate::audit::cap(&c.label, MAX_CONFIGURED_LABEL).into_owned(),
+            };
             if out.iter().any(|d| d.slot == slot) {
                 continue;
             }
