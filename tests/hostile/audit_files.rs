@@ -15,7 +15,7 @@ use super::common::{Output, ADMIN};
 use super::other_uid::{as_other, open_for_others, OTHER_UID};
 use keyward_wire::pkcs11::{
     ring_identity, AttrValue, Attribute, ConfiguredToken, MechParams, Mechanism, Pkcs11Request,
-    Pkcs11Response, SessionId, SlotId,
+    Pkcs11Response, SessionId, SlotId, UserType,
 };
 use keyward_wire::WireError;
 use keyward_wire::{Client, ClientKind, Hello, RequestBody, ResponseBody, ServiceAccountKey};
@@ -30,13 +30,14 @@ const CKM_AES_KEY_GEN: u64 = 0x1080;
 const CKA_TOKEN: u64 = 0x1;
 const CKA_VALUE_LEN: u64 = 0x161;
 const CKR_FUNCTION_FAILED: u64 = 0x6;
+const CKR_DEVICE_MEMORY: u64 = 0x31;
 const CKR_PIN_INCORRECT: u64 = 0xA0;
 const CKR_PIN_LOCKED: u64 = 0xA4;
 const CKR_TOKEN_WRITE_PROTECTED: u64 = 0xE2;
 
 /// Denied calls of the flood.
 const FLOOD: usize = 20_000;
-/// Distinct denials (a different ring each) sent to exhaust the uid's audit burst.
+/// Distinct rings (a login and a denial each) used to exhaust the uid's audit burst.
 const DISTINCT: usize = 600;
 /// The attacker uid's audit burst in this test (no refill: the rate is 0).
 const BURST: usize = 100;
@@ -86,6 +87,18 @@ fn open_session(c: &mut Client, ring: &str) -> SessionId {
             &ring[..ring.len().min(60)]
         ),
     }
+}
+
+/// `C_Login(CKU_USER)` with an empty PIN (the connection's principal) on `ring`'s slot.
+fn login(c: &mut Client, ring: &str) -> Result<Pkcs11Response, u64> {
+    call(
+        c,
+        Pkcs11Request::Login {
+            slot: SlotId(ring_identity(ring).0 .0),
+            user: UserType::User,
+            pin: None,
+        },
+    )
 }
 
 fn generate_key(c: &mut Client, session: SessionId) -> Result<Pkcs11Response, u64> {
@@ -155,10 +168,11 @@ fn count_of(r: &Value) -> u64 {
 }
 
 /// Finding 3 (acceptance 3): 20,000 denied C_GenerateKey from one uid add at most 2 records
-/// whose counts sum to 20,000; 600 distinct denials add at most the uid's burst plus a few
-/// coalesced refusals; the uid's allowed operations are then refused with
-/// `CKR_DEVICE_MEMORY`, while another uid's encrypt works throughout; a 1 MB configured ring
-/// name does not reach the store; `audit verify` passes.
+/// whose counts sum to 20,000; logins and denials on 600 distinct rings add at most the uid's
+/// burst (100) plus a few coalesced records: once it is spent, the uid's allowed operations
+/// (its logins, the admin's encrypt from the same uid) are refused with `CKR_DEVICE_MEMORY`,
+/// every refusal recorded and coalesced, while another uid's encrypt works throughout; a 1 MB
+/// configured ring name does not reach the store; `audit verify` passes.
 #[test]
 fn an_audit_flood_from_one_uid_is_coalesced_and_limited_to_that_uid() {
     let mut env = Env::new();
@@ -230,6 +244,7 @@ fn an_audit_flood_from_one_uid_is_coalesced_and_limited_to_that_uid() {
             }
         });
         let session = open_session(&mut c, absent);
+        login(&mut c, absent).expect("C_Login");
         for i in 0..FLOOD {
             assert_eq!(
                 generate_key(&mut c, session),
@@ -241,20 +256,37 @@ fn an_audit_flood_from_one_uid_is_coalesced_and_limited_to_that_uid() {
     });
     // The 1 MB ring name (20 calls: 20 MB before).
     let session = open_session(&mut c, &huge);
+    login(&mut c, &huge).expect("C_Login");
     for _ in 0..20 {
         assert_eq!(
             generate_key(&mut c, session),
             Err(CKR_TOKEN_WRITE_PROTECTED)
         );
     }
-    // Distinct denials until the uid's burst is spent, and well past it.
+    // Distinct rings until the uid's burst is spent, and well past it: each login is an
+    // allowed operation (refused with CKR_DEVICE_MEMORY once the burst is spent), each key
+    // generation on a logged-in slot a distinct denial.
+    let (mut logged_in, mut refused) = (0u64, 0u64);
     for ring in &distinct {
         let session = open_session(&mut c, ring);
-        assert_eq!(
-            generate_key(&mut c, session),
-            Err(CKR_TOKEN_WRITE_PROTECTED)
-        );
+        match login(&mut c, ring) {
+            Ok(_) => {
+                logged_in += 1;
+                assert_eq!(
+                    generate_key(&mut c, session),
+                    Err(CKR_TOKEN_WRITE_PROTECTED)
+                );
+            }
+            Err(rv) => {
+                assert_eq!(rv, CKR_DEVICE_MEMORY, "C_Login over the audit rate");
+                refused += 1;
+            }
+        }
     }
+    assert!(
+        refused > 0 && logged_in < BURST as u64,
+        "{logged_in} logins"
+    );
     // This uid is over its audit rate now: its allowed operations are refused (the admin's
     // encrypt from the same uid), another uid's are not; the admin socket still answers.
     let mine = encrypt_mine();
@@ -266,7 +298,7 @@ fn an_audit_flood_from_one_uid_is_coalesced_and_limited_to_that_uid() {
     let principal = "serviceAccount:attacker@payments";
     let gen = records(&env, principal, "C_GenerateKey");
     let total: u64 = gen.iter().map(count_of).sum();
-    let expected = (FLOOD + 20 + DISTINCT) as u64;
+    let expected = (FLOOD + 20) as u64 + logged_in;
     assert_eq!(total, expected, "the counts sum to every denied call");
     let of = |ring: &str| -> Vec<&Value> {
         gen.iter()
@@ -297,6 +329,18 @@ fn an_audit_flood_from_one_uid_is_coalesced_and_limited_to_that_uid() {
         gen.len() <= bound,
         "{} records for {expected} denied calls (bound {bound})",
         gen.len()
+    );
+    // The refused logins: every one recorded, coalesced.
+    let logins = records(&env, principal, "C_Login");
+    let refusals: Vec<&Value> = logins
+        .iter()
+        .filter(|r| r["rv"].as_u64() == Some(CKR_DEVICE_MEMORY))
+        .collect();
+    assert_eq!(refusals.iter().map(|r| count_of(r)).sum::<u64>(), refused);
+    assert!(
+        refusals.len() <= 2,
+        "{} records of refusals",
+        refusals.len()
     );
     let store = std::fs::metadata(&env.db).unwrap().len();
     assert!(store < 16 << 20, "the store grew to {store} bytes");
