@@ -205,7 +205,9 @@ impl Ctx<'_> {
         if d.allowed {
             return Ok(());
         }
-        if !self.snap.exists(resource) && self.snap.may_know(self.who(), resource) {
+        // Asked for existing and absent resources alike: the same work for both.
+        let knows = self.snap.may_know(self.who(), resource);
+        if !self.snap.exists(resource) && knows {
             return Err(Failure::Precondition(format!(
                 "{} {resource} does not exist",
                 resource.kind().noun()

@@ -52,6 +52,7 @@ fn absent_and_invisible_keys_answer_and_audit_alike_and_cert_values_are_gated() 
     let prober = env.service_account_offline("prober");
     let viewer = env.service_account_offline("viewer");
     let signer = env.service_account_offline("certsigner");
+    let peeker = env.service_account_offline("peeker");
     env.start();
     env.web_ring();
     env.create_keys(
@@ -108,6 +109,44 @@ fn absent_and_invisible_keys_answer_and_audit_alike_and_cert_values_are_gated() 
     );
     for f in ["principal", "rv", "detail", "result"] {
         assert_eq!(abs[0][f], inv[0][f], "field {f}: {abs:#?} vs {inv:#?}");
+    }
+
+    // The admin socket, through keywardctl: the same exit code and text for both, for the
+    // prober and for a holder of an unrelated permission on the project (finding 4).
+    env.ctl(&[
+        "role",
+        "create",
+        "--org",
+        "acme",
+        "peek",
+        "--permissions",
+        "resourcemanager.projects.get",
+    ])
+    .ok();
+    env.bind(
+        "projects/payments",
+        "organizations/acme/roles/peek",
+        "serviceAccount:peeker@payments",
+    );
+    for args in [
+        &["key", "get"][..],
+        &["key", "get-public-key"][..],
+        &["version", "list"][..],
+    ] {
+        for who in [&prober, &peeker] {
+            let run = |k: &str| {
+                let mut a = args.to_vec();
+                a.push(k);
+                env.ctl_with_key(who, &a)
+            };
+            let (i, a) = (run(&key("aes")), run(&key("abx")));
+            assert_ne!(i.code, 0, "{i:#?}");
+            assert_eq!(
+                (a.code, text(&a, &key("abx"))),
+                (i.code, text(&i, &key("aes"))),
+                "{args:?}: absent and invisible keys answer differently on the admin socket"
+            );
+        }
     }
 
     // Finding 12: a certificate attached to "ec" by its signer/admin.
