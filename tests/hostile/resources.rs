@@ -23,8 +23,8 @@ use cryptoki::mechanism::Mechanism as CkMech;
 use cryptoki::object::{Attribute as CkAttr, ObjectClass};
 use cryptoki::session::UserType;
 use keyward_wire::pkcs11::{
-    AttrValue, Attribute, Blob, Operation, Pkcs11Request as R, Pkcs11Response as P, SessionId,
-    SlotId,
+    AttrValue, Attribute, Blob, MechParams, Mechanism, ObjectHandle, Operation, Pkcs11Request as R,
+    Pkcs11Response as P, SessionId, SlotId,
 };
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -38,6 +38,9 @@ const CKA_VALUE_LEN: u64 = 0x161;
 const CKA_MODULUS_BITS: u64 = 0x121;
 const CKA_PUBLIC_EXPONENT: u64 = 0x122;
 const CKA_PRIVATE: u64 = 0x2;
+const CKA_ENCRYPT: u64 = 0x104;
+const CKA_DECRYPT: u64 = 0x105;
+const CKM_AES_CBC_PAD: u64 = 0x1085;
 const CKM_SHA256: u64 = 0x250;
 const CKM_AES_KEY_GEN: u64 = 0x1080;
 const CKM_RSA_PKCS_KEY_PAIR_GEN: u64 = 0x0;
@@ -321,16 +324,21 @@ fn digest_update(p: &mut P11, session: SessionId, data: Vec<u8>) -> Result<(), u
     .map(|_| ())
 }
 
-fn session_aes(p: &mut P11, session: SessionId) -> Result<(), u64> {
-    p.call(R::GenerateKey {
+fn session_aes(p: &mut P11, session: SessionId) -> Result<ObjectHandle, u64> {
+    match p.call(R::GenerateKey {
         session,
         mechanism: mech(CKM_AES_KEY_GEN),
         template: vec![
             attr(CKA_TOKEN, AttrValue::Bool(false)),
             attr(CKA_VALUE_LEN, AttrValue::Ulong(32)),
+            attr(CKA_ENCRYPT, AttrValue::Bool(true)),
+            attr(CKA_DECRYPT, AttrValue::Bool(true)),
         ],
-    })
-    .map(|_| ())
+    }) {
+        Ok(P::Object(h)) => Ok(h),
+        Ok(other) => panic!("{other:?}"),
+        Err(rv) => Err(rv),
+    }
 }
 
 fn victim_reports_ok(got: &[(String, String)]) {
@@ -354,7 +362,7 @@ fn finding6_each_cap_refuses_the_next_and_spares_other_uids() {
     }
     let (env, settings) = world(
         "max_sessions_per_uid = 8\nmax_operations_per_uid = 6\nmax_operation_bytes = 1048576\n\
-         max_buffered_bytes_per_uid = 3145728\nmax_session_objects_per_uid = 4\n",
+         max_buffered_bytes_per_uid = 3145728\nmax_session_objects_per_uid = 5\n",
     );
     let ring = "projects/payments/keyRings/web";
     let mut a = P11::connect(&env.client_socket, None);
@@ -407,9 +415,30 @@ fn finding6_each_cap_refuses_the_next_and_spares_other_uids() {
         session: ss[0],
     })
     .unwrap();
-    digest_update(&mut a, ss[4], vec![0x55; MIB]).expect("the cancelled MiB is free again");
+    // One operation's cap, on a keyed operation (its refusal names the object, so the audit
+    // log does not coalesce it with the digest's above).
+    let key = session_aes(&mut a, ss[0]).expect("a session AES key");
+    a.init(
+        Operation::Encrypt,
+        ss[0],
+        Mechanism {
+            ty: CKM_AES_CBC_PAD,
+            params: MechParams::Bytes(Blob::new(vec![0; 16])),
+        },
+        key,
+    )
+    .expect("C_EncryptInit");
+    let encrypt_update = |p: &mut P11, data: Vec<u8>| {
+        p.call(R::OperationUpdate {
+            op: Operation::Encrypt,
+            session: ss[0],
+            data: Blob::new(data),
+        })
+        .map(|_| ())
+    };
+    encrypt_update(&mut a, vec![0x55; MIB]).expect("the cancelled MiB is free again");
     assert_eq!(
-        digest_update(&mut a, ss[4], vec![1]),
+        encrypt_update(&mut a, vec![1]),
         Err(CKR_DEVICE_MEMORY),
         "a byte over one operation's cap"
     );
@@ -421,7 +450,7 @@ fn finding6_each_cap_refuses_the_next_and_spares_other_uids() {
         other => panic!("{other:?}"),
     }
 
-    // Session objects: 4 per uid.
+    // Session objects: 5 per uid (one is the AES key above).
     bs.truncate(3);
     for _ in 0..4 {
         session_aes(&mut b, bs[2]).expect("a session object within the cap");
