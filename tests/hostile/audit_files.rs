@@ -529,3 +529,123 @@ fn the_store_is_private_and_the_socket_directory_is_not_writable_by_others() {
         "{out:#?}"
     );
 }
+
+/// Finding 3 (caps on client strings that reach the store): a key's `CKA_LABEL` or `CKA_ID`
+/// longer than 1,024 bytes is refused with `CKR_ATTRIBUTE_VALUE_INVALID` at creation and at
+/// `C_SetAttributeValue` (it is stored byte-exact and would reach every later record and
+/// listing); one of 1,024 bytes is kept.
+#[test]
+fn a_label_or_id_longer_than_the_cap_does_not_reach_the_store() {
+    const CKA_LABEL: u64 = 0x3;
+    const CKA_ID: u64 = 0x102;
+    const CKR_ATTRIBUTE_VALUE_INVALID: u64 = 0x13;
+    let mut env = Env::new();
+    let maker = env.service_account_offline("maker");
+    env.start();
+    env.web_ring();
+    env.bind(RING, "roles/kms.admin", "serviceAccount:maker@payments");
+    let mut c = raw_client(&env, &maker);
+    call(&mut c, Pkcs11Request::ListSlots { configured: vec![] }).expect("slot list");
+    let session = open_session(&mut c, RING);
+    login(&mut c, RING).expect("C_Login");
+    let gen = |c: &mut Client, extra: Vec<Attribute>| {
+        let mut template = vec![
+            Attribute {
+                ty: CKA_VALUE_LEN,
+                value: AttrValue::Ulong(32),
+            },
+            Attribute {
+                ty: CKA_TOKEN,
+                value: AttrValue::Bool(true),
+            },
+        ];
+        template.extend(extra);
+        call(
+            c,
+            Pkcs11Request::GenerateKey {
+                session,
+                mechanism: Mechanism {
+                    ty: CKM_AES_KEY_GEN,
+                    params: MechParams::None,
+                },
+                template,
+            },
+        )
+    };
+    let bytes = |ty: u64, n: usize| Attribute {
+        ty,
+        value: AttrValue::Bytes(keyward_wire::pkcs11::Blob::new(vec![b'a'; n])),
+    };
+    for ty in [CKA_LABEL, CKA_ID] {
+        assert_eq!(
+            gen(&mut c, vec![bytes(ty, 1 << 20)]),
+            Err(CKR_ATTRIBUTE_VALUE_INVALID),
+            "a 1 MB attribute {ty:#x}"
+        );
+    }
+    let kept = match gen(&mut c, vec![bytes(CKA_LABEL, 1024), bytes(CKA_ID, 1024)]) {
+        Ok(Pkcs11Response::Object(h)) => h,
+        other => panic!("a 1,024-byte label and id: {other:?}"),
+    };
+    assert_eq!(
+        call(
+            &mut c,
+            Pkcs11Request::SetAttributeValue {
+                session,
+                object: kept,
+                template: vec![bytes(CKA_LABEL, 1025)],
+            }
+        ),
+        Err(CKR_ATTRIBUTE_VALUE_INVALID)
+    );
+    drop(c);
+    env.signal_and_wait("TERM");
+    let store = std::fs::metadata(&env.db).unwrap().len();
+    assert!(store < 1 << 20, "the store grew to {store} bytes");
+}
+
+/// Finding 3 (caps on client strings that reach the store, admin side): a service account's
+/// display name or a role's title over 1,024 bytes is refused, naming the cap; at the cap it
+/// is kept.
+#[test]
+fn a_long_display_name_or_title_does_not_reach_the_store() {
+    let ctl = super::common::Ctl::with_payments();
+    let long = "n".repeat(4096);
+    let out = ctl.admin(&[
+        "sa",
+        "create",
+        "--project",
+        "payments",
+        "--display-name",
+        &long,
+        "a",
+    ]);
+    out.failed();
+    assert!(out.stderr.contains("at most 1024"), "{out:#?}");
+    let out = ctl.admin(&[
+        "role",
+        "create",
+        "--org",
+        "acme",
+        "--title",
+        &long,
+        "--permissions",
+        "kms.cryptoKeys.get",
+        "longTitle",
+    ]);
+    out.failed();
+    assert!(out.stderr.contains("at most 1024"), "{out:#?}");
+    let at_cap = "n".repeat(1024);
+    ctl.admin(&[
+        "sa",
+        "create",
+        "--project",
+        "payments",
+        "--display-name",
+        &at_cap,
+        "b",
+    ])
+    .ok();
+    let store = std::fs::metadata(ctl.db()).unwrap().len();
+    assert!(store < 1 << 20, "the store grew to {store} bytes");
+}
