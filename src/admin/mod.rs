@@ -364,6 +364,9 @@ impl AdminService {
         let (action, resource) = describe(&req);
         let writes = !is_plain_read(&req);
         let record = caller.record(action, resource, now_ms);
+        if let Some(refusal) = oversized_text(&req) {
+            return self.finish(record, Err(refusal), false, None);
+        }
         let result = self.run(caller, req, now_ms, &record, writes);
         self.finish(record, result, writes, None)
     }
@@ -822,4 +825,28 @@ pub(crate) fn sa_member(s: &str) -> String {
     } else {
         format!("serviceAccount:{s}")
     }
+}
+
+/// Bytes a free-text field of an admin request (a role's title, an account's display name, a
+/// certificate's label) may have (design §9: a client string that reaches the store is capped).
+pub const MAX_TEXT_FIELD: usize = 1024;
+
+/// The refusal of a request with a free-text field over [`MAX_TEXT_FIELD`] bytes.
+fn oversized_text(req: &AdminRequest) -> Option<Failure> {
+    let (field, value) = match req {
+        AdminRequest::RoleCreate { title: Some(t), .. }
+        | AdminRequest::RoleUpdate { title: Some(t), .. } => ("title", t),
+        AdminRequest::SaCreate {
+            display_name: Some(d),
+            ..
+        } => ("display name", d),
+        AdminRequest::KeyCertImport { label: Some(l), .. } => ("label", l),
+        _ => return None,
+    };
+    (value.len() > MAX_TEXT_FIELD).then(|| {
+        Failure::Invalid(format!(
+            "the {field} has {} bytes: at most {MAX_TEXT_FIELD}",
+            value.len()
+        ))
+    })
 }

@@ -69,6 +69,44 @@ const MAX_RANDOM: u64 = 1 << 20;
 /// Bytes kept of a configured ring name (`KEYWARD_TOKENS`): a valid ring name
 /// (`organizations/ID/keyRings/ID`, IDs of at most 63 bytes) is far shorter.
 const MAX_CONFIGURED_RING: usize = 256;
+/// Bytes a key's or certificate's `CKA_LABEL` or `CKA_ID` may have (design §9: a client
+/// string that reaches the store is capped). Clients use a few dozen; longer is
+/// `CKR_ATTRIBUTE_VALUE_INVALID`.
+pub const MAX_LABEL_OR_ID: usize = 1024;
+
+/// `CKR_ATTRIBUTE_VALUE_INVALID` if a template that may reach the store (creation, generation,
+/// unwrap, copy, derivation, `C_SetAttributeValue`) has a `CKA_LABEL` or `CKA_ID` over
+/// [`MAX_LABEL_OR_ID`] bytes. Checked before anything else, so nothing of it is kept.
+fn oversized_strings(req: &Pkcs11Request) -> Result<(), u64> {
+    use keyward_wire::pkcs11::AttrValue;
+    use Pkcs11Request as R;
+    let check = |t: &[Attribute]| {
+        let over = t.iter().any(|a| {
+            matches!(a.ty, CKA_LABEL | CKA_ID)
+                && matches!(&a.value, AttrValue::Bytes(b) if b.len() > MAX_LABEL_OR_ID)
+        });
+        if over {
+            Err(keyward_wire::rv::CKR_ATTRIBUTE_VALUE_INVALID)
+        } else {
+            Ok(())
+        }
+    };
+    match req {
+        R::SetAttributeValue { template, .. }
+        | R::CreateObject { template, .. }
+        | R::CopyObject { template, .. }
+        | R::GenerateKey { template, .. }
+        | R::UnwrapKey { template, .. }
+        | R::DeriveKey { template, .. } => check(template),
+        R::GenerateKeyPair {
+            public_template,
+            private_template,
+            ..
+        } => check(public_template).and_then(|()| check(private_template)),
+        _ => Ok(()),
+    }
+}
+
 /// Bytes kept of a configured token label (a PKCS#11 label has 32; some room for UTF-8).
 const MAX_CONFIGURED_LABEL: usize = 128;
 
@@ -390,6 +428,7 @@ impl ClientConnection {
         use Pkcs11Request as R;
         use Pkcs11Response as P;
         self.current = request_action(&req);
+        oversized_strings(&req)?;
         match req {
             R::Ping => Ok(P::Pong),
             R::ListSlots { configured } => Ok(P::Slots(self.list_slots(&configured))),
