@@ -602,8 +602,8 @@ pub(crate) fn sod_check(
         let top = ResourceName::Organization(org.clone());
         let befores: Vec<Principal> = actors.iter().map(|a| a.before.clone()).collect();
         let afters: Vec<Principal> = actors.iter().map(|a| a.after.clone()).collect();
-        let was = ctx.snap.sod_violations_each(&befores, &top);
-        let now = after.sod_violations_each(&afters, &top);
+        let was = ctx.snap.sod_violations_each(&befores, &top, false);
+        let now = after.sod_violations_each(&afters, &top, false);
         let mut parts = Vec::new();
         for ((a, was), now) in actors.iter().zip(was).zip(now) {
             let new: Vec<String> = now
@@ -747,7 +747,7 @@ pub fn sod_report(ctx: &mut Ctx<'_>, org: &str) -> Res<AdminResponse> {
         .collect();
     let found: Vec<SodViolation> = ctx
         .snap
-        .sod_violations_each(&principals, &org_res)
+        .sod_violations_each(&principals, &org_res, true)
         .into_iter()
         .flatten()
         .collect();

@@ -1172,13 +1172,15 @@ impl Snapshot {
     /// again. Each answer names the bindings (and the groups they reach the principal
     /// through) that grant each side.
     pub fn sod_violations(&self, principal: &Principal, under: &ResourceName) -> Vec<SodViolation> {
-        self.sod_violations_each(std::slice::from_ref(principal), under)
+        self.sod_violations_each(std::slice::from_ref(principal), under, true)
             .pop()
             .unwrap_or_default()
     }
 
     /// [`Snapshot::sod_violations`] for several principals, one list each (in order): the
-    /// index of where each member is bound is built once.
+    /// index of where each member is bound is built once. Without `causes` the answers name
+    /// the resources only (their `administration` and `usage` are empty): a change's check
+    /// needs no more.
     ///
     /// A topmost conflicting resource holds a binding for the principal (its parent, which
     /// has every permission inherited, does not conflict), so only the resources where its
@@ -1187,6 +1189,7 @@ impl Snapshot {
         &self,
         principals: &[Principal],
         under: &ResourceName,
+        causes: bool,
     ) -> Vec<Vec<SodViolation>> {
         let Some(start) = self.id(under).filter(|id| self.has_flag(*id, NODE)) else {
             return vec![Vec::new(); principals.len()];
@@ -1237,7 +1240,15 @@ impl Snapshot {
                 }
                 let mut out: Vec<SodViolation> = tops
                     .into_iter()
-                    .map(|node| self.sod_violation_at(principal, node))
+                    .map(|node| match causes {
+                        true => self.sod_violation_at(principal, node),
+                        false => SodViolation {
+                            member: principal.member.clone(),
+                            resource: self.names[node as usize].clone(),
+                            administration: Vec::new(),
+                            usage: Vec::new(),
+                        },
+                    })
                     .collect();
                 out.sort_by(|a, b| a.resource.cmp(&b.resource));
                 out
