@@ -272,6 +272,8 @@ struct Instance {
     detached: Option<Instant>,
     /// Its process, to see it exit (None: no pid, or pidfd_open failed: `kill(pid, 0)`).
     pidfd: Option<OwnedFd>,
+    /// Order of creation: a later instance of the same process replaces this one.
+    born: u64,
 }
 
 impl Instance {
@@ -312,6 +314,7 @@ struct Instances {
     by_secret: HashMap<[u8; 32], Instance>,
     per_uid: HashMap<Option<u32>, usize>,
     last_sweep: Option<Instant>,
+    made: u64,
 }
 
 impl Instances {
@@ -528,11 +531,22 @@ impl Shared {
             return;
         };
         let mut t = self.instances.lock();
-        if let Some(i) = t.by_secret.get_mut(&key) {
-            i.conns = i.conns.saturating_sub(1);
-            if i.conns == 0 {
-                i.detached = Some(Instant::now());
-            }
+        let Some(i) = t.by_secret.get_mut(&key) else {
+            return;
+        };
+        i.conns = i.conns.saturating_sub(1);
+        if i.conns > 0 {
+            return;
+        }
+        i.detached = Some(Instant::now());
+        // Its process made a newer instance while this one's last connection was closing
+        // (C_Finalize, then C_Initialize): it is done with this one.
+        let (pid, born) = (i.pid, i.born);
+        let replaced = pid.is_some() && t.by_secret.values().any(|o| o.pid == pid && o.born > born);
+        if replaced {
+            let gone = t.remove(&key).map(|i| i.id);
+            drop(t);
+            self.forget(gone.as_slice());
         }
     }
 
@@ -790,6 +804,7 @@ impl Shared {
             .and_then(|p| {
                 rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
             });
+        let born = table.made;
         table.by_secret.insert(
             bytes,
             Instance {
@@ -799,9 +814,11 @@ impl Shared {
                 conns: 1,
                 detached: None,
                 pidfd,
+                born,
             },
         );
         *table.per_uid.entry(uid).or_default() += 1;
+        table.made += 1;
         drop(table);
         self.forget(&forgotten);
         Ok((
