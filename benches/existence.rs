@@ -99,17 +99,24 @@ fn main() {
     );
     println!("| round | invisible median (µs) | absent median (µs) | Δ median (µs) | invisible p90 (µs) | absent p90 (µs) |");
     println!("|---|---|---|---|---|---|");
+    // Every sample must be the same refusal (not, say, a rate limit's).
+    let want = a.0;
+    let timed = |client: &mut Client, key: &str| {
+        let (ns, (rv, _)) = probe(client, key);
+        assert_eq!(rv, want, "{key}: another answer than the first");
+        ns
+    };
     for round in 1..=3 {
         let mut inv = Vec::with_capacity(n);
         let mut abs = Vec::with_capacity(n);
         for i in 0..n {
             // Alternate which goes first, so neither always follows the other.
             if i % 2 == 0 {
-                inv.push(probe(&mut client, &invisible).0);
-                abs.push(probe(&mut client, &absent).0);
+                inv.push(timed(&mut client, &invisible));
+                abs.push(timed(&mut client, &absent));
             } else {
-                abs.push(probe(&mut client, &absent).0);
-                inv.push(probe(&mut client, &invisible).0);
+                abs.push(timed(&mut client, &absent));
+                inv.push(timed(&mut client, &invisible));
             }
         }
         inv.sort_unstable();
