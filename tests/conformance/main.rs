@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod hmac;
 mod keygen;
 mod mechanisms;
 mod sessions;

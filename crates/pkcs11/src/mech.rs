@@ -24,6 +24,8 @@ pub enum ParamKind {
     RsaAesKeyWrap,
     /// `CK_ECDH1_DERIVE_PARAMS`.
     Ecdh1Derive,
+    /// `CK_MAC_GENERAL_PARAMS` (one `CK_ULONG`).
+    MacGeneral,
     /// A mechanism the module does not know: forwarded only without parameters.
     Unknown,
 }
@@ -65,6 +67,8 @@ pub fn param_kind(ty: u64) -> ParamKind {
         0xD | 0xE | 0x43 | 0x44 | 0x45 | 0x47 => ParamKind::Pss,
         0x1054 => ParamKind::RsaAesKeyWrap,
         0x1050 => ParamKind::Ecdh1Derive,
+        // CKM_SHA256_HMAC_GENERAL, CKM_SHA384_HMAC_GENERAL, CKM_SHA512_HMAC_GENERAL.
+        0x252 | 0x262 | 0x272 => ParamKind::MacGeneral,
         _ => ParamKind::Unknown,
     }
 }
@@ -117,6 +121,10 @@ mod tests {
         assert_eq!(param_kind(pkcs11_sys::CKM_ECDSA), ParamKind::None);
         assert_eq!(param_kind(pkcs11_sys::CKM_ECDSA_SHA384), ParamKind::None);
         assert_eq!(param_kind(pkcs11_sys::CKM_SHA512_HMAC), ParamKind::None);
+        assert_eq!(
+            param_kind(pkcs11_sys::CKM_SHA384_HMAC_GENERAL),
+            ParamKind::MacGeneral
+        );
         assert_eq!(param_kind(pkcs11_sys::CKM_AES_CBC_PAD), ParamKind::Bytes);
         assert_eq!(
             param_kind(pkcs11_sys::CKM_AES_KEY_WRAP_PAD),

@@ -26,20 +26,38 @@ pub enum GenericKind {
     Rsa(usize),
     /// An AES key of this many bytes (16, 24 or 32).
     Aes(usize),
+    /// A generic secret (`CKK_GENERIC_SECRET`, an HMAC key) of this many bytes
+    /// ([`GENERIC_SECRET_MIN`] to [`GENERIC_SECRET_MAX`]).
+    Secret(usize),
 }
+
+/// The fewest bytes of a generic secret (Keyward's policy: the output of SHA-256, the
+/// shortest HMAC offered; RFC 2104 §3 advises no key shorter than the hash output).
+pub const GENERIC_SECRET_MIN: usize = 32;
+
+/// The most bytes of a generic secret (SHA-512's block: HMAC hashes a longer key down
+/// first, RFC 2104 §2, so more adds nothing).
+pub const GENERIC_SECRET_MAX: usize = 128;
 
 impl GenericKind {
     /// Is it a key pair?
     pub fn is_pair(self) -> bool {
-        !matches!(self, GenericKind::Aes(_))
+        !matches!(self, GenericKind::Aes(_) | GenericKind::Secret(_))
     }
 
-    /// Checks the size: RSA 2048/3072/4096 bits, AES 16/24/32 bytes.
+    /// Checks the size: RSA 2048/3072/4096 bits, AES 16/24/32 bytes, generic secrets
+    /// [`GENERIC_SECRET_MIN`] to [`GENERIC_SECRET_MAX`] bytes.
     pub fn check(self) -> Result<()> {
         match self {
             GenericKind::Ec(_) => Ok(()),
             GenericKind::Rsa(2048 | 3072 | 4096) => Ok(()),
             GenericKind::Aes(16 | 24 | 32) => Ok(()),
+            GenericKind::Secret(n) if (GENERIC_SECRET_MIN..=GENERIC_SECRET_MAX).contains(&n) => {
+                Ok(())
+            }
+            GenericKind::Secret(n) => Err(TokenError::InvalidArgument(format!(
+                "generic secrets have {GENERIC_SECRET_MIN} to {GENERIC_SECRET_MAX} bytes, not {n}"
+            ))),
             GenericKind::Rsa(n) => Err(TokenError::InvalidArgument(format!(
                 "RSA keys have 2048, 3072 or 4096 bits, not {n}"
             ))),
@@ -57,6 +75,7 @@ impl fmt::Display for GenericKind {
             GenericKind::Ec(Curve::P384) => f.write_str("EC_P384"),
             GenericKind::Rsa(bits) => write!(f, "RSA_{bits}"),
             GenericKind::Aes(bytes) => write!(f, "AES_{}", bytes * 8),
+            GenericKind::Secret(bytes) => write!(f, "GENERIC_SECRET_{}", bytes * 8),
         }
     }
 }
@@ -71,7 +90,13 @@ impl FromStr for GenericKind {
             "EC_P256" => GenericKind::Ec(Curve::P256),
             "EC_P384" => GenericKind::Ec(Curve::P384),
             _ => {
-                if let Some(bits) = s.strip_prefix("RSA_") {
+                if let Some(bits) = s.strip_prefix("GENERIC_SECRET_") {
+                    let bits: usize = bits.parse().map_err(|_| bad())?;
+                    if bits % 8 != 0 {
+                        return Err(bad());
+                    }
+                    GenericKind::Secret(bits / 8)
+                } else if let Some(bits) = s.strip_prefix("RSA_") {
                     GenericKind::Rsa(bits.parse().map_err(|_| bad())?)
                 } else if let Some(bits) = s.strip_prefix("AES_") {
                     let bits: usize = bits.parse().map_err(|_| bad())?;
@@ -142,6 +167,17 @@ fn templates(spec: &GenericSpec<'_>, copyable_attr: bool) -> (Vec<Attribute>, Ve
             Attribute::Wrap(u.wrap),
             Attribute::Unwrap(u.unwrap),
         ]),
+        GenericKind::Secret(bytes) => secret.extend([
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::ValueLen(u64::try_from(bytes).unwrap_or(0).into()),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+            Attribute::Sign(u.sign),
+            Attribute::Verify(u.verify),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+        ]),
         GenericKind::Ec(_) | GenericKind::Rsa(_) => {
             secret.extend([
                 Attribute::Sign(u.sign),
@@ -162,7 +198,7 @@ fn templates(spec: &GenericSpec<'_>, copyable_attr: bool) -> (Vec<Attribute>, Ve
                     Attribute::ModulusBits(u64::try_from(bits).unwrap_or(0).into()),
                     Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
                 ]),
-                GenericKind::Aes(_) => {}
+                GenericKind::Aes(_) | GenericKind::Secret(_) => {}
             }
         }
     }
@@ -195,6 +231,9 @@ impl Token {
                 GenericKind::Aes(_) => {
                     s.generate_key(&Mechanism::AesKeyGen, &secret)?;
                 }
+                GenericKind::Secret(_) => {
+                    s.generate_key(&Mechanism::GenericSecretKeyGen, &secret)?;
+                }
                 GenericKind::Ec(_) => {
                     s.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &secret)?;
                 }
@@ -219,17 +258,17 @@ impl Token {
     }
 
     /// Imports a plaintext secret key (`allow_plaintext_import`, design §4 "Custody") as a
-    /// sensitive token object with `spec.id`/`spec.label`. Only AES keys.
+    /// sensitive token object with `spec.id`/`spec.label`. Only AES keys and generic secrets.
     pub fn import_generic_secret(&self, spec: &GenericSpec<'_>, value: &[u8]) -> Result<()> {
-        let GenericKind::Aes(bytes) = spec.kind else {
+        let (GenericKind::Aes(bytes) | GenericKind::Secret(bytes)) = spec.kind else {
             return Err(TokenError::InvalidArgument(
-                "only AES secret keys are imported".into(),
+                "only AES keys and generic secrets are imported".into(),
             ));
         };
         spec.kind.check()?;
         if value.len() != bytes {
             return Err(TokenError::InvalidArgument(format!(
-                "an AES key of {bytes} bytes, got {}",
+                "a secret key of {bytes} bytes, got {}",
                 value.len()
             )));
         }
@@ -280,9 +319,15 @@ mod tests {
             GenericKind::Rsa(4096),
             GenericKind::Aes(16),
             GenericKind::Aes(32),
+            GenericKind::Secret(32),
+            GenericKind::Secret(64),
+            GenericKind::Secret(128),
         ] {
             assert_eq!(k.to_string().parse::<GenericKind>(), Ok(k));
         }
+        assert!("GENERIC_SECRET_128".parse::<GenericKind>().is_err());
+        assert!("GENERIC_SECRET_1032".parse::<GenericKind>().is_err());
+        assert!(!GenericKind::Secret(64).is_pair());
         assert!("RSA_1024".parse::<GenericKind>().is_err());
         assert!("AES_100".parse::<GenericKind>().is_err());
         assert!("DES".parse::<GenericKind>().is_err());

@@ -23,7 +23,7 @@ mod token;
 pub use cryptoki::object::{KeyType, ObjectClass};
 pub use error::{rv_to_ck_rv, Result, TokenError};
 pub use export::WrapMechanism;
-pub use generic::{GenericKind, GenericSpec, GenericUsage};
+pub use generic::{GenericKind, GenericSpec, GenericUsage, GENERIC_SECRET_MAX, GENERIC_SECRET_MIN};
 pub use import::{spki_kind, ImportTarget};
 pub use keys::{GeneratedKey, KeySpec, KeyUsage, ObjectInfo, PublicKey, OBJECT_ID_LEN};
 pub use mechanisms::{Mechanisms, OaepHash};

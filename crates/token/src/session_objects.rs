@@ -42,6 +42,8 @@ pub struct SessionObject(ObjectHandle, u64);
 pub enum SessionGeneration {
     /// `CKM_AES_KEY_GEN`.
     AesKey,
+    /// `CKM_GENERIC_SECRET_KEY_GEN`.
+    GenericSecret,
     /// `CKM_EC_KEY_PAIR_GEN`.
     EcPair,
     /// `CKM_RSA_PKCS_KEY_PAIR_GEN`.
@@ -232,6 +234,9 @@ impl Token {
         let (made, generation) = self.with_home_session(|s| match what {
             SessionGeneration::AesKey => s
                 .generate_key(&Mechanism::AesKeyGen, &sec)
+                .map(|k| (k, None)),
+            SessionGeneration::GenericSecret => s
+                .generate_key(&Mechanism::GenericSecretKeyGen, &sec)
                 .map(|k| (k, None)),
             SessionGeneration::EcPair | SessionGeneration::RsaPair => {
                 let m = if what == SessionGeneration::EcPair {

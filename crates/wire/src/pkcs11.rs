@@ -275,6 +275,8 @@ pub enum MechParams {
     RsaAesKeyWrap(RsaAesKeyWrapParams),
     /// `CK_ECDH1_DERIVE_PARAMS`.
     Ecdh1Derive(Ecdh1DeriveParams),
+    /// `CK_MAC_GENERAL_PARAMS` (`CKM_SHA*_HMAC_GENERAL`): the MAC length in bytes.
+    MacLen(u64),
 }
 
 /// Which `CK_GCM_PARAMS` layout the client used (design §4: both exist in the wild).

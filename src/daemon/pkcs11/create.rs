@@ -4,15 +4,19 @@
 //! - `C_GenerateKey(Pair)` with an ordinary template makes a `PKCS11_GENERIC` key in the
 //!   session's ring: kms.cryptoKeys.create on the ring (else `CKR_TOKEN_WRITE_PROTECTED`).
 //!   Kinds: EC P-256/P-384 (`CKA_EC_PARAMS`), RSA 2048/3072/4096 (`CKA_MODULUS_BITS`,
-//!   exponent 65537), AES 128/192/256 (`CKA_VALUE_LEN`). Usage flags come from the templates,
-//!   with the defaults clients expect when absent (RSA sign+decrypt+verify+encrypt, EC
-//!   sign+verify, AES encrypt+decrypt). The client's `CKA_ID`/`CKA_LABEL` are kept byte-exact.
+//!   exponent 65537), AES 128/192/256 (`CKA_VALUE_LEN`), generic secrets (HMAC keys,
+//!   `CKM_GENERIC_SECRET_KEY_GEN`, `CKA_VALUE_LEN` 32 to 128 bytes). Usage flags come from
+//!   the templates, with the defaults clients expect when absent (RSA
+//!   sign+decrypt+verify+encrypt, EC sign+verify, AES encrypt+decrypt, generic secrets
+//!   sign+verify when the template sets neither). The client's `CKA_ID`/`CKA_LABEL` are kept
+//!   byte-exact.
 //! - Custody: a template asking for weaker custody (`CKA_SENSITIVE=FALSE`,
 //!   `CKA_EXTRACTABLE=TRUE` without exportKeyMaterial on the ring, `CKA_DERIVE=TRUE`,
 //!   `CKA_COPYABLE=TRUE`, `CKA_PRIVATE=FALSE` on a private or secret key) is corrected, or with
 //!   the ring's `strict_templates` refused with `CKR_ATTRIBUTE_VALUE_INVALID`.
 //! - `C_CreateObject`: plaintext secret key material only with the ring's
-//!   `allow_plaintext_import` (AES, imported as a `PKCS11_GENERIC` key, audited), else
+//!   `allow_plaintext_import` (AES or generic secret, imported as a `PKCS11_GENERIC` key,
+//!   audited), else
 //!   `CKR_TEMPLATE_INCONSISTENT`; private keys, public keys and data objects are
 //!   `CKR_TEMPLATE_INCONSISTENT`; certificates are [`super::certs`]'.
 //! - Session objects (`CKA_TOKEN` FALSE or absent) are [`super::session_objects`]': the
@@ -139,6 +143,17 @@ fn key_template(
     }
     let flag = |t: Tpl<'_>, ty: u64, default: bool| t.bool(ty).map(|v| v.unwrap_or(default));
     let usage = match (kind, public) {
+        // A MAC key signs and verifies; a template that sets neither (pkcs11-tool's
+        // `--keygen --key-type GENERIC:64` sends ENCRYPT/DECRYPT) gets both.
+        (GenericKind::Secret(_), _) => {
+            let (sign, verify) = (secret.bool(CKA_SIGN)?, secret.bool(CKA_VERIFY)?);
+            let neither = sign.is_none() && verify.is_none();
+            GenericUsage {
+                sign: sign.unwrap_or(neither),
+                verify: verify.unwrap_or(neither),
+                ..GenericUsage::default()
+            }
+        }
         (GenericKind::Aes(_), _) | (_, None) => GenericUsage {
             encrypt: flag(secret, CKA_ENCRYPT, true)?,
             decrypt: flag(secret, CKA_DECRYPT, true)?,
@@ -229,6 +244,16 @@ fn generation_kind(
                 .ulong(CKA_VALUE_LEN)?
                 .ok_or(CKR_TEMPLATE_INCOMPLETE)?;
             let kind = GenericKind::Aes(usize::try_from(len).unwrap_or(0));
+            kind.check().map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)?;
+            Ok(kind)
+        }
+        (CKM_GENERIC_SECRET_KEY_GEN, false) => {
+            secret.expect(CKO_SECRET_KEY, CKK_GENERIC_SECRET)?;
+            // CKA_VALUE_LEN in bytes (PKCS#11 3.0 §6.8.2).
+            let len = secret
+                .ulong(CKA_VALUE_LEN)?
+                .ok_or(CKR_TEMPLATE_INCOMPLETE)?;
+            let kind = GenericKind::Secret(usize::try_from(len).unwrap_or(0));
             kind.check().map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)?;
             Ok(kind)
         }
@@ -491,8 +516,11 @@ impl ClientConnection {
             ));
         }
         let parsed = (|| {
-            if class != Some(CKO_SECRET_KEY) || t.ulong(CKA_KEY_TYPE)? != Some(CKK_AES) {
-                // Private keys and non-AES secrets: not offered (BYOK goes through import jobs).
+            let key_type = t.ulong(CKA_KEY_TYPE)?;
+            if class != Some(CKO_SECRET_KEY)
+                || !matches!(key_type, Some(CKK_AES | CKK_GENERIC_SECRET))
+            {
+                // Private keys and other secrets: not offered (BYOK goes through import jobs).
                 return Err(CKR_TEMPLATE_INCONSISTENT);
             }
             let value = match t.get(CKA_VALUE) {
@@ -500,7 +528,11 @@ impl ClientConnection {
                 Some(_) => return Err(CKR_ATTRIBUTE_VALUE_INVALID),
                 None => return Err(CKR_TEMPLATE_INCOMPLETE),
             };
-            let kind = GenericKind::Aes(value.len());
+            let kind = if key_type == Some(CKK_AES) {
+                GenericKind::Aes(value.len())
+            } else {
+                GenericKind::Secret(value.len())
+            };
             kind.check().map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)?;
             if t.ulong(CKA_VALUE_LEN)?.is_some() {
                 return Err(CKR_TEMPLATE_INCONSISTENT);
@@ -512,7 +544,7 @@ impl ClientConnection {
             Err(rv) => return Err(self.template_refused(&ctx, ACTION, rv, "template refused")),
         };
         self.custody(&ctx, ACTION, &ring, entry.strict_templates, &mut kt)?;
-        let detail = format!("plaintext AES import, usage {:?}", kt.usage);
+        let detail = format!("plaintext {} import, usage {:?}", kt.kind, kt.usage);
         self.make_key(&ctx, ring, kt, Some(value), ACTION, detail)
     }
 

@@ -1434,6 +1434,8 @@ impl ClientConnection {
         let other = match op {
             Operation::Encrypt => Some(Permission::UseToDecrypt),
             Operation::Decrypt => Some(Permission::UseToEncrypt),
+            // A short-MAC verify is a sign oracle (design §9): it needs useToSign.
+            Operation::Verify => Some(Permission::UseToSign),
             _ => None,
         };
         let holds_other = other.is_none_or(|p| {
@@ -1461,6 +1463,9 @@ impl ClientConnection {
                     }
                     (Operation::Encrypt, CKR_KEY_FUNCTION_NOT_PERMITTED) => {
                         "ECB and CBC are not offered without useToDecrypt"
+                    }
+                    (Operation::Verify, CKR_KEY_FUNCTION_NOT_PERMITTED) => {
+                        "a truncated MAC is verified only with useToSign"
                     }
                     (_, CKR_KEY_FUNCTION_NOT_PERMITTED) => {
                         "CTR is not offered without useToEncrypt"

@@ -259,6 +259,7 @@ impl ObjectView<'_> {
         // Only what the key's kind can do is claimed (design §2: flags are true).
         match (g.kind, self.id.half) {
             (GenericKind::Aes(_), _) => (u.encrypt, u.decrypt, false, false, u.wrap, u.unwrap),
+            (GenericKind::Secret(_), _) => (false, false, u.sign, u.verify, false, false),
             (GenericKind::Ec(_), Half::Private) => (false, false, u.sign, false, false, false),
             (GenericKind::Ec(_), _) => (false, false, false, u.verify, false, false),
             (GenericKind::Rsa(_), Half::Private) => {
@@ -314,7 +315,7 @@ impl ObjectView<'_> {
             self.generic.map(|g| g.kind),
         ) {
             (Some(KeyKind::Aes(n) | KeyKind::Hmac(n)), _) => Some(n),
-            (None, Some(GenericKind::Aes(n))) => Some(n),
+            (None, Some(GenericKind::Aes(n) | GenericKind::Secret(n))) => Some(n),
             _ => None,
         }
     }
@@ -339,6 +340,7 @@ impl ObjectView<'_> {
                 (Some(PublicValues::Rsa { .. }), _) => Some(CKK_RSA),
                 (Some(PublicValues::Ec { .. }), _) => Some(CKK_EC),
                 (None, Some(GenericKind::Aes(_))) => Some(CKK_AES),
+                (None, Some(GenericKind::Secret(_))) => Some(CKK_GENERIC_SECRET),
                 (None, _) => None,
             },
         }

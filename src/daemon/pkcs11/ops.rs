@@ -58,6 +58,15 @@ pub enum Hash {
 }
 
 impl Hash {
+    /// The output length in bytes (also the full HMAC's).
+    pub fn output_len(self) -> usize {
+        match self {
+            Hash::Sha256 => 32,
+            Hash::Sha384 => 48,
+            Hash::Sha512 => 64,
+        }
+    }
+
     /// The digest of `data`.
     pub fn digest(self, data: &[u8]) -> Vec<u8> {
         match self {
@@ -86,8 +95,14 @@ pub enum TokenMech {
     RsaPssSha256,
     /// `CKM_SHA256_RSA_PKCS_PSS` (salt 32).
     Sha256RsaPss,
-    /// `CKM_SHA256_HMAC`.
-    HmacSha256,
+    /// `CKM_SHA256/384/512_HMAC`, the MAC cut to `len` bytes (`_GENERAL`: the token
+    /// makes the full MAC; keywardd truncates it and compares truncated MACs).
+    Hmac {
+        /// The hash.
+        hash: Hash,
+        /// The MAC length in bytes (`hash.output_len()` unless a `_GENERAL` form asked fewer).
+        len: usize,
+    },
     /// `CKM_AES_GCM`.
     Gcm {
         /// IV.
@@ -191,8 +206,31 @@ pub fn served(token: &Token) -> Vec<u64> {
             out.push(ty);
         }
     }
-    if has(MechanismType::SHA256_HMAC) {
-        out.push(CKM_SHA256_HMAC);
+    // HMAC (keywardctl's MAC keys, generic secrets made through the module); the `_GENERAL`
+    // forms are the token's full MAC cut in keywardd.
+    if has(MechanismType::GENERIC_SECRET_KEY_GEN) {
+        out.push(CKM_GENERIC_SECRET_KEY_GEN);
+    }
+    for (m, full, general) in [
+        (
+            MechanismType::SHA256_HMAC,
+            CKM_SHA256_HMAC,
+            CKM_SHA256_HMAC_GENERAL,
+        ),
+        (
+            MechanismType::SHA384_HMAC,
+            CKM_SHA384_HMAC,
+            CKM_SHA384_HMAC_GENERAL,
+        ),
+        (
+            MechanismType::SHA512_HMAC,
+            CKM_SHA512_HMAC,
+            CKM_SHA512_HMAC_GENERAL,
+        ),
+    ] {
+        if has(m) {
+            out.extend([full, general]);
+        }
     }
     // C_WrapKey of exportable keys (design §4, export.rs).
     for (m, ty) in [
@@ -252,11 +290,52 @@ pub fn info(mechanism: u64) -> Option<MechanismInfo> {
         CKM_AES_GCM | CKM_AES_CBC_PAD | CKM_AES_CBC | CKM_AES_ECB | CKM_AES_CTR => {
             i(16, 32, CKF_ENCRYPT | CKF_DECRYPT)
         }
-        CKM_SHA256_HMAC => i(32, 32, CKF_SIGN | CKF_VERIFY),
+        // Generic secrets: GENERIC_SECRET_MIN..=MAX bytes; an HMAC needs at least its hash's
+        // output (SoftHSM2's rule at Init, enforced by keywardd first).
+        CKM_GENERIC_SECRET_KEY_GEN => i(SECRET_MIN, SECRET_MAX, CKF_GENERATE),
+        CKM_SHA256_HMAC | CKM_SHA256_HMAC_GENERAL => i(32, SECRET_MAX, CKF_SIGN | CKF_VERIFY),
+        CKM_SHA384_HMAC | CKM_SHA384_HMAC_GENERAL => i(48, SECRET_MAX, CKF_SIGN | CKF_VERIFY),
+        CKM_SHA512_HMAC | CKM_SHA512_HMAC_GENERAL => i(64, SECRET_MAX, CKF_SIGN | CKF_VERIFY),
         CKM_SHA256 | CKM_SHA384 | CKM_SHA512 => i(0, 0, CKF_DIGEST),
         CKM_RSA_AES_KEY_WRAP => i(3072, 4096, CKF_UNWRAP),
         _ => None,
     }
+}
+
+const SECRET_MIN: u64 = keyward_token::GENERIC_SECRET_MIN as u64;
+const SECRET_MAX: u64 = keyward_token::GENERIC_SECRET_MAX as u64;
+
+/// The HMAC a mechanism asks for, where the token has it: (hash, MAC length). `None` if `m`
+/// is no HMAC; `CKR_MECHANISM_INVALID` if the token lacks it; a `_GENERAL` length of 1 to
+/// the hash's output, else `CKR_MECHANISM_PARAM_INVALID`; a key of `key_len` bytes shorter
+/// than the hash's output is `CKR_KEY_SIZE_RANGE` (SoftHSM2 answers the same at Init).
+pub fn hmac(m: &Mechanism, caps: &Mechanisms, key_len: usize) -> Option<Result<TokenMech, u64>> {
+    let (hash, general, ty) = match m.ty {
+        CKM_SHA256_HMAC => (Hash::Sha256, false, MechanismType::SHA256_HMAC),
+        CKM_SHA384_HMAC => (Hash::Sha384, false, MechanismType::SHA384_HMAC),
+        CKM_SHA512_HMAC => (Hash::Sha512, false, MechanismType::SHA512_HMAC),
+        CKM_SHA256_HMAC_GENERAL => (Hash::Sha256, true, MechanismType::SHA256_HMAC),
+        CKM_SHA384_HMAC_GENERAL => (Hash::Sha384, true, MechanismType::SHA384_HMAC),
+        CKM_SHA512_HMAC_GENERAL => (Hash::Sha512, true, MechanismType::SHA512_HMAC),
+        _ => return None,
+    };
+    Some((|| {
+        if !caps.has(ty) {
+            return Err(CKR_MECHANISM_INVALID);
+        }
+        let len = match (&m.params, general) {
+            (MechParams::None, false) => hash.output_len(),
+            (MechParams::MacLen(n), true) => usize::try_from(*n)
+                .ok()
+                .filter(|n| (1..=hash.output_len()).contains(n))
+                .ok_or(CKR_MECHANISM_PARAM_INVALID)?,
+            _ => return Err(CKR_MECHANISM_PARAM_INVALID),
+        };
+        if key_len < hash.output_len() {
+            return Err(CKR_KEY_SIZE_RANGE);
+        }
+        Ok(TokenMech::Hmac { hash, len })
+    })())
 }
 
 /// The digest of a `C_DigestInit` mechanism.
@@ -418,17 +497,14 @@ pub fn plan(
             };
             Ok(mk(mech, None, None, ObjectClass::SECRET_KEY))
         }
-        KeyKind::Hmac(_) => {
-            if m.ty != CKM_SHA256_HMAC || !matches!(op, Operation::Sign | Operation::Verify) {
+        KeyKind::Hmac(n) => {
+            // HMAC_SHA256 keys: CKM_SHA256_HMAC and its _GENERAL form.
+            let sha256 = matches!(m.ty, CKM_SHA256_HMAC | CKM_SHA256_HMAC_GENERAL);
+            if !sha256 || !matches!(op, Operation::Sign | Operation::Verify) {
                 return Err(CKR_MECHANISM_INVALID);
             }
-            no_params()?;
-            Ok(mk(
-                TokenMech::HmacSha256,
-                None,
-                None,
-                ObjectClass::SECRET_KEY,
-            ))
+            let mech = hmac(m, caps, n).unwrap_or(Err(CKR_MECHANISM_INVALID))?;
+            Ok(mk(mech, None, None, ObjectClass::SECRET_KEY))
         }
     }
 }
@@ -571,6 +647,10 @@ pub fn plan_kind(
         {
             Ok(mk(aes_block_mode(m, caps)?, None))
         }
+        (GenericKind::Secret(n), _) if signing => match hmac(m, caps, n) {
+            Some(mech) => Ok(mk(mech?, None)),
+            None => Err(CKR_MECHANISM_INVALID),
+        },
         _ => Err(CKR_MECHANISM_INVALID),
     }
 }
@@ -627,6 +707,9 @@ pub const GCM_IV_LEN: usize = 12;
 /// - Decryption without useToEncrypt: AES-CTR (a keystream XOR, so an encryption oracle; its
 ///   counter block 0 would give GCM's hash key) is `CKR_KEY_FUNCTION_NOT_PERMITTED`; GCM
 ///   decryption needs the tag and stays.
+/// - Verification without useToSign (`holds_other` is useToSign there): an HMAC shorter than
+///   the hash's output (`_GENERAL`) is `CKR_KEY_FUNCTION_NOT_PERMITTED` (a short-MAC verify
+///   is a forging oracle: a 1-byte MAC is found in 256 tries).
 ///
 /// `random(n)` gives `n` random bytes or the CK_RV to fail with.
 pub fn restrict(
@@ -672,6 +755,9 @@ pub fn restrict(
             TokenMech::AesEcb | TokenMech::AesCbc { .. } | TokenMech::AesCbcPad { .. },
         ) => Err(CKR_KEY_FUNCTION_NOT_PERMITTED),
         (Operation::Decrypt, TokenMech::AesCtr { .. }) => Err(CKR_KEY_FUNCTION_NOT_PERMITTED),
+        (Operation::Verify, TokenMech::Hmac { hash, len }) if *len < hash.output_len() => {
+            Err(CKR_KEY_FUNCTION_NOT_PERMITTED)
+        }
         _ => Ok(None),
     }
 }
@@ -763,6 +849,11 @@ pub fn run_on(
     if let Some(rv) = block_len_error(&plan.mech, op, data.len()) {
         return Err(rv);
     }
+    // A `_GENERAL` HMAC shorter than the hash's output.
+    let truncated = match plan.mech {
+        TokenMech::Hmac { hash, len } if len < hash.output_len() => Some(len),
+        _ => None,
+    };
     let ctr = match &plan.mech {
         TokenMech::AesCtr { counter_bits, cb } => Some(CkAesCtrParams {
             counter_bits: std::ffi::c_ulong::try_from(*counter_bits)
@@ -793,7 +884,11 @@ pub fn run_on(
             )),
             TokenMech::RsaPssSha256 => CkMech::RsaPkcsPss(pss),
             TokenMech::Sha256RsaPss => CkMech::Sha256RsaPkcsPss(pss),
-            TokenMech::HmacSha256 => CkMech::Sha256Hmac,
+            TokenMech::Hmac { hash, .. } => match hash {
+                Hash::Sha256 => CkMech::Sha256Hmac,
+                Hash::Sha384 => CkMech::Sha384Hmac,
+                Hash::Sha512 => CkMech::Sha512Hmac,
+            },
             TokenMech::Gcm { iv, aad, tag_bits } => {
                 iv_buf = iv.clone();
                 CkMech::AesGcm(CkGcm::new(&mut iv_buf, aad, (*tag_bits).into())?)
@@ -808,6 +903,10 @@ pub fn run_on(
             }
         };
         match op {
+            // A truncated HMAC: the token's full MAC, cut here (and compared, for a verify).
+            Operation::Sign | Operation::Verify if truncated.is_some() => {
+                s.sign(&mech, key, data).map(Outcome::Data)
+            }
             Operation::Sign => s.sign(&mech, key, data).map(Outcome::Data),
             Operation::Verify => s
                 .verify(&mech, key, data, signature.unwrap_or_default())
@@ -824,6 +923,21 @@ pub fn run_on(
         KeyRef::Id(id) => token.with_key(plan.class, id, "key", call),
         KeyRef::Session(o) => token.with_session_object(o, call),
     };
+    if let (Some(len), Ok(Outcome::Data(full))) = (truncated, &result) {
+        let mac = full.get(..len).ok_or(CKR_GENERAL_ERROR)?;
+        return match (op, signature) {
+            (Operation::Verify, Some(sig)) if sig.len() != len => Err(CKR_SIGNATURE_LEN_RANGE),
+            (Operation::Verify, Some(sig)) => {
+                if bool::from(subtle::ConstantTimeEq::ct_eq(mac, sig)) {
+                    Ok(Outcome::Verified)
+                } else {
+                    Err(CKR_SIGNATURE_INVALID)
+                }
+            }
+            (Operation::Verify, None) => Err(CKR_SIGNATURE_LEN_RANGE),
+            _ => Ok(Outcome::Data(mac.to_vec())),
+        };
+    }
     let decrypt = op == Operation::Decrypt;
     let checked_decrypt = decrypt
         && matches!(

@@ -20,9 +20,11 @@
 //!   start (orphans left in the token).
 //! - **Quota.** An instance holds at most `[daemon] session_objects_per_instance` (default
 //!   1,000); more is `CKR_DEVICE_MEMORY`.
-//! - **What.** Generation: AES (`CKM_AES_KEY_GEN`), EC P-256/P-384
+//! - **What.** Generation: AES (`CKM_AES_KEY_GEN`), generic secrets
+//!   (`CKM_GENERIC_SECRET_KEY_GEN`, 32 to 128 bytes), EC P-256/P-384
 //!   (`CKM_EC_KEY_PAIR_GEN`), RSA (`CKM_RSA_PKCS_KEY_PAIR_GEN`). Creation: RSA and EC
-//!   (P-256/P-384) public keys, AES secret keys with a plaintext `CKA_VALUE`, data objects.
+//!   (P-256/P-384) public keys, AES and generic secret keys with a plaintext `CKA_VALUE`,
+//!   data objects.
 //!   Attributes follow PKCS#11 (a sensitive value stays sensitive; secret and private keys
 //!   default to `CKA_SENSITIVE=TRUE` and `CKA_PRIVATE=TRUE`); `CKA_DERIVE` and
 //!   `CKA_COPYABLE` are always FALSE; the client's `CKA_ID`/`CKA_LABEL` are kept here and
@@ -157,6 +159,22 @@ fn prepare(template: &[Attribute], class: u64, key_type: Option<u64>) -> Result<
         p.forward.push(attr(CKA_SENSITIVE, AttrValue::Bool(true)));
     }
     Ok(p)
+}
+
+/// A generic secret's template with `CKA_SIGN`/`CKA_VERIFY` both TRUE when it sets neither
+/// (pkcs11-tool asks ENCRYPT/DECRYPT of every secret key, design §2: a MAC key MACs); a
+/// generic secret never encrypts in the token, so the rest goes as asked.
+fn mac_defaults(template: &[Attribute]) -> Vec<Attribute> {
+    let mut t = template.to_vec();
+    if !t.iter().any(|a| a.ty == CKA_SIGN || a.ty == CKA_VERIFY) {
+        for ty in [CKA_SIGN, CKA_VERIFY] {
+            t.push(Attribute {
+                ty,
+                value: AttrValue::Bool(true),
+            });
+        }
+    }
+    t
 }
 
 /// The bit length of a big-endian modulus.
@@ -391,6 +409,17 @@ impl ClientConnection {
                     let p = prepare(secret, CKO_SECRET_KEY, Some(CKK_AES))?;
                     Ok((SessionGeneration::AesKey, kind, p, None))
                 }
+                (CKM_GENERIC_SECRET_KEY_GEN, None) => {
+                    let len = get_ulong(secret, CKA_VALUE_LEN)?.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
+                    let kind = GenericKind::Secret(usize::try_from(len).unwrap_or(0));
+                    kind.check().map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)?;
+                    let p = prepare(
+                        &mac_defaults(secret),
+                        CKO_SECRET_KEY,
+                        Some(CKK_GENERIC_SECRET),
+                    )?;
+                    Ok((SessionGeneration::GenericSecret, kind, p, None))
+                }
                 (CKM_EC_KEY_PAIR_GEN, Some(public)) => {
                     let params = match get_bytes(public, CKA_EC_PARAMS)? {
                         Some(p) => p.to_vec(),
@@ -534,6 +563,14 @@ impl ClientConnection {
                     }
                     Some(kind)
                 }
+                (CKO_SECRET_KEY, Some(CKK_GENERIC_SECRET)) => {
+                    let kind = GenericKind::Secret(need(CKA_VALUE)?.len());
+                    kind.check().map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)?;
+                    if get(template, CKA_VALUE_LEN).is_some() {
+                        return Err(CKR_TEMPLATE_INCONSISTENT);
+                    }
+                    Some(kind)
+                }
                 (CKO_PUBLIC_KEY | CKO_SECRET_KEY, None) => return Err(CKR_TEMPLATE_INCOMPLETE),
                 // Private keys, other key types, other classes: not offered.
                 _ => return Err(CKR_TEMPLATE_INCONSISTENT),
@@ -541,7 +578,11 @@ impl ClientConnection {
             if class == CKO_DATA && template.iter().any(|a| a.ty == CKA_KEY_TYPE) {
                 return Err(CKR_TEMPLATE_INCONSISTENT);
             }
-            let p = prepare(template, class, key_type)?;
+            let p = if key_type == Some(CKK_GENERIC_SECRET) {
+                prepare(&mac_defaults(template), class, key_type)?
+            } else {
+                prepare(template, class, key_type)?
+            };
             Ok((class, kind, p))
         })();
         let (class, kind, p) = match checked {

@@ -228,6 +228,11 @@ pub(super) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Mechanism, Erro
                 oaep: unsafe { oaep(&o)? },
             })
         }
+        ParamKind::MacGeneral => {
+            // SAFETY: size checked by param_struct; valid per the contract.
+            let len: CK_ULONG = unsafe { param_struct(pp, n)? };
+            MechParams::MacLen(ulong(len))
+        }
         ParamKind::Ecdh1Derive => {
             // SAFETY: size checked; valid per the contract.
             let e: CK_ECDH1_DERIVE_PARAMS = unsafe { param_struct(pp, n)? };
