@@ -1127,40 +1127,77 @@ fn the_admin_socket_answers_absent_and_invisible_alike() {
         .and_then(|s| s.split("\n### ").next())
         .unwrap_or_default()
         .to_string();
-    let exceptions: [(R, &str); 4] = [
-        (R::OrgCreate { org: "acme".into() }, "org create"),
+    // Each: who may send it, the request with a taken id, and the same request with a free
+    // one; the taken id is refused ("taken"/"exists"), the free one goes through.
+    let exceptions: [(&str, R, R, &str); 4] = [
         (
+            ACME_ADMIN,
+            R::OrgCreate { org: "acme".into() },
+            R::OrgCreate {
+                org: "neworg1".into(),
+            },
+            "org create",
+        ),
+        (
+            MALLORY,
             R::FolderCreate {
                 parent: "organizations/evil".into(),
                 id: "payments".into(),
             },
+            R::FolderCreate {
+                parent: "organizations/evil".into(),
+                id: "evilfolder".into(),
+            },
             "folder create",
         ),
         (
+            MALLORY,
             R::ProjectCreate {
                 parent: "organizations/evil".into(),
                 id: "eng".into(),
             },
+            R::ProjectCreate {
+                parent: "organizations/evil".into(),
+                id: "evilproj2".into(),
+            },
             "project create",
         ),
         (
+            ACME_ADMIN,
             R::GroupCreate {
                 group: "ops".into(),
+            },
+            R::GroupCreate {
+                group: "ops2".into(),
             },
             "group create",
         ),
     ];
-    for (req, readme_name) in exceptions {
+    for (who, taken, free, readme_name) in exceptions {
         assert!(matches!(
-            class(&req),
+            class(&taken),
             Class::CreateGlobalId | Class::StoreWide
         ));
         assert!(
             section.contains(readme_name),
             "README's Existence section does not list `{readme_name}`"
         );
-        let _ = req;
+        let shown = format!("{taken:?}");
+        let (rv, text) = answer(&w.ask(who, taken));
+        assert_ne!(rv, 0, "{shown}");
+        assert!(
+            text.contains("taken") || text.contains("exists"),
+            "{shown}: {text}"
+        );
+        let shown = format!("{free:?}");
+        let (rv, text) = answer(&w.ask(who, free));
+        assert_eq!(rv, 0, "{shown}: {text}");
     }
+    // Key rings: the slot id (a hash of the name) is global; README lists it.
+    assert!(
+        section.contains("keyring create"),
+        "README's Existence section does not list `keyring create`"
+    );
     // The folder/project id space is global: the admin of another organisation learns that
     // `payments` is taken (the listed exception), nothing else about it.
     let (rv, text) = answer(&w.ask(
