@@ -5,7 +5,8 @@
 //! ENABLED, DISABLED or PENDING_IMPORT (a version scheduled for destruction frees its names at
 //! once, design §4 "Destroying a pair"): a generic key's client names (both halves of a pair
 //! share them: they are one key), a keywardctl key's `CKA_ID`s (SHA-1 of the public key, or
-//! 16 bytes of SHA-256 of the version's name; objects.rs). Reserved labels, whatever holds
+//! 16 bytes of SHA-256 of the version's name; objects.rs); an import job that has not
+//! expired holds its private key's `CKA_ID` (SHA-1 of its modulus). Reserved labels, whatever holds
 //! what: every key id of the ring (a keywardctl key's primary label, and BYOK's "import into
 //! this key"), `anything@vN` (keywardctl's labels of other versions) and `import-job-*`
 //! (import jobs' private keys). Empty values are exempt: NSS, Java and pkcs11-tool without
@@ -95,6 +96,22 @@ fn held(conn: &Connection, ring_rid: i64) -> Res<Vec<Held>> {
             }
         }
     }
+    // Import jobs' private keys (design §5) carry SHA-1 of their modulus as CKA_ID (byok.rs)
+    // until the job expires: a key may not take it either.
+    for job in crate::store::import_jobs::list(conn, Some(ring_rid))? {
+        if job.state == crate::store::import_jobs::JobState::Expired {
+            continue;
+        }
+        if let Some(p) = PublicValues::from_spki(&job.public_key) {
+            out.push(Held {
+                key_rid: -job.id,
+                key_name: job.name,
+                key_id: String::new(),
+                labels: Vec::new(),
+                ids: vec![p.nss_id()],
+            });
+        }
+    }
     Ok(out)
 }
 
@@ -168,7 +185,7 @@ pub(crate) fn taken(
             .find(|k| k.ids.iter().any(|i| i == id))
         {
             return Ok(Some(format!(
-                "CKA_ID {} is taken by key {} in {ring_res}",
+                "CKA_ID {} is taken by {} in {ring_res}",
                 hex(id),
                 k.key_name
             )));

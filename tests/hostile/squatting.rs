@@ -397,6 +397,12 @@ fn every_path_refuses_a_taken_label_or_id() {
     let (mut p, _, s) = session(&env, &squatter);
     let job = p.find_labelled(s, CKO_PRIVATE_KEY, "import-job-j1");
     assert_eq!(job.len(), 1, "the job's key");
+    let job_id = p.bytes(s, job[0], CKA_ID);
+    assert_eq!(
+        aes(&mut p, s, None, Some(&job_id)),
+        Err(CKR_ATTRIBUTE_VALUE_INVALID),
+        "an import job's CKA_ID is taken too"
+    );
     let blob = std::fs::read(&wrapped).unwrap();
     let unwrap = |p: &mut P11, label: &[u8]| {
         p.call(R::UnwrapKey {
