@@ -738,7 +738,12 @@ pub fn sod_report(ctx: &mut Ctx<'_>, org: &str) -> Res<AdminResponse> {
         return Err(Failure::Invalid(format!("'{org}' is not an organisation")));
     };
     let mode = resources::sod_mode(ctx.tx, org_id)?;
-    let mappings = siam::list_mappings(ctx.tx)?;
+    // Mapped uids are shown only to callers who may list the mappings (as `iam who-can`).
+    let mappings = if knows_mappings(ctx) {
+        siam::list_mappings(ctx.tx)?
+    } else {
+        Vec::new()
+    };
     let principals: Vec<Principal> = ctx
         .snap
         .known_members()

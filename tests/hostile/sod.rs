@@ -308,6 +308,7 @@ fn sod_report_lists_violations_with_their_causes() {
     // One side only: not listed.
     bind(&ctl, KEY, "roles/kms.signer", "user:s@acme.example", false).ok();
     bind(&ctl, RING, "roles/kms.admin", "user:a@acme.example", false).ok();
+    ctl.admin(&["iam", "map-uid", "5555", SA]).ok();
     let out = ctl.admin(&["--json", "iam", "sod-report", "--org", "acme"]);
     out.ok();
     let v = out.json();
@@ -316,6 +317,7 @@ fn sod_report_lists_violations_with_their_causes() {
     let row = &rows[0];
     assert_eq!(row["member"], SA, "{v:#}");
     assert_eq!(row["resource"], KEY, "{v:#}");
+    assert_eq!(row["mappedUids"][0], "unix-uid:5555", "{v:#}");
     let admin = row["administration"].to_string();
     let usage = row["use"].to_string();
     assert!(
