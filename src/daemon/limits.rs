@@ -485,6 +485,14 @@ impl Buffer {
     pub fn as_slice(&self) -> &[u8] {
         &self.data
     }
+
+    /// Drops the first `n` bytes (a streamed part that was processed), zeroising them; the
+    /// capacity (and its charge) stays for the next part.
+    pub fn consume(&mut self, n: usize) {
+        let n = n.min(self.data.len());
+        zeroize::Zeroize::zeroize(&mut self.data[..n]);
+        self.data.drain(..n);
+    }
 }
 
 impl Drop for Buffer {

@@ -9,3 +9,4 @@ mod hmac;
 mod keygen;
 mod mechanisms;
 mod sessions;
+mod streaming;

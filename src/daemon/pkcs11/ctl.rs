@@ -19,11 +19,7 @@ use keyward_wire::pkcs11::{
 use keyward_wire::ErrorReply;
 use std::str::FromStr;
 
-/// The DER prefix of a SHA-256 `DigestInfo` (PKCS#1 v1.5).
-const SHA256_DIGEST_INFO: [u8; 19] = [
-    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
-    0x00, 0x04, 0x20,
-];
+use super::stream::SHA256_DIGEST_INFO;
 
 /// The message of an operation refused because its audit record was: the caller's uid over
 /// its audit rate (`CKR_DEVICE_MEMORY`), or the log unavailable.

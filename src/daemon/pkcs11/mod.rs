@@ -39,6 +39,7 @@ pub mod instance;
 pub mod objects;
 pub mod ops;
 pub mod session_objects;
+pub mod stream;
 
 use crate::admin::generic::Pkcs11Extras;
 use crate::admin::{AdminService, Caller, Clock};
@@ -56,13 +57,14 @@ use keyward_wire::pkcs11::{
     Pkcs11Request, Pkcs11Response, SessionId, SlotDescription, SlotId, TokenInfo, UserType,
 };
 use objects::{ObjectKey, ObjectView};
-use ops::{Hash, Plan};
+use ops::Plan;
 use parking_lot::Mutex;
 use session_objects::Lookup;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use stream::{Chain, Hasher, Stream};
 
 /// Random bytes one call may ask for.
 const MAX_RANDOM: u64 = 1 << 20;
@@ -263,6 +265,9 @@ impl Pkcs11Service {
 }
 
 /// An operation bound at `*Init`.
+// Keyed is the common variant (every key operation); boxing it would add an allocation to
+// each `*Init` to save memory only for digests.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Active {
     Keyed {
@@ -272,13 +277,18 @@ enum Active {
         token_id: Vec<u8>,
         /// A session object's operation runs on it instead of `token_id`.
         session_object: Option<keyward_token::SessionObject>,
+        /// What is buffered (all of it for [`Stream::Whole`], held-back bytes of a block
+        /// mode), within the limits of design §9.
         buf: Buffer,
+        /// How the input streams; `None` until the first update (a one-shot call on a fresh
+        /// operation runs the mechanism itself over its whole input).
+        stream: Option<Box<Stream>>,
         /// The operation's count against the limits (design §9).
         _charge: Charge,
     },
     Digest {
-        hash: Hash,
-        buf: Buffer,
+        /// Hashed as the data comes (nothing is buffered; boxed: a SHA-512 state is large).
+        hasher: Box<Hasher>,
         _charge: Charge,
     },
 }
@@ -710,24 +720,25 @@ impl ClientConnection {
                 self.init(op, session, &mechanism, key)
             }
             R::OperationOneShot { op, session, data } => {
-                self.append(op, session, data.as_slice())?;
-                self.finish(op, session, None)
+                self.finish(op, session, None, Some(data.as_slice()))
             }
             R::OperationUpdate { op, session, data } => {
-                self.append(op, session, data.as_slice())?;
-                Ok(P::Data(Blob::default()))
+                let out = self.append(op, session, data.as_slice())?;
+                Ok(P::Data(Blob::new(out)))
             }
-            R::OperationFinal { op, session } => self.finish(op, session, None),
+            R::OperationFinal { op, session } => self.finish(op, session, None, None),
             R::Verify {
                 session,
                 data,
                 signature,
-            } => {
-                self.append(Operation::Verify, session, data.as_slice())?;
-                self.finish(Operation::Verify, session, Some(signature.as_slice()))
-            }
+            } => self.finish(
+                Operation::Verify,
+                session,
+                Some(signature.as_slice()),
+                Some(data.as_slice()),
+            ),
             R::VerifyFinal { session, signature } => {
-                self.finish(Operation::Verify, session, Some(signature.as_slice()))
+                self.finish(Operation::Verify, session, Some(signature.as_slice()), None)
             }
             R::OperationCancel { op, session } => {
                 self.session_mut(session)?.ops.remove(&op);
@@ -1382,14 +1393,12 @@ impl ClientConnection {
                 );
                 return Err(CKR_MECHANISM_INVALID);
             }
-            let (charge, buf) =
-                self.operation_charge(&ctx.principal, Some(ctx.ring_name.clone()))?;
+            let (charge, _) = self.operation_charge(&ctx.principal, Some(ctx.ring_name.clone()))?;
             self.record(&ctx.principal, action, None, Outcome::Allowed, 0, None)?;
             self.session_mut(session)?.ops.insert(
                 op,
                 Active::Digest {
-                    hash,
-                    buf,
+                    hasher: Box::new(Hasher::new(hash)),
                     _charge: charge,
                 },
             );
@@ -1497,6 +1506,7 @@ impl ClientConnection {
             token_id: obj.token_id().to_vec(),
             session_object: None,
             buf,
+            stream: None,
             _charge: charge,
         };
         self.session_mut(session)?.ops.insert(op, active);
@@ -1506,57 +1516,139 @@ impl ClientConnection {
         })
     }
 
-    /// Adds input to the active `op` (buffered in the daemon, within the limits of design
-    /// §9: over one, the operation ends with `CKR_DEVICE_MEMORY`, audited).
-    fn append(&mut self, op: Operation, session: SessionId, data: &[u8]) -> Result<(), u64> {
+    /// Adds input to the active `op` (an `*Update`) and returns what it outputs now. Over a
+    /// limit of design §9 the operation ends with `CKR_DEVICE_MEMORY` (audited); any other
+    /// failure ends it too.
+    fn append(&mut self, op: Operation, session: SessionId, data: &[u8]) -> Result<Vec<u8>, u64> {
+        let token = Arc::clone(&self.svc.token);
         let s = self.session_mut(session)?;
         let slot = s.slot;
         let active = s.ops.get_mut(&op).ok_or(CKR_OPERATION_NOT_INITIALIZED)?;
-        let (buf, object) = match active {
-            Active::Keyed { buf, object, .. } => (buf, Some(object.clone())),
-            Active::Digest { buf, .. } => (buf, None),
+        let (result, object) = match active {
+            Active::Digest { hasher, .. } => {
+                hasher.update(data);
+                (Ok(Vec::new()), None)
+            }
+            Active::Keyed {
+                buf,
+                object,
+                plan,
+                stream,
+                token_id,
+                session_object,
+                ..
+            } => {
+                let stream = stream.get_or_insert_with(|| Box::new(Stream::of(op, plan)));
+                let target = match session_object {
+                    Some(o) => ops::KeyRef::Session(*o),
+                    None => ops::KeyRef::Id(token_id),
+                };
+                let r = match &mut **stream {
+                    Stream::Whole => buf.extend(data).map(|()| Vec::new()).map_err(Fail::Limit),
+                    Stream::Hashed { hasher, .. } => {
+                        hasher.update(data);
+                        Ok(Vec::new())
+                    }
+                    Stream::Blocks(chain) => {
+                        stream_part(&token, op, plan, chain, buf, target, data)
+                    }
+                };
+                (r, Some(object.clone()))
+            }
         };
-        if let Err(r) = buf.extend(data) {
+        if result.is_err() {
             s.ops.remove(&op);
-            let principal = self.inst.lock().principal(slot).0;
-            return Err(self.deny_limit(&principal, object, CKR_DEVICE_MEMORY, r));
         }
-        Ok(())
+        result.map_err(|fail| match fail {
+            Fail::Rv(rv) => {
+                tracing::debug!(?object, rv, "operation part failed");
+                rv
+            }
+            Fail::Limit(r) => {
+                let principal = self.inst.lock().principal(slot).0;
+                self.deny_limit(&principal, object, CKR_DEVICE_MEMORY, r)
+            }
+        })
     }
 
-    /// Ends the active `op` and runs it over its buffered input.
+    /// Ends the active `op` and returns its last output: a one-shot call (`last` is its
+    /// whole input) runs the mechanism itself over it, nothing buffered; a `*Final` runs it
+    /// over what an update left (the buffered input, a block mode's held-back bytes, or a
+    /// streamed hash's digest).
     fn finish(
         &mut self,
         op: Operation,
         session: SessionId,
         signature: Option<&[u8]>,
+        last: Option<&[u8]>,
     ) -> Result<Pkcs11Response, u64> {
+        if let Some(data) = last {
+            // A one-shot call after updates (PKCS#11 forbids it; SoftHSM2 takes it): as an
+            // update, then the final.
+            if matches!(
+                self.session_mut(session)?.ops.get(&op),
+                Some(
+                    Active::Digest { .. }
+                        | Active::Keyed {
+                            stream: Some(_),
+                            ..
+                        }
+                )
+            ) {
+                self.append(op, session, data)?;
+                return self.finish(op, session, signature, None);
+            }
+        }
         let s = self.session_mut(session)?;
         let active = s.ops.remove(&op).ok_or(CKR_OPERATION_NOT_INITIALIZED)?;
         match active {
-            Active::Digest { hash, buf, .. } => {
-                Ok(Pkcs11Response::Data(Blob::new(hash.digest(buf.as_slice()))))
-            }
+            Active::Digest { hasher, .. } => Ok(Pkcs11Response::Data(Blob::new(hasher.finish()))),
             Active::Keyed {
                 object,
                 plan,
                 token_id,
                 session_object,
                 buf,
+                stream,
                 ..
             } => {
                 let target = match session_object {
                     Some(o) => ops::KeyRef::Session(o),
                     None => ops::KeyRef::Id(&token_id),
                 };
-                let out = ops::run_on(
-                    &self.svc.token,
-                    op,
-                    &plan,
-                    target,
-                    buf.as_slice(),
-                    signature,
-                );
+                let out = match stream.map(|s| *s) {
+                    None | Some(Stream::Whole) => ops::run_on(
+                        &self.svc.token,
+                        op,
+                        &plan,
+                        target,
+                        last.unwrap_or(buf.as_slice()),
+                        signature,
+                    ),
+                    Some(Stream::Hashed {
+                        hasher,
+                        last,
+                        prefix,
+                    }) => {
+                        let digest = hasher.finish();
+                        let data = [prefix.unwrap_or_default(), &digest[..]].concat();
+                        ops::run_on(&self.svc.token, op, &last, target, &data, signature)
+                    }
+                    Some(Stream::Blocks(chain)) => {
+                        let held = buf.as_slice();
+                        if !chain.final_needs_token(held.len()) {
+                            Ok(ops::Outcome::Data(Vec::new()))
+                        } else if !chain.counter_fits(held.len()) {
+                            Err(CKR_DATA_LEN_RANGE)
+                        } else {
+                            let last = Plan {
+                                mech: chain.last(),
+                                ..plan
+                            };
+                            ops::run_on(&self.svc.token, op, &last, target, held, signature)
+                        }
+                    }
+                };
                 // The buffer (and its charge) goes here; it zeroises itself.
                 drop(buf);
                 match out {
@@ -1574,4 +1666,60 @@ impl ClientConnection {
             }
         }
     }
+}
+
+/// Why an operation's update failed.
+enum Fail {
+    /// The token or a check refused it.
+    Rv(u64),
+    /// A limit of design §9.
+    Limit(Refused),
+}
+
+/// One update of an AES block mode (see [`stream`]): buffers `data`, runs the whole blocks
+/// that are ready as one single-part token call chained from `chain`, advances the chain,
+/// and drops what was processed from `buf`.
+fn stream_part(
+    token: &keyward_token::Token,
+    op: Operation,
+    plan: &Plan,
+    chain: &mut Chain,
+    buf: &mut Buffer,
+    target: ops::KeyRef<'_>,
+    data: &[u8],
+) -> Result<Vec<u8>, Fail> {
+    let held = buf.as_slice().len();
+    let n = chain.ready(op, held + data.len(), data.len());
+    if n == 0 {
+        buf.extend(data).map_err(Fail::Limit)?;
+        return Ok(Vec::new());
+    }
+    if !chain.counter_fits(n) {
+        return Err(Fail::Rv(CKR_DATA_LEN_RANGE));
+    }
+    let part = Plan {
+        mech: chain.middle(),
+        ..plan.clone()
+    };
+    // Nothing held back: the part comes straight from the request and only the rest is
+    // buffered (a stream of whole-block updates buffers nothing).
+    if held > 0 {
+        buf.extend(data).map_err(Fail::Limit)?;
+    }
+    let input = if held == 0 {
+        &data[..n]
+    } else {
+        &buf.as_slice()[..n]
+    };
+    let out = match ops::run_on(token, op, &part, target, input, None).map_err(Fail::Rv)? {
+        ops::Outcome::Data(d) => d,
+        ops::Outcome::Verified => Vec::new(),
+    };
+    chain.advance(op, input, &out);
+    if held == 0 {
+        buf.extend(&data[n..]).map_err(Fail::Limit)?;
+    } else {
+        buf.consume(n);
+    }
+    Ok(out)
 }

@@ -18,6 +18,7 @@
 
 use super::ck::*;
 use super::objects::{Half, ObjectView};
+use super::stream::SHA256_DIGEST_INFO;
 use cryptoki::context::Function;
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::aead::GcmParams as CkGcm;
@@ -31,7 +32,8 @@ use keyward_wire::pkcs11::{GcmLayout, MechParams, Mechanism, MechanismInfo, Oper
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
 /// The AES block size.
-const AES_BLOCK: usize = 16;
+/// The AES block size.
+pub(super) const AES_BLOCK: usize = 16;
 
 /// `CK_AES_CTR_PARAMS` as the token reads it (cryptoki 0.12 has no typed `CKM_AES_CTR`).
 #[repr(C)]
@@ -39,12 +41,6 @@ struct CkAesCtrParams {
     counter_bits: std::ffi::c_ulong,
     cb: [u8; 16],
 }
-
-/// The DER prefix of a SHA-256 `DigestInfo` (PKCS#1 v1.5, RFC 8017 §9.2 note 1).
-const SHA256_DIGEST_INFO: [u8; 19] = [
-    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
-    0x00, 0x04, 0x20,
-];
 
 /// A digest the daemon computes (public data only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

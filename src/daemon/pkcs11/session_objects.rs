@@ -881,6 +881,7 @@ impl ClientConnection {
             token_id: Vec::new(),
             session_object: Some(o.token),
             buf,
+            stream: None,
             _charge: charge,
         };
         self.session_mut(session)?.ops.insert(op, active);
