@@ -738,13 +738,23 @@ pub fn restrict(
             *iv = fresh.clone();
             Ok(Some(fresh))
         }
-        (Operation::Encrypt, TokenMech::AesCtr { cb, .. }) => {
+        (Operation::Encrypt, TokenMech::AesCtr { cb, counter_bits }) => {
             if !zero(cb) {
                 return Err(CKR_MECHANISM_PARAM_INVALID);
             }
             let fresh = random(AES_BLOCK)?;
-            *cb = <[u8; AES_BLOCK]>::try_from(fresh.as_slice()).map_err(|_| CKR_DEVICE_ERROR)?;
-            Ok(Some(fresh))
+            let block =
+                <[u8; AES_BLOCK]>::try_from(fresh.as_slice()).map_err(|_| CKR_DEVICE_ERROR)?;
+            // A random nonce above the counter bits, which start at 0: the message may be as
+            // long as the client's counter allows (SoftHSM2 refuses one that would wrap it),
+            // and no keystream block repeats within it.
+            let counter_mask = if *counter_bits >= 128 {
+                0
+            } else {
+                (1u128 << *counter_bits) - 1
+            };
+            *cb = (u128::from_be_bytes(block) & !counter_mask).to_be_bytes();
+            Ok(Some(cb.to_vec()))
         }
         (
             Operation::Encrypt,

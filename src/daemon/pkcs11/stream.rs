@@ -386,7 +386,16 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            Stream::of(Operation::Sign, &plan(TokenMech::HmacSha256, None)),
+            Stream::of(
+                Operation::Sign,
+                &plan(
+                    TokenMech::Hmac {
+                        hash: Hash::Sha256,
+                        len: 32
+                    },
+                    None
+                )
+            ),
             Stream::Whole
         ));
         assert!(matches!(
