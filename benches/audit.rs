@@ -63,6 +63,16 @@ fn record(n: u64) -> NewRecord {
     }
 }
 
+/// The writer itself is measured: no per-uid audit rate (design §9 limits one uid's records;
+/// the bench's records all carry uid 1000).
+fn unlimited() -> keyward::audit::coalesce::Limits {
+    keyward::audit::coalesce::Limits {
+        rate: u32::MAX,
+        burst: u32::MAX,
+        ..Default::default()
+    }
+}
+
 fn fresh_store(dir: &Path) -> std::path::PathBuf {
     let db = dir.join("keyward.db");
     drop(Store::open(&db).expect("create the store"));
@@ -90,6 +100,7 @@ fn throughput(threads: usize, sync: Synchronous, secs: f64) -> Throughput {
     let db = fresh_store(dir.path());
     let mut config = WriterConfig {
         synchronous: sync,
+        limits: unlimited(),
         ..WriterConfig::default()
     };
     if let Some(q) = std::env::var("KEYWARD_BENCH_AUDIT_QUEUE")
@@ -142,6 +153,7 @@ fn wait_latency(sync: Synchronous, secs: f64) -> (f64, f64, f64) {
     let db = fresh_store(dir.path());
     let config = WriterConfig {
         synchronous: sync,
+        limits: unlimited(),
         ..WriterConfig::default()
     };
     let writer = AuditWriter::open(&db, config).expect("writer");
@@ -166,8 +178,16 @@ fn child(spec: &str) -> ! {
         eprintln!("bad {CHILD_ENV}: {spec}");
         std::process::exit(2);
     };
-    let writer =
-        Arc::new(AuditWriter::open(Path::new(db), WriterConfig::default()).expect("writer"));
+    let writer = Arc::new(
+        AuditWriter::open(
+            Path::new(db),
+            WriterConfig {
+                limits: unlimited(),
+                ..WriterConfig::default()
+            },
+        )
+        .expect("writer"),
+    );
     let file = std::fs::OpenOptions::new()
         .append(true)
         .create(true)

@@ -48,8 +48,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             window: Duration::from_secs(1),
-            rate: 5_000,
-            burst: 20_000,
+            rate: 10_000,
+            burst: 50_000,
         }
     }
 }

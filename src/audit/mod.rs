@@ -427,3 +427,147 @@ pub fn verify(conn: &Connection) -> Result<VerifyReport> {
 pub fn hash_record(r: &Record) -> [u8; 32] {
     record_hash(r.seq, r)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn rec(i: i64, outcome: Outcome) -> NewRecord {
+        NewRecord {
+            time_ms: i,
+            principal: "unix-uid:7".into(),
+            peer_pid: Some(1),
+            peer_uid: Some(7),
+            instance: None,
+            action: "C_GenerateKey".into(),
+            resource: Some("projects/p/keyRings/r".into()),
+            outcome,
+            rv: 0xE2,
+            detail: None,
+            request_id: None,
+        }
+    }
+
+    /// Appends a record the way the code before record format 2 did (format 1, no count in
+    /// the hash), as a store migrated from schema 6 holds it.
+    fn append_v1(conn: &Connection, r: &NewRecord) {
+        let (seq, prev): (i64, Vec<u8>) = conn
+            .query_row(
+                "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+                [],
+                |x| Ok((x.get::<_, i64>(0)?, x.get::<_, Vec<u8>>(1)?)),
+            )
+            .optional()
+            .unwrap()
+            .map(|(s, h)| (s + 1, h))
+            .unwrap_or((1, GENESIS.to_vec()));
+        let mut full = Record {
+            seq,
+            time_ms: r.time_ms,
+            principal: r.principal.clone(),
+            peer_pid: r.peer_pid,
+            peer_uid: r.peer_uid,
+            instance: r.instance.clone(),
+            action: r.action.clone(),
+            resource: r.resource.clone(),
+            result: r.outcome.as_str().into(),
+            rv: r.rv,
+            detail: r.detail.clone(),
+            request_id: r.request_id.clone(),
+            count: 1,
+            format: 1,
+            severity: "info",
+            prev_hash: prev,
+            hash: vec![],
+        };
+        full.hash = hash_record(&full).to_vec();
+        conn.execute(
+            "INSERT INTO audit_log(seq, time_ms, principal, peer_pid, peer_uid, instance, \
+             action, resource, result, rv, detail, request_id, prev_hash, hash) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            params![
+                full.seq,
+                full.time_ms,
+                full.principal,
+                full.peer_pid,
+                full.peer_uid,
+                full.instance,
+                full.action,
+                full.resource,
+                full.result,
+                0xE2i64,
+                full.detail,
+                full.request_id,
+                full.prev_hash,
+                full.hash
+            ],
+        )
+        .unwrap();
+    }
+
+    fn problems(store: &Store) -> Vec<String> {
+        verify(store.connection()).unwrap().problems
+    }
+
+    #[test]
+    fn old_and_new_records_verify_each_by_its_format() {
+        let store = Store::in_memory().unwrap();
+        let conn = store.connection();
+        for i in 1..=3 {
+            append_v1(conn, &rec(i, Outcome::Denied));
+        }
+        append_counted(conn, &rec(4, Outcome::Denied), 20_000).unwrap();
+        append(conn, &rec(5, Outcome::Allowed)).unwrap();
+        assert_eq!(problems(&store), Vec::<String>::new());
+        let all = query(conn, &Filter::default()).unwrap();
+        let formats: Vec<(u32, u64)> = all.iter().map(|r| (r.format, r.count)).collect();
+        assert_eq!(formats, [(1, 1), (1, 1), (1, 1), (2, 20_000), (2, 1)]);
+
+        // A changed count breaks the record's hash; a count on a format-1 record, a format
+        // turned back to 1 and a count of 0 are named.
+        let edit = |sql: &str| {
+            let store = Store::in_memory().unwrap();
+            let conn = store.connection();
+            for i in 1..=2 {
+                append_v1(conn, &rec(i, Outcome::Denied));
+            }
+            append_counted(conn, &rec(3, Outcome::Denied), 5).unwrap();
+            conn.execute_batch(sql).unwrap();
+            problems(&store)
+        };
+        let p = edit("UPDATE audit_log SET count = 1 WHERE seq = 3");
+        assert!(
+            p.iter()
+                .any(|m| m.contains("record 3") && m.contains("edited")),
+            "{p:?}"
+        );
+        let p = edit("UPDATE audit_log SET count = 9 WHERE seq = 1");
+        assert!(
+            p.iter().any(|m| m.contains("format-1 record with a count")),
+            "{p:?}"
+        );
+        let p = edit("UPDATE audit_log SET format = 1, count = 1 WHERE seq = 3");
+        assert!(p.iter().any(|m| m.contains("record 3")), "{p:?}");
+        let p = edit("UPDATE audit_log SET format = 2 WHERE seq = 1");
+        assert!(p.iter().any(|m| m.contains("record 1")), "{p:?}");
+        let p = edit("UPDATE audit_log SET count = 0 WHERE seq = 3");
+        assert!(p.iter().any(|m| m.contains("count of 0")), "{p:?}");
+    }
+
+    #[test]
+    fn long_fields_are_cut_with_a_marker_before_they_are_hashed() {
+        let store = Store::in_memory().unwrap();
+        let conn = store.connection();
+        let mut r = rec(1, Outcome::Denied);
+        r.resource = Some("é".repeat(1 << 19));
+        r.detail = Some("d".repeat(1 << 20));
+        append(conn, &r).unwrap();
+        let got = &query(conn, &Filter::default()).unwrap()[0];
+        let res = got.resource.as_deref().unwrap();
+        assert!(res.len() <= MAX_FIELD, "{}", res.len());
+        assert!(res.ends_with("[cut: 1048576 bytes]"), "{res}");
+        assert!(got.detail.as_deref().unwrap().len() <= MAX_DETAIL);
+        assert_eq!(problems(&store), Vec::<String>::new());
+    }
+}

@@ -34,8 +34,8 @@
 //! audit_checkpoint_secs = 10                   # sign the audit head (and store it in the token)
 //!                                              # at least this often; 10x this unstored: refuse
 //! audit_coalesce_window_ms = 1000              # identical denials within this are one record with a count
-//! audit_records_per_uid_per_second = 5000      # audit records one peer uid adds, sustained (0: no refill)
-//! audit_burst_per_uid = 20000                  # ... and at once; over it, that uid's operations are refused
+//! audit_records_per_uid_per_second = 10000     # audit records one peer uid adds, sustained (0: no refill)
+//! audit_burst_per_uid = 50000                  # ... and at once; over it, that uid's operations are refused
 //!
 //! # Resource limits of the client socket (design §9 "Resources"). Each is counted per peer
 //! # uid (uid 0 included), per principal, and in total; a use over a cap is refused
@@ -132,13 +132,13 @@ pub const DEFAULT_MAX_KEY_GENERATIONS: usize = 16;
 /// The default coalescing window of identical denials (design §6 "Coalescing").
 pub const DEFAULT_AUDIT_COALESCE_WINDOW_MS: u64 = 1000;
 
-/// The default sustained audit rate of one peer uid (design §9 "Resources"): above what 200
-/// busy worker processes of one uid reach in practice (each allowed `*Init` is one record),
-/// a twentieth of what the writer commits (about 100,000 records/s).
-pub const DEFAULT_AUDIT_RECORDS_PER_UID_PER_SECOND: u32 = 5000;
+/// The default sustained audit rate of one peer uid (design §9 "Resources"): 200 worker
+/// processes of one uid at 50 audited operations a second each (each allowed `*Init` is one
+/// record), a tenth of what the writer commits (about 100,000 records/s).
+pub const DEFAULT_AUDIT_RECORDS_PER_UID_PER_SECOND: u32 = 10_000;
 
-/// The default burst of one peer uid's audit records (4 s at the default rate).
-pub const DEFAULT_AUDIT_BURST_PER_UID: u32 = 20_000;
+/// The default burst of one peer uid's audit records (5 s at the default rate).
+pub const DEFAULT_AUDIT_BURST_PER_UID: u32 = 50_000;
 
 /// A configuration file that cannot be used; the message says what to fix (one line).
 #[derive(Debug, Clone, PartialEq, Eq)]
