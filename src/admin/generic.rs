@@ -27,6 +27,7 @@ use std::fmt;
 const CKR_ATTRIBUTE_VALUE_INVALID: u64 = 0x13;
 const CKR_TEMPLATE_INCONSISTENT: u64 = 0xD1;
 const CKR_OBJECT_HANDLE_INVALID: u64 = 0x82;
+const CKR_WRAPPED_KEY_INVALID: u64 = 0x110;
 
 /// A generic key to make.
 pub struct NewGenericKey {
@@ -49,10 +50,24 @@ pub struct NewGenericKey {
     /// Plaintext key material (`C_CreateObject` with `allow_plaintext_import`); `None`
     /// generates the key in the token.
     pub material: Option<zeroize::Zeroizing<Vec<u8>>>,
+    /// A wrapped key the token unwraps into the new key (`C_UnwrapKey` with a Keyward AES
+    /// key: a plaintext import too, design §4, since the blob's maker knew the material).
+    pub unwrap: Option<UnwrapFrom>,
     /// `C_GenerateKey`, `C_GenerateKeyPair` or `C_CreateObject`, for the audit record.
     pub action: &'static str,
     /// What the audit record says about the template (mechanism, flags; never material).
     pub detail: String,
+}
+
+/// The wrapped material of an unwrap (design §4 "No side doors").
+#[derive(Debug, Clone)]
+pub struct UnwrapFrom {
+    /// The unwrapping Keyward key's internal `CKA_ID`.
+    pub unwrapping_id: Vec<u8>,
+    /// `CKM_AES_KEY_WRAP_PAD` (else `CKM_AES_KEY_WRAP`).
+    pub pad: bool,
+    /// The wrapped key.
+    pub wrapped: Vec<u8>,
 }
 
 impl fmt::Debug for NewGenericKey {
@@ -228,7 +243,8 @@ impl AdminService {
                 }
                 let ring_row = resources::get_key_ring(ctx.tx, &ring_res)?
                     .ok_or_else(|| refuse(0xE2, format!("key ring {ring_res} does not exist")))?;
-                if req.material.is_some() && !ring_row.allow_plaintext_import {
+                let plaintext = req.material.is_some() || req.unwrap.is_some();
+                if plaintext && !ring_row.allow_plaintext_import {
                     return Err(refuse(
                         CKR_TEMPLATE_INCONSISTENT,
                         "plaintext key material needs allow_plaintext_import on the ring",
@@ -275,8 +291,25 @@ impl AdminService {
                     exportable: req.exportable,
                     usage: req.usage,
                 };
-                let public_key = match &req.material {
-                    Some(m) => {
+                let public_key = match (&req.material, &req.unwrap) {
+                    (_, Some(u)) => {
+                        token
+                            .unwrap_generic_secret(&spec, &u.unwrapping_id, u.pad, &u.wrapped)
+                            .map_err(|e| {
+                                let rv = match e {
+                                    keyward_token::TokenError::InvalidArgument(_) => {
+                                        CKR_WRAPPED_KEY_INVALID
+                                    }
+                                    // SoftHSM2 2.6: a wrong integrity value is a general
+                                    // error; PKCS#11 says CKR_WRAPPED_KEY_INVALID.
+                                    ref other if other.ck_rv() == 0x5 => CKR_WRAPPED_KEY_INVALID,
+                                    ref other => other.ck_rv(),
+                                };
+                                refuse(rv, e.to_string())
+                            })?;
+                        None
+                    }
+                    (Some(m), None) => {
                         token.import_generic_secret(&spec, m).map_err(|e| {
                             let rv = match e {
                                 keyward_token::TokenError::InvalidArgument(_) => {
@@ -288,7 +321,7 @@ impl AdminService {
                         })?;
                         None
                     }
-                    None => token.generate_generic(&spec)?.map(|p| p.der),
+                    (None, None) => token.generate_generic(&spec)?.map(|p| p.der),
                 };
                 let written = (|| -> Res<u64> {
                     let rid = resources::insert(ctx.tx, &name, Some(ring_row.resource.id), ctx.now)?;
@@ -310,7 +343,7 @@ impl AdminService {
                             pub_cka_id: req.pub_cka_id.clone(),
                             pub_cka_label: req.pub_cka_label.clone(),
                             usage: usage_row(req.usage),
-                            local: req.material.is_none(),
+                            local: !plaintext,
                             creator_instance: caller.instance.clone(),
                         },
                     )?;

@@ -10,3 +10,4 @@ mod keygen;
 mod mechanisms;
 mod sessions;
 mod streaming;
+mod unwrap;

@@ -30,6 +30,8 @@ fn the_mechanism_list_reports_what_works_with_its_flags() {
         assert!(listed.contains(&m), "{m} missing from {listed:?}");
         let i = info(m);
         assert!(i.wrap(), "{m} without CKF_WRAP: {i:?}");
+        // C_UnwrapKey with an AES key made through the module (issue 14 item 9).
+        assert!(i.unwrap(), "{m} without CKF_UNWRAP: {i:?}");
         assert_eq!((i.min_key_size(), i.max_key_size()), (16, 32), "{m}: {i:?}");
     }
     let oaep = info(MechanismType::RSA_PKCS_OAEP);

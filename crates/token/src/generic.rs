@@ -306,6 +306,73 @@ impl Token {
     }
 }
 
+impl Token {
+    /// Unwraps `wrapped` (AES key wrap, or with padding: `pad`) with the secret key whose
+    /// internal `CKA_ID` is `unwrapping_id` into a token secret key of `spec` (AES or generic
+    /// secret, Keyward's custody), in the token: keywardd never sees the material. Where the
+    /// token reports the unwrapped key's size it must be `spec`'s, else the key is destroyed
+    /// again ([`TokenError::InvalidArgument`]).
+    pub fn unwrap_generic_secret(
+        &self,
+        spec: &GenericSpec<'_>,
+        unwrapping_id: &[u8],
+        pad: bool,
+        wrapped: &[u8],
+    ) -> Result<()> {
+        let (GenericKind::Aes(bytes) | GenericKind::Secret(bytes)) = spec.kind else {
+            return Err(TokenError::InvalidArgument(
+                "only AES keys and generic secrets are unwrapped".into(),
+            ));
+        };
+        spec.kind.check()?;
+        if spec.id.is_empty() {
+            return Err(TokenError::InvalidArgument(
+                "CKA_ID must not be empty".into(),
+            ));
+        }
+        let (mut secret, _) = templates(spec, self.mechanisms().copyable_accepted());
+        // The length comes from the wrapped key (PKCS#11 §4.10: not given to an unwrap).
+        secret.retain(|a| !matches!(a, Attribute::ValueLen(_)));
+        let mech = if pad {
+            Mechanism::AesKeyWrapPad
+        } else {
+            Mechanism::AesKeyWrap
+        };
+        self.write_session(|s| {
+            if !s
+                .find_objects(&[Attribute::Id(spec.id.to_vec())])?
+                .is_empty()
+            {
+                return Err(TokenError::InvalidArgument(format!(
+                    "CKA_ID {} is already used by an object in the token",
+                    crate::error::hex(spec.id)
+                )));
+            }
+            let key = crate::session_objects::unwrapping_key(s, unwrapping_id)?;
+            let h = s.unwrap_key(&mech, key, wrapped, &secret)?;
+            let len = s
+                .get_attributes(h, &[cryptoki::object::AttributeType::ValueLen])
+                .ok()
+                .and_then(|a| {
+                    a.into_iter().find_map(|a| match a {
+                        Attribute::ValueLen(n) => usize::try_from(u64::from(n)).ok(),
+                        _ => None,
+                    })
+                });
+            // A token that reports the unwrapped length (SoftHSM2 2.6 reports 0) must agree.
+            if len.is_some_and(|n| n != 0 && n != bytes) {
+                let _ = s.destroy_object(h);
+                return Err(TokenError::InvalidArgument(format!(
+                    "the unwrapped key has {len:?} bytes, not {bytes}"
+                )));
+            }
+            Ok(())
+        })?;
+        tracing::info!(kind = %spec.kind, id = %crate::error::hex(spec.id), "unwrapped generic secret key");
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -219,6 +219,42 @@ impl Token {
         made.map(|(h, generation)| SessionObject(h, generation))
     }
 
+    /// Unwraps `wrapped` (AES key wrap, RFC 3394, or with padding, RFC 5649: `pad`) with the
+    /// secret key whose internal `CKA_ID` is `unwrapping_id` into a session secret key of
+    /// `template`, in the token (keywardd never sees the material); returns it and its
+    /// `CKA_VALUE_LEN`.
+    pub fn unwrap_session_object(
+        &self,
+        unwrapping_id: &[u8],
+        pad: bool,
+        wrapped: &[u8],
+        template: &[WireAttribute],
+    ) -> Result<(SessionObject, usize)> {
+        let mut t = convert(template)?;
+        t.extend(forced(true, self.mechanisms().copyable_accepted()));
+        let mech = if pad {
+            Mechanism::AesKeyWrapPad
+        } else {
+            Mechanism::AesKeyWrap
+        };
+        let made = self.with_home_session(|s| {
+            let key = unwrapping_key(s, unwrapping_id)?;
+            let h = s.unwrap_key(&mech, key, wrapped, &t)?;
+            let len = match s.get_attributes(h, &[AttributeType::ValueLen]) {
+                Ok(a) => a.into_iter().find_map(|a| match a {
+                    Attribute::ValueLen(n) => usize::try_from(u64::from(n)).ok(),
+                    _ => None,
+                }),
+                Err(e) => {
+                    let _ = s.destroy_object(h);
+                    return Err(e);
+                }
+            };
+            Ok((h, len.unwrap_or(0)))
+        });
+        made.map(|((h, len), generation)| (SessionObject(h, generation), len))
+    }
+
     /// Generates a session key (`public` is empty) or key pair: (private or secret, public).
     pub fn generate_session_objects(
         &self,
@@ -365,6 +401,24 @@ impl Token {
             tracing::info!(count = found.len(), "destroyed orphaned session objects");
         }
         Ok(found.len())
+    }
+}
+
+/// The secret key with internal `CKA_ID` `id` (a Keyward key's token object), in session `s`.
+pub(crate) fn unwrapping_key(
+    s: &cryptoki::session::Session,
+    id: &[u8],
+) -> cryptoki::error::Result<ObjectHandle> {
+    let found = s.find_objects(&[
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::Id(id.to_vec()),
+    ])?;
+    match found.as_slice() {
+        [h] => Ok(*h),
+        _ => Err(cryptoki::error::Error::Pkcs11(
+            cryptoki::error::RvError::UnwrappingKeyHandleInvalid,
+            cryptoki::context::Function::UnwrapKey,
+        )),
     }
 }
 

@@ -335,16 +335,9 @@ impl ClientConnection {
             // A job this instance saw but that is gone now (audited by resolve_job).
             Some(Err(rv)) => return Err(rv),
             None => {
-                // Keyward keys do not unwrap anything (only import jobs do).
-                return match self.resolve(
-                    &view,
-                    &ctx,
-                    unwrapping_key,
-                    CKR_UNWRAPPING_KEY_HANDLE_INVALID,
-                ) {
-                    Ok(_) => Err(CKR_FUNCTION_NOT_SUPPORTED),
-                    Err(_) => Err(CKR_UNWRAPPING_KEY_HANDLE_INVALID),
-                };
+                // A Keyward key (AES, useToDecrypt: super::unwrap).
+                drop(view);
+                return self.unwrap_with_key(session, mechanism, unwrapping_key, wrapped, template);
             }
         };
         let refuse = |this: &Self, rv: u64, why: &str| {

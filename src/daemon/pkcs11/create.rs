@@ -30,7 +30,7 @@
 use super::ck::*;
 use super::objects::{Half, ObjectKey};
 use super::{ClientConnection, SlotCtx};
-use crate::admin::generic::NewGenericKey;
+use crate::admin::generic::{NewGenericKey, UnwrapFrom};
 use crate::admin::Caller;
 use crate::audit::Outcome;
 use crate::catalog::RingEntry;
@@ -319,7 +319,7 @@ impl ClientConnection {
     /// logged in as the user (PKCS#11 3.0 §4.4; SoftHSM2 answers the same), else
     /// `CKR_USER_NOT_LOGGED_IN`, audited, before anything is made: without it the key would
     /// be made and its handles be invalid at once in the session that asked (issue 14).
-    fn login_gate(&mut self, session: SessionId, action: &str) -> Result<(), u64> {
+    pub(super) fn login_gate(&mut self, session: SessionId, action: &str) -> Result<(), u64> {
         let slot = self.session(session)?.slot;
         let view = self.svc.view()?;
         let ctx = self.slot_ctx(slot, &view.state)?;
@@ -394,12 +394,14 @@ impl ClientConnection {
     }
 
     /// Makes the key through the admin service and returns the new objects' handles.
+    #[allow(clippy::too_many_arguments)]
     fn make_key(
         &mut self,
         ctx: &SlotCtx,
         ring: KeyRingName,
         t: KeyTemplate,
         material: Option<zeroize::Zeroizing<Vec<u8>>>,
+        unwrap: Option<UnwrapFrom>,
         action: &'static str,
         detail: String,
     ) -> Result<Pkcs11Response, u64> {
@@ -422,6 +424,7 @@ impl ClientConnection {
             pub_cka_id: t.pub_cka_id,
             pub_cka_label: t.pub_cka_label,
             material,
+            unwrap,
             action,
             detail,
         };
@@ -481,7 +484,7 @@ impl ClientConnection {
         let detail = format!("mechanism {:#x}, usage {:?}", mechanism.ty, t.usage);
         // Held while the token generates (the token's CPU, design §9).
         let _generating = self.generation_charge(&ctx.principal, &ctx.ring_name)?;
-        self.make_key(&ctx, ring, t, None, action, detail)
+        self.make_key(&ctx, ring, t, None, None, action, detail)
     }
 
     /// C_CreateObject (PKCS#11 3.0 §5.7): plaintext AES keys with `allow_plaintext_import`.
@@ -545,7 +548,41 @@ impl ClientConnection {
         };
         self.custody(&ctx, ACTION, &ring, entry.strict_templates, &mut kt)?;
         let detail = format!("plaintext {} import, usage {:?}", kt.kind, kt.usage);
-        self.make_key(&ctx, ring, kt, Some(value), ACTION, detail)
+        self.make_key(&ctx, ring, kt, Some(value), None, ACTION, detail)
+    }
+
+    /// C_UnwrapKey into the ring with a Keyward AES key ([`super::unwrap`]): a plaintext
+    /// import (`allow_plaintext_import`, else `CKR_TEMPLATE_INCONSISTENT`) that needs
+    /// kms.cryptoKeys.create (else `CKR_TOKEN_WRITE_PROTECTED`), with every creation's custody
+    /// and name rules; the token unwraps.
+    pub(super) fn unwrap_into_ring(
+        &mut self,
+        session: SessionId,
+        template: &[Attribute],
+        kind: GenericKind,
+        from: UnwrapFrom,
+        unwrapping: &str,
+    ) -> Result<Pkcs11Response, u64> {
+        const ACTION: &str = "C_UnwrapKey";
+        let (ctx, ring, entry) = self.creation_gate(session, ACTION)?;
+        if !entry.allow_plaintext_import {
+            return Err(self.template_refused(
+                &ctx,
+                ACTION,
+                CKR_TEMPLATE_INCONSISTENT,
+                "unwrapping into the ring is a plaintext import: it needs allow_plaintext_import",
+            ));
+        }
+        let mut kt = match key_template(kind, Tpl(template), None) {
+            Ok(t) => t,
+            Err(rv) => return Err(self.template_refused(&ctx, ACTION, rv, "template refused")),
+        };
+        self.custody(&ctx, ACTION, &ring, entry.strict_templates, &mut kt)?;
+        let detail = format!(
+            "plaintext {} import by unwrap with {unwrapping}, usage {:?}",
+            kt.kind, kt.usage
+        );
+        self.make_key(&ctx, ring, kt, None, Some(from), ACTION, detail)
     }
 
     /// C_DestroyObject (PKCS#11 3.0 §5.7): kms.cryptoKeyVersions.destroy, else

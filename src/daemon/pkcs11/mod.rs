@@ -40,6 +40,7 @@ pub mod objects;
 pub mod ops;
 pub mod session_objects;
 pub mod stream;
+pub mod unwrap;
 
 use crate::admin::generic::Pkcs11Extras;
 use crate::admin::{AdminService, Caller, Clock};

@@ -281,8 +281,9 @@ pub fn info(mechanism: u64) -> Option<MechanismInfo> {
             4096,
             CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP | CKF_UNWRAP,
         ),
-        // Export only: a Keyward AES key does not unwrap (yet).
-        CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_PAD => i(16, 32, CKF_WRAP),
+        // Wrap: export (export.rs); unwrap: with an AES key made through the module
+        // (unwrap.rs).
+        CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_PAD => i(16, 32, CKF_WRAP | CKF_UNWRAP),
         CKM_AES_GCM | CKM_AES_CBC_PAD | CKM_AES_CBC | CKM_AES_ECB | CKM_AES_CTR => {
             i(16, 32, CKF_ENCRYPT | CKF_DECRYPT)
         }

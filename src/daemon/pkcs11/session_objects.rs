@@ -53,6 +53,7 @@ const CKR_ATTRIBUTE_VALUE_INVALID: u64 = 0x13;
 const CKR_TEMPLATE_INCOMPLETE: u64 = 0xD0;
 const CKR_TEMPLATE_INCONSISTENT: u64 = 0xD1;
 const CKR_CURVE_NOT_SUPPORTED: u64 = 0x140;
+const CKR_WRAPPED_KEY_INVALID: u64 = 0x110;
 const CKO_DATA: u64 = 0;
 const CKO_CERTIFICATE: u64 = 1;
 
@@ -159,6 +160,17 @@ fn prepare(template: &[Attribute], class: u64, key_type: Option<u64>) -> Result<
         p.forward.push(attr(CKA_SENSITIVE, AttrValue::Bool(true)));
     }
     Ok(p)
+}
+
+/// The code of a failed token unwrap: SoftHSM2 2.6 answers a wrong integrity value with
+/// `CKR_GENERAL_ERROR`, which clients take as unrecoverable; PKCS#11 says
+/// `CKR_WRAPPED_KEY_INVALID` (the blob's length was checked before).
+pub(super) fn unwrap_rv(rv: u64) -> u64 {
+    if rv == CKR_GENERAL_ERROR {
+        CKR_WRAPPED_KEY_INVALID
+    } else {
+        rv
+    }
 }
 
 /// A generic secret's template with `CKA_SIGN`/`CKA_VERIFY` both TRUE when it sets neither
@@ -622,6 +634,73 @@ impl ClientConnection {
         Ok(Pkcs11Response::Object(handles[0]))
     }
 
+    /// C_UnwrapKey into a session object ([`super::unwrap`]): the token unwraps `wrapped`
+    /// with the Keyward key whose internal `CKA_ID` is `unwrapping_id` (its use already
+    /// decided and audited) into a secret key of `kind`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn unwrap_session_object(
+        &mut self,
+        session: SessionId,
+        template: &[Attribute],
+        (kind, key_type): (GenericKind, u64),
+        unwrapping_id: &[u8],
+        pad: bool,
+        wrapped: &[u8],
+        unwrapping: &str,
+    ) -> Result<Pkcs11Response, u64> {
+        const ACTION: &str = "C_UnwrapKey";
+        let (ctx, charges) = self.session_object_room(session, ACTION, 1)?;
+        let t = if key_type == CKK_GENERIC_SECRET {
+            mac_defaults(template)
+        } else {
+            template.to_vec()
+        };
+        let p = match prepare(&t, CKO_SECRET_KEY, Some(key_type)) {
+            Ok(p) => p,
+            Err(rv) => {
+                return Err(self.template_refused(
+                    &ctx,
+                    ACTION,
+                    rv,
+                    "session object template refused",
+                ))
+            }
+        };
+        self.private_allowed(&ctx, p.private)?;
+        let (made, len) = self
+            .svc
+            .token
+            .unwrap_session_object(unwrapping_id, pad, wrapped, &p.forward)
+            .map_err(|e| {
+                tracing::debug!(error = %e, "unwrapping into a session object failed");
+                unwrap_rv(e.ck_rv())
+            })?;
+        let expected = match kind {
+            GenericKind::Aes(n) | GenericKind::Secret(n) => n,
+            _ => 0,
+        };
+        // A token that reports the unwrapped length (SoftHSM2 2.6 reports 0) must agree.
+        if len != 0 && len != expected {
+            let _ = self.svc.token.destroy_session_object(made);
+            return Err(CKR_WRAPPED_KEY_INVALID);
+        }
+        let handles = self.register(
+            &ctx,
+            ACTION,
+            session,
+            vec![(made, CKO_SECRET_KEY, &p, Some(kind))],
+            charges,
+        )?;
+        self.created(
+            &ctx,
+            ACTION,
+            &[made],
+            &handles,
+            format!("{kind} secret key unwrapped with {unwrapping}"),
+        )?;
+        Ok(Pkcs11Response::Object(handles[0]))
+    }
+
     /// The value keywardd itself reports for `ty` of a session object, if it does.
     fn own_attribute(o: &SessionObj, ty: u64) -> Option<AttrResult> {
         let is_key = o.class != CKO_DATA;
@@ -633,6 +712,14 @@ impl ClientConnection {
             CKA_ID if is_key => v(AttrValue::Bytes(Blob::new(o.cka_id.clone()))),
             CKA_DERIVE if is_key => v(AttrValue::Bool(false)),
             CKA_COPYABLE => v(AttrValue::Bool(false)),
+            // keywardd's, from the kind it checked (a token may report 0 after an unwrap:
+            // SoftHSM2 2.6 does).
+            CKA_VALUE_LEN => match o.kind {
+                Some(GenericKind::Aes(n) | GenericKind::Secret(n)) => {
+                    v(AttrValue::Ulong(u64::try_from(n).unwrap_or(0)))
+                }
+                _ => None,
+            },
             CKA_ID | CKA_DERIVE => Some(AttrResult::TypeInvalid),
             _ => None,
         }
