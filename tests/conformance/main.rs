@@ -8,6 +8,7 @@ mod common;
 mod hmac;
 mod keygen;
 mod mechanisms;
+mod policy;
 mod sessions;
 mod streaming;
 mod unwrap;
