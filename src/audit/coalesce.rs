@@ -62,6 +62,28 @@ struct Open {
     ends: Instant,
     /// Denials merged since the last record of this key.
     merged: u64,
+    /// The time (ms) of the first and the last of them.
+    first_ms: i64,
+    last_ms: i64,
+}
+
+impl Open {
+    /// The record of the denials merged so far (their count goes with it): the template at
+    /// the time of the last one, its detail naming the span.
+    fn emit(&mut self) -> (NewRecord, u64) {
+        let n = std::mem::take(&mut self.merged);
+        let mut r = self.template.clone();
+        r.time_ms = self.last_ms;
+        let span = format!(
+            "{n} identical denials from time_ms {} to {} (coalesced)",
+            self.first_ms, self.last_ms
+        );
+        r.detail = Some(match r.detail.take() {
+            Some(d) => cap(&format!("{span}; {d}"), MAX_DETAIL).into_owned(),
+            None => span,
+        });
+        (r, n)
+    }
 }
 
 struct Bucket {
@@ -143,7 +165,7 @@ impl Coalescer {
             refused: None,
         };
         let denial = record.outcome == Outcome::Denied;
-        if denial && self.merge(&key(&record), now, &mut out.write) {
+        if denial && self.merge(&key(&record), record.time_ms, now, &mut out.write) {
             return out;
         }
         let uid = record.peer_uid;
@@ -151,7 +173,7 @@ impl Coalescer {
             if !self.take_token(uid, now) {
                 let refusal = self.refusal(record, uid);
                 let k = key(&refusal);
-                if !self.merge(&k, now, &mut out.write) {
+                if !self.merge(&k, refusal.time_ms, now, &mut out.write) {
                     self.open_window(k, &refusal, now, &mut out.write);
                     out.write.push((refusal, 1));
                 }
@@ -171,16 +193,26 @@ impl Coalescer {
 
     /// Counts a denial of `k` into its open window; true if it was merged. A window that
     /// ended is closed (its count goes to `write`).
-    fn merge(&mut self, k: &Key, now: Instant, write: &mut Vec<(NewRecord, u64)>) -> bool {
+    fn merge(
+        &mut self,
+        k: &Key,
+        time_ms: i64,
+        now: Instant,
+        write: &mut Vec<(NewRecord, u64)>,
+    ) -> bool {
         match self.open.get_mut(k) {
             Some(o) if now < o.ends => {
+                if o.merged == 0 {
+                    o.first_ms = time_ms;
+                }
                 o.merged = o.merged.saturating_add(1);
+                o.last_ms = time_ms;
                 true
             }
             Some(_) => {
-                if let Some(o) = self.open.remove(k) {
+                if let Some(mut o) = self.open.remove(k) {
                     if o.merged > 0 {
-                        write.push((o.template, o.merged));
+                        write.push(o.emit());
                     }
                 }
                 false
@@ -206,6 +238,8 @@ impl Coalescer {
                 template: template.clone(),
                 ends: now + self.limits.window,
                 merged: 0,
+                first_ms: template.time_ms,
+                last_ms: template.time_ms,
             },
         );
     }
@@ -293,7 +327,7 @@ impl Coalescer {
                 return true;
             }
             if o.merged > 0 {
-                out.push((o.template.clone(), o.merged));
+                out.push(o.emit());
             }
             false
         });
@@ -306,7 +340,7 @@ impl Coalescer {
         let mut out = Vec::new();
         for o in self.open.values_mut() {
             if o.merged > 0 {
-                out.push((o.template.clone(), std::mem::take(&mut o.merged)));
+                out.push(o.emit());
             }
         }
         out
@@ -366,6 +400,8 @@ mod tests {
         written.extend(c.take_due(t0 + Duration::from_secs(11)));
         assert_eq!(written.len(), 2);
         assert_eq!(total(&written), 1000);
+        let detail = written[1].0.detail.as_deref().unwrap();
+        assert!(detail.starts_with("999 identical denials"), "{detail}");
         // Allowed operations are never merged.
         let mut allowed_written = 0;
         for _ in 0..50 {
