@@ -30,6 +30,16 @@
 //!   (viewPublicKey or a use permission, else `CKR_ATTRIBUTE_SENSITIVE`; not found where the
 //!   key is not seen).
 //!
+//! HMAC keys and AES key unwrap (issue 14 items 8 and 9), on keys the maker made and bound
+//! like the AES key (not seen at key level):
+//! - `C_SignInit` / `C_VerifyInit` with a generic secret (`m-mac`): `CKM_SHA256_HMAC` and
+//!   `CKM_SHA256_HMAC_GENERAL`: useToSign / useToVerify; a truncated (16-byte) `_GENERAL` MAC
+//!   is verified only with useToSign too (design §9: a short-MAC verify is a forging oracle),
+//!   else `CKR_KEY_FUNCTION_NOT_PERMITTED`; a full-length one with useToVerify alone.
+//! - `C_UnwrapKey` (`CKM_AES_KEY_WRAP_PAD`) with an AES key made with `CKA_UNWRAP`
+//!   (`m-kwk`) of a blob the maker wrapped with it, into a session object: useToDecrypt on
+//!   `m-kwk`, else (or where it is not seen) `CKR_UNWRAPPING_KEY_HANDLE_INVALID`.
+//!
 //! The AES key's encryption cells follow design §9 ("Crypto semantics") too: a principal
 //! holding useToEncrypt but not useToDecrypt gets `CKR_MECHANISM_PARAM_INVALID` for a chosen
 //! GCM IV, keywardd's IV written into its zero `pIv` (GCM) or `cb` (CTR), and
@@ -94,6 +104,10 @@ const IV16: [u8; 16] = [7u8; 16];
 const CKM_AES_ECB: Ulong = 0x1081;
 const CKM_AES_CBC: Ulong = 0x1082;
 const CKM_AES_CBC_PAD: Ulong = 0x1085;
+const CKM_SHA256_HMAC_GENERAL: Ulong = 0x252;
+/// The HMAC key and the unwrapping key (both bound like m-aes).
+const MAC_LABEL: &[u8] = b"m-mac";
+const KWK_LABEL: &[u8] = b"m-kwk";
 
 /// Cells where keywardd differs from design §4, found by this test; they are reported
 /// and not asserted (role, level, call).
@@ -299,6 +313,26 @@ fn maker_child() {
         ];
         s.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
             .unwrap();
+    } else if let Some(label) = what.strip_prefix("mac:") {
+        let t = [
+            Attribute::Token(true),
+            Attribute::ValueLen(32.into()),
+            Attribute::Sign(true),
+            Attribute::Verify(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(label.as_bytes().to_vec()),
+        ];
+        s.generate_key(&Mechanism::GenericSecretKeyGen, &t).unwrap();
+    } else if let Some(rest) = what.strip_prefix("kwk:") {
+        // An AES key with CKA_WRAP and CKA_UNWRAP, and m-exp wrapped with it into a file:
+        // `kwk:LABEL:FILE`.
+        let (label, path) = rest.split_once(':').unwrap();
+        let mut t = aes_template(label.as_bytes());
+        t.extend([Attribute::Wrap(true), Attribute::Unwrap(true)]);
+        let kwk = s.generate_key(&Mechanism::AesKeyGen, &t).unwrap();
+        let exp = labelled(&s, ObjectClass::SECRET_KEY, EXP_LABEL);
+        let blob = s.wrap_key(&Mechanism::AesKeyWrapPad, kwk, exp).unwrap();
+        std::fs::write(path, blob).unwrap();
     } else if let Some(rest) = what.strip_prefix("cert:") {
         // A key's certificate (its SPKI pairs it with the key): `cert:LABEL:DER_FILE`.
         let (label, path) = rest.split_once(':').unwrap();
@@ -566,6 +600,10 @@ struct Handles {
     ca_der: Vec<u8>,
     /// The EC key's certificate (its key is bound like m-aes).
     ec_cert: ObjectHandle,
+    /// The HMAC key, the unwrapping key and a blob wrapped with it (AES-KWP).
+    mac: ObjectHandle,
+    kwk: ObjectHandle,
+    kwk_blob: Vec<u8>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -803,6 +841,62 @@ fn one_run(
             DATA
         );
     }
+
+    // HMAC (m-mac, bound like m-aes): the use gates; a truncated MAC's verify needs
+    // useToSign too (design §9).
+    let mac_h = h.mac.handle() as Ulong;
+    let short = Mech::Bytes(CKM_SHA256_HMAC_GENERAL, ulong_bytes(16));
+    let full = Mech::Bytes(CKM_SHA256_HMAC_GENERAL, ulong_bytes(32));
+    let plain = Mech::Plain(0x251);
+    let sign_gate = gate(aes_vis, aes_perms, P::UseToSign);
+    let verify_gate = gate(aes_vis, aes_perms, P::UseToVerify);
+    let short_verify_gate = verify_gate.map(|g| {
+        if g.is_ok() && !aes_perms.contains(P::UseToSign) {
+            Err(RvError::KeyFunctionNotPermitted)
+        } else {
+            g
+        }
+    });
+    for (what, mech, verify, expected) in [
+        ("SignInit mac", &plain, false, sign_gate),
+        ("SignInit mac general 16", &short, false, sign_gate),
+        ("VerifyInit mac", &plain, true, verify_gate),
+        ("VerifyInit mac general 32", &full, true, verify_gate),
+        ("VerifyInit mac general 16", &short, true, short_verify_gate),
+    ] {
+        let (rv, _) = raw_fresh(&|rs| {
+            let rv = if verify {
+                raw.verify_init(rs, mech, mac_h)
+            } else {
+                raw.sign_init(rs, Some(mech), mac_h)
+            };
+            (rv, vec![])
+        });
+        t.check(run, what, expected, raw_outcome(rv));
+    }
+
+    // C_UnwrapKey with m-kwk (bound like m-aes) into a session object: useToDecrypt.
+    let expected = Some(if aes_vis && aes_perms.contains(P::UseToDecrypt) {
+        Ok(())
+    } else {
+        Err(RvError::UnwrappingKeyHandleInvalid)
+    });
+    let got = outcome(anchor.unwrap_key(
+        &Mechanism::AesKeyWrapPad,
+        h.kwk,
+        &h.kwk_blob,
+        &[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Token(false),
+        ],
+    ));
+    t.check(
+        run,
+        "UnwrapKey with kwk into a session object",
+        expected,
+        got,
+    );
 
     // C_GenerateKey(Pair): kms.cryptoKeys.create on the ring.
     let expected = if ring_perms.contains(P::CryptoKeysCreate) {
@@ -1129,6 +1223,11 @@ fn denial_matrix_through_the_module() {
     assert_eq!(make(&env, &settings, &maker, "exp:m-exp2").len(), 1);
     assert_eq!(make(&env, &settings, &maker, "kek:m-kek2").len(), 1);
     assert_eq!(make(&env, &settings, &maker, "ec:m-ec").len(), 1);
+    assert_eq!(make(&env, &settings, &maker, "mac:m-mac").len(), 1);
+    let kwk_file = dir.join("kwk.blob");
+    let kwk_what = format!("kwk:m-kwk:{}", path_str(&kwk_file));
+    assert_eq!(make(&env, &settings, &maker, &kwk_what).len(), 1);
+    let kwk_blob = std::fs::read(&kwk_file).unwrap();
     // BYOK: an existing key to import into, the import job, one blob for every run.
     env.ctl(&[
         "key",
@@ -1226,6 +1325,8 @@ fn denial_matrix_through_the_module() {
     let exp2 = labelled(&anchor, ObjectClass::SECRET_KEY, EXP2_LABEL);
     let kek = labelled(&anchor, ObjectClass::SECRET_KEY, KEK_LABEL);
     let kek2 = labelled(&anchor, ObjectClass::SECRET_KEY, KEK2_LABEL);
+    let mac = labelled(&anchor, ObjectClass::SECRET_KEY, MAC_LABEL);
+    let kwk = labelled(&anchor, ObjectClass::SECRET_KEY, KWK_LABEL);
     let job = labelled(
         &anchor,
         ObjectClass::PRIVATE_KEY,
@@ -1335,6 +1436,9 @@ fn denial_matrix_through_the_module() {
         cert,
         ca_der,
         ec_cert,
+        mac,
+        kwk,
+        kwk_blob,
     };
 
     let t1 = Instant::now();
