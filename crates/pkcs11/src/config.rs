@@ -168,6 +168,15 @@ impl Config {
         reserved: Option<&str>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        Config::load_with(reserved, env, &read_file)
+    }
+
+    /// [`Config::load`] with `read_file` standing in for the file system (the fuzz harness).
+    fn load_with(
+        reserved: Option<&str>,
+        env: &dyn Fn(&str) -> Option<String>,
+        read_file: &dyn Fn(&Path, bool) -> Result<FileSettings, ConfigError>,
+    ) -> Result<Config, ConfigError> {
         let r = match reserved {
             Some(s) => parse_reserved(s)?,
             None => Reserved::default(),
@@ -255,11 +264,19 @@ fn read_file(path: &Path, required: bool) -> Result<FileSettings, ConfigError> {
             })
         }
     };
-    toml::from_str(&text).map_err(|e| ConfigError::File {
+    parse_file(path, &text)
+}
+
+/// Parses the text of the config file at `path`.
+fn parse_file(path: &Path, text: &str) -> Result<FileSettings, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::File {
         path: path.to_owned(),
         message: e.to_string(),
     })
 }
+
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 
 #[cfg(test)]
 mod tests {

@@ -21,6 +21,8 @@ pub mod crypto;
 pub mod envelope;
 pub mod error;
 pub mod frame;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 pub mod handshake;
 pub mod import;
 pub mod keys;

@@ -12,6 +12,8 @@
 
 mod args;
 pub mod entries;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 pub mod lists;
 mod out;
 #[cfg(test)]
