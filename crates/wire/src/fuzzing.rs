@@ -163,24 +163,13 @@ mod tests {
     /// Replays every file of `fuzz/corpus/wire/` (the seeds and what the fuzzer kept).
     #[test]
     fn corpus_replays() {
-        let n = crate::fuzzing::replay_dir("wire", super::wire);
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/wire");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            super::wire(&std::fs::read(&path).unwrap());
+            n += 1;
+        }
         assert!(n >= 20, "only {n} corpus files");
     }
-}
-
-/// Runs `harness` on every file of `fuzz/corpus/<target>/` and returns how many there were.
-#[cfg(test)]
-pub(crate) fn replay_dir(target: &str, harness: fn(&[u8])) -> usize {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        let data = std::fs::read(&path).unwrap();
-        let outcome = std::panic::catch_unwind(|| harness(&data));
-        assert!(outcome.is_ok(), "{} fails the harness", path.display());
-        n += 1;
-    }
-    n
 }
