@@ -2,6 +2,9 @@
 # Builds the fuzz targets on the stable toolchain and runs one (README "Fuzzing").
 #   bash fuzz/run.sh build                  # all targets, instrumented, into fuzz/target
 #   bash fuzz/run.sh TARGET [libFuzzer flags] # e.g. wire -runs=10000000
+#   bash fuzz/run.sh minimize TARGET          # fold fuzz/work/TARGET into corpus/TARGET
+# New finds go to fuzz/work/TARGET (not committed); `minimize` keeps an edge cover of the
+# committed corpus and the finds, which is what corpus/ holds (CI replays it).
 # libFuzzer (libfuzzer-sys, compiled by the system C++ compiler) with rustc's stable
 # SanitizerCoverage pass: inline 8-bit counters, PC table and comparison tracing, as
 # cargo-fuzz passes them, without the nightly-only -Zsanitizer (debug assertions and overflow
@@ -21,9 +24,22 @@ if [ "${1:-build}" = build ]; then
     cargo build --locked --release --target "$triple" --bins
     exit 0
 fi
+if [ "$1" = minimize ]; then
+    target="$2"
+    bin="$CARGO_TARGET_DIR/$triple/release/$target"
+    fresh="$(mktemp -d)"
+    mkdir -p "work/$target"
+    "$bin" -set_cover_merge=1 -use_counters=0 -max_len=4096 "$fresh" "corpus/$target" "work/$target"
+    # Named regression inputs stay under their names.
+    find "corpus/$target" -type f -name '*-*' ! -name 'seed-*' -exec cp {} "$fresh/" \;
+    rm -rf "corpus/$target"
+    mv "$fresh" "corpus/$target"
+    chmod 755 "corpus/$target"
+    exit 0
+fi
 target="$1"
 shift
 cargo build --locked --release --target "$triple" --bin "$target"
-mkdir -p "corpus/$target" "artifacts/$target"
+mkdir -p "work/$target" "artifacts/$target"
 exec "$CARGO_TARGET_DIR/$triple/release/$target" -artifact_prefix="artifacts/$target/" \
-    -max_len=4096 "$@" "corpus/$target"
+    -max_len=4096 -timeout=10 "$@" "work/$target" "corpus/$target"
