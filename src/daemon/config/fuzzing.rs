@@ -21,7 +21,7 @@ pub fn daemon_config(data: &[u8]) {
                 PinSource::File(f) => assert!(f.is_absolute()),
                 PinSource::Env(v) => assert!(!v.is_empty()),
             }
-            assert!(c.destroy_check_secs >= 1 && c.max_connections >= 1);
+            assert!(c.destroy_check_secs >= 1 && c.limits.max_connections >= 1);
             assert!(c.audit_checkpoint_secs >= 1);
         }
         Err(e) => assert!(!e.0.contains('\n'), "a message of several lines: {e:?}"),
