@@ -13,13 +13,16 @@
  *   1. pReserved of CK_C_INITIALIZE_ARGS: a NUL-terminated UTF-8 string of key=value
  *      settings separated by ';' or newlines (NSS: parameters="..."; p11-kit:
  *      x-init-reserved: ...). An unknown key makes C_Initialize return CKR_ARGUMENTS_BAD.
- *   2. The environment (KEYWARD_SOCKET, KEYWARD_TOKENS, KEYWARD_CREDENTIALS, KEYWARD_CONFIG).
+ *   2. The environment (KEYWARD_SOCKET, KEYWARD_TOKENS, KEYWARD_CREDENTIALS, KEYWARD_CONFIG,
+ *      KEYWARD_TIMEOUT, KEYWARD_KEYGEN_TIMEOUT).
  *   3. The config file: the file named by config= / KEYWARD_CONFIG (which must exist), else
  *      /etc/keyward/module.toml if it exists. TOML:
  *          socket      = "/run/keyward/client.sock"
  *          tokens      = ["organizations/acme/keyRings/root-ca=Acme Root CA",
  *                         "projects/payments/keyRings/web"]
  *          credentials = "/etc/keyward/web.key"
+ *          timeout     = 30
+ *          keygen_timeout = 300
  *      A file that cannot be read or parsed makes C_Initialize return CKR_FUNCTION_FAILED.
  *   4. Defaults.
  */
@@ -59,6 +62,22 @@
 #define KEYWARD_ENV_CREDENTIALS "KEYWARD_CREDENTIALS"
 #define KEYWARD_SETTING_CREDENTIALS "credentials"
 
+/*
+ * Call deadlines, in seconds (a decimal number, more than 0 and at most 86400; anything else
+ * makes C_Initialize fail): how long one call waits for keywardd's answer. "keygen_timeout"
+ * applies to C_GenerateKey, C_GenerateKeyPair and C_UnwrapKey, "timeout" to every other call.
+ * A call whose deadline passes returns CKR_DEVICE_REMOVED (or the closest code the function
+ * may return) and ends the sessions of that connection (CKR_SESSION_HANDLE_INVALID after);
+ * the next C_OpenSession connects again. Settings "timeout", "keygen_timeout"; environment
+ * KEYWARD_TIMEOUT, KEYWARD_KEYGEN_TIMEOUT.
+ */
+#define KEYWARD_ENV_TIMEOUT "KEYWARD_TIMEOUT"
+#define KEYWARD_SETTING_TIMEOUT "timeout"
+#define KEYWARD_DEFAULT_TIMEOUT_SECS 30
+#define KEYWARD_ENV_KEYGEN_TIMEOUT "KEYWARD_KEYGEN_TIMEOUT"
+#define KEYWARD_SETTING_KEYGEN_TIMEOUT "keygen_timeout"
+#define KEYWARD_DEFAULT_KEYGEN_TIMEOUT_SECS 300
+
 /* The config file. Setting "config", environment KEYWARD_CONFIG. */
 #define KEYWARD_ENV_CONFIG "KEYWARD_CONFIG"
 #define KEYWARD_SETTING_CONFIG "config"
@@ -74,8 +93,9 @@
  * - keywardd down: C_Initialize still succeeds (it never needs the daemon); configured
  *   tokens are listed without CKF_TOKEN_PRESENT (slots are CKF_REMOVABLE_DEVICE);
  *   C_GetTokenInfo and C_OpenSession return CKR_TOKEN_NOT_PRESENT. A session whose
- *   connection died returns CKR_DEVICE_REMOVED on the call that found out and
- *   CKR_SESSION_HANDLE_INVALID afterwards; the next C_OpenSession reconnects.
+ *   connection died (or whose call met its deadline) returns CKR_DEVICE_REMOVED on the call
+ *   that found out and CKR_SESSION_HANDLE_INVALID afterwards; the next C_OpenSession
+ *   reconnects.
  * - fork: the child gets CKR_CRYPTOKI_NOT_INITIALIZED until it calls C_Initialize; the parent
  *   is unaffected.
  * - Locking: the module uses OS locks. CK_C_INITIALIZE_ARGS with mutex callbacks but without

@@ -6,4 +6,5 @@
 mod common;
 
 mod startup;
+mod stopped;
 mod token_head;

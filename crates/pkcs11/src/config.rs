@@ -4,12 +4,21 @@
 //! Settings, each from the first source that has it:
 //! 1. `pReserved` of `CK_C_INITIALIZE_ARGS` (NSS `parameters=`, p11-kit
 //!    `x-init-reserved:`): a NUL-terminated string of `key=value` settings separated by `;`
-//!    or newlines; keys `socket`, `tokens`, `credentials`, `config`;
+//!    or newlines; keys `socket`, `tokens`, `credentials`, `config`, `timeout`,
+//!    `keygen_timeout`;
 //! 2. the environment: `KEYWARD_SOCKET`, `KEYWARD_TOKENS`, `KEYWARD_CREDENTIALS`,
-//!    `KEYWARD_CONFIG`;
+//!    `KEYWARD_CONFIG`, `KEYWARD_TIMEOUT`, `KEYWARD_KEYGEN_TIMEOUT`;
 //! 3. the config file (`config=` / `KEYWARD_CONFIG`, else `/etc/keyward/module.toml` if it
-//!    exists): TOML with `socket`, `tokens` (a list), `credentials`;
-//! 4. defaults: socket `/run/keyward/client.sock`, no tokens, no credentials.
+//!    exists): TOML with `socket`, `tokens` (a list), `credentials`, `timeout`,
+//!    `keygen_timeout`;
+//! 4. defaults: socket `/run/keyward/client.sock`, no tokens, no credentials, deadlines
+//!    [`DEFAULT_TIMEOUT`] and [`DEFAULT_KEYGEN_TIMEOUT`].
+//!
+//! **Deadlines** (issue 15 item 3): how long one call waits for keywardd's answer, in
+//! seconds (a decimal number, more than 0 and at most [`MAX_TIMEOUT_SECS`]):
+//! `keygen_timeout` for key generation and unwrapping (an RSA key generation on a slow token
+//! takes seconds), `timeout` for every other call. A call whose deadline passes answers
+//! `CKR_DEVICE_REMOVED` and ends the connection's sessions (design §4).
 //!
 //! A token entry is `RING` or `RING=LABEL`, `RING` the key ring's full name
 //! (`organizations/acme/keyRings/root-ca`, `projects/p/keyRings/r`); the label defaults to the
@@ -22,6 +31,7 @@ use keyward_wire::pkcs11::ConfiguredToken;
 use keyward_wire::ServiceAccountKey;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use zeroize::Zeroizing;
 
 /// The client socket when nothing says otherwise.
@@ -30,6 +40,12 @@ pub const DEFAULT_SOCKET: &str = "/run/keyward/client.sock";
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/keyward/module.toml";
 /// A token label holds at most 32 bytes (`CK_TOKEN_INFO.label`).
 pub const MAX_LABEL_LEN: usize = 32;
+/// The deadline of a call other than key generation and unwrapping (`timeout`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The deadline of C_GenerateKey, C_GenerateKeyPair and C_UnwrapKey (`keygen_timeout`).
+pub const DEFAULT_KEYGEN_TIMEOUT: Duration = Duration::from_secs(300);
+/// The longest deadline accepted, in seconds (a day).
+pub const MAX_TIMEOUT_SECS: f64 = 86_400.0;
 
 /// The module's settings for one instance (fixed at C_Initialize).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +56,10 @@ pub struct Config {
     pub tokens: Vec<ConfiguredToken>,
     /// The credential file (`KEYWARD_CREDENTIALS`).
     pub credentials: Option<PathBuf>,
+    /// How long a call waits for keywardd (`timeout`).
+    pub timeout: Duration,
+    /// How long key generation and unwrapping wait for keywardd (`keygen_timeout`).
+    pub keygen_timeout: Duration,
 }
 
 /// A configuration error: C_Initialize fails with `CKR_FUNCTION_FAILED` (a bad `pReserved`
@@ -82,6 +102,8 @@ struct FileSettings {
     socket: Option<PathBuf>,
     tokens: Option<Vec<String>>,
     credentials: Option<PathBuf>,
+    timeout: Option<f64>,
+    keygen_timeout: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -90,6 +112,8 @@ struct Reserved {
     tokens: Option<String>,
     credentials: Option<String>,
     config: Option<String>,
+    timeout: Option<String>,
+    keygen_timeout: Option<String>,
 }
 
 fn parse_reserved(s: &str) -> Result<Reserved, ConfigError> {
@@ -108,9 +132,12 @@ fn parse_reserved(s: &str) -> Result<Reserved, ConfigError> {
             "tokens" => r.tokens = value,
             "credentials" => r.credentials = value,
             "config" => r.config = value,
+            "timeout" => r.timeout = value,
+            "keygen_timeout" => r.keygen_timeout = value,
             other => {
                 return Err(ConfigError::Reserved(format!(
-                    "unknown setting '{other}' (known: socket, tokens, credentials, config)"
+                    "unknown setting '{other}' (known: socket, tokens, credentials, config, \
+                     timeout, keygen_timeout)"
                 )))
             }
         }
@@ -146,6 +173,37 @@ pub fn parse_token(entry: &str) -> Result<ConfiguredToken, ConfigError> {
         ring: ring.to_owned(),
         label: label.to_owned(),
     })
+}
+
+/// Parses a deadline in seconds (`timeout`, `keygen_timeout`): more than 0, at most
+/// [`MAX_TIMEOUT_SECS`].
+pub fn parse_timeout(key: &str, secs: f64) -> Result<Duration, ConfigError> {
+    if !(secs > 0.0 && secs <= MAX_TIMEOUT_SECS) {
+        return Err(ConfigError::Invalid(format!(
+            "{key} = {secs}: a number of seconds, more than 0 and at most {MAX_TIMEOUT_SECS}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The deadline `key` from a `pReserved` or environment string, else from the file, else
+/// `default`.
+fn timeout_setting(
+    key: &str,
+    text: Option<String>,
+    file: Option<f64>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let secs = match text {
+        Some(t) => t.trim().parse::<f64>().map_err(|_| {
+            ConfigError::Invalid(format!("{key} = '{t}': expected a number of seconds"))
+        })?,
+        None => match file {
+            Some(f) => f,
+            None => return Ok(default),
+        },
+    };
+    parse_timeout(key, secs)
 }
 
 fn parse_tokens<'a>(
@@ -201,10 +259,24 @@ impl Config {
             .map(PathBuf::from)
             .or_else(|| env("KEYWARD_CREDENTIALS").map(PathBuf::from))
             .or(file.credentials);
+        let timeout = timeout_setting(
+            "timeout",
+            r.timeout.or_else(|| env("KEYWARD_TIMEOUT")),
+            file.timeout,
+            DEFAULT_TIMEOUT,
+        )?;
+        let keygen_timeout = timeout_setting(
+            "keygen_timeout",
+            r.keygen_timeout.or_else(|| env("KEYWARD_KEYGEN_TIMEOUT")),
+            file.keygen_timeout,
+            DEFAULT_KEYGEN_TIMEOUT,
+        )?;
         Ok(Config {
             socket,
             tokens,
             credentials,
+            timeout,
+            keygen_timeout,
         })
     }
 
@@ -403,6 +475,43 @@ mod tests {
     }
 
     #[test]
+    fn deadlines() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("m.toml");
+        std::fs::write(&f, "").unwrap();
+        let cfg = f.to_str().unwrap();
+        let c = Config::load(None, &env_of(&[("KEYWARD_CONFIG", cfg)])).unwrap();
+        assert_eq!(
+            (c.timeout, c.keygen_timeout),
+            (DEFAULT_TIMEOUT, DEFAULT_KEYGEN_TIMEOUT)
+        );
+        std::fs::write(&f, "timeout = 7\nkeygen_timeout = 60.5\n").unwrap();
+        let c = Config::load(None, &env_of(&[("KEYWARD_CONFIG", cfg)])).unwrap();
+        assert_eq!(c.timeout, Duration::from_secs(7));
+        assert_eq!(c.keygen_timeout, Duration::from_millis(60_500));
+        let env = env_of(&[("KEYWARD_CONFIG", cfg), ("KEYWARD_TIMEOUT", "3")]);
+        assert_eq!(
+            Config::load(None, &env).unwrap().timeout,
+            Duration::from_secs(3)
+        );
+        let c = Config::load(Some("timeout=2;keygen_timeout=0.5"), &env).unwrap();
+        assert_eq!(c.timeout, Duration::from_secs(2));
+        assert_eq!(c.keygen_timeout, Duration::from_millis(500));
+        for bad in [
+            "timeout=0",
+            "timeout=-1",
+            "timeout=abc",
+            "keygen_timeout=1e9",
+            "timeout=NaN",
+        ] {
+            assert!(
+                matches!(Config::load(Some(bad), &env), Err(ConfigError::Invalid(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn credentials_file() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
@@ -419,6 +528,8 @@ mod tests {
                 socket: PathBuf::from(DEFAULT_SOCKET),
                 tokens: vec![],
                 credentials: Some(cred.clone()),
+                timeout: DEFAULT_TIMEOUT,
+                keygen_timeout: DEFAULT_KEYGEN_TIMEOUT,
             };
             let e = c.read_credentials().unwrap_err();
             assert!(matches!(e, ConfigError::CredentialsOpen { .. }), "{e}");
@@ -430,6 +541,8 @@ mod tests {
             socket: PathBuf::from(DEFAULT_SOCKET),
             tokens: vec![],
             credentials: Some(cred.clone()),
+            timeout: DEFAULT_TIMEOUT,
+            keygen_timeout: DEFAULT_KEYGEN_TIMEOUT,
         };
         let key = c.read_credentials().unwrap().unwrap();
         assert_eq!(key.expose_secret(), "kwAbC123.0123456789abcdefghijkl");

@@ -61,8 +61,8 @@ use std::time::{Duration, Instant};
 pub static STATE: RwLock<Option<Arc<Instance>>> = RwLock::new(None);
 
 /// How long C_Initialize waits for keywardd's handshake when fetching the slot list, and any
-/// later connect waits for the handshake (token calls after it have no timeout: RSA key
-/// generation can take seconds).
+/// later connect waits for the handshake (calls after it have their own deadlines:
+/// [`Instance::deadline`]).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connections (lanes) one instance may hold: sessions beyond this many share them.
@@ -257,6 +257,8 @@ impl Sessions {
 pub struct Conn {
     client: Option<Client>,
     generation: u64,
+    /// The socket timeouts the client has now (set per call: [`Instance::deadline`]).
+    timeout: Option<Duration>,
 }
 
 /// What the lanes share: the generation (moved on whenever a connection breaks, which ends
@@ -465,10 +467,12 @@ impl Instance {
             Err(e) if e.is_disconnect() => return Err(Error::TokenNotPresent(e.to_string())),
             Err(e) => return Err(Error::Wire(e)),
         };
+        // The login replays below wait as long as any call.
+        let timeout = self.config.timeout;
         client
             .stream()
-            .set_read_timeout(None)
-            .and_then(|()| client.stream().set_write_timeout(None))
+            .set_read_timeout(Some(timeout))
+            .and_then(|()| client.stream().set_write_timeout(Some(timeout)))
             .map_err(|e| Error::TokenNotPresent(e.to_string()))?;
         link.secret = Some(client.instance_secret().clone());
         let logins: Vec<(SlotId, Login)> = self
@@ -497,8 +501,22 @@ impl Instance {
             }
         }
         conn.client = Some(client);
+        conn.timeout = Some(timeout);
         self.up[lane].store(true, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// How long `request` waits for keywardd's answer (issue 15 item 3): the configured
+    /// `keygen_timeout` for key generation and unwrapping, which take seconds on a real
+    /// token, `timeout` for everything else. A stopped or hung keywardd never holds a caller
+    /// longer.
+    pub fn deadline(&self, request: &Pkcs11Request) -> Duration {
+        match request {
+            Pkcs11Request::GenerateKey { .. }
+            | Pkcs11Request::GenerateKeyPair { .. }
+            | Pkcs11Request::UnwrapKey { .. } => self.config.keygen_timeout,
+            _ => self.config.timeout,
+        }
     }
 
     fn exchange(
@@ -508,7 +526,21 @@ impl Instance {
         request: Pkcs11Request,
     ) -> Result<Pkcs11Response, Error> {
         let client = conn.client.as_mut().ok_or(Error::Wire(WireError::Broken))?;
-        match client.call(RequestBody::Pkcs11(request)) {
+        let deadline = self.deadline(&request);
+        let mut set = Ok(());
+        if conn.timeout != Some(deadline) {
+            set = client
+                .stream()
+                .set_read_timeout(Some(deadline))
+                .and_then(|()| client.stream().set_write_timeout(Some(deadline)));
+            conn.timeout = set.is_ok().then_some(deadline);
+        }
+        // Never a call without its deadline: a socket that refuses one goes as if broken.
+        let answer = match set {
+            Ok(()) => client.call(RequestBody::Pkcs11(request)),
+            Err(e) => Err(WireError::Io(e)),
+        };
+        match answer {
             Ok(ResponseBody::Pkcs11(r)) => Ok(r),
             Ok(ResponseBody::Admin(_)) => Err(Error::UnexpectedResponse("admin response")),
             Ok(ResponseBody::Crypto(_)) => Err(Error::UnexpectedResponse("crypto response")),
@@ -563,7 +595,10 @@ impl Instance {
     ) -> Result<Pkcs11Response, Error> {
         let idle = self.lane_idle(lane, conn.generation);
         match self.exchange(lane, conn, request.clone()) {
-            Err(Error::Wire(e)) if idle && e.is_disconnect() => {
+            // Not after a deadline: that request may have been (or still be) served.
+            Err(Error::Wire(e))
+                if idle && e.is_disconnect() && !matches!(e, WireError::Timeout) =>
+            {
                 tracing::debug!(lane, error = %e, "an idle lane was closed; connecting again");
                 self.ensure_connected(lane, conn)?;
                 self.exchange(lane, conn, request)
@@ -627,7 +662,10 @@ impl Instance {
         let request = Pkcs11Request::OpenSession { slot, read_write };
         let answer = match self.exchange(lane, &mut conn, request.clone()) {
             // An idle lane keywardd closed as the request went out (not served): once more.
-            Err(Error::Wire(e)) if idle && e.is_disconnect() => {
+            // Not after a deadline: that request may have been (or still be) served.
+            Err(Error::Wire(e))
+                if idle && e.is_disconnect() && !matches!(e, WireError::Timeout) =>
+            {
                 self.ensure_connected(lane, &mut conn)
                     .map_err(Open::Connect)?;
                 self.exchange(lane, &mut conn, request)
@@ -845,6 +883,8 @@ mod tests {
                 socket: "/nonexistent".into(),
                 tokens: vec![],
                 credentials: None,
+                timeout: crate::config::DEFAULT_TIMEOUT,
+                keygen_timeout: crate::config::DEFAULT_KEYGEN_TIMEOUT,
             },
             slots: vec![],
             lanes: Default::default(),
