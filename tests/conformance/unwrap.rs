@@ -141,6 +141,7 @@ fn aes_key_unwrap_needs_use_to_decrypt_and_runs_in_the_token() {
         Attribute::Value(kek_bytes.clone()),
         Attribute::Unwrap(true),
         Attribute::Label(b"kek".to_vec()),
+        Attribute::Id(b"kek".to_vec()),
     ])
     .expect("the KEK");
 
@@ -245,6 +246,58 @@ fn aes_key_unwrap_needs_use_to_decrypt_and_runs_in_the_token() {
         rv(s.unwrap_key(&Mechanism::AesKeyWrapPad, k, &kwp, &t)),
         RvError::AttributeValueInvalid
     );
+    // pkcs11-tool --unwrap (a token key: into the ring) of a KWP blob, with the KEK by its
+    // CKA_ID: refused to the principal without useToDecrypt, done for the one with it.
+    let blob_file = env.dir().join("mac.kwp");
+    std::fs::write(&blob_file, &kwp).unwrap();
+    let tool = |pin: &str| {
+        Command::new("pkcs11-tool")
+            .arg("--module")
+            .arg(module::module_path())
+            .args(["--slot", &module::ring_slot_id(RING).to_string()])
+            .args(["--login", "--pin", pin, "--unwrap", "-m", "0x210a"])
+            .args(["--id", &hex(b"kek"), "--key-type", "GENERIC:64"])
+            .arg("-i")
+            .arg(&blob_file)
+            .env("KEYWARD_SOCKET", &env.client_socket)
+            .env("KEYWARD_CONFIG", env.dir().join("module.toml"))
+            .output()
+            .expect("pkcs11-tool")
+    };
+    let out = tool(&enc);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "pkcs11-tool --unwrap without useToDecrypt: {text}"
+    );
+    assert!(text.contains("CKR_UNWRAPPING_KEY_HANDLE_INVALID"), "{text}");
+    let out = tool(&owner);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "pkcs11-tool --unwrap: {text}");
+    // pkcs11-tool 0.23 sends no label and asks CKA_VERIFY only: the one unlabelled generic
+    // secret verifies openssl's MAC of the known key.
+    let made = s
+        .find_objects(&[
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::Label(vec![]),
+        ])
+        .unwrap();
+    assert_eq!(made.len(), 1, "{text}");
+    let want = openssl_hmac_sha256(&mac_key, &data);
+    let want: Vec<u8> = (0..want.len() / 2)
+        .map(|i| u8::from_str_radix(&want[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    s.verify(&Mechanism::Sha256Hmac, made[0], &data, &want)
+        .expect("the unwrapped key verifies openssl's MAC");
+
     // Without allow_plaintext_import on the ring, refused.
     env.ctl(&[
         "keyring",

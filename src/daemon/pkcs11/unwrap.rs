@@ -8,8 +8,10 @@
 //! - Mechanisms: `CKM_AES_KEY_WRAP` (RFC 3394) and `CKM_AES_KEY_WRAP_PAD` (RFC 5649), without
 //!   parameters; run by the token, never composed here (keywardd would see the material).
 //! - The new key: `CKO_SECRET_KEY` of `CKK_AES` (16, 24, 32 bytes) or `CKK_GENERIC_SECRET`
-//!   (32 to 128 bytes), its length the wrapped key's (`CKA_VALUE_LEN` is not given;
-//!   a blob of another length is `CKR_WRAPPED_KEY_LEN_RANGE`); private keys are not unwrapped.
+//!   (32 to 128 bytes) of the wrapped key's length: the blob's less 8 bytes, or
+//!   `CKA_VALUE_LEN` if the template gives one that fits the blob (with padding up to 7 bytes
+//!   fewer; else `CKR_TEMPLATE_INCONSISTENT`); a blob of another length is
+//!   `CKR_WRAPPED_KEY_LEN_RANGE`. Private keys are not unwrapped.
 //!   A session must be logged in as the user (`CKR_USER_NOT_LOGGED_IN`, audited).
 //! - Into a session object (`CKA_TOKEN` FALSE or absent): the module instance's, as any
 //!   session object. Into the ring (`CKA_TOKEN=TRUE`): a plaintext import (the blob's maker
@@ -50,20 +52,38 @@ fn ulong(t: &[Attribute], ty: u64) -> Result<Option<u64>, u64> {
 }
 
 /// The kind of key a template and a blob of `wrapped` bytes make: (kind, `CKA_KEY_TYPE`).
-fn target_kind(template: &[Attribute], wrapped: usize) -> Result<(GenericKind, u64), u64> {
+/// `CKA_VALUE_LEN`, if given, must fit the blob (RFC 3394: its length less 8 bytes; RFC 5649
+/// with padding, `pad`: up to 7 bytes fewer); else the key has the blob's length less 8.
+fn target_kind(
+    template: &[Attribute],
+    wrapped: usize,
+    pad: bool,
+) -> Result<(GenericKind, u64), u64> {
     match ulong(template, CKA_CLASS)? {
         Some(CKO_SECRET_KEY) => {}
         None => return Err(CKR_TEMPLATE_INCOMPLETE),
         // Private keys (plaintext private keys are not taken, design §4), anything else.
         Some(_) => return Err(CKR_TEMPLATE_INCONSISTENT),
     }
-    if template.iter().any(|a| a.ty == CKA_VALUE_LEN) {
-        return Err(CKR_TEMPLATE_INCONSISTENT);
-    }
-    let len = wrapped
+    let full = wrapped
         .checked_sub(KW_OVERHEAD)
         .filter(|_| wrapped % KW_OVERHEAD == 0)
         .ok_or(CKR_WRAPPED_KEY_LEN_RANGE)?;
+    let len = match ulong(template, CKA_VALUE_LEN)? {
+        None => full,
+        Some(n) => {
+            let n = usize::try_from(n).map_err(|_| CKR_TEMPLATE_INCONSISTENT)?;
+            let fits = if pad {
+                n <= full && n + KW_OVERHEAD > full
+            } else {
+                n == full
+            };
+            if !fits {
+                return Err(CKR_TEMPLATE_INCONSISTENT);
+            }
+            n
+        }
+    };
     let key_type = ulong(template, CKA_KEY_TYPE)?.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
     let kind = match key_type {
         CKK_AES => GenericKind::Aes(len),
@@ -162,12 +182,19 @@ impl ClientConnection {
         }
         let unwrapping_id = obj.token_id().to_vec();
         let granted = d.granted_by.map(|b| format!("granted by {b}; unwrap"));
-        let (kind, key_type) = match target_kind(template, wrapped.len()) {
+        let (kind, key_type) = match target_kind(template, wrapped.len(), pad) {
             Ok(k) => k,
             Err(rv) => return refuse(self, rv, "unwrap template or blob length refused"),
         };
         let principal = ctx.principal.clone();
         drop(view);
+        // The length is the blob's (checked above); the token is not told it.
+        let template: Vec<Attribute> = template
+            .iter()
+            .filter(|a| a.ty != CKA_VALUE_LEN)
+            .cloned()
+            .collect();
+        let template = template.as_slice();
         self.login_gate(session, ACTION)?;
         self.record(
             &principal,
@@ -216,22 +243,43 @@ mod tests {
             u(CKA_CLASS, CKO_SECRET_KEY),
             u(CKA_KEY_TYPE, CKK_GENERIC_SECRET),
         ];
-        assert_eq!(target_kind(&aes, 40), Ok((GenericKind::Aes(32), CKK_AES)));
         assert_eq!(
-            target_kind(&mac, 72),
+            target_kind(&aes, 40, false),
+            Ok((GenericKind::Aes(32), CKK_AES))
+        );
+        assert_eq!(
+            target_kind(&mac, 72, true),
             Ok((GenericKind::Secret(64), CKK_GENERIC_SECRET))
         );
-        assert_eq!(target_kind(&aes, 72), Err(CKR_WRAPPED_KEY_LEN_RANGE));
-        assert_eq!(target_kind(&aes, 4), Err(CKR_WRAPPED_KEY_LEN_RANGE));
-        assert_eq!(target_kind(&aes, 41), Err(CKR_WRAPPED_KEY_LEN_RANGE));
-        assert_eq!(target_kind(&mac, 24), Err(CKR_WRAPPED_KEY_LEN_RANGE));
+        assert_eq!(target_kind(&aes, 72, true), Err(CKR_WRAPPED_KEY_LEN_RANGE));
+        assert_eq!(target_kind(&aes, 4, true), Err(CKR_WRAPPED_KEY_LEN_RANGE));
+        assert_eq!(target_kind(&aes, 41, true), Err(CKR_WRAPPED_KEY_LEN_RANGE));
+        assert_eq!(target_kind(&mac, 24, true), Err(CKR_WRAPPED_KEY_LEN_RANGE));
         assert_eq!(
-            target_kind(&[u(CKA_CLASS, CKO_PRIVATE_KEY)], 40),
+            target_kind(&[u(CKA_CLASS, CKO_PRIVATE_KEY)], 40, true),
             Err(CKR_TEMPLATE_INCONSISTENT)
         );
-        assert_eq!(target_kind(&[], 40), Err(CKR_TEMPLATE_INCOMPLETE));
-        let mut with_len = aes.to_vec();
-        with_len.push(u(CKA_VALUE_LEN, 32));
-        assert_eq!(target_kind(&with_len, 40), Err(CKR_TEMPLATE_INCONSISTENT));
+        assert_eq!(target_kind(&[], 40, true), Err(CKR_TEMPLATE_INCOMPLETE));
+        // CKA_VALUE_LEN must fit the blob: exactly without padding, within 7 bytes with.
+        let with_len = |n| {
+            let mut t = mac.to_vec();
+            t.push(u(CKA_VALUE_LEN, n));
+            t
+        };
+        assert_eq!(
+            target_kind(&with_len(60), 72, true),
+            Ok((GenericKind::Secret(60), CKK_GENERIC_SECRET))
+        );
+        assert_eq!(
+            target_kind(&with_len(64), 72, false),
+            Ok((GenericKind::Secret(64), CKK_GENERIC_SECRET))
+        );
+        for (n, pad) in [(60, false), (56, true), (65, true)] {
+            assert_eq!(
+                target_kind(&with_len(n), 72, pad),
+                Err(CKR_TEMPLATE_INCONSISTENT),
+                "{n} {pad}"
+            );
+        }
     }
 }
