@@ -23,8 +23,8 @@ use cryptoki::mechanism::Mechanism as CkMech;
 use cryptoki::object::{Attribute as CkAttr, ObjectClass};
 use cryptoki::session::UserType;
 use keyward_wire::pkcs11::{
-    AttrValue, Attribute, Blob, MechParams, Mechanism, ObjectHandle, Operation, Pkcs11Request as R,
-    Pkcs11Response as P, SessionId, SlotId,
+    AttrValue, Attribute, Blob, GcmLayout, GcmParams, MechParams, Mechanism, ObjectHandle,
+    Operation, Pkcs11Request as R, Pkcs11Response as P, SessionId, SlotId,
 };
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -40,7 +40,7 @@ const CKA_PUBLIC_EXPONENT: u64 = 0x122;
 const CKA_PRIVATE: u64 = 0x2;
 const CKA_ENCRYPT: u64 = 0x104;
 const CKA_DECRYPT: u64 = 0x105;
-const CKM_AES_CBC_PAD: u64 = 0x1085;
+const CKM_AES_GCM: u64 = 0x1087;
 const CKM_SHA256: u64 = 0x250;
 const CKM_AES_KEY_GEN: u64 = 0x1080;
 const CKM_RSA_PKCS_KEY_PAIR_GEN: u64 = 0x0;
@@ -324,6 +324,35 @@ fn digest_update(p: &mut P11, session: SessionId, data: Vec<u8>) -> Result<(), u
     .map(|_| ())
 }
 
+/// `C_EncryptInit(CKM_AES_GCM)` with `key` on `session` (GCM buffers its input to `*Final`:
+/// since multi-part operations stream, digests and the AES block modes buffer nothing).
+fn gcm_init(p: &mut P11, session: SessionId, key: ObjectHandle) -> Result<(), u64> {
+    p.init(
+        Operation::Encrypt,
+        session,
+        Mechanism {
+            ty: CKM_AES_GCM,
+            params: MechParams::Gcm(GcmParams {
+                iv: Blob::new(vec![7; 12]),
+                iv_bits: 96,
+                aad: Blob::default(),
+                tag_bits: 128,
+                layout: GcmLayout::WithIvBits,
+            }),
+        },
+        key,
+    )
+}
+
+fn encrypt_update(p: &mut P11, session: SessionId, data: Vec<u8>) -> Result<(), u64> {
+    p.call(R::OperationUpdate {
+        op: Operation::Encrypt,
+        session,
+        data: Blob::new(data),
+    })
+    .map(|_| ())
+}
+
 fn session_aes(p: &mut P11, session: SessionId) -> Result<ObjectHandle, u64> {
     match p.call(R::GenerateKey {
         session,
@@ -396,63 +425,57 @@ fn finding6_each_cap_refuses_the_next_and_spares_other_uids() {
         "7th operation in flight"
     );
 
-    // Buffered bytes: 1 MiB per operation, 3 MiB per uid.
+    // A digest streams: its input is hashed as it comes, nothing is buffered.
+    digest_update(&mut a, ss[4], vec![0xAA; 2 * MIB]).expect("a digest buffers nothing");
+    // Buffered bytes (AES-GCM buffers to its tag): 1 MiB per operation, 3 MiB per uid.
+    let key = session_aes(&mut a, ss[0]).expect("a session AES key");
+    for s in &ss[..4] {
+        a.call(R::OperationCancel {
+            op: Operation::Digest,
+            session: *s,
+        })
+        .unwrap();
+        gcm_init(&mut a, *s, key).expect("C_EncryptInit (GCM)");
+    }
     for s in &ss[..3] {
-        digest_update(&mut a, *s, vec![0xAA; MIB]).expect("1 MiB within the caps");
+        encrypt_update(&mut a, *s, vec![0xAA; MIB]).expect("1 MiB within the caps");
     }
     assert_eq!(
-        digest_update(&mut a, ss[3], vec![1]),
+        encrypt_update(&mut a, ss[3], vec![1]),
         Err(CKR_DEVICE_MEMORY),
         "a byte over the uid's buffered bytes"
     );
     // The refused operation is over; the others hold their input.
     assert_eq!(
-        digest_update(&mut a, ss[3], vec![1]),
+        encrypt_update(&mut a, ss[3], vec![1]),
         Err(CKR_OPERATION_NOT_INITIALIZED)
     );
     a.call(R::OperationCancel {
-        op: Operation::Digest,
+        op: Operation::Encrypt,
         session: ss[0],
     })
     .unwrap();
-    // One operation's cap, on a keyed operation (its refusal names the object, so the audit
-    // log does not coalesce it with the digest's above).
-    let key = session_aes(&mut a, ss[0]).expect("a session AES key");
-    a.init(
-        Operation::Encrypt,
-        ss[0],
-        Mechanism {
-            ty: CKM_AES_CBC_PAD,
-            params: MechParams::Bytes(Blob::new(vec![0; 16])),
-        },
-        key,
-    )
-    .expect("C_EncryptInit");
-    let encrypt_update = |p: &mut P11, data: Vec<u8>| {
-        p.call(R::OperationUpdate {
-            op: Operation::Encrypt,
-            session: ss[0],
-            data: Blob::new(data),
-        })
-        .map(|_| ())
-    };
-    encrypt_update(&mut a, vec![0x55; MIB]).expect("the cancelled MiB is free again");
+    // One operation's cap, with another key (its refusal names that object, so the audit
+    // log does not coalesce it with the refusal above).
+    let other = session_aes(&mut a, ss[0]).expect("a second session AES key");
+    gcm_init(&mut a, ss[0], other).expect("C_EncryptInit (GCM)");
+    encrypt_update(&mut a, ss[0], vec![0x55; MIB]).expect("the cancelled MiB is free again");
     assert_eq!(
-        encrypt_update(&mut a, vec![1]),
+        encrypt_update(&mut a, ss[0], vec![1]),
         Err(CKR_DEVICE_MEMORY),
         "a byte over one operation's cap"
     );
     match a.call(R::OperationFinal {
         op: Operation::Digest,
-        session: ss[1],
+        session: ss[4],
     }) {
         Ok(P::Data(d)) => assert_eq!(d.as_slice().len(), 32),
         other => panic!("{other:?}"),
     }
 
-    // Session objects: 5 per uid (one is the AES key above).
+    // Session objects: 5 per uid (two are the AES keys above).
     bs.truncate(3);
-    for _ in 0..4 {
+    for _ in 0..3 {
         session_aes(&mut b, bs[2]).expect("a session object within the cap");
     }
     assert_eq!(
@@ -504,24 +527,28 @@ fn vm_hwm(pid: u32) -> u64 {
 
 #[test]
 fn finding6_memory_attack_is_refused_on_the_default_limits() {
-    // One uid, one connection, 100 sessions each C_DigestInit + 4 MiB of updates (the
-    // finding's attack), on the default limits.
+    // One uid, one connection, 100 sessions each C_EncryptInit(AES-GCM) + 4 MiB of updates
+    // (the finding's attack was C_DigestInit: digests stream now and buffer nothing; GCM
+    // buffers to its tag), on the default limits.
     let mut env = Env::new();
     env.start();
     let ring = env.payments_ring();
     let before = vm_hwm(env.pid());
     let mut a = P11::connect(&env.client_socket, None);
     let slot = raw_slot(&mut a, ring);
+    a.login(slot, "").expect("login");
     let mut refused = 0usize;
     let mut accepted = 0usize;
+    let mut key = None;
     for _ in 0..100 {
         let s = open(&mut a, slot).expect("100 sessions are within the default cap");
-        if digest_init(&mut a, s).is_err() {
+        let k = *key.get_or_insert_with(|| session_aes(&mut a, s).expect("a session AES key"));
+        if gcm_init(&mut a, s, k).is_err() {
             refused += 1;
             continue;
         }
         for _ in 0..4 {
-            match digest_update(&mut a, s, vec![0x5A; MIB]) {
+            match encrypt_update(&mut a, s, vec![0x5A; MIB]) {
                 Ok(()) => accepted += 1,
                 Err(rv) => {
                     assert_eq!(rv, CKR_DEVICE_MEMORY);
@@ -545,7 +572,7 @@ fn finding6_memory_attack_is_refused_on_the_default_limits() {
     );
     assert!(
         refused > 0 && accepted < 400,
-        "400 MiB of digest input from one uid were all buffered ({accepted} MiB accepted, VmHWM \
+        "400 MiB of GCM input from one uid were all buffered ({accepted} MiB accepted, VmHWM \
          {} MiB)",
         after / 1024
     );
