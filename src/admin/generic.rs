@@ -57,6 +57,10 @@ pub struct NewGenericKey {
     pub action: &'static str,
     /// What the audit record says about the template (mechanism, flags; never material).
     pub detail: String,
+    /// True once the client that asked has closed its connection (its call's deadline
+    /// passed while keywardd was stopped or slow, issue 15 item 3): asked after the token
+    /// made the key and before it is stored, so that no key exists that its client never saw.
+    pub client_left: Option<Box<dyn Fn() -> bool>>,
 }
 
 /// The wrapped material of an unwrap (design §4 "No side doors").
@@ -323,6 +327,18 @@ impl AdminService {
                     }
                     (None, None) => token.generate_generic(&spec)?.map(|p| p.der),
                 };
+                // The client gave up (a generation can take longer than its deadline): the
+                // key is undone before anything is stored; the refusal is audited.
+                if req.client_left.as_ref().is_some_and(|left| left()) {
+                    if let Err(d) = token.destroy_by_id(&token_id) {
+                        tracing::error!(error = %d, "cannot destroy the token object of a key its client left; reconciliation will report it");
+                    }
+                    return Err(Failure::Precondition(format!(
+                        "the client left before the key was made (its call's deadline \
+                         passed?): the token object was destroyed, {version_name} was not \
+                         stored"
+                    )));
+                }
                 let written = (|| -> Res<u64> {
                     let rid = resources::insert(ctx.tx, &name, Some(ring_row.resource.id), ctx.now)?;
                     skeys::insert_key(

@@ -1143,6 +1143,13 @@ fn connection(
         SocketKind::Client => shared.pkcs11.as_ref().map(|s| s.connect(&caller)),
         SocketKind::Admin => None,
     };
+    if let Some(p) = p11.as_mut() {
+        // Without the clone a key whose client left is kept as before (logged).
+        match conn.get_ref().stream.try_clone() {
+            Ok(s) => p.watch_peer(s),
+            Err(e) => tracing::warn!(conn = id, error = %e, "cannot watch the client's socket"),
+        }
+    }
     let auth = |key: &str| {
         shared
             .authenticate_key(key, peer.as_ref())

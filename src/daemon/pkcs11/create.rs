@@ -427,6 +427,7 @@ impl ClientConnection {
             unwrap,
             action,
             detail,
+            client_left: self.client_left(),
         };
         let caller = self.admin_caller(ctx);
         let made = admin.lock().pkcs11_create_key(&caller, req);

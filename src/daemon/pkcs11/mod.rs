@@ -253,6 +253,7 @@ impl Pkcs11Service {
             sessions: HashMap::new(),
             next_session: 1,
             current: "none",
+            peer: None,
         }
     }
 }
@@ -317,6 +318,9 @@ pub struct ClientConnection {
     /// The C_ function of the request being answered (for audit records of refusals made
     /// below `handle`).
     current: &'static str,
+    /// The connection's socket, to see whether the client is still there before a key it
+    /// asked for is stored ([`ClientConnection::watch_peer`]).
+    peer: Option<Arc<std::os::unix::net::UnixStream>>,
 }
 
 /// The slot's view for one request: who, whether logged in, and the ring if it exists and
@@ -424,6 +428,26 @@ impl Drop for ClientConnection {
 }
 
 impl ClientConnection {
+    /// Gives the connection its socket (a clone), so that a key creation can tell whether
+    /// the client is still waiting for it.
+    pub fn watch_peer(&mut self, stream: std::os::unix::net::UnixStream) {
+        self.peer = Some(Arc::new(stream));
+    }
+
+    /// A probe that is true once the client has closed its end (end of file or an error on
+    /// a non-blocking peek; a request already waiting means it is still there).
+    fn client_left(&self) -> Option<Box<dyn Fn() -> bool>> {
+        let peer = Arc::clone(self.peer.as_ref()?);
+        Some(Box::new(move || {
+            let mut probe = [0u8; 1];
+            let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+            match rustix::net::recv(&*peer, &mut probe, flags) {
+                Ok((n, _)) => n == 0,
+                Err(e) => e != rustix::io::Errno::AGAIN && e != rustix::io::Errno::INTR,
+            }
+        }))
+    }
+
     /// True if closing this connection loses nothing (design §9 "Lifecycles"): it holds no
     /// session and its instance is logged in on no slot.
     pub fn may_close_idle(&self) -> bool {
