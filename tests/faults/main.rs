@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod disk_full;
 mod startup;
 mod stopped;
 mod token_head;
