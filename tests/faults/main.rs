@@ -6,6 +6,7 @@
 mod common;
 
 mod disk_full;
+mod kill9;
 mod startup;
 mod stopped;
 mod token_head;
