@@ -7,6 +7,7 @@ mod common;
 
 mod disk_full;
 mod kill9;
+mod restart;
 mod startup;
 mod stopped;
 mod token_head;

@@ -1,0 +1,144 @@
+//! Issue 15 item 1: a process keeps working across a keywardd kill -9 and restart, for both
+//! identity styles (a credentials file; a key given as PIN with configured rings): the same
+//! process opens a new session, logs in again if need be (the module replays its login), and
+//! signs and verifies with the object handles it found before the restart.
+
+use crate::common::daemon::Env;
+use crate::common::module::*;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
+use std::time::{Duration, Instant};
+
+const RING: &str = "projects/payments/keyRings/web";
+
+/// keywardd with ring web, key ec and service account a@payments bound signerVerifier on
+/// it. Returns a's key.
+fn world() -> (Env, String) {
+    let mut env = Env::new();
+    let a = env.service_account_offline("a");
+    env.start();
+    env.web_ring();
+    env.create_key(RING, "ec", "ASYMMETRIC_SIGN", "EC_SIGN_P256_SHA256");
+    env.ctl(&[
+        "iam",
+        "bind",
+        "--resource",
+        &format!("{RING}/cryptoKeys/ec"),
+        "--role",
+        "roles/kms.signerVerifier",
+        "--member",
+        "serviceAccount:a@payments",
+    ])
+    .ok();
+    (env, a)
+}
+
+fn one(s: &Session, class: ObjectClass) -> ObjectHandle {
+    let found = s
+        .find_objects(&[Attribute::Class(class), Attribute::Label(b"ec".to_vec())])
+        .unwrap();
+    assert_eq!(found.len(), 1, "one {class:?} labelled ec: {found:?}");
+    found[0]
+}
+
+/// Signs with the handles found before a kill -9 and restart of keywardd; `key_as_pin`:
+/// the process logs in with a's key (configured ring, no credentials file).
+fn survives_a_restart(key_as_pin: bool) {
+    let excl = exclusive();
+    let (mut env, a) = world();
+    if key_as_pin {
+        // This process's uid maps to no principal: before login it sees nothing, so it
+        // reaches the ring only because the ring is configured.
+        env.ctl(&["iam", "unmap-uid", &crate::common::my_uid().to_string()])
+            .ok();
+    }
+    let settings = Settings::new(&env.client_socket, &env.dir().join("empty.toml"));
+    let settings = if key_as_pin {
+        settings.tokens(RING)
+    } else {
+        settings.credentials(&env.dir().join("creds"), &a)
+    };
+    let p11 = cryptoki(&settings);
+    let slot = ring_slot(&p11, RING);
+    let login = |s: &Session| {
+        let pin = key_as_pin.then(|| AuthPin::new(a.clone().into()));
+        {
+            match s.login(UserType::User, pin.as_ref()) {
+                Ok(()) => {}
+                Err(cryptoki::error::Error::Pkcs11(
+                    cryptoki::error::RvError::UserAlreadyLoggedIn,
+                    _,
+                )) => {}
+                Err(e) => panic!("C_Login: {e}"),
+            }
+        }
+    };
+    let s = p11.open_rw_session(slot).unwrap();
+    login(&s);
+    let private = one(&s, ObjectClass::PRIVATE_KEY);
+    let public = one(&s, ObjectClass::PUBLIC_KEY);
+    let data = b"before the restart".to_vec();
+    let sig = s.sign(&Mechanism::EcdsaSha256, private, &data).unwrap();
+    s.verify(&Mechanism::EcdsaSha256, public, &data, &sig)
+        .unwrap();
+
+    assert!(!env.signal_and_wait("KILL").success());
+    // While keywardd is down: no new session (the token is absent).
+    assert_eq!(
+        rv(p11.open_rw_session(slot)),
+        cryptoki::error::RvError::TokenNotPresent
+    );
+    env.start();
+    let ready = Instant::now();
+
+    // The same process, a new session; the handles found before.
+    let mut last = None;
+    let mut s2 = None;
+    for _ in 0..200 {
+        match p11.open_rw_session(slot) {
+            Ok(s) => {
+                s2 = Some(s);
+                break;
+            }
+            Err(e) => last = Some(e.to_string()),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let s2 = s2.unwrap_or_else(|| panic!("no session after the restart: {last:?}"));
+    login(&s2);
+    let data = b"after the restart".to_vec();
+    let sig = s2
+        .sign(&Mechanism::EcdsaSha256, private, &data)
+        .unwrap_or_else(|e| panic!("signing with the handle found before the restart: {e}"));
+    let recovered = ready.elapsed();
+    s2.verify(&Mechanism::EcdsaSha256, public, &data, &sig)
+        .unwrap_or_else(|e| panic!("verifying with the handle found before the restart: {e}"));
+    // The handles are the ones a find gives now.
+    assert_eq!(one(&s2, ObjectClass::PRIVATE_KEY), private);
+    assert_eq!(one(&s2, ObjectClass::PUBLIC_KEY), public);
+    eprintln!(
+        "restart ({}): signed with the old handle {} ms after keywardd was ready",
+        if key_as_pin {
+            "key as PIN"
+        } else {
+            "credentials file"
+        },
+        recovered.as_millis()
+    );
+    drop(s2);
+    drop(s);
+    drop(p11);
+    drop(excl);
+}
+
+#[test]
+fn key_as_pin_client_recovers_from_a_restart_with_its_handles() {
+    survives_a_restart(true);
+}
+
+#[test]
+fn credentials_client_recovers_from_a_restart_with_its_handles() {
+    survives_a_restart(false);
+}
