@@ -24,7 +24,9 @@
 //!
 //! Instances: a module's first connection gets a new instance secret; a connection presenting
 //! one joins that instance only from the same pid. An unknown secret (keywardd restarted, or
-//! the instance was forgotten) is treated as a new instance with a new secret. An instance
+//! the instance was forgotten) makes a new instance that keeps that secret, bound to the
+//! presenting pid (its object handles derive from it, design §4); without a pid, a new
+//! secret. An instance
 //! lives while it has a connection; without one it is forgotten when its process exits
 //! (a pidfd, else `kill(pid, 0)`), when the same process starts a new instance (it
 //! finalised the old one), or, if it has no pid to watch, after `instance_grace_secs`. At a
@@ -765,7 +767,14 @@ impl Shared {
                 return Ok((secret.clone(), joined));
             }
         }
-        let (bytes, id) = Instances::fresh_secret();
+        let (fresh, id) = Instances::fresh_secret();
+        // A module presenting a secret this keywardd does not know (an earlier keywardd gave
+        // it, design §4): the instance keeps it, bound to this pid, so the object handles
+        // derived from it stay valid. Without a pid to bind it to, a new secret.
+        let bytes = match &hello.instance_secret {
+            Some(secret) if module && pid.is_some() => *secret.expose_secret(),
+            _ => fresh,
+        };
         if !module {
             return Ok((InstanceSecret::from_bytes(bytes), Joined { id, key: None }));
         }
@@ -1140,7 +1149,10 @@ fn connection(
         "connection accepted"
     );
     let mut p11 = match kind {
-        SocketKind::Client => shared.pkcs11.as_ref().map(|s| s.connect(&caller)),
+        SocketKind::Client => shared
+            .pkcs11
+            .as_ref()
+            .map(|s| s.connect(&caller, joined.key.as_ref())),
         SocketKind::Admin => None,
     };
     if let Some(p) = p11.as_mut() {

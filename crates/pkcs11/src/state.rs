@@ -37,8 +37,9 @@
 //! session remembers the generation it was opened in. When a connection breaks, the
 //! generation moves on (if it had live sessions), so its sessions are dead: the call that noticed gets
 //! `CKR_DEVICE_REMOVED` (narrowed per function), later calls on those sessions
-//! `CKR_SESSION_HANDLE_INVALID`. The next call that connects again replays the instance's
-//! logins with the PINs kept for that (zeroised on drop: at C_Logout, C_Finalize, or a
+//! `CKR_SESSION_HANDLE_INVALID`. The next call that connects again re-sends the instance's
+//! fixed slot list (a restarted keywardd admits only slots it is told of) and replays the
+//! instance's logins with the PINs kept for that (zeroised on drop: at C_Logout, C_Finalize, or a
 //! replay the daemon refuses).
 
 use crate::config::Config;
@@ -475,6 +476,28 @@ impl Instance {
             .and_then(|()| client.stream().set_write_timeout(Some(timeout)))
             .map_err(|e| Error::TokenNotPresent(e.to_string()))?;
         link.secret = Some(client.instance_secret().clone());
+        // Design §4: a keywardd that did not know the instance (it restarted) admits only the
+        // slots it is told of, so every connection re-sends the fixed slot list (configured
+        // and seen rings) before the logins are replayed. Empty only during `Instance::new`,
+        // whose first request is that list.
+        if !self.slots.is_empty() {
+            let list = Pkcs11Request::ListSlots {
+                configured: self
+                    .slots
+                    .iter()
+                    .map(|s| ConfiguredToken {
+                        ring: s.ring.clone(),
+                        label: s.token.label.clone(),
+                    })
+                    .collect(),
+            };
+            match client.call(RequestBody::Pkcs11(list)) {
+                Ok(_) => {}
+                Err(e) if e.is_disconnect() => return Err(Error::TokenNotPresent(e.to_string())),
+                // Refused (over keywardd's cap): the slots it admits anyway still work.
+                Err(e) => tracing::warn!(error = %e, "keywardd refused the slot list"),
+            }
+        }
         let logins: Vec<(SlotId, Login)> = self
             .logins
             .lock()

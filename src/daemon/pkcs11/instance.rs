@@ -1,16 +1,24 @@
 //! Per module instance state (design §1, §4): the pre-login principal, login state per slot,
 //! the slot list fixed at `ListSlots`, open session counts, and the object handle table.
 //!
-//! Handles are random 31-bit numbers, unique within the instance, stable for one object
-//! (the same object always gets the same handle), never reused for another, and meaningless
-//! in other instances (a handle of another instance is found here only by a 1-in-2^31
-//! accident and still names only objects this instance's principal sees).
+//! Handles of keys, certificates and import jobs are derived (design §4): 63 bits of
+//! HMAC-SHA-256 under a key derived from the instance secret, over the object's stable
+//! identity (a version's key name, number and half; a certificate's id; a job's name). So the
+//! same object always gets the same handle, also in a later keywardd that adopted the
+//! instance's secret (a handle the table does not know is looked for among the objects the
+//! session's principal sees now, [`InstanceState::derived`]); a handle never names another
+//! object (a stale handle matches another object's only by a 2^-63 accident, and then still
+//! only one the principal sees), and handles are meaningless in other instances (other
+//! secrets). Session objects get random 63-bit handles: they die with keywardd's token
+//! sessions, so their handles are invalid after a restart. Handles are never reused.
 
 use super::objects::ObjectKey;
 use crate::policy::Principal;
+use hmac::{Hmac, Mac};
 use keyward_token::{GenericKind, SessionObject};
 use keyward_wire::pkcs11::{ObjectHandle, SlotId};
 use rand::Rng;
+use sha2::Sha256;
 use std::collections::{HashMap, HashSet};
 
 /// A session object of the instance (design §4 "Session objects"): made by one of its
@@ -65,6 +73,8 @@ pub struct InstanceState {
     pub id: String,
     /// The pre-login principal (the connection's).
     pub base: Principal,
+    /// The key object handles are derived under (from the instance secret).
+    handle_key: [u8; 32],
     /// Logins by slot.
     pub logins: HashMap<SlotId, Login>,
     /// The slot list.
@@ -84,10 +94,20 @@ pub struct InstanceState {
 
 impl InstanceState {
     /// A new instance whose pre-login principal is `base`.
-    pub fn new(id: String, base: Principal) -> InstanceState {
+    /// `secret`: the instance secret its handles derive from (`None`: a random one, for
+    /// clients with no secret to present again).
+    pub fn new(id: String, base: Principal, secret: Option<&[u8; 32]>) -> InstanceState {
+        let seed: [u8; 32] = match secret {
+            Some(s) => *s,
+            None => rand::random(),
+        };
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&seed).expect("any key length");
+        mac.update(b"keyward object handles v1");
+        let handle_key: [u8; 32] = mac.finalize().into_bytes().into();
         InstanceState {
             id,
             base,
+            handle_key,
             logins: HashMap::new(),
             slots: HashMap::new(),
             sessions: HashMap::new(),
@@ -115,23 +135,70 @@ impl InstanceState {
         if let Some(h) = self.by_object.get(object) {
             return ObjectHandle(*h);
         }
-        let h = self.fresh_handle();
+        let h = self.derived_or_fresh(self.derived(object));
         self.by_object.insert(object.clone(), h);
         self.by_handle.insert(h, object.clone());
         ObjectHandle(h)
+    }
+
+    /// The handle `object` derives to in this instance (what [`InstanceState::handle`] gives
+    /// it, but for a 2^-63 collision).
+    pub fn derived(&self, object: &ObjectKey) -> u64 {
+        let half: u8 = match object.half {
+            super::objects::Half::Secret => 0,
+            super::objects::Half::Public => 1,
+            super::objects::Half::Private => 2,
+        };
+        let name = object.key.to_string();
+        self.derive(
+            1,
+            &[
+                name.as_bytes(),
+                &[0],
+                &object.version.to_be_bytes(),
+                &[half],
+            ],
+        )
+    }
+
+    fn derive(&self, domain: u8, parts: &[&[u8]]) -> u64 {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.handle_key).expect("any key length");
+        mac.update(&[domain]);
+        for p in parts {
+            mac.update(&(p.len() as u64).to_be_bytes());
+            mac.update(p);
+        }
+        let out = mac.finalize().into_bytes();
+        let h = u64::from_be_bytes(out[..8].try_into().expect("8 bytes")) & 0x7fff_ffff_ffff_ffff;
+        h.max(1)
+    }
+
+    /// True if `h` names anything in this instance, or did.
+    pub fn known(&self, h: ObjectHandle) -> bool {
+        let h = h.0;
+        self.by_handle.contains_key(&h)
+            || self.cert_handles.contains_key(&h)
+            || self.job_handles.contains_key(&h)
+            || self.session_objects.contains_key(&h)
+            || self.retired.contains(&h)
+    }
+
+    /// `h` if it is free, else (a 2^-63 collision) a random free one.
+    fn derived_or_fresh(&self, h: u64) -> u64 {
+        if self.known(ObjectHandle(h)) {
+            self.fresh_handle()
+        } else {
+            h
+        }
     }
 
     /// A handle not used for anything yet.
     fn fresh_handle(&self) -> u64 {
         let mut rng = rand::thread_rng();
         loop {
-            let h: u64 = rng.gen_range(1..=0x7fff_ffff);
-            if !self.by_handle.contains_key(&h)
-                && !self.cert_handles.contains_key(&h)
-                && !self.job_handles.contains_key(&h)
-                && !self.session_objects.contains_key(&h)
-                && !self.retired.contains(&h)
-            {
+            let h: u64 = rng.gen_range(1..=0x7fff_ffff_ffff_ffff);
+            if !self.known(ObjectHandle(h)) {
                 break h;
             }
         }
@@ -142,7 +209,7 @@ impl InstanceState {
         if let Some(h) = self.by_cert.get(&id) {
             return ObjectHandle(*h);
         }
-        let h = self.fresh_handle();
+        let h = self.derived_or_fresh(self.derive(2, &[&id.to_be_bytes()]));
         self.by_cert.insert(id, h);
         self.cert_handles.insert(h, id);
         ObjectHandle(h)
@@ -154,7 +221,7 @@ impl InstanceState {
         if let Some(h) = self.by_job.get(name) {
             return ObjectHandle(*h);
         }
-        let h = self.fresh_handle();
+        let h = self.derived_or_fresh(self.derive(3, &[name.as_bytes()]));
         self.by_job.insert(name.to_string(), h);
         self.job_handles.insert(h, name.to_string());
         ObjectHandle(h)
@@ -264,18 +331,28 @@ mod tests {
 
     #[test]
     fn handles_are_stable_and_distinct() {
-        let mut i = InstanceState::new("i".into(), Principal::anonymous());
+        let mut i = InstanceState::new("i".into(), Principal::anonymous(), Some(&[7; 32]));
         let a = i.handle(&key(1));
         let b = i.handle(&key(2));
         assert_ne!(a, b);
         assert_eq!(i.handle(&key(1)), a);
         assert_eq!(i.object(a), Some(key(1)));
-        assert!(a.0 != 0 && a.0 <= 0x7fff_ffff);
+        assert!(a.0 != 0 && a.0 <= 0x7fff_ffff_ffff_ffff);
+        // The same secret in a later keywardd: the same handles, in any order.
+        let mut again = InstanceState::new("j".into(), Principal::anonymous(), Some(&[7; 32]));
+        assert_eq!(again.derived(&key(2)), b.0);
+        assert_eq!(again.handle(&key(2)), b);
+        assert_eq!(again.handle(&key(1)), a);
+        assert_eq!(again.cert_handle(9), i.cert_handle(9));
+        assert_eq!(again.job_handle("j"), i.job_handle("j"));
+        // Another instance's secret: other handles.
+        let other = InstanceState::new("k".into(), Principal::anonymous(), Some(&[8; 32]));
+        assert_ne!(other.derived(&key(1)), a.0);
     }
 
     #[test]
     fn last_session_logs_out() {
-        let mut i = InstanceState::new("i".into(), Principal::anonymous());
+        let mut i = InstanceState::new("i".into(), Principal::anonymous(), None);
         let s = SlotId(5);
         i.session_opened(s, true);
         i.logins.insert(

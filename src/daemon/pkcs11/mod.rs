@@ -228,8 +228,13 @@ impl Pkcs11Service {
     }
 
     /// A connection of the instance `caller.instance` whose pre-login principal is
-    /// `caller.principal`.
-    pub fn connect(self: &Arc<Self>, caller: &Caller) -> ClientConnection {
+    /// `caller.principal`; `secret`: the instance secret its object handles derive from
+    /// (design §4: they stay valid in a later keywardd that adopts the secret).
+    pub fn connect(
+        self: &Arc<Self>,
+        caller: &Caller,
+        secret: Option<&[u8; 32]>,
+    ) -> ClientConnection {
         let id = caller.instance.clone().unwrap_or_default();
         let inst = {
             let mut t = self.instances.lock();
@@ -239,6 +244,7 @@ impl Pkcs11Service {
                     let i = Arc::new(Mutex::new(InstanceState::new(
                         id.clone(),
                         caller.principal.clone(),
+                        secret,
                     )));
                     t.by_id.insert(id, Arc::clone(&i));
                     i
@@ -1188,7 +1194,11 @@ impl ClientConnection {
         invalid: u64,
     ) -> Result<ObjectView<'s>, u64> {
         let state = &view.state;
-        let id = self.inst.lock().object(handle).ok_or(invalid)?;
+        let known = self.inst.lock().object(handle);
+        let id = match known {
+            Some(id) => id,
+            None => self.adopt(view, ctx, handle).ok_or(invalid)?,
+        };
         let ring = ctx.ring.as_ref().ok_or(invalid)?;
         if &id.key.ring != ring {
             return Err(invalid);
@@ -1239,6 +1249,28 @@ impl ClientConnection {
         Ok(obj)
     }
 
+    /// A handle this instance's table does not know (design §4: one given by an earlier
+    /// keywardd, which derived it from the same instance secret): the object the session's
+    /// principal sees now whose handle it is, if any; certificates and import jobs the
+    /// principal sees get their handles too (as a find would give them).
+    fn adopt(&self, view: &View, ctx: &SlotCtx, handle: ObjectHandle) -> Option<ObjectKey> {
+        if self.inst.lock().known(handle) {
+            return None;
+        }
+        let found = self
+            .objects(view, ctx, None)
+            .into_iter()
+            .map(|o| o.id)
+            .find(|id| self.inst.lock().derived(id) == handle.0);
+        if let Some(id) = found {
+            let given = self.inst.lock().handle(&id);
+            return (given == handle).then_some(id);
+        }
+        let _ = self.find_certs(view, ctx, &[]);
+        let _ = self.find_jobs(view, ctx, &[]);
+        None
+    }
+
     /// A visible, ENABLED object (for everything but `*Init`).
     fn visible_object(
         &self,
@@ -1266,6 +1298,13 @@ impl ClientConnection {
         handle: ObjectHandle,
     ) -> Result<Option<Result<(SlotCtx, crate::admin::certs::CertEntry), u64>>, u64> {
         let slot = self.session(session)?.slot;
+        let unknown = !self.inst.lock().known(handle);
+        if unknown {
+            // Maybe a handle an earlier keywardd gave (design §4).
+            let view = self.svc.view()?;
+            let ctx = self.slot_ctx(slot, &view.state)?;
+            let _ = self.adopt(&view, &ctx, handle);
+        }
         if self.inst.lock().cert(handle).is_none() {
             return Ok(None);
         }
