@@ -8,6 +8,7 @@ mod common;
 mod disk_full;
 mod kill9;
 mod restart;
+mod slots;
 mod startup;
 mod stopped;
 mod token_head;
