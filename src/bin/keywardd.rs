@@ -187,6 +187,7 @@ fn run(config_path: &Path) -> Result<(), Refusal> {
     let pkcs11 = Pkcs11Service::new(published, token, Arc::clone(&writer), clock);
     pkcs11.attach_admin(Arc::clone(&service));
     pkcs11.set_session_object_quota(config.session_objects_per_instance);
+    pkcs11.set_unseen_ring_cap(config.max_unseen_configured_rings);
     pkcs11.set_limits(config.resources);
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -31,6 +31,8 @@
 //! max_instances_per_uid = 1024                 # module instances of one peer uid
 //! instance_grace_secs = 600                    # an instance with no connection and no pid to watch
 //! session_objects_per_instance = 1000          # session objects (CKA_TOKEN=FALSE) per module instance
+//! max_unseen_configured_rings = 1024           # configured key rings (KEYWARD_TOKENS) the caller does not
+//!                                              # see that one slot list may name (CKR_ARGUMENTS_BAD)
 //! audit_checkpoint_secs = 10                   # sign the audit head (and store it in the token)
 //!                                              # at least this often; 10x this unstored: refuse
 //! audit_coalesce_window_ms = 1000              # identical denials within this are one record with a count
@@ -102,6 +104,10 @@ pub const DEFAULT_INSTANCE_GRACE_SECS: u64 = 600;
 
 /// The default cap on one module instance's session objects (design §4 "Session objects").
 pub const DEFAULT_SESSION_OBJECTS_PER_INSTANCE: usize = 1000;
+
+/// The default cap on configured key rings the caller does not see in one slot list (design
+/// §9): far more than a process configures; the rings it sees are not counted.
+pub const DEFAULT_MAX_UNSEEN_CONFIGURED_RINGS: usize = 1024;
 
 /// The default audit checkpoint interval (design §6 cadence: sign every 1,000 records or 10 s,
 /// store the signed head in the token at most every 10 s).
@@ -226,6 +232,9 @@ pub struct Config {
     pub limits: Limits,
     /// The cap on one module instance's session objects (more is `CKR_DEVICE_MEMORY`).
     pub session_objects_per_instance: usize,
+    /// Configured key rings the caller does not see that one slot list may name (more is
+    /// `CKR_ARGUMENTS_BAD`; the rings it sees are not counted).
+    pub max_unseen_configured_rings: usize,
     /// Audit checkpoints: the chain head is signed at least this often (and every 1,000
     /// records) and stored in the token at most this often; a head left unstored for 10x
     /// this refuses new operations (design §6).
@@ -299,6 +308,7 @@ struct RawDaemon {
     max_instances_per_uid: Option<usize>,
     instance_grace_secs: Option<u64>,
     session_objects_per_instance: Option<usize>,
+    max_unseen_configured_rings: Option<usize>,
     audit_checkpoint_secs: Option<u64>,
     max_sessions_per_uid: Option<usize>,
     max_sessions_per_principal: Option<usize>,
@@ -520,6 +530,10 @@ impl Config {
                 .daemon
                 .session_objects_per_instance
                 .unwrap_or(DEFAULT_SESSION_OBJECTS_PER_INSTANCE),
+            max_unseen_configured_rings: raw
+                .daemon
+                .max_unseen_configured_rings
+                .unwrap_or(DEFAULT_MAX_UNSEEN_CONFIGURED_RINGS),
             audit_checkpoint_secs,
             resources,
             audit_coalesce_window_ms,
@@ -673,6 +687,7 @@ max_instances = 10
 max_instances_per_uid = 11
 instance_grace_secs = 12
 session_objects_per_instance = 7
+max_unseen_configured_rings = 9
 max_sessions_per_uid = 11
 max_sessions_per_principal = 12
 max_sessions = 13
@@ -716,6 +731,7 @@ clock_file = "clock"
         );
         assert_eq!(l.instance_grace_secs, 12);
         assert_eq!(c.session_objects_per_instance, 7);
+        assert_eq!(c.max_unseen_configured_rings, 9);
         let l = c.resources;
         let caps = |c: crate::daemon::limits::Caps| (c.per_uid, c.per_principal, c.global);
         assert_eq!(caps(l.sessions), (11, 12, 13));

@@ -19,8 +19,8 @@ const CAP: usize = 1024;
 /// The child: one `ListSlots` naming `KEYWARD_FAULTS_RINGS` rings nobody has, on the socket
 /// of its settings; reports the CK_RV (0: answered), the slots listed and the time.
 fn list(socket: &str, rings: usize) {
-    let mut c = Client::connect(socket, &Hello::new(ClientKind::Module, None, None))
-        .expect("connect");
+    let mut c =
+        Client::connect(socket, &Hello::new(ClientKind::Module, None, None)).expect("connect");
     let configured: Vec<ConfiguredToken> = (0..rings)
         .map(|i| ConfiguredToken {
             ring: format!("projects/p{i}/keyRings/r{i}"),

@@ -128,6 +128,10 @@ pub struct Pkcs11Service {
     extras: Mutex<Option<(Arc<State>, Arc<Pkcs11Extras>)>>,
     /// Session objects one instance may hold (design §4 "Session objects").
     session_object_quota: AtomicUsize,
+    /// Configured rings the caller does not see one slot list may name (design §9).
+    unseen_ring_cap: AtomicUsize,
+    /// When a refusal by `unseen_ring_cap` was last logged, and how many since.
+    unseen_log: Mutex<(Option<std::time::Instant>, u64)>,
     /// The id of the next connection (session objects name their owner by it).
     next_connection: AtomicU64,
     /// Resource limits per uid, per principal and in total (design §9 "Resources").
@@ -167,6 +171,10 @@ impl Pkcs11Service {
             session_object_quota: AtomicUsize::new(
                 crate::daemon::config::DEFAULT_SESSION_OBJECTS_PER_INSTANCE,
             ),
+            unseen_ring_cap: AtomicUsize::new(
+                crate::daemon::config::DEFAULT_MAX_UNSEEN_CONFIGURED_RINGS,
+            ),
+            unseen_log: Mutex::new((None, 0)),
             next_connection: AtomicU64::new(1),
             limits: OnceLock::new(),
         })
@@ -193,6 +201,12 @@ impl Pkcs11Service {
     /// `[daemon] session_objects_per_instance`); more is `CKR_DEVICE_MEMORY`.
     pub fn set_session_object_quota(&self, quota: usize) {
         self.session_object_quota.store(quota, Ordering::Relaxed);
+    }
+
+    /// Sets how many configured key rings its principal does not see one slot list may name
+    /// (keywardd's `[daemon] max_unseen_configured_rings`); more is `CKR_ARGUMENTS_BAD`.
+    pub fn set_unseen_ring_cap(&self, cap: usize) {
+        self.unseen_ring_cap.store(cap, Ordering::Relaxed);
     }
 
     /// Attaches the admin service that creates, destroys and renames keys for the module
@@ -472,7 +486,7 @@ impl ClientConnection {
         oversized_strings(&req)?;
         match req {
             R::Ping => Ok(P::Pong),
-            R::ListSlots { configured } => Ok(P::Slots(self.list_slots(&configured))),
+            R::ListSlots { configured } => self.list_slots(&configured).map(P::Slots),
             R::GetTokenInfo { slot } => {
                 let entry = self.slot_entry(slot)?;
                 let counts = self.inst.lock().sessions.get(&slot).copied();
@@ -916,59 +930,112 @@ impl ClientConnection {
 
     // ------------------------------------------------------------------ slots, login
 
-    fn list_slots(&mut self, configured: &[ConfiguredToken]) -> Vec<SlotDescription> {
+    /// The instance's slot list (design §4): every ring its pre-login principal sees, plus
+    /// every configured ring (looking empty if it is not seen). The list replaces the
+    /// instance's slot table (the module sends its whole fixed list on each connection).
+    /// More than `[daemon] max_unseen_configured_rings` distinct configured rings the
+    /// principal does not see is `CKR_ARGUMENTS_BAD` (audited, logged): the rings it sees
+    /// are not counted (an organisation admin sees thousands).
+    fn list_slots(&mut self, configured: &[ConfiguredToken]) -> Result<Vec<SlotDescription>, u64> {
         let state = self.svc.published.current();
-        let mut inst = self.inst.lock();
-        let base = inst.base.clone();
-        let mut out: Vec<SlotDescription> = Vec::new();
+        let base = self.inst.lock().base.clone();
+        let cap = self.svc.unseen_ring_cap.load(Ordering::Relaxed);
+        let mut table: HashMap<SlotId, SlotEntry> = HashMap::new();
+        let mut listed: Vec<(SlotId, String, String, String)> = Vec::new();
         for ring in state.policy.visible_key_rings(&base) {
             let Some(r) = state.catalog.rings.get(&ring) else {
                 continue;
             };
             let name = ResourceName::KeyRing(ring.clone()).to_string();
             let slot = SlotId(u64::from(r.slot_id));
-            inst.slots.insert(
-                slot,
-                SlotEntry {
-                    ring: name.clone(),
-                    label: r.token_label.clone(),
-                    serial: r.serial.clone(),
-                },
-            );
-            out.push(SlotDescription {
-                slot,
-                ring: name,
-                token: token_info(&r.token_label, &r.serial, inst.sessions.get(&slot).copied()),
-            });
+            if table
+                .insert(
+                    slot,
+                    SlotEntry {
+                        ring: name.clone(),
+                        label: r.token_label.clone(),
+                        serial: r.serial.clone(),
+                    },
+                )
+                .is_none()
+            {
+                listed.push((slot, name, r.token_label.clone(), r.serial.clone()));
+            }
         }
+        let mut unseen = 0usize;
         for c in configured {
             // The slot id and serial come from the name as written (the module computes the
             // same); what is kept, shown and audited is cut (design §9: no ring name is
             // longer than MAX_CONFIGURED_RING bytes, so a longer one only looks absent).
             let (slot, serial) = ring_identity(&c.ring);
-            let c = ConfiguredToken {
-                ring: crate::audit::cap(&c.ring, MAX_CONFIGURED_RING).into_owned(),
-                label: crate::audit::cap(&c.label, MAX_CONFIGURED_LABEL).into_owned(),
-            };
-            if out.iter().any(|d| d.slot == slot) {
+            if table.contains_key(&slot) {
                 continue;
             }
+            unseen += 1;
+            if unseen > cap {
+                self.refuse_slot_list(&base, configured.len(), cap);
+                return Err(CKR_ARGUMENTS_BAD);
+            }
             // Invisible or missing: the configured label, the same flags, empty.
-            inst.slots.insert(
+            let ring = crate::audit::cap(&c.ring, MAX_CONFIGURED_RING).into_owned();
+            let label = crate::audit::cap(&c.label, MAX_CONFIGURED_LABEL).into_owned();
+            table.insert(
                 slot,
                 SlotEntry {
-                    ring: c.ring.clone(),
-                    label: c.label.clone(),
+                    ring: ring.clone(),
+                    label: label.clone(),
                     serial: serial.clone(),
                 },
             );
-            out.push(SlotDescription {
-                slot,
-                ring: c.ring.clone(),
-                token: token_info(&c.label, &serial, inst.sessions.get(&slot).copied()),
-            });
+            listed.push((slot, ring, label, serial));
         }
-        out
+        let mut inst = self.inst.lock();
+        let out = listed
+            .into_iter()
+            .map(|(slot, ring, label, serial)| SlotDescription {
+                slot,
+                ring,
+                token: token_info(&label, &serial, inst.sessions.get(&slot).copied()),
+            })
+            .collect();
+        inst.slots = table;
+        Ok(out)
+    }
+
+    /// Audits and logs (at most every `server::LIMIT_LOG_EVERY`) a slot list refused by
+    /// `[daemon] max_unseen_configured_rings`.
+    fn refuse_slot_list(&self, base: &Principal, named: usize, cap: usize) {
+        self.deny(
+            base,
+            "C_GetSlotList",
+            None,
+            CKR_ARGUMENTS_BAD,
+            &format!(
+                "limit reached: more than {cap} configured key rings the caller does not see \
+                 ([daemon] max_unseen_configured_rings)"
+            ),
+        );
+        let now = std::time::Instant::now();
+        let mut log = self.svc.unseen_log.lock();
+        match log.0 {
+            Some(at) if now.duration_since(at) < crate::daemon::server::LIMIT_LOG_EVERY => {
+                log.1 += 1
+            }
+            _ => {
+                tracing::warn!(
+                    limit = "max_unseen_configured_rings",
+                    cap,
+                    named,
+                    uid = self.caller.peer_uid,
+                    pid = self.caller.peer_pid,
+                    principal = %base.member,
+                    suppressed = log.1,
+                    "refused by [daemon] max_unseen_configured_rings = {cap}: a slot list \
+                     naming more configured key rings the caller does not see"
+                );
+                *log = (Some(now), 0);
+            }
+        }
     }
 
     /// The instance's entry for `slot`; a ring the pre-login principal sees is added if the
