@@ -222,11 +222,22 @@ fn signers_recover_from_a_sigkill_and_acknowledged_signs_are_recorded() {
     );
     let acked = early + last_second + after;
     let lost = acked.saturating_sub(recorded);
+    // The writer appends in order: the lost ones are the newest before the kill; how far back
+    // they reach is the window lost.
+    let mut before_kill: Vec<u64> = all.iter().copied().filter(|&t| t < ready_at).collect();
+    before_kill.sort_unstable();
+    let window = usize::try_from(lost)
+        .ok()
+        .filter(|&n| n > 0)
+        .and_then(|n| before_kill.len().checked_sub(n))
+        .and_then(|i| before_kill.get(i))
+        .map_or(0, |&t| killed_at.saturating_sub(t));
     eprintln!(
         "kill -9 under {SIGNERS} signing processes: keywardd ready {restart:?} after the kill; \
          signers signing again {recovery:?} ms after it was ready; {acked} signs acknowledged \
          ({early} more than 1 s before the kill, {last_second} in the last second, {after} \
-         after), {recorded} recorded: {lost} of the last second lost"
+         after), {recorded} recorded: {lost} of the last second lost (the last {window} ms \
+         before the kill)"
     );
     assert!(
         lost <= last_second,
