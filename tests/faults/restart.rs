@@ -142,3 +142,94 @@ fn key_as_pin_client_recovers_from_a_restart_with_its_handles() {
 fn credentials_client_recovers_from_a_restart_with_its_handles() {
     survives_a_restart(false);
 }
+
+/// A handle found before the restart names nothing once the principal no longer sees its
+/// key: the binding is taken away while keywardd is down; after the restart the old handles
+/// are `CKR_KEY_HANDLE_INVALID` / `CKR_OBJECT_HANDLE_INVALID`, and a find returns nothing.
+#[test]
+fn a_handle_of_a_key_no_longer_seen_after_a_restart_is_invalid() {
+    let excl = exclusive();
+    let (mut env, a) = world();
+    // A second key a sees through a ring-wide binding that stays.
+    env.create_key(RING, "other", "ASYMMETRIC_SIGN", "EC_SIGN_P256_SHA256");
+    env.ctl(&[
+        "iam",
+        "bind",
+        "--resource",
+        &format!("{RING}/cryptoKeys/other"),
+        "--role",
+        "roles/kms.signerVerifier",
+        "--member",
+        "serviceAccount:a@payments",
+    ])
+    .ok();
+    let settings = Settings::new(&env.client_socket, &env.dir().join("empty.toml"))
+        .credentials(&env.dir().join("creds"), &a);
+    let p11 = cryptoki(&settings);
+    let slot = ring_slot(&p11, RING);
+    let s = p11.open_rw_session(slot).unwrap();
+    s.login(UserType::User, None).unwrap();
+    let private = one(&s, ObjectClass::PRIVATE_KEY);
+    let public = one(&s, ObjectClass::PUBLIC_KEY);
+    s.sign(&Mechanism::EcdsaSha256, private, b"before").unwrap();
+
+    assert!(!env.signal_and_wait("KILL").success());
+    env.offline(&[
+        "--as",
+        crate::common::ADMIN,
+        "iam",
+        "unbind",
+        "--resource",
+        &format!("{RING}/cryptoKeys/ec"),
+        "--role",
+        "roles/kms.signerVerifier",
+        "--member",
+        "serviceAccount:a@payments",
+    ])
+    .ok();
+    env.start();
+    let mut s2 = None;
+    for _ in 0..200 {
+        if let Ok(s) = p11.open_rw_session(slot) {
+            s2 = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let s2 = s2.expect("a session after the restart");
+    match s2.login(UserType::User, None) {
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+        }
+        Err(e) => panic!("C_Login: {e}"),
+    }
+    assert_eq!(
+        rv(s2.sign(&Mechanism::EcdsaSha256, private, b"after")),
+        cryptoki::error::RvError::KeyHandleInvalid,
+        "the old handle of a key a no longer sees"
+    );
+    assert_eq!(
+        rv(s2.get_attributes(public, &[cryptoki::object::AttributeType::Label])),
+        cryptoki::error::RvError::ObjectHandleInvalid,
+        "the old handle of a public key a no longer sees"
+    );
+    assert!(s2
+        .find_objects(&[Attribute::Label(b"ec".to_vec())])
+        .unwrap()
+        .is_empty());
+    // The key it still sees signs; its handle is not one of the old ones.
+    let other = s2
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(b"other".to_vec()),
+        ])
+        .unwrap();
+    assert_eq!(other.len(), 1);
+    assert!(other[0] != private && other[0] != public);
+    s2.sign(&Mechanism::EcdsaSha256, other[0], b"after")
+        .unwrap();
+    drop(s2);
+    drop(s);
+    drop(p11);
+    drop(excl);
+}
