@@ -1,7 +1,9 @@
 //! keywardd killed with SIGKILL under a multi-process signing load (issue 15 item 6b): four
-//! processes sign through the module (identity: a credential file), keywardd is killed and
+//! processes sign through the module, two with a credential file, two with their
+//! service-account key as PIN and the ring configured (`tokens`); keywardd is killed and
 //! started again; every process recovers without restarting (a new session after
-//! `CKR_DEVICE_REMOVED` / `CKR_SESSION_HANDLE_INVALID`), the key and its binding still serve,
+//! `CKR_DEVICE_REMOVED` / `CKR_SESSION_HANDLE_INVALID`) and keeps signing with the key handle
+//! it found before the kill, the key and its binding still serve,
 //! `audit verify` passes, and every sign acknowledged more than 1 s before the kill has its
 //! record: at most the signs of the last second (design §6: the audit writer coalesces) may be
 //! lost, and the test prints how many were.
@@ -42,9 +44,13 @@ fn signer_role() {
         .append(true)
         .open(&acks_path)
         .unwrap();
+    // Set for the key-as-PIN style: the PIN of every C_Login.
+    let pin = std::env::var("KEYWARD_FAULT_PIN").ok();
     let p11 = module::cryptoki(&child_settings());
     let web = ring_slot(&p11, RING);
     let digest = [0x42u8; 32];
+    // Found once: a handle stays valid across reconnects and keywardd restarts (design §4).
+    let mut key = None;
     let (mut signs, mut reconnects) = (0usize, 0usize);
     while signs < MAX_SIGNS && reconnects < MAX_RECONNECTS && !stop.exists() {
         reconnects += 1;
@@ -52,7 +58,10 @@ fn signer_role() {
             std::thread::sleep(Duration::from_millis(20));
             continue;
         };
-        match session.login(cryptoki::session::UserType::User, None) {
+        let pin = pin
+            .as_ref()
+            .map(|p| cryptoki::types::AuthPin::new(p.clone().into()));
+        match session.login(cryptoki::session::UserType::User, pin.as_ref()) {
             Ok(())
             | Err(cryptoki::error::Error::Pkcs11(
                 cryptoki::error::RvError::UserAlreadyLoggedIn,
@@ -60,12 +69,15 @@ fn signer_role() {
             )) => {}
             Err(_) => continue,
         }
-        let key = match session.find_objects(&[
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::Label(b"ec".to_vec()),
-        ]) {
-            Ok(found) if found.len() == 1 => found[0],
-            _ => continue,
+        let key = match key {
+            Some(k) => k,
+            None => match session.find_objects(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Label(b"ec".to_vec()),
+            ]) {
+                Ok(found) if found.len() == 1 => *key.insert(found[0]),
+                _ => continue,
+            },
         };
         while signs < MAX_SIGNS && !stop.exists() {
             match session.sign(&Mechanism::Ecdsa, key, &digest) {
@@ -73,6 +85,11 @@ fn signer_role() {
                     signs += 1;
                     writeln!(acks, "{}", now_ms()).unwrap();
                 }
+                Err(cryptoki::error::Error::Pkcs11(
+                    rv @ (cryptoki::error::RvError::KeyHandleInvalid
+                    | cryptoki::error::RvError::ObjectHandleInvalid),
+                    _,
+                )) => panic!("the key handle found before the kill was refused: {rv}"),
                 Err(_) => break,
             }
         }
@@ -80,17 +97,20 @@ fn signer_role() {
     module::report("signs", signs);
 }
 
-fn spawn_signer(settings: &Settings, acks: &Path, stop: &Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([TEST, "--exact", "--nocapture", "--test-threads=1"])
+fn spawn_signer(settings: &Settings, pin: Option<&str>, acks: &Path, stop: &Path) -> Child {
+    let log = std::fs::File::create(acks.with_extension("log")).unwrap();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([TEST, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ROLE, "signer")
         .env("KEYWARD_MODULE_TEST_SETTINGS", settings.as_str())
         .env("KEYWARD_FAULT_ACKS", acks)
         .env("KEYWARD_FAULT_STOP", stop)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cannot start a signer")
+        .stderr(log);
+    if let Some(pin) = pin {
+        cmd.env("KEYWARD_FAULT_PIN", pin);
+    }
+    cmd.spawn().expect("cannot start a signer")
 }
 
 /// The ack times in `path`.
@@ -150,8 +170,10 @@ fn signers_recover_from_a_sigkill_and_acknowledged_signs_are_recorded() {
         "roles/kms.signerVerifier",
         "serviceAccount:signer@payments",
     );
-    let settings = Settings::new(&env.client_socket, &env.dir().join("module.toml"))
+    // Two identity styles: a credential file; the key as PIN with the ring configured.
+    let with_file = Settings::new(&env.client_socket, &env.dir().join("module.toml"))
         .credentials(&env.dir().join("signer.key"), &signer);
+    let key_as_pin = Settings::new(&env.client_socket, &env.dir().join("module.toml")).tokens(RING);
     let stop = env.dir().join("stop");
     let files: Vec<PathBuf> = (0..SIGNERS)
         .map(|i| env.dir().join(format!("acks-{i}")))
@@ -159,7 +181,11 @@ fn signers_recover_from_a_sigkill_and_acknowledged_signs_are_recorded() {
     let mut signers = Signers(
         files
             .iter()
-            .map(|f| spawn_signer(&settings, f, &stop))
+            .enumerate()
+            .map(|(i, f)| match i % 2 {
+                0 => spawn_signer(&with_file, None, f, &stop),
+                _ => spawn_signer(&key_as_pin, Some(&signer), f, &stop),
+            })
             .collect(),
     );
     wait_until(60, "every signer signing", || {
@@ -192,10 +218,17 @@ fn signers_recover_from_a_sigkill_and_acknowledged_signs_are_recorded() {
     std::thread::sleep(Duration::from_millis(500));
     std::fs::write(&stop, "").unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
+    let logs = || -> String {
+        files
+            .iter()
+            .map(|f| std::fs::read_to_string(f.with_extension("log")).unwrap_or_default())
+            .filter(|l| l.contains("panicked"))
+            .collect()
+    };
     for c in &mut signers.0 {
         loop {
             if let Some(s) = c.try_wait().unwrap() {
-                assert!(s.success(), "a signer failed: {s}");
+                assert!(s.success(), "a signer failed: {s}: {}", logs());
                 break;
             }
             assert!(Instant::now() < deadline, "a signer did not stop");
