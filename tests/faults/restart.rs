@@ -1,7 +1,8 @@
 //! Issue 15 item 1: a process keeps working across a keywardd kill -9 and restart, for both
 //! identity styles (a credentials file; a key given as PIN with configured rings): the same
 //! process opens a new session, logs in again if need be (the module replays its login), and
-//! signs and verifies with the object handles it found before the restart.
+//! signs and verifies with the object handles it found before the restart (keys and a
+//! certificate); a handle of a key it no longer sees is invalid after the restart.
 
 use crate::common::daemon::Env;
 use crate::common::module::*;
@@ -18,6 +19,7 @@ const RING: &str = "projects/payments/keyRings/web";
 fn world() -> (Env, String) {
     let mut env = Env::new();
     let a = env.service_account_offline("a");
+    let certs = env.service_account_offline("certs");
     env.start();
     env.web_ring();
     env.create_key(RING, "ec", "ASYMMETRIC_SIGN", "EC_SIGN_P256_SHA256");
@@ -32,7 +34,41 @@ fn world() -> (Env, String) {
         "serviceAccount:a@payments",
     ])
     .ok();
+    // A self-signed certificate for it (made by account certs, which signs with the key).
+    for role in ["roles/kms.admin", "roles/kms.signerVerifier"] {
+        env.bind(
+            &format!("{RING}/cryptoKeys/ec"),
+            role,
+            "serviceAccount:certs@payments",
+        );
+    }
+    env.ctl_client_with_key(
+        &certs,
+        &[
+            "key",
+            "cert",
+            "create",
+            "--key",
+            &format!("{RING}/cryptoKeys/ec"),
+            "--self-signed",
+            "--subject",
+            "CN=ec",
+        ],
+    )
+    .ok();
     (env, a)
+}
+
+/// The certificate's `CKA_VALUE` through `handle`.
+fn cert_value(s: &Session, handle: ObjectHandle) -> Vec<u8> {
+    match s
+        .get_attributes(handle, &[cryptoki::object::AttributeType::Value])
+        .unwrap_or_else(|e| panic!("the certificate's value: {e}"))
+        .pop()
+    {
+        Some(Attribute::Value(v)) => v,
+        other => panic!("no CKA_VALUE: {other:?}"),
+    }
 }
 
 fn one(s: &Session, class: ObjectClass) -> ObjectHandle {
@@ -79,6 +115,8 @@ fn survives_a_restart(key_as_pin: bool) {
     login(&s);
     let private = one(&s, ObjectClass::PRIVATE_KEY);
     let public = one(&s, ObjectClass::PUBLIC_KEY);
+    let cert = one(&s, ObjectClass::CERTIFICATE);
+    let der = cert_value(&s, cert);
     let data = b"before the restart".to_vec();
     let sig = s.sign(&Mechanism::EcdsaSha256, private, &data).unwrap();
     s.verify(&Mechanism::EcdsaSha256, public, &data, &sig)
@@ -115,7 +153,13 @@ fn survives_a_restart(key_as_pin: bool) {
     let recovered = ready.elapsed();
     s2.verify(&Mechanism::EcdsaSha256, public, &data, &sig)
         .unwrap_or_else(|e| panic!("verifying with the handle found before the restart: {e}"));
+    assert_eq!(
+        cert_value(&s2, cert),
+        der,
+        "the certificate through the handle found before the restart"
+    );
     // The handles are the ones a find gives now.
+    assert_eq!(one(&s2, ObjectClass::CERTIFICATE), cert);
     assert_eq!(one(&s2, ObjectClass::PRIVATE_KEY), private);
     assert_eq!(one(&s2, ObjectClass::PUBLIC_KEY), public);
     eprintln!(

@@ -247,6 +247,8 @@ impl ClientConnection {
         handle: ObjectHandle,
         invalid: u64,
     ) -> Option<Result<JobView<'s>, u64>> {
+        // Maybe a handle an earlier keywardd gave (design §4).
+        let _ = self.adopt(view, ctx, handle);
         let name = self.inst.lock().job(handle)?;
         if let Some(j) = self
             .jobs(view, ctx)
@@ -285,6 +287,7 @@ impl ClientConnection {
         rv: u64,
         invalid: u64,
     ) -> Result<Option<u64>, u64> {
+        self.adopt_in(session, handle)?;
         let Some(name) = self.inst.lock().job(handle) else {
             return Ok(None);
         };

@@ -1338,6 +1338,19 @@ impl ClientConnection {
         None
     }
 
+    /// [`ClientConnection::adopt`] for a handle used in `session`, if the instance's table
+    /// does not know it.
+    fn adopt_in(&self, session: SessionId, handle: ObjectHandle) -> Result<(), u64> {
+        if self.inst.lock().known(handle) {
+            return Ok(());
+        }
+        let slot = self.session(session)?.slot;
+        let view = self.svc.view()?;
+        let ctx = self.slot_ctx(slot, &view.state)?;
+        let _ = self.adopt(&view, &ctx, handle);
+        Ok(())
+    }
+
     /// A visible, ENABLED object (for everything but `*Init`).
     fn visible_object(
         &self,
@@ -1365,13 +1378,7 @@ impl ClientConnection {
         handle: ObjectHandle,
     ) -> Result<Option<Result<(SlotCtx, crate::admin::certs::CertEntry), u64>>, u64> {
         let slot = self.session(session)?.slot;
-        let unknown = !self.inst.lock().known(handle);
-        if unknown {
-            // Maybe a handle an earlier keywardd gave (design §4).
-            let view = self.svc.view()?;
-            let ctx = self.slot_ctx(slot, &view.state)?;
-            let _ = self.adopt(&view, &ctx, handle);
-        }
+        self.adopt_in(session, handle)?;
         if self.inst.lock().cert(handle).is_none() {
             return Ok(None);
         }
