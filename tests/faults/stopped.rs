@@ -117,7 +117,6 @@ fn a_stopped_keywardd_never_holds_a_caller_past_its_deadline() {
         RvError::DeviceRemoved,
         "the call that met the deadline"
     );
-    assert!(took >= DEADLINE, "answered before its deadline: {took:?}");
     assert_eq!(
         module::rv(again),
         RvError::SessionHandleInvalid,
