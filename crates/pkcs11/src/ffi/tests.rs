@@ -1047,9 +1047,9 @@ fn initialize_with_an_unreadable_p_reserved_is_arguments_bad() {
     env();
     let page = 4096usize;
     // Two pages: the first readable with a string without a NUL up to its end, the second
-    // PROT_NONE; and a third mapped then unmapped.
+    // PROT_NONE.
     // SAFETY: anonymous private mappings of our own; nothing else refers to them.
-    let (base, gone) = unsafe {
+    let base = unsafe {
         let base = libc::mmap(
             null_mut(),
             2 * page,
@@ -1064,21 +1064,18 @@ fn initialize_with_an_unreadable_p_reserved_is_arguments_bad() {
             libc::mprotect(base.cast::<u8>().add(page).cast(), page, libc::PROT_NONE),
             0
         );
-        let gone = libc::mmap(
-            null_mut(),
-            page,
-            libc::PROT_READ,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        assert_ne!(gone, libc::MAP_FAILED);
-        assert_eq!(libc::munmap(gone, page), 0);
-        (base.cast::<u8>(), gone.cast::<u8>())
+        base.cast::<u8>()
     };
-    let bad: [(&str, *mut u8); 4] = [
+    // NULL here: a page mapped and unmapped in the child, whose only thread maps nothing
+    // before the call (unmapped in this multi-threaded harness, another test's thread could
+    // map the address again, as a zeroed page: an empty settings string).
+    let bad: [(&str, *mut u8); 5] = [
         ("1", std::ptr::dangling_mut::<u8>()),
-        ("an unmapped page", gone),
+        ("an unmapped page", null_mut()),
+        (
+            "a kernel address",
+            std::ptr::without_provenance_mut(0xffff_ffff_ffff_0000),
+        ),
         // SAFETY: within our two-page mapping.
         ("a PROT_NONE page", unsafe { base.add(page) }),
         ("a string running into a PROT_NONE page", base),
@@ -1086,6 +1083,26 @@ fn initialize_with_an_unreadable_p_reserved_is_arguments_bad() {
     let f = list();
     for (what, p) in bad {
         let got = in_child(|| {
+            let p = if p.is_null() {
+                // SAFETY: an anonymous mapping of our own, unmapped at once; only its
+                // address is used (by the module, which must not fault on it).
+                unsafe {
+                    let gone = libc::mmap(
+                        null_mut(),
+                        page,
+                        libc::PROT_READ,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                        -1,
+                        0,
+                    );
+                    if gone == libc::MAP_FAILED || libc::munmap(gone, page) != 0 {
+                        return 3;
+                    }
+                    gone.cast::<u8>()
+                }
+            } else {
+                p
+            };
             let mut args = CK_C_INITIALIZE_ARGS {
                 flags: CKF_OS_LOCKING_OK,
                 pReserved: p.cast(),
@@ -1105,7 +1122,8 @@ fn initialize_with_an_unreadable_p_reserved_is_arguments_bad() {
         assert_eq!(
             got,
             Ok(0),
-            "pReserved = {what}: Ok(1) wrong code, Ok(2) initialised anyway, Err(n) killed by signal n"
+            "pReserved = {what}: Ok(1) wrong code, Ok(2) initialised anyway, Ok(3) no page to \
+             unmap, Err(n) killed by signal n"
         );
     }
     // SAFETY: our own mapping.
