@@ -458,8 +458,10 @@ fn a_process_that_exits_frees_its_instance() {
         let p11 = module::cryptoki(&settings);
         let (s, key) = signer_session(&p11);
         s.sign(&Mechanism::Ecdsa, key, &[round; 32]).unwrap();
+        // The previous round's instance goes when keywardd's threads see its connections
+        // close (after C_Finalize), which under load may come a little after this sign.
         assert_eq!(
-            instances(&env),
+            settle_instances(&env, 1),
             1,
             "round {round}: one instance per live process"
         );
