@@ -12,3 +12,7 @@ apt-get install -y -qq --no-install-recommends softhsm2 sqlite3 openssl ca-certi
     util-linux e2fsprogs opensc libengine-pkcs11-openssl libnss3-tools gnutls-bin p11-kit \
     p11-kit-modules pkcs11-dump openssh-client openssh-server openjdk-17-jdk-headless \
     systemd
+# The token matrix (issue 17): tpm2-pkcs11 over a software TPM (swtpm), behind tpm2-abrmd on a
+# private session D-Bus (ci/tpm2-token.sh).
+apt-get install -y -qq --no-install-recommends libtpm2-pkcs11-1 libtpm2-pkcs11-tools swtpm \
+    swtpm-tools tpm2-tools tpm2-abrmd libtss2-tcti-tabrmd0 libtss2-tcti-swtpm0 dbus-daemon

@@ -1,7 +1,9 @@
-//! Test helpers for keywardd: a private SoftHSM2 token (softhsm-config/init-token.sh), a
-//! store bootstrapped with keywardctl, a configuration file, and the built keywardd on sockets
-//! in a temporary directory, killed on drop.
+//! Test helpers for keywardd: a private backing token (SoftHSM2 by default,
+//! softhsm-config/init-token.sh; or any [`BackingToken`]), a store bootstrapped with
+//! keywardctl, a configuration file, and the built keywardd on sockets in a temporary
+//! directory, killed on drop.
 
+use super::backing::BackingToken;
 use super::{run_raw, Output, ADMIN};
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -18,6 +20,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A token, a store and a configuration in one temporary directory, and maybe a keywardd.
 pub struct Env {
+    /// The backing token (dropped, and its helper processes stopped, before `dir` goes).
+    pub token: BackingToken,
     dir: tempfile::TempDir,
     /// The store.
     pub db: PathBuf,
@@ -27,7 +31,7 @@ pub struct Env {
     pub admin_socket: PathBuf,
     /// The client socket.
     pub client_socket: PathBuf,
-    /// SOFTHSM2_CONF for this token.
+    /// SOFTHSM2_CONF for this token (a path that does not exist on other tokens).
     pub softhsm_conf: PathBuf,
     /// The user PIN file init-token.sh wrote (0600).
     pub pin_file: PathBuf,
@@ -35,26 +39,16 @@ pub struct Env {
     stderr: PathBuf,
 }
 
-/// Runs softhsm-config/init-token.sh DIR.
-fn init_token(dir: &Path) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("softhsm-config/init-token.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg(dir)
-        .output()
-        .expect("cannot run init-token.sh");
-    assert!(
-        out.status.success(),
-        "init-token.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 impl Env {
     /// A token and a store whose organisation `acme` has [`ADMIN`] as admin, with this
     /// process's uid mapped to [`ADMIN`]; the configuration is written, keywardd not started.
     pub fn new() -> Env {
-        let env = Env::bare();
+        Env::new_on(BackingToken::softhsm2)
+    }
+
+    /// [`Env::new`] on the backing token `make` sets up in the directory it is given.
+    pub fn new_on(make: impl FnOnce(&Path) -> BackingToken) -> Env {
+        let env = Env::bare_on(make);
         env.offline(&["init", "--org", "acme", "--admin", ADMIN])
             .ok();
         env.offline(&[
@@ -71,16 +65,22 @@ impl Env {
 
     /// A token and a configuration; no store.
     pub fn bare() -> Env {
+        Env::bare_on(BackingToken::softhsm2)
+    }
+
+    /// [`Env::bare`] on the backing token `make` sets up in the directory it is given.
+    pub fn bare_on(make: impl FnOnce(&Path) -> BackingToken) -> Env {
         let dir = tempfile::tempdir().expect("cannot make a temporary directory");
-        let token_dir = dir.path().join("softhsm");
-        init_token(&token_dir);
+        let token_dir = dir.path().join("token");
+        let token = make(&token_dir);
         let env = Env {
             db: dir.path().join("keyward.db"),
             config: dir.path().join("keyward.toml"),
             admin_socket: dir.path().join("admin.sock"),
             client_socket: dir.path().join("client.sock"),
             softhsm_conf: token_dir.join("softhsm2.conf"),
-            pin_file: token_dir.join("user-pin"),
+            pin_file: token.pin_file.clone(),
+            token,
             stderr: dir.path().join("keywardd.stderr"),
             dir,
             daemon: None,
@@ -98,10 +98,11 @@ impl Env {
     /// the token label `label`.
     pub fn write_config(&self, pin_line: &str, label: &str) {
         let text = format!(
-            "[store]\npath = \"{}\"\n\n[token]\nlabel = \"{label}\"\n{pin_line}\n\n[admin]\n\
+            "[store]\npath = \"{}\"\n\n{}\n[admin]\n\
              socket = \"{}\"\n\n[client]\nsocket = \"{}\"\n\n[daemon]\ndestroy_check_secs = \
              1\n",
             self.db.display(),
+            self.token.config_section(pin_line, label),
             self.admin_socket.display(),
             self.client_socket.display(),
         );
@@ -275,7 +276,7 @@ impl Env {
                 cmd.env_remove(k);
             }
         }
-        cmd.env("SOFTHSM2_CONF", &self.softhsm_conf);
+        self.token.apply_env(&mut cmd);
         cmd
     }
 

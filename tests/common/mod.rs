@@ -163,10 +163,12 @@ pub fn my_uid() -> u32 {
         .and_then(|v| v.parse().ok())
         .expect("no Uid: line")
 }
+pub mod backing;
 pub mod byok;
 pub mod daemon;
 pub mod module;
 pub mod pkcs11;
+pub mod tpm2;
 
 /// `openssl ARGS` run in `dir`, which must succeed; its stdout.
 #[track_caller]
