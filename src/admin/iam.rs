@@ -89,20 +89,43 @@ pub fn role_list(ctx: &mut Ctx<'_>) -> Res<AdminResponse> {
 
 /// The permissions of a role the caller may know: a predefined role, or a custom role of an
 /// organisation it knows (design §9); any other name is "unknown", whether it exists or not.
+/// A `roles/cloudkms.*` alias is taken as the `roles/kms.*` role it stands for (pass the name
+/// through [`roles::canonical_role`] first); an unknown name is answered with the nearest
+/// predefined names.
 fn role_permissions(ctx: &Ctx<'_>, name: &str) -> Res<PermSet> {
+    if let Some(why) = roles::unmodelled_seed_role(name) {
+        return Err(Failure::Invalid(why));
+    }
     let known = custom_role_org(name).is_none_or(|org| ctx.may_know(&org));
     known
         .then(|| ctx.snap.role_permissions(name))
         .flatten()
         .ok_or_else(|| {
+            let nearest = roles::nearest_roles(name);
+            let hint = if nearest.is_empty() {
+                String::new()
+            } else {
+                format!("; did you mean {}?", nearest.join(", "))
+            };
             Failure::Invalid(format!(
-            "unknown role '{name}': `keywardctl role list` shows the predefined roles and your \
-             custom roles (organizations/ORG/roles/ID)"
-        ))
+                "unknown role '{name}'{hint} (`keywardctl role list` shows the predefined \
+                 roles and your custom roles, organizations/ORG/roles/ID; `roles/cloudkms.*` \
+                 names are accepted for their `roles/kms.*` roles)"
+            ))
         })
 }
 
+/// What an alias's answer adds to its message: ` (given as its alias ...)`.
+fn alias_note(given: &str, role: &str) -> String {
+    if given == role {
+        String::new()
+    } else {
+        format!(" (given as its alias {given})")
+    }
+}
+
 pub fn role_describe(ctx: &mut Ctx<'_>, name: &str) -> Res<AdminResponse> {
+    let name = roles::canonical_role(name);
     if let Some(org) = custom_role_org(name) {
         ctx.require(P::RolesGet, &org)?;
     }
@@ -241,6 +264,8 @@ pub fn bind(
     let res = parse_resource(resource)?;
     let perm = set_policy_perm(&res)?;
     let member = parse_member(member)?;
+    let given = role;
+    let role = roles::canonical_role(role);
     role_permissions(ctx, role)?;
     ctx.require(perm, &res)?;
     if let Some(role_org) = custom_role_org(role) {
@@ -255,7 +280,10 @@ pub fn bind(
         .ok_or_else(|| Failure::Precondition(format!("{res} does not exist")))?;
     if !siam::bind(ctx.tx, row.id, role, &member, ctx.now)? {
         return Ok(done(
-            format!("{member} already holds {role} on {res}; nothing changed"),
+            format!(
+                "{member} already holds {role}{} on {res}; nothing changed",
+                alias_note(given, role)
+            ),
             json!({"resource": res.to_string(), "role": role, "member": member.to_string(),
                    "changed": false}),
         ));
@@ -276,7 +304,10 @@ pub fn bind(
         "bind a different member",
     )?;
     let mut resp = done(
-        format!("bound {role} to {member} on {res}"),
+        format!(
+            "bound {role}{} to {member} on {res}",
+            alias_note(given, role)
+        ),
         json!({"resource": res.to_string(), "role": role, "member": member.to_string(),
                "changed": true, "warnings": warnings}),
     );
@@ -285,6 +316,7 @@ pub fn bind(
 }
 
 pub fn unbind(ctx: &mut Ctx<'_>, resource: &str, role: &str, member: &str) -> Res<AdminResponse> {
+    let role = roles::canonical_role(role);
     let res = parse_resource(resource)?;
     let perm = set_policy_perm(&res)?;
     let member = parse_member(member)?;

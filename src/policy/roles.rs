@@ -208,6 +208,135 @@ pub fn predefined() -> Vec<PredefinedRole> {
     ]
 }
 
+/// The seed's Google Cloud KMS role names Keyward models, each an alias of the `roles/kms.*`
+/// role it stands for (issue 18 item 3). A binding made with an alias is stored under the
+/// `roles/kms.*` name ([`canonical_role`]): the snapshot resolves stored names only, so a
+/// stored alias would grant nothing.
+pub const CLOUDKMS_ALIASES: &[(&str, &str)] = &[
+    ("roles/cloudkms.admin", "roles/kms.admin"),
+    ("roles/cloudkms.viewer", "roles/kms.viewer"),
+    (
+        "roles/cloudkms.cryptoKeyEncrypter",
+        "roles/kms.cryptoKeyEncrypter",
+    ),
+    (
+        "roles/cloudkms.cryptoKeyDecrypter",
+        "roles/kms.cryptoKeyDecrypter",
+    ),
+    (
+        "roles/cloudkms.cryptoKeyEncrypterDecrypter",
+        "roles/kms.cryptoKeyEncrypterDecrypter",
+    ),
+    ("roles/cloudkms.signer", "roles/kms.signer"),
+    ("roles/cloudkms.signerVerifier", "roles/kms.signerVerifier"),
+    ("roles/cloudkms.verifier", "roles/kms.verifier"),
+    (
+        "roles/cloudkms.publicKeyViewer",
+        "roles/kms.publicKeyViewer",
+    ),
+    ("roles/cloudkms.importer", "roles/kms.importer"),
+    ("roles/cloudkms.cryptoOperator", "roles/kms.cryptoOperator"),
+];
+
+/// The seed's roles this model leaves out (their permissions are in
+/// [`DROPPED_SEED_PERMISSIONS`]), each with the modelled role nearest to it, if any.
+pub const UNMODELLED_SEED_ROLES: &[(&str, Option<&str>)] = &[
+    (
+        "roles/cloudkms.cryptoKeyEncrypterViaDelegation",
+        Some("roles/kms.cryptoKeyEncrypter"),
+    ),
+    (
+        "roles/cloudkms.cryptoKeyDecrypterViaDelegation",
+        Some("roles/kms.cryptoKeyDecrypter"),
+    ),
+    (
+        "roles/cloudkms.cryptoKeyEncrypterDecrypterViaDelegation",
+        Some("roles/kms.cryptoKeyEncrypterDecrypter"),
+    ),
+    ("roles/cloudkms.ekmConnectionsAdmin", None),
+    ("roles/cloudkms.expertRawAesCbc", None),
+    ("roles/cloudkms.expertRawAesCtr", None),
+    ("roles/cloudkms.expertRawPKCS", None),
+    ("roles/cloudkms.protectedResourcesViewer", None),
+];
+
+/// The name a role is stored and resolved under: the `roles/kms.*` role a
+/// `roles/cloudkms.*` alias stands for, any other name unchanged.
+pub fn canonical_role(name: &str) -> &str {
+    CLOUDKMS_ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == name)
+        .map_or(name, |(_, role)| role)
+}
+
+/// Why a seed role this model leaves out is refused, or `None` for any other name.
+pub fn unmodelled_seed_role(name: &str) -> Option<String> {
+    let (_, nearest) = UNMODELLED_SEED_ROLES.iter().find(|(r, _)| *r == name)?;
+    let instead = match nearest {
+        Some(r) => format!("; the nearest role Keyward has is {r}"),
+        None => String::new(),
+    };
+    Some(format!(
+        "role '{name}' is a Cloud KMS role not modelled by Keyward (its permissions are left \
+         out: see the README's Roles section){instead}"
+    ))
+}
+
+/// The core of a role name for comparing: without `roles/`, `kms.`/`cloudkms.`/`kms:` and
+/// case.
+fn role_stem(name: &str) -> String {
+    let name = name.to_ascii_lowercase();
+    let s = name.strip_prefix("roles/").unwrap_or(&name);
+    let s = ["cloudkms.", "kms.", "kms:", "keyward."]
+        .iter()
+        .find_map(|p| s.strip_prefix(p))
+        .unwrap_or(s);
+    s.to_string()
+}
+
+/// Levenshtein distance over bytes (role names are ASCII; anything else only counts more).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+/// Up to three predefined roles whose names are nearest to `name` (a misspelt role or alias;
+/// an alias's nearness counts for the role it stands for), nearest first; none when nothing
+/// is close. Only predefined names are offered (custom roles stay private to their
+/// organisation, design §9).
+pub fn nearest_roles(name: &str) -> Vec<&'static str> {
+    let stem = role_stem(name);
+    if stem.len() > 256 {
+        return Vec::new();
+    }
+    let limit = (stem.len() / 3).max(2);
+    let mut scored: Vec<(usize, &'static str)> = predefined()
+        .iter()
+        .map(|r| (r.name, r.name))
+        .chain(CLOUDKMS_ALIASES.iter().copied())
+        .map(|(candidate, role)| (edit_distance(&stem, &role_stem(candidate)), role))
+        .filter(|(d, _)| *d <= limit)
+        .collect();
+    scored.sort();
+    let mut out: Vec<&'static str> = Vec::new();
+    for (_, role) in scored {
+        if !out.contains(&role) && out.len() < 3 {
+            out.push(role);
+        }
+    }
+    out
+}
+
 /// Permissions that administer a key (separation of duties, design §3).
 pub fn key_admin_permissions() -> PermSet {
     PermSet::of(&[P::CryptoKeysCreate, P::CryptoKeysUpdate, P::VersionsDestroy])
@@ -244,4 +373,43 @@ pub fn parse_custom_permissions(items: &[String]) -> Result<PermSet, String> {
         }
     }
     Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_alias_names_a_predefined_role_and_the_unmodelled_nearest_too() {
+        let names: Vec<&str> = predefined().iter().map(|r| r.name).collect();
+        for (alias, role) in CLOUDKMS_ALIASES {
+            assert!(names.contains(role), "{alias} -> {role}");
+            assert_eq!(canonical_role(alias), *role);
+            assert_eq!(
+                format!("roles/cloudkms.{}", &role["roles/kms.".len()..]),
+                *alias
+            );
+        }
+        for (r, nearest) in UNMODELLED_SEED_ROLES {
+            assert!(nearest.is_none_or(|n| names.contains(&n)), "{r}");
+            assert!(unmodelled_seed_role(r).is_some());
+        }
+        assert_eq!(canonical_role("roles/kms.signer"), "roles/kms.signer");
+        assert_eq!(unmodelled_seed_role("roles/kms.signer"), None);
+    }
+
+    #[test]
+    fn nearest_roles_offers_close_names_only() {
+        assert_eq!(
+            nearest_roles("roles/kms.signerVerifer")[0],
+            "roles/kms.signerVerifier"
+        );
+        assert_eq!(
+            nearest_roles("roles/cloudkms.cryptoKeyEncrypterDecryptor")[0],
+            "roles/kms.cryptoKeyEncrypterDecrypter"
+        );
+        assert_eq!(nearest_roles("roles/KMS.ADMIN")[0], "roles/kms.admin");
+        assert!(nearest_roles("roles/storage.objectViewer").is_empty());
+        assert!(nearest_roles(&"x".repeat(100_000)).is_empty());
+    }
 }
