@@ -6,6 +6,28 @@
 # (OpenSSH client and server, the JDK's keytool and jarsigner), and systemd-analyze for the
 # unit in packaging/.
 set -euo pipefail
+# Installing packages needs root. As root (containers, CI boxes, often without sudo) the script
+# goes on; otherwise it runs itself again under sudo, and without sudo it says what to do.
+# Nothing outside bash is used before this point, so it works on a bare PATH.
+if [ "$EUID" -ne 0 ]; then
+    case "$0" in
+        /*) self="$0" ;;
+        *) self="$PWD/$0" ;;
+    esac
+    if ! command -v sudo >/dev/null 2>&1; then
+        echo "ci/install-deps.sh: installing packages needs root, and you are uid $EUID with no" \
+            "sudo on PATH: run it as root (e.g. su -c 'bash $self'), or install sudo" >&2
+        exit 1
+    fi
+    echo "ci/install-deps.sh: not root (uid $EUID): running it again under sudo" >&2
+    rc=0
+    sudo bash "$self" "$@" || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        echo "ci/install-deps.sh: the run under sudo failed (exit $rc): if sudo itself" \
+            "refused, run the script as root" >&2
+    fi
+    exit "$rc"
+fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends softhsm2 sqlite3 openssl ca-certificates \

@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in softhsm2-util sqlite3 openssl pkcs11-tool certutil p11tool ssh /usr/sbin/sshd keytool jarsigner systemd-analyze; do
     command -v "$tool" >/dev/null || {
-        echo "missing $tool: run 'sudo bash ci/install-deps.sh' first" >&2
+        echo "missing $tool: run 'bash ci/install-deps.sh' first" >&2
         exit 1
     }
 done
