@@ -1564,12 +1564,89 @@ fn denial_matrix_through_the_module() {
             }
         }
     }
+    // Issue 16 acceptance 6: every audit record of the run, normalised, is the golden file's
+    // (`KEYWARD_BLESS=1` rewrites it; see `tests/common/golden.rs`). keywardd stops first so
+    // that everything it has accepted is written.
+    let status = env.signal_and_wait("TERM");
+    assert!(status.success(), "keywardd after SIGTERM: {status}");
+    common::golden::check(GOLDEN, GOLDEN_HEADER, &audit_golden(&env.db));
     assert!(
         audit_mismatches.is_empty(),
         "{} audit differences from design §6:\n{}",
         audit_mismatches.len(),
         audit_mismatches.join("\n")
     );
+}
+
+/// The golden file of [`denial_matrix_through_the_module`]'s audit records.
+const GOLDEN: &str = "denial_matrix.audit";
+const GOLDEN_HEADER: &str = "\
+Every audit record of a full run of tests/denial_matrix.rs denial_matrix_through_the_module
+(set-up, keywardctl and the module), normalised: one line per distinct
+(principal, action, resource, result, rv) with the number of records of it (counts of
+coalesced denials added up), sorted. Generated key ids (p11-<16 hex digits>) are replaced by
+the key's CKA_LABEL; times, pids, instances, request ids, details and order are left out.
+Regenerate: KEYWARD_BLESS=1 cargo test --test denial_matrix denial_matrix_through_the_module
+principal action resource result rv xcount";
+
+/// The audit records of the store at `db`, normalised for [`GOLDEN`].
+fn audit_golden(db: &std::path::Path) -> Vec<String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    // Generated key id -> the client's CKA_LABEL.
+    let mut labels = std::collections::HashMap::new();
+    let mut q = conn
+        .prepare(
+            "SELECT r.name, g.cka_label FROM generic_keys g JOIN resources r ON r.id = g.key_id",
+        )
+        .unwrap();
+    let rows = q
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })
+        .unwrap();
+    for row in rows {
+        let (name, label) = row.unwrap();
+        let id = name.rsplit('/').next().unwrap().to_string();
+        labels.insert(id, format!("p11{:?}", String::from_utf8_lossy(&label)));
+    }
+    let normal = |resource: &str| -> String {
+        resource
+            .split('/')
+            .map(|part| match labels.get(part) {
+                Some(l) => l.as_str(),
+                None if part.starts_with("p11-") => "p11-UNKNOWN",
+                None => part,
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    let mut n: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let mut q = conn
+        .prepare(
+            "SELECT principal, action, resource, result, rv, count FROM audit_log ORDER BY seq",
+        )
+        .unwrap();
+    let rows = q
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+            ))
+        })
+        .unwrap();
+    for row in rows {
+        let (principal, action, resource, result, rv, count) = row.unwrap();
+        let resource = resource.map_or("-".to_string(), |r| normal(&r));
+        let line = format!("{principal} {action} {resource} {result} {rv:#x}");
+        *n.entry(line).or_default() += u64::try_from(count).unwrap();
+    }
+    n.into_iter().map(|(l, c)| format!("{l} x{c}")).collect()
 }
 
 /// Acceptance 3: a binding revoked with keywardctl while a session is open stops the next

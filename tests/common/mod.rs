@@ -166,6 +166,7 @@ pub fn my_uid() -> u32 {
 pub mod backing;
 pub mod byok;
 pub mod daemon;
+pub mod golden;
 pub mod module;
 pub mod pkcs11;
 pub mod tpm2;

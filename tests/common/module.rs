@@ -169,11 +169,11 @@ impl Drop for Exclusive {
 }
 
 /// Takes this process's module for one test. The KEYWARD_* environment is cleared first,
-/// so only the `pReserved` settings count.
+/// so only the `pReserved` settings count (`KEYWARD_BLESS`, for golden files, stays).
 pub fn exclusive() -> Exclusive {
     let guard = EXCLUSIVE.lock().unwrap_or_else(|e| e.into_inner());
     for (k, _) in std::env::vars() {
-        if k.starts_with("KEYWARD_") && k != CHILD_ROLE {
+        if k.starts_with("KEYWARD_") && k != CHILD_ROLE && k != super::golden::BLESS {
             std::env::remove_var(k);
         }
     }
