@@ -58,11 +58,7 @@
 
 use super::{hex, record_hash, row, VerifyReport, COLS, GENESIS};
 use crate::store::StoreError;
-use cryptoki::error::{Error as CryptokiError, RvError};
-use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
-use cryptoki::session::Session;
-use keyward_token::{KeySpec, SignMechanism, Token, TokenError};
+use keyward_token::{HeadObject, KeySpec, ObjectClass, SignMechanism, Token, TokenError};
 use keyward_wire::keys::Algorithm;
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -80,10 +76,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const AUDIT_KEY_ID: &[u8] = b"keyward-audit-key";
 /// `CKA_LABEL` of the audit key pair.
 pub const AUDIT_KEY_LABEL: &str = "keyward-audit-key";
-/// `CKA_LABEL` of the `CKO_DATA` object holding the latest signed head.
-pub const HEAD_LABEL: &str = "keyward-audit-head";
-/// `CKA_APPLICATION` of the signed-head object.
-pub const HEAD_APPLICATION: &[u8] = b"keyward";
+pub use keyward_token::{HEAD_APPLICATION, HEAD_LABEL};
 /// Domain tag of the signed digest.
 pub const CHECKPOINT_TAG: &[u8] = b"keyward-audit-checkpoint-v1";
 
@@ -265,37 +258,10 @@ pub fn ensure_audit_key(token: &Token) -> Result<bool> {
     }
 }
 
-fn head_template() -> Vec<Attribute> {
-    vec![
-        Attribute::Class(ObjectClass::DATA),
-        Attribute::Token(true),
-        Attribute::Label(HEAD_LABEL.as_bytes().to_vec()),
-    ]
-}
-
-/// The `CKA_VALUE`s of every signed-head object in the token (normally one).
-fn head_values(s: &Session) -> cryptoki::error::Result<Vec<Vec<u8>>> {
-    let mut out = Vec::new();
-    for h in s.find_objects(&head_template())? {
-        match s.get_attributes(h, &[AttributeType::Value]) {
-            Ok(attrs) => {
-                for a in attrs {
-                    if let Attribute::Value(v) = a {
-                        out.push(v);
-                    }
-                }
-            }
-            Err(CryptokiError::Pkcs11(RvError::ObjectHandleInvalid, _)) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(out)
-}
-
 /// The latest signed head kept in the token, if any. An object whose value is not a signed
 /// head is an error; of several (a crash while replacing one), the highest seq wins.
 pub fn token_head(token: &Token) -> Result<Option<Checkpoint>> {
-    let values = token.with_session(head_values)?;
+    let values = token.signed_heads()?;
     let mut best: Option<Checkpoint> = None;
     for v in values {
         let cp = decode_head(&v).ok_or_else(|| {
@@ -312,84 +278,21 @@ pub fn token_head(token: &Token) -> Result<Option<Checkpoint>> {
     Ok(best)
 }
 
-/// Writes `cp` as the token's signed head. PKCS#11 does not let `CKA_VALUE` of a data object
-/// change after creation (no footnote 8 in its attribute table; SoftHSM2 answers
-/// `CKR_ATTRIBUTE_READ_ONLY`), so the object is replaced: the new one is created before the
-/// old ones are destroyed, and the token is never without a signed head. A crash in between
-/// leaves two, of which [`token_head`] takes the higher and the next checkpoint removes the
-/// other.
-///
-/// `previous` is the head this process wrote last: it is destroyed without searching the
-/// token (a search rescans SoftHSM2's whole store, about 18 ms at 1,000 keys, while every
-/// operation waits on the exclusive lock); without it, or if it is gone, every head found is.
-/// The section creates and destroys data objects only, so the token's key-handle cache stays.
-/// Returns the new head's handle.
+/// Writes `cp` as the token's signed head, replacing `previous` (the head this process
+/// wrote last; without it every head found is replaced): [`Token::store_signed_head`].
+/// Returns the new head's object.
 fn store_token_head(
     token: &Token,
     cp: &Checkpoint,
-    previous: Option<ObjectHandle>,
-) -> Result<Option<ObjectHandle>> {
-    let value = encode_head(cp);
-    let made = token.with_exclusive_data_session(|s| {
-        let existing = match previous {
-            Some(h) => vec![h],
-            None => s.find_objects(&head_template())?,
-        };
-        let made = s.create_object(&[
-            Attribute::Class(ObjectClass::DATA),
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Label(HEAD_LABEL.as_bytes().to_vec()),
-            Attribute::Application(HEAD_APPLICATION.to_vec()),
-            Attribute::Value(value),
-        ])?;
-        for h in existing {
-            match s.destroy_object(h) {
-                Ok(()) => {}
-                // Our last head is gone (removed by hand, or the token was reset): look.
-                Err(CryptokiError::Pkcs11(RvError::ObjectHandleInvalid, _))
-                    if previous.is_some() =>
-                {
-                    for other in s.find_objects(&head_template())? {
-                        if other != made {
-                            s.destroy_object(other)?;
-                        }
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(made)
-    })?;
-    Ok(Some(made))
+    previous: Option<HeadObject>,
+) -> Result<Option<HeadObject>> {
+    Ok(Some(token.store_signed_head(&encode_head(cp), previous)?))
 }
 
 /// Verifies each `(digest, signature)` with the audit public key in one session.
 /// `None` when the token has no audit public key.
 fn verify_signatures(token: &Token, items: &[([u8; 32], &[u8])]) -> Result<Option<Vec<bool>>> {
-    let out = token.with_session(|s| {
-        let keys = s.find_objects(&[
-            Attribute::Token(true),
-            Attribute::Class(ObjectClass::PUBLIC_KEY),
-            Attribute::Id(AUDIT_KEY_ID.to_vec()),
-        ])?;
-        let Some(key) = keys.first() else {
-            return Ok(None);
-        };
-        let mut out = Vec::with_capacity(items.len());
-        for (digest, signature) in items {
-            match s.verify(&Mechanism::Ecdsa, *key, digest, signature) {
-                Ok(()) => out.push(true),
-                Err(CryptokiError::Pkcs11(
-                    RvError::SignatureInvalid | RvError::SignatureLenRange,
-                    _,
-                )) => out.push(false),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(Some(out))
-    })?;
-    Ok(out)
+    Ok(token.verify_ecdsa_digests(AUDIT_KEY_ID, items)?)
 }
 
 struct Inner {
@@ -400,7 +303,7 @@ struct Inner {
     last_at: Instant,
     /// The signed-head object this checkpointer made last (its handle), so the next one
     /// replaces it without a token-wide search; `None`: search (at the first checkpoint).
-    head_object: Option<ObjectHandle>,
+    head_object: Option<HeadObject>,
     /// The latest checkpoint not yet in the token.
     unstored: Option<Checkpoint>,
     /// The seq of the head this process knows the token holds.

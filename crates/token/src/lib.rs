@@ -9,23 +9,28 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod audit;
 mod error;
 mod export;
 mod generic;
 mod import;
 mod keys;
+mod mech;
 mod mechanisms;
 mod ops;
 pub mod public_key;
 mod session_objects;
 mod token;
 
+pub use audit::{HeadObject, HEAD_APPLICATION, HEAD_LABEL};
+pub use cryptoki::mechanism::MechanismType;
 pub use cryptoki::object::{KeyType, ObjectClass};
 pub use error::{rv_to_ck_rv, Result, TokenError};
 pub use export::WrapMechanism;
 pub use generic::{GenericKind, GenericSpec, GenericUsage, GENERIC_SECRET_MAX, GENERIC_SECRET_MIN};
 pub use import::{spki_kind, ImportTarget};
 pub use keys::{GeneratedKey, KeySpec, KeyUsage, ObjectInfo, PublicKey, OBJECT_ID_LEN};
+pub use mech::{Hash, OpMechanism, OpOutput, OpTarget};
 pub use mechanisms::{Mechanisms, OaepHash};
 pub use ops::{GcmCiphertext, SignMechanism, GCM_IV_LEN, GCM_TAG_LEN};
 pub use session_objects::{

@@ -19,120 +19,17 @@
 use super::ck::*;
 use super::objects::{Half, ObjectView};
 use super::stream::SHA256_DIGEST_INFO;
-use cryptoki::context::Function;
-use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::aead::GcmParams as CkGcm;
-use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
-use cryptoki::mechanism::vendor_defined::VendorDefinedMechanism;
-use cryptoki::mechanism::{Mechanism as CkMech, MechanismType};
-use cryptoki::object::ObjectClass;
-use keyward_token::{GenericKind, Mechanisms, OaepHash, SessionObject, Token};
+use keyward_token::{
+    GenericKind, MechanismType, Mechanisms, OaepHash, ObjectClass, OpOutput, OpTarget,
+    SessionObject, Token,
+};
+pub use keyward_token::{Hash, OpMechanism as TokenMech};
 use keyward_wire::keys::{Algorithm, KeyKind};
 use keyward_wire::pkcs11::{GcmLayout, MechParams, Mechanism, MechanismInfo, Operation};
-use sha2::{Digest, Sha256, Sha384, Sha512};
 
 /// The AES block size.
 /// The AES block size.
 pub(super) const AES_BLOCK: usize = 16;
-
-/// `CK_AES_CTR_PARAMS` as the token reads it (cryptoki 0.12 has no typed `CKM_AES_CTR`).
-#[repr(C)]
-struct CkAesCtrParams {
-    counter_bits: std::ffi::c_ulong,
-    cb: [u8; 16],
-}
-
-/// A digest the daemon computes (public data only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hash {
-    /// SHA-256.
-    Sha256,
-    /// SHA-384.
-    Sha384,
-    /// SHA-512.
-    Sha512,
-}
-
-impl Hash {
-    /// The output length in bytes (also the full HMAC's).
-    pub fn output_len(self) -> usize {
-        match self {
-            Hash::Sha256 => 32,
-            Hash::Sha384 => 48,
-            Hash::Sha512 => 64,
-        }
-    }
-
-    /// The digest of `data`.
-    pub fn digest(self, data: &[u8]) -> Vec<u8> {
-        match self {
-            Hash::Sha256 => Sha256::digest(data).to_vec(),
-            Hash::Sha384 => Sha384::digest(data).to_vec(),
-            Hash::Sha512 => Sha512::digest(data).to_vec(),
-        }
-    }
-}
-
-/// What the token is asked to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenMech {
-    /// `CKM_ECDSA`.
-    Ecdsa,
-    /// `CKM_RSA_PKCS`: a client-made `DigestInfo` signed, or PKCS#1 v1.5 decryption (the
-    /// padding is checked in the token).
-    RsaPkcs,
-    /// `CKM_SHA256_RSA_PKCS`.
-    Sha256RsaPkcs,
-    /// `CKM_SHA384_RSA_PKCS`.
-    Sha384RsaPkcs,
-    /// `CKM_SHA512_RSA_PKCS`.
-    Sha512RsaPkcs,
-    /// `CKM_RSA_PKCS_PSS` with SHA-256 parameters (salt 32).
-    RsaPssSha256,
-    /// `CKM_SHA256_RSA_PKCS_PSS` (salt 32).
-    Sha256RsaPss,
-    /// `CKM_SHA256/384/512_HMAC`, the MAC cut to `len` bytes (`_GENERAL`: the token
-    /// makes the full MAC; keywardd truncates it and compares truncated MACs).
-    Hmac {
-        /// The hash.
-        hash: Hash,
-        /// The MAC length in bytes (`hash.output_len()` unless a `_GENERAL` form asked fewer).
-        len: usize,
-    },
-    /// `CKM_AES_GCM`.
-    Gcm {
-        /// IV.
-        iv: Vec<u8>,
-        /// AAD.
-        aad: Vec<u8>,
-        /// Tag bits.
-        tag_bits: u64,
-    },
-    /// `CKM_AES_ECB`.
-    AesEcb,
-    /// `CKM_AES_CBC`.
-    AesCbc {
-        /// IV.
-        iv: [u8; 16],
-    },
-    /// `CKM_AES_CBC_PAD` (PKCS#7 padding).
-    AesCbcPad {
-        /// IV.
-        iv: [u8; 16],
-    },
-    /// `CKM_AES_CTR`.
-    AesCtr {
-        /// Bits of the counter block that are the counter (1 to 128).
-        counter_bits: u64,
-        /// The initial counter block.
-        cb: [u8; 16],
-    },
-    /// `CKM_RSA_PKCS_OAEP` without a label (see [`oaep`]).
-    Oaep {
-        /// SHA-256 (else SHA-1), with the MGF1 of the same hash.
-        sha256: bool,
-    },
-}
 
 /// A checked operation: bound to its key at `*Init`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -861,75 +758,21 @@ pub fn run_on(
         TokenMech::Hmac { hash, len } if len < hash.output_len() => Some(len),
         _ => None,
     };
-    let ctr = match &plan.mech {
-        TokenMech::AesCtr { counter_bits, cb } => Some(CkAesCtrParams {
-            counter_bits: std::ffi::c_ulong::try_from(*counter_bits)
-                .map_err(|_| CKR_MECHANISM_PARAM_INVALID)?,
-            cb: *cb,
-        }),
-        _ => None,
+    let target = match target {
+        KeyRef::Id(id) => OpTarget::Key(plan.class, id),
+        KeyRef::Session(o) => OpTarget::Session(o),
     };
-    let pss = PkcsPssParams {
-        hash_alg: MechanismType::SHA256,
-        mgf: PkcsMgfType::MGF1_SHA256,
-        s_len: 32u64.into(),
+    // A truncated HMAC: the token's full MAC, cut here (and compared, for a verify).
+    let token_op = match op {
+        Operation::Verify if truncated.is_some() => Operation::Sign,
+        op => op,
     };
-    let call = |s: &cryptoki::session::Session, key: cryptoki::object::ObjectHandle| {
-        let mut iv_buf;
-        let mech = match &plan.mech {
-            TokenMech::Ecdsa => CkMech::Ecdsa,
-            TokenMech::RsaPkcs => CkMech::RsaPkcs,
-            TokenMech::Sha256RsaPkcs => CkMech::Sha256RsaPkcs,
-            TokenMech::Sha384RsaPkcs => CkMech::Sha384RsaPkcs,
-            TokenMech::Sha512RsaPkcs => CkMech::Sha512RsaPkcs,
-            TokenMech::AesEcb => CkMech::AesEcb,
-            TokenMech::AesCbc { iv } => CkMech::AesCbc(*iv),
-            TokenMech::AesCbcPad { iv } => CkMech::AesCbcPad(*iv),
-            TokenMech::AesCtr { .. } => CkMech::VendorDefined(VendorDefinedMechanism::new(
-                MechanismType::AES_CTR,
-                ctr.as_ref(),
-            )),
-            TokenMech::RsaPssSha256 => CkMech::RsaPkcsPss(pss),
-            TokenMech::Sha256RsaPss => CkMech::Sha256RsaPkcsPss(pss),
-            TokenMech::Hmac { hash, .. } => match hash {
-                Hash::Sha256 => CkMech::Sha256Hmac,
-                Hash::Sha384 => CkMech::Sha384Hmac,
-                Hash::Sha512 => CkMech::Sha512Hmac,
-            },
-            TokenMech::Gcm { iv, aad, tag_bits } => {
-                iv_buf = iv.clone();
-                CkMech::AesGcm(CkGcm::new(&mut iv_buf, aad, (*tag_bits).into())?)
-            }
-            TokenMech::Oaep { sha256 } => {
-                let (h, mgf) = if *sha256 {
-                    (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256)
-                } else {
-                    (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1)
-                };
-                CkMech::RsaPkcsOaep(PkcsOaepParams::new(h, mgf, PkcsOaepSource::empty()))
-            }
-        };
-        match op {
-            // A truncated HMAC: the token's full MAC, cut here (and compared, for a verify).
-            Operation::Sign | Operation::Verify if truncated.is_some() => {
-                s.sign(&mech, key, data).map(Outcome::Data)
-            }
-            Operation::Sign => s.sign(&mech, key, data).map(Outcome::Data),
-            Operation::Verify => s
-                .verify(&mech, key, data, signature.unwrap_or_default())
-                .map(|()| Outcome::Verified),
-            Operation::Encrypt => s.encrypt(&mech, key, data).map(Outcome::Data),
-            Operation::Decrypt => s.decrypt(&mech, key, data).map(Outcome::Data),
-            Operation::Digest => Err(CkError::Pkcs11(
-                RvError::MechanismInvalid,
-                Function::DigestInit,
-            )),
-        }
-    };
-    let result = match target {
-        KeyRef::Id(id) => token.with_key(plan.class, id, "key", call),
-        KeyRef::Session(o) => token.with_session_object(o, call),
-    };
+    let result = token
+        .operate(target, token_op, &plan.mech, data, signature)
+        .map(|out| match out {
+            OpOutput::Data(d) => Outcome::Data(d),
+            OpOutput::Verified => Outcome::Verified,
+        });
     if let (Some(len), Ok(Outcome::Data(full))) = (truncated, &result) {
         let mac = full.get(..len).ok_or(CKR_GENERAL_ERROR)?;
         return match (op, signature) {

@@ -297,7 +297,7 @@ impl Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cryptoki::object::ObjectClass;
+    use keyward_token::ObjectClass;
 
     fn plan(mech: TokenMech, prehash: Option<Hash>) -> Plan {
         Plan {

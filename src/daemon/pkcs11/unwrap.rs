@@ -27,8 +27,8 @@ use super::ClientConnection;
 use crate::admin::generic::UnwrapFrom;
 use crate::audit::Outcome;
 use crate::policy::{Permission, ResourceName};
-use cryptoki::mechanism::MechanismType;
 use keyward_token::GenericKind;
+use keyward_token::MechanismType;
 use keyward_wire::pkcs11::{
     AttrValue, Attribute, MechParams, Mechanism, ObjectHandle, Pkcs11Response, SessionId,
 };
