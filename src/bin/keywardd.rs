@@ -309,7 +309,13 @@ fn open_store(path: &Path) -> Result<(StoreLock, Store), Refusal> {
 
 fn open_token(config: &Config, pin: secrecy::SecretString) -> Result<Token, Refusal> {
     let module = config.token_module.display();
-    Token::open(&config.token_module, &config.token_label, pin).map_err(|e| match e {
+    Token::open_with(
+        &config.token_module,
+        config.token_init_args.as_deref(),
+        &config.token_label,
+        pin,
+    )
+    .map_err(|e| match e {
         TokenError::Load { .. } => refuse(
             EXIT_NO_TOKEN,
             format!("{e}: fix [token] module (is the PKCS#11 library installed?)"),

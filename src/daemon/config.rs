@@ -8,6 +8,9 @@
 //! module = "/usr/lib/softhsm/libsofthsm2.so"   # the default
 //! label = "keyward-backing"
 //! pin_file = "/etc/keyward/user-pin"           # mode 0600; or pin_env = "KEYWARD_TOKEN_PIN"
+//! # init_args = "configdir='sql:/var/lib/keyward/nssdb' ..."  # optional: C_Initialize's
+//! #   pReserved, for modules that read their parameters there (NSS softokn, README "Backing
+//! #   tokens"); passed as is (no path is resolved), at most 4,096 bytes, no NUL byte
 //!
 //! [admin]
 //! socket = "/run/keyward/admin.sock"           # mode 0660
@@ -71,6 +74,9 @@
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+/// The longest `[token] init_args` accepted.
+const MAX_INIT_ARGS: usize = 4096;
 
 /// SoftHSM2's module on Debian and Ubuntu.
 pub const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -218,6 +224,8 @@ pub struct Config {
     pub token_module: PathBuf,
     /// The label of the one backing token.
     pub token_label: String,
+    /// `[token] init_args`: the string passed as `pReserved` to the module's `C_Initialize`.
+    pub token_init_args: Option<String>,
     /// Where the user PIN comes from.
     pub pin: PinSource,
     /// The admin socket (0660).
@@ -278,6 +286,7 @@ struct RawToken {
     label: String,
     pin_file: Option<PathBuf>,
     pin_env: Option<String>,
+    init_args: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -445,6 +454,16 @@ impl Config {
                 label.len()
             )));
         }
+        let token_init_args = match raw.token.init_args {
+            Some(a) if a.is_empty() || a.len() > MAX_INIT_ARGS || a.contains('\0') => {
+                return Err(ConfigError(format!(
+                    "[token] init_args must be 1 to {MAX_INIT_ARGS} bytes without a NUL byte, \
+                     got {} bytes",
+                    a.len()
+                )))
+            }
+            a => a,
+        };
         let pin = match (raw.token.pin_file, raw.token.pin_env) {
             (Some(f), None) => PinSource::File(abs(f)),
             (None, Some(v)) if !v.is_empty() => PinSource::Env(v),
@@ -519,6 +538,7 @@ impl Config {
                 .map(abs)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_MODULE)),
             token_label: label,
+            token_init_args,
             pin,
             admin_socket,
             admin_group: raw.admin.group,
@@ -658,6 +678,25 @@ socket = "/run/keyward/client.sock"
             DEFAULT_MAX_KEY_GENERATIONS
         );
         assert_eq!(c.clock_file, None);
+        assert_eq!(c.token_init_args, None);
+    }
+
+    #[test]
+    fn init_args_passed_as_is_and_checked() {
+        let nss = "configdir='sql:db' certPrefix='' keyPrefix='' secmod='secmod.db' \
+                   flags=optimizeSpace dbTokenDescription='keyward-backing'";
+        let text = BASE.replace("pin_file", &format!("init_args = \"{nss}\"\npin_file"));
+        // Not a path: the relative configdir stays as written.
+        assert_eq!(parse(&text).unwrap().token_init_args.as_deref(), Some(nss));
+        for bad in [
+            String::new(),
+            "a".repeat(MAX_INIT_ARGS + 1),
+            "a\\u0000b".into(),
+        ] {
+            let text = BASE.replace("pin_file", &format!("init_args = \"{bad}\"\npin_file"));
+            let e = parse(&text).unwrap_err();
+            assert!(e.0.contains("init_args must be 1 to 4096 bytes"), "{e}");
+        }
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! custody attributes ([`Token::generate_key`]), public keys as SPKI/PEM, listing and
 //! destroying objects for reconciliation, and the crypto operations the daemon serves.
 //! Every failure is a [`TokenError`] that keeps the token's `CK_RV` ([`TokenError::ck_rv`]).
-#![forbid(unsafe_code)]
+// One allowed `unsafe` block (design §7): the C_Initialize arguments of `[token] init_args`
+// (token.rs, `context`).
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 mod audit;

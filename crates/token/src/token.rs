@@ -62,9 +62,11 @@ use cryptoki::slot::Slot;
 use parking_lot::{Mutex, RwLock};
 use secrecy::SecretString;
 use std::collections::HashMap;
+use std::ffi::{c_void, CString};
 use std::fmt;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
 use std::sync::OnceLock;
 
 /// Cached key handles kept at most (the cache is emptied when it would grow past this).
@@ -76,8 +78,11 @@ const MAX_IDLE_SESSIONS: usize = 8;
 /// Loaded and initialised modules of this process (lock order 1).
 static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
 
-/// The module at `path`, loaded and `C_Initialize`d once per process.
-fn context(path: &Path) -> Result<Pkcs11> {
+/// The module at `path`, loaded and `C_Initialize`d once per process. `init_args` (the
+/// `[token] init_args` setting) is passed as `pReserved` of `CK_C_INITIALIZE_ARGS`, which
+/// some modules read their parameters from (NSS softokn: its database directory); it is
+/// used by the first load of a module in the process only.
+fn context(path: &Path, init_args: Option<&str>) -> Result<Pkcs11> {
     let key = path.canonicalize().unwrap_or_else(|_| path.to_owned());
     let mut contexts = CONTEXTS.get_or_init(Default::default).lock();
     if let Some(ctx) = contexts.get(&key) {
@@ -88,7 +93,34 @@ fn context(path: &Path) -> Result<Pkcs11> {
         source,
     };
     let ctx = Pkcs11::new(&key).map_err(load_err)?;
-    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+    let flags = CInitializeFlags::OS_LOCKING_OK;
+    // Kept alive until after C_Initialize: the module reads pReserved during the call.
+    let params = init_args
+        .map(|a| {
+            CString::new(a).map_err(|_| {
+                TokenError::InvalidArgument("[token] init_args contains a NUL byte".into())
+            })
+        })
+        .transpose()?;
+    let args = match &params {
+        None => CInitializeArgs::new(flags),
+        Some(p) => {
+            let ptr = NonNull::new(p.as_ptr().cast_mut().cast::<c_void>())
+                .ok_or_else(|| TokenError::InvalidArgument("[token] init_args".into()))?;
+            // SAFETY: `ptr` points at the NUL-terminated bytes of `params`, a CString that
+            // lives to the end of this function, after `initialize` returns: the module reads
+            // pReserved only during C_Initialize (PKCS#11 3.0 §5.4: "pReserved ... reserved
+            // for future use"; NSS softokn parses it as its library parameters, a C string,
+            // and copies what it keeps). Nothing writes through the pointer.
+            #[allow(unsafe_code)]
+            unsafe {
+                CInitializeArgs::new_with_reserved(flags, ptr)
+            }
+        }
+    };
+    let initialized = ctx.initialize(args);
+    drop(params);
+    match initialized {
         // Someone else in this process (a test using cryptoki directly) initialised it.
         Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
         Err(e) => return Err(load_err(e)),
@@ -157,7 +189,21 @@ impl Token {
     /// [`TokenError::AlreadyOpen`] (this process already logged in to the token), or the
     /// PKCS#11 failure.
     pub fn open(module_path: &Path, token_label: &str, user_pin: SecretString) -> Result<Token> {
-        let ctx = context(module_path)?;
+        Token::open_with(module_path, None, token_label, user_pin)
+    }
+
+    /// [`Token::open`], passing `init_args` to the module's `C_Initialize` as `pReserved`
+    /// (a NUL-terminated string; the `[token] init_args` setting), for modules that read
+    /// their parameters there (NSS softokn). A NUL byte in it is
+    /// [`TokenError::InvalidArgument`]. The arguments apply when this process loads the
+    /// module first.
+    pub fn open_with(
+        module_path: &Path,
+        init_args: Option<&str>,
+        token_label: &str,
+        user_pin: SecretString,
+    ) -> Result<Token> {
+        let ctx = context(module_path, init_args)?;
         let slot = find_slot(&ctx, token_label)?;
         let session = ctx.open_rw_session(slot)?;
         match session.login(UserType::User, Some(&user_pin)) {
