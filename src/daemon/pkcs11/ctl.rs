@@ -528,6 +528,36 @@ fn gcm(iv: &[u8; 12], aad: &[u8]) -> Mechanism {
     }
 }
 
+/// A digest given for signing or verifying (`--digest`) must be the one the key's algorithm
+/// signs, as in Cloud KMS: SHA-384 for `EC_SIGN_P384_SHA384`, SHA-256 for every other signing
+/// key. Refused before the token with what to give instead (issue 18 item 5: a SHA-384 digest
+/// on a P-256 key came back as the token's `CKR_DATA_LEN_RANGE`; on an RSA PKCS#1 key it would
+/// have been signed behind a SHA-256 DigestInfo, a signature nobody verifies).
+fn digest_fits(key: &str, alg: Algorithm, len: usize) -> Result<(), ErrorReply> {
+    let (want, hash, flag) = match alg.kind() {
+        KeyKind::Ec(384) => (48, "SHA-384", "sha384"),
+        KeyKind::Ec(_) | KeyKind::Rsa(_) => (32, "SHA-256", "sha256"),
+        // MAC and other keys are refused by `sign_mech` with their own message.
+        _ => return Ok(()),
+    };
+    if len == want {
+        return Ok(());
+    }
+    let curve = match alg.kind() {
+        KeyKind::Ec(384) => "P-384 keys".to_string(),
+        KeyKind::Ec(_) => "P-256 keys".to_string(),
+        _ => format!("{} keys", alg.as_str()),
+    };
+    Err(err(
+        CKR_DATA_LEN_RANGE,
+        format!(
+            "{key} is {}: {curve} sign {hash} digests ({want} bytes), and this digest has \
+             {len} bytes: use --digest {flag} (or give the data and let the key hash it)",
+            alg.as_str()
+        ),
+    ))
+}
+
 /// The mechanism and input for signing or verifying with a key of `alg`.
 fn sign_mech(
     key: &str,
@@ -548,6 +578,9 @@ fn sign_mech(
         }),
     };
     let name = format!("{alg:?}");
+    if prehashed {
+        digest_fits(key, alg, input.len())?;
+    }
     Ok(match alg.kind() {
         KeyKind::Ec(bits) => {
             let composed = if bits == 384 {
