@@ -6,11 +6,13 @@
 //! - [`audit`]: the hash-chained audit log.
 //! - [`admin`]: the one admin handler, which keywardctl runs in-process (`--db`) and keywardd
 //!   serves on its admin socket.
+//! - [`ctl`]: keywardctl, the operator's command line (its `main` is `src/bin/keywardctl.rs`).
 #![deny(unsafe_code)] // allowed only in daemon::peercred (SO_PEERGROUPS)
 
 pub mod admin;
 pub mod audit;
 pub mod catalog;
+pub mod ctl;
 pub mod daemon;
 pub mod policy;
 pub mod store;
