@@ -76,6 +76,10 @@ pub enum TokenError {
         /// The missing variant, e.g. `CKM_RSA_PKCS_OAEP with SHA-256 ...`.
         mechanism: String,
     },
+    /// The token refuses session keys of this kind (`CKA_TOKEN=FALSE`; tpm2-pkcs11 1.9 for
+    /// key pairs): module clients get `CKR_TEMPLATE_INCONSISTENT` (make a token object).
+    #[error("the backing token cannot make session keys of this kind ({0}): use CKA_TOKEN=TRUE")]
+    SessionKeysUnsupported(String),
     /// No object of the needed class carries this `CKA_ID`.
     #[error("no {what} with CKA_ID {} in the token", hex(.id))]
     KeyNotFound {
@@ -144,6 +148,7 @@ impl TokenError {
                 CKR_MECHANISM_INVALID
             }
             TokenError::MechanismParamUnsupported { .. } => CKR_MECHANISM_PARAM_INVALID,
+            TokenError::SessionKeysUnsupported(_) => CKR_TEMPLATE_INCONSISTENT,
             TokenError::KeyNotFound { .. } => CKR_KEY_HANDLE_INVALID,
             TokenError::DuplicateId { .. } | TokenError::BadTokenData(_) => CKR_DEVICE_ERROR,
             TokenError::InvalidArgument(_) => CKR_ARGUMENTS_BAD,

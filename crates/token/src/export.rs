@@ -3,9 +3,9 @@
 //! both addressed by `CKA_ID`. A key made without `CKA_EXTRACTABLE` is refused by the token
 //! itself (`CKR_KEY_UNEXTRACTABLE`), which the error keeps.
 
+use crate::capabilities::OaepHash;
 use crate::error::{Result, TokenError};
 use crate::keys::find_one;
-use crate::mechanisms::OaepHash;
 use crate::token::Token;
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::ObjectClass;

@@ -8,6 +8,7 @@
 //! extractable only when asked. The client's own `CKA_ID` and `CKA_LABEL` never reach the
 //! token: keywardd keeps them.
 
+use crate::capabilities::{Family, Half};
 use crate::error::{Result, TokenError};
 use crate::keys::PublicKey;
 use crate::public_key::Curve;
@@ -206,6 +207,48 @@ fn templates(spec: &GenericSpec<'_>, copyable_attr: bool) -> (Vec<Attribute>, Ve
 }
 
 impl Token {
+    /// [`templates`] with what the token refuses left out ([`crate::Capabilities::fit`]).
+    fn fitted_templates(&self, spec: &GenericSpec<'_>) -> (Vec<Attribute>, Vec<Attribute>) {
+        let caps = self.capabilities();
+        let (secret, public) = templates(spec, caps.copyable_accepted());
+        let half = if spec.kind.is_pair() {
+            Half::Private
+        } else {
+            Half::Secret
+        };
+        (caps.fit(half, secret), caps.fit(Half::Public, public))
+    }
+
+    /// `Ok` if the token can generate keys of `kind` (its family passed the probe and the
+    /// size is in the mechanism's range), else [`TokenError::MechanismUnavailable`] naming
+    /// what is missing.
+    pub fn check_generic(&self, kind: GenericKind) -> Result<()> {
+        let caps = self.capabilities();
+        let family = match kind {
+            GenericKind::Ec(_) => Family::Ec,
+            GenericKind::Rsa(_) => Family::Rsa,
+            GenericKind::Aes(_) => Family::Aes,
+            GenericKind::Secret(_) => Family::GenericSecret,
+        };
+        let missing = |why: String| {
+            Err(TokenError::MechanismUnavailable {
+                mechanism: format!("{why} (for a {kind} key)"),
+            })
+        };
+        if !caps.has(family.keygen()) {
+            return missing(family.keygen().to_string());
+        }
+        if let Some(why) = caps.family(family).reason() {
+            return missing(why.to_owned());
+        }
+        let size = match kind {
+            GenericKind::Rsa(bits) => caps.check_rsa_bits(bits),
+            GenericKind::Secret(bytes) => caps.check_generic_secret_bytes(bytes),
+            GenericKind::Ec(_) | GenericKind::Aes(_) => Ok(()),
+        };
+        size.or_else(missing)
+    }
+
     /// Generates a generic key (or pair) as token objects with `spec.id`/`spec.label`;
     /// returns the public key of a pair. Refuses a bad size and an id already in use
     /// ([`TokenError::InvalidArgument`]).
@@ -216,7 +259,8 @@ impl Token {
                 "CKA_ID must not be empty".into(),
             ));
         }
-        let (secret, public) = templates(spec, self.mechanisms().copyable_accepted());
+        self.check_generic(spec.kind)?;
+        let (secret, public) = self.fitted_templates(spec);
         self.write_session(|s| {
             if !s
                 .find_objects(&[Attribute::Id(spec.id.to_vec())])?
@@ -277,7 +321,7 @@ impl Token {
                 "CKA_ID must not be empty".into(),
             ));
         }
-        let (mut secret, _) = templates(spec, self.mechanisms().copyable_accepted());
+        let (mut secret, _) = self.fitted_templates(spec);
         // CKA_VALUE_LEN is not given with CKA_VALUE (PKCS#11 §4.10 table 1 note 3).
         secret.retain(|a| !matches!(a, Attribute::ValueLen(_)));
         secret.push(Attribute::Value(value.to_vec()));
@@ -330,7 +374,7 @@ impl Token {
                 "CKA_ID must not be empty".into(),
             ));
         }
-        let (mut secret, _) = templates(spec, self.mechanisms().copyable_accepted());
+        let (mut secret, _) = self.fitted_templates(spec);
         // The length comes from the wrapped key (PKCS#11 §4.10: not given to an unwrap).
         secret.retain(|a| !matches!(a, Attribute::ValueLen(_)));
         let mech = if pad {

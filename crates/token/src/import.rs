@@ -25,9 +25,9 @@
 //! OAEP encryption and decryption) must work across the pair. On any failure every object
 //! made so far is destroyed: nothing half-imported stays in the token.
 
+use crate::capabilities::{Half, OaepHash};
 use crate::error::{Result, TokenError};
 use crate::keys::{custody_secret, custody_template, PublicKey};
-use crate::mechanisms::OaepHash;
 use crate::public_key::{Curve, ID_EC_PUBLIC_KEY, RSA_ENCRYPTION};
 use crate::token::Token;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
@@ -243,6 +243,8 @@ impl Token {
             Attribute::ModulusBits(u64::try_from(method.rsa_bits()).unwrap_or(0).into()),
             Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
         ]);
+        let private = self.capabilities().fit(Half::Private, private);
+        let public = self.capabilities().fit(Half::Public, public);
         self.write_session(|s| {
             if !s.find_objects(&[Attribute::Id(id.to_vec())])?.is_empty() {
                 return Err(TokenError::InvalidArgument(format!(

@@ -7,6 +7,7 @@
 //! derivable, extractable only when asked (`exportable`), and `CKA_COPYABLE=FALSE` where the
 //! token accepts the attribute. Usage flags follow the purpose and nothing else is allowed.
 
+use crate::capabilities::Half;
 use crate::error::{Result, TokenError};
 use crate::public_key::{ec_spki_der, rsa_spki_der, spki_pem, Curve};
 use crate::token::Token;
@@ -245,6 +246,14 @@ impl Token {
         }
         let mut public = common(false);
         public.extend(public_flags.public_attributes());
+        let caps = self.capabilities();
+        let half = if spec.algorithm.is_asymmetric() {
+            Half::Private
+        } else {
+            Half::Secret
+        };
+        let mut secret = caps.fit(half, secret);
+        let mut public = caps.fit(Half::Public, public);
 
         self.write_session(|s| {
             if !s
@@ -256,45 +265,50 @@ impl Token {
                     crate::error::hex(spec.id)
                 )));
             }
-            let public_key = match spec.algorithm.kind() {
-                KeyKind::Aes(bytes) | KeyKind::Hmac(bytes) => {
-                    let (mechanism, key_type) = match spec.algorithm.kind() {
-                        KeyKind::Aes(_) => (Mechanism::AesKeyGen, KeyType::AES),
-                        _ => (Mechanism::GenericSecretKeyGen, KeyType::GENERIC_SECRET),
-                    };
-                    secret.extend([
-                        Attribute::Class(ObjectClass::SECRET_KEY),
-                        Attribute::KeyType(key_type),
-                        Attribute::ValueLen(u64::try_from(bytes).unwrap_or(u64::MAX).into()),
-                    ]);
-                    s.generate_key(&mechanism, &secret)?;
-                    None
-                }
-                KeyKind::Ec(bits) => {
-                    let curve = Curve::from_bits(bits).ok_or_else(|| {
-                        TokenError::InvalidArgument(format!("no EC curve of {bits} bits"))
-                    })?;
-                    public.push(Attribute::EcParams(curve.ec_params()));
-                    let (pub_h, priv_h) =
-                        s.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &secret)?;
-                    Some(read_public_key(s, pub_h).inspect_err(|_| {
-                        let _ = s.destroy_object(pub_h);
-                        let _ = s.destroy_object(priv_h);
-                    })?)
-                }
-                KeyKind::Rsa(bits) => {
-                    public.extend([
-                        Attribute::ModulusBits(u64::try_from(bits).unwrap_or(0).into()),
-                        Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
-                    ]);
-                    let (pub_h, priv_h) =
-                        s.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &secret)?;
-                    Some(read_public_key(s, pub_h).inspect_err(|_| {
-                        let _ = s.destroy_object(pub_h);
-                        let _ = s.destroy_object(priv_h);
-                    })?)
-                }
-            };
+            // No retry on failure (a token's CKR_GENERAL_ERROR may leave an orphan): every
+            // object with the new id is swept instead, so none outlives the refusal.
+            let made = (|| -> Result<Option<PublicKey>> {
+                Ok(match spec.algorithm.kind() {
+                    KeyKind::Aes(bytes) | KeyKind::Hmac(bytes) => {
+                        let (mechanism, key_type) = match spec.algorithm.kind() {
+                            KeyKind::Aes(_) => (Mechanism::AesKeyGen, KeyType::AES),
+                            _ => (Mechanism::GenericSecretKeyGen, KeyType::GENERIC_SECRET),
+                        };
+                        secret.extend([
+                            Attribute::Class(ObjectClass::SECRET_KEY),
+                            Attribute::KeyType(key_type),
+                            Attribute::ValueLen(u64::try_from(bytes).unwrap_or(u64::MAX).into()),
+                        ]);
+                        s.generate_key(&mechanism, &secret)?;
+                        None
+                    }
+                    KeyKind::Ec(bits) => {
+                        let curve = Curve::from_bits(bits).ok_or_else(|| {
+                            TokenError::InvalidArgument(format!("no EC curve of {bits} bits"))
+                        })?;
+                        public.push(Attribute::EcParams(curve.ec_params()));
+                        let (pub_h, priv_h) =
+                            s.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &secret)?;
+                        Some(read_public_key(s, pub_h).inspect_err(|_| {
+                            let _ = s.destroy_object(pub_h);
+                            let _ = s.destroy_object(priv_h);
+                        })?)
+                    }
+                    KeyKind::Rsa(bits) => {
+                        public.extend([
+                            Attribute::ModulusBits(u64::try_from(bits).unwrap_or(0).into()),
+                            Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
+                        ]);
+                        let (pub_h, priv_h) =
+                            s.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &secret)?;
+                        Some(read_public_key(s, pub_h).inspect_err(|_| {
+                            let _ = s.destroy_object(pub_h);
+                            let _ = s.destroy_object(priv_h);
+                        })?)
+                    }
+                })
+            })();
+            let public_key = made.inspect_err(|_| sweep_id(s, spec.id))?;
             tracing::info!(
                 algorithm = %spec.algorithm,
                 id = %crate::error::hex(spec.id),
@@ -367,6 +381,15 @@ impl Token {
             tracing::info!(id = %crate::error::hex(id), count = handles.len(), "destroyed token objects");
             Ok(handles.len())
         })
+    }
+}
+
+/// Destroys every object carrying `id` (best effort, after a failed generation).
+pub(crate) fn sweep_id(s: &Session, id: &[u8]) {
+    if let Ok(found) = s.find_objects(&[Attribute::Id(id.to_vec())]) {
+        for h in found {
+            let _ = s.destroy_object(h);
+        }
     }
 }
 

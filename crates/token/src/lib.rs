@@ -13,19 +13,20 @@
 #![warn(missing_docs)]
 
 mod audit;
+mod capabilities;
 mod error;
 mod export;
 mod generic;
 mod import;
 mod keys;
 mod mech;
-mod mechanisms;
 mod ops;
 pub mod public_key;
 mod session_objects;
 mod token;
 
 pub use audit::{HeadObject, HEAD_APPLICATION, HEAD_LABEL};
+pub use capabilities::{Capabilities, CapabilityLine, Family, Half, Mechanisms, OaepHash, Probe};
 pub use cryptoki::mechanism::MechanismType;
 pub use cryptoki::object::{KeyType, ObjectClass};
 pub use error::{rv_to_ck_rv, Result, TokenError};
@@ -34,7 +35,6 @@ pub use generic::{GenericKind, GenericSpec, GenericUsage, GENERIC_SECRET_MAX, GE
 pub use import::{spki_kind, ImportTarget};
 pub use keys::{GeneratedKey, KeySpec, KeyUsage, ObjectInfo, PublicKey, OBJECT_ID_LEN};
 pub use mech::{Hash, OpMechanism, OpOutput, OpTarget};
-pub use mechanisms::{Mechanisms, OaepHash};
 pub use ops::{GcmCiphertext, SignMechanism, GCM_IV_LEN, GCM_TAG_LEN};
 pub use session_objects::{
     session_attribute, SessionGeneration, SessionObject, SESSION_OBJECT_LABEL,

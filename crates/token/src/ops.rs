@@ -3,9 +3,9 @@
 //! One-shot cryptoki calls (`C_SignInit` + `C_Sign`, ...) on a pooled session; no RSA
 //! padding or hashing of secret data ever happens here.
 
+use crate::capabilities::OaepHash;
 use crate::error::{Result, TokenError};
 use crate::keys::find_one;
-use crate::mechanisms::OaepHash;
 use crate::token::Token;
 use cryptoki::error::{Error as CryptokiError, RvError};
 use cryptoki::mechanism::aead::GcmParams;

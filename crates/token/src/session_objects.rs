@@ -17,6 +17,7 @@
 //! - [`Token::destroy_session_objects`] removes every session object keywardd's process
 //!   holds (at start; with SoftHSM2 none survives a process, an HSM may differ).
 
+use crate::capabilities::Half;
 use crate::error::{Result, TokenError};
 use crate::token::Token;
 use cryptoki::mechanism::Mechanism;
@@ -262,11 +263,25 @@ impl Token {
         public: &[WireAttribute],
         secret: &[WireAttribute],
     ) -> Result<(SessionObject, Option<SessionObject>)> {
-        let copyable = self.mechanisms().copyable_accepted();
+        let caps = self.capabilities();
+        let (probe, half) = match what {
+            SessionGeneration::AesKey | SessionGeneration::GenericSecret => {
+                (caps.session_secret_keys(), Half::Secret)
+            }
+            SessionGeneration::EcPair | SessionGeneration::RsaPair => {
+                (caps.session_key_pairs(), Half::Private)
+            }
+        };
+        if let Some(why) = probe.reason() {
+            return Err(TokenError::SessionKeysUnsupported(why.to_owned()));
+        }
+        let copyable = caps.copyable_accepted();
         let mut sec = convert(secret)?;
         sec.extend(forced(true, copyable));
+        let sec = caps.fit(half, sec);
         let mut publ = convert(public)?;
         publ.extend(forced(true, copyable));
+        let publ = caps.fit(Half::Public, publ);
         let (made, generation) = self.with_home_session(|s| match what {
             SessionGeneration::AesKey => s
                 .generate_key(&Mechanism::AesKeyGen, &sec)

@@ -52,8 +52,8 @@
 //! A lock is only ever taken while holding locks above it in this list. No other locks exist
 //! in this crate.
 
+use crate::capabilities::Capabilities;
 use crate::error::{Result, TokenError};
-use crate::mechanisms::Mechanisms;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CryptokiError, RvError};
 use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
@@ -162,7 +162,7 @@ pub struct Token {
     idle: Mutex<Vec<Session>>,
     store: RwLock<()>,
     handles: RwLock<HashMap<(u64, Vec<u8>), ObjectHandle>>,
-    mechanisms: Mechanisms,
+    capabilities: Capabilities,
     homes: Mutex<Vec<Session>>,
     /// Counts the home sessions that broke: a session object of an earlier generation is
     /// gone, and its handle must not reach a token that may reuse handles.
@@ -220,14 +220,21 @@ impl Token {
             }
             Err(e) => return Err(e.into()),
         }
-        let mechanisms = Mechanisms::probe(&ctx, slot, &session)?;
+        let capabilities = Capabilities::probe(&ctx, slot, &session)?;
+        let missing: Vec<String> = capabilities
+            .report()
+            .into_iter()
+            .filter(|l| !l.available && !l.disables.is_empty())
+            .map(|l| l.name)
+            .collect();
         tracing::info!(
             token = token_label,
             slot = slot.id(),
-            oaep_sha1 = mechanisms.oaep_sha1(),
-            oaep_sha256 = mechanisms.oaep_sha256(),
-            copyable = mechanisms.copyable_accepted(),
-            "backing token open"
+            oaep_sha1 = capabilities.oaep_sha1(),
+            oaep_sha256 = capabilities.oaep_sha256(),
+            copyable = capabilities.copyable_accepted(),
+            unavailable = %missing.join(","),
+            "backing token open (keywardctl token capabilities lists what it cannot do)"
         );
         Ok(Token {
             ctx,
@@ -237,7 +244,7 @@ impl Token {
             idle: Mutex::new(vec![session]),
             store: RwLock::new(()),
             handles: RwLock::new(HashMap::new()),
-            mechanisms,
+            capabilities,
             homes: Mutex::new(Vec::new()),
             home_generation: std::sync::atomic::AtomicU64::new(0),
         })
@@ -268,8 +275,13 @@ impl Token {
     }
 
     /// What the token can do, as probed at [`Token::open`].
-    pub fn mechanisms(&self) -> &Mechanisms {
-        &self.mechanisms
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    /// The earlier name of [`Token::capabilities`].
+    pub fn mechanisms(&self) -> &Capabilities {
+        &self.capabilities
     }
 
     /// Runs `f` with a logged-in read/write session of the token, for what this crate does
