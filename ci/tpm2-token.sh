@@ -38,7 +38,7 @@ swtpm socket --tpm2 --tpmstate dir="$D/state" \
     --flags not-need-init,startup-clear --pid file="$D/swtpm.pid" --daemon
 dbus-daemon --session --address="unix:path=$D/bus" --nopidfile --fork --print-pid=3 3>"$D/dbus.pid"
 export DBUS_SESSION_BUS_ADDRESS="unix:path=$D/bus"
-tpm2-abrmd --session --allow-root --flush-all --tcti="swtpm:path=$D/swtpm.sock" \
+tpm2-abrmd --session --allow-root --flush-all --max-transients=100 --tcti="swtpm:path=$D/swtpm.sock" \
     </dev/null >"$D/abrmd.log" 2>&1 &
 echo $! >"$D/abrmd.pid"
 # Bounded wait for tpm2-abrmd to own its bus name (about 50 ms here).
