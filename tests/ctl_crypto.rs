@@ -173,7 +173,7 @@ fn crypto_commands_through_the_client_socket() {
         let log = env.ctl(&["--json", "audit", "query", "--result", "denied"]);
         log.ok();
         let hit = log.json_lines().iter().any(|r| {
-            r["action"] == "Decrypt" && r["principal"] == "serviceAccount:encrypter@payments"
+            r["action"] == "key.decrypt" && r["principal"] == "serviceAccount:encrypter@payments"
         });
         if !hit {
             std::thread::sleep(std::time::Duration::from_millis(100));

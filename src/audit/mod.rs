@@ -6,6 +6,7 @@
 //! (Token-signed checkpoints of the chain head, which also catch truncation and a recomputed
 //! chain, come with keywardd.)
 
+pub mod actions;
 pub mod checkpoint;
 pub mod coalesce;
 pub mod writer;
@@ -286,16 +287,13 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
     })
 }
 
-/// Actions recorded at warning level: every export of key material (allowed or refused).
-pub const WARNING_ACTIONS: &[&str] = &["C_WrapKey", "ExportKey"];
+/// Actions recorded at warning level: every export of key material (allowed or refused),
+/// under its new and old names ([`actions::ACTIONS`] marks them).
+pub const WARNING_ACTIONS: &[&str] = &[actions::C_WRAP_KEY, actions::KEY_EXPORT, "ExportKey"];
 
-/// The severity of a record of `action`: `warning` or `info`.
+/// The severity of a record of `action`: `warning` or `info` ([`actions::severity`]).
 pub fn severity(action: &str) -> &'static str {
-    if WARNING_ACTIONS.contains(&action) {
-        "warning"
-    } else {
-        "info"
-    }
+    actions::severity(action)
 }
 
 /// Filters for [`query`].
@@ -307,17 +305,24 @@ pub fn query(conn: &Connection, f: &Filter) -> Result<Vec<Record>> {
         "SELECT {COLS} FROM (SELECT * FROM audit_log WHERE \
          (?1 IS NULL OR principal = ?1) AND \
          (?2 IS NULL OR resource = ?2 OR resource LIKE ?2 || '/%') AND \
-         (?3 IS NULL OR action = ?3) AND (?4 IS NULL OR result = ?4) AND \
+         (?3 IS NULL OR EXISTS (SELECT 1 FROM json_each(?3) AS p \
+           WHERE audit_log.action LIKE p.value ESCAPE '\\')) AND (?4 IS NULL OR result = ?4) AND \
          (?5 IS NULL OR time_ms >= ?5 * 1000) AND (?6 IS NULL OR time_ms < ?6 * 1000) \
          ORDER BY seq DESC LIMIT ?7) ORDER BY seq"
     );
     let limit = f.limit.map(i64::from).unwrap_or(-1);
+    // `--action` matches old and new names, prefixes and any case ([`actions::sql_patterns`]),
+    // passed as a JSON array of LIKE patterns.
+    let action = f
+        .action
+        .as_deref()
+        .map(|t| serde_json::Value::from(actions::sql_patterns(t)).to_string());
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(
         params![
             f.principal,
             f.resource,
-            f.action,
+            action,
             f.result,
             f.since,
             f.until,

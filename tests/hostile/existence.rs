@@ -95,8 +95,8 @@ fn absent_and_invisible_keys_answer_and_audit_alike_and_cert_values_are_gated() 
         (invisible.code, text(&invisible, &key("aes"))),
         "absent and invisible keys answer differently on the client socket"
     );
-    let inv = denied_records(&env, "Encrypt", &key("aes"));
-    let abs = denied_records(&env, "Encrypt", &key("abx"));
+    let inv = denied_records(&env, "key.encrypt", &key("aes"));
+    let abs = denied_records(&env, "key.encrypt", &key("abx"));
     assert_eq!(
         inv.len(),
         1,

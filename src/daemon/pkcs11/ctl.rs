@@ -6,6 +6,7 @@ use super::ck::*;
 use super::objects::{self, Half};
 use super::ops::{self, Outcome};
 use super::ClientConnection;
+use crate::audit::actions;
 use crate::audit::Outcome as AuditOutcome;
 use crate::policy::{CryptoKeyName, ResourceName};
 use crate::store::keys::VersionState;
@@ -54,7 +55,7 @@ impl ClientConnection {
                 plaintext,
                 aad,
             } => {
-                let (_, purpose) = self.key_info(&key, "Encrypt")?;
+                let (_, purpose) = self.key_info(&key, actions::KEY_ENCRYPT)?;
                 if purpose != Purpose::EncryptDecrypt {
                     return Err(err(
                         CKR_KEY_FUNCTION_NOT_PERMITTED,
@@ -72,7 +73,7 @@ impl ClientConnection {
                 iv.copy_from_slice(&iv_bytes);
                 let (version, out) = self.gated(
                     Call {
-                        action: "Encrypt",
+                        action: actions::KEY_ENCRYPT,
                         op: Operation::Encrypt,
                         key: &key,
                         version: None,
@@ -104,7 +105,7 @@ impl ClientConnection {
                 })?;
                 let out = self.gated(
                     Call {
-                        action: "Decrypt",
+                        action: actions::KEY_DECRYPT,
                         op: Operation::Decrypt,
                         key: &key,
                         version: Some(env.version),
@@ -131,13 +132,10 @@ impl ClientConnection {
                 data: input,
                 prehashed,
             } => {
-                let (alg, _) = self.key_info(&key, "Sign")?;
+                let (alg, _) = self.key_info(&key, actions::KEY_SIGN)?;
                 let (mech, input) = sign_mech(&key, alg, prehashed, input.as_slice())?;
-                let action = if matches!(alg.kind(), KeyKind::Hmac(_)) {
-                    "MacSign"
-                } else {
-                    "AsymmetricSign"
-                };
+                // One name for MACs and signatures (the key says which).
+                let action = actions::KEY_SIGN;
                 let (_, out) = self.gated(
                     Call {
                         action,
@@ -173,7 +171,7 @@ impl ClientConnection {
                 prehashed,
                 signature,
             } => {
-                let (alg, _) = self.key_info(&key, "Verify")?;
+                let (alg, _) = self.key_info(&key, actions::KEY_VERIFY)?;
                 let (mech, input) = sign_mech(&key, alg, prehashed, input.as_slice())?;
                 let signature = match alg.kind() {
                     KeyKind::Ec(bits) => {
@@ -184,11 +182,8 @@ impl ClientConnection {
                     }
                     _ => signature.as_slice().to_vec(),
                 };
-                let action = if matches!(alg.kind(), KeyKind::Hmac(_)) {
-                    "MacVerify"
-                } else {
-                    "AsymmetricVerify"
-                };
+                // One name for MACs and signatures (the key says which).
+                let action = actions::KEY_VERIFY;
                 let out = self.gated(
                     Call {
                         action,
@@ -249,7 +244,7 @@ impl ClientConnection {
         let principal = &self.caller.principal;
         // The object of `name`'s version `n` (default: the primary) with the half wanted.
         let object = |name: &str, n: Option<u64>, want: &dyn Fn(bool) -> Half| {
-            let kname = self.visible_key(state, name, "ExportKey")?;
+            let kname = self.visible_key(state, name, actions::KEY_EXPORT)?;
             let entry = state
                 .catalog
                 .keys
@@ -303,7 +298,7 @@ impl ClientConnection {
             }
         })?;
         let resource = kobj.id.version_name();
-        self.export_gated(&view, principal, "ExportKey", m, &wobj, &kobj)
+        self.export_gated(&view, principal, actions::KEY_EXPORT, m, &wobj, &kobj)
             .map(|blob| CryptoResponse::Data(Blob::new(blob)))
             .map_err(|(rv, why)| err(rv, format!("{why} ({resource})")))
     }

@@ -14,7 +14,7 @@
 //! - Every export, allowed or refused, is audited at warning level
 //!   ([`crate::audit::WARNING_ACTIONS`]) and logged as a warning.
 //! - `keywardctl key export` (the client socket, `super::ctl`) runs the same gate
-//!   (`export_gated`) on the keys' primary (or named) versions, audited as `ExportKey`.
+//!   (`export_gated`) on the keys' primary (or named) versions, audited as `key.export`.
 
 use super::ck::*;
 use super::objects::{Half, ObjectView};
