@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 /// The backing token's label.
 pub const TOKEN_LABEL: &str = "keyward-backing";
+/// The label of the direct configuration's own token (SoftHSM2 direct and p11-kit).
+pub const DIRECT_LABEL: &str = "bench-direct";
 /// The organisation admin (this uid is mapped to it).
 pub const ADMIN: &str = "user:admin@bench.test";
 /// The key ring every Keyward key of the bench lives in (its token label is `bench`).
@@ -89,21 +91,7 @@ impl Env {
             .tempdir()
             .map_err(|e| format!("cannot make a temporary directory: {e}"))?;
         let token_dir = dir.path().join("softhsm");
-        let script = paths.repo.join("softhsm-config/init-token.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg(&token_dir)
-            .arg(TOKEN_LABEL)
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "init-token.sh failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let user_pin = std::fs::read_to_string(token_dir.join("user-pin"))
-            .map_err(|e| format!("cannot read the user PIN: {e}"))?;
+        let user_pin = init_token(paths, &token_dir, TOKEN_LABEL)?;
         let mut env = Env {
             softhsm_conf: token_dir.join("softhsm2.conf"),
             user_pin,
@@ -170,6 +158,31 @@ impl Env {
             "hmac",
         ])?;
         Ok(env)
+    }
+
+    /// A second SoftHSM2 token of its own, in its own directory with its own SOFTHSM2_CONF
+    /// (keywardd never opens it): the direct and p11-kit configurations run on it, so their
+    /// figures are SoftHSM2's own, not those of a store shared with keywardd (issue 19).
+    /// Returns its SOFTHSM2_CONF and user PIN.
+    pub fn own_token(&self) -> Result<(PathBuf, String), String> {
+        let token_dir = self.dir().join("softhsm-direct");
+        let pin = init_token(&self.paths, &token_dir, DIRECT_LABEL)?;
+        Ok((token_dir.join("softhsm2.conf"), pin))
+    }
+
+    /// Stops (SIGSTOP) or continues (SIGCONT) keywardd, so that nothing of it runs while
+    /// another configuration is measured.
+    pub fn pause_daemon(&self, pause: bool) -> Result<(), String> {
+        let Some(pid) = self.daemon_pid().and_then(|p| i32::try_from(p).ok()) else {
+            return Ok(());
+        };
+        let pid = rustix::process::Pid::from_raw(pid).ok_or("keywardd has no pid")?;
+        let sig = if pause {
+            rustix::process::Signal::STOP
+        } else {
+            rustix::process::Signal::CONT
+        };
+        rustix::process::kill_process(pid, sig).map_err(|e| format!("cannot signal keywardd: {e}"))
     }
 
     /// The temporary directory.
@@ -282,7 +295,12 @@ impl Env {
 
     /// Starts `p11-kit server` in front of the token with SoftHSM2 as provider; returns the
     /// value for `P11_KIT_SERVER_ADDRESS`.
-    pub fn start_p11kit(&mut self, softhsm: &Path) -> Result<String, String> {
+    pub fn start_p11kit(
+        &mut self,
+        softhsm: &Path,
+        conf: &Path,
+        label: &str,
+    ) -> Result<String, String> {
         let sock = self.dir().join("p11kit.sock");
         let child = Command::new("p11-kit")
             .arg("server")
@@ -291,8 +309,8 @@ impl Env {
             .arg(&sock)
             .arg("--provider")
             .arg(softhsm)
-            .arg(format!("pkcs11:token={TOKEN_LABEL}"))
-            .env("SOFTHSM2_CONF", &self.softhsm_conf)
+            .arg(format!("pkcs11:token={label}"))
+            .env("SOFTHSM2_CONF", conf)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -312,6 +330,11 @@ impl Env {
         Ok(format!("unix:path={}", sock.display()))
     }
 
+    /// p11-kit server's pid while it runs.
+    pub fn p11kit_pid(&self) -> Option<u32> {
+        self.p11kit.as_ref().map(Child::id)
+    }
+
     /// Stops p11-kit server.
     pub fn stop_p11kit(&mut self) {
         if let Some(mut c) = self.p11kit.take() {
@@ -324,6 +347,7 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         self.stop_p11kit();
+        let _ = self.pause_daemon(false);
         if let Some(mut c) = self.daemon.take() {
             // SIGTERM first (a clean stop signs the audit head), then SIGKILL.
             let _ = Command::new("kill")
@@ -340,6 +364,85 @@ impl Drop for Env {
             let _ = c.wait();
         }
     }
+}
+
+/// Makes a SoftHSM2 token labelled `label` in `token_dir` (softhsm-config/init-token.sh);
+/// returns its user PIN.
+fn init_token(paths: &Paths, token_dir: &Path, label: &str) -> Result<String, String> {
+    let script = paths.repo.join("softhsm-config/init-token.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(token_dir)
+        .arg(label)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "init-token.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    std::fs::read_to_string(token_dir.join("user-pin"))
+        .map_err(|e| format!("cannot read the user PIN: {e}"))
+}
+
+/// CPU time (user + system) process `pid` has used so far, from /proc/<pid>/stat (all its
+/// threads, in clock ticks of 10 ms on Linux; the bench divides a cell's difference by
+/// thousands of operations).
+pub fn proc_cpu(pid: u32) -> Option<Duration> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After ')': state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let hz = rustix::param::clock_ticks_per_second().max(1);
+    Some(Duration::from_nanos(
+        ticks.saturating_mul(1_000_000_000) / hz,
+    ))
+}
+
+/// CPU time (user + system) of process `pid` and of its children and grandchildren now
+/// running (p11-kit server serves each client in a child process of its own).
+pub fn tree_cpu(pid: u32) -> Option<Duration> {
+    let mut total = proc_cpu(pid)?;
+    let mut parents = vec![pid];
+    for _ in 0..2 {
+        let children = children_of(&parents);
+        for &c in &children {
+            total += proc_cpu(c).unwrap_or_default();
+        }
+        parents = children;
+    }
+    Some(total)
+}
+
+/// The pids whose parent is one of `parents` (from /proc/<pid>/stat).
+fn children_of(parents: &[u32]) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = &s[s.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                .is_some_and(|ppid| parents.contains(&ppid))
+        })
+        .collect()
+}
+
+/// CPU time (user + system) this process has used so far, all threads
+/// (CLOCK_PROCESS_CPUTIME_ID, the same account as getrusage(RUSAGE_SELF), in ns).
+pub fn self_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// (VmRSS in KiB, threads) of process `pid`, from /proc.
