@@ -1,0 +1,192 @@
+//! Object management calls (PKCS#11 3.0 §5.7, §5.14): which kind of object a handle names
+//! (a session object of [`super::session_objects`], an import job of [`super::byok`], a
+//! certificate of [`super::certs`], or a version's key object of [`super::objects`]), then
+//! that kind's function. Creation and generation go to session objects when the template
+//! asks for one (`CKA_TOKEN` FALSE), else to [`super::create`].
+//!
+//! A handle whose session object belongs to another principal's session, or to a broken
+//! home session, is `CKR_OBJECT_HANDLE_INVALID` (`CKR_KEY_HANDLE_INVALID` where a key is
+//! expected), as if it did not exist.
+
+use super::ck::*;
+use super::session_objects::{self, Lookup};
+use super::ClientConnection;
+use keyward_wire::pkcs11::{Attribute, Mechanism, ObjectHandle, Pkcs11Response, SessionId};
+
+impl ClientConnection {
+    /// `C_GetAttributeValue` (§5.7).
+    pub(super) fn get_attribute_value(
+        &mut self,
+        session: SessionId,
+        object: ObjectHandle,
+        types: &[u64],
+    ) -> Result<Pkcs11Response, u64> {
+        match self.session_object(session, object)? {
+            Lookup::Seen(o) => self.session_object_attributes(session, &o, types),
+            Lookup::Hidden => Err(CKR_OBJECT_HANDLE_INVALID),
+            Lookup::No => self.get_attributes(session, object, types),
+        }
+    }
+
+    /// `C_SetAttributeValue` (§5.7).
+    pub(super) fn set_attribute_value(
+        &mut self,
+        session: SessionId,
+        object: ObjectHandle,
+        template: &[Attribute],
+    ) -> Result<Pkcs11Response, u64> {
+        match self.session_object(session, object)? {
+            Lookup::Seen(o) => return self.set_session_object_attributes(object, &o, template),
+            Lookup::Hidden => return Err(CKR_OBJECT_HANDLE_INVALID),
+            Lookup::No => {}
+        }
+        if let Some(rv) = self.job_refusal(
+            session,
+            object,
+            "C_SetAttributeValue",
+            CKR_ACTION_PROHIBITED,
+            CKR_OBJECT_HANDLE_INVALID,
+        )? {
+            return Err(rv);
+        }
+        if let Some(found) = self.cert_of(session, object)? {
+            let (ctx, cert) = found?;
+            return self.set_cert_attributes(session, &ctx, &cert, template);
+        }
+        self.set_attributes(session, object, template)
+    }
+
+    /// `C_CopyObject` (§5.7): never for a Keyward key (design §4 "No side doors").
+    pub(super) fn copy_object(
+        &mut self,
+        session: SessionId,
+        object: ObjectHandle,
+    ) -> Result<Pkcs11Response, u64> {
+        match self.session_object(session, object)? {
+            // Session objects report CKA_COPYABLE=FALSE.
+            Lookup::Seen(_) => return Err(CKR_ACTION_PROHIBITED),
+            Lookup::Hidden => return Err(CKR_OBJECT_HANDLE_INVALID),
+            Lookup::No => {}
+        }
+        if let Some(rv) = self.job_refusal(
+            session,
+            object,
+            "C_CopyObject",
+            CKR_ACTION_PROHIBITED,
+            CKR_OBJECT_HANDLE_INVALID,
+        )? {
+            return Err(rv);
+        }
+        if let Some(found) = self.cert_of(session, object)? {
+            let (ctx, cert) = found?;
+            return Err(self.copy_cert(&ctx, &cert));
+        }
+        // A Keyward key is never copied (design §4 "No side doors").
+        let (ctx, obj) = self.visible_object(session, object, CKR_OBJECT_HANDLE_INVALID)?;
+        self.deny(
+            &ctx.principal,
+            "C_CopyObject",
+            Some(obj.version_name()),
+            CKR_ACTION_PROHIBITED,
+            "Keyward keys are not copyable",
+        );
+        Err(CKR_ACTION_PROHIBITED)
+    }
+
+    /// `C_DestroyObject` (§5.7).
+    pub(super) fn destroy_object(
+        &mut self,
+        session: SessionId,
+        object: ObjectHandle,
+    ) -> Result<Pkcs11Response, u64> {
+        match self.session_object(session, object)? {
+            Lookup::Seen(_) => return self.destroy_session_object(session, object),
+            Lookup::Hidden => return Err(CKR_OBJECT_HANDLE_INVALID),
+            Lookup::No => {}
+        }
+        if let Some(rv) = self.job_refusal(
+            session,
+            object,
+            "C_DestroyObject",
+            CKR_ACTION_PROHIBITED,
+            CKR_OBJECT_HANDLE_INVALID,
+        )? {
+            return Err(rv);
+        }
+        if let Some(found) = self.cert_of(session, object)? {
+            let (ctx, cert) = found?;
+            return self.destroy_cert(session, &ctx, &cert);
+        }
+        self.destroy(session, object)
+    }
+
+    /// `C_GetObjectSize` (§5.7): `CK_UNAVAILABLE_INFORMATION` for every visible object.
+    pub(super) fn object_size(
+        &mut self,
+        session: SessionId,
+        object: ObjectHandle,
+    ) -> Result<Pkcs11Response, u64> {
+        match self.session_object(session, object)? {
+            Lookup::Seen(_) => return Ok(Pkcs11Response::Size(None)),
+            Lookup::Hidden => return Err(CKR_OBJECT_HANDLE_INVALID),
+            Lookup::No => {}
+        }
+        if let Some(found) = self.cert_of(session, object)? {
+            found?;
+            return Ok(Pkcs11Response::Size(None));
+        }
+        self.visible_object(session, object, CKR_OBJECT_HANDLE_INVALID)?;
+        Ok(Pkcs11Response::Size(None))
+    }
+
+    /// `C_CreateObject` (§5.7): a session object, or a token object of [`super::create`].
+    pub(super) fn create_any(
+        &mut self,
+        session: SessionId,
+        template: &[Attribute],
+    ) -> Result<Pkcs11Response, u64> {
+        if session_objects::wants_session_object(template) {
+            return self.create_session_object(session, template);
+        }
+        self.create_object(session, template)
+    }
+
+    /// `C_GenerateKey` (`public` `None`) and `C_GenerateKeyPair` (§5.14): session objects
+    /// if the secret or private template asks for them (a session private key comes with a
+    /// session public key), else token objects of [`super::create`].
+    pub(super) fn generate_any(
+        &mut self,
+        session: SessionId,
+        mechanism: &Mechanism,
+        public: Option<&[Attribute]>,
+        template: &[Attribute],
+    ) -> Result<Pkcs11Response, u64> {
+        if session_objects::wants_session_object(template) {
+            return self.generate_session_objects(session, mechanism, public, template);
+        }
+        self.generate(session, mechanism, public, template)
+    }
+
+    /// `C_DeriveKey` (§5.14): no derivation mechanism is offered (`CKA_DERIVE` is FALSE).
+    pub(super) fn derive_key(
+        &mut self,
+        session: SessionId,
+        base_key: ObjectHandle,
+    ) -> Result<Pkcs11Response, u64> {
+        match self.session_object(session, base_key)? {
+            // No derivation mechanism is offered (CKA_DERIVE is FALSE).
+            Lookup::Seen(_) => return Err(CKR_MECHANISM_INVALID),
+            Lookup::Hidden => return Err(CKR_KEY_HANDLE_INVALID),
+            Lookup::No => {}
+        }
+        let (ctx, obj) = self.visible_object(session, base_key, CKR_KEY_HANDLE_INVALID)?;
+        self.deny(
+            &ctx.principal,
+            "C_DeriveKey",
+            Some(obj.version_name()),
+            CKR_MECHANISM_INVALID,
+            "no derivation from Keyward keys",
+        );
+        Err(CKR_MECHANISM_INVALID)
+    }
+}
