@@ -184,9 +184,11 @@ pub fn info(mechanism: u64) -> Option<MechanismInfo> {
         CKM_AES_GCM | CKM_AES_CBC_PAD | CKM_AES_CBC | CKM_AES_ECB | CKM_AES_CTR => {
             i(16, 32, CKF_ENCRYPT | CKF_DECRYPT)
         }
-        // Generic secrets: GENERIC_SECRET_MIN..=MAX bytes; an HMAC needs at least its hash's
-        // output (SoftHSM2's rule at Init, enforced by keywardd first).
-        CKM_GENERIC_SECRET_KEY_GEN => i(SECRET_MIN, SECRET_MAX, CKF_GENERATE),
+        // Generic secrets: GENERIC_SECRET_MIN..=MAX bytes of CKA_VALUE_LEN, which key
+        // generation's info gives in bits (PKCS#11 v2.40 current mechanisms, "Generic secret
+        // key generation"); the HMACs' in bytes, as tokens report them. An HMAC needs at
+        // least its hash's output (SoftHSM2's rule at Init, enforced by keywardd first).
+        CKM_GENERIC_SECRET_KEY_GEN => i(SECRET_MIN * 8, SECRET_MAX * 8, CKF_GENERATE),
         CKM_SHA256_HMAC | CKM_SHA256_HMAC_GENERAL => i(32, SECRET_MAX, CKF_SIGN | CKF_VERIFY),
         CKM_SHA384_HMAC | CKM_SHA384_HMAC_GENERAL => i(48, SECRET_MAX, CKF_SIGN | CKF_VERIFY),
         CKM_SHA512_HMAC | CKM_SHA512_HMAC_GENERAL => i(64, SECRET_MAX, CKF_SIGN | CKF_VERIFY),
