@@ -673,6 +673,7 @@ fn dispatch(ctx: &mut Ctx<'_>, req: AdminRequest) -> Res<AdminResponse> {
         }
         R::KeyCertList { key } => certs::list(ctx, &key),
         R::Status => status::status(ctx),
+        R::TokenCapabilities => status::capabilities(ctx),
     }
 }
 
@@ -703,6 +704,7 @@ pub fn is_plain_read(req: &AdminRequest) -> bool {
             | R::VersionGet { .. }
             | R::KeyCertList { .. }
             | R::Status
+            | R::TokenCapabilities
             | R::ImportJobGet { .. }
             | R::ImportJobList { .. }
     )
@@ -801,6 +803,7 @@ fn describe(req: &AdminRequest) -> (&'static str, Option<String>) {
         R::KeyCertImport { key, .. } => ("key.cert.import", s(key)),
         R::KeyCertList { key } => ("key.cert.list", s(key)),
         R::Status => ("status", None),
+        R::TokenCapabilities => ("token.capabilities", None),
     }
 }
 

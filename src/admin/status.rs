@@ -42,11 +42,29 @@ pub fn status(ctx: &mut Ctx<'_>) -> Res<AdminResponse> {
                     s.idle_sessions, s.session_objects
                 ),
             );
+            // What the token cannot do (keywardctl token capabilities says why and what it
+            // disables).
+            let lacks: Vec<String> = ctx
+                .token
+                .map(|t| t.capabilities().report())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|l| !l.available)
+                .map(|l| l.name)
+                .collect();
+            row(
+                "token lacks",
+                if lacks.is_empty() {
+                    "nothing Keyward uses".into()
+                } else {
+                    format!("{} (see keywardctl token capabilities)", lacks.join(", "))
+                },
+            );
             json!({
                 "label": s.label, "slot": s.slot, "manufacturer": s.manufacturer,
                 "model": s.model, "serial": s.serial, "firmware": s.firmware,
                 "loggedIn": s.logged_in, "idleSessions": s.idle_sessions,
-                "sessionObjects": s.session_objects,
+                "sessionObjects": s.session_objects, "lacks": lacks,
             })
         }
         Some(Err(e)) => {
@@ -107,6 +125,40 @@ pub fn status(ctx: &mut Ctx<'_>) -> Res<AdminResponse> {
         "auditHead": head,
     });
     Ok(table(&["FIELD", "VALUE"], rows, js))
+}
+
+/// `keywardctl token capabilities`: each capability keywardd learnt at start, whether the
+/// token has it, why not, and what its absence disables. Needs keywardd (the token).
+pub fn capabilities(ctx: &mut Ctx<'_>) -> Res<AdminResponse> {
+    let Some(token) = ctx.token else {
+        return Err(super::Failure::Precondition(
+            "token capabilities are learnt by keywardd at start: ask the daemon (no --db)".into(),
+        ));
+    };
+    let lines = token.capabilities().report();
+    let rows = lines
+        .iter()
+        .map(|l| {
+            vec![
+                l.name.clone(),
+                if l.available { "yes" } else { "no" }.to_string(),
+                l.detail.clone(),
+                l.disables.join("; "),
+            ]
+        })
+        .collect();
+    let js = json!({
+        "token": token.label(),
+        "capabilities": lines.iter().map(|l| json!({
+            "name": l.name, "available": l.available, "detail": l.detail,
+            "disables": l.disables,
+        })).collect::<Vec<_>>(),
+    });
+    Ok(table(
+        &["CAPABILITY", "AVAILABLE", "DETAIL", "DISABLES"],
+        rows,
+        js,
+    ))
 }
 
 /// The signed head the token holds (design §6): its record, and when it is behind the

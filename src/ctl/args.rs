@@ -139,6 +139,9 @@ pub enum Command {
     /// Is keywardd up? Its token, and (with kms.auditLogs.read) counts and the audit head;
     /// exit 1 if the daemon is down
     Status,
+    /// The backing token
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// The store file itself (needs --db: the file's permissions are the gate)
     #[command(subcommand)]
     Store(StoreCmd),

@@ -50,6 +50,7 @@ pub fn to_request(cmd: Command) -> Result<AdminRequest, String> {
         Command::Completions { .. } => return Err("completions are made locally".into()),
         Command::Store(_) => return Err("store commands read the file given with --db".into()),
         Command::Status => R::Status,
+        Command::Token(TokenCmd::Capabilities) => R::TokenCapabilities,
         Command::Init { org, admin } => R::Init {
             org: org_id(&org),
             admin,

@@ -98,3 +98,75 @@ impl Drop for BackingToken {
         }
     }
 }
+
+/// The README's "Backing tokens" table: for each capability row, the cell of column `token`
+/// ("SoftHSM2", "tpm2", "NSS"), as `Some(true)` (yes), `Some(false)` (no) or `None` (not
+/// filled in).
+pub fn readme_column(token: &str) -> Vec<(String, Option<bool>)> {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("\n### Backing tokens\n")
+        .nth(1)
+        .expect("README has a ### Backing tokens section");
+    let rows: Vec<Vec<String>> = section
+        .lines()
+        .skip_while(|l| !l.starts_with("| capability |"))
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().trim_matches('`').to_owned())
+                .collect()
+        })
+        .collect();
+    let header = rows.first().expect("the Backing tokens table");
+    let col = header
+        .iter()
+        .position(|h| h == token)
+        .unwrap_or_else(|| panic!("no column {token} in {header:?}"));
+    rows.iter()
+        .skip(2)
+        .map(|r| {
+            let cell = match r.get(col).map(String::as_str) {
+                Some("yes") => Some(true),
+                Some("no") => Some(false),
+                _ => None,
+            };
+            (r[0].clone(), cell)
+        })
+        .collect()
+}
+
+/// Asserts that `keywardctl --json token capabilities` output `json` (from a keywardd on the
+/// token of README column `column`) and the README's table agree on every capability, and
+/// that the table has a row for each.
+#[track_caller]
+pub fn assert_readme_matches(column: &str, json: &serde_json::Value) {
+    let table = readme_column(column);
+    let caps = json["capabilities"].as_array().expect("capabilities array");
+    let mut wrong = Vec::new();
+    for c in caps {
+        let name = c["name"].as_str().expect("name");
+        let available = c["available"].as_bool().expect("available");
+        match table.iter().find(|(n, _)| n == name) {
+            None => wrong.push(format!("{name}: no README row (token says {available})")),
+            Some((_, cell)) if *cell != Some(available) => wrong.push(format!(
+                "{name}: README says {cell:?}, the token {available} ({})",
+                c["detail"]
+            )),
+            Some(_) => {}
+        }
+    }
+    for (name, _) in &table {
+        if !caps.iter().any(|c| c["name"] == name.as_str()) {
+            wrong.push(format!("{name}: README row the token does not report"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "README \"Backing tokens\" column {column} disagrees with keywardctl --json token \
+         capabilities:\n{}",
+        wrong.join("\n")
+    );
+}

@@ -149,4 +149,11 @@ fn keywardd_serves_what_tpm2_has_and_refuses_what_it_lacks_by_name() {
 
     // The audit chain verifies.
     env.ctl(&["audit", "verify"]).ok();
+
+    // What the token cannot do, and the README's column, agree.
+    let out = env.ctl(&["--json", "token", "capabilities"]);
+    out.ok();
+    let json = out.json();
+    println!("{json:#}");
+    crate::common::backing::assert_readme_matches("tpm2", &json);
 }

@@ -314,6 +314,9 @@ pub enum AdminRequest {
     /// `keywardctl status`: the daemon, its token, and (with kms.auditLogs.read on every
     /// organisation) store-wide counts and the audit chain head.
     Status,
+    /// `keywardctl token capabilities`: what the backing token can and cannot do, as keywardd
+    /// learnt it at start, and which Keyward features each absence disables.
+    TokenCapabilities,
 }
 
 /// A table for humans: column headers and rows of cells.

@@ -403,6 +403,13 @@ pub enum StoreCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// What the backing token can and cannot do (learnt by keywardd at start), and which
+    /// Keyward features each gap disables
+    Capabilities,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AuditCmd {
     /// Show the newest records
     Tail {
