@@ -45,6 +45,7 @@ pub const ACTIONS: &[Action] = &[
     // Store-wide.
     a("init"),
     a("status"),
+    a("token.capabilities"),
     a("reconcile"),
     a("reconcile.orphan"),
     a("reconcile.missing"),
