@@ -169,6 +169,8 @@ struct Options {
     find_keys: usize,
     /// Direct and p11-kit on keywardd's token, keywardd running (the pre-issue-19 setup).
     shared_token: bool,
+    /// Direct and p11-kit operate with session keys (CKA_TOKEN false): no object file.
+    direct_session_keys: bool,
     configs: Vec<Config>,
     ops: Vec<Op>,
     paths: Paths,
@@ -181,10 +183,12 @@ fn usage() -> &'static str {
      \x20                    [--configs direct,p11kit,keyward] [--ops gcm-enc,gcm-dec,ecb,hmac,\n\
      \x20                    ec-sign,ec-verify,rsa,random,find] [--bin-dir DIR] [--repo DIR]\n\
      \x20                    [--softhsm PATH] [--p11kit-client PATH] [--shared-token]\n\
+     \x20                    [--direct-session-keys]\n\
      \x20      keyward-bench connections [--count N] [--bin-dir DIR] [--repo DIR]\n\
      --duration: seconds per cell (default 3); --smoke: tiny durations and 20 find keys\n\
      (CI); --shared-token: direct and p11-kit on keywardd's token with keywardd running\n\
-     (default: a token of their own, keywardd stopped meanwhile); the binaries keywardd, keywardctl and libkeyward_pkcs11.so are taken from\n\
+     (default: a token of their own, keywardd stopped meanwhile); --direct-session-keys:\n\
+     direct and p11-kit operate with session keys, not token objects; the binaries keywardd, keywardctl and libkeyward_pkcs11.so are taken from\n\
      --bin-dir (default: the directory of this program)."
 }
 
@@ -207,6 +211,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         smoke: false,
         find_keys: 1000,
         shared_token: false,
+        direct_session_keys: false,
         configs: vec![Config::Direct, Config::P11Kit, Config::Keyward],
         ops: OPS.to_vec(),
         paths: default_paths(),
@@ -240,6 +245,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             }
             "--smoke" => o.smoke = true,
             "--shared-token" => o.shared_token = true,
+            "--direct-session-keys" => o.direct_session_keys = true,
             "--find-keys" => {
                 find_keys = Some(
                     val()?
@@ -317,26 +323,26 @@ fn ck<T>(what: &str, r: Result<T, Rv>) -> Result<T, String> {
     r.map_err(|rv| format!("{what}: {}", rv_name(rv)))
 }
 
-fn aes_template(label: &[u8], bytes: u64) -> Template {
+fn aes_template(label: &[u8], bytes: u64, token: bool) -> Template {
     Template::new()
-        .bool(CKA_TOKEN, true)
+        .bool(CKA_TOKEN, token)
         .bytes(CKA_LABEL, label)
         .ulong(CKA_VALUE_LEN, bytes)
         .bool(CKA_ENCRYPT, true)
         .bool(CKA_DECRYPT, true)
 }
 
-fn ec_pair(m: &Module, s: CK_SESSION_HANDLE, label: &[u8]) -> Result<(u64, u64), Rv> {
+fn ec_pair(m: &Module, s: CK_SESSION_HANDLE, label: &[u8], token: bool) -> Result<(u64, u64), Rv> {
     m.generate_pair(
         s,
         Mech::plain(CKM_EC_KEY_PAIR_GEN),
         Template::new()
-            .bool(CKA_TOKEN, true)
+            .bool(CKA_TOKEN, token)
             .bytes(CKA_LABEL, label)
             .bytes(CKA_EC_PARAMS, &P256)
             .bool(CKA_VERIFY, true),
         Template::new()
-            .bool(CKA_TOKEN, true)
+            .bool(CKA_TOKEN, token)
             .bytes(CKA_LABEL, label)
             .bool(CKA_PRIVATE, true)
             .bool(CKA_SENSITIVE, true)
@@ -344,18 +350,18 @@ fn ec_pair(m: &Module, s: CK_SESSION_HANDLE, label: &[u8]) -> Result<(u64, u64),
     )
 }
 
-fn rsa_pair(m: &Module, s: CK_SESSION_HANDLE, label: &[u8]) -> Result<(u64, u64), Rv> {
+fn rsa_pair(m: &Module, s: CK_SESSION_HANDLE, label: &[u8], token: bool) -> Result<(u64, u64), Rv> {
     m.generate_pair(
         s,
         Mech::plain(CKM_RSA_PKCS_KEY_PAIR_GEN),
         Template::new()
-            .bool(CKA_TOKEN, true)
+            .bool(CKA_TOKEN, token)
             .bytes(CKA_LABEL, label)
             .ulong(CKA_MODULUS_BITS, 2048)
             .bytes(CKA_PUBLIC_EXPONENT, &[1, 0, 1])
             .bool(CKA_VERIFY, true),
         Template::new()
-            .bool(CKA_TOKEN, true)
+            .bool(CKA_TOKEN, token)
             .bytes(CKA_LABEL, label)
             .bool(CKA_PRIVATE, true)
             .bool(CKA_SENSITIVE, true)
@@ -372,12 +378,15 @@ fn by_label(class: CK_OBJECT_CLASS, label: &[u8]) -> Template {
 /// The direct configuration's keys, made in the token by SoftHSM2 itself (labels
 /// `direct-*`), and found again by label (p11-kit uses the same objects). On a token of its
 /// own (`own_find_keys` is then Some) the find row's haystack is `find_keys` AES keys
-/// labelled `find-NNNNN` made here, as many as Keyward's ring holds.
+/// labelled `find-NNNNN` made here, as many as Keyward's ring holds. `token`: the keys
+/// operated with are token objects (as Keyward's are), else session objects of this module
+/// instance (`--direct-session-keys`; then p11-kit makes its own too).
 fn direct_keys(
     m: &Module,
     s: CK_SESSION_HANDLE,
     create: bool,
     own_find_keys: Option<usize>,
+    token: bool,
 ) -> Result<Keys, String> {
     if let (true, Some(n)) = (create, own_find_keys) {
         let started = Instant::now();
@@ -388,7 +397,7 @@ fn direct_keys(
                 m.generate_key(
                     s,
                     Mech::plain(CKM_AES_KEY_GEN),
-                    aes_template(label.as_bytes(), 16),
+                    aes_template(label.as_bytes(), 16, true),
                 ),
             )?;
         }
@@ -397,13 +406,13 @@ fn direct_keys(
             started.elapsed().as_secs_f64()
         );
     }
-    if create {
+    if create || !token {
         ck(
             "direct AES key",
             m.generate_key(
                 s,
                 Mech::plain(CKM_AES_KEY_GEN),
-                aes_template(b"direct-aes", 32),
+                aes_template(b"direct-aes", 32, token),
             ),
         )?;
         ck(
@@ -412,7 +421,7 @@ fn direct_keys(
                 s,
                 Mech::plain(CKM_GENERIC_SECRET_KEY_GEN),
                 Template::new()
-                    .bool(CKA_TOKEN, true)
+                    .bool(CKA_TOKEN, token)
                     .bytes(CKA_LABEL, b"direct-hmac")
                     .ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET)
                     .ulong(CKA_VALUE_LEN, 32)
@@ -420,8 +429,8 @@ fn direct_keys(
                     .bool(CKA_VERIFY, true),
             ),
         )?;
-        ck("direct EC pair", ec_pair(m, s, b"direct-ec"))?;
-        ck("direct RSA pair", rsa_pair(m, s, b"direct-rsa"))?;
+        ck("direct EC pair", ec_pair(m, s, b"direct-ec", token))?;
+        ck("direct RSA pair", rsa_pair(m, s, b"direct-rsa", token))?;
     }
     let find = |class, label: &[u8]| {
         ck(
@@ -471,10 +480,14 @@ fn shared_find_label(m: &Module, s: CK_SESSION_HANDLE) -> Result<Vec<u8>, String
 fn keyward_keys(m: &Module, s: CK_SESSION_HANDLE, find_keys: usize) -> Result<Keys, String> {
     let aes = ck(
         "Keyward AES key",
-        m.generate_key(s, Mech::plain(CKM_AES_KEY_GEN), aes_template(b"kw-aes", 32)),
+        m.generate_key(
+            s,
+            Mech::plain(CKM_AES_KEY_GEN),
+            aes_template(b"kw-aes", 32, true),
+        ),
     )?;
-    let (ec_pub, ec_priv) = ck("Keyward EC pair", ec_pair(m, s, b"kw-ec"))?;
-    let (_, rsa_priv) = ck("Keyward RSA pair", rsa_pair(m, s, b"kw-rsa"))?;
+    let (ec_pub, ec_priv) = ck("Keyward EC pair", ec_pair(m, s, b"kw-ec", true))?;
+    let (_, rsa_priv) = ck("Keyward RSA pair", rsa_pair(m, s, b"kw-rsa", true))?;
     let hmac = ck(
         "find the HMAC key",
         m.find_one(s, by_label(CKO_SECRET_KEY, b"hmac")),
@@ -487,7 +500,7 @@ fn keyward_keys(m: &Module, s: CK_SESSION_HANDLE, find_keys: usize) -> Result<Ke
             m.generate_key(
                 s,
                 Mech::plain(CKM_AES_KEY_GEN),
-                aes_template(label.as_bytes(), 16),
+                aes_template(label.as_bytes(), 16, true),
             ),
         )?;
     }
@@ -721,7 +734,14 @@ fn bench(o: &Options) -> Result<ExitCode, String> {
         let slot = module.slot_by_label(RING_LABEL)?;
         let s = ck("Keyward C_OpenSession", module.open_session(slot))?;
         ck("Keyward C_Login", module.login(s, b""))?;
-        let keys = keyward_keys(&module, s, o.find_keys)?;
+        // Keyward's haystack is needed by its own cells, and by every configuration's on the
+        // shared token; otherwise one key keeps the setup short.
+        let haystack = if o.configs.contains(&Config::Keyward) || o.shared_token {
+            o.find_keys
+        } else {
+            1
+        };
+        let keys = keyward_keys(&module, s, haystack)?;
         Loaded {
             module,
             slot,
@@ -735,7 +755,7 @@ fn bench(o: &Options) -> Result<ExitCode, String> {
         let s = ck("SoftHSM2 C_OpenSession", module.open_session(slot))?;
         ck("SoftHSM2 C_Login", module.login(s, direct_pin.as_bytes()))?;
         let own_find = (!o.shared_token).then_some(o.find_keys);
-        let keys = direct_keys(&module, s, true, own_find)?;
+        let keys = direct_keys(&module, s, true, own_find, !o.direct_session_keys)?;
         Loaded {
             module,
             slot,
@@ -794,7 +814,8 @@ fn bench(o: &Options) -> Result<ExitCode, String> {
                         let s = ck("p11-kit C_OpenSession", module.open_session(slot))?;
                         ck("p11-kit C_Login", module.login(s, direct_pin.as_bytes()))?;
                         let own_find = (!o.shared_token).then_some(o.find_keys);
-                        let keys = direct_keys(&module, s, false, own_find)?;
+                        let keys =
+                            direct_keys(&module, s, false, own_find, !o.direct_session_keys)?;
                         Ok(Loaded {
                             module,
                             slot,
