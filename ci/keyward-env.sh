@@ -47,8 +47,24 @@ keyward_env_cleanup() {
 }
 trap keyward_env_cleanup EXIT
 
-bash softhsm-config/init-token.sh "$work/softhsm" keyward-backing >/dev/null
-export SOFTHSM2_CONF=$work/softhsm/softhsm2.conf
+# The backing token: SoftHSM2, or with KEYWARD_BACKING=tpm2 a tpm2-pkcs11 token over swtpm
+# (ci/tpm2-token.sh; its three processes are stopped by PID at exit).
+case ${KEYWARD_BACKING:-softhsm2} in
+    softhsm2)
+        bash softhsm-config/init-token.sh "$work/softhsm" keyward-backing >/dev/null
+        export SOFTHSM2_CONF=$work/softhsm/softhsm2.conf
+        ;;
+    tpm2)
+        export KEYWARD_TOKEN_DIR=$work/tpm2
+        export KEYWARD_TOKEN_MODULE=/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so
+        on_exit 'for f in abrmd dbus swtpm; do [[ -s $KEYWARD_TOKEN_DIR/$f.pid ]] && kill "$(cat "$KEYWARD_TOKEN_DIR/$f.pid")"; done'
+        bash ci/tpm2-token.sh "$KEYWARD_TOKEN_DIR" keyward-backing
+        set -a
+        source "$KEYWARD_TOKEN_DIR/env"
+        set +a
+        ;;
+    *) die "KEYWARD_BACKING is softhsm2 or tpm2" ;;
+esac
 ADMIN=user:admin@example.test
 db=$work/keyward.db
 off() { "$kw" --db "$db" --as "$ADMIN" "$@"; }

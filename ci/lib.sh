@@ -1,15 +1,17 @@
 # Shell helpers shared by ci/keyward-env.sh (the client suites) and ci/demo.sh; sourcing this
 # file defines functions only.
 
-# keyward_toml WORK DB: writes WORK/keyward.toml for a keywardd on the store DB, the SoftHSM2
-# token made by softhsm-config/init-token.sh in WORK/softhsm, and sockets in WORK.
+# keyward_toml WORK DB: writes WORK/keyward.toml for a keywardd on the store DB, the backing
+# token made in KEYWARD_TOKEN_DIR (default WORK/softhsm: softhsm-config/init-token.sh) with the
+# module KEYWARD_TOKEN_MODULE (default SoftHSM2's), and sockets in WORK.
 keyward_toml() {
     cat > "$1/keyward.toml" <<TOML
 [store]
 path = "$2"
 [token]
 label = "keyward-backing"
-pin_file = "$1/softhsm/user-pin"
+pin_file = "${KEYWARD_TOKEN_DIR:-$1/softhsm}/user-pin"
+${KEYWARD_TOKEN_MODULE:+module = \"$KEYWARD_TOKEN_MODULE\"}
 [admin]
 socket = "$1/admin.sock"
 [client]
