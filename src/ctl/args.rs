@@ -231,19 +231,47 @@ pub fn parse_role(s: &str) -> Result<String, String> {
     })
 }
 
-/// A time argument: RFC 3339 or unix seconds.
+/// A time argument (`audit query --since/--until`, issue 18 item 7), in unix seconds: a date
+/// (`2026-12-07`, its midnight UTC), RFC 3339 (`2026-12-07T10:00:00Z`; a space for the `T` and
+/// no offset are taken as UTC), a duration back from now as people write them (`1h`, `7d`,
+/// `1h30m`, `2weeks`: humantime), or unix seconds.
 pub fn parse_time(s: &str) -> Result<i64, String> {
-    if let Ok(secs) = s.parse::<i64>() {
+    parse_time_at(s, std::time::SystemTime::now())
+}
+
+/// [`parse_time`] with `now` for the durations.
+fn parse_time_at(s: &str, now: std::time::SystemTime) -> Result<i64, String> {
+    use time::format_description::well_known::Rfc3339;
+    let t = s.trim();
+    let unix = |st: std::time::SystemTime| -> Option<i64> {
+        let d = st.duration_since(std::time::UNIX_EPOCH).ok()?;
+        i64::try_from(d.as_secs()).ok()
+    };
+    if let Ok(secs) = t.parse::<i64>() {
         return Ok(secs);
     }
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map(|t| t.unix_timestamp())
-        .map_err(|e| {
-            format!(
-                "'{s}' is not a time ({e}): use RFC 3339 like 2026-11-25T10:00:00Z or \
-                 2026-11-25T11:00:00+01:00, or unix seconds like 1795600800"
-            )
-        })
+    const DATE: &[time::format_description::FormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(d) = time::Date::parse(t, DATE) {
+        return Ok(d.midnight().assume_utc().unix_timestamp());
+    }
+    if let Ok(dt) = time::OffsetDateTime::parse(t, &Rfc3339) {
+        return Ok(dt.unix_timestamp());
+    }
+    if let Some(secs) = humantime::parse_rfc3339_weak(t).ok().and_then(unix) {
+        return Ok(secs);
+    }
+    if let Ok(d) = humantime::parse_duration(t) {
+        return now
+            .checked_sub(d)
+            .and_then(unix)
+            .ok_or_else(|| format!("'{s}' reaches back before 1970"));
+    }
+    Err(format!(
+        "'{s}' is not a time: use a date like 2026-12-07 (midnight UTC), RFC 3339 like \
+         2026-12-07T10:00:00Z or 2026-12-07T11:00:00+01:00, a duration back from now like 1h, \
+         7d or 1h30m, or unix seconds like 1796601600"
+    ))
 }
 
 #[cfg(test)]
@@ -262,5 +290,18 @@ mod tests {
         assert_eq!(parse_time("1970-01-01T00:01:00Z"), Ok(60));
         assert_eq!(parse_time("1970-01-01T01:01:00+01:00"), Ok(60));
         assert!(parse_time("yesterday").is_err());
+        // Dates are midnight UTC; durations reach back from now; the weak RFC 3339 is UTC.
+        assert_eq!(parse_time("1970-01-02"), Ok(86_400));
+        assert_eq!(parse_time("2026-12-07"), Ok(1_796_601_600));
+        assert_eq!(parse_time("1970-01-01 00:02:00"), Ok(120));
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        assert_eq!(parse_time_at("1h", now), Ok(1_000_000 - 3_600));
+        assert_eq!(parse_time_at("7d", now), Ok(1_000_000 - 7 * 86_400));
+        assert_eq!(parse_time_at("1h30m", now), Ok(1_000_000 - 5_400));
+        assert!(parse_time_at("20d", now).is_err(), "before 1970");
+        for bad in ["-1h", "2026-13-01", "5 parsecs", ""] {
+            let e = parse_time(bad).unwrap_err();
+            assert!(e.contains("2026-12-07") && e.contains("7d"), "{bad}: {e}");
+        }
     }
 }

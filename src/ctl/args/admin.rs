@@ -425,16 +425,18 @@ pub enum AuditCmd {
         /// Only records about this resource or anything below it
         #[arg(long, value_name = "RESOURCE")]
         resource: Option<String>,
-        /// Only records of this action, e.g. iam.bind
+        /// Only records of this action: a name (iam.bind, key.encrypt), what is under it (key),
+        /// a method (encrypt), a prefix (C_Sign*), old names too; any case
         #[arg(long, value_name = "ACTION")]
         action: Option<String>,
         /// Only records with this result
         #[arg(long)]
         result: Option<AuditResult>,
-        /// At or after TIME (RFC 3339, e.g. 2026-11-25T10:00:00Z, or unix seconds)
+        /// At or after TIME: a date (2026-12-07, midnight UTC), RFC 3339
+        /// (2026-12-07T10:00:00Z), a duration back from now (1h, 7d, 1h30m) or unix seconds
         #[arg(long, value_name = "TIME", value_parser = parse_time)]
         since: Option<i64>,
-        /// Before TIME (RFC 3339 or unix seconds)
+        /// Before TIME (as --since)
         #[arg(long, value_name = "TIME", value_parser = parse_time)]
         until: Option<i64>,
         /// At most N records (the newest)
