@@ -8,7 +8,8 @@ use crate::common::daemon::Env;
 use crate::common::module::{self, Settings};
 use crate::common::tpm2;
 use cryptoki::error::RvError;
-use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 
@@ -101,6 +102,11 @@ fn keywardd_serves_what_tpm2_has_and_refuses_what_it_lacks_by_name() {
             "serviceAccount:signer@payments",
         );
     }
+    env.bind(
+        &key("oaep"),
+        "roles/kms.cryptoKeyDecrypter",
+        "serviceAccount:signer@payments",
+    );
     let settings = Settings::new(&env.client_socket, &env.dir().join("module.toml"))
         .credentials(&env.dir().join("signer.key"), &signer);
     let p11 = module::cryptoki(&settings);
@@ -130,6 +136,79 @@ fn keywardd_serves_what_tpm2_has_and_refuses_what_it_lacks_by_name() {
         );
     }
 
+    // RSA-PSS through the module, verified by OpenSSL.
+    let k = labelled(&s, ObjectClass::PRIVATE_KEY, "pss");
+    let pss = PkcsPssParams {
+        hash_alg: MechanismType::SHA256,
+        mgf: PkcsMgfType::MGF1_SHA256,
+        s_len: 32.into(),
+    };
+    let sig = s
+        .sign(&Mechanism::Sha256RsaPkcsPss(pss), k, &data)
+        .expect("PSS on tpm2");
+    let pem = env.ctl_with_key(&signer, &["key", "get-public-key", &key("pss")]);
+    pem.ok();
+    std::fs::write(env.dir().join("pss.pem"), &pem.stdout).unwrap();
+    std::fs::write(env.dir().join("pss.sig"), &sig).unwrap();
+    std::fs::write(env.dir().join("pss.data"), &data).unwrap();
+    let dir = env.dir().to_str().unwrap();
+    crate::common::openssl_ok(
+        env.dir(),
+        &[
+            "dgst",
+            "-sha256",
+            "-verify",
+            &format!("{dir}/pss.pem"),
+            "-sigopt",
+            "rsa_padding_mode:pss",
+            "-sigopt",
+            "rsa_pss_saltlen:32",
+            "-signature",
+            &format!("{dir}/pss.sig"),
+            &format!("{dir}/pss.data"),
+        ],
+    );
+
+    // RSA-OAEP (SHA-1): OpenSSL encrypts to keywardctl's public key, the module decrypts on
+    // the TPM (found at f6fb756: OAEP keys could not even be made, their sign flags FALSE).
+    let pem = env.ctl_with_key(&signer, &["key", "get-public-key", &key("oaep")]);
+    pem.ok();
+    std::fs::write(env.dir().join("oaep.pem"), &pem.stdout).unwrap();
+    let ct = crate::common::openssl_ok(
+        env.dir(),
+        &[
+            "pkeyutl",
+            "-encrypt",
+            "-pubin",
+            "-inkey",
+            &format!("{dir}/oaep.pem"),
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-pkeyopt",
+            "rsa_oaep_md:sha1",
+            "-in",
+            &format!("{dir}/pss.data"),
+        ],
+    );
+    let k = labelled(&s, ObjectClass::PRIVATE_KEY, "oaep");
+    let oaep = PkcsOaepParams::new(
+        MechanismType::SHA1,
+        PkcsMgfType::MGF1_SHA1,
+        PkcsOaepSource::empty(),
+    );
+    let pt = s
+        .decrypt(&Mechanism::RsaPkcsOaep(oaep), k, &ct)
+        .expect("OAEP decrypt on tpm2");
+    assert_eq!(pt, data);
+
+    // Keyward's purpose gate applies whatever the token allows: tpm2 refused CKA_DECRYPT=FALSE,
+    // so the signing key's private half was made without it, yet it does not decrypt.
+    let k = labelled(&s, ObjectClass::PRIVATE_KEY, "pkcs1");
+    let refused = s.decrypt(&Mechanism::RsaPkcsOaep(oaep), k, &ct);
+    // (An RSA_SIGN_PKCS1 key has no decryption mechanism: keywardd answers at DecryptInit,
+    // before the token, as on SoftHSM2.)
+    assert_eq!(module::rv(refused), RvError::MechanismInvalid);
+
     // Session key pairs: tpm2-pkcs11 refuses CKA_TOKEN=FALSE pairs, so module clients get
     // the documented CKR_TEMPLATE_INCONSISTENT (make a token object instead).
     let err = s
@@ -156,4 +235,30 @@ fn keywardd_serves_what_tpm2_has_and_refuses_what_it_lacks_by_name() {
     let json = out.json();
     println!("{json:#}");
     crate::common::backing::assert_readme_matches("tpm2", &json);
+    // The three start-up probes that ended keywardd at f6fb756 now record what tpm2 lacks.
+    let detail = |name: &str| {
+        let c = json["capabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not reported: {json:#}"))
+            .clone();
+        assert_eq!(c["available"], false, "{c}");
+        c["detail"].as_str().unwrap().to_owned()
+    };
+    // (1) the OAEP probe's session key pair: tpm2 refuses CKA_TOKEN=FALSE pairs.
+    assert!(detail("session-key-pairs").contains("CKR_ATTRIBUTE_VALUE_INVALID"));
+    // (2) the copyable probe's C_GenerateKey: no AES keys on this token.
+    assert!(detail("aes-keys").contains("CKR_FUNCTION_NOT_SUPPORTED"));
+    // (3) explicit FALSE usage flags: left out of templates, the ones tpm2 refuses named.
+    let flags = detail("explicit-false-usage-flags");
+    for f in [
+        "Private CKA_SIGN",
+        "Private CKA_DECRYPT",
+        "Public CKA_VERIFY",
+        "Public CKA_ENCRYPT",
+    ] {
+        assert!(flags.contains(f), "{f} missing: {flags}");
+    }
 }
