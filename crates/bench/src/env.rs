@@ -248,6 +248,11 @@ impl Env {
                 cmd.env_remove(k);
             }
         }
+        // The spin budget (crates/wire spin.rs) is passed on, so that a run can compare
+        // keywardd with and without spinning (its CPU per operation shows the cost).
+        if let Ok(spin) = std::env::var("KEYWARD_SPIN_US") {
+            cmd.env("KEYWARD_SPIN_US", spin);
+        }
         let child = cmd
             .arg("--config")
             .arg(&config)
