@@ -396,11 +396,7 @@ fn init_token(paths: &Paths, token_dir: &Path, label: &str) -> Result<String, St
 /// thousands of operations).
 pub fn proc_cpu(pid: u32) -> Option<Duration> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let rest = &s[s.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After ')': state is field 3, so utime (14) and stime (15) are at 11 and 12.
-    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let ticks = stat_fields(&s)?.cpu_ticks;
     let hz = rustix::param::clock_ticks_per_second().max(1);
     Some(Duration::from_nanos(
         ticks.saturating_mul(1_000_000_000) / hz,
@@ -431,13 +427,30 @@ fn children_of(parents: &[u32]) -> Vec<u32> {
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .ok()
-                .and_then(|s| {
-                    let rest = &s[s.rfind(')')? + 1..];
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
+                .and_then(|s| stat_fields(&s).map(|f| f.ppid))
                 .is_some_and(|ppid| parents.contains(&ppid))
         })
         .collect()
+}
+
+/// What the bench reads of a /proc/<pid>/stat line.
+#[derive(Debug, PartialEq, Eq)]
+struct StatFields {
+    ppid: u32,
+    /// utime + stime, in clock ticks.
+    cpu_ticks: u64,
+}
+
+/// Parses a /proc/<pid>/stat line: the command name (field 2) may hold spaces and
+/// parentheses, so the fields are counted from after its last ')'.
+fn stat_fields(line: &str) -> Option<StatFields> {
+    let rest = &line[line.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After ')': state is field 3, ppid 4, utime 14 and stime 15.
+    Some(StatFields {
+        ppid: f.get(1)?.parse().ok()?,
+        cpu_ticks: f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?,
+    })
 }
 
 /// CPU time (user + system) this process has used so far, all threads
@@ -460,4 +473,41 @@ pub fn proc_stats(pid: u32) -> Option<(u64, u64)> {
             .and_then(|v| v.parse::<u64>().ok())
     };
     Some((field("VmRSS:")?, field("Threads:")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_line_with_spaces_and_parentheses_in_the_name() {
+        let line = "4242 (p11 (kit) x) S 17 4242 4242 0 -1 4194560 100 0 0 0 \
+                    731 229 0 0 20 0 3 0 12345 0 0\n";
+        assert_eq!(
+            stat_fields(line),
+            Some(StatFields {
+                ppid: 17,
+                cpu_ticks: 960
+            })
+        );
+        assert_eq!(stat_fields("4242 (cut) S 17 4242"), None);
+        assert_eq!(stat_fields("no name at all"), None);
+    }
+
+    #[test]
+    fn own_cpu_time_grows_with_work_and_the_tree_includes_the_process() {
+        let me = std::process::id();
+        let before = self_cpu();
+        let mut x = 0u64;
+        let until = std::time::Instant::now() + Duration::from_millis(30);
+        while std::time::Instant::now() < until {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        assert!(self_cpu() > before, "CLOCK_PROCESS_CPUTIME_ID did not move");
+        let own = proc_cpu(me).expect("our own /proc/<pid>/stat");
+        let tree = tree_cpu(me).expect("our own tree");
+        assert!(tree >= own, "{tree:?} < {own:?}");
+        assert_eq!(proc_cpu(u32::MAX), None);
+    }
 }
