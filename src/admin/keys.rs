@@ -419,7 +419,8 @@ pub fn public_key(ctx: &mut Ctx<'_>, name: &str, version: Option<u64>) -> Res<Ad
     let v = version_row(ctx, &k, &key, n)?;
     let Some(der) = v.public_key.as_deref() else {
         return Err(Failure::Precondition(format!(
-            "{key} is a {} key: only asymmetric keys have a public key",
+            "{key} has purpose {}: only asymmetric keys (purpose ASYMMETRIC_SIGN or \
+             ASYMMETRIC_DECRYPT) have a public key",
             k.purpose
         )));
     };

@@ -59,7 +59,10 @@ impl ClientConnection {
                 if purpose != Purpose::EncryptDecrypt {
                     return Err(err(
                         CKR_KEY_FUNCTION_NOT_PERMITTED,
-                        format!("{key} is a {purpose} key: encrypt needs an ENCRYPT_DECRYPT key"),
+                        format!(
+                            "{key} has purpose {purpose}: encrypt and decrypt need a key of \
+                             purpose ENCRYPT_DECRYPT"
+                        ),
                     ));
                 }
                 // Design §9: the IV is always keywardd's (the request carries none), so no
@@ -325,8 +328,9 @@ impl ClientConnection {
                 err(
                     CKR_KEY_FUNCTION_NOT_PERMITTED,
                     format!(
-                        "{key} is a {purpose} key: keywardctl's crypto commands work on \
-                         KMS-style keys"
+                        "{key} has purpose {purpose} but no Cloud KMS algorithm (a key made \
+                         through the module): keywardctl's crypto commands work on keys made \
+                         with `keywardctl key create`"
                     ),
                 )
             })?;
@@ -407,9 +411,20 @@ impl ClientConnection {
             .iter()
             .find(|v| v.version == number)
             .ok_or_else(|| {
+                // Only decrypt names a version (its ciphertext's): a version the key lacks
+                // means the ciphertext came from another key (issue 18 item 5).
+                let have = match entry.versions.iter().map(|v| v.version).max() {
+                    Some(m) => format!("versions 1 to {m}"),
+                    None => "no versions".to_string(),
+                };
                 err(
                     CKR_KEY_HANDLE_INVALID,
-                    format!("{} has no version {number}", call.key),
+                    format!(
+                        "{} has no version {number} (it has {have}): the ciphertext names \
+                         version {number} of the key that made it, so this is the wrong key \
+                         (or a damaged ciphertext): decrypt with the key that encrypted it",
+                        call.key
+                    ),
                 )
             })?;
         let perms = state
