@@ -332,7 +332,7 @@ enum Class {
 fn class(r: &R) -> Class {
     use Class::*;
     match r {
-        R::Init { .. } | R::OrgList | R::RoleList | R::Status => Unnamed,
+        R::Init { .. } | R::OrgList | R::RoleList | R::Status | R::TokenCapabilities => Unnamed,
         R::OrgCreate { .. } => CreateGlobalId,
         R::OrgGet { .. } | R::OrgDelete { .. } | R::OrgSetSod { .. } => Named,
         R::FolderCreate { .. } | R::ProjectCreate { .. } | R::KeyRingCreate { .. } => {
