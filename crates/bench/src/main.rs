@@ -171,6 +171,11 @@ struct Options {
     shared_token: bool,
     /// Direct and p11-kit operate with session keys (CKA_TOKEN false): no object file.
     direct_session_keys: bool,
+    /// Whole runs (each in a child process of its own, from setup to teardown); with more
+    /// than one, a table of the per-cell medians follows.
+    runs: usize,
+    /// Where a child run writes its cells for the parent's median (hidden).
+    cells_out: Option<PathBuf>,
     configs: Vec<Config>,
     ops: Vec<Op>,
     paths: Paths,
@@ -183,12 +188,14 @@ fn usage() -> &'static str {
      \x20                    [--configs direct,p11kit,keyward] [--ops gcm-enc,gcm-dec,ecb,hmac,\n\
      \x20                    ec-sign,ec-verify,rsa,random,find] [--bin-dir DIR] [--repo DIR]\n\
      \x20                    [--softhsm PATH] [--p11kit-client PATH] [--shared-token]\n\
-     \x20                    [--direct-session-keys]\n\
+     \x20                    [--direct-session-keys] [--runs N]\n\
      \x20      keyward-bench connections [--count N] [--bin-dir DIR] [--repo DIR]\n\
      --duration: seconds per cell (default 3); --smoke: tiny durations and 20 find keys\n\
      (CI); --shared-token: direct and p11-kit on keywardd's token with keywardd running\n\
      (default: a token of their own, keywardd stopped meanwhile); --direct-session-keys:\n\
-     direct and p11-kit operate with session keys, not token objects; the binaries keywardd, keywardctl and libkeyward_pkcs11.so are taken from\n\
+     direct and p11-kit operate with session keys, not token objects; --runs N: N whole\n\
+     runs (each table with its UTC start and load average), then the per-cell medians;\n\
+     the binaries keywardd, keywardctl and libkeyward_pkcs11.so are taken from\n\
      --bin-dir (default: the directory of this program)."
 }
 
@@ -212,6 +219,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
         find_keys: 1000,
         shared_token: false,
         direct_session_keys: false,
+        runs: 1,
+        cells_out: None,
         configs: vec![Config::Direct, Config::P11Kit, Config::Keyward],
         ops: OPS.to_vec(),
         paths: default_paths(),
@@ -246,6 +255,14 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--smoke" => o.smoke = true,
             "--shared-token" => o.shared_token = true,
             "--direct-session-keys" => o.direct_session_keys = true,
+            "--runs" => {
+                o.runs = val()?
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=9).contains(n))
+                    .ok_or("--runs: 1 to 9")?;
+            }
+            "--cells-out" => o.cells_out = Some(PathBuf::from(val()?)),
             "--find-keys" => {
                 find_keys = Some(
                     val()?
@@ -308,7 +325,13 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("conn-child") => return conns::child(),
         Some("connections") => conns::run(&args[1..], default_paths()),
-        _ => parse(&args).and_then(|o| bench(&o)),
+        _ => parse(&args).and_then(|o| {
+            if o.runs > 1 {
+                repeat(&args, &o)
+            } else {
+                bench(&o)
+            }
+        }),
     };
     match result {
         Ok(code) => code,
@@ -841,6 +864,10 @@ fn bench(o: &Options) -> Result<ExitCode, String> {
     }
     env.pause_daemon(false)?;
     print_table(&table, o);
+    if let Some(path) = &o.cells_out {
+        std::fs::write(path, cells_text(&table))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
     let keyward_failed = o.configs.contains(&Config::Keyward)
         && table
             .iter()
@@ -855,6 +882,190 @@ fn bench(o: &Options) -> Result<ExitCode, String> {
         return Ok(ExitCode::from(3));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `o.runs` whole runs, each a child process running this program with the same arguments
+/// (without `--runs`), each table headed by its UTC start and the load average before and
+/// after; then the table of per-cell medians (each figure its own median; a cell that failed
+/// in any run shows the failure). The exit status is the first failing run's.
+fn repeat(args: &[String], o: &Options) -> Result<ExitCode, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut child_args: Vec<String> = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--runs" || a == "--cells-out" {
+            it.next();
+        } else {
+            child_args.push(a.clone());
+        }
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("keyward-bench-runs-")
+        .tempdir()
+        .map_err(|e| format!("cannot make a temporary directory: {e}"))?;
+    let mut runs: Vec<Vec<(Op, usize, [Cell; 3])>> = Vec::new();
+    let mut status = ExitCode::SUCCESS;
+    for k in 1..=o.runs {
+        let cells = dir.path().join(format!("run-{k}"));
+        println!(
+            "Run {k} of {} ({}, load average {}):\n",
+            o.runs,
+            utc_now(),
+            loadavg()
+        );
+        let st = std::process::Command::new(&exe)
+            .args(&child_args)
+            .arg("--cells-out")
+            .arg(&cells)
+            .status()
+            .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+        println!("\n(load average after run {k}: {})\n", loadavg());
+        if !st.success() && status == ExitCode::SUCCESS {
+            status = ExitCode::from(u8::try_from(st.code().unwrap_or(2)).unwrap_or(2));
+        }
+        let text = std::fs::read_to_string(&cells).unwrap_or_default();
+        if let Some(t) = parse_cells(&text) {
+            runs.push(t);
+        }
+    }
+    if let Some(first) = runs.first() {
+        let median: Vec<(Op, usize, [Cell; 3])> = (0..first.len())
+            .map(|i| {
+                let (op, t, _) = &first[i];
+                let cells = [0, 1, 2]
+                    .map(|c| median_cell(runs.iter().filter_map(|r| r.get(i)).map(|r| &r.2[c])));
+                (*op, *t, cells)
+            })
+            .collect();
+        println!(
+            "Median of {} runs (each figure the median of its cell; ratios from the medians):\n",
+            runs.len()
+        );
+        print_table(&median, o);
+    }
+    Ok(status)
+}
+
+fn utc_now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M:%S UTC"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "time unknown".into())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// One line per row: op index, threads, then per configuration `ok ops p50ns p99ns cpu_client
+/// cpu_server`, `failed RV` or `skipped`, tab-separated.
+fn cells_text(table: &[(Op, usize, [Cell; 3])]) -> String {
+    let mut out = String::new();
+    for (op, t, cells) in table {
+        let i = OPS.iter().position(|x| x == op).unwrap_or(0);
+        out.push_str(&format!("{i}\t{t}"));
+        for c in cells {
+            out.push('\t');
+            match c {
+                Cell::Ok {
+                    ops_per_sec,
+                    p50,
+                    p99,
+                    cpu_client,
+                    cpu_server,
+                } => out.push_str(&format!(
+                    "ok {ops_per_sec} {} {} {cpu_client} {cpu_server}",
+                    p50.as_nanos(),
+                    p99.as_nanos()
+                )),
+                Cell::Failed(rv) => out.push_str(&format!("failed {rv}")),
+                Cell::Skipped => out.push_str("skipped"),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn parse_cells(text: &str) -> Option<Vec<(Op, usize, [Cell; 3])>> {
+    let cell = |s: &str| -> Option<Cell> {
+        let mut w = s.split(' ');
+        Some(match w.next()? {
+            "ok" => {
+                let mut f = || w.next()?.parse::<f64>().ok();
+                let (ops, p50, p99, cc, cs) = (f()?, f()?, f()?, f()?, f()?);
+                Cell::Ok {
+                    ops_per_sec: ops,
+                    p50: Duration::from_nanos(p50 as u64),
+                    p99: Duration::from_nanos(p99 as u64),
+                    cpu_client: cc,
+                    cpu_server: cs,
+                }
+            }
+            "failed" => Cell::Failed(w.collect::<Vec<_>>().join(" ")),
+            _ => Cell::Skipped,
+        })
+    };
+    text.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            let op = *OPS.get(f.first()?.parse::<usize>().ok()?)?;
+            let t = f.get(1)?.parse().ok()?;
+            Some((
+                op,
+                t,
+                [cell(f.get(2)?)?, cell(f.get(3)?)?, cell(f.get(4)?)?],
+            ))
+        })
+        .collect()
+}
+
+/// The median of a cell over runs: each figure's own median (the lower middle for an even
+/// count); a failure in any run is the result.
+fn median_cell<'a>(cells: impl Iterator<Item = &'a Cell>) -> Cell {
+    let cells: Vec<&Cell> = cells.collect();
+    if let Some(f) = cells.iter().find(|c| matches!(c, Cell::Failed(_))) {
+        return (*f).clone();
+    }
+    let ok: Vec<[f64; 5]> = cells
+        .iter()
+        .filter_map(|c| match c {
+            Cell::Ok {
+                ops_per_sec,
+                p50,
+                p99,
+                cpu_client,
+                cpu_server,
+            } => Some([
+                *ops_per_sec,
+                p50.as_secs_f64(),
+                p99.as_secs_f64(),
+                *cpu_client,
+                *cpu_server,
+            ]),
+            _ => None,
+        })
+        .collect();
+    if ok.is_empty() {
+        return Cell::Skipped;
+    }
+    let med = |k: usize| {
+        let mut v: Vec<f64> = ok.iter().map(|x| x[k]).collect();
+        v.sort_by(f64::total_cmp);
+        v[(v.len() - 1) / 2]
+    };
+    Cell::Ok {
+        ops_per_sec: med(0),
+        p50: Duration::from_secs_f64(med(1)),
+        p99: Duration::from_secs_f64(med(2)),
+        cpu_client: med(3),
+        cpu_server: med(4),
+    }
 }
 
 fn thousands(x: f64) -> String {
@@ -995,5 +1206,66 @@ fn print_table(table: &[(Op, usize, [Cell; 3])], o: &Options) {
             added(&cells[1]),
         ));
         println!("{row}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(ops: f64, p50_us: u64, cpu: f64) -> Cell {
+        Cell::Ok {
+            ops_per_sec: ops,
+            p50: Duration::from_micros(p50_us),
+            p99: Duration::from_micros(p50_us * 3),
+            cpu_client: cpu,
+            cpu_server: cpu * 2.0,
+        }
+    }
+
+    #[test]
+    fn cells_survive_the_child_to_parent_text() {
+        let table = vec![
+            (
+                Op::RsaSign,
+                2,
+                [
+                    ok(1600.5, 610, 700.25),
+                    Cell::Failed("CKR_MECHANISM_INVALID".into()),
+                    Cell::Skipped,
+                ],
+            ),
+            (
+                Op::Find,
+                1,
+                [ok(100.0, 9000, 1.5), ok(2.0, 3, 4.0), ok(5.0, 6, 7.0)],
+            ),
+        ];
+        let back = parse_cells(&cells_text(&table)).expect("parses");
+        assert_eq!(back.len(), 2);
+        assert_eq!((back[0].0, back[0].1), (Op::RsaSign, 2));
+        assert_eq!((back[1].0, back[1].1), (Op::Find, 1));
+        assert_eq!(back[0].2[0].rate(), Some(1600.5));
+        assert_eq!(back[0].2[0].p50(), Some(Duration::from_micros(610)));
+        assert!(matches!(&back[0].2[1], Cell::Failed(rv) if rv == "CKR_MECHANISM_INVALID"));
+        assert!(matches!(back[0].2[2], Cell::Skipped));
+        assert!(parse_cells("9\t1\tok 1 2 3 4 5\tskipped\tskipped").is_none());
+    }
+
+    #[test]
+    fn the_median_is_per_figure_and_a_failure_wins() {
+        let runs = [ok(300.0, 10, 9.0), ok(100.0, 30, 7.0), ok(200.0, 20, 8.0)];
+        let m = median_cell(runs.iter());
+        assert_eq!(m.rate(), Some(200.0));
+        assert_eq!(m.p50(), Some(Duration::from_micros(20)));
+        match m {
+            Cell::Ok { cpu_client, .. } => assert_eq!(cpu_client, 8.0),
+            other => panic!("{other:?}"),
+        }
+        let failed = [ok(1.0, 1, 1.0), Cell::Failed("CKR_GENERAL_ERROR".into())];
+        assert!(matches!(median_cell(failed.iter()), Cell::Failed(_)));
+        // An even count takes the lower middle.
+        let two = [ok(10.0, 1, 1.0), ok(20.0, 2, 2.0)];
+        assert_eq!(median_cell(two.iter()).rate(), Some(10.0));
     }
 }
