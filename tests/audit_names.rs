@@ -184,3 +184,15 @@ fn action_names_are_documented_and_queried_by_old_and_new_names() {
         "actions recorded but not documented in the README: {undocumented:?}"
     );
 }
+
+/// Every name of the one table (`src/audit/actions.rs`), new and old, is in the README's list.
+#[test]
+fn every_name_of_the_table_is_documented() {
+    let section = readme_names_section();
+    let missing: Vec<&str> = audit::actions::ACTIONS
+        .iter()
+        .flat_map(|e| std::iter::once(e.name).chain(e.old.iter().copied()))
+        .filter(|n| !section.contains(&format!("`{n}`")))
+        .collect();
+    assert!(missing.is_empty(), "not in the README's list: {missing:?}");
+}
