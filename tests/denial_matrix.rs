@@ -1887,12 +1887,15 @@ fn audit_outage(test: &str, unwritable: impl FnOnce(&Env) -> Breakage) {
     // outage's record, and the outage's record counts them.
     let notice = recs[0]["detail"].as_str().unwrap().to_owned();
     let notice_seq = recs[0]["seq"].as_i64().unwrap();
+    // The refusals are the signer's C_SignInit denials, and an operation whose Init was
+    // granted just before the outage and whose C_Sign was then refused (recorded as
+    // `operation`): the outage's record counts both.
     let out = env.ctl(&[
         "--json",
         "audit",
         "query",
-        "--action",
-        "C_SignInit",
+        "--principal",
+        "serviceAccount:signer@payments",
         "--result",
         "denied",
     ]);
