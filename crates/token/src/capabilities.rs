@@ -266,6 +266,8 @@ pub struct Capabilities {
     session_secrets: Probe,
     oaep_sha1: Probe,
     oaep_sha256: Probe,
+    /// `C_UnwrapKey` with `CKM_RSA_PKCS_OAEP` (its `CKF_UNWRAP`): what import jobs need.
+    oaep_unwrap: Probe,
 }
 
 /// The earlier name of [`Capabilities`].
@@ -518,7 +520,21 @@ impl Capabilities {
             session_secrets: Probe::Unavailable("not probed: no secret key family".into()),
             oaep_sha1: missing(MechanismType::RSA_PKCS_OAEP),
             oaep_sha256: missing(MechanismType::RSA_PKCS_OAEP),
+            oaep_unwrap: missing(MechanismType::RSA_PKCS_OAEP),
         };
+        if caps.has(MechanismType::RSA_PKCS_OAEP) {
+            caps.oaep_unwrap = match ctx.get_mechanism_info(slot, MechanismType::RSA_PKCS_OAEP) {
+                Ok(i) if i.unwrap() => Probe::Available,
+                Ok(_) => Probe::Unavailable(
+                    "CKM_RSA_PKCS_OAEP without CKF_UNWRAP in C_GetMechanismInfo (no C_UnwrapKey)"
+                        .into(),
+                ),
+                Err(e) => Probe::from_trial(
+                    "C_GetMechanismInfo(CKM_RSA_PKCS_OAEP)",
+                    &Err(triage(e.into())?),
+                ),
+            };
+        }
         let mut copyable_known = false;
         let rsa_bits = caps.probe_rsa_bits();
         for family in Family::ALL {
@@ -750,6 +766,12 @@ impl Capabilities {
         }
     }
 
+    /// `C_UnwrapKey` with `CKM_RSA_PKCS_OAEP`, which every import method needs: `None` if
+    /// the token has it, else why not.
+    pub fn oaep_unwrap(&self) -> Option<&str> {
+        self.oaep_unwrap.reason()
+    }
+
     /// True if the token accepted `CKA_COPYABLE=FALSE` in a key generation template.
     pub fn copyable_accepted(&self) -> bool {
         self.copyable.is_available()
@@ -896,6 +918,11 @@ impl Capabilities {
             ],
         ));
         out.push(line(
+            "oaep-unwrap",
+            &self.oaep_unwrap,
+            &["import jobs (every import method unwraps with RSA-OAEP)"],
+        ));
+        out.push(line(
             "session-key-pairs",
             &self.session_pairs,
             &["module session key pairs (CKA_TOKEN=FALSE: CKR_TEMPLATE_INCONSISTENT)"],
@@ -1018,6 +1045,7 @@ mod tests {
             session_secrets: Probe::Available,
             oaep_sha1: Probe::Available,
             oaep_sha256: Probe::Available,
+            oaep_unwrap: Probe::Available,
         }
     }
 

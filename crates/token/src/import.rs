@@ -196,6 +196,9 @@ impl Token {
                 return missing(needed.to_string());
             }
         }
+        if let Some(why) = m.oaep_unwrap() {
+            return missing(why.to_owned());
+        }
         if method.uses_aes() && !m.has(MechanismType::AES_KEY_WRAP_PAD) {
             return missing(format!(
                 "{} (to compose CKM_RSA_AES_KEY_WRAP)",
