@@ -4,6 +4,8 @@
 //! - [`policy`]: the pure permission model (names, permissions, roles, snapshot decisions).
 //! - [`store`]: the SQLite store (hierarchy, principals, roles, bindings, keys, audit log).
 //! - [`audit`]: the hash-chained audit log.
+//! - [`context`]: who calls ([`context::Caller`]) and when ([`context::Clock`]), for both the
+//!   admin handler and the data path.
 //! - [`admin`]: the one admin handler, which keywardctl runs in-process (`--db`) and keywardd
 //!   serves on its admin socket.
 //! - [`ctl`]: keywardctl, the operator's command line (its `main` is `src/bin/keywardctl.rs`).
@@ -12,6 +14,7 @@
 pub mod admin;
 pub mod audit;
 pub mod catalog;
+pub mod context;
 pub mod ctl;
 pub mod daemon;
 pub mod policy;

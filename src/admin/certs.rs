@@ -20,19 +20,19 @@
 use super::render::{done, table};
 use super::{AdminError, AdminService, Caller, Ctx, Failure, Res};
 use crate::audit::hex;
-use crate::daemon::pkcs11::objects::PublicValues;
+use crate::catalog::CertEntry;
 use crate::policy::{CryptoKeyName, KeyRingName, Permission as P, ResourceName};
 use crate::store::certs::{self as scerts, CertRow, NewCert};
 use crate::store::keys as skeys;
 use crate::store::resources;
 use crate::x509;
+use keyward_token::public_key::PublicValues;
 use keyward_wire::admin::AdminResponse;
 use serde_json::json;
-use std::str::FromStr;
 
-const CKR_ATTRIBUTE_VALUE_INVALID: u64 = 0x13;
-const CKR_OBJECT_HANDLE_INVALID: u64 = 0x82;
-const CKR_TOKEN_WRITE_PROTECTED: u64 = 0xE2;
+use keyward_wire::rv::{
+    CKR_ATTRIBUTE_VALUE_INVALID, CKR_OBJECT_HANDLE_INVALID, CKR_TOKEN_WRITE_PROTECTED,
+};
 
 /// A certificate object to make through the module.
 #[derive(Debug, Clone)]
@@ -55,43 +55,6 @@ pub struct NewCertObject {
     pub category: u64,
     /// `CKA_TRUSTED`.
     pub trusted: bool,
-}
-
-/// A certificate as the dispatcher shows it.
-#[derive(Debug, Clone)]
-pub struct CertEntry {
-    /// The stored row.
-    pub row: CertRow,
-    /// Its ring.
-    pub ring: KeyRingName,
-    /// The owning key and version.
-    pub owner: Option<(CryptoKeyName, u64)>,
-}
-
-impl CertEntry {
-    /// Reads a stored row (names parsed).
-    pub fn from_row(row: CertRow) -> Result<CertEntry, String> {
-        let ring = match ResourceName::from_str(&row.ring) {
-            Ok(ResourceName::KeyRing(r)) => r,
-            _ => return Err(format!("certificate {}: bad ring {}", row.id, row.ring)),
-        };
-        let owner = match &row.owner {
-            None => None,
-            Some((k, v)) => match ResourceName::from_str(k) {
-                Ok(ResourceName::CryptoKey(k)) => Some((k, *v)),
-                _ => return Err(format!("certificate {}: bad key {k}", row.id)),
-            },
-        };
-        Ok(CertEntry { row, ring, owner })
-    }
-
-    /// The resource name audit records use: the owning version's, else the ring's.
-    pub fn resource(&self) -> String {
-        match &self.owner {
-            Some((k, v)) => ResourceName::Version(k.clone(), *v).to_string(),
-            None => ResourceName::KeyRing(self.ring.clone()).to_string(),
-        }
-    }
 }
 
 /// The version of the ring whose public key `spki` is (ENABLED first), with its `CKA_ID`.
@@ -154,21 +117,6 @@ fn refuse(rv: u64, message: impl Into<String>) -> Failure {
 }
 
 impl AdminService {
-    /// The live certificates, for the dispatcher (one read transaction).
-    pub fn certificates(&mut self) -> Result<Vec<CertEntry>, AdminError> {
-        let run = |svc: &mut AdminService| -> Res<Vec<CertEntry>> {
-            let tx = svc.store.read()?;
-            let rows = scerts::list(&tx)?;
-            tx.commit()?;
-            rows.into_iter()
-                .map(|r| {
-                    CertEntry::from_row(r).map_err(|e| Failure::Store(crate::store::corrupt(e)))
-                })
-                .collect()
-        };
-        run(self).map_err(Failure::into_error)
-    }
-
     /// `C_CreateObject` of a certificate: kms.cryptoKeys.create on the ring (else
     /// `CKR_TOKEN_WRITE_PROTECTED`). Returns the certificate's id.
     pub fn pkcs11_create_cert(

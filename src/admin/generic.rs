@@ -7,10 +7,9 @@
 //! so the next call of any session sees the change. A refused or failed call changes nothing
 //! and leaves its own `denied`/`error` record. Errors carry the CK_RV the C_ function returns
 //! (the dispatcher has already mapped the template; what is left here are re-checks).
-//!
-//! [`AdminService::pkcs11_extras`] gives the dispatcher what the catalog does not carry: the
-//! client's `CKA_ID`/`CKA_LABEL`, usage flags and kind of generic keys, and the public halves
-//! of versions a client destroyed.
+//! What the dispatcher reads of them (the client's `CKA_ID`/`CKA_LABEL`, usage flags and kind
+//! of generic keys, the public halves of versions a client destroyed) is in the published
+//! catalog ([`crate::catalog::GenericAttrs`]).
 
 use super::keys::DEFAULT_GRACE_SECS;
 use super::{AdminError, AdminService, Caller, Ctx, Failure, Res};
@@ -18,16 +17,15 @@ use crate::audit;
 use crate::audit::hex;
 use crate::policy::{CryptoKeyName, KeyRingName, Permission as P, ResourceName};
 use crate::store::keys::{self as skeys, GenericRow, PublicHalf, VersionAction, VersionState};
-use crate::store::{self, resources};
+use crate::store::resources;
 use keyward_token::{GenericKind, GenericSpec, GenericUsage};
 use keyward_wire::keys::Purpose;
-use std::collections::HashMap;
 use std::fmt;
 
-const CKR_ATTRIBUTE_VALUE_INVALID: u64 = 0x13;
-const CKR_TEMPLATE_INCONSISTENT: u64 = 0xD1;
-const CKR_OBJECT_HANDLE_INVALID: u64 = 0x82;
-const CKR_WRAPPED_KEY_INVALID: u64 = 0x110;
+use keyward_wire::rv::{
+    CKR_ATTRIBUTE_VALUE_INVALID, CKR_OBJECT_HANDLE_INVALID, CKR_TEMPLATE_INCONSISTENT,
+    CKR_WRAPPED_KEY_INVALID,
+};
 
 /// A generic key to make.
 pub struct NewGenericKey {
@@ -87,79 +85,8 @@ impl fmt::Debug for NewGenericKey {
     }
 }
 
-/// The PKCS#11 side of a generic key, as the dispatcher shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GenericAttrs {
-    /// Kind and size.
-    pub kind: GenericKind,
-    /// The client's `CKA_ID` of the private or secret object.
-    pub cka_id: Vec<u8>,
-    /// The client's `CKA_LABEL` of the private or secret object.
-    pub cka_label: Vec<u8>,
-    /// The public half's `CKA_ID`.
-    pub pub_cka_id: Vec<u8>,
-    /// The public half's `CKA_LABEL`.
-    pub pub_cka_label: Vec<u8>,
-    /// Usage flags.
-    pub usage: GenericUsage,
-    /// `CKA_LOCAL`: generated in the token.
-    pub local: bool,
-    /// The module instance that made it.
-    pub creator_instance: Option<String>,
-}
-
-/// What the catalog does not carry, for the PKCS#11 dispatcher.
-#[derive(Debug, Clone, Default)]
-pub struct Pkcs11Extras {
-    /// Generic keys by name.
-    pub generic: HashMap<CryptoKeyName, GenericAttrs>,
-    /// Public halves of versions a client destroyed objects of.
-    pub public_halves: HashMap<(CryptoKeyName, u64), PublicHalf>,
-    /// The live certificate objects.
-    pub certificates: Vec<super::certs::CertEntry>,
-    /// Every import job (design §5: the ACTIVE ones show as private key objects).
-    pub import_jobs: Vec<super::import::JobEntry>,
-}
-
-fn usage_of(u: [bool; 6]) -> GenericUsage {
-    GenericUsage {
-        encrypt: u[0],
-        decrypt: u[1],
-        sign: u[2],
-        verify: u[3],
-        wrap: u[4],
-        unwrap: u[5],
-    }
-}
-
 fn usage_row(u: GenericUsage) -> [bool; 6] {
     [u.encrypt, u.decrypt, u.sign, u.verify, u.wrap, u.unwrap]
-}
-
-fn to_attrs(g: GenericRow) -> Res<GenericAttrs> {
-    let kind = g
-        .kind
-        .parse::<GenericKind>()
-        .map_err(|e| Failure::Store(store::corrupt(e)))?;
-    Ok(GenericAttrs {
-        kind,
-        pub_cka_id: g.pub_cka_id.unwrap_or_else(|| g.cka_id.clone()),
-        pub_cka_label: g.pub_cka_label.unwrap_or_else(|| g.cka_label.clone()),
-        cka_id: g.cka_id,
-        cka_label: g.cka_label,
-        usage: usage_of(g.usage),
-        local: g.local,
-        creator_instance: g.creator_instance,
-    })
-}
-
-fn key_name(s: &str) -> Res<CryptoKeyName> {
-    match super::parse_resource(s)? {
-        ResourceName::CryptoKey(k) => Ok(k),
-        other => Err(Failure::Store(store::corrupt(format!(
-            "'{other}' is not a crypto key"
-        )))),
-    }
 }
 
 /// A failure with the CK_RV the C_ function returns.
@@ -168,29 +95,6 @@ fn refuse(rv: u64, message: impl Into<String>) -> Failure {
 }
 
 impl AdminService {
-    /// The generic keys and public halves (one read transaction).
-    pub fn pkcs11_extras(&mut self) -> Result<Pkcs11Extras, AdminError> {
-        let run = |svc: &mut AdminService| -> Res<Pkcs11Extras> {
-            let tx = svc.store.read()?;
-            let mut out = Pkcs11Extras::default();
-            for (name, g) in skeys::list_generic(&tx)? {
-                out.generic.insert(key_name(&name)?, to_attrs(g)?);
-            }
-            for (name, n, state) in skeys::list_public_halves(&tx)? {
-                out.public_halves.insert((key_name(&name)?, n), state);
-            }
-            for row in crate::store::certs::list(&tx)? {
-                let entry = super::certs::CertEntry::from_row(row)
-                    .map_err(|e| Failure::Store(store::corrupt(e)))?;
-                out.certificates.push(entry);
-            }
-            out.import_jobs = AdminService::import_job_entries(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        };
-        run(self).map_err(Failure::into_error)
-    }
-
     /// Runs `f` in one write transaction like [`AdminService::handle`]: audited (the record
     /// `f` describes, or a denied/error record of its own), committed, state republished.
     /// `denied_rv` is what a policy denial returns.

@@ -35,10 +35,10 @@ pub const JOB_LIFETIME_SECS: i64 = 3 * 86_400;
 /// leaves them alone).
 pub const JOB_LABEL_PREFIX: &str = "keyward-import-job:";
 
-const CKR_UNWRAPPING_KEY_HANDLE_INVALID: u64 = 0xF0;
-const CKR_TOKEN_WRITE_PROTECTED: u64 = 0xE2;
-const CKR_WRAPPED_KEY_INVALID: u64 = 0x110;
-const CKR_TEMPLATE_INCONSISTENT: u64 = 0xD1;
+use keyward_wire::rv::{
+    CKR_TEMPLATE_INCONSISTENT, CKR_TOKEN_WRITE_PROTECTED, CKR_UNWRAPPING_KEY_HANDLE_INVALID,
+    CKR_WRAPPED_KEY_INVALID,
+};
 
 /// A job's name: its ring and id.
 fn job_name(ring: &KeyRingName, id: &str) -> String {
@@ -554,106 +554,6 @@ fn spki_der(bytes: &[u8]) -> Res<Vec<u8>> {
     Ok(bytes.to_vec())
 }
 
-/// The algorithm a new key gets from a `C_UnwrapKey` template (design §5): AES by
-/// `CKA_VALUE_LEN` (16 or 32 bytes, default 32), a generic secret as HMAC-SHA256, EC by the
-/// public key's curve, RSA by its size, for decryption (OAEP-SHA1) when the template asks
-/// `CKA_DECRYPT` and not `CKA_SIGN`, else for PKCS#1 v1.5 signing. Errors are CK_RVs.
-pub fn algorithm_for_template(
-    class: u64,
-    key_type: u64,
-    value_len: Option<u64>,
-    sign: Option<bool>,
-    decrypt: Option<bool>,
-    spki: Option<&[u8]>,
-) -> Result<Algorithm, u64> {
-    const CKO_SECRET_KEY: u64 = 4;
-    const CKO_PRIVATE_KEY: u64 = 3;
-    const CKK_RSA: u64 = 0;
-    const CKK_EC: u64 = 3;
-    const CKK_GENERIC_SECRET: u64 = 0x10;
-    const CKK_AES: u64 = 0x1F;
-    const CKR_ATTRIBUTE_VALUE_INVALID: u64 = 0x13;
-    const CKR_TEMPLATE_INCOMPLETE: u64 = 0xD0;
-    use Algorithm as A;
-    match (class, key_type) {
-        (CKO_SECRET_KEY, CKK_AES) => match value_len {
-            Some(16) => Ok(A::Aes128Gcm),
-            Some(32) | None => Ok(A::Aes256Gcm),
-            Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID),
-        },
-        (CKO_SECRET_KEY, CKK_GENERIC_SECRET) => match value_len {
-            Some(32) | None => Ok(A::HmacSha256),
-            Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID),
-        },
-        (CKO_PRIVATE_KEY, CKK_EC | CKK_RSA) => {
-            let spki = spki.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
-            let kind = keyward_token::spki_kind(spki).map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)?;
-            let decrypting = decrypt == Some(true) && sign != Some(true);
-            match (key_type, kind) {
-                (CKK_EC, KeyKind::Ec(256)) => Ok(A::EcSignP256Sha256),
-                (CKK_EC, KeyKind::Ec(384)) => Ok(A::EcSignP384Sha384),
-                (CKK_RSA, KeyKind::Rsa(bits)) => match (bits, decrypting) {
-                    (2048, false) => Ok(A::RsaSignPkcs1_2048Sha256),
-                    (3072, false) => Ok(A::RsaSignPkcs1_3072Sha256),
-                    (4096, false) => Ok(A::RsaSignPkcs1_4096Sha256),
-                    (2048, true) => Ok(A::RsaDecryptOaep2048Sha1),
-                    (3072, true) => Ok(A::RsaDecryptOaep3072Sha1),
-                    (4096, true) => Ok(A::RsaDecryptOaep4096Sha1),
-                    _ => Err(CKR_ATTRIBUTE_VALUE_INVALID),
-                },
-                _ => Err(CKR_TEMPLATE_INCONSISTENT),
-            }
-        }
-        _ => Err(CKR_TEMPLATE_INCONSISTENT),
-    }
-}
-
-/// An import job as the PKCS#11 dispatcher shows it (its private key object).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobEntry {
-    /// Its ring.
-    pub ring: KeyRingName,
-    /// Its id.
-    pub id: String,
-    /// Its full name.
-    pub name: String,
-    /// Its method.
-    pub method: ImportMethod,
-    /// Its state at the time of a call (`now`, unix seconds).
-    state: JobState,
-    expire_at: i64,
-    /// The wrapping public key (DER SPKI).
-    pub public_key: Vec<u8>,
-}
-
-impl JobEntry {
-    /// Is the job ACTIVE at `now` (unix seconds)?
-    pub fn active_at(&self, now: i64) -> bool {
-        self.state == JobState::Active && now < self.expire_at
-    }
-}
-
-impl AdminService {
-    /// Every import job, for the PKCS#11 dispatcher (read with the other extras).
-    pub(super) fn import_job_entries(tx: &rusqlite::Connection) -> Res<Vec<JobEntry>> {
-        let mut out = Vec::new();
-        for row in sjobs::list(tx, None)? {
-            let (ring, id) = parse_job(&row.name)
-                .map_err(|_| Failure::Store(crate::store::corrupt(format!("job {}", row.name))))?;
-            out.push(JobEntry {
-                ring,
-                id,
-                method: method_of(&row)?,
-                state: row.state,
-                expire_at: row.expire_at,
-                public_key: row.public_key,
-                name: row.name,
-            });
-        }
-        Ok(out)
-    }
-}
-
 /// A `C_UnwrapKey` of wrapped material with an import job (design §5), as the dispatcher
 /// checked it.
 pub struct Pkcs11Import {
@@ -837,41 +737,5 @@ mod tests {
         assert!(parse_job("projects/p/keyRings/r/cryptoKeys/k").is_err());
         assert!(parse_job("projects/p/importJobs/j").is_err());
         assert!(parse_job("projects/p/keyRings/r/importJobs/a b").is_err());
-    }
-
-    #[test]
-    fn template_algorithms() {
-        assert_eq!(
-            algorithm_for_template(4, 0x1F, Some(16), None, None, None),
-            Ok(Algorithm::Aes128Gcm)
-        );
-        assert_eq!(
-            algorithm_for_template(4, 0x1F, None, None, None, None),
-            Ok(Algorithm::Aes256Gcm)
-        );
-        assert_eq!(
-            algorithm_for_template(4, 0x1F, Some(24), None, None, None),
-            Err(0x13)
-        );
-        // A private key without its public key is incomplete.
-        assert_eq!(
-            algorithm_for_template(3, 3, None, Some(true), None, None),
-            Err(0xD0)
-        );
-        let n = vec![0xC3u8; 384];
-        let der = keyward_token::public_key::rsa_spki_der(&n, &[1, 0, 1]).unwrap();
-        assert_eq!(
-            algorithm_for_template(3, 0, None, None, Some(true), Some(&der)),
-            Ok(Algorithm::RsaDecryptOaep3072Sha1)
-        );
-        assert_eq!(
-            algorithm_for_template(3, 0, None, Some(true), None, Some(&der)),
-            Ok(Algorithm::RsaSignPkcs1_3072Sha256)
-        );
-        // An EC template with an RSA public key.
-        assert_eq!(
-            algorithm_for_template(3, 3, None, Some(true), None, Some(&der)),
-            Err(0xD1)
-        );
     }
 }

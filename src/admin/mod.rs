@@ -19,6 +19,9 @@ mod maintenance;
 pub use keys::{DEFAULT_GRACE_SECS, MIN_GRACE_SECS};
 pub use maintenance::{ReconcileReport, RESERVED_LABEL_PREFIX};
 pub(crate) mod render;
+// Re-exported for the admin handler's users (keywardctl, tests); the data path imports them
+// from the neutral [`crate::context`].
+pub use crate::context::{Caller, Clock, SystemClock};
 mod squat;
 mod status;
 
@@ -31,52 +34,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 // CK_RV codes admin errors travel with (PKCS#11 v3.0 §5.1).
-const CKR_FUNCTION_FAILED: u64 = 0x06;
-const CKR_ARGUMENTS_BAD: u64 = 0x07;
-const CKR_ACTION_PROHIBITED: u64 = 0x1B;
-pub(crate) const CKR_DEVICE_ERROR: u64 = 0x30;
-
-/// Who sent a request, as the transport established it.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// The principal the request runs as.
-    pub principal: Principal,
-    /// The peer's pid, when known (SO_PEERCRED).
-    pub peer_pid: Option<u32>,
-    /// The peer's uid, when known.
-    pub peer_uid: Option<u32>,
-    /// The module instance or connection id, when there is one.
-    pub instance: Option<String>,
-}
-
-impl Caller {
-    /// A caller known only by its principal (offline `--as`, tests).
-    pub fn new(principal: Principal) -> Caller {
-        Caller {
-            principal,
-            peer_pid: None,
-            peer_uid: None,
-            instance: None,
-        }
-    }
-
-    /// An `allowed` audit record of this caller (the outcome is set when known).
-    pub(crate) fn record(&self, action: &str, resource: Option<String>, now_ms: i64) -> NewRecord {
-        NewRecord {
-            time_ms: now_ms,
-            principal: self.principal.member.to_string(),
-            peer_pid: self.peer_pid,
-            peer_uid: self.peer_uid,
-            instance: self.instance.clone(),
-            action: action.to_string(),
-            resource,
-            outcome: Outcome::Allowed,
-            rv: 0,
-            detail: None,
-            request_id: None,
-        }
-    }
-}
+pub(crate) use keyward_wire::rv::CKR_DEVICE_ERROR;
+use keyward_wire::rv::{CKR_ACTION_PROHIBITED, CKR_ARGUMENTS_BAD, CKR_FUNCTION_FAILED};
 
 /// An admin request that failed: a CK_RV for the wire and a message for the operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,25 +113,6 @@ impl Failure {
 }
 
 pub(crate) type Res<T> = std::result::Result<T, Failure>;
-
-/// A source of time (injectable for tests).
-pub trait Clock: Send + Sync {
-    /// Milliseconds since the Unix epoch.
-    fn now_ms(&self) -> i64;
-}
-
-/// The system clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0)
-    }
-}
 
 /// An extra audit record a handler asks for (e.g. a separation-of-duties violation).
 pub(crate) struct Extra {

@@ -17,15 +17,15 @@
 //! take a name. [`duplicates`] reports what older stores hold (keywardd logs it at start).
 
 use super::{Ctx, Failure, Res};
-use crate::daemon::pkcs11::objects::PublicValues;
 use crate::policy::{KeyRingName, ResourceName};
 use crate::store::keys::{ring_named_versions, NamedVersion};
 use crate::store::resources;
+use keyward_token::public_key::PublicValues;
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
 /// `CKR_ATTRIBUTE_VALUE_INVALID`: what a PKCS#11 path returns for a taken name.
-pub const CKR_ATTRIBUTE_VALUE_INVALID: u64 = 0x13;
+pub use keyward_wire::rv::CKR_ATTRIBUTE_VALUE_INVALID;
 
 /// Version states whose objects hold their names.
 fn holds(state: Option<&str>) -> bool {

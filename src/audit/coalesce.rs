@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// `CKR_DEVICE_MEMORY`: what an operation of a uid over its audit rate returns.
-pub const CKR_DEVICE_MEMORY: u64 = 0x31;
+pub use keyward_wire::rv::CKR_DEVICE_MEMORY;
 
 /// Open windows kept at most; when full, every pending count is written and the table starts
 /// over (bounded memory against floods of distinct denials from many uids).

@@ -64,7 +64,7 @@ const GATHER_POLL: Duration = Duration::from_millis(1);
 pub const MAX_REFUSALS_KEPT: usize = 10_000;
 
 /// `CKR_DEVICE_ERROR`: what an operation refused for want of an audit log returns.
-pub const CKR_DEVICE_ERROR: u64 = 0x30;
+pub use keyward_wire::rv::CKR_DEVICE_ERROR;
 
 /// Why a record was not accepted: the caller must deny its operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

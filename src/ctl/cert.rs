@@ -156,17 +156,13 @@ fn sign_generic(
     alg: SigAlg,
     data: &[u8],
 ) -> Result<Vec<u8>, String> {
+    use keyward_wire::ck::{CKA_CLASS, CKA_ID, CKM_ECDSA, CKM_SHA256_RSA_PKCS, CKO_PRIVATE_KEY};
     use keyward_wire::pkcs11::{
         AttrValue, Attribute, MechParams, Mechanism, Operation, Pkcs11Request as Q,
         Pkcs11Response as A, UserType,
     };
+    use keyward_wire::rv::CKR_USER_ALREADY_LOGGED_IN;
     use sha2::Digest;
-    const CKA_CLASS: u64 = 0x0;
-    const CKA_ID: u64 = 0x102;
-    const CKO_PRIVATE_KEY: u64 = 0x3;
-    const CKM_ECDSA: u64 = 0x1041;
-    const CKM_SHA256_RSA_PKCS: u64 = 0x40;
-    const CKR_USER_ALREADY_LOGGED_IN: u64 = 0x100;
     let ring = key
         .split_once("/cryptoKeys/")
         .map(|(r, _)| r)

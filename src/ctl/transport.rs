@@ -3,7 +3,8 @@
 //! file named by `KEYWARD_CREDENTIALS`).
 
 use super::args::Global;
-use crate::admin::{AdminError, AdminService, Caller};
+use crate::admin::{AdminError, AdminService};
+use crate::context::Caller;
 use crate::policy::{Member, Principal};
 use keyward_wire::admin::{AdminRequest, AdminResponse};
 use keyward_wire::rv::CKR_ARGUMENTS_BAD;

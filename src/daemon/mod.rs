@@ -11,7 +11,7 @@ pub mod pkcs11;
 pub mod server;
 mod throttle;
 
-use crate::admin::Clock;
+use crate::context::Clock;
 use keyward_wire::admin::AdminRequest;
 use rustix::fs::FlockOperation;
 use std::fs::File;
@@ -104,7 +104,7 @@ impl Clock for FileClock {
             Some(secs) => secs.saturating_mul(1000),
             None => {
                 tracing::warn!(path = %self.path.display(), "test clock file unreadable; using the system clock");
-                crate::admin::SystemClock.now_ms()
+                crate::context::SystemClock.now_ms()
             }
         }
     }

@@ -6,9 +6,12 @@
 //! Pure functions over bytes: no token calls here.
 
 use crate::error::{Result, TokenError};
+use sha1::{Digest, Sha1};
 use spki::der::asn1::{AnyRef, BitString, OctetStringRef, UintRef};
 use spki::der::{Decode, Encode, Header, Reader, SliceReader, Tag};
-use spki::{AlgorithmIdentifierOwned, ObjectIdentifier, SubjectPublicKeyInfoOwned};
+use spki::{
+    AlgorithmIdentifierOwned, ObjectIdentifier, SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef,
+};
 
 /// `rsaEncryption` (PKCS#1).
 pub const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
@@ -188,6 +191,70 @@ fn der_integer_pair(a: UintRef<'_>, b: UintRef<'_>) -> spki::der::Result<Vec<u8>
     Ok(out)
 }
 
+/// The public values of a public key, parsed from its DER SPKI: the inverse of
+/// [`rsa_spki_der`] and [`ec_spki_der`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicValues {
+    /// RSA: the modulus and public exponent, big-endian without leading zeros.
+    Rsa {
+        /// `CKA_MODULUS`.
+        modulus: Vec<u8>,
+        /// `CKA_PUBLIC_EXPONENT`.
+        exponent: Vec<u8>,
+    },
+    /// EC: the named-curve OID (DER) and the uncompressed point.
+    Ec {
+        /// `CKA_EC_PARAMS`.
+        params: Vec<u8>,
+        /// The uncompressed point `04 || X || Y`.
+        point: Vec<u8>,
+    },
+}
+
+impl PublicValues {
+    /// Parses a DER SPKI (rsaEncryption or id-ecPublicKey with a named curve).
+    pub fn from_spki(der: &[u8]) -> Option<PublicValues> {
+        let spki = SubjectPublicKeyInfoRef::from_der(der).ok()?;
+        let key = spki.subject_public_key.as_bytes()?;
+        let oid = spki.algorithm.oid;
+        if oid == RSA_ENCRYPTION {
+            let mut r = SliceReader::new(key).ok()?;
+            let (n, e) = r
+                .sequence(|seq| {
+                    let n = UintRef::decode(seq)?;
+                    let e = UintRef::decode(seq)?;
+                    Ok((n.as_bytes().to_vec(), e.as_bytes().to_vec()))
+                })
+                .ok()?;
+            Some(PublicValues::Rsa {
+                modulus: n,
+                exponent: e,
+            })
+        } else if oid == ID_EC_PUBLIC_KEY {
+            let params = spki.algorithm.parameters?.to_der().ok()?;
+            Some(PublicValues::Ec {
+                params,
+                point: key.to_vec(),
+            })
+        } else {
+            None
+        }
+    }
+
+    /// `CKA_ID` as NSS computes it: SHA-1 of the modulus or of the point.
+    pub fn nss_id(&self) -> Vec<u8> {
+        match self {
+            PublicValues::Rsa { modulus, .. } => Sha1::digest(modulus).to_vec(),
+            PublicValues::Ec { point, .. } => Sha1::digest(point).to_vec(),
+        }
+    }
+
+    /// `CKA_EC_POINT`: the DER OCTET STRING holding the point.
+    pub fn ec_point_der(point: &[u8]) -> Option<Vec<u8>> {
+        OctetStringRef::new(point).ok()?.to_der().ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +333,39 @@ mod tests {
         let mut trailing = der.clone();
         trailing.push(0);
         assert!(ecdsa_der_to_raw(&trailing, 32).is_err());
+    }
+
+    #[test]
+    fn ec_spki_parses_and_ids_like_nss() {
+        let mut point = vec![4u8];
+        point.extend([7u8; 64]);
+        let params = Curve::P256.ec_params();
+        let mut wrapped = vec![0x04, 65];
+        wrapped.extend(&point);
+        let der = ec_spki_der(&params, &wrapped).unwrap();
+        let p = PublicValues::from_spki(&der).unwrap();
+        assert_eq!(
+            p,
+            PublicValues::Ec {
+                params: params.clone(),
+                point: point.clone()
+            }
+        );
+        assert_eq!(p.nss_id(), Sha1::digest(&point).to_vec());
+        assert_eq!(PublicValues::ec_point_der(&point).unwrap(), wrapped);
+    }
+
+    #[test]
+    fn rsa_spki_parses() {
+        let n = vec![0xC3u8; 256];
+        let der = rsa_spki_der(&n, &[1, 0, 1]).unwrap();
+        let p = PublicValues::from_spki(&der).unwrap();
+        assert_eq!(
+            p,
+            PublicValues::Rsa {
+                modulus: n.clone(),
+                exponent: vec![1, 0, 1]
+            }
+        );
     }
 }

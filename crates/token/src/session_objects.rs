@@ -29,8 +29,7 @@ use keyward_wire::pkcs11::{AttrResult, AttrValue, Attribute as WireAttribute, Bl
 /// The internal `CKA_LABEL` and `CKA_ID` of every session object keywardd makes.
 pub const SESSION_OBJECT_LABEL: &[u8] = b"keyward-session-object";
 
-const CKR_ATTRIBUTE_TYPE_INVALID: u64 = 0x12;
-const CKR_ATTRIBUTE_VALUE_INVALID: u64 = 0x13;
+use keyward_wire::rv::{CKR_ATTRIBUTE_TYPE_INVALID, CKR_ATTRIBUTE_VALUE_INVALID};
 
 /// One session object in the token: its handle (valid in every session of the process) and
 /// the generation of the home session that made it (a handle of a broken home session is

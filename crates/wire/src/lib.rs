@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod ck;
 pub mod client;
 pub mod codec;
 pub mod crypto;

@@ -138,10 +138,7 @@ pub enum AttrKind {
     Template,
 }
 
-/// `CKF_ARRAY_ATTRIBUTE`: set in the type of attributes whose value is an array.
-pub const CKF_ARRAY_ATTRIBUTE: u64 = 0x4000_0000;
-/// `CKA_ALLOWED_MECHANISMS`.
-pub const CKA_ALLOWED_MECHANISMS: u64 = CKF_ARRAY_ATTRIBUTE | 0x600;
+pub use crate::ck::{CKA_ALLOWED_MECHANISMS, CKF_ARRAY_ATTRIBUTE};
 
 /// The layout of attribute type `ty`: a table both ends share, so the module converts a
 /// `CK_ATTRIBUTE` into an [`AttrValue`] and back the same way keywardd reads it. Unknown

@@ -61,6 +61,62 @@ pub const CKR_CRYPTOKI_NOT_INITIALIZED: u64 = 0x0000_0190;
 /// `CKR_VENDOR_DEFINED`: the first vendor-defined value; every value at or above it is vendor's.
 pub const CKR_VENDOR_DEFINED: u64 = 0x8000_0000;
 
+// The other codes keywardd returns (until issue 16 each file of the daemon defined its own).
+/// `CKR_SLOT_ID_INVALID`.
+pub const CKR_SLOT_ID_INVALID: u64 = 0x0000_0003;
+/// `CKR_FUNCTION_FAILED`.
+pub const CKR_FUNCTION_FAILED: u64 = 0x0000_0006;
+/// `CKR_ATTRIBUTE_READ_ONLY`.
+pub const CKR_ATTRIBUTE_READ_ONLY: u64 = 0x0000_0010;
+/// `CKR_ATTRIBUTE_TYPE_INVALID`.
+pub const CKR_ATTRIBUTE_TYPE_INVALID: u64 = 0x0000_0012;
+/// `CKR_DATA_INVALID`.
+pub const CKR_DATA_INVALID: u64 = 0x0000_0020;
+/// `CKR_DATA_LEN_RANGE`.
+pub const CKR_DATA_LEN_RANGE: u64 = 0x0000_0021;
+/// `CKR_ENCRYPTED_DATA_INVALID`.
+pub const CKR_ENCRYPTED_DATA_INVALID: u64 = 0x0000_0040;
+/// `CKR_ENCRYPTED_DATA_LEN_RANGE`.
+pub const CKR_ENCRYPTED_DATA_LEN_RANGE: u64 = 0x0000_0041;
+/// `CKR_KEY_SIZE_RANGE`.
+pub const CKR_KEY_SIZE_RANGE: u64 = 0x0000_0062;
+/// `CKR_KEY_TYPE_INCONSISTENT`.
+pub const CKR_KEY_TYPE_INCONSISTENT: u64 = 0x0000_0063;
+/// `CKR_KEY_NOT_WRAPPABLE`.
+pub const CKR_KEY_NOT_WRAPPABLE: u64 = 0x0000_0069;
+/// `CKR_MECHANISM_PARAM_INVALID`.
+pub const CKR_MECHANISM_PARAM_INVALID: u64 = 0x0000_0071;
+/// `CKR_OPERATION_ACTIVE`.
+pub const CKR_OPERATION_ACTIVE: u64 = 0x0000_0090;
+/// `CKR_OPERATION_NOT_INITIALIZED`.
+pub const CKR_OPERATION_NOT_INITIALIZED: u64 = 0x0000_0091;
+/// `CKR_SESSION_COUNT`.
+pub const CKR_SESSION_COUNT: u64 = 0x0000_00B1;
+/// `CKR_SESSION_READ_ONLY`.
+pub const CKR_SESSION_READ_ONLY: u64 = 0x0000_00B5;
+/// `CKR_SIGNATURE_INVALID`.
+pub const CKR_SIGNATURE_INVALID: u64 = 0x0000_00C0;
+/// `CKR_SIGNATURE_LEN_RANGE`.
+pub const CKR_SIGNATURE_LEN_RANGE: u64 = 0x0000_00C1;
+/// `CKR_TEMPLATE_INCOMPLETE`.
+pub const CKR_TEMPLATE_INCOMPLETE: u64 = 0x0000_00D0;
+/// `CKR_USER_ALREADY_LOGGED_IN`.
+pub const CKR_USER_ALREADY_LOGGED_IN: u64 = 0x0000_0100;
+/// `CKR_USER_TYPE_INVALID`.
+pub const CKR_USER_TYPE_INVALID: u64 = 0x0000_0103;
+/// `CKR_USER_ANOTHER_ALREADY_LOGGED_IN`.
+pub const CKR_USER_ANOTHER_ALREADY_LOGGED_IN: u64 = 0x0000_0104;
+/// `CKR_WRAPPED_KEY_INVALID`.
+pub const CKR_WRAPPED_KEY_INVALID: u64 = 0x0000_0110;
+/// `CKR_WRAPPED_KEY_LEN_RANGE`.
+pub const CKR_WRAPPED_KEY_LEN_RANGE: u64 = 0x0000_0112;
+/// `CKR_WRAPPING_KEY_TYPE_INCONSISTENT`.
+pub const CKR_WRAPPING_KEY_TYPE_INCONSISTENT: u64 = 0x0000_0115;
+/// `CKR_RANDOM_NO_RNG`.
+pub const CKR_RANDOM_NO_RNG: u64 = 0x0000_0121;
+/// `CKR_CURVE_NOT_SUPPORTED`.
+pub const CKR_CURVE_NOT_SUPPORTED: u64 = 0x0000_0140;
+
 /// The PKCS#11 name of `rv` for messages: `"CKR_PIN_INCORRECT"` for 0xA0.
 ///
 /// Every standard value is named; others give `"CKR_VENDOR_DEFINED"` at or above
@@ -223,6 +279,43 @@ mod tests {
         }
         assert_eq!(CKR_PIN_INCORRECT, 160);
         assert_eq!(CKR_CRYPTOKI_NOT_INITIALIZED, 400);
+    }
+
+    /// The codes without a message name, against the headers in decimal.
+    #[test]
+    fn unnamed_values_match_the_spec_headers() {
+        let expected: &[(u64, u64)] = &[
+            (CKR_SLOT_ID_INVALID, 3),
+            (CKR_FUNCTION_FAILED, 6),
+            (CKR_ATTRIBUTE_READ_ONLY, 16),
+            (CKR_ATTRIBUTE_TYPE_INVALID, 18),
+            (CKR_DATA_INVALID, 32),
+            (CKR_DATA_LEN_RANGE, 33),
+            (CKR_ENCRYPTED_DATA_INVALID, 64),
+            (CKR_ENCRYPTED_DATA_LEN_RANGE, 65),
+            (CKR_KEY_SIZE_RANGE, 98),
+            (CKR_KEY_TYPE_INCONSISTENT, 99),
+            (CKR_KEY_NOT_WRAPPABLE, 105),
+            (CKR_MECHANISM_PARAM_INVALID, 113),
+            (CKR_OPERATION_ACTIVE, 144),
+            (CKR_OPERATION_NOT_INITIALIZED, 145),
+            (CKR_SESSION_COUNT, 177),
+            (CKR_SESSION_READ_ONLY, 181),
+            (CKR_SIGNATURE_INVALID, 192),
+            (CKR_SIGNATURE_LEN_RANGE, 193),
+            (CKR_TEMPLATE_INCOMPLETE, 208),
+            (CKR_USER_ALREADY_LOGGED_IN, 256),
+            (CKR_USER_TYPE_INVALID, 259),
+            (CKR_USER_ANOTHER_ALREADY_LOGGED_IN, 260),
+            (CKR_WRAPPED_KEY_INVALID, 272),
+            (CKR_WRAPPED_KEY_LEN_RANGE, 274),
+            (CKR_WRAPPING_KEY_TYPE_INCONSISTENT, 277),
+            (CKR_RANDOM_NO_RNG, 289),
+            (CKR_CURVE_NOT_SUPPORTED, 320),
+        ];
+        for (i, (value, spec)) in expected.iter().enumerate() {
+            assert_eq!(value, spec, "entry {i}");
+        }
     }
 
     #[test]

@@ -20,7 +20,8 @@
 use super::ck::*;
 use super::objects::{Half, ObjectKey, PublicValues};
 use super::{ClientConnection, SlotCtx, View};
-use crate::admin::import::{algorithm_for_template, JobEntry, Pkcs11Import};
+use crate::admin::import::Pkcs11Import;
+use crate::catalog::JobEntry;
 use crate::policy::{Permission, ResourceName};
 use keyward_wire::import::{ImportHash, ImportMethod};
 use keyward_wire::keys::{Algorithm, KeyKind};
@@ -28,12 +29,6 @@ use keyward_wire::pkcs11::{
     AttrResult, AttrValue, Attribute, Blob, MechParams, Mechanism, OaepParams, ObjectHandle,
     Pkcs11Response, SessionId,
 };
-
-const CKR_UNWRAPPING_KEY_HANDLE_INVALID: u64 = 0xF0;
-const CKR_TEMPLATE_INCOMPLETE: u64 = 0xD0;
-const CKR_TEMPLATE_INCONSISTENT: u64 = 0xD1;
-const CKR_ATTRIBUTE_VALUE_INVALID: u64 = 0x13;
-const CKR_SESSION_READ_ONLY: u64 = 0xB5;
 const ACTION: &str = "C_UnwrapKey";
 
 /// One import job's private key object, as a principal sees it.
@@ -208,7 +203,8 @@ impl ClientConnection {
             return Vec::new();
         }
         let now = self.now();
-        view.extras
+        view.state
+            .catalog
             .import_jobs
             .iter()
             .filter(|j| &j.ring == ring && j.active_at(now))
@@ -258,7 +254,8 @@ impl ClientConnection {
             return Some(Ok(j));
         }
         let expired = view
-            .extras
+            .state
+            .catalog
             .import_jobs
             .iter()
             .any(|j| j.name == name && !j.active_at(self.now()));
@@ -426,6 +423,52 @@ impl ClientConnection {
     }
 }
 
+/// The algorithm a new key gets from a `C_UnwrapKey` template (design §5): AES by
+/// `CKA_VALUE_LEN` (16 or 32 bytes, default 32), a generic secret as HMAC-SHA256, EC by the
+/// public key's curve, RSA by its size, for decryption (OAEP-SHA1) when the template asks
+/// `CKA_DECRYPT` and not `CKA_SIGN`, else for PKCS#1 v1.5 signing. Errors are CK_RVs.
+fn algorithm_for_template(
+    class: u64,
+    key_type: u64,
+    value_len: Option<u64>,
+    sign: Option<bool>,
+    decrypt: Option<bool>,
+    spki: Option<&[u8]>,
+) -> Result<Algorithm, u64> {
+    use Algorithm as A;
+    match (class, key_type) {
+        (CKO_SECRET_KEY, CKK_AES) => match value_len {
+            Some(16) => Ok(A::Aes128Gcm),
+            Some(32) | None => Ok(A::Aes256Gcm),
+            Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID),
+        },
+        (CKO_SECRET_KEY, CKK_GENERIC_SECRET) => match value_len {
+            Some(32) | None => Ok(A::HmacSha256),
+            Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID),
+        },
+        (CKO_PRIVATE_KEY, CKK_EC | CKK_RSA) => {
+            let spki = spki.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
+            let kind = keyward_token::spki_kind(spki).map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)?;
+            let decrypting = decrypt == Some(true) && sign != Some(true);
+            match (key_type, kind) {
+                (CKK_EC, KeyKind::Ec(256)) => Ok(A::EcSignP256Sha256),
+                (CKK_EC, KeyKind::Ec(384)) => Ok(A::EcSignP384Sha384),
+                (CKK_RSA, KeyKind::Rsa(bits)) => match (bits, decrypting) {
+                    (2048, false) => Ok(A::RsaSignPkcs1_2048Sha256),
+                    (3072, false) => Ok(A::RsaSignPkcs1_3072Sha256),
+                    (4096, false) => Ok(A::RsaSignPkcs1_4096Sha256),
+                    (2048, true) => Ok(A::RsaDecryptOaep2048Sha1),
+                    (3072, true) => Ok(A::RsaDecryptOaep3072Sha1),
+                    (4096, true) => Ok(A::RsaDecryptOaep4096Sha1),
+                    _ => Err(CKR_ATTRIBUTE_VALUE_INVALID),
+                },
+                _ => Err(CKR_TEMPLATE_INCONSISTENT),
+            }
+        }
+        _ => Err(CKR_TEMPLATE_INCONSISTENT),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,6 +522,42 @@ mod tests {
         assert_eq!(
             fits(Algorithm::EcSignP256Sha256, CKO_SECRET_KEY, CKK_AES),
             Err(CKR_TEMPLATE_INCONSISTENT)
+        );
+    }
+
+    #[test]
+    fn template_algorithms() {
+        assert_eq!(
+            algorithm_for_template(4, 0x1F, Some(16), None, None, None),
+            Ok(Algorithm::Aes128Gcm)
+        );
+        assert_eq!(
+            algorithm_for_template(4, 0x1F, None, None, None, None),
+            Ok(Algorithm::Aes256Gcm)
+        );
+        assert_eq!(
+            algorithm_for_template(4, 0x1F, Some(24), None, None, None),
+            Err(0x13)
+        );
+        // A private key without its public key is incomplete.
+        assert_eq!(
+            algorithm_for_template(3, 3, None, Some(true), None, None),
+            Err(0xD0)
+        );
+        let n = vec![0xC3u8; 384];
+        let der = keyward_token::public_key::rsa_spki_der(&n, &[1, 0, 1]).unwrap();
+        assert_eq!(
+            algorithm_for_template(3, 0, None, None, Some(true), Some(&der)),
+            Ok(Algorithm::RsaDecryptOaep3072Sha1)
+        );
+        assert_eq!(
+            algorithm_for_template(3, 0, None, Some(true), None, Some(&der)),
+            Ok(Algorithm::RsaSignPkcs1_3072Sha256)
+        );
+        // An EC template with an RSA public key.
+        assert_eq!(
+            algorithm_for_template(3, 3, None, Some(true), None, Some(&der)),
+            Err(0xD1)
         );
     }
 }

@@ -18,40 +18,15 @@
 
 use super::ck::*;
 use super::{ClientConnection, SlotCtx, View};
-use crate::admin::certs::{CertEntry, NewCertObject};
+use crate::admin::certs::NewCertObject;
 use crate::audit::Outcome;
+use crate::catalog::CertEntry;
 use crate::policy::{Principal, ResourceName};
 use keyward_wire::pkcs11::{
     AttrResult, AttrValue, Attribute, Blob, ObjectHandle, Pkcs11Response, SessionId,
 };
 use sha1::{Digest, Sha1};
 use std::cell::OnceCell;
-
-/// `CKO_CERTIFICATE`.
-pub const CKO_CERTIFICATE: u64 = 1;
-const CKA_CERTIFICATE_TYPE: u64 = 0x80;
-const CKA_ISSUER: u64 = 0x81;
-const CKA_SERIAL_NUMBER: u64 = 0x82;
-const CKA_TRUSTED: u64 = 0x86;
-const CKA_CERTIFICATE_CATEGORY: u64 = 0x87;
-const CKA_JAVA_MIDP_SECURITY_DOMAIN: u64 = 0x88;
-const CKA_URL: u64 = 0x89;
-const CKA_HASH_OF_SUBJECT_PUBLIC_KEY: u64 = 0x8A;
-const CKA_HASH_OF_ISSUER_PUBLIC_KEY: u64 = 0x8B;
-const CKA_NAME_HASH_ALGORITHM: u64 = 0x8C;
-const CKA_CHECK_VALUE: u64 = 0x90;
-const CKA_SUBJECT: u64 = 0x101;
-const CKA_START_DATE: u64 = 0x110;
-const CKA_END_DATE: u64 = 0x111;
-const CKA_UNIQUE_ID: u64 = 0x4;
-const CKC_X_509: u64 = 0;
-const CKR_ATTRIBUTE_TYPE_INVALID: u64 = 0x12;
-const CKR_ATTRIBUTE_VALUE_INVALID: u64 = 0x13;
-const CKR_TEMPLATE_INCOMPLETE: u64 = 0xD0;
-const CKR_TEMPLATE_INCONSISTENT: u64 = 0xD1;
-const CKR_SESSION_READ_ONLY: u64 = 0xB5;
-/// First vendor-defined attribute type (NSS adds its own, e.g. `CKA_NSS_EMAIL`).
-const CKA_VENDOR_DEFINED: u64 = 0x8000_0000;
 
 /// A certificate as one principal sees it.
 #[derive(Debug, Clone, Copy)]
@@ -180,7 +155,8 @@ impl ClientConnection {
             return Vec::new();
         };
         let ring_reads = OnceCell::new();
-        view.extras
+        view.state
+            .catalog
             .certificates
             .iter()
             .filter_map(|c| self.cert_view(view, &ctx.principal, ring, c, &ring_reads))
@@ -199,7 +175,8 @@ impl ClientConnection {
     ) -> Option<Result<CertView<'s>, u64>> {
         let id = self.inst.lock().cert(handle)?;
         let Some((ring, c)) = ctx.ring.as_ref().and_then(|ring| {
-            view.extras
+            view.state
+                .catalog
                 .certificates
                 .iter()
                 .find(|c| c.row.id == id && &c.ring == ring)
@@ -250,7 +227,7 @@ impl ClientConnection {
                 &ctx.principal,
                 "C_GetAttributeValue",
                 Some(cert.entry.resource()),
-                0x11,
+                CKR_ATTRIBUTE_SENSITIVE,
                 "certificate value without viewPublicKey or a use permission",
             );
         }

@@ -31,24 +31,15 @@ use super::ck::*;
 use super::objects::{Half, ObjectKey};
 use super::{ClientConnection, SlotCtx};
 use crate::admin::generic::{NewGenericKey, UnwrapFrom};
-use crate::admin::Caller;
 use crate::audit::Outcome;
 use crate::catalog::RingEntry;
+use crate::context::Caller;
 use crate::policy::{KeyRingName, Permission, ResourceName};
 use keyward_token::public_key::Curve;
 use keyward_token::{GenericKind, GenericUsage};
 use keyward_wire::pkcs11::{
     AttrValue, Attribute, MechParams, Mechanism, ObjectHandle, Pkcs11Response, SessionId,
 };
-
-const CKR_ATTRIBUTE_VALUE_INVALID: u64 = 0x13;
-const CKR_TEMPLATE_INCOMPLETE: u64 = 0xD0;
-const CKR_TEMPLATE_INCONSISTENT: u64 = 0xD1;
-const CKR_CURVE_NOT_SUPPORTED: u64 = 0x140;
-const CKR_SESSION_READ_ONLY: u64 = 0xB5;
-
-const CKO_DATA: u64 = 0;
-const CKO_CERTIFICATE: u64 = 1;
 
 /// A template, read attribute by attribute; a value of the wrong kind is
 /// `CKR_ATTRIBUTE_VALUE_INVALID`.
@@ -639,7 +630,7 @@ impl ClientConnection {
         const ACTION: &str = "C_SetAttributeValue";
         let (ctx, id) = self.visible_object(session, handle, CKR_OBJECT_HANDLE_INVALID)?;
         let view = self.svc.view()?;
-        let generic = view.extras.generic.get(&id.key);
+        let generic = view.state.catalog.generic.get(&id.key);
         let creator = self.extra(&view, &id.key, id.version).creator;
         let allowed = creator
             || view

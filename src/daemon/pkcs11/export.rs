@@ -25,10 +25,6 @@ use keyward_token::{OaepHash, WrapMechanism};
 use keyward_wire::pkcs11::{Blob, MechParams, Mechanism, ObjectHandle, Pkcs11Response, SessionId};
 
 const ACTION: &str = "C_WrapKey";
-const CKR_KEY_NOT_WRAPPABLE: u64 = 0x69;
-const CKR_KEY_UNEXTRACTABLE: u64 = 0x6A;
-const CKR_WRAPPING_KEY_HANDLE_INVALID: u64 = 0x113;
-const CKR_WRAPPING_KEY_TYPE_INCONSISTENT: u64 = 0x115;
 /// The default IVs of RFC 3394 and RFC 5649.
 const KW_IV: [u8; 8] = [0xA6; 8];
 const KWP_IV: [u8; 4] = [0xA6, 0x59, 0x59, 0xA6];

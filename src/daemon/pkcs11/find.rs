@@ -196,7 +196,7 @@ impl ClientConnection {
         &self,
         session: SessionId,
         handle: ObjectHandle,
-    ) -> Result<Option<Result<(SlotCtx, crate::admin::certs::CertEntry), u64>>, u64> {
+    ) -> Result<Option<Result<(SlotCtx, crate::catalog::CertEntry), u64>>, u64> {
         let slot = self.session(session)?.slot;
         self.adopt_in(session, handle)?;
         if self.inst.lock().cert(handle).is_none() {
@@ -277,7 +277,7 @@ impl ClientConnection {
                 &ctx.principal,
                 "C_GetAttributeValue",
                 Some(obj.id.version_name()),
-                0x11,
+                CKR_ATTRIBUTE_SENSITIVE,
                 "public value without viewPublicKey or a use permission",
             );
         }
@@ -292,14 +292,15 @@ impl ClientConnection {
         key: &CryptoKeyName,
         version: u64,
     ) -> objects::Extra<'s> {
-        let generic = view.extras.generic.get(key);
+        let generic = view.state.catalog.generic.get(key);
         objects::Extra {
             generic,
             creator: generic.is_some_and(|g| {
                 g.creator_instance.is_some() && g.creator_instance == self.caller.instance
             }),
             public_half: view
-                .extras
+                .state
+                .catalog
                 .public_halves
                 .get(&(key.clone(), version))
                 .copied(),
@@ -310,7 +311,7 @@ impl ClientConnection {
 /// Can an object of `key` carry `CKA_LABEL` `label` (objects.rs `ObjectView::label`: a
 /// generic key's client labels; else the key id, or `keyid@vN`)?
 fn label_may_match(view: &View, key: &crate::catalog::KeyEntry, label: &[u8]) -> bool {
-    if let Some(g) = view.extras.generic.get(&key.name) {
+    if let Some(g) = view.state.catalog.generic.get(&key.name) {
         return g.cka_label == label || g.pub_cka_label == label;
     }
     let id = key.name.id.as_bytes();

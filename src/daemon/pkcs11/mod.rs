@@ -21,11 +21,11 @@
 //!
 //! Key creation, destruction and renaming ([`create`]) go through the attached
 //! [`AdminService`] (one write transaction with the audit record, then the published state is
-//! rebuilt). What the catalog does not carry (generic keys' client `CKA_ID`/`CKA_LABEL` and
-//! flags, kept public halves) is read from the store once per published state.
+//! rebuilt). Everything else reads the published state only (generic keys' client
+//! `CKA_ID`/`CKA_LABEL` and flags, kept public halves, certificates and import jobs are in
+//! its catalog): a call that leaves the store unchanged never takes the admin mutex.
 //!
-//! Lock order: the attached `AdminService` (only to create, destroy, rename, or to read the
-//! extras of a new published state), then `Pkcs11Service::extras`, then
+//! Lock order: the attached `AdminService` (only to create, destroy or rename), then
 //! `Pkcs11Service::instances`, then one `InstanceState` mutex; none but the first is held
 //! across a token call or an authentication.
 
@@ -47,10 +47,10 @@ pub mod session_objects;
 pub mod stream;
 pub mod unwrap;
 
-use crate::admin::generic::Pkcs11Extras;
-use crate::admin::{AdminService, Caller, Clock};
+use crate::admin::AdminService;
 use crate::audit::writer::AuditWriter;
 use crate::catalog::{Published, State};
+use crate::context::{Caller, Clock};
 use crate::daemon::limits::{Buffer, Charge, Limits};
 use crate::policy::{KeyRingName, Permission, Principal};
 use ck::*;
@@ -122,7 +122,6 @@ pub struct Pkcs11Service {
     clock: Arc<dyn Clock>,
     instances: Mutex<Instances>,
     admin: OnceLock<Arc<Mutex<AdminService>>>,
-    extras: Mutex<Option<(Arc<State>, Arc<Pkcs11Extras>)>>,
     /// Session objects one instance may hold (design §4 "Session objects").
     session_object_quota: AtomicUsize,
     /// Configured rings the caller does not see one slot list may name (design §9).
@@ -135,10 +134,10 @@ pub struct Pkcs11Service {
     limits: OnceLock<Arc<Limits>>,
 }
 
-/// One request's view: the published state and the extras read for it.
+/// One request's view: the published state (policy and catalog, generic keys, certificates
+/// and import jobs included), read once per request.
 struct View {
     state: Arc<State>,
-    extras: Arc<Pkcs11Extras>,
 }
 
 /// The instances' state by id. Which instances exist is the server's instance table's
@@ -164,7 +163,6 @@ impl Pkcs11Service {
             clock,
             instances: Mutex::new(Instances::default()),
             admin: OnceLock::new(),
-            extras: Mutex::new(None),
             session_object_quota: AtomicUsize::new(
                 crate::daemon::config::DEFAULT_SESSION_OBJECTS_PER_INSTANCE,
             ),
@@ -212,30 +210,12 @@ impl Pkcs11Service {
         let _ = self.admin.set(admin);
     }
 
-    /// The published state and its extras (read from the store once per state; an error
-    /// fails closed with `CKR_DEVICE_ERROR`).
+    /// The published state. Never the store nor the admin handler's mutex: a call that
+    /// changes nothing does not wait for an admin request (design §4).
     fn view(&self) -> Result<View, u64> {
-        let state = self.published.current();
-        if let Some((s, e)) = &*self.extras.lock() {
-            if Arc::ptr_eq(s, &state) {
-                return Ok(View {
-                    state,
-                    extras: Arc::clone(e),
-                });
-            }
-        }
-        let extras = match self.admin.get() {
-            Some(admin) => {
-                let loaded = admin.lock().pkcs11_extras();
-                Arc::new(loaded.map_err(|e| {
-                    tracing::error!(error = %e, "cannot read generic keys: failing closed");
-                    CKR_DEVICE_ERROR
-                })?)
-            }
-            None => Arc::new(Pkcs11Extras::default()),
-        };
-        *self.extras.lock() = Some((Arc::clone(&state), Arc::clone(&extras)));
-        Ok(View { state, extras })
+        Ok(View {
+            state: self.published.current(),
+        })
     }
 
     /// A connection of the instance `caller.instance` whose pre-login principal is

@@ -14,18 +14,14 @@
 //!   sensitive; public values need viewPublicKey or a use permission (design §4's table).
 
 use super::ck::*;
-use crate::admin::generic::GenericAttrs;
-use crate::catalog::{KeyEntry, VersionEntry};
+use crate::catalog::{GenericAttrs, KeyEntry, VersionEntry};
 use crate::policy::{CryptoKeyName, PermSet, ResourceName};
 use crate::store::keys::{PublicHalf, VersionState};
+pub use keyward_token::public_key::PublicValues;
 use keyward_token::GenericKind;
 use keyward_wire::keys::{Algorithm, KeyKind, Purpose};
 use keyward_wire::pkcs11::{AttrResult, AttrValue, Attribute, Blob};
-use sha1::Sha1;
 use sha2::{Digest, Sha256};
-use spki::der::asn1::{OctetStringRef, UintRef};
-use spki::der::{Decode, Encode, Reader, SliceReader};
-use spki::SubjectPublicKeyInfoRef;
 
 /// Which object of a version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -70,69 +66,6 @@ impl ObjectKey {
     /// The version's resource name, for audit records.
     pub fn version_name(&self) -> String {
         ResourceName::Version(self.key.clone(), self.version).to_string()
-    }
-}
-
-/// The public values of an asymmetric version, from its stored SPKI.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PublicValues {
-    /// RSA: the modulus and public exponent, big-endian without leading zeros.
-    Rsa {
-        /// `CKA_MODULUS`.
-        modulus: Vec<u8>,
-        /// `CKA_PUBLIC_EXPONENT`.
-        exponent: Vec<u8>,
-    },
-    /// EC: the named-curve OID (DER) and the uncompressed point.
-    Ec {
-        /// `CKA_EC_PARAMS`.
-        params: Vec<u8>,
-        /// The uncompressed point `04 || X || Y`.
-        point: Vec<u8>,
-    },
-}
-
-impl PublicValues {
-    /// Parses a DER SPKI (rsaEncryption or id-ecPublicKey with a named curve).
-    pub fn from_spki(der: &[u8]) -> Option<PublicValues> {
-        let spki = SubjectPublicKeyInfoRef::from_der(der).ok()?;
-        let key = spki.subject_public_key.as_bytes()?;
-        let oid = spki.algorithm.oid;
-        if oid == keyward_token::public_key::RSA_ENCRYPTION {
-            let mut r = SliceReader::new(key).ok()?;
-            let (n, e) = r
-                .sequence(|seq| {
-                    let n = UintRef::decode(seq)?;
-                    let e = UintRef::decode(seq)?;
-                    Ok((n.as_bytes().to_vec(), e.as_bytes().to_vec()))
-                })
-                .ok()?;
-            Some(PublicValues::Rsa {
-                modulus: n,
-                exponent: e,
-            })
-        } else if oid == keyward_token::public_key::ID_EC_PUBLIC_KEY {
-            let params = spki.algorithm.parameters?.to_der().ok()?;
-            Some(PublicValues::Ec {
-                params,
-                point: key.to_vec(),
-            })
-        } else {
-            None
-        }
-    }
-
-    /// `CKA_ID` as NSS computes it: SHA-1 of the modulus or of the point.
-    pub fn nss_id(&self) -> Vec<u8> {
-        match self {
-            PublicValues::Rsa { modulus, .. } => Sha1::digest(modulus).to_vec(),
-            PublicValues::Ec { point, .. } => Sha1::digest(point).to_vec(),
-        }
-    }
-
-    /// `CKA_EC_POINT`: the DER OCTET STRING holding the point.
-    fn ec_point_der(point: &[u8]) -> Option<Vec<u8>> {
-        OctetStringRef::new(point).ok()?.to_der().ok()
     }
 }
 
@@ -433,37 +366,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ec_spki_parses_and_ids_like_nss() {
-        let mut point = vec![4u8];
-        point.extend([7u8; 64]);
-        let params = keyward_token::public_key::Curve::P256.ec_params();
-        let mut wrapped = vec![0x04, 65];
-        wrapped.extend(&point);
-        let der = keyward_token::public_key::ec_spki_der(&params, &wrapped).unwrap();
-        let p = PublicValues::from_spki(&der).unwrap();
-        assert_eq!(
-            p,
-            PublicValues::Ec {
-                params: params.clone(),
-                point: point.clone()
-            }
-        );
-        assert_eq!(p.nss_id(), Sha1::digest(&point).to_vec());
-        assert_eq!(PublicValues::ec_point_der(&point).unwrap(), wrapped);
-    }
-
-    #[test]
-    fn rsa_spki_parses() {
+    fn modulus_bits_counts_from_the_first_set_bit() {
         let n = vec![0xC3u8; 256];
-        let der = keyward_token::public_key::rsa_spki_der(&n, &[1, 0, 1]).unwrap();
-        let p = PublicValues::from_spki(&der).unwrap();
-        assert_eq!(
-            p,
-            PublicValues::Rsa {
-                modulus: n.clone(),
-                exponent: vec![1, 0, 1]
-            }
-        );
         assert_eq!(modulus_bits(&n), 2048);
         assert_eq!(modulus_bits(&[0, 1]), 1);
     }

@@ -48,15 +48,6 @@ use keyward_wire::pkcs11::{
 };
 use std::sync::atomic::Ordering;
 
-const CKR_ATTRIBUTE_TYPE_INVALID: u64 = 0x12;
-const CKR_ATTRIBUTE_VALUE_INVALID: u64 = 0x13;
-const CKR_TEMPLATE_INCOMPLETE: u64 = 0xD0;
-const CKR_TEMPLATE_INCONSISTENT: u64 = 0xD1;
-const CKR_CURVE_NOT_SUPPORTED: u64 = 0x140;
-const CKR_WRAPPED_KEY_INVALID: u64 = 0x110;
-const CKO_DATA: u64 = 0;
-const CKO_CERTIFICATE: u64 = 1;
-
 fn get(t: &[Attribute], ty: u64) -> Option<&AttrValue> {
     t.iter().rev().find(|a| a.ty == ty).map(|a| &a.value)
 }

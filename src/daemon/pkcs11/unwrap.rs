@@ -34,11 +34,6 @@ use keyward_wire::pkcs11::{
 };
 
 const ACTION: &str = "C_UnwrapKey";
-const CKR_UNWRAPPING_KEY_HANDLE_INVALID: u64 = 0xF0;
-const CKR_WRAPPED_KEY_LEN_RANGE: u64 = 0x112;
-const CKR_TEMPLATE_INCOMPLETE: u64 = 0xD0;
-const CKR_TEMPLATE_INCONSISTENT: u64 = 0xD1;
-const CKR_ATTRIBUTE_VALUE_INVALID: u64 = 0x13;
 
 /// The AES key-wrap overhead (one 64-bit block, RFC 3394 and RFC 5649).
 const KW_OVERHEAD: usize = 8;
