@@ -127,6 +127,14 @@ fn keywardd_serves_what_tpm2_has_and_refuses_what_it_lacks_by_name() {
         .credentials(&env.dir().join("signer.key"), &signer);
     let p11 = module::cryptoki(&settings);
     let slot = module::ring_slot(&p11, RING);
+    // C_GetMechanismList offers what works: tpm2 lists CKM_AES_KEY_GEN, but its
+    // C_GenerateKey is CKR_FUNCTION_NOT_SUPPORTED, so keywardd does not offer it.
+    let listed = p11.get_mechanism_list(slot).unwrap();
+    assert!(listed.contains(&MechanismType::ECDSA), "{listed:?}");
+    assert!(
+        !listed.contains(&MechanismType::AES_KEY_GEN),
+        "CKM_AES_KEY_GEN offered on tpm2: {listed:?}"
+    );
     let s = p11.open_rw_session(slot).unwrap();
     s.login(UserType::User, None).unwrap();
     let data = b"keyward on a TPM".to_vec();

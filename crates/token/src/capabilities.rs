@@ -522,7 +522,7 @@ impl Capabilities {
             oaep_sha256: missing(MechanismType::RSA_PKCS_OAEP),
             oaep_unwrap: missing(MechanismType::RSA_PKCS_OAEP),
         };
-        if caps.has(MechanismType::RSA_PKCS_OAEP) {
+        if caps.listed(MechanismType::RSA_PKCS_OAEP) {
             caps.oaep_unwrap = match ctx.get_mechanism_info(slot, MechanismType::RSA_PKCS_OAEP) {
                 Ok(i) if i.unwrap() => Probe::Available,
                 Ok(_) => Probe::Unavailable(
@@ -538,7 +538,7 @@ impl Capabilities {
         let mut copyable_known = false;
         let rsa_bits = caps.probe_rsa_bits();
         for family in Family::ALL {
-            if !caps.has(family.keygen()) {
+            if !caps.listed(family.keygen()) {
                 caps.families.insert(family, missing(family.keygen()));
                 continue;
             }
@@ -737,8 +737,20 @@ impl Capabilities {
         u64::try_from(min.max(1024)).unwrap_or(1024)
     }
 
-    /// True if `C_GetMechanismList` reported `m`.
+    /// True if the token can do `m`: `C_GetMechanismList` reported it and, for a key
+    /// generation mechanism, the family's trial worked (tpm2-pkcs11 1.9 lists
+    /// `CKM_AES_KEY_GEN` but answers `C_GenerateKey` with `CKR_FUNCTION_NOT_SUPPORTED`), so
+    /// keywardd offers module clients only what works.
     pub fn has(&self, m: MechanismType) -> bool {
+        self.listed(m)
+            && Family::ALL
+                .iter()
+                .filter(|f| f.keygen() == m)
+                .all(|f| self.families.get(f).is_none_or(Probe::is_available))
+    }
+
+    /// True if `C_GetMechanismList` reported `m`.
+    pub fn listed(&self, m: MechanismType) -> bool {
         self.available.contains_key(&*m)
     }
 
@@ -817,7 +829,7 @@ impl Capabilities {
         };
         let keygen = family.keygen();
         for m in std::iter::once(&keygen).chain(uses) {
-            if !self.has(*m) {
+            if !self.listed(*m) {
                 return Err(unsupported(m.to_string()));
             }
         }
@@ -859,7 +871,7 @@ impl Capabilities {
     /// ("CKM_RSA_PKCS_KEY_PAIR_GEN with 4096-bit keys").
     pub fn check_rsa_bits(&self, bits: usize) -> std::result::Result<(), String> {
         let keygen = MechanismType::RSA_PKCS_KEY_PAIR_GEN;
-        if !self.has(keygen) {
+        if !self.listed(keygen) {
             return Err(keygen.to_string());
         }
         if let Some(reason) = self.family(Family::Rsa).reason() {

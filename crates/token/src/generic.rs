@@ -235,7 +235,7 @@ impl Token {
                 mechanism: format!("{why} (for a {kind} key)"),
             })
         };
-        if !caps.has(family.keygen()) {
+        if !caps.listed(family.keygen()) {
             return missing(family.keygen().to_string());
         }
         if let Some(why) = caps.family(family).reason() {
