@@ -11,12 +11,13 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
-use keyward::admin::{AdminService, Clock, SystemClock};
+use keyward::admin::AdminService;
 use keyward::audit::checkpoint::{
     spawn_checkpointer, CheckpointConfig, Checkpointer, CheckpointerThread,
 };
 use keyward::audit::coalesce::Limits as AuditLimits;
 use keyward::audit::writer::{AuditWriter, WriterConfig};
+use keyward::context::{Clock, SystemClock};
 use keyward::daemon::config::{Config, PinSource};
 use keyward::daemon::pin::{self, PinError};
 use keyward::daemon::pkcs11::Pkcs11Service;
