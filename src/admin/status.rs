@@ -171,6 +171,16 @@ fn token_head_row(
     token: &keyward_token::Token,
     row: &mut impl FnMut(&str, String),
 ) -> Res<Value> {
+    if let Ok(keyward_token::HeadStorage::Unavailable(why)) = token.head_storage() {
+        row(
+            "audit token head",
+            format!(
+                "no token head: the token cannot keep one ({why}); truncation of the log is \
+                 not detectable (the chain and the signed checkpoints still catch edits)"
+            ),
+        );
+        return Ok(json!({"seq": 0, "noTokenHead": why}));
+    }
     let head = match crate::audit::checkpoint::token_head(token) {
         Ok(h) => h,
         Err(e) => {

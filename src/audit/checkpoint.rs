@@ -76,7 +76,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const AUDIT_KEY_ID: &[u8] = b"keyward-audit-key";
 /// `CKA_LABEL` of the audit key pair.
 pub const AUDIT_KEY_LABEL: &str = "keyward-audit-key";
-pub use keyward_token::{HEAD_APPLICATION, HEAD_LABEL};
+pub use keyward_token::{HeadStorage, HEAD_APPLICATION, HEAD_ID, HEAD_LABEL};
 /// Domain tag of the signed digest.
 pub const CHECKPOINT_TAG: &[u8] = b"keyward-audit-checkpoint-v1";
 
@@ -87,7 +87,7 @@ const VALUE_LEN: usize = 8 + HEAD_LEN + SIGNATURE_LEN;
 /// True for the token objects this module owns (the audit key pair and the signed head),
 /// which reconciliation must not report as drift.
 pub fn is_audit_object(id: &[u8], label: &[u8]) -> bool {
-    id == AUDIT_KEY_ID || label == HEAD_LABEL.as_bytes()
+    id == AUDIT_KEY_ID || id == HEAD_ID || label.starts_with(HEAD_LABEL.as_bytes())
 }
 
 /// A failure to make or check checkpoints.
@@ -370,6 +370,9 @@ impl Checkpointer {
         // A checkpoint (and so every record before it) is on disk before the token says so.
         conn.execute_batch("PRAGMA synchronous=FULL")?;
         ensure_audit_key(&token)?;
+        // Learnt now, so status and verify know it (design §6: a data object, else a
+        // dedicated object's label, else no token head).
+        token.head_storage()?;
         let in_token = token_head(&token)?;
         let in_table = conn
             .query_row(LAST_CHECKPOINT, [], checkpoint_row)
@@ -526,6 +529,12 @@ impl Checkpointer {
     /// store (clean shutdown) returns it. Updates [`Checkpointer::overdue`].
     fn store_if_due(&self, inner: &mut Inner, force: bool) -> Result<()> {
         let mut result = Ok(());
+        if matches!(self.token.head_storage(), Ok(HeadStorage::Unavailable(_))) {
+            // No head can be kept: nothing is unstored, and nothing is overdue (status and
+            // verify say "no token head").
+            inner.unstored = None;
+            inner.unstored_since = None;
+        }
         if let Some(cp) = inner.unstored.clone() {
             let due = force
                 || inner
@@ -767,6 +776,9 @@ pub struct TokenVerifyReport {
     /// Records after the token's head (all of them without one): no truncation of these is
     /// detectable.
     pub after_token_head: u64,
+    /// Set when the token cannot keep a signed head (design §6): why. Not a failure of the
+    /// chain; truncation is then detectable by nothing in the token.
+    pub no_token_head: Option<String>,
 }
 
 impl TokenVerifyReport {
@@ -794,9 +806,17 @@ impl TokenVerifyReport {
             ),
             None => String::new(),
         };
+        let none = match &self.no_token_head {
+            Some(why) => format!(
+                "; no token head: the token cannot keep one ({why}), so truncation of the log \
+                 is not detectable (edits, deletions inside the log and recomputed chains are, \
+                 by the chain and the signed checkpoints)"
+            ),
+            None => String::new(),
+        };
         format!(
             "{} records intact, chain head {}, signed up to record {} ({} checkpoints); {} \
-             records after the last signed head are covered by the chain only{stale}",
+             records after the last signed head are covered by the chain only{stale}{none}",
             self.chain.records,
             self.chain.head,
             self.signed_seq,
@@ -818,6 +838,10 @@ impl TokenVerifyReport {
 /// everything found is in the report's problems.
 pub fn verify_with_token(conn: &Connection, token: &Token) -> Result<TokenVerifyReport> {
     let mut problems = Vec::new();
+    let no_token_head = match token.head_storage()? {
+        HeadStorage::Unavailable(why) => Some(why),
+        _ => None,
+    };
     let in_token = match token_head(token) {
         Ok(h) => h,
         Err(CheckpointError::BadToken(why)) => {
@@ -920,7 +944,7 @@ pub fn verify_with_token(conn: &Connection, token: &Token) -> Result<TokenVerify
                 ));
             }
         }
-        None if !checkpoints.is_empty() => problems.push(format!(
+        None if !checkpoints.is_empty() && no_token_head.is_none() => problems.push(format!(
             "the token holds no signed head ({HEAD_LABEL}) but {} checkpoints are stored \
              (wrong token, or the object was deleted)",
             checkpoints.len()
@@ -935,7 +959,7 @@ pub fn verify_with_token(conn: &Connection, token: &Token) -> Result<TokenVerify
     let token_seq = in_token.as_ref().map_or(0, |t| t.seq);
     let token_head_stale_since_ms = checkpoints
         .iter()
-        .find(|c| c.seq > token_seq)
+        .find(|c| c.seq > token_seq && no_token_head.is_none())
         .map(|c| c.time_ms);
     let after_token_head: i64 = conn.query_row(
         "SELECT COUNT(*) FROM audit_log WHERE seq > ?1",
@@ -951,6 +975,7 @@ pub fn verify_with_token(conn: &Connection, token: &Token) -> Result<TokenVerify
         unsigned_tail: u64::try_from(unsigned_tail).unwrap_or(0),
         token_head_stale_since_ms,
         after_token_head: u64::try_from(after_token_head).unwrap_or(0),
+        no_token_head,
     })
 }
 

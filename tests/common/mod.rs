@@ -168,6 +168,7 @@ pub mod byok;
 pub mod daemon;
 pub mod golden;
 pub mod module;
+pub mod nss;
 pub mod pkcs11;
 pub mod tpm2;
 

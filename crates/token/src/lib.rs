@@ -6,8 +6,8 @@
 //! custody attributes ([`Token::generate_key`]), public keys as SPKI/PEM, listing and
 //! destroying objects for reconciliation, and the crypto operations the daemon serves.
 //! Every failure is a [`TokenError`] that keeps the token's `CK_RV` ([`TokenError::ck_rv`]).
-// One allowed `unsafe` block (design §7): the C_Initialize arguments of `[token] init_args`
-// (token.rs, `context`).
+// `unsafe` (design §7) only in the C_Initialize arguments of `[token] init_args` (token.rs,
+// `context`: one block) and the raw two-call helpers cryptoki lacks (raw.rs).
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -22,10 +22,11 @@ mod keys;
 mod mech;
 mod ops;
 pub mod public_key;
+mod raw;
 mod session_objects;
 mod token;
 
-pub use audit::{HeadObject, HEAD_APPLICATION, HEAD_LABEL};
+pub use audit::{HeadObject, HeadStorage, HEAD_APPLICATION, HEAD_ID, HEAD_LABEL};
 pub use capabilities::{Capabilities, CapabilityLine, Family, Half, Mechanisms, OaepHash, Probe};
 pub use cryptoki::mechanism::MechanismType;
 pub use cryptoki::object::{KeyType, ObjectClass};

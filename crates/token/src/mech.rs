@@ -5,6 +5,7 @@
 //! (`CK_GCM_PARAMS`, `CK_AES_CTR_PARAMS`, the OAEP and PSS parameters) stay in this crate.
 
 use crate::error::{Result, TokenError};
+use crate::raw::encrypt_sized;
 use crate::session_objects::SessionObject;
 use crate::token::Token;
 use cryptoki::context::Function;
@@ -170,6 +171,13 @@ impl Token {
             }),
             _ => None,
         };
+        // AES-GCM's ciphertext: the plaintext and the tag.
+        let gcm_out = match mech {
+            OpMechanism::Gcm { tag_bits, .. } => usize::try_from(tag_bits.div_ceil(8))
+                .ok()
+                .and_then(|t| data.len().checked_add(t)),
+            _ => None,
+        };
         let call = |s: &Session, key: ObjectHandle| {
             let mut iv_buf;
             let m = match mech {
@@ -209,7 +217,12 @@ impl Token {
                 Operation::Verify => s
                     .verify(&m, key, data, signature.unwrap_or_default())
                     .map(|()| OpOutput::Verified),
-                Operation::Encrypt => s.encrypt(&m, key, data).map(OpOutput::Data),
+                Operation::Encrypt => match gcm_out {
+                    // No length query for AES-GCM: NSS softokn answers it without the tag.
+                    Some(n) => encrypt_sized(self.raw(), s, &m, key, data, n),
+                    None => s.encrypt(&m, key, data),
+                }
+                .map(OpOutput::Data),
                 Operation::Decrypt => s.decrypt(&m, key, data).map(OpOutput::Data),
                 Operation::Digest => Err(CryptokiError::Pkcs11(
                     RvError::MechanismInvalid,

@@ -6,6 +6,7 @@
 use crate::capabilities::OaepHash;
 use crate::error::{Result, TokenError};
 use crate::keys::find_one;
+use crate::raw::encrypt_sized;
 use crate::token::Token;
 use cryptoki::error::{Error as CryptokiError, RvError};
 use cryptoki::mechanism::aead::GcmParams;
@@ -145,7 +146,16 @@ impl Token {
             let key = find_one(s, id, ObjectClass::SECRET_KEY, "secret key")?;
             let mut iv_copy = iv;
             let params = GcmParams::new(&mut iv_copy, aad, tag_bits())?;
-            Ok(s.encrypt(&Mechanism::AesGcm(params), key, plaintext)?)
+            let out_len = plaintext.len().saturating_add(GCM_TAG_LEN);
+            // No length query: NSS softokn answers it without the tag (raw.rs).
+            Ok(encrypt_sized(
+                self.raw(),
+                s,
+                &Mechanism::AesGcm(params),
+                key,
+                plaintext,
+                out_len,
+            )?)
         })?;
         Ok(GcmCiphertext { iv, ciphertext })
     }

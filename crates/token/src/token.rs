@@ -49,11 +49,16 @@
 //!    RSA-4096 session pair takes seconds) never holds up another's session-object work: each
 //!    runs in a home session of its own, opened when none is idle.
 //!
+//! 0. `Token::head_storage` (where the signed audit head lives, audit.rs) — taken before
+//!    every other lock and held across the trials that learn it once (they take `store`
+//!    exclusively), so two first callers do not run them twice.
+//!
 //! A lock is only ever taken while holding locks above it in this list. No other locks exist
 //! in this crate.
 
 use crate::capabilities::Capabilities;
 use crate::error::{Result, TokenError};
+use crate::raw::RawModule;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CryptokiError, RvError};
 use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
@@ -167,6 +172,10 @@ pub struct Token {
     /// Counts the home sessions that broke: a session object of an earlier generation is
     /// gone, and its handle must not reach a token that may reuse handles.
     home_generation: std::sync::atomic::AtomicU64,
+    /// The module's function list, for the raw calls cryptoki lacks ([`crate::raw`]).
+    raw: RawModule,
+    /// Where the signed audit head lives, once learnt ([`Token::head_storage`]).
+    head_storage: Mutex<Option<crate::audit::HeadStorage>>,
 }
 
 impl fmt::Debug for Token {
@@ -204,6 +213,13 @@ impl Token {
         user_pin: SecretString,
     ) -> Result<Token> {
         let ctx = context(module_path, init_args)?;
+        let canonical = module_path
+            .canonicalize()
+            .unwrap_or_else(|_| module_path.to_owned());
+        let raw = RawModule::load(&canonical).map_err(|source| TokenError::Load {
+            path: module_path.to_owned(),
+            source,
+        })?;
         let slot = find_slot(&ctx, token_label)?;
         let session = ctx.open_rw_session(slot)?;
         match session.login(UserType::User, Some(&user_pin)) {
@@ -247,7 +263,20 @@ impl Token {
             capabilities,
             homes: Mutex::new(Vec::new()),
             home_generation: std::sync::atomic::AtomicU64::new(0),
+            raw,
+            head_storage: Mutex::new(None),
         })
+    }
+
+    /// The cell of [`Token::head_storage`] (lock order 0: held across the trials it exists to
+    /// run once).
+    pub(crate) fn head_storage_cell(&self) -> &Mutex<Option<crate::audit::HeadStorage>> {
+        &self.head_storage
+    }
+
+    /// The module's function list, for [`crate::raw`]'s helpers.
+    pub(crate) fn raw(&self) -> &RawModule {
+        &self.raw
     }
 
     /// The token's label.
@@ -530,6 +559,8 @@ impl PooledSession<'_> {
                     | RvError::DeviceError
                     | RvError::TokenNotPresent
                     | RvError::OperationActive
+                    // The call that returned it left its operation active (PKCS#11 §5.2).
+                    | RvError::BufferTooSmall
                     | RvError::GeneralError
                     | RvError::UserNotLoggedIn
             ) {
