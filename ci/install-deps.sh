@@ -36,5 +36,8 @@ apt-get install -y -qq --no-install-recommends softhsm2 sqlite3 openssl ca-certi
     systemd
 # The token matrix (issue 17): tpm2-pkcs11 over a software TPM (swtpm), behind tpm2-abrmd on a
 # private session D-Bus (ci/tpm2-token.sh).
+# NSS softokn (libsoftokn3.so, in libnss3) as a backing token; certutil (libnss3-tools, above)
+# makes its database (ci/nss-token.sh).
+apt-get install -y -qq --no-install-recommends libnss3
 apt-get install -y -qq --no-install-recommends libtpm2-pkcs11-1 libtpm2-pkcs11-tools swtpm \
     swtpm-tools tpm2-tools tpm2-abrmd libtss2-tcti-tabrmd0 libtss2-tcti-swtpm0 dbus-daemon

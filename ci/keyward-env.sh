@@ -47,8 +47,10 @@ keyward_env_cleanup() {
 }
 trap keyward_env_cleanup EXIT
 
-# The backing token: SoftHSM2, or with KEYWARD_BACKING=tpm2 a tpm2-pkcs11 token over swtpm
-# (ci/tpm2-token.sh; its three processes are stopped by PID at exit).
+# The backing token: SoftHSM2; with KEYWARD_BACKING=tpm2 a tpm2-pkcs11 token over swtpm
+# (ci/tpm2-token.sh; its three processes are stopped by PID at exit); with KEYWARD_BACKING=nss
+# an NSS softokn database (ci/nss-token.sh; its C_Initialize parameters in
+# KEYWARD_TOKEN_INIT_ARGS).
 case ${KEYWARD_BACKING:-softhsm2} in
     softhsm2)
         bash softhsm-config/init-token.sh "$work/softhsm" keyward-backing >/dev/null
@@ -63,7 +65,14 @@ case ${KEYWARD_BACKING:-softhsm2} in
         source "$KEYWARD_TOKEN_DIR/env"
         set +a
         ;;
-    *) die "KEYWARD_BACKING is softhsm2 or tpm2" ;;
+    nss)
+        export KEYWARD_TOKEN_DIR=$work/nss
+        export KEYWARD_TOKEN_MODULE=/usr/lib/x86_64-linux-gnu/libsoftokn3.so
+        bash ci/nss-token.sh "$KEYWARD_TOKEN_DIR" keyward-backing
+        KEYWARD_TOKEN_INIT_ARGS=$(cat "$KEYWARD_TOKEN_DIR/init-args")
+        export KEYWARD_TOKEN_INIT_ARGS
+        ;;
+    *) die "KEYWARD_BACKING is softhsm2, tpm2 or nss" ;;
 esac
 ADMIN=user:admin@example.test
 db=$work/keyward.db

@@ -3,7 +3,8 @@
 
 # keyward_toml WORK DB: writes WORK/keyward.toml for a keywardd on the store DB, the backing
 # token made in KEYWARD_TOKEN_DIR (default WORK/softhsm: softhsm-config/init-token.sh) with the
-# module KEYWARD_TOKEN_MODULE (default SoftHSM2's), and sockets in WORK.
+# module KEYWARD_TOKEN_MODULE (default SoftHSM2's), with `C_Initialize` parameters
+# KEYWARD_TOKEN_INIT_ARGS ([token] init_args, NSS softokn), and sockets in WORK.
 keyward_toml() {
     cat > "$1/keyward.toml" <<TOML
 [store]
@@ -12,6 +13,7 @@ path = "$2"
 label = "keyward-backing"
 pin_file = "${KEYWARD_TOKEN_DIR:-$1/softhsm}/user-pin"
 ${KEYWARD_TOKEN_MODULE:+module = \"$KEYWARD_TOKEN_MODULE\"}
+${KEYWARD_TOKEN_INIT_ARGS:+init_args = \"$KEYWARD_TOKEN_INIT_ARGS\"}
 [admin]
 socket = "$1/admin.sock"
 [client]

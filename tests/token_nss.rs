@@ -86,18 +86,18 @@ fn nss_aes_gcm_encrypts_and_decrypts() {
     std::fs::write(&pt, &plain).unwrap();
     for round in 0..3 {
         let ct = env.dir().join(format!("ct{round}"));
-        let out = crypto(&env, &crypter, "encrypt", "aes", &pt, &["--out", s(&ct)]);
+        let out = crypto(&env, crypter, "encrypt", "aes", &pt, &["--out", s(&ct)]);
         assert_eq!(out.code, 0, "encrypt round {round} on NSS: {out:#?}");
         let c = std::fs::read(&ct).unwrap();
         assert_eq!(c.len(), 3 + 8 + 12 + plain.len() + 16, "round {round}");
         let back = env.dir().join(format!("back{round}"));
-        crypto(&env, &crypter, "decrypt", "aes", &ct, &["--out", s(&back)]).ok();
+        crypto(&env, crypter, "decrypt", "aes", &ct, &["--out", s(&back)]).ok();
         assert_eq!(std::fs::read(&back).unwrap(), plain, "round {round}");
     }
 
     // Through the module: C_Encrypt's own two calls, then a decryption.
     let settings = Settings::new(&env.client_socket, &env.dir().join("module.toml"))
-        .credentials(&env.dir().join("crypter.key"), &crypter);
+        .credentials(&env.dir().join("crypter.key"), crypter);
     let p11 = module::cryptoki(&settings);
     let slot = module::ring_slot(&p11, RING);
     let sess = p11.open_rw_session(slot).unwrap();
@@ -203,7 +203,7 @@ fn nss_serves_every_key_type() {
 
     // Through the module: ECDSA and RSA signatures verified by OpenSSL.
     let settings = Settings::new(&env.client_socket, &env.dir().join("module.toml"))
-        .credentials(&env.dir().join("signer.key"), &signer);
+        .credentials(&env.dir().join("signer.key"), signer);
     let p11 = module::cryptoki(&settings);
     let slot = module::ring_slot(&p11, RING);
     let sess = p11.open_rw_session(slot).unwrap();
@@ -224,7 +224,7 @@ fn nss_serves_every_key_type() {
         } else {
             sig
         };
-        let pem = env.ctl_with_key(&signer, &["key", "get-public-key", &key(id)]);
+        let pem = env.ctl_with_key(signer, &["key", "get-public-key", &key(id)]);
         pem.ok();
         assert!(
             env.openssl_verify(hash, &pem.stdout, &data, &sig),

@@ -1016,6 +1016,39 @@ mod tests {
     fn audit_objects_are_recognised() {
         assert!(is_audit_object(b"keyward-audit-key", b"anything"));
         assert!(is_audit_object(b"", b"keyward-audit-head"));
+        // The dedicated head object of a token that refuses data objects (design §6).
+        assert!(is_audit_object(
+            b"keyward-audit-head",
+            b"keyward-audit-head 00ff"
+        ));
         assert!(!is_audit_object(&[0u8; 16], b"projects/p/keyRings/r"));
+    }
+
+    /// Design §6: on a token that can keep no head, verify says "no token head" and what is
+    /// lost, and that is not a failure.
+    #[test]
+    fn no_token_head_is_reported_not_failed() {
+        let report = TokenVerifyReport {
+            chain: VerifyReport {
+                records: 10,
+                last_seq: 10,
+                head: "ab".into(),
+                problems: Vec::new(),
+            },
+            checkpoints: 1,
+            token_head_seq: None,
+            signed_seq: 10,
+            unsigned_tail: 0,
+            token_head_stale_since_ms: None,
+            after_token_head: 10,
+            no_token_head: Some("refused".into()),
+        };
+        assert!(report.ok());
+        let line = report.summary();
+        assert!(
+            line.contains("no token head")
+                && line.contains("truncation of the log is not detectable"),
+            "{line}"
+        );
     }
 }

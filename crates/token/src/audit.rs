@@ -351,3 +351,20 @@ impl Token {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_label_holds_the_value_in_hex_and_the_bare_label_holds_none() {
+        let value: Vec<u8> = (0..104u8).collect();
+        let label = label_of(&value);
+        assert!(label.starts_with(b"keyward-audit-head 00010203"));
+        assert_eq!(value_of(&label), Some(value));
+        assert_eq!(value_of(HEAD_LABEL.as_bytes()), None);
+        assert_eq!(value_of(b"another label"), None);
+        // Malformed hex comes back unparsed, to be reported as a malformed head.
+        assert_eq!(value_of(b"keyward-audit-head zz"), Some(b"zz".to_vec()));
+    }
+}

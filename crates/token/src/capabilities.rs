@@ -590,6 +590,7 @@ impl Capabilities {
             }
             caps.families.insert(family, probe);
         }
+        caps.generic_range_units();
         // Session objects (module clients' CKA_TOKEN=FALSE keys), with the learnt template.
         if let Some(f) = [Family::Ec, Family::Rsa]
             .into_iter()
@@ -790,6 +791,32 @@ impl Capabilities {
     }
 
     /// The key-size range of `keygen` in its unit, if the token gave one.
+    /// NSS softokn 3.87 gives `CKM_GENERIC_SECRET_KEY_GEN`'s range in bytes where the
+    /// specification says bits: when the generic-secret trial made its 256-bit (32-byte) key
+    /// although 256 is outside the range read as bits, the token counts bytes, and the range
+    /// is taken as bytes (times 8) from then on.
+    fn generic_range_units(&mut self) {
+        // Only a trial that ran counts (an unprobed family reads as available).
+        let tried = self
+            .families
+            .get(&Family::GenericSecret)
+            .is_some_and(Probe::is_available);
+        if !tried {
+            return;
+        }
+        let key = *MechanismType::GENERIC_SECRET_KEY_GEN;
+        if let Some(r) = self.keygen_range.get_mut(&key) {
+            if r.1 != 0 && (256 < r.0 || 256 > r.1) {
+                tracing::info!(
+                    min = r.0,
+                    max = r.1,
+                    "the token gives CKM_GENERIC_SECRET_KEY_GEN's range in bytes (a 32-byte trial key was made): read as bytes"
+                );
+                *r = (r.0.saturating_mul(8), r.1.saturating_mul(8));
+            }
+        }
+    }
+
     fn range(&self, keygen: MechanismType) -> Option<(usize, usize)> {
         self.keygen_range
             .get(&*keygen)
@@ -1059,6 +1086,29 @@ mod tests {
             oaep_sha256: Probe::Available,
             oaep_unwrap: Probe::Available,
         }
+    }
+
+    /// NSS softokn 3.87 gives CKM_GENERIC_SECRET_KEY_GEN's range in bytes: a 32-byte trial
+    /// key made outside the range read as bits turns it into bytes; without a successful
+    /// trial the range stays as the token gave it.
+    #[test]
+    fn generic_secret_range_in_bytes_is_learnt_from_the_trial() {
+        let mut c = caps(&[(MechanismType::GENERIC_SECRET_KEY_GEN, 1, 128)], &[]);
+        c.generic_range_units();
+        assert!(
+            c.check_generic_secret_bytes(32).is_err(),
+            "no trial: still bits"
+        );
+        c.families.insert(Family::GenericSecret, Probe::Available);
+        c.generic_range_units();
+        assert_eq!(c.check_generic_secret_bytes(32), Ok(()));
+        assert_eq!(c.check_generic_secret_bytes(128), Ok(()));
+        assert!(c.check_generic_secret_bytes(129).is_err());
+        // A range that admits 256 bits is left alone.
+        let mut ok = caps(&[(MechanismType::GENERIC_SECRET_KEY_GEN, 8, 512)], &[]);
+        ok.families.insert(Family::GenericSecret, Probe::Available);
+        ok.generic_range_units();
+        assert!(ok.check_generic_secret_bytes(65).is_err());
     }
 
     /// CKM_GENERIC_SECRET_KEY_GEN's range is in bits, HMAC key sizes in bytes (issue 17).

@@ -45,12 +45,14 @@ impl RawModule {
         // SAFETY: loading runs the library's initialisers; this is the library cryptoki has
         // already loaded from the same path (dlopen returns the loaded copy), so they ran.
         let lib = unsafe { libloading::Library::new(path) }.map_err(failed)?;
-        // SAFETY: `C_GetFunctionList` has this signature in every PKCS#11 version (§5.2).
-        let get: libloading::Symbol<'_, GetFunctionList> =
-            unsafe { lib.get(b"C_GetFunctionList\0") }.map_err(failed)?;
         let mut list = std::ptr::null_mut();
-        // SAFETY: `list` is a valid out-pointer for the call.
-        Rv::from(unsafe { get(&mut list) }).into_result(Function::GetFunctionList)?;
+        {
+            // SAFETY: `C_GetFunctionList` has this signature in every PKCS#11 version (§5.2).
+            let get: libloading::Symbol<'_, GetFunctionList> =
+                unsafe { lib.get(b"C_GetFunctionList\0") }.map_err(failed)?;
+            // SAFETY: `list` is a valid out-pointer for the call.
+            Rv::from(unsafe { get(&mut list) }).into_result(Function::GetFunctionList)?;
+        }
         if list.is_null() {
             return Err(CryptokiError::Pkcs11(
                 RvError::GeneralError,
@@ -61,7 +63,6 @@ impl RawModule {
         // valid while it is loaded; the struct is plain data (a version and function
         // pointers), copied here.
         let list = unsafe { *list };
-        drop(get);
         Ok(RawModule { list, _lib: lib })
     }
 }
