@@ -23,6 +23,8 @@ bash ci/clients-check.sh
 # The same clients with keywardd on tpm2-pkcs11 over swtpm (issue 17): 25 pass; the two AES
 # checks are the token's gaps, each with its reason in ci/clients-expected-pass-tpm2.txt.
 bash ci/clients-check-tpm2.sh
+# And on NSS softokn (issue 17): all 27 pass (ci/clients-expected-pass-nss.txt).
+bash ci/clients-check-nss.sh
 # The least-privilege run: a signerVerifier on two keys sees and uses exactly those.
 bash ci/clients-lp.sh
 # OpenSSH: ssh-keygen -D and an ssh -I login to a local sshd with the token keys.

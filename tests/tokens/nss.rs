@@ -6,13 +6,11 @@
 //! through the module (signatures verified by OpenSSL), import jobs of both methods are made,
 //! and `audit verify` passes.
 
-mod common;
-
-use common::byok::create_job;
-use common::daemon::Env;
-use common::module::{self, Settings};
-use common::nss;
-use common::Output;
+use crate::common::byok::create_job;
+use crate::common::daemon::Env;
+use crate::common::module::{self, Settings};
+use crate::common::nss;
+use crate::common::Output;
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
 use cryptoki::mechanism::{Mechanism, MechanismType};
@@ -240,7 +238,7 @@ fn nss_serves_every_key_type() {
     let secret = env.dir().join("secret");
     std::fs::write(&secret, b"a secret for OAEP-SHA256").unwrap();
     let ct = env.dir().join("oaep.ct");
-    common::byok::openssl(&[
+    crate::common::byok::openssl(&[
         "pkeyutl",
         "-encrypt",
         "-pubin",
@@ -286,4 +284,11 @@ fn nss_serves_every_key_type() {
     }
 
     env.ctl(&["audit", "verify"]).ok();
+
+    // What the token can do, and the README's column, agree.
+    let out = env.ctl(&["--json", "token", "capabilities"]);
+    out.ok();
+    let json = out.json();
+    println!("{json:#}");
+    crate::common::backing::assert_readme_matches("NSS", &json);
 }
