@@ -48,6 +48,11 @@ fn crypto(env: &Env, who: &str, verb: &str, k: &str, input: &Path, more: &[&str]
     env.ctl_client_with_key(who, &args)
 }
 
+/// AES-GCM with a 128-bit tag.
+fn gcm<'a>(iv: &'a mut [u8; 12], aad: &'a [u8]) -> Mechanism<'a> {
+    Mechanism::AesGcm(GcmParams::new(iv, aad, 128.into()).unwrap())
+}
+
 /// An NSS token, a service account per name in `accounts` (their keys returned), keywardd
 /// started on it, ring `web`.
 fn started(accounts: &[&str]) -> (Env, Vec<String>) {
@@ -120,6 +125,30 @@ fn nss_aes_gcm_encrypts_and_decrypts() {
             )
             .unwrap();
         assert_eq!(pt, b"through the module");
+    }
+    // A pooled token session serves again after token errors: a tampered ciphertext and a
+    // wrong AAD are refused by the token, then the next operations, on the same few pooled
+    // sessions, work.
+    let mut iv = [9u8; 12];
+    let mut ct = sess
+        .encrypt(&gcm(&mut iv, b"aad"), k, b"after errors")
+        .unwrap();
+    ct[0] ^= 1;
+    for aad in [&b"aad"[..], &b"other"[..]] {
+        let mut iv = [9u8; 12];
+        let err = sess.decrypt(&gcm(&mut iv, aad), k, &ct);
+        assert!(err.is_err(), "a tampered ciphertext decrypted on NSS");
+    }
+    ct[0] ^= 1;
+    for _ in 0..4 {
+        let mut iv = [9u8; 12];
+        let pt = sess
+            .decrypt(&gcm(&mut iv, b"aad"), k, &ct)
+            .expect("a pooled session after token errors");
+        assert_eq!(pt, b"after errors");
+        let mut iv = [10u8; 12];
+        sess.encrypt(&gcm(&mut iv, b"aad"), k, b"again")
+            .expect("encrypt after token errors");
     }
     drop(sess);
     drop(p11);
