@@ -117,8 +117,9 @@ fn no_command_is_a_usage_error() {
 
 #[test]
 fn without_db_there_is_no_daemon_yet() {
+    // keywardd not reachable: exit 3 (issue 18 item 2).
     let out = run_raw(&["org", "list"], &[]);
-    out.usage_error();
+    out.expect_code(3);
     assert!(out.stderr.contains("use --db PATH"), "{out:#?}");
     assert!(out.stdout.is_empty(), "{out:#?}");
 }

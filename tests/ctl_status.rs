@@ -87,15 +87,16 @@ fn status_reports_daemon_token_counts_and_audit_head() {
     let out = env.ctl_with_key(&sa, &["status"]).ok().stdout.clone();
     assert!(out.contains("need kms.auditLogs.read"), "{out}");
 
-    // Daemon down: exit 1, said plainly, in both forms.
+    // Daemon down: exit 3 (keywardd not reachable, issue 18 item 2), said plainly, in both
+    // forms.
     let sock = env.admin_socket.to_str().unwrap().to_string();
     assert!(env.signal_and_wait("TERM").success());
     let out = run_raw(&["status"], &[("KEYWARD_ADMIN_SOCKET", &sock)]);
-    out.failed();
+    out.expect_code(3);
     assert!(out.stdout.contains("DOWN"), "{out:#?}");
     assert!(out.stderr.contains("keywardd is not running"), "{out:#?}");
     let out = run_raw(&["--json", "status"], &[("KEYWARD_ADMIN_SOCKET", &sock)]);
-    out.failed();
+    out.expect_code(3);
     let js = out.json();
     assert_eq!(js["daemon"]["running"], false, "{js}");
     assert_eq!(js["daemon"]["socket"], sock.as_str(), "{js}");

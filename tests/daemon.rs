@@ -298,9 +298,9 @@ fn sigterm_and_sigint_stop_cleanly() {
             .query_row("SELECT max(seq) FROM audit_checkpoints", [], |r| r.get(0))
             .unwrap();
         assert_eq!(signed, Some(last), "{}", env.daemon_log());
-        // keywardctl says how to get in without a daemon.
+        // keywardctl says how to get in without a daemon (exit 3: not reachable).
         let out = env.ctl(&["org", "list"]);
-        out.usage_error();
+        out.expect_code(3);
         assert!(out.stderr.contains("cannot reach keywardd"), "{out:#?}");
         assert!(out.stderr.contains("--db PATH"), "{out:#?}");
         // The store is free again: --db writes work.

@@ -21,8 +21,12 @@ Members: user:EMAIL, serviceAccount:ID@PROJECT, group:NAME, unix-uid:N, unix-gid
 allAuthenticated. Resources: organizations/O, folders/F, projects/P, projects/P/keyRings/R,
 organizations/O/keyRings/R, .../cryptoKeys/K.
 
-Exit codes: 0 success; 1 the request failed (error: on stderr, and with --json an
-{\"error\": {\"message\", \"rv\"}} document on stdout); 2 usage error.";
+Exit codes (every command, status included): 0 success, or a valid signature or MAC;
+1 refused or failed, or a signature or MAC not valid; 2 usage error; 3 keywardd not reachable
+(no socket, nothing listening, or no permission on it). Every failure is `error: ...` on
+stderr and, with --json, one {\"error\": {\"code\", \"message\", \"rv\"}} document on stdout
+(code: failed, invalid, usage or unreachable; rv where there is one). With --json, commands
+that write bytes need --out and print a JSON summary.";
 
 /// Keyward administration: resources, IAM, service accounts and the audit log.
 #[derive(Debug, Parser)]
@@ -56,27 +60,51 @@ pub struct Global {
     #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
 
-    /// keywardd's admin socket (used without --db)
-    #[arg(
-        long,
-        global = true,
-        env = "KEYWARD_ADMIN_SOCKET",
-        value_name = "PATH",
-        default_value = "/run/keyward/admin.sock",
-        help_heading = GLOBAL
-    )]
+    /// keywardd's admin socket (used without --db) [env: KEYWARD_ADMIN_SOCKET] [default:
+    /// /run/keyward/admin.sock]
+    #[arg(long = "socket", global = true, value_name = "PATH", help_heading = GLOBAL)]
+    socket_arg: Option<PathBuf>,
+
+    /// keywardd's client socket (encrypt, decrypt, sign, verify, mac) [env: KEYWARD_SOCKET]
+    /// [default: /run/keyward/client.sock]
+    #[arg(long = "client-socket", global = true, value_name = "PATH", help_heading = GLOBAL)]
+    client_socket_arg: Option<PathBuf>,
+
+    /// keywardd's admin socket: `--socket`, else `KEYWARD_ADMIN_SOCKET`, else the default
+    /// (set by [`Global::resolve`]). The environment is read here rather than by clap, so a
+    /// usage line never shows the sockets as if they were required (issue 18 item 9).
+    #[arg(skip)]
     pub socket: PathBuf,
 
-    /// keywardd's client socket (encrypt, decrypt, sign, verify, mac)
-    #[arg(
-        long,
-        global = true,
-        env = "KEYWARD_SOCKET",
-        value_name = "PATH",
-        default_value = "/run/keyward/client.sock",
-        help_heading = GLOBAL
-    )]
+    /// keywardd's client socket: `--client-socket`, else `KEYWARD_SOCKET`, else the default.
+    #[arg(skip)]
     pub client_socket: PathBuf,
+}
+
+impl Global {
+    /// Fills [`Global::socket`] and [`Global::client_socket`] from the options, the
+    /// environment and the defaults (an empty variable counts as unset).
+    pub fn resolve(&mut self) {
+        let pick = |arg: &Option<PathBuf>, var: &str, default: &str| -> PathBuf {
+            arg.clone()
+                .or_else(|| {
+                    std::env::var_os(var)
+                        .filter(|v| !v.is_empty())
+                        .map(PathBuf::from)
+                })
+                .unwrap_or_else(|| PathBuf::from(default))
+        };
+        self.socket = pick(
+            &self.socket_arg,
+            "KEYWARD_ADMIN_SOCKET",
+            "/run/keyward/admin.sock",
+        );
+        self.client_socket = pick(
+            &self.client_socket_arg,
+            "KEYWARD_SOCKET",
+            "/run/keyward/client.sock",
+        );
+    }
 }
 
 #[derive(Debug, Subcommand)]

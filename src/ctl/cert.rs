@@ -4,7 +4,8 @@
 //! a self-signed certificate is then attached over the admin socket (`key.cert.import`).
 
 use super::args::Global;
-use super::render::printable;
+use super::error::print_json;
+use super::render::{path_str, printable};
 use super::transport::{call_on, call_socket, connect_socket, run_request, CtlError};
 use crate::x509::{self, SigAlg};
 use keyward_wire::admin::AdminRequest;
@@ -12,7 +13,6 @@ use keyward_wire::pkcs11::Blob;
 use keyward_wire::{CryptoRequest, CryptoResponse, RequestBody, ResponseBody};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 /// The certificate in `cert` (PEM or DER; more PEM blocks are its chain), then `chain`.
 pub fn read_chain(cert: &Path, chain: Option<&Path>) -> Result<Vec<Vec<u8>>, String> {
@@ -25,24 +25,6 @@ pub fn read_chain(cert: &Path, chain: Option<&Path>) -> Result<Vec<Vec<u8>>, Str
         out.extend(read(c)?);
     }
     Ok(out)
-}
-
-fn fail(e: CtlError) -> ExitCode {
-    match e {
-        CtlError::Usage(m) | CtlError::Unreachable(m) => {
-            eprintln!("error: {m}");
-            ExitCode::from(2)
-        }
-        CtlError::Request(e) => {
-            eprintln!("error: {}", printable(&e.message));
-            ExitCode::from(1)
-        }
-    }
-}
-
-fn error(m: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {m}");
-    ExitCode::from(1)
 }
 
 fn write_out(out: Option<&Path>, text: &str) -> Result<(), String> {
@@ -82,7 +64,7 @@ fn public_key(global: &Global, key: &str) -> Result<PublicKey, CtlError> {
     )?;
     let bad = |m: &str| {
         CtlError::Request(crate::admin::AdminError {
-            rv: 0x05,
+            rv: keyward_wire::rv::CKR_GENERAL_ERROR,
             message: format!("keywardd's public key answer: {m}"),
         })
     };
@@ -155,7 +137,7 @@ fn sign_generic(
     cka_id: &[u8],
     alg: SigAlg,
     data: &[u8],
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, CtlError> {
     use keyward_wire::ck::{CKA_CLASS, CKA_ID, CKM_ECDSA, CKM_SHA256_RSA_PKCS, CKO_PRIVATE_KEY};
     use keyward_wire::pkcs11::{
         AttrValue, Attribute, MechParams, Mechanism, Operation, Pkcs11Request as Q,
@@ -166,9 +148,11 @@ fn sign_generic(
     let ring = key
         .split_once("/cryptoKeys/")
         .map(|(r, _)| r)
-        .ok_or_else(|| format!("'{}' is not a crypto key name", printable(key)))?;
+        .ok_or_else(|| {
+            CtlError::Failed(format!("'{}' is not a crypto key name", printable(key)))
+        })?;
     let socket = &global.client_socket;
-    let mut client = connect_socket(global, socket).map_err(message)?;
+    let mut client = connect_socket(global, socket)?;
     let mut call = |req: Q| -> Result<A, CtlError> {
         match call_on(&mut client, socket, RequestBody::Pkcs11(req))? {
             ResponseBody::Pkcs11(a) => Ok(a),
@@ -177,21 +161,22 @@ fn sign_generic(
             )),
         }
     };
-    let unexpected = |what: &str, a: A| format!("keywardd answered {what} with {a:?}");
-    let slot = match call(Q::ListSlots { configured: vec![] }).map_err(message)? {
+    let unexpected =
+        |what: &str, a: A| CtlError::Failed(format!("keywardd answered {what} with {a:?}"));
+    let slot = match call(Q::ListSlots { configured: vec![] })? {
         A::Slots(slots) => slots
             .into_iter()
             .find(|s| s.ring == ring)
             .map(|s| s.slot)
-            .ok_or_else(|| format!("{} is not a key ring you see", printable(ring)))?,
+            .ok_or_else(|| {
+                CtlError::Failed(format!("{} is not a key ring you see", printable(ring)))
+            })?,
         a => return Err(unexpected("C_GetSlotList", a)),
     };
     let session = match call(Q::OpenSession {
         slot,
         read_write: false,
-    })
-    .map_err(message)?
-    {
+    })? {
         A::Session(s) => s,
         a => return Err(unexpected("C_OpenSession", a)),
     };
@@ -202,7 +187,7 @@ fn sign_generic(
     }) {
         Ok(_) => {}
         Err(CtlError::Request(e)) if e.rv == CKR_USER_ALREADY_LOGGED_IN => {}
-        Err(e) => return Err(message(e)),
+        Err(e) => return Err(e),
     }
     let template = vec![
         Attribute {
@@ -214,22 +199,22 @@ fn sign_generic(
             value: AttrValue::Bytes(Blob::new(cka_id.to_vec())),
         },
     ];
-    let object = match call(Q::FindObjects { session, template }).map_err(message)? {
+    let object = match call(Q::FindObjects { session, template })? {
         A::Objects(o) if o.len() == 1 => o[0],
         A::Objects(o) if o.is_empty() => {
-            return Err(format!(
+            return Err(CtlError::Failed(format!(
                 "the private key of {} is not visible to you through the module",
                 printable(key)
-            ))
+            )))
         }
         A::Objects(o) => {
-            return Err(format!(
+            return Err(CtlError::Failed(format!(
                 "{} private keys of {} share the CKA_ID of {}: cannot tell which to sign \
                  with",
                 o.len(),
                 printable(ring),
                 printable(key)
-            ))
+            )))
         }
         a => return Err(unexpected("C_FindObjects", a)),
     };
@@ -237,7 +222,11 @@ fn sign_generic(
         SigAlg::EcdsaSha256 => (CKM_ECDSA, sha2::Sha256::digest(data).to_vec()),
         SigAlg::EcdsaSha384 => (CKM_ECDSA, sha2::Sha384::digest(data).to_vec()),
         SigAlg::RsaPkcs1Sha256 => (CKM_SHA256_RSA_PKCS, data.to_vec()),
-        SigAlg::RsaPssSha256 => return Err("RSA-PSS is not made for module keys".into()),
+        SigAlg::RsaPssSha256 => {
+            return Err(CtlError::Failed(
+                "RSA-PSS is not made for module keys".into(),
+            ))
+        }
     };
     call(Q::OperationInit {
         op: Operation::Sign,
@@ -247,15 +236,12 @@ fn sign_generic(
             params: MechParams::None,
         },
         key: Some(object),
-    })
-    .map_err(message)?;
+    })?;
     let signature = match call(Q::OperationOneShot {
         op: Operation::Sign,
         session,
         data: Blob::new(input),
-    })
-    .map_err(message)?
-    {
+    })? {
         A::Data(sig) => sig.as_slice().to_vec(),
         a => return Err(unexpected("C_Sign", a)),
     };
@@ -263,59 +249,55 @@ fn sign_generic(
     let _ = call(Q::CloseSession { session });
     match alg {
         SigAlg::EcdsaSha256 | SigAlg::EcdsaSha384 => {
-            keyward_wire::crypto::ecdsa_raw_to_der(&signature)
-                .ok_or_else(|| "the token gave a malformed ECDSA signature".to_string())
+            keyward_wire::crypto::ecdsa_raw_to_der(&signature).ok_or_else(|| {
+                CtlError::Failed("the token gave a malformed ECDSA signature".into())
+            })
         }
         _ => Ok(signature),
     }
 }
 
-fn message(e: CtlError) -> String {
-    match e {
-        CtlError::Usage(m) | CtlError::Unreachable(m) => m,
-        CtlError::Request(e) => printable(&e.message),
-    }
+/// What `key cert create` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Make {
+    /// A self-signed certificate, attached to the key.
+    SelfSigned,
+    /// A self-signed certificate only written out (`--no-attach`): an admin attaches it.
+    SelfSignedUnattached,
+    /// A PKCS#10 request.
+    Request,
 }
 
-/// `key cert create --self-signed|--csr`.
+/// `key cert create --self-signed [--no-attach]|--csr`. Under `--json`, the PEM is a JSON
+/// string (`{"pem", "key", "version", "attached"}`, and `"out"` with `--out`).
 pub fn create(
     global: &Global,
     key: &str,
-    self_signed: bool,
+    make: Make,
     subject: Option<String>,
     days: u32,
     out: Option<PathBuf>,
-) -> ExitCode {
+) -> Result<(), CtlError> {
+    let failed = |m: String| CtlError::Failed(m);
     if global.db.is_some() || global.as_member.is_some() {
-        eprintln!(
-            "error: key cert create signs in the token: it runs only through keywardd (no \
-             --db, no --as; use KEYWARD_CREDENTIALS=FILE to act as a service account)"
-        );
-        return ExitCode::from(2);
+        return Err(CtlError::Usage(
+            "key cert create signs in the token: it runs only through keywardd (no --db, no \
+             --as; use KEYWARD_CREDENTIALS=FILE to act as a service account)"
+                .into(),
+        ));
     }
-    let pk = match public_key(global, key) {
-        Ok(v) => v,
-        Err(e) => return fail(e),
-    };
-    let alg = match signature_algorithm(key, &pk) {
-        Ok(a) => a,
-        Err(e) => return error(e),
-    };
+    let self_signed = make != Make::Request;
+    let key_id = key.rsplit('/').next().unwrap_or(key);
+    let subject = subject.unwrap_or_else(|| format!("CN={key_id}"));
+    let name = x509::parse_subject(&subject).map_err(|e| CtlError::Usage(e.to_string()))?;
+    let pk = public_key(global, key)?;
+    let alg = signature_algorithm(key, &pk).map_err(failed)?;
     let PublicKey {
         version,
         spki,
         generic,
         ..
     } = pk;
-    let key_id = key.rsplit('/').next().unwrap_or(key);
-    let subject = subject.unwrap_or_else(|| format!("CN={key_id}"));
-    let name = match x509::parse_subject(&subject) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let to_sign = if self_signed {
         let mut serial: [u8; 16] = rand::random();
         serial[0] = (serial[0] & 0x7f) | 0x40;
@@ -330,15 +312,9 @@ pub fn create(
     } else {
         x509::request_info(&spki, &name)
     };
-    let to_sign = match to_sign {
-        Ok(t) => t,
-        Err(e) => return error(format!("cannot encode the request: {e}")),
-    };
+    let to_sign = to_sign.map_err(|e| failed(format!("cannot encode the request: {e}")))?;
     let signature = if let Some((cka_id, _)) = &generic {
-        match sign_generic(global, key, cka_id, alg, &to_sign) {
-            Ok(sig) => sig,
-            Err(e) => return error(e),
-        }
+        sign_generic(global, key, cka_id, alg, &to_sign)?
     } else {
         let answer = call_socket(
             global,
@@ -348,23 +324,23 @@ pub fn create(
                 data: Blob::new(to_sign.clone()),
                 prehashed: false,
             }),
-        );
+        )?;
         match answer {
-            Ok(ResponseBody::Crypto(CryptoResponse::Data(sig))) => sig.as_slice().to_vec(),
-            Ok(_) => return error("keywardd answered with another kind of response"),
-            Err(e) => return fail(e),
+            ResponseBody::Crypto(CryptoResponse::Data(sig)) => sig.as_slice().to_vec(),
+            _ => {
+                return Err(failed(
+                    "keywardd answered with another kind of response".into(),
+                ))
+            }
         }
     };
     // The primary version must not have moved between reading its key and signing.
-    match public_key(global, key) {
-        Ok(now) if now.version == version && now.spki == spki => {}
-        Ok(_) => {
-            return error(format!(
-                "the primary version of {} changed while signing: run it again",
-                printable(key)
-            ))
-        }
-        Err(e) => return fail(e),
+    let now = public_key(global, key)?;
+    if now.version != version || now.spki != spki {
+        return Err(failed(format!(
+            "the primary version of {} changed while signing: run it again",
+            printable(key)
+        )));
     }
     let (der, label) = if self_signed {
         (
@@ -377,42 +353,51 @@ pub fn create(
             "CERTIFICATE REQUEST",
         )
     };
-    let pem = match der.and_then(|d| x509::pem(label, &d).map(|p| (d, p))) {
-        Ok(v) => v,
-        Err(e) => return error(format!("cannot encode the result: {e}")),
-    };
-    if self_signed {
-        let req = AdminRequest::KeyCertImport {
-            key: key.to_string(),
-            certs: vec![pem.0.clone()],
-            label: None,
-        };
-        match run_request(global, req) {
-            Ok(resp) => {
-                if let Some(m) = resp.message {
-                    eprintln!("{}", printable(&m));
-                }
+    let (der, pem) = der
+        .and_then(|d| x509::pem(label, &d).map(|p| (d, p)))
+        .map_err(|e| failed(format!("cannot encode the result: {e}")))?;
+    match make {
+        Make::SelfSigned => {
+            let req = AdminRequest::KeyCertImport {
+                key: key.to_string(),
+                certs: vec![der],
+                label: None,
+            };
+            let resp = run_request(global, req)?;
+            if let Some(m) = resp.message {
+                eprintln!("{}", printable(&m));
             }
-            Err(e) => return fail(e),
         }
-    } else {
-        eprintln!(
+        Make::SelfSignedUnattached => eprintln!(
+            "self-signed certificate for {} ({subject}) signed by {version}, not attached: \
+             attach it with `keywardctl key cert import --key {} --cert FILE`",
+            printable(key),
+            printable(key)
+        ),
+        Make::Request => eprintln!(
             "certificate request for {} ({subject}) signed by {version}",
             printable(key)
-        );
+        ),
     }
-    match write_out(out.as_deref(), &pem.1) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => error(e),
+    if global.json {
+        if let Some(p) = out.as_deref().filter(|p| *p != Path::new("-")) {
+            write_out(Some(p), &pem).map_err(failed)?;
+        }
+        let mut doc = serde_json::json!({"pem": pem, "key": key, "version": version,
+                                         "attached": make == Make::SelfSigned});
+        if let Some(p) = out.as_deref().filter(|p| *p != Path::new("-")) {
+            doc["out"] = path_str(p).into();
+        }
+        print_json(&doc);
+        return Ok(());
     }
+    write_out(out.as_deref(), &pem).map_err(failed)
 }
 
-/// `key cert get`: the attached certificates as PEM.
-pub fn get(global: &Global, key: String) -> ExitCode {
-    let resp = match run_request(global, AdminRequest::KeyCertList { key: key.clone() }) {
-        Ok(r) => r,
-        Err(e) => return fail(e),
-    };
+/// `key cert get`: the attached certificates as PEM (under `--json`, `{"key", "pem"}`, the
+/// PEM a JSON string).
+pub fn get(global: &Global, key: String) -> Result<(), CtlError> {
+    let resp = run_request(global, AdminRequest::KeyCertList { key: key.clone() })?;
     let js: serde_json::Value = serde_json::from_str(&resp.json).unwrap_or_default();
     let pems: Vec<&str> = js
         .as_array()
@@ -420,18 +405,22 @@ pub fn get(global: &Global, key: String) -> ExitCode {
         .unwrap_or_default();
     let attached = js.as_array().map_or(0, Vec::len);
     if pems.is_empty() && attached > 0 {
-        return error(format!(
+        return Err(CtlError::Failed(format!(
             "permission denied: {} has {attached} certificate(s) attached, but reading a \
              certificate (it carries the public key) needs \
              kms.cryptoKeyVersions.viewPublicKey or a use permission on the key",
             printable(&key)
-        ));
+        )));
     }
     if pems.is_empty() {
-        return error(format!("{} has no certificate attached", printable(&key)));
+        return Err(CtlError::Failed(format!(
+            "{} has no certificate attached",
+            printable(&key)
+        )));
     }
-    match write_out(None, &pems.concat()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => error(e),
+    if global.json {
+        print_json(&serde_json::json!({"key": key, "pem": pems.concat(), "count": pems.len()}));
+        return Ok(());
     }
+    write_out(None, &pems.concat()).map_err(CtlError::Failed)
 }

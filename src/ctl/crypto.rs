@@ -1,14 +1,17 @@
-//! `keywardctl encrypt|decrypt|sign|verify|mac`: one request on the client socket.
+//! `keywardctl encrypt|decrypt|sign|verify|mac` and `key export`: one request on the client
+//! socket. Under `--json`, bytes go only to `--out` and stdout gets a summary
+//! (`{"out","bytes","key"}`); a verification prints `{"valid":true,"key"}`, and an invalid
+//! signature or tag is a failure with code `invalid` (exit 1).
 
 use super::args::{CryptoArgs, Global};
-use super::render::printable;
+use super::error::print_json;
+use super::render::{path_str, printable};
 use super::transport::{call_socket, CtlError};
 use keyward_wire::pkcs11::Blob;
 use keyward_wire::{CryptoRequest, CryptoResponse, RequestBody, ResponseBody};
 use sha2::Digest;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::ExitCode;
 
 /// Which command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +38,29 @@ fn read(path: Option<&Path>) -> Result<Vec<u8>, String> {
     }
 }
 
-fn write(path: Option<&Path>, bytes: &[u8]) -> Result<(), String> {
+/// Writes the bytes to `--out` (or stdout); under `--json`, only to `--out`, with the summary
+/// on stdout.
+fn write(global: &Global, key: &str, path: Option<&Path>, bytes: &[u8]) -> Result<(), CtlError> {
+    write_bytes(path, bytes).map_err(CtlError::Failed)?;
+    if global.json {
+        let out = path.map(path_str).unwrap_or_default();
+        print_json(&serde_json::json!({"out": out, "bytes": bytes.len(), "key": key}));
+    }
+    Ok(())
+}
+
+/// Under `--json`, bytes need a file: stdout carries the JSON document.
+fn need_out(global: &Global, out: Option<&Path>, what: &str) -> Result<(), CtlError> {
+    match out {
+        Some(p) if p != Path::new("-") => Ok(()),
+        _ if global.json => Err(CtlError::Usage(format!(
+            "{what} writes bytes: with --json give --out FILE (stdout carries the JSON summary)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn write_bytes(path: Option<&Path>, bytes: &[u8]) -> Result<(), String> {
     match path {
         Some(p) if p != Path::new("-") => {
             std::fs::write(p, bytes).map_err(|e| format!("cannot write {}: {e}", p.display()))
@@ -49,54 +74,29 @@ fn write(path: Option<&Path>, bytes: &[u8]) -> Result<(), String> {
     }
 }
 
-fn usage(m: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {m}");
-    ExitCode::from(2)
-}
-
-/// The exit of an answer that is not the one asked for: an unexpected response or a
-/// refusal (1), bad usage or no daemon (2).
-fn failure(answer: Result<ResponseBody, CtlError>) -> ExitCode {
+/// An answer that is not the one asked for.
+fn unexpected(answer: Result<ResponseBody, CtlError>) -> CtlError {
     match answer {
-        Ok(_) => {
-            eprintln!("error: keywardd answered with another kind of response");
-            ExitCode::from(1)
-        }
-        Err(CtlError::Usage(m) | CtlError::Unreachable(m)) => usage(m),
-        Err(CtlError::Request(e)) => {
-            eprintln!("error: {}", printable(&e.message));
-            ExitCode::from(1)
-        }
+        Ok(_) => CtlError::Failed("keywardd answered with another kind of response".into()),
+        Err(e) => e,
     }
 }
 
-/// Runs one crypto command; exit 0, 1 (refused, invalid), 2 (usage).
-pub fn run(global: &Global, kind: Kind, a: CryptoArgs) -> ExitCode {
+/// Runs one crypto command.
+pub fn run(global: &Global, kind: Kind, a: CryptoArgs) -> Result<(), CtlError> {
+    let usage = |m: &str| Err(CtlError::Usage(m.to_string()));
     if global.db.is_some() || global.as_member.is_some() {
         return usage(
             "the crypto commands run only through keywardd's client socket (no --db, no \
              --as; use KEYWARD_CREDENTIALS=FILE to act as a service account)",
         );
     }
-    let data = match read(a.input.as_deref()) {
-        Ok(d) => d,
-        Err(e) => return usage(e),
-    };
-    let aad = match a.aad_file.as_deref().map(|p| read(Some(p))).transpose() {
-        Ok(d) => d.unwrap_or_default(),
-        Err(e) => return usage(e),
-    };
     if a.aad_file.is_some() && !matches!(kind, Kind::Encrypt | Kind::Decrypt) {
         return usage("--aad-file applies to encrypt and decrypt only");
     }
-    let (data, prehashed) = match a.digest.as_deref() {
-        None => (data, false),
-        Some(_) if !matches!(kind, Kind::Sign | Kind::Verify) => {
-            return usage("--digest applies to sign and verify only")
-        }
-        Some("sha384") => (sha2::Sha384::digest(&data).to_vec(), true),
-        Some(_) => (sha2::Sha256::digest(&data).to_vec(), true),
-    };
+    if a.digest.is_some() && !matches!(kind, Kind::Sign | Kind::Verify) {
+        return usage("--digest applies to sign and verify only");
+    }
     let check = match kind {
         Kind::Verify => match a.signature.as_deref() {
             Some(p) => Some(p),
@@ -105,10 +105,32 @@ pub fn run(global: &Global, kind: Kind, a: CryptoArgs) -> ExitCode {
         Kind::Mac => a.verify.as_deref(),
         _ => None,
     };
-    let signature = match check.map(|p| read(Some(p))).transpose() {
-        Ok(s) => s,
-        Err(e) => return usage(e),
+    if check.is_none() {
+        let what = match kind {
+            Kind::Encrypt => "encrypt",
+            Kind::Decrypt => "decrypt",
+            Kind::Sign => "sign",
+            _ => "mac",
+        };
+        need_out(global, a.out.as_deref(), what)?;
+    }
+    let data = read(a.input.as_deref()).map_err(CtlError::Usage)?;
+    let aad = a
+        .aad_file
+        .as_deref()
+        .map(|p| read(Some(p)))
+        .transpose()
+        .map_err(CtlError::Usage)?
+        .unwrap_or_default();
+    let (data, prehashed) = match a.digest.as_deref() {
+        None => (data, false),
+        Some("sha384") => (sha2::Sha384::digest(&data).to_vec(), true),
+        Some(_) => (sha2::Sha256::digest(&data).to_vec(), true),
     };
+    let signature = check
+        .map(|p| read(Some(p)))
+        .transpose()
+        .map_err(CtlError::Usage)?;
     let key = a.key.clone();
     let req = match (kind, signature) {
         (Kind::Encrypt, _) => CryptoRequest::Encrypt {
@@ -134,29 +156,31 @@ pub fn run(global: &Global, kind: Kind, a: CryptoArgs) -> ExitCode {
         },
         (Kind::Verify, None) => return usage("verify needs --signature FILE"),
     };
+    // A MAC has a tag; a signature is a signature.
+    let what = if kind == Kind::Mac {
+        "MAC tag"
+    } else {
+        "signature"
+    };
     let answer = call_socket(global, &global.client_socket, RequestBody::Crypto(req));
     match answer {
         Ok(ResponseBody::Crypto(CryptoResponse::Data(bytes))) => {
-            match write(a.out.as_deref(), bytes.as_slice()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(1)
-                }
-            }
+            write(global, &a.key, a.out.as_deref(), bytes.as_slice())
         }
         Ok(ResponseBody::Crypto(CryptoResponse::Verified(true))) => {
-            eprintln!("signature valid ({})", printable(&a.key));
-            ExitCode::SUCCESS
+            eprintln!("{what} valid ({})", printable(&a.key));
+            if global.json {
+                print_json(&serde_json::json!({"valid": true, "key": a.key}));
+            }
+            Ok(())
         }
         Ok(ResponseBody::Crypto(CryptoResponse::Verified(false))) => {
-            eprintln!(
-                "error: signature INVALID for this data and key ({})",
+            Err(CtlError::Invalid(format!(
+                "{what} INVALID for this data and key ({})",
                 printable(&a.key)
-            );
-            ExitCode::from(1)
+            )))
         }
-        other => failure(other),
+        other => Err(unexpected(other)),
     }
 }
 
@@ -168,13 +192,15 @@ pub fn export(
     wrapping_key: String,
     mechanism: String,
     out: Option<&Path>,
-) -> ExitCode {
+) -> Result<(), CtlError> {
     if global.db.is_some() || global.as_member.is_some() {
-        return usage(
+        return Err(CtlError::Usage(
             "key export runs only through keywardd's client socket (no --db, no --as; use \
-             KEYWARD_CREDENTIALS=FILE to act as a service account)",
-        );
+             KEYWARD_CREDENTIALS=FILE to act as a service account)"
+                .into(),
+        ));
     }
+    need_out(global, out, "key export")?;
     let req = CryptoRequest::Export {
         key: key.clone(),
         version,
@@ -183,22 +209,15 @@ pub fn export(
     };
     match call_socket(global, &global.client_socket, RequestBody::Crypto(req)) {
         Ok(ResponseBody::Crypto(CryptoResponse::Data(bytes))) => {
-            match write(out, bytes.as_slice()) {
-                Ok(()) => {
-                    eprintln!(
-                        "warning: the key material of {} left the token wrapped ({} bytes); \
-                         this export is in the audit log",
-                        printable(&key),
-                        bytes.as_slice().len()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(1)
-                }
-            }
+            write(global, &key, out, bytes.as_slice())?;
+            eprintln!(
+                "warning: the key material of {} left the token wrapped ({} bytes); this \
+                 export is in the audit log",
+                printable(&key),
+                bytes.as_slice().len()
+            );
+            Ok(())
         }
-        other => failure(other),
+        other => Err(unexpected(other)),
     }
 }

@@ -10,7 +10,7 @@
 //!
 //! Output: by default a one-line message, an aligned table and warnings on stderr; with
 //! `--json` the response's JSON document as is (JSON lines for `audit tail|query`, for a SIEM,
-//! design §6). Exit codes: 0 ok, 1 the request failed, 2 usage error.
+//! design §6). Failures and exit codes (0, 1, 2, 3) are one contract, in [`error`].
 //!
 //! The offline caller (`--as` absent) is `unix-uid:<real uid>` with the process's unix groups,
 //! read from `/proc/self/status` (`Uid:`, `Gid:`, `Groups:`): no `unsafe`, no extra crate, and
@@ -20,7 +20,8 @@
 //! |---|---|
 //! | [`args`] | the clap definitions and value parsers |
 //! | [`request`] | command → [`AdminRequest`](keyward_wire::admin::AdminRequest), names normalised |
-//! | [`transport`] | `--db` in-process, or keywardd's sockets; [`transport::CtlError`] |
+//! | [`transport`] | `--db` in-process, or keywardd's sockets |
+//! | [`error`] | [`error::CtlError`]: the JSON error document and the exit codes |
 //! | [`render`] | messages, tables, JSON, control characters escaped |
 //! | [`crypto`] | encrypt, decrypt, sign, verify, mac, key export (client socket) |
 //! | [`cert`] | `key cert create/get`: certificates and CSRs signed in the token |
@@ -30,6 +31,7 @@
 pub mod args;
 pub mod cert;
 pub mod crypto;
+pub mod error;
 pub mod render;
 pub mod request;
 pub mod transport;

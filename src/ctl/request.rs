@@ -35,6 +35,17 @@ pub fn project_id(s: &str) -> String {
     s.strip_prefix("projects/").unwrap_or(s).to_string()
 }
 
+/// Where an admin command writes its answer instead of stdout (its `--out`), if anywhere:
+/// the new service-account key, or the PEM of a public key.
+pub fn out_file(cmd: &Command) -> Option<std::path::PathBuf> {
+    match cmd {
+        Command::Sa(SaCmd::Key(SaKeyCmd::Create { out, .. }))
+        | Command::Key(KeyCmd::GetPublicKey { out, .. })
+        | Command::ImportJob(ImportJobCmd::GetPublicKey { out, .. }) => out.clone(),
+        _ => None,
+    }
+}
+
 /// The one request a command stands for. An `Err` is a usage error.
 pub fn to_request(cmd: Command) -> Result<AdminRequest, String> {
     use AdminRequest as R;
@@ -287,7 +298,7 @@ pub fn to_request(cmd: Command) -> Result<AdminRequest, String> {
                 account: account_email(&account),
             },
             SaCmd::Key(k) => match k {
-                SaKeyCmd::Create { account } => R::SaKeyCreate {
+                SaKeyCmd::Create { account, .. } => R::SaKeyCreate {
                     account: account_email(&account),
                 },
                 SaKeyCmd::List { account } => R::SaKeyList {
@@ -317,7 +328,7 @@ pub fn to_request(cmd: Command) -> Result<AdminRequest, String> {
             KeyCmd::Get { name } => R::KeyGet { name },
             KeyCmd::Rotate { name, set_primary } => R::KeyRotate { name, set_primary },
             KeyCmd::SetPrimary { name, version } => R::KeySetPrimary { name, version },
-            KeyCmd::GetPublicKey { name, version } => R::KeyGetPublicKey { name, version },
+            KeyCmd::GetPublicKey { name, version, .. } => R::KeyGetPublicKey { name, version },
             KeyCmd::Cert(CertCmd::List { key } | CertCmd::Get { key }) => R::KeyCertList { key },
             KeyCmd::Cert(CertCmd::Import {
                 key,
@@ -371,7 +382,7 @@ pub fn to_request(cmd: Command) -> Result<AdminRequest, String> {
                 method,
             },
             ImportJobCmd::Get { name } => R::ImportJobGet { name, pem: false },
-            ImportJobCmd::GetPublicKey { name } => R::ImportJobGet { name, pem: true },
+            ImportJobCmd::GetPublicKey { name, .. } => R::ImportJobGet { name, pem: true },
             ImportJobCmd::List { keyring } => R::ImportJobList { keyring },
         },
         Command::Version(c) => match c {

@@ -10,16 +10,7 @@ use keyward_wire::admin::{AdminRequest, AdminResponse};
 use keyward_wire::rv::CKR_ARGUMENTS_BAD;
 use std::path::PathBuf;
 
-/// Why a command did not produce a response.
-#[derive(Debug)]
-pub enum CtlError {
-    /// The command line cannot be served as given (exit 2).
-    Usage(String),
-    /// The request was made and failed (exit 1).
-    Request(AdminError),
-    /// No keywardd listens at the socket (exit 2; `status` reports the daemon down).
-    Unreachable(String),
-}
+pub use super::error::CtlError;
 
 /// Sends one request to the handler: to keywardd's admin socket, or in-process over `--db`
 /// (refused for requests that write while a keywardd holds that store).
@@ -149,12 +140,8 @@ pub fn connect_socket(
     };
     let hello = Hello::new(ClientKind::Ctl, None, credentials);
     Client::connect(socket, &hello).map_err(|e| match e {
-        // No daemon at that path: the command line must name another way in (exit 2).
-        WireError::Connect { source, .. } => CtlError::Unreachable(format!(
-            "cannot reach keywardd at {} ({source}): start keywardd, give --socket PATH, or \
-             use --db PATH to work offline",
-            socket.display()
-        )),
+        // No daemon there, or a socket this user may not open (exit 3).
+        WireError::Connect { source, .. } => unreachable(socket, &source),
         WireError::Refused { rv, message } => {
             fail(rv, format!("keywardd refused the connection: {message}"))
         }
@@ -218,4 +205,56 @@ pub fn process_principal() -> Result<Principal, String> {
         member: Member::UnixUid(uid),
         unix_gids: gids,
     })
+}
+
+/// Why `socket` could not be connected to, in words a user can act on: no socket, nothing
+/// listening (start keywardd), or a socket that exists but this user may not open (which
+/// group grants access).
+fn unreachable(socket: &std::path::Path, source: &std::io::Error) -> CtlError {
+    use std::os::unix::fs::MetadataExt;
+    let shown = socket.display();
+    if source.kind() == std::io::ErrorKind::PermissionDenied {
+        let message = match std::fs::metadata(socket) {
+            Ok(md) => {
+                let group = group_name(md.gid());
+                format!(
+                    "permission denied on keywardd's socket {shown}: it exists, but this user \
+                     may not connect to it (mode {:04o}, owner uid {}, group '{group}'); the \
+                     group '{group}' grants access: add this user to it (`usermod -aG {group} \
+                     USER`, then log in again)",
+                    md.mode() & 0o7777,
+                    md.uid()
+                )
+            }
+            Err(_) => format!(
+                "permission denied on the way to keywardd's socket {shown}: a directory of \
+                 that path is closed to this user"
+            ),
+        };
+        return CtlError::Unreachable {
+            message,
+            down: false,
+        };
+    }
+    CtlError::Unreachable {
+        message: format!(
+            "cannot reach keywardd at {shown} ({source}): start keywardd, give --socket PATH, \
+             or use --db PATH to work offline"
+        ),
+        down: true,
+    }
+}
+
+/// The name of group `gid` from `/etc/group` (its number if it has none there).
+fn group_name(gid: u32) -> String {
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    groups
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let id = f.nth(1)?;
+            (id.parse() == Ok(gid)).then(|| name.to_string())
+        })
+        .unwrap_or_else(|| gid.to_string())
 }

@@ -4,7 +4,8 @@
 //! `rsa-oaep-3072-sha256`, RSA-OAEP of the material itself.
 
 use super::args::Global;
-use super::render::printable;
+use super::error::print_json;
+use super::render::path_str;
 use super::transport::{run_request, CtlError};
 use keyward_wire::admin::AdminRequest;
 use keyward_wire::import::{ImportHash, ImportMethod, MAX_DIRECT_LEN};
@@ -12,7 +13,6 @@ use rsa::pkcs8::DecodePublicKey;
 use rsa::traits::PublicKeyParts;
 use rsa::{Oaep, RsaPublicKey};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use zeroize::Zeroizing;
 
 /// Where the wrapping key comes from.
@@ -22,9 +22,14 @@ pub struct Source {
     pub method: Option<String>,
 }
 
-fn fail(code: u8, m: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {}", printable(&m.to_string()));
-    ExitCode::from(code)
+/// A usage error (`code` 2) or a failure here (1).
+fn fail(code: u8, m: impl std::fmt::Display) -> Result<(), CtlError> {
+    let m = m.to_string();
+    Err(if code == 2 {
+        CtlError::Usage(m)
+    } else {
+        CtlError::Failed(m)
+    })
 }
 
 /// The job's public key (PEM) and method.
@@ -96,13 +101,9 @@ pub fn wrap(key: &RsaPublicKey, method: ImportMethod, material: &[u8]) -> Result
 }
 
 /// Runs `key wrap-for-import`: exit 0, 1 (refused), 2 (usage).
-pub fn run(global: &Global, source: Source, material: &Path, out: &Path) -> ExitCode {
+pub fn run(global: &Global, source: Source, material: &Path, out: &Path) -> Result<(), CtlError> {
     let (pem, method) = match (&source.import_job, &source.public_key_file) {
-        (Some(job), _) => match job_key(global, job) {
-            Ok(k) => k,
-            Err(CtlError::Usage(m) | CtlError::Unreachable(m)) => return fail(2, m),
-            Err(CtlError::Request(e)) => return fail(1, e.message),
-        },
+        (Some(job), _) => job_key(global, job)?,
         (None, Some(path)) => {
             let pem = match read_file(path).map(String::from_utf8) {
                 Ok(Ok(p)) => p,
@@ -157,7 +158,13 @@ pub fn run(global: &Global, source: Source, material: &Path, out: &Path) -> Exit
         blob.len(),
         out.display()
     );
-    ExitCode::SUCCESS
+    if global.json {
+        print_json(
+            &serde_json::json!({"out": path_str(out), "bytes": blob.len(),
+                                       "method": method.to_string()}),
+        );
+    }
+    Ok(())
 }
 
 /// Reads a file named on the command line.

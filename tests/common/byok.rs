@@ -157,8 +157,13 @@ pub fn create_job(env: &Env, ring: &str, id: &str, method: &str) -> PathBuf {
         id,
     ]);
     out.ok();
+    // The message on stderr, only the PEM on stdout (issue 18 item 9).
     assert!(
-        out.stdout.contains(&format!("created import job {job}")),
+        out.stderr.contains(&format!("created import job {job}")),
+        "{out:#?}"
+    );
+    assert!(
+        out.stdout.starts_with("-----BEGIN PUBLIC KEY-----"),
         "{out:#?}"
     );
     let pem = env.ctl(&["import-job", "get-public-key", &job]);

@@ -380,6 +380,10 @@ pub enum SaKeyCmd {
     Create {
         /// web@payments or serviceAccount:web@payments
         account: String,
+        /// Write the key to this new file (mode 0600) instead of stdout, e.g. a
+        /// KEYWARD_CREDENTIALS file
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
     },
     /// List an account's keys (needs iam.serviceAccountKeys.list on the project)
     List {

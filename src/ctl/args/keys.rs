@@ -100,6 +100,9 @@ pub enum KeyCmd {
         /// The version number [default: the primary]
         #[arg(long)]
         version: Option<u64>,
+        /// Write the PEM here [default: stdout]
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Certificates of an asymmetric key: make one signed in the token, attach a CA-issued
     /// one and its chain, list them (certificate objects through the PKCS#11 module)
@@ -141,8 +144,13 @@ pub enum CertCmd {
         #[arg(long, value_name = "KEY")]
         key: String,
         /// A self-signed X.509 v3 certificate, attached to the key as a certificate object
+        /// (unless --no-attach)
         #[arg(long)]
         self_signed: bool,
+        /// With --self-signed: only write the certificate to --out, attach nothing (the signer
+        /// needs no kms.cryptoKeys.update; an admin attaches it with `key cert import`)
+        #[arg(long, requires_all = ["self_signed", "out"])]
+        no_attach: bool,
         /// A PKCS#10 certificate signing request (nothing is attached)
         #[arg(long)]
         csr: bool,
@@ -221,6 +229,9 @@ pub enum ImportJobCmd {
     GetPublicKey {
         /// Full name
         name: String,
+        /// Write the PEM here [default: stdout]
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// List a ring's import jobs (needs kms.importJobs.list)
     List {
