@@ -434,6 +434,35 @@ fn pairs_made_through_the_module_get_self_signed_certificates() {
         assert_eq!(made.len(), 1, "{label}: {made:?}");
         names.push(made[0].clone());
     }
+    // `key list` shows each pair's CKA_LABEL beside its p11-... id (issue 18 item 9).
+    let table = env
+        .ctl(&["key", "list", "--keyring", RING])
+        .ok()
+        .stdout
+        .clone();
+    assert!(
+        table.lines().next().unwrap_or("").contains("LABEL"),
+        "{table}"
+    );
+    for ((label, ..), name) in pairs.iter().zip(&names) {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(name.as_str()) && l.contains(label)),
+            "{name} {label}: {table}"
+        );
+    }
+    let listed = env
+        .ctl(&["--json", "key", "list", "--keyring", RING])
+        .ok()
+        .json();
+    for ((label, ..), name) in pairs.iter().zip(&names) {
+        let k = listed
+            .as_array()
+            .and_then(|a| a.iter().find(|k| k["name"] == name.as_str()))
+            .unwrap_or_else(|| panic!("{name} not listed: {listed}"));
+        assert_eq!(k["label"], *label, "{k}");
+    }
     let client = env.client_socket.to_str().unwrap().to_string();
     let ctl = |args: &[&str]| {
         env.ctl_env(

@@ -271,6 +271,12 @@ pub fn list(ctx: &mut Ctx<'_>, keyring: &str) -> Res<AdminResponse> {
         };
         let k = key_row(ctx, name)?;
         let versions = skeys::list_versions(ctx.tx, k.id)?;
+        // A key made through the PKCS#11 module is known by its CKA_LABEL (issue 18 item 9);
+        // a KMS-style key's label is its id.
+        let label = match skeys::get_generic(ctx.tx, k.id)? {
+            Some(g) => String::from_utf8_lossy(&g.cka_label).into_owned(),
+            None => name.id.clone(),
+        };
         let primary_state = k
             .primary_version
             .and_then(|p| versions.iter().find(|v| v.version == p))
@@ -285,8 +291,15 @@ pub fn list(ctx: &mut Ctx<'_>, keyring: &str) -> Res<AdminResponse> {
                 .unwrap_or_else(|| "-".into()),
             primary_state.to_string(),
             versions.len().to_string(),
+            if label.is_empty() {
+                "-".into()
+            } else {
+                label.clone()
+            },
         ]);
-        js.push(key_json(name, &k, &versions));
+        let mut doc = key_json(name, &k, &versions);
+        doc["label"] = label.into();
+        js.push(doc);
     }
     Ok(table(
         &[
@@ -296,6 +309,7 @@ pub fn list(ctx: &mut Ctx<'_>, keyring: &str) -> Res<AdminResponse> {
             "PRIMARY",
             "PRIMARY STATE",
             "VERSIONS",
+            "LABEL",
         ],
         rows,
         json!(js),
