@@ -22,7 +22,6 @@ use super::objects::{Half, ObjectKey, PublicValues};
 use super::{ClientConnection, SlotCtx, View};
 use crate::admin::import::Pkcs11Import;
 use crate::catalog::JobEntry;
-use crate::policy::{Permission, ResourceName};
 use keyward_wire::import::{ImportHash, ImportMethod};
 use keyward_wire::keys::{Algorithm, KeyKind};
 use keyward_wire::pkcs11::{
@@ -190,16 +189,7 @@ impl ClientConnection {
         if ctx.login != Some(false) {
             return Vec::new();
         }
-        let may = view
-            .state
-            .policy
-            .authorize(
-                &ctx.principal,
-                Permission::ImportJobsGet,
-                &ResourceName::KeyRing(ring.clone()),
-            )
-            .allowed;
-        if !may {
+        if !super::gate::sees_import_jobs(&view.state.policy, &ctx.principal, ring) {
             return Vec::new();
         }
         let now = self.now();

@@ -21,7 +21,7 @@ use super::{ClientConnection, SlotCtx, View};
 use crate::admin::certs::NewCertObject;
 use crate::audit::Outcome;
 use crate::catalog::CertEntry;
-use crate::policy::{Principal, ResourceName};
+use crate::policy::Principal;
 use keyward_wire::pkcs11::{
     AttrResult, AttrValue, Attribute, Blob, ObjectHandle, Pkcs11Response, SessionId,
 };
@@ -93,11 +93,6 @@ impl CertView<'_> {
     }
 }
 
-/// viewPublicKey or a use permission in `perms` (the one rule, [`crate::policy::PermSet::reads_public_values`]).
-fn reads_public(perms: crate::policy::PermSet) -> bool {
-    perms.reads_public_values()
-}
-
 impl ClientConnection {
     /// The certificate as the principal sees it, if it does.
     /// `ring_reads` caches, for one call, whether the principal may read the ring's own
@@ -113,39 +108,17 @@ impl ClientConnection {
         if &c.ring != ring {
             return None;
         }
-        let policy = &view.state.policy;
         let creator = self.caller.instance.is_some()
             && c.row.creator_instance == self.caller.instance
             && c.row.created_by == principal.member.to_string();
-        let readable =
-            match &c.owner {
-                Some((key, _)) => {
-                    if !policy.sees_key(principal, key) {
-                        return None;
-                    }
-                    creator
-                        || reads_public(policy.effective_permissions(
-                            principal,
-                            &ResourceName::CryptoKey(key.clone()),
-                        ))
-                }
-                None => {
-                    creator
-                        || *ring_reads.get_or_init(|| {
-                            reads_public(policy.effective_permissions(
-                                principal,
-                                &ResourceName::KeyRing(ring.clone()),
-                            )) || policy.visible_keys(principal, ring).into_iter().any(|k| {
-                                reads_public(
-                                    policy.effective_permissions(
-                                        principal,
-                                        &ResourceName::CryptoKey(k),
-                                    ),
-                                )
-                            })
-                        })
-                }
-            };
+        let readable = super::gate::cert_read(
+            &view.state.policy,
+            principal,
+            ring,
+            c.owner.as_ref().map(|(key, _)| key),
+            creator,
+            ring_reads,
+        )?;
         Some(CertView { entry: c, readable })
     }
 
@@ -186,12 +159,11 @@ impl ClientConnection {
         };
         let found = self.cert_view(view, &ctx.principal, ring, c, &OnceCell::new());
         if found.is_none() {
-            self.deny(
+            self.refused(
                 &ctx.principal,
                 self.current,
                 Some(c.resource()),
-                CKR_OBJECT_HANDLE_INVALID,
-                "not visible to the caller",
+                super::gate::Denial::new(CKR_OBJECT_HANDLE_INVALID, "not visible to the caller"),
             );
         }
         Some(found.ok_or(CKR_OBJECT_HANDLE_INVALID))

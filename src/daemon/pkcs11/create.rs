@@ -28,13 +28,14 @@
 //!   `CKR_ATTRIBUTE_READ_ONLY`.
 
 use super::ck::*;
+use super::gate;
 use super::objects::{Half, ObjectKey};
 use super::{ClientConnection, SlotCtx};
 use crate::admin::generic::{NewGenericKey, UnwrapFrom};
 use crate::audit::Outcome;
 use crate::catalog::RingEntry;
 use crate::context::Caller;
-use crate::policy::{KeyRingName, Permission, ResourceName};
+use crate::policy::KeyRingName;
 use keyward_token::public_key::Curve;
 use keyward_token::{GenericKind, GenericUsage};
 use keyward_wire::pkcs11::{
@@ -277,28 +278,18 @@ impl ClientConnection {
         self.healthy()?;
         let view = self.svc.view()?;
         let ctx = self.slot_ctx(slot, &view.state)?;
-        let ring = ctx.ring.as_ref().and_then(|r| {
-            let allowed = view
-                .state
-                .policy
-                .authorize(
-                    &ctx.principal,
-                    Permission::CryptoKeysCreate,
-                    &ResourceName::KeyRing(r.clone()),
-                )
-                .allowed;
-            let entry = view.state.catalog.rings.get(r)?.clone();
-            allowed.then(|| (r.clone(), entry))
-        });
-        let Some((ring, entry)) = ring else {
-            self.deny(
-                &ctx.principal,
-                action,
-                Some(ctx.ring_name.clone()),
-                CKR_TOKEN_WRITE_PROTECTED,
-                "needs kms.cryptoKeys.create on the ring",
-            );
-            return Err(CKR_TOKEN_WRITE_PROTECTED);
+        // A ring absent from the catalog is refused as one not seen.
+        let found = ctx
+            .ring
+            .as_ref()
+            .and_then(|r| Some((r.clone(), view.state.catalog.rings.get(r)?.clone())));
+        let ring = found.as_ref().map(|(r, _)| r);
+        let (ring, entry) = match gate::create_gate(&view.state.policy, &ctx.principal, ring) {
+            // create_gate refuses a `None` ring: `found` is there.
+            Ok(_) => found.ok_or(CKR_TOKEN_WRITE_PROTECTED)?,
+            Err(d) => {
+                return Err(self.refused(&ctx.principal, action, Some(ctx.ring_name.clone()), d))
+            }
         };
         if !rw {
             return Err(CKR_SESSION_READ_ONLY);
@@ -355,15 +346,7 @@ impl ClientConnection {
         t: &mut KeyTemplate,
     ) -> Result<(), u64> {
         let view = self.svc.view()?;
-        let may_export = view
-            .state
-            .policy
-            .authorize(
-                &ctx.principal,
-                Permission::ExportKeyMaterial,
-                &ResourceName::KeyRing(ring.clone()),
-            )
-            .allowed;
+        let may_export = gate::may_make_extractable(&view.state.policy, &ctx.principal, ring);
         if t.extractable && !may_export {
             t.weaker
                 .push("CKA_EXTRACTABLE=TRUE without exportKeyMaterial");
@@ -587,20 +570,8 @@ impl ClientConnection {
         const ACTION: &str = "C_DestroyObject";
         let (ctx, id) = self.visible_object(session, handle, CKR_OBJECT_HANDLE_INVALID)?;
         let view = self.svc.view()?;
-        let d = view.state.policy.authorize(
-            &ctx.principal,
-            Permission::VersionsDestroy,
-            &ResourceName::CryptoKey(id.key.clone()),
-        );
-        if !d.allowed {
-            self.deny(
-                &ctx.principal,
-                ACTION,
-                Some(id.version_name()),
-                CKR_ACTION_PROHIBITED,
-                "needs kms.cryptoKeyVersions.destroy",
-            );
-            return Err(CKR_ACTION_PROHIBITED);
+        if let Err(d) = gate::destroy_gate(&view.state.policy, &ctx.principal, &id.key) {
+            return Err(self.refused(&ctx.principal, ACTION, Some(id.version_name()), d));
         }
         if !self.session(session)?.rw {
             return Err(CKR_SESSION_READ_ONLY);
@@ -632,25 +603,8 @@ impl ClientConnection {
         let view = self.svc.view()?;
         let generic = view.state.catalog.generic.get(&id.key);
         let creator = self.extra(&view, &id.key, id.version).creator;
-        let allowed = creator
-            || view
-                .state
-                .policy
-                .authorize(
-                    &ctx.principal,
-                    Permission::CryptoKeysUpdate,
-                    &ResourceName::CryptoKey(id.key.clone()),
-                )
-                .allowed;
-        if !allowed {
-            self.deny(
-                &ctx.principal,
-                ACTION,
-                Some(id.version_name()),
-                CKR_ACTION_PROHIBITED,
-                "needs kms.cryptoKeys.update (or to be the creating instance)",
-            );
-            return Err(CKR_ACTION_PROHIBITED);
+        if let Err(d) = gate::attribute_gate(&view.state.policy, &ctx.principal, &id.key, creator) {
+            return Err(self.refused(&ctx.principal, ACTION, Some(id.version_name()), d));
         }
         if generic.is_none() {
             // Keys made with keywardctl have derived CKA_ID/CKA_LABEL (design §4).

@@ -3,6 +3,7 @@
 //! policy's `authorize`, one audit record per call) and its token operations ([`ops::run`]).
 
 use super::ck::*;
+use super::gate::{self, Denial};
 use super::objects::{self, Half};
 use super::ops::{self, Outcome};
 use super::ClientConnection;
@@ -269,9 +270,7 @@ impl ClientConnection {
                         format!("{name} has no version {number}"),
                     )
                 })?;
-            let perms = state
-                .policy
-                .effective_permissions(principal, &ResourceName::CryptoKey(kname.clone()));
+            let perms = gate::attribute_rights(&state.policy, principal, &kname);
             let half = want(v.public_key.is_some());
             objects::version_objects(entry, v, perms, self.extra(&view, &kname, number))
                 .into_iter()
@@ -357,15 +356,26 @@ impl ClientConnection {
         };
         // An absent key takes the same visibility check and leaves the same denial record as
         // an invisible one: the answer, its record and its work are the same (design §9).
-        let sees = state.policy.sees_key(&self.caller.principal, &name);
-        if !(sees && state.catalog.keys.contains_key(&name)) {
+        let seen = gate::visibility(
+            &state.policy,
+            &self.caller.principal,
+            &name,
+            CKR_KEY_HANDLE_INVALID,
+        )
+        .and_then(|()| match state.catalog.keys.contains_key(&name) {
+            true => Ok(()),
+            false => Err(Denial::new(
+                CKR_KEY_HANDLE_INVALID,
+                "not visible to the caller",
+            )),
+        });
+        if let Err(d) = seen {
             // Told "absent", recorded as refused (design §4, §6).
-            self.deny(
+            self.refused(
                 &self.caller.principal,
                 action,
                 Some(ResourceName::CryptoKey(name).to_string()),
-                CKR_KEY_HANDLE_INVALID,
-                "not visible to the caller",
+                d,
             );
             return Err(missing(key));
         }
@@ -427,9 +437,7 @@ impl ClientConnection {
                     ),
                 )
             })?;
-        let perms = state
-            .policy
-            .effective_permissions(principal, &ResourceName::CryptoKey(name.clone()));
+        let perms = gate::attribute_rights(&state.policy, principal, &name);
         let half = match call.op {
             Operation::Sign | Operation::Decrypt if version.public_key.is_some() => Half::Private,
             _ if version.public_key.is_some() => Half::Public,
@@ -437,8 +445,14 @@ impl ClientConnection {
         };
         let resource = format!("{}/cryptoKeyVersions/{number}", call.key);
         let refuse = |rv: u64, why: String| {
-            self.deny(principal, call.action, Some(resource.clone()), rv, &why);
-            Err(err(rv, format!("{why} ({resource})")))
+            let message = format!("{why} ({resource})");
+            let rv = self.refused(
+                principal,
+                call.action,
+                Some(resource.clone()),
+                Denial::new(rv, why),
+            );
+            Err(err(rv, message))
         };
         let Some(obj) =
             objects::version_objects(entry, version, perms, self.extra(&view, &name, number))
@@ -463,27 +477,20 @@ impl ClientConnection {
                 format!("version {number} is {}, not ENABLED", version.state),
             );
         }
-        let permission = match call.op {
-            Operation::Encrypt => crate::policy::Permission::UseToEncrypt,
-            Operation::Decrypt => crate::policy::Permission::UseToDecrypt,
-            Operation::Sign => crate::policy::Permission::UseToSign,
-            _ => crate::policy::Permission::UseToVerify,
+        let grant = match gate::use_gate(&state.policy, principal, call.op, &name) {
+            Ok(g) => g,
+            Err(d) => {
+                let why = match gate::use_permission(call.op) {
+                    Some(permission) => format!(
+                        "permission denied: {} needs {permission} on {}",
+                        principal.member, call.key
+                    ),
+                    None => d.why,
+                };
+                return refuse(d.rv, why);
+            }
         };
-        let d = state.policy.authorize(
-            principal,
-            permission,
-            &ResourceName::CryptoKey(name.clone()),
-        );
-        if !d.allowed {
-            return refuse(
-                CKR_KEY_FUNCTION_NOT_PERMITTED,
-                format!(
-                    "permission denied: {} needs {permission} on {}",
-                    principal.member, call.key
-                ),
-            );
-        }
-        let granted = d.granted_by.map(|b| format!("granted by {b}"));
+        let granted = grant.granted_by.map(|b| format!("granted by {b}"));
         self.record(
             principal,
             call.action,

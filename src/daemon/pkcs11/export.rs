@@ -17,10 +17,11 @@
 //!   (`export_gated`) on the keys' primary (or named) versions, audited as `key.export`.
 
 use super::ck::*;
+use super::gate::{self, Denial};
 use super::objects::{Half, ObjectView};
 use super::{ClientConnection, View};
 use crate::audit::Outcome;
-use crate::policy::{Permission, Principal, ResourceName};
+use crate::policy::Principal;
 use keyward_token::{OaepHash, WrapMechanism};
 use keyward_wire::pkcs11::{Blob, MechParams, Mechanism, ObjectHandle, Pkcs11Response, SessionId};
 
@@ -116,11 +117,12 @@ impl ClientConnection {
         kobj: &ObjectView<'_>,
     ) -> Result<Vec<u8>, (u64, String)> {
         let resource = Some(kobj.id.version_name());
-        let refuse = |rv: u64, why: &str| {
-            self.deny(principal, action, resource.clone(), rv, why);
-            tracing::warn!(key = %kobj.id.version_name(), rv, why, "key export refused");
-            Err((rv, why.to_string()))
+        let refuse_with = |d: Denial| {
+            tracing::warn!(key = %kobj.id.version_name(), rv = d.rv, why = %d.why, "key export refused");
+            let why = d.why.clone();
+            Err((self.refused(principal, action, resource.clone(), d), why))
         };
+        let refuse = |rv: u64, why: &str| refuse_with(Denial::new(rv, why));
         // The wrapping key: an AES secret key for AES-KW(P), an RSA public key for OAEP,
         // ENABLED, with CKA_WRAP, and useToEncrypt.
         let wkey_ok = match m {
@@ -140,18 +142,8 @@ impl ClientConnection {
             );
         }
         let policy = &view.state.policy;
-        let may_encrypt = policy
-            .authorize(
-                principal,
-                Permission::UseToEncrypt,
-                &ResourceName::CryptoKey(wobj.id.key.clone()),
-            )
-            .allowed;
-        if !may_encrypt {
-            return refuse(
-                CKR_WRAPPING_KEY_HANDLE_INVALID,
-                "needs useToEncrypt on the wrapping key",
-            );
+        if let Err(d) = gate::wrapping_gate(policy, principal, &wobj.id.key) {
+            return refuse_with(d);
         }
         // The key: a secret or private key, ENABLED, and exportKeyMaterial.
         if kobj.id.half == Half::Public {
@@ -160,17 +152,10 @@ impl ClientConnection {
         if !kobj.enabled() {
             return refuse(CKR_KEY_HANDLE_INVALID, "the version is not ENABLED");
         }
-        let d = policy.authorize(
-            principal,
-            Permission::ExportKeyMaterial,
-            &ResourceName::CryptoKey(kobj.id.key.clone()),
-        );
-        if !d.allowed {
-            return refuse(
-                CKR_KEY_UNEXTRACTABLE,
-                "needs kms.cryptoKeyVersions.exportKeyMaterial",
-            );
-        }
+        let d = match gate::export_gate(policy, principal, &kobj.id.key) {
+            Ok(grant) => grant,
+            Err(d) => return refuse_with(d),
+        };
         let private = kobj.id.half == Half::Private;
         let wname = wobj.id.version_name();
         match self

@@ -36,6 +36,7 @@ pub mod create;
 pub mod ctl;
 pub mod export;
 mod find;
+pub mod gate;
 pub mod instance;
 mod manage;
 pub mod objects;

@@ -21,12 +21,12 @@
 //! - Import jobs' keys unwrap through [`super::byok`] (BYOK, design §5).
 
 use super::ck::*;
+use super::gate::{self, Denial};
 use super::objects::Half;
 use super::session_objects::wants_session_object;
 use super::ClientConnection;
 use crate::admin::generic::UnwrapFrom;
 use crate::audit::Outcome;
-use crate::policy::{Permission, ResourceName};
 use keyward_token::GenericKind;
 use keyward_token::MechanismType;
 use keyward_wire::pkcs11::{
@@ -113,8 +113,12 @@ impl ClientConnection {
             .map_err(|_| CKR_UNWRAPPING_KEY_HANDLE_INVALID)?;
         let name = obj.id.version_name();
         let refuse = |this: &Self, rv: u64, why: &str| {
-            this.deny(&ctx.principal, ACTION, Some(name.clone()), rv, why);
-            Err(rv)
+            Err(this.refused(
+                &ctx.principal,
+                ACTION,
+                Some(name.clone()),
+                Denial::new(rv, why),
+            ))
         };
         // No IV, or an empty one: the default IV of RFC 3394 / RFC 5649.
         let default_iv = match &mechanism.params {
@@ -163,18 +167,10 @@ impl ClientConnection {
         if ctx.login == Some(true) {
             return refuse(self, CKR_UNWRAPPING_KEY_HANDLE_INVALID, "SO session");
         }
-        let d = view.state.policy.authorize(
-            &ctx.principal,
-            Permission::UseToDecrypt,
-            &ResourceName::CryptoKey(obj.id.key.clone()),
-        );
-        if !d.allowed {
-            return refuse(
-                self,
-                CKR_UNWRAPPING_KEY_HANDLE_INVALID,
-                "unwrapping with a key needs useToDecrypt on it",
-            );
-        }
+        let d = match gate::unwrap_gate(&view.state.policy, &ctx.principal, &obj.id.key) {
+            Ok(grant) => grant,
+            Err(d) => return Err(self.refused(&ctx.principal, ACTION, Some(name.clone()), d)),
+        };
         let unwrapping_id = obj.token_id().to_vec();
         let granted = d.granted_by.map(|b| format!("granted by {b}; unwrap"));
         let (kind, key_type) = match target_kind(template, wrapped.len(), pad) {
