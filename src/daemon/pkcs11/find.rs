@@ -5,9 +5,10 @@
 //! recorded when it closes (design §6).
 
 use super::ck::*;
+use super::gate;
 use super::objects::{self, ObjectKey, ObjectView};
 use super::{ClientConnection, SlotCtx, View};
-use crate::policy::{CryptoKeyName, ResourceName};
+use crate::policy::CryptoKeyName;
 use crate::store::keys::{PublicHalf, VersionState};
 use keyward_wire::pkcs11::{AttrResult, Attribute, ObjectHandle, Pkcs11Response, SessionId};
 
@@ -34,9 +35,9 @@ impl ClientConnection {
                 .values()
                 .filter(|k| &k.name.ring == ring && label_may_match(view, k, label))
                 .map(|k| k.name.clone())
-                .filter(|n| state.policy.sees_key(&ctx.principal, n))
+                .filter(|n| gate::key_seen(&state.policy, &ctx.principal, n))
                 .collect(),
-            None => state.policy.visible_keys(&ctx.principal, ring),
+            None => gate::keys_seen(&state.policy, &ctx.principal, ring),
         };
         // Creation order (design §9 "Squatting"): the oldest key holding a name comes first,
         // whatever the keys' names.
@@ -46,9 +47,7 @@ impl ClientConnection {
             let Some(key) = state.catalog.keys.get(&name) else {
                 continue;
             };
-            let perms = state
-                .policy
-                .effective_permissions(&ctx.principal, &ResourceName::CryptoKey(name.clone()));
+            let perms = gate::attribute_rights(&state.policy, &ctx.principal, &name);
             for v in key.versions.iter().filter(|v| {
                 matches!(
                     v.state,
@@ -85,18 +84,11 @@ impl ClientConnection {
         if &id.key.ring != ring {
             return Err(invalid);
         }
-        if !state.policy.sees_key(&ctx.principal, &id.key) {
+        if let Err(d) = gate::visibility(&state.policy, &ctx.principal, &id.key, invalid) {
             // A handle the instance was given while it saw the key (a binding was revoked
             // since, or another principal's session found it): the caller is told the
             // object is absent, the audit log that it was refused (design §4, §6).
-            self.deny(
-                &ctx.principal,
-                self.current,
-                Some(id.version_name()),
-                invalid,
-                "not visible to the caller",
-            );
-            return Err(invalid);
+            return Err(self.refused(&ctx.principal, self.current, Some(id.version_name()), d));
         }
         if id.half.is_private() && ctx.login != Some(false) {
             return Err(invalid);
@@ -107,9 +99,7 @@ impl ClientConnection {
             .iter()
             .find(|v| v.version == id.version)
             .ok_or(invalid)?;
-        let perms = state
-            .policy
-            .effective_permissions(&ctx.principal, &ResourceName::CryptoKey(id.key.clone()));
+        let perms = gate::attribute_rights(&state.policy, &ctx.principal, &id.key);
         let obj = objects::version_objects(
             key,
             version,

@@ -98,7 +98,7 @@ fn require(
 /// Design §4 "Visibility" and the table's `C_FindObjects*` row (object not returned): does
 /// the principal see the key (any `kms.*` permission on it, direct or inherited, which
 /// covers `kms.cryptoKeys.list` on its ring)?
-pub fn sees_key(policy: &Snapshot, principal: &Principal, key: &CryptoKeyName) -> bool {
+pub fn key_seen(policy: &Snapshot, principal: &Principal, key: &CryptoKeyName) -> bool {
     policy.sees_key(principal, key)
 }
 
@@ -120,7 +120,7 @@ pub fn visibility(
 }
 
 /// Design §4's `C_FindObjects*` row: the keys of `ring` the principal sees (sorted by name).
-pub fn visible_keys(
+pub fn keys_seen(
     policy: &Snapshot,
     principal: &Principal,
     ring: &KeyRingName,
@@ -130,14 +130,14 @@ pub fn visible_keys(
 
 /// Design §4 "Slots and tokens": the key rings whose tokens the principal sees (any visible
 /// key in the ring, or a `kms.*` permission on it), sorted by name.
-pub fn visible_rings(policy: &Snapshot, principal: &Principal) -> Vec<KeyRingName> {
+pub fn rings_seen(policy: &Snapshot, principal: &Principal) -> Vec<KeyRingName> {
     policy.visible_key_rings(principal)
 }
 
 /// Design §4 "Slots and tokens" and the table's `C_GenerateRandom` row ("sees the token"); also
 /// §9 "Session objects" (an unbound uid cannot use the token): does the principal see the
 /// ring's token?
-pub fn sees_ring(policy: &Snapshot, principal: &Principal, ring: &KeyRingName) -> bool {
+pub fn ring_seen(policy: &Snapshot, principal: &Principal, ring: &KeyRingName) -> bool {
     policy.sees_key_ring(principal, ring)
 }
 
@@ -552,9 +552,9 @@ mod tests {
             ),
         ]);
         // Any kms.* permission on the key: that key only.
-        assert_eq!(visible_keys(&s, &user("signer"), &ring()), vec![k()]);
-        assert!(sees_key(&s, &user("signer"), &k()));
-        assert!(!sees_key(&s, &user("signer"), &key("other")));
+        assert_eq!(keys_seen(&s, &user("signer"), &ring()), vec![k()]);
+        assert!(key_seen(&s, &user("signer"), &k()));
+        assert!(!key_seen(&s, &user("signer"), &key("other")));
         assert_eq!(
             visibility(&s, &user("signer"), &k(), CKR_KEY_HANDLE_INVALID),
             Ok(())
@@ -568,13 +568,13 @@ mod tests {
         );
         // cryptoKeys.list on the ring: every key.
         assert_eq!(
-            visible_keys(&s, &user("viewer"), &ring()),
+            keys_seen(&s, &user("viewer"), &ring()),
             vec![k(), key("other")]
         );
         // A permission outside kms.* on an ancestor, or none: nothing; an absent key is not
         // seen either.
         for p in [user("projectGetter"), user("nobody")] {
-            assert!(visible_keys(&s, &p, &ring()).is_empty());
+            assert!(keys_seen(&s, &p, &ring()).is_empty());
             assert_eq!(
                 visibility(&s, &p, &k(), CKR_OBJECT_HANDLE_INVALID)
                     .unwrap_err()
@@ -582,10 +582,10 @@ mod tests {
                 CKR_OBJECT_HANDLE_INVALID
             );
         }
-        assert!(!sees_key(&s, &user("viewer"), &key("absent")));
+        assert!(!key_seen(&s, &user("viewer"), &key("absent")));
         // The slot list: rings seen through a key or the ring.
-        assert_eq!(visible_rings(&s, &user("signer")), vec![ring()]);
-        assert!(visible_rings(&s, &user("projectGetter")).is_empty());
+        assert_eq!(rings_seen(&s, &user("signer")), vec![ring()]);
+        assert!(rings_seen(&s, &user("projectGetter")).is_empty());
     }
 
     /// C_GetAttributeValue: public values need viewPublicKey or any use permission.
@@ -603,7 +603,7 @@ mod tests {
                 "{reader}"
             );
         }
-        assert!(sees_key(&s, &user("viewer"), &k()));
+        assert!(key_seen(&s, &user("viewer"), &k()));
         assert!(!attribute_rights(&s, &user("viewer"), &k()).reads_public_values());
         assert!(attribute_rights(&s, &user("nobody"), &k()).is_empty());
     }
@@ -886,8 +886,8 @@ mod tests {
     #[test]
     fn random_needs_the_token_seen() {
         let s = snapshot(&[on_k("roles/kms.publicKeyViewer"), on_web("roles/kms.admin")]);
-        assert!(sees_ring(&s, &user("publicKeyViewer"), &ring()));
-        assert!(!sees_ring(&s, &user("nobody"), &ring()));
+        assert!(ring_seen(&s, &user("publicKeyViewer"), &ring()));
+        assert!(!ring_seen(&s, &user("nobody"), &ring()));
         assert_eq!(so_login_gate(&s, &user("admin"), Some(&ring())), Ok(()));
         assert_eq!(
             so_login_gate(&s, &user("publicKeyViewer"), Some(&ring()))

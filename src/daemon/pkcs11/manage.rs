@@ -9,6 +9,7 @@
 //! expected), as if it did not exist.
 
 use super::ck::*;
+use super::gate;
 use super::session_objects::{self, Lookup};
 use super::ClientConnection;
 use keyward_wire::pkcs11::{Attribute, Mechanism, ObjectHandle, Pkcs11Response, SessionId};
@@ -83,14 +84,12 @@ impl ClientConnection {
         }
         // A Keyward key is never copied (design §4 "No side doors").
         let (ctx, obj) = self.visible_object(session, object, CKR_OBJECT_HANDLE_INVALID)?;
-        self.deny(
+        Err(self.refused(
             &ctx.principal,
             "C_CopyObject",
             Some(obj.version_name()),
-            CKR_ACTION_PROHIBITED,
-            "Keyward keys are not copyable",
-        );
-        Err(CKR_ACTION_PROHIBITED)
+            gate::copy_gate(),
+        ))
     }
 
     /// `C_DestroyObject` (§5.7).

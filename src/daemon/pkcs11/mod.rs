@@ -53,7 +53,7 @@ use crate::audit::writer::AuditWriter;
 use crate::catalog::{Published, State};
 use crate::context::{Caller, Clock};
 use crate::daemon::limits::{Buffer, Charge, Limits};
-use crate::policy::{KeyRingName, Permission, Principal};
+use crate::policy::{KeyRingName, Principal};
 use ck::*;
 use instance::InstanceState;
 use keyward_token::Token;
@@ -373,16 +373,6 @@ fn init_action(op: Operation) -> &'static str {
         Operation::Sign => "C_SignInit",
         Operation::Verify => "C_VerifyInit",
         Operation::Digest => "C_DigestInit",
-    }
-}
-
-fn use_permission(op: Operation) -> Option<Permission> {
-    match op {
-        Operation::Encrypt => Some(Permission::UseToEncrypt),
-        Operation::Decrypt => Some(Permission::UseToDecrypt),
-        Operation::Sign => Some(Permission::UseToSign),
-        Operation::Verify => Some(Permission::UseToVerify),
-        Operation::Digest => None,
     }
 }
 

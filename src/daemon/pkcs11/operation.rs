@@ -4,13 +4,13 @@
 //! the backing token. Also `C_GenerateRandom`.
 
 use super::ck::*;
+use super::gate::{self, Denial};
 use super::ops::{self, Plan};
 use super::session_objects::Lookup;
 use super::stream::{Chain, Hasher, Stream};
-use super::{init_action, use_permission, Active, ClientConnection, MAX_RANDOM};
+use super::{init_action, Active, ClientConnection, MAX_RANDOM};
 use crate::audit::Outcome;
 use crate::daemon::limits::{Buffer, Refused};
-use crate::policy::{Permission, ResourceName};
 use keyward_wire::pkcs11::{Blob, ObjectHandle, Operation, Pkcs11Response, SessionId};
 use std::sync::Arc;
 
@@ -116,7 +116,7 @@ impl ClientConnection {
         if !self.svc.audit.is_healthy() {
             return Err(self.audit_down(&ctx.principal, action));
         }
-        let (Some(handle), Some(permission)) = (key, use_permission(op)) else {
+        let (Some(handle), Some(_)) = (key, gate::use_permission(op)) else {
             // C_DigestInit: no key and no IAM gate, but the slot's token must be one the
             // principal sees (design §9: an unbound uid cannot use the token).
             let hash = ops::digest_mechanism(mechanism)?;
@@ -143,10 +143,9 @@ impl ClientConnection {
         };
         let obj = self.resolve(&view, &ctx, handle, CKR_KEY_HANDLE_INVALID)?;
         let resource = Some(obj.id.version_name());
-        let refuse = |this: &Self, rv: u64, why: &str| {
-            this.deny(&ctx.principal, action, resource.clone(), rv, why);
-            Err(rv)
-        };
+        let refuse_with =
+            |this: &Self, d: Denial| Err(this.refused(&ctx.principal, action, resource.clone(), d));
+        let refuse = |this: &Self, rv: u64, why: &str| refuse_with(this, Denial::new(rv, why));
         let mut plan = match ops::plan(op, mechanism, &obj, self.svc.token.mechanisms()) {
             Ok(p) => p,
             Err(rv) => {
@@ -163,63 +162,21 @@ impl ClientConnection {
         if ctx.login == Some(true) && obj.id.half.is_private() {
             return refuse(self, CKR_KEY_HANDLE_INVALID, "SO session");
         }
-        let d = state.policy.authorize(
-            &ctx.principal,
-            permission,
-            &ResourceName::CryptoKey(obj.id.key.clone()),
-        );
-        if !d.allowed {
-            return refuse(
-                self,
-                CKR_KEY_FUNCTION_NOT_PERMITTED,
-                &format!("needs {permission}"),
-            );
-        }
+        let d = match gate::use_gate(&state.policy, &ctx.principal, op, &obj.id.key) {
+            Ok(grant) => grant,
+            Err(d) => return refuse_with(self, d),
+        };
         // Design §9: the opposite use permission decides who chooses IVs and which modes are
         // offered (decided on this snapshot, bound to the operation with its plan).
-        let other = match op {
-            Operation::Encrypt => Some(Permission::UseToDecrypt),
-            Operation::Decrypt => Some(Permission::UseToEncrypt),
-            // A short-MAC verify is a sign oracle (design §9): it needs useToSign.
-            Operation::Verify => Some(Permission::UseToSign),
-            _ => None,
-        };
-        let holds_other = other.is_none_or(|p| {
-            state
-                .policy
-                .authorize(
-                    &ctx.principal,
-                    p,
-                    &ResourceName::CryptoKey(obj.id.key.clone()),
-                )
-                .allowed
-        });
         let token = &self.svc.token;
-        let generated = match ops::restrict(op, &mut plan, &mechanism.params, holds_other, |n| {
+        let generated = match gate::iv_gate(op, d.holds_other, &mut plan, &mechanism.params, |n| {
             token.generate_random(n).map_err(|e| {
                 tracing::warn!(error = %e, "cannot draw an IV in the token");
                 CKR_DEVICE_ERROR
             })
         }) {
             Ok(g) => g,
-            Err(rv) => {
-                let why = match (op, rv) {
-                    (_, CKR_MECHANISM_PARAM_INVALID) => {
-                        "without useToDecrypt the IV or counter block is keywardd's: pass zeros"
-                    }
-                    (Operation::Encrypt, CKR_KEY_FUNCTION_NOT_PERMITTED) => {
-                        "ECB and CBC are not offered without useToDecrypt"
-                    }
-                    (Operation::Verify, CKR_KEY_FUNCTION_NOT_PERMITTED) => {
-                        "a truncated MAC is verified only with useToSign"
-                    }
-                    (_, CKR_KEY_FUNCTION_NOT_PERMITTED) => {
-                        "CTR is not offered without useToEncrypt"
-                    }
-                    _ => "cannot generate an IV",
-                };
-                return refuse(self, rv, why);
-            }
+            Err(d) => return refuse_with(self, d),
         };
         let (charge, buf) = self.operation_charge(&ctx.principal, resource.clone())?;
         let granted = d.granted_by.map(|b| {

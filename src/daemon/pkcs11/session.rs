@@ -5,6 +5,7 @@
 //! kms.keyRings.setIamPolicy on the ring).
 
 use super::ck::*;
+use super::gate;
 use super::instance::{Login, SlotEntry};
 use super::ops;
 use super::{
@@ -13,7 +14,7 @@ use super::{
 use crate::audit::Outcome;
 use crate::catalog::State;
 use crate::daemon::limits::Resource;
-use crate::policy::{KeyRingName, Permission, Principal, ResourceName};
+use crate::policy::{KeyRingName, Principal, ResourceName};
 use keyward_wire::pkcs11::{
     ring_identity, ConfiguredToken, Pkcs11Response, SessionId, SlotDescription, SlotId, TokenInfo,
     UserType,
@@ -127,7 +128,7 @@ impl ClientConnection {
         let cap = self.svc.unseen_ring_cap.load(Ordering::Relaxed);
         let mut table: HashMap<SlotId, SlotEntry> = HashMap::new();
         let mut listed: Vec<(SlotId, String, String, String)> = Vec::new();
-        for ring in state.policy.visible_key_rings(&base) {
+        for ring in gate::rings_seen(&state.policy, &base) {
             let Some(r) = state.catalog.rings.get(&ring) else {
                 continue;
             };
@@ -233,7 +234,7 @@ impl ClientConnection {
         let state = self.svc.published.current();
         let u = u32::try_from(slot.0).map_err(|_| CKR_SLOT_ID_INVALID)?;
         let r = state.catalog.ring_by_slot(u).ok_or(CKR_SLOT_ID_INVALID)?;
-        if !state.policy.sees_key_ring(&inst.base, &r.name) {
+        if !gate::ring_seen(&state.policy, &inst.base, &r.name) {
             return Err(CKR_SLOT_ID_INVALID);
         }
         let e = SlotEntry {
@@ -249,7 +250,7 @@ impl ClientConnection {
         let entry = self.slot_entry(slot)?;
         let (principal, login) = self.inst.lock().principal(slot);
         let ring = parse_ring(&entry.ring).filter(|r| {
-            state.catalog.rings.contains_key(r) && state.policy.sees_key_ring(&principal, r)
+            state.catalog.rings.contains_key(r) && gate::ring_seen(&state.policy, &principal, r)
         });
         Ok(SlotCtx {
             principal,
@@ -307,25 +308,9 @@ impl ClientConnection {
         };
         if so {
             let state = self.svc.published.current();
-            let allowed = parse_ring(&entry.ring).is_some_and(|r| {
-                state
-                    .policy
-                    .authorize(
-                        &principal,
-                        Permission::KeyRingsSetIamPolicy,
-                        &ResourceName::KeyRing(r),
-                    )
-                    .allowed
-            });
-            if !allowed {
-                self.deny(
-                    &principal,
-                    "C_Login",
-                    Some(entry.ring.clone()),
-                    CKR_PIN_INCORRECT,
-                    "CKU_SO without kms.keyRings.setIamPolicy on the ring",
-                );
-                return Err(CKR_PIN_INCORRECT);
+            let ring = parse_ring(&entry.ring);
+            if let Err(d) = gate::so_login_gate(&state.policy, &principal, ring.as_ref()) {
+                return Err(self.refused(&principal, "C_Login", Some(entry.ring.clone()), d));
             }
         }
         self.record(
