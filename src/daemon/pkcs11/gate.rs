@@ -363,6 +363,20 @@ pub fn copy_gate() -> Denial {
     Denial::new(CKR_ACTION_PROHIBITED, "Keyward keys are not copyable")
 }
 
+/// Design §9 "Session objects" (and §4: they need no create permission, they are not
+/// Keyward keys): a session object is made only by a principal that sees the slot's ring
+/// (`ring`: the slot's ring if [`ring_seen`], else `None`), else `CKR_TOKEN_WRITE_PROTECTED`
+/// as for an absent ring (an unbound uid cannot use the token).
+pub fn session_object_gate(ring: Option<&KeyRingName>) -> Result<(), Denial> {
+    match ring {
+        Some(_) => Ok(()),
+        None => Err(Denial::new(
+            CKR_TOKEN_WRITE_PROTECTED,
+            "session objects need a principal that sees the slot's key ring",
+        )),
+    }
+}
+
 /// `C_Login` as `CKU_SO` (Keyward's; design §4 has no row for it): kms.keyRings.setIamPolicy
 /// on the slot's ring, else `CKR_PIN_INCORRECT` (as a wrong PIN).
 pub fn so_login_gate(
@@ -879,6 +893,20 @@ mod tests {
         // The ring's own certificate (a CA): through a key of the ring the caller reads.
         assert_eq!(read("signer", None, false), Some(true));
         assert_eq!(read("viewer", None, false), Some(false));
+    }
+
+    /// Session objects: made by a principal that sees the ring (no create permission), else
+    /// CKR_TOKEN_WRITE_PROTECTED.
+    #[test]
+    fn session_objects_need_the_ring_seen() {
+        let s = snapshot(&[on_k("roles/kms.verifier")]);
+        let seen = |who: &str| Some(ring()).filter(|r| ring_seen(&s, &user(who), r));
+        assert!(create_gate(&s, &user("verifier"), Some(&ring())).is_err());
+        assert_eq!(session_object_gate(seen("verifier").as_ref()), Ok(()));
+        assert_eq!(
+            session_object_gate(seen("nobody").as_ref()).unwrap_err().rv,
+            CKR_TOKEN_WRITE_PROTECTED
+        );
     }
 
     /// C_GenerateRandom: the principal sees the token (the ring); C_Login as CKU_SO needs

@@ -253,15 +253,8 @@ impl ClientConnection {
         self.healthy()?;
         let view = self.svc.view()?;
         let ctx = self.slot_ctx(slot, &view.state)?;
-        if ctx.ring.is_none() {
-            self.deny(
-                &ctx.principal,
-                action,
-                Some(ctx.ring_name.clone()),
-                CKR_TOKEN_WRITE_PROTECTED,
-                "session objects need a principal that sees the slot's key ring",
-            );
-            return Err(CKR_TOKEN_WRITE_PROTECTED);
+        if let Err(d) = super::gate::session_object_gate(ctx.ring.as_ref()) {
+            return Err(self.refused(&ctx.principal, action, Some(ctx.ring_name.clone()), d));
         }
         let quota = self.svc.session_object_quota.load(Ordering::Relaxed);
         let held = self.inst.lock().session_object_count();
