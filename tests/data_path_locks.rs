@@ -13,7 +13,7 @@ use keyward::audit::writer::{AuditWriter, WriterConfig};
 use keyward::context::{Caller, Clock, SystemClock};
 use keyward::daemon::config::Config;
 use keyward::daemon::pin;
-use keyward::daemon::pkcs11::Pkcs11Service;
+use keyward::daemon::pkcs11::{P11Error, Pkcs11Service};
 use keyward::policy::{Member, Principal};
 use keyward::store::Store;
 use keyward_token::Token;
@@ -78,8 +78,8 @@ fn data_path_reads_while_the_admin_mutex_is_held() {
     let held = admin.lock();
     let (tx, rx) = mpsc::channel();
     let worker = std::thread::spawn(move || {
-        let no_key_pins = |_: &str| -> Result<Principal, u64> { Err(0xA0) };
-        let mut call = |req: Pkcs11Request| conn.handle(req, &no_key_pins);
+        let no_key_pins = |_: &str| -> Result<Principal, P11Error> { Err(P11Error::from(0xA0)) };
+        let mut call = |req: Pkcs11Request| conn.handle(req, &no_key_pins).map_err(u64::from);
         let answers = (|| {
             let slots = match call(Pkcs11Request::ListSlots { configured: vec![] })? {
                 Pkcs11Response::Slots(s) => s,

@@ -48,6 +48,7 @@ use super::throttle::Throttle;
 use crate::admin::{credentials, AdminService};
 use crate::audit::{self, NewRecord, Outcome};
 use crate::context::{Caller, Clock};
+use crate::daemon::pkcs11::P11Error;
 use crate::policy::{Member, Principal};
 use crate::store::iam::get_mapping;
 use keyward_wire::admin::{AdminRequest, AdminResponse};
@@ -1166,7 +1167,7 @@ fn connection(
     let auth = |key: &str| {
         shared
             .authenticate_key(key, peer.as_ref())
-            .map_err(|r| r.rv)
+            .map_err(|r| P11Error::new(r.rv, r.message))
     };
     let idle = Duration::from_secs(match kind {
         SocketKind::Admin => limits.admin_idle_secs,
@@ -1309,7 +1310,7 @@ fn admin_request(
 fn client_request(
     shared: &Shared,
     p11: Option<&mut ClientConnection>,
-    auth: &dyn Fn(&str) -> Result<Principal, u64>,
+    auth: &dyn Fn(&str) -> Result<Principal, P11Error>,
     body: RequestBody,
 ) -> Result<ResponseBody, ErrorReply> {
     match body {
@@ -1317,7 +1318,7 @@ fn client_request(
             if let Some(conn) = p11 {
                 conn.handle(req, auth)
                     .map(ResponseBody::Pkcs11)
-                    .map_err(ErrorReply::new)
+                    .map_err(|e| ErrorReply::new(e.rv()))
             } else if matches!(req, Pkcs11Request::Ping) {
                 Ok(ResponseBody::Pkcs11(Pkcs11Response::Pong))
             } else {

@@ -20,6 +20,7 @@
 use super::ck::*;
 use super::objects::{Half, ObjectKey, PublicValues};
 use super::{ClientConnection, SlotCtx, View};
+use super::{P11Error, Ulong};
 use crate::admin::import::Pkcs11Import;
 use crate::catalog::JobEntry;
 use keyward_wire::import::{ImportHash, ImportMethod};
@@ -100,27 +101,27 @@ fn get(t: &[Attribute], ty: u64) -> Option<&AttrValue> {
     t.iter().rev().find(|a| a.ty == ty).map(|a| &a.value)
 }
 
-fn get_bool(t: &[Attribute], ty: u64) -> Result<Option<bool>, u64> {
+fn get_bool(t: &[Attribute], ty: u64) -> Result<Option<bool>, P11Error> {
     match get(t, ty) {
         None => Ok(None),
         Some(AttrValue::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID),
+        Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID.into()),
     }
 }
 
-fn get_ulong(t: &[Attribute], ty: u64) -> Result<Option<u64>, u64> {
+fn get_ulong(t: &[Attribute], ty: u64) -> Result<Option<Ulong>, P11Error> {
     match get(t, ty) {
         None => Ok(None),
         Some(AttrValue::Ulong(v)) => Ok(Some(*v)),
-        Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID),
+        Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID.into()),
     }
 }
 
-fn get_bytes(t: &[Attribute], ty: u64) -> Result<Option<Vec<u8>>, u64> {
+fn get_bytes(t: &[Attribute], ty: u64) -> Result<Option<Vec<u8>>, P11Error> {
     match get(t, ty) {
         None => Ok(None),
         Some(AttrValue::Bytes(b)) => Ok(Some(b.as_slice().to_vec())),
-        Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID),
+        Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID.into()),
     }
 }
 
@@ -137,31 +138,31 @@ fn oaep_fits(p: &OaepParams, hash: ImportHash) -> bool {
 }
 
 /// Checks the mechanism against the job's method.
-fn check_mechanism(m: &Mechanism, method: ImportMethod) -> Result<(), u64> {
+fn check_mechanism(m: &Mechanism, method: ImportMethod) -> Result<(), P11Error> {
     match (m.ty, &m.params, method.uses_aes()) {
         (CKM_RSA_AES_KEY_WRAP, MechParams::RsaAesKeyWrap(p), true) => {
             if p.aes_key_bits == 256 && oaep_fits(&p.oaep, method.hash()) {
                 Ok(())
             } else {
-                Err(CKR_MECHANISM_PARAM_INVALID)
+                Err(CKR_MECHANISM_PARAM_INVALID.into())
             }
         }
         (CKM_RSA_PKCS_OAEP, MechParams::Oaep(p), false) => {
             if oaep_fits(p, method.hash()) {
                 Ok(())
             } else {
-                Err(CKR_MECHANISM_PARAM_INVALID)
+                Err(CKR_MECHANISM_PARAM_INVALID.into())
             }
         }
         (CKM_RSA_AES_KEY_WRAP, _, true) | (CKM_RSA_PKCS_OAEP, _, false) => {
-            Err(CKR_MECHANISM_PARAM_INVALID)
+            Err(CKR_MECHANISM_PARAM_INVALID.into())
         }
-        _ => Err(CKR_MECHANISM_INVALID),
+        _ => Err(CKR_MECHANISM_INVALID.into()),
     }
 }
 
 /// Does a template's class and key type fit an existing key's algorithm?
-fn fits(algorithm: Algorithm, class: u64, key_type: u64) -> Result<(), u64> {
+fn fits(algorithm: Algorithm, class: u64, key_type: u64) -> Result<(), P11Error> {
     let want = match algorithm.kind() {
         KeyKind::Aes(_) => (CKO_SECRET_KEY, CKK_AES),
         KeyKind::Hmac(_) => (CKO_SECRET_KEY, CKK_GENERIC_SECRET),
@@ -171,7 +172,7 @@ fn fits(algorithm: Algorithm, class: u64, key_type: u64) -> Result<(), u64> {
     if (class, key_type) == want {
         Ok(())
     } else {
-        Err(CKR_TEMPLATE_INCONSISTENT)
+        Err(CKR_TEMPLATE_INCONSISTENT.into())
     }
 }
 
@@ -232,7 +233,7 @@ impl ClientConnection {
         ctx: &SlotCtx,
         handle: ObjectHandle,
         invalid: u64,
-    ) -> Option<Result<JobView<'s>, u64>> {
+    ) -> Option<Result<JobView<'s>, P11Error>> {
         // Maybe a handle an earlier keywardd gave (design §4).
         let _ = self.adopt(view, ctx, handle);
         let name = self.inst.lock().job(handle)?;
@@ -260,7 +261,7 @@ impl ClientConnection {
                 "the import job is not visible (kms.importJobs.get)"
             },
         );
-        Some(Err(invalid))
+        Some(Err(invalid.into()))
     }
 
     /// If `handle` names an import job's key: `Some(rv)` (audited) when the principal sees it
@@ -273,7 +274,7 @@ impl ClientConnection {
         action: &str,
         rv: u64,
         invalid: u64,
-    ) -> Result<Option<u64>, u64> {
+    ) -> Result<Option<Ulong>, P11Error> {
         self.adopt_in(session, handle)?;
         let Some(name) = self.inst.lock().job(handle) else {
             return Ok(None);
@@ -309,7 +310,7 @@ impl ClientConnection {
         unwrapping_key: ObjectHandle,
         wrapped: &[u8],
         template: &[Attribute],
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         let s = self.session(session)?;
         let (slot, rw) = (s.slot, s.rw);
         self.healthy()?;
@@ -332,29 +333,29 @@ impl ClientConnection {
         };
         let refuse = |this: &Self, rv: u64, why: &str| {
             this.deny(&ctx.principal, ACTION, Some(job.name.clone()), rv, why);
-            Err(rv)
+            Err(P11Error::new(rv, why.to_owned()))
         };
         if let Err(rv) = check_mechanism(mechanism, job.method) {
             return refuse(
                 self,
-                rv,
+                rv.rv(),
                 &format!(
                     "mechanism {:#x} or its parameters do not fit import method {}",
                     mechanism.ty, job.method
                 ),
             );
         }
-        let read = || -> Result<_, u64> {
+        let read = || -> Result<_, P11Error> {
             let label = get_bytes(template, CKA_LABEL)?.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
             let key_id = String::from_utf8(label).map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)?;
             let class = get_ulong(template, CKA_CLASS)?.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
             let key_type = get_ulong(template, CKA_KEY_TYPE)?.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
             if get_bool(template, CKA_TOKEN)? == Some(false) {
                 // Session objects are not Keyward keys; imports make token objects.
-                return Err(CKR_TEMPLATE_INCONSISTENT);
+                return Err(CKR_TEMPLATE_INCONSISTENT.into());
             }
             if get_bool(template, CKA_EXTRACTABLE)? == Some(true) {
-                return Err(CKR_ATTRIBUTE_VALUE_INVALID);
+                return Err(CKR_ATTRIBUTE_VALUE_INVALID.into());
             }
             let spki = get_bytes(template, CKA_PUBLIC_KEY_INFO)?;
             let value_len = get_ulong(template, CKA_VALUE_LEN)?;
@@ -370,7 +371,7 @@ impl ClientConnection {
         };
         let (key_id, class, key_type, spki, new_key_algorithm) = match read() {
             Ok(v) => v,
-            Err(rv) => return refuse(self, rv, "template refused"),
+            Err(rv) => return refuse(self, rv.rv(), "template refused"),
         };
         let half = if class == CKO_PRIVATE_KEY {
             Half::Private
@@ -378,10 +379,10 @@ impl ClientConnection {
             Half::Secret
         };
         let Some(admin) = self.svc.admin.get().cloned() else {
-            return Err(CKR_FUNCTION_NOT_SUPPORTED);
+            return Err(CKR_FUNCTION_NOT_SUPPORTED.into());
         };
         if !rw {
-            return Err(CKR_SESSION_READ_ONLY);
+            return Err(CKR_SESSION_READ_ONLY.into());
         }
         let caller = self.admin_caller(&ctx);
         let ring = job.ring.clone();
@@ -392,8 +393,8 @@ impl ClientConnection {
                 job_id: job.id.clone(),
                 method: job.method,
                 key_id,
-                new_key_algorithm,
-                fits,
+                new_key_algorithm: new_key_algorithm.map_err(u64::from),
+                fits: |a, c, t| fits(a, c, t).map_err(u64::from),
                 class_and_type: (class, key_type),
                 public_key: spki,
                 wrapped: wrapped.to_vec(),
@@ -424,17 +425,17 @@ fn algorithm_for_template(
     sign: Option<bool>,
     decrypt: Option<bool>,
     spki: Option<&[u8]>,
-) -> Result<Algorithm, u64> {
+) -> Result<Algorithm, P11Error> {
     use Algorithm as A;
     match (class, key_type) {
         (CKO_SECRET_KEY, CKK_AES) => match value_len {
             Some(16) => Ok(A::Aes128Gcm),
             Some(32) | None => Ok(A::Aes256Gcm),
-            Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID),
+            Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID.into()),
         },
         (CKO_SECRET_KEY, CKK_GENERIC_SECRET) => match value_len {
             Some(32) | None => Ok(A::HmacSha256),
-            Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID),
+            Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID.into()),
         },
         (CKO_PRIVATE_KEY, CKK_EC | CKK_RSA) => {
             let spki = spki.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
@@ -450,12 +451,12 @@ fn algorithm_for_template(
                     (2048, true) => Ok(A::RsaDecryptOaep2048Sha1),
                     (3072, true) => Ok(A::RsaDecryptOaep3072Sha1),
                     (4096, true) => Ok(A::RsaDecryptOaep4096Sha1),
-                    _ => Err(CKR_ATTRIBUTE_VALUE_INVALID),
+                    _ => Err(CKR_ATTRIBUTE_VALUE_INVALID.into()),
                 },
-                _ => Err(CKR_TEMPLATE_INCONSISTENT),
+                _ => Err(CKR_TEMPLATE_INCONSISTENT.into()),
             }
         }
-        _ => Err(CKR_TEMPLATE_INCONSISTENT),
+        _ => Err(CKR_TEMPLATE_INCONSISTENT.into()),
     }
 }
 
@@ -489,17 +490,20 @@ mod tests {
         );
         assert_eq!(
             check_mechanism(&wrap(128, oaep(CKM_SHA_1, CKG_MGF1_SHA1)), m),
-            Err(CKR_MECHANISM_PARAM_INVALID)
+            Err(CKR_MECHANISM_PARAM_INVALID.into())
         );
         assert_eq!(
             check_mechanism(&wrap(256, oaep(CKM_SHA256, CKG_MGF1_SHA256)), m),
-            Err(CKR_MECHANISM_PARAM_INVALID)
+            Err(CKR_MECHANISM_PARAM_INVALID.into())
         );
         let direct = Mechanism {
             ty: CKM_RSA_PKCS_OAEP,
             params: MechParams::Oaep(oaep(CKM_SHA_1, CKG_MGF1_SHA1)),
         };
-        assert_eq!(check_mechanism(&direct, m), Err(CKR_MECHANISM_INVALID));
+        assert_eq!(
+            check_mechanism(&direct, m),
+            Err(CKR_MECHANISM_INVALID.into())
+        );
         let direct256 = Mechanism {
             ty: CKM_RSA_PKCS_OAEP,
             params: MechParams::Oaep(oaep(CKM_SHA256, CKG_MGF1_SHA256)),
@@ -511,7 +515,7 @@ mod tests {
         assert_eq!(fits(Algorithm::Aes256Gcm, CKO_SECRET_KEY, CKK_AES), Ok(()));
         assert_eq!(
             fits(Algorithm::EcSignP256Sha256, CKO_SECRET_KEY, CKK_AES),
-            Err(CKR_TEMPLATE_INCONSISTENT)
+            Err(CKR_TEMPLATE_INCONSISTENT.into())
         );
     }
 
@@ -527,12 +531,12 @@ mod tests {
         );
         assert_eq!(
             algorithm_for_template(4, 0x1F, Some(24), None, None, None),
-            Err(0x13)
+            Err(CKR_ATTRIBUTE_VALUE_INVALID.into())
         );
         // A private key without its public key is incomplete.
         assert_eq!(
             algorithm_for_template(3, 3, None, Some(true), None, None),
-            Err(0xD0)
+            Err(CKR_TEMPLATE_INCOMPLETE.into())
         );
         let n = vec![0xC3u8; 384];
         let der = keyward_token::public_key::rsa_spki_der(&n, &[1, 0, 1]).unwrap();
@@ -547,7 +551,7 @@ mod tests {
         // An EC template with an RSA public key.
         assert_eq!(
             algorithm_for_template(3, 3, None, Some(true), None, Some(&der)),
-            Err(0xD1)
+            Err(CKR_TEMPLATE_INCONSISTENT.into())
         );
     }
 }

@@ -17,6 +17,7 @@
 //!   [`crate::admin::certs`]; `C_CopyObject` is `CKR_ACTION_PROHIBITED`.
 
 use super::ck::*;
+use super::P11Error;
 use super::{ClientConnection, SlotCtx, View};
 use crate::admin::certs::NewCertObject;
 use crate::audit::Outcome;
@@ -145,7 +146,7 @@ impl ClientConnection {
         view: &'s View,
         ctx: &SlotCtx,
         handle: ObjectHandle,
-    ) -> Option<Result<CertView<'s>, u64>> {
+    ) -> Option<Result<CertView<'s>, P11Error>> {
         let id = self.inst.lock().cert(handle)?;
         let Some((ring, c)) = ctx.ring.as_ref().and_then(|ring| {
             view.state
@@ -155,7 +156,7 @@ impl ClientConnection {
                 .find(|c| c.row.id == id && &c.ring == ring)
                 .map(|c| (ring, c))
         }) else {
-            return Some(Err(CKR_OBJECT_HANDLE_INVALID));
+            return Some(Err(CKR_OBJECT_HANDLE_INVALID.into()));
         };
         let found = self.cert_view(view, &ctx.principal, ring, c, &OnceCell::new());
         if found.is_none() {
@@ -166,7 +167,7 @@ impl ClientConnection {
                 super::gate::Denial::new(CKR_OBJECT_HANDLE_INVALID, "not visible to the caller"),
             );
         }
-        Some(found.ok_or(CKR_OBJECT_HANDLE_INVALID))
+        Some(found.ok_or(CKR_OBJECT_HANDLE_INVALID.into()))
     }
 
     /// The handles of the certificates matching `template`.
@@ -211,18 +212,23 @@ impl ClientConnection {
         &mut self,
         session: SessionId,
         template: &[Attribute],
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         const ACTION: &str = "C_CreateObject";
         let (ctx, ring, _) = self.creation_gate(session, ACTION)?;
         let parsed = cert_template(template, ctx.login == Some(true), ring);
         let req = match parsed {
             Ok(r) => r,
             Err(rv) => {
-                return Err(self.template_refused(&ctx, ACTION, rv, "certificate template refused"))
+                return Err(P11Error::from(self.template_refused(
+                    &ctx,
+                    ACTION,
+                    rv.rv(),
+                    "certificate template refused",
+                )))
             }
         };
         let Some(admin) = self.svc.admin.get().cloned() else {
-            return Err(CKR_FUNCTION_NOT_SUPPORTED);
+            return Err(CKR_FUNCTION_NOT_SUPPORTED.into());
         };
         let caller = self.admin_caller(&ctx);
         let made = admin.lock().pkcs11_create_cert(&caller, req);
@@ -239,12 +245,12 @@ impl ClientConnection {
         session: SessionId,
         ctx: &SlotCtx,
         cert: &CertEntry,
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         if !self.session(session)?.rw {
-            return Err(CKR_SESSION_READ_ONLY);
+            return Err(CKR_SESSION_READ_ONLY.into());
         }
         let Some(admin) = self.svc.admin.get().cloned() else {
-            return Err(CKR_FUNCTION_NOT_SUPPORTED);
+            return Err(CKR_FUNCTION_NOT_SUPPORTED.into());
         };
         let caller = self.admin_caller(ctx);
         let done = admin.lock().pkcs11_destroy_cert(&caller, cert.row.id);
@@ -262,24 +268,24 @@ impl ClientConnection {
         ctx: &SlotCtx,
         cert: &CertEntry,
         template: &[Attribute],
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         let (mut new_id, mut new_label) = (None, None);
         for a in template {
             match (a.ty, &a.value) {
                 (CKA_ID, AttrValue::Bytes(b)) => new_id = Some(b.as_slice().to_vec()),
                 (CKA_LABEL, AttrValue::Bytes(b)) => new_label = Some(b.as_slice().to_vec()),
-                (CKA_ID | CKA_LABEL, _) => return Err(CKR_ATTRIBUTE_VALUE_INVALID),
-                _ => return Err(CKR_ATTRIBUTE_READ_ONLY),
+                (CKA_ID | CKA_LABEL, _) => return Err(CKR_ATTRIBUTE_VALUE_INVALID.into()),
+                _ => return Err(CKR_ATTRIBUTE_READ_ONLY.into()),
             }
         }
         if new_id.is_none() && new_label.is_none() {
             return Ok(Pkcs11Response::Done);
         }
         if !self.session(session)?.rw {
-            return Err(CKR_SESSION_READ_ONLY);
+            return Err(CKR_SESSION_READ_ONLY.into());
         }
         let Some(admin) = self.svc.admin.get().cloned() else {
-            return Err(CKR_FUNCTION_NOT_SUPPORTED);
+            return Err(CKR_FUNCTION_NOT_SUPPORTED.into());
         };
         let caller = self.admin_caller(ctx);
         let done = admin
@@ -311,7 +317,7 @@ fn cert_template(
     template: &[Attribute],
     so: bool,
     ring: crate::policy::KeyRingName,
-) -> Result<NewCertObject, u64> {
+) -> Result<NewCertObject, P11Error> {
     let get = |ty: u64| template.iter().rev().find(|a| a.ty == ty).map(|a| &a.value);
     let bytes = |ty: u64| match get(ty) {
         None => Ok(None),
@@ -358,28 +364,28 @@ fn cert_template(
                 | CKA_NAME_HASH_ALGORITHM
         );
         if !known && a.ty < CKA_VENDOR_DEFINED {
-            return Err(CKR_ATTRIBUTE_TYPE_INVALID);
+            return Err(CKR_ATTRIBUTE_TYPE_INVALID.into());
         }
     }
     // Certificates are token objects only (no session certificates); CKA_TOKEN defaults to
     // FALSE.
     if boolean(CKA_TOKEN)? != Some(true) {
-        return Err(CKR_TEMPLATE_INCONSISTENT);
+        return Err(CKR_TEMPLATE_INCONSISTENT.into());
     }
     if boolean(CKA_PRIVATE)? == Some(true) || boolean(CKA_COPYABLE)? == Some(true) {
-        return Err(CKR_ATTRIBUTE_VALUE_INVALID);
+        return Err(CKR_ATTRIBUTE_VALUE_INVALID.into());
     }
     if ulong(CKA_CERTIFICATE_TYPE)?.is_some_and(|t| t != CKC_X_509) {
-        return Err(CKR_ATTRIBUTE_VALUE_INVALID);
+        return Err(CKR_ATTRIBUTE_VALUE_INVALID.into());
     }
     let trusted = boolean(CKA_TRUSTED)?.unwrap_or(false);
     if trusted && !so {
-        return Err(CKR_ATTRIBUTE_READ_ONLY);
+        return Err(CKR_ATTRIBUTE_READ_ONLY.into());
     }
     let value = bytes(CKA_VALUE)?.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
     let category = ulong(CKA_CERTIFICATE_CATEGORY)?.unwrap_or(0);
     if category > 3 {
-        return Err(CKR_ATTRIBUTE_VALUE_INVALID);
+        return Err(CKR_ATTRIBUTE_VALUE_INVALID.into());
     }
     Ok(NewCertObject {
         ring,
@@ -426,23 +432,23 @@ mod tests {
         };
         assert_eq!(
             with(a(CKA_TOKEN, AttrValue::Bool(false))),
-            Err(CKR_TEMPLATE_INCONSISTENT)
+            Err(CKR_TEMPLATE_INCONSISTENT.into())
         );
         assert_eq!(
             with(a(CKA_TRUSTED, AttrValue::Bool(true))),
-            Err(CKR_ATTRIBUTE_READ_ONLY)
+            Err(CKR_ATTRIBUTE_READ_ONLY.into())
         );
         assert_eq!(
             with(a(CKA_PRIVATE, AttrValue::Bool(true))),
-            Err(CKR_ATTRIBUTE_VALUE_INVALID)
+            Err(CKR_ATTRIBUTE_VALUE_INVALID.into())
         );
         assert_eq!(
             with(a(CKA_MODULUS, AttrValue::Bytes(Blob::new(vec![1])))),
-            Err(CKR_ATTRIBUTE_TYPE_INVALID)
+            Err(CKR_ATTRIBUTE_TYPE_INVALID.into())
         );
         assert_eq!(
             cert_template(&base[..3], false).map(|_| ()),
-            Err(CKR_TEMPLATE_INCOMPLETE)
+            Err(CKR_TEMPLATE_INCOMPLETE.into())
         );
     }
 }

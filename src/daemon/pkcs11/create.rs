@@ -31,6 +31,7 @@ use super::ck::*;
 use super::gate;
 use super::objects::{Half, ObjectKey};
 use super::{ClientConnection, SlotCtx};
+use super::{P11Error, Ulong};
 use crate::admin::generic::{NewGenericKey, UnwrapFrom};
 use crate::audit::Outcome;
 use crate::catalog::RingEntry;
@@ -52,36 +53,36 @@ impl Tpl<'_> {
         self.0.iter().rev().find(|a| a.ty == ty).map(|a| &a.value)
     }
 
-    fn bool(&self, ty: u64) -> Result<Option<bool>, u64> {
+    fn bool(&self, ty: u64) -> Result<Option<bool>, P11Error> {
         match self.get(ty) {
             None => Ok(None),
             Some(AttrValue::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID),
+            Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID.into()),
         }
     }
 
-    fn ulong(&self, ty: u64) -> Result<Option<u64>, u64> {
+    fn ulong(&self, ty: u64) -> Result<Option<Ulong>, P11Error> {
         match self.get(ty) {
             None => Ok(None),
             Some(AttrValue::Ulong(v)) => Ok(Some(*v)),
-            Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID),
+            Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID.into()),
         }
     }
 
-    fn bytes(&self, ty: u64) -> Result<Option<Vec<u8>>, u64> {
+    fn bytes(&self, ty: u64) -> Result<Option<Vec<u8>>, P11Error> {
         match self.get(ty) {
             None => Ok(None),
             Some(AttrValue::Bytes(b)) => Ok(Some(b.as_slice().to_vec())),
-            Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID),
+            Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID.into()),
         }
     }
 
     /// `CKA_CLASS`/`CKA_KEY_TYPE`, if given, must be these.
-    fn expect(&self, class: u64, key_type: u64) -> Result<(), u64> {
+    fn expect(&self, class: u64, key_type: u64) -> Result<(), P11Error> {
         if self.ulong(CKA_CLASS)?.is_some_and(|c| c != class)
             || self.ulong(CKA_KEY_TYPE)?.is_some_and(|t| t != key_type)
         {
-            return Err(CKR_TEMPLATE_INCONSISTENT);
+            return Err(CKR_TEMPLATE_INCONSISTENT.into());
         }
         Ok(())
     }
@@ -107,15 +108,15 @@ fn key_template(
     kind: GenericKind,
     secret: Tpl<'_>,
     public: Option<Tpl<'_>>,
-) -> Result<KeyTemplate, u64> {
+) -> Result<KeyTemplate, P11Error> {
     // A Keyward key is a token object; CKA_TOKEN defaults to FALSE (PKCS#11 §4.4), and such
     // templates are session objects' (the dispatcher sends them to session_objects.rs).
     if secret.bool(CKA_TOKEN)? != Some(true) {
-        return Err(CKR_TEMPLATE_INCONSISTENT);
+        return Err(CKR_TEMPLATE_INCONSISTENT.into());
     }
     if let Some(p) = public {
         if p.bool(CKA_TOKEN)? == Some(false) {
-            return Err(CKR_TEMPLATE_INCONSISTENT);
+            return Err(CKR_TEMPLATE_INCONSISTENT.into());
         }
     }
     let mut weaker = Vec::new();
@@ -199,9 +200,9 @@ fn generation_kind(
     pair: bool,
     secret: Tpl<'_>,
     public: Tpl<'_>,
-) -> Result<GenericKind, u64> {
+) -> Result<GenericKind, P11Error> {
     if !matches!(m.params, MechParams::None) {
-        return Err(CKR_MECHANISM_PARAM_INVALID);
+        return Err(CKR_MECHANISM_PARAM_INVALID.into());
     }
     match (m.ty, pair) {
         (CKM_EC_KEY_PAIR_GEN, true) => {
@@ -223,7 +224,7 @@ fn generation_kind(
             if let Some(e) = public.bytes(CKA_PUBLIC_EXPONENT)? {
                 let first = e.iter().position(|b| *b != 0).unwrap_or(e.len());
                 if e[first..] != [1, 0, 1] {
-                    return Err(CKR_ATTRIBUTE_VALUE_INVALID);
+                    return Err(CKR_ATTRIBUTE_VALUE_INVALID.into());
                 }
             }
             let kind = GenericKind::Rsa(usize::try_from(bits).unwrap_or(0));
@@ -249,7 +250,7 @@ fn generation_kind(
             kind.check().map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)?;
             Ok(kind)
         }
-        _ => Err(CKR_MECHANISM_INVALID),
+        _ => Err(CKR_MECHANISM_INVALID.into()),
     }
 }
 
@@ -272,7 +273,7 @@ impl ClientConnection {
         &mut self,
         session: SessionId,
         action: &str,
-    ) -> Result<(SlotCtx, KeyRingName, RingEntry), u64> {
+    ) -> Result<(SlotCtx, KeyRingName, RingEntry), P11Error> {
         let s = self.session(session)?;
         let (slot, rw) = (s.slot, s.rw);
         self.healthy()?;
@@ -292,7 +293,7 @@ impl ClientConnection {
             }
         };
         if !rw {
-            return Err(CKR_SESSION_READ_ONLY);
+            return Err(CKR_SESSION_READ_ONLY.into());
         }
         Ok((ctx, ring, entry))
     }
@@ -301,7 +302,7 @@ impl ClientConnection {
     /// logged in as the user (PKCS#11 3.0 §4.4; SoftHSM2 answers the same), else
     /// `CKR_USER_NOT_LOGGED_IN`, audited, before anything is made: without it the key would
     /// be made and its handles be invalid at once in the session that asked (issue 14).
-    pub(super) fn login_gate(&mut self, session: SessionId, action: &str) -> Result<(), u64> {
+    pub(super) fn login_gate(&mut self, session: SessionId, action: &str) -> Result<(), P11Error> {
         let slot = self.session(session)?.slot;
         let view = self.svc.view()?;
         let ctx = self.slot_ctx(slot, &view.state)?;
@@ -315,7 +316,7 @@ impl ClientConnection {
             CKR_USER_NOT_LOGGED_IN,
             "a private or secret key needs a session logged in as the user",
         );
-        Err(CKR_USER_NOT_LOGGED_IN)
+        Err(CKR_USER_NOT_LOGGED_IN.into())
     }
 
     /// Records a refused template (`error`, or `denied` for custody under strict_templates).
@@ -344,7 +345,7 @@ impl ClientConnection {
         ring: &KeyRingName,
         strict: bool,
         t: &mut KeyTemplate,
-    ) -> Result<(), u64> {
+    ) -> Result<(), P11Error> {
         let view = self.svc.view()?;
         let may_export = gate::may_make_extractable(&view.state.policy, &ctx.principal, ring);
         if t.extractable && !may_export {
@@ -354,12 +355,12 @@ impl ClientConnection {
         if !t.weaker.is_empty() {
             let what = t.weaker.join(", ");
             if strict {
-                return Err(self.template_refused(
+                return Err(P11Error::from(self.template_refused(
                     ctx,
                     action,
                     CKR_ATTRIBUTE_VALUE_INVALID,
                     &format!("strict_templates: {what}"),
-                ));
+                )));
             }
             tracing::debug!(action, asked = %what, "template corrected to Keyward's custody");
         }
@@ -378,9 +379,9 @@ impl ClientConnection {
         unwrap: Option<UnwrapFrom>,
         action: &'static str,
         detail: String,
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         let Some(admin) = self.svc.admin.get().cloned() else {
-            return Err(CKR_FUNCTION_NOT_SUPPORTED);
+            return Err(CKR_FUNCTION_NOT_SUPPORTED.into());
         };
         let pair = t.kind.is_pair();
         let detail = if t.weaker.is_empty() {
@@ -433,7 +434,7 @@ impl ClientConnection {
         mechanism: &Mechanism,
         public: Option<&[Attribute]>,
         secret: &[Attribute],
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         let action = if public.is_some() {
             "C_GenerateKeyPair"
         } else {
@@ -447,12 +448,12 @@ impl ClientConnection {
         let mut t = match parsed {
             Ok(t) => t,
             Err(rv) => {
-                return Err(self.template_refused(
+                return Err(P11Error::from(self.template_refused(
                     &ctx,
                     action,
-                    rv,
+                    rv.rv(),
                     &format!("template refused (mechanism {:#x})", mechanism.ty),
-                ))
+                )))
             }
         };
         self.custody(&ctx, action, &ring, entry.strict_templates, &mut t)?;
@@ -467,7 +468,7 @@ impl ClientConnection {
         &mut self,
         session: SessionId,
         template: &[Attribute],
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         const ACTION: &str = "C_CreateObject";
         let t = Tpl(template);
         let class = t.ulong(CKA_CLASS)?;
@@ -476,22 +477,22 @@ impl ClientConnection {
             Some(CKO_SECRET_KEY | CKO_PRIVATE_KEY) => {}
             None => {
                 self.session(session)?;
-                return Err(CKR_TEMPLATE_INCOMPLETE);
+                return Err(CKR_TEMPLATE_INCOMPLETE.into());
             }
             Some(CKO_DATA | CKO_PUBLIC_KEY) | Some(_) => {
                 self.session(session)?;
-                return Err(CKR_TEMPLATE_INCONSISTENT);
+                return Err(CKR_TEMPLATE_INCONSISTENT.into());
             }
         }
         self.login_gate(session, ACTION)?;
         let (ctx, ring, entry) = self.creation_gate(session, ACTION)?;
         if !entry.allow_plaintext_import {
-            return Err(self.template_refused(
+            return Err(P11Error::from(self.template_refused(
                 &ctx,
                 ACTION,
                 CKR_TEMPLATE_INCONSISTENT,
                 "plaintext key material needs allow_plaintext_import on the ring",
-            ));
+            )));
         }
         let parsed = (|| {
             let key_type = t.ulong(CKA_KEY_TYPE)?;
@@ -519,7 +520,14 @@ impl ClientConnection {
         })();
         let (mut kt, value) = match parsed {
             Ok(v) => v,
-            Err(rv) => return Err(self.template_refused(&ctx, ACTION, rv, "template refused")),
+            Err(rv) => {
+                return Err(P11Error::from(self.template_refused(
+                    &ctx,
+                    ACTION,
+                    rv,
+                    "template refused",
+                )))
+            }
         };
         self.custody(&ctx, ACTION, &ring, entry.strict_templates, &mut kt)?;
         let detail = format!("plaintext {} import, usage {:?}", kt.kind, kt.usage);
@@ -537,20 +545,27 @@ impl ClientConnection {
         kind: GenericKind,
         from: UnwrapFrom,
         unwrapping: &str,
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         const ACTION: &str = "C_UnwrapKey";
         let (ctx, ring, entry) = self.creation_gate(session, ACTION)?;
         if !entry.allow_plaintext_import {
-            return Err(self.template_refused(
+            return Err(P11Error::from(self.template_refused(
                 &ctx,
                 ACTION,
                 CKR_TEMPLATE_INCONSISTENT,
                 "unwrapping into the ring is a plaintext import: it needs allow_plaintext_import",
-            ));
+            )));
         }
         let mut kt = match key_template(kind, Tpl(template), None) {
             Ok(t) => t,
-            Err(rv) => return Err(self.template_refused(&ctx, ACTION, rv, "template refused")),
+            Err(rv) => {
+                return Err(P11Error::from(self.template_refused(
+                    &ctx,
+                    ACTION,
+                    rv.rv(),
+                    "template refused",
+                )))
+            }
         };
         self.custody(&ctx, ACTION, &ring, entry.strict_templates, &mut kt)?;
         let detail = format!(
@@ -566,7 +581,7 @@ impl ClientConnection {
         &mut self,
         session: SessionId,
         handle: ObjectHandle,
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         const ACTION: &str = "C_DestroyObject";
         let (ctx, id) = self.visible_object(session, handle, CKR_OBJECT_HANDLE_INVALID)?;
         let view = self.svc.view()?;
@@ -574,10 +589,10 @@ impl ClientConnection {
             return Err(self.refused(&ctx.principal, ACTION, Some(id.version_name()), d));
         }
         if !self.session(session)?.rw {
-            return Err(CKR_SESSION_READ_ONLY);
+            return Err(CKR_SESSION_READ_ONLY.into());
         }
         let Some(admin) = self.svc.admin.get().cloned() else {
-            return Err(CKR_FUNCTION_NOT_SUPPORTED);
+            return Err(CKR_FUNCTION_NOT_SUPPORTED.into());
         };
         let caller = self.admin_caller(&ctx);
         let done =
@@ -597,7 +612,7 @@ impl ClientConnection {
         session: SessionId,
         handle: ObjectHandle,
         template: &[Attribute],
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         const ACTION: &str = "C_SetAttributeValue";
         let (ctx, id) = self.visible_object(session, handle, CKR_OBJECT_HANDLE_INVALID)?;
         let view = self.svc.view()?;
@@ -608,31 +623,31 @@ impl ClientConnection {
         }
         if generic.is_none() {
             // Keys made with keywardctl have derived CKA_ID/CKA_LABEL (design §4).
-            return Err(CKR_ATTRIBUTE_READ_ONLY);
+            return Err(CKR_ATTRIBUTE_READ_ONLY.into());
         }
         let (mut new_id, mut new_label) = (None, None);
         for a in template {
             let AttrValue::Bytes(b) = &a.value else {
                 return Err(if matches!(a.ty, CKA_ID | CKA_LABEL) {
-                    CKR_ATTRIBUTE_VALUE_INVALID
+                    CKR_ATTRIBUTE_VALUE_INVALID.into()
                 } else {
-                    CKR_ATTRIBUTE_READ_ONLY
+                    CKR_ATTRIBUTE_READ_ONLY.into()
                 });
             };
             match a.ty {
                 CKA_ID => new_id = Some(b.as_slice().to_vec()),
                 CKA_LABEL => new_label = Some(b.as_slice().to_vec()),
-                _ => return Err(CKR_ATTRIBUTE_READ_ONLY),
+                _ => return Err(CKR_ATTRIBUTE_READ_ONLY.into()),
             }
         }
         if new_id.is_none() && new_label.is_none() {
             return Ok(Pkcs11Response::Done);
         }
         if !self.session(session)?.rw {
-            return Err(CKR_SESSION_READ_ONLY);
+            return Err(CKR_SESSION_READ_ONLY.into());
         }
         let Some(admin) = self.svc.admin.get().cloned() else {
-            return Err(CKR_FUNCTION_NOT_SUPPORTED);
+            return Err(CKR_FUNCTION_NOT_SUPPORTED.into());
         };
         let caller = self.admin_caller(&ctx);
         tracing::debug!(id = new_id.as_deref().map(hex), "C_SetAttributeValue");

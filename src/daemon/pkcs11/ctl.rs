@@ -243,7 +243,7 @@ impl ClientConnection {
         let view = self
             .svc
             .view()
-            .map_err(|rv| err(rv, "keywardd cannot read its state"))?;
+            .map_err(|rv| err(rv.rv(), "keywardd cannot read its state"))?;
         let state = &view.state;
         let principal = &self.caller.principal;
         // The object of `name`'s version `n` (default: the primary) with the half wanted.
@@ -310,7 +310,7 @@ impl ClientConnection {
         let view = self
             .svc
             .view()
-            .map_err(|rv| err(rv, "keywardd cannot read its state"))?;
+            .map_err(|rv| err(rv.rv(), "keywardd cannot read its state"))?;
         let name = self.visible_key(&view.state, key, action)?;
         let entry = view
             .state
@@ -399,7 +399,7 @@ impl ClientConnection {
         let view = self
             .svc
             .view()
-            .map_err(|rv| err(rv, "keywardd cannot read its state"))?;
+            .map_err(|rv| err(rv.rv(), "keywardd cannot read its state"))?;
         let state = &view.state;
         let name = self.visible_key(state, call.key, call.action)?;
         let entry = state
@@ -452,7 +452,7 @@ impl ClientConnection {
                 Some(resource.clone()),
                 Denial::new(rv, why),
             );
-            Err(err(rv, message))
+            Err(err(rv.rv(), message))
         };
         let Some(obj) =
             objects::version_objects(entry, version, perms, self.extra(&view, &name, number))
@@ -469,7 +469,7 @@ impl ClientConnection {
         };
         let plan = match ops::plan(call.op, &call.mech, &obj, self.svc.token.mechanisms()) {
             Ok(p) => p,
-            Err(rv) => return refuse(rv, "this key cannot do that operation".into()),
+            Err(rv) => return refuse(rv.rv(), "this key cannot do that operation".into()),
         };
         if version.state != VersionState::Enabled || !obj.enabled() {
             return refuse(
@@ -499,7 +499,7 @@ impl ClientConnection {
             0,
             granted,
         )
-        .map_err(|rv| err(rv, audit_refusal(rv)))?;
+        .map_err(|rv| err(rv.rv(), audit_refusal(rv.rv())))?;
         let out = ops::run(
             &self.svc.token,
             call.op,
@@ -510,8 +510,8 @@ impl ClientConnection {
         )
         .map_err(|rv| {
             err(
-                rv,
-                format!("the token refused: {}", keyward_wire::rv::rv_name(rv)),
+                rv.rv(),
+                format!("the token refused: {}", keyward_wire::rv::rv_name(rv.rv())),
             )
         })?;
         Ok((number, out))

@@ -19,6 +19,7 @@
 use super::ck::*;
 use super::gate::{self, Denial};
 use super::objects::{Half, ObjectView};
+use super::P11Error;
 use super::{ClientConnection, View};
 use crate::audit::Outcome;
 use crate::policy::Principal;
@@ -31,7 +32,7 @@ const KW_IV: [u8; 8] = [0xA6; 8];
 const KWP_IV: [u8; 4] = [0xA6, 0x59, 0x59, 0xA6];
 
 /// The wrapping mechanism asked for, checked.
-fn wrap_mechanism(m: &Mechanism) -> Result<WrapMechanism, u64> {
+fn wrap_mechanism(m: &Mechanism) -> Result<WrapMechanism, P11Error> {
     let iv_ok = |default: &[u8]| match &m.params {
         MechParams::None => true,
         MechParams::Bytes(b) => b.as_slice().is_empty() || b.as_slice() == default,
@@ -40,22 +41,22 @@ fn wrap_mechanism(m: &Mechanism) -> Result<WrapMechanism, u64> {
     match m.ty {
         CKM_AES_KEY_WRAP if iv_ok(&KW_IV) => Ok(WrapMechanism::AesKeyWrap),
         CKM_AES_KEY_WRAP_PAD if iv_ok(&KWP_IV) => Ok(WrapMechanism::AesKeyWrapPad),
-        CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_PAD => Err(CKR_MECHANISM_PARAM_INVALID),
+        CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_PAD => Err(CKR_MECHANISM_PARAM_INVALID.into()),
         CKM_RSA_PKCS_OAEP => {
             let MechParams::Oaep(p) = &m.params else {
-                return Err(CKR_MECHANISM_PARAM_INVALID);
+                return Err(CKR_MECHANISM_PARAM_INVALID.into());
             };
             let hash = match (p.hash, p.mgf) {
                 (CKM_SHA_1, CKG_MGF1_SHA1) => OaepHash::Sha1,
                 (CKM_SHA256, CKG_MGF1_SHA256) => OaepHash::Sha256,
-                _ => return Err(CKR_MECHANISM_PARAM_INVALID),
+                _ => return Err(CKR_MECHANISM_PARAM_INVALID.into()),
             };
             if p.source > CKZ_DATA_SPECIFIED || !p.source_data.as_slice().is_empty() {
-                return Err(CKR_MECHANISM_PARAM_INVALID);
+                return Err(CKR_MECHANISM_PARAM_INVALID.into());
             }
             Ok(WrapMechanism::RsaOaep(hash))
         }
-        _ => Err(CKR_MECHANISM_INVALID),
+        _ => Err(CKR_MECHANISM_INVALID.into()),
     }
 }
 
@@ -67,7 +68,7 @@ impl ClientConnection {
         mechanism: &Mechanism,
         wrapping: ObjectHandle,
         key: ObjectHandle,
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         let slot = self.session(session)?.slot;
         self.healthy()?;
         let view: View = self.svc.view()?;
@@ -83,7 +84,7 @@ impl ClientConnection {
                 why,
             );
             tracing::warn!(key = %kobj.id.version_name(), rv, why, "key export refused");
-            Err(rv)
+            Err(P11Error::new(rv, why.to_owned()))
         };
         if ctx.login == Some(true) {
             // An SO session sees public objects only.
@@ -94,14 +95,14 @@ impl ClientConnection {
             Err(rv) => {
                 return refuse(
                     self,
-                    rv,
+                    rv.rv(),
                     &format!("wrapping mechanism {:#x} not offered", mechanism.ty),
                 )
             }
         };
         self.export_gated(&view, &ctx.principal, ACTION, m, &wobj, &kobj)
             .map(|blob| Pkcs11Response::Data(Blob::new(blob)))
-            .map_err(|(rv, _)| rv)
+            .map_err(|(rv, why)| P11Error::new(rv, why))
     }
 
     /// The export gate and the token's wrap, shared by `C_WrapKey` and `keywardctl key
@@ -120,7 +121,10 @@ impl ClientConnection {
         let refuse_with = |d: Denial| {
             tracing::warn!(key = %kobj.id.version_name(), rv = d.rv, why = %d.why, "key export refused");
             let why = d.why.clone();
-            Err((self.refused(principal, action, resource.clone(), d), why))
+            Err((
+                self.refused(principal, action, resource.clone(), d).rv(),
+                why,
+            ))
         };
         let refuse = |rv: u64, why: &str| refuse_with(Denial::new(rv, why));
         // The wrapping key: an AES secret key for AES-KW(P), an RSA public key for OAEP,
@@ -185,7 +189,8 @@ impl ClientConnection {
                         blob.len()
                     )),
                 )
-                .map_err(|rv| {
+                .map_err(|e| {
+                    let rv = e.rv();
                     let why = if rv == crate::audit::coalesce::CKR_DEVICE_MEMORY {
                         "refused: your uid is over its audit rate"
                     } else {
@@ -245,7 +250,7 @@ mod tests {
                 CKM_AES_KEY_WRAP,
                 MechParams::Bytes(Blob::new(vec![1; 8]))
             )),
-            Err(CKR_MECHANISM_PARAM_INVALID)
+            Err(CKR_MECHANISM_PARAM_INVALID.into())
         );
         let oaep = |hash, mgf| {
             MechParams::Oaep(OaepParams {
@@ -261,11 +266,11 @@ mod tests {
         );
         assert_eq!(
             wrap_mechanism(&m(CKM_RSA_PKCS_OAEP, oaep(CKM_SHA_1, CKG_MGF1_SHA256))),
-            Err(CKR_MECHANISM_PARAM_INVALID)
+            Err(CKR_MECHANISM_PARAM_INVALID.into())
         );
         assert_eq!(
             wrap_mechanism(&m(CKM_RSA_PKCS, MechParams::None)),
-            Err(CKR_MECHANISM_INVALID)
+            Err(CKR_MECHANISM_INVALID.into())
         );
     }
 }

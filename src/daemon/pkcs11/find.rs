@@ -7,6 +7,7 @@
 use super::ck::*;
 use super::gate;
 use super::objects::{self, ObjectKey, ObjectView};
+use super::P11Error;
 use super::{ClientConnection, SlotCtx, View};
 use crate::policy::CryptoKeyName;
 use crate::store::keys::{PublicHalf, VersionState};
@@ -73,7 +74,7 @@ impl ClientConnection {
         ctx: &SlotCtx,
         handle: ObjectHandle,
         invalid: u64,
-    ) -> Result<ObjectView<'s>, u64> {
+    ) -> Result<ObjectView<'s>, P11Error> {
         let state = &view.state;
         let known = self.inst.lock().object(handle);
         let id = match known {
@@ -82,7 +83,7 @@ impl ClientConnection {
         };
         let ring = ctx.ring.as_ref().ok_or(invalid)?;
         if &id.key.ring != ring {
-            return Err(invalid);
+            return Err(invalid.into());
         }
         if let Err(d) = gate::visibility(&state.policy, &ctx.principal, &id.key, invalid) {
             // A handle the instance was given while it saw the key (a binding was revoked
@@ -91,7 +92,7 @@ impl ClientConnection {
             return Err(self.refused(&ctx.principal, self.current, Some(id.version_name()), d));
         }
         if id.half.is_private() && ctx.login != Some(false) {
-            return Err(invalid);
+            return Err(invalid.into());
         }
         let key = state.catalog.keys.get(&id.key).ok_or(invalid)?;
         let version = key
@@ -116,7 +117,7 @@ impl ClientConnection {
         ) || (id.half == objects::Half::Public
             && obj.public_half == Some(PublicHalf::Destroyed));
         if gone && !obj.shown() {
-            return Err(invalid);
+            return Err(invalid.into());
         }
         Ok(obj)
     }
@@ -150,7 +151,11 @@ impl ClientConnection {
 
     /// [`ClientConnection::adopt`] for a handle used in `session`, if the instance's table
     /// does not know it.
-    pub(super) fn adopt_in(&self, session: SessionId, handle: ObjectHandle) -> Result<(), u64> {
+    pub(super) fn adopt_in(
+        &self,
+        session: SessionId,
+        handle: ObjectHandle,
+    ) -> Result<(), P11Error> {
         if self.inst.lock().known(handle) {
             return Ok(());
         }
@@ -167,26 +172,26 @@ impl ClientConnection {
         session: SessionId,
         handle: ObjectHandle,
         invalid: u64,
-    ) -> Result<(SlotCtx, ObjectKey), u64> {
+    ) -> Result<(SlotCtx, ObjectKey), P11Error> {
         let slot = self.session(session)?.slot;
         let view = self.svc.view()?;
         let ctx = self.slot_ctx(slot, &view.state)?;
         let obj = self.resolve(&view, &ctx, handle, invalid)?;
         if !obj.shown() {
-            return Err(invalid);
+            return Err(invalid.into());
         }
         let id = obj.id.clone();
         Ok((ctx, id))
     }
 
     /// The certificate a handle names, with the slot's view: `None` if the handle names no
-    /// certificate, `Some(Err(CKR_OBJECT_HANDLE_INVALID))` if the principal does not see it.
-    #[allow(clippy::type_complexity)]
+    /// certificate; `CKR_OBJECT_HANDLE_INVALID` if the principal does not see it (audited by
+    /// [`ClientConnection::resolve_cert`]).
     pub(super) fn cert_of(
         &self,
         session: SessionId,
         handle: ObjectHandle,
-    ) -> Result<Option<Result<(SlotCtx, crate::catalog::CertEntry), u64>>, u64> {
+    ) -> Result<Option<(SlotCtx, crate::catalog::CertEntry)>, P11Error> {
         let slot = self.session(session)?.slot;
         self.adopt_in(session, handle)?;
         if self.inst.lock().cert(handle).is_none() {
@@ -194,16 +199,20 @@ impl ClientConnection {
         }
         let view = self.svc.view()?;
         let ctx = self.slot_ctx(slot, &view.state)?;
-        Ok(self
-            .resolve_cert(&view, &ctx, handle)
-            .map(|r| r.map(|c| c.entry.clone()).map(|c| (ctx, c))))
+        match self.resolve_cert(&view, &ctx, handle) {
+            None => Ok(None),
+            Some(found) => {
+                let cert = found?.entry.clone();
+                Ok(Some((ctx, cert)))
+            }
+        }
     }
 
     pub(super) fn find(
         &mut self,
         session: SessionId,
         template: &[Attribute],
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         let slot = self.session(session)?.slot;
         self.healthy()?;
         let view = self.svc.view()?;
@@ -238,7 +247,7 @@ impl ClientConnection {
         session: SessionId,
         handle: ObjectHandle,
         types: &[u64],
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         let slot = self.session(session)?.slot;
         self.healthy()?;
         let view = self.svc.view()?;
@@ -255,7 +264,7 @@ impl ClientConnection {
         }
         let obj = self.resolve(&view, &ctx, handle, CKR_OBJECT_HANDLE_INVALID)?;
         if !obj.shown() {
-            return Err(CKR_OBJECT_HANDLE_INVALID);
+            return Err(CKR_OBJECT_HANDLE_INVALID.into());
         }
         let results: Vec<AttrResult> = types.iter().map(|t| obj.attribute(*t)).collect();
         let hidden = types

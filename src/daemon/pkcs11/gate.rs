@@ -19,7 +19,7 @@
 
 use super::ck::*;
 use super::ops::{self, Plan};
-use super::ClientConnection;
+use super::{ClientConnection, P11Error};
 use crate::policy::{
     Binding, CryptoKeyName, KeyRingName, PermSet, Permission, Principal, ResourceName, Snapshot,
 };
@@ -262,10 +262,10 @@ pub fn iv_gate(
     holds_other: bool,
     plan: &mut Plan,
     requested: &MechParams,
-    random: impl FnOnce(usize) -> Result<Vec<u8>, u64>,
+    random: impl FnOnce(usize) -> Result<Vec<u8>, P11Error>,
 ) -> Result<Option<Vec<u8>>, Denial> {
     ops::restrict(op, plan, requested, holds_other, random).map_err(|rv| {
-        let why = match (op, rv) {
+        let why = match (op, rv.rv()) {
             (_, CKR_MECHANISM_PARAM_INVALID) => {
                 "without useToDecrypt the IV or counter block is keywardd's: pass zeros"
             }
@@ -278,7 +278,7 @@ pub fn iv_gate(
             (_, CKR_KEY_FUNCTION_NOT_PERMITTED) => "CTR is not offered without useToEncrypt",
             _ => "cannot generate an IV",
         };
-        Denial::new(rv, why)
+        Denial::new(rv.rv(), why)
     })
 }
 
@@ -473,17 +473,18 @@ pub fn sees_import_jobs(policy: &Snapshot, principal: &Principal, ring: &KeyRing
 
 impl ClientConnection {
     /// The one place a [`Denial`] is audited (design §6: every denial is recorded) and
-    /// logged: a denied record of `action` on `resource` as `principal`. Answers the CK_RV
-    /// the caller gets.
+    /// logged: a denied record of `action` on `resource` as `principal`. Answers the error
+    /// the caller gets (its CK_RV; the why is its cause, for keywardd's log).
+    #[track_caller]
     pub(super) fn refused(
         &self,
         principal: &Principal,
         action: &str,
         resource: Option<String>,
         denial: Denial,
-    ) -> u64 {
+    ) -> P11Error {
         self.deny(principal, action, resource, denial.rv, &denial.why);
-        denial.rv
+        P11Error::new(denial.rv, denial.why)
     }
 }
 

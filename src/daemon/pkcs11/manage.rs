@@ -12,6 +12,7 @@ use super::ck::*;
 use super::gate;
 use super::session_objects::{self, Lookup};
 use super::ClientConnection;
+use super::P11Error;
 use keyward_wire::pkcs11::{Attribute, Mechanism, ObjectHandle, Pkcs11Response, SessionId};
 
 impl ClientConnection {
@@ -21,10 +22,10 @@ impl ClientConnection {
         session: SessionId,
         object: ObjectHandle,
         types: &[u64],
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         match self.session_object(session, object)? {
             Lookup::Seen(o) => self.session_object_attributes(session, &o, types),
-            Lookup::Hidden => Err(CKR_OBJECT_HANDLE_INVALID),
+            Lookup::Hidden => Err(CKR_OBJECT_HANDLE_INVALID.into()),
             Lookup::No => self.get_attributes(session, object, types),
         }
     }
@@ -35,10 +36,10 @@ impl ClientConnection {
         session: SessionId,
         object: ObjectHandle,
         template: &[Attribute],
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         match self.session_object(session, object)? {
             Lookup::Seen(o) => return self.set_session_object_attributes(object, &o, template),
-            Lookup::Hidden => return Err(CKR_OBJECT_HANDLE_INVALID),
+            Lookup::Hidden => return Err(CKR_OBJECT_HANDLE_INVALID.into()),
             Lookup::No => {}
         }
         if let Some(rv) = self.job_refusal(
@@ -48,10 +49,9 @@ impl ClientConnection {
             CKR_ACTION_PROHIBITED,
             CKR_OBJECT_HANDLE_INVALID,
         )? {
-            return Err(rv);
+            return Err(rv.into());
         }
-        if let Some(found) = self.cert_of(session, object)? {
-            let (ctx, cert) = found?;
+        if let Some((ctx, cert)) = self.cert_of(session, object)? {
             return self.set_cert_attributes(session, &ctx, &cert, template);
         }
         self.set_attributes(session, object, template)
@@ -62,11 +62,11 @@ impl ClientConnection {
         &mut self,
         session: SessionId,
         object: ObjectHandle,
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         match self.session_object(session, object)? {
             // Session objects report CKA_COPYABLE=FALSE.
-            Lookup::Seen(_) => return Err(CKR_ACTION_PROHIBITED),
-            Lookup::Hidden => return Err(CKR_OBJECT_HANDLE_INVALID),
+            Lookup::Seen(_) => return Err(CKR_ACTION_PROHIBITED.into()),
+            Lookup::Hidden => return Err(CKR_OBJECT_HANDLE_INVALID.into()),
             Lookup::No => {}
         }
         if let Some(rv) = self.job_refusal(
@@ -76,11 +76,10 @@ impl ClientConnection {
             CKR_ACTION_PROHIBITED,
             CKR_OBJECT_HANDLE_INVALID,
         )? {
-            return Err(rv);
+            return Err(rv.into());
         }
-        if let Some(found) = self.cert_of(session, object)? {
-            let (ctx, cert) = found?;
-            return Err(self.copy_cert(&ctx, &cert));
+        if let Some((ctx, cert)) = self.cert_of(session, object)? {
+            return Err(P11Error::from(self.copy_cert(&ctx, &cert)));
         }
         // A Keyward key is never copied (design §4 "No side doors").
         let (ctx, obj) = self.visible_object(session, object, CKR_OBJECT_HANDLE_INVALID)?;
@@ -97,10 +96,10 @@ impl ClientConnection {
         &mut self,
         session: SessionId,
         object: ObjectHandle,
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         match self.session_object(session, object)? {
             Lookup::Seen(_) => return self.destroy_session_object(session, object),
-            Lookup::Hidden => return Err(CKR_OBJECT_HANDLE_INVALID),
+            Lookup::Hidden => return Err(CKR_OBJECT_HANDLE_INVALID.into()),
             Lookup::No => {}
         }
         if let Some(rv) = self.job_refusal(
@@ -110,10 +109,9 @@ impl ClientConnection {
             CKR_ACTION_PROHIBITED,
             CKR_OBJECT_HANDLE_INVALID,
         )? {
-            return Err(rv);
+            return Err(rv.into());
         }
-        if let Some(found) = self.cert_of(session, object)? {
-            let (ctx, cert) = found?;
+        if let Some((ctx, cert)) = self.cert_of(session, object)? {
             return self.destroy_cert(session, &ctx, &cert);
         }
         self.destroy(session, object)
@@ -124,14 +122,13 @@ impl ClientConnection {
         &mut self,
         session: SessionId,
         object: ObjectHandle,
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         match self.session_object(session, object)? {
             Lookup::Seen(_) => return Ok(Pkcs11Response::Size(None)),
-            Lookup::Hidden => return Err(CKR_OBJECT_HANDLE_INVALID),
+            Lookup::Hidden => return Err(CKR_OBJECT_HANDLE_INVALID.into()),
             Lookup::No => {}
         }
-        if let Some(found) = self.cert_of(session, object)? {
-            found?;
+        if self.cert_of(session, object)?.is_some() {
             return Ok(Pkcs11Response::Size(None));
         }
         self.visible_object(session, object, CKR_OBJECT_HANDLE_INVALID)?;
@@ -143,7 +140,7 @@ impl ClientConnection {
         &mut self,
         session: SessionId,
         template: &[Attribute],
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         if session_objects::wants_session_object(template) {
             return self.create_session_object(session, template);
         }
@@ -159,7 +156,7 @@ impl ClientConnection {
         mechanism: &Mechanism,
         public: Option<&[Attribute]>,
         template: &[Attribute],
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         if session_objects::wants_session_object(template) {
             return self.generate_session_objects(session, mechanism, public, template);
         }
@@ -171,11 +168,11 @@ impl ClientConnection {
         &mut self,
         session: SessionId,
         base_key: ObjectHandle,
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         match self.session_object(session, base_key)? {
             // No derivation mechanism is offered (CKA_DERIVE is FALSE).
-            Lookup::Seen(_) => return Err(CKR_MECHANISM_INVALID),
-            Lookup::Hidden => return Err(CKR_KEY_HANDLE_INVALID),
+            Lookup::Seen(_) => return Err(CKR_MECHANISM_INVALID.into()),
+            Lookup::Hidden => return Err(CKR_KEY_HANDLE_INVALID.into()),
             Lookup::No => {}
         }
         let (ctx, obj) = self.visible_object(session, base_key, CKR_KEY_HANDLE_INVALID)?;
@@ -186,6 +183,6 @@ impl ClientConnection {
             CKR_MECHANISM_INVALID,
             "no derivation from Keyward keys",
         );
-        Err(CKR_MECHANISM_INVALID)
+        Err(CKR_MECHANISM_INVALID.into())
     }
 }

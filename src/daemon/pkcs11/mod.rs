@@ -34,6 +34,7 @@ pub mod certs;
 pub mod ck;
 pub mod create;
 pub mod ctl;
+pub mod error;
 pub mod export;
 mod find;
 pub mod gate;
@@ -55,6 +56,7 @@ use crate::context::{Caller, Clock};
 use crate::daemon::limits::{Buffer, Charge, Limits};
 use crate::policy::{KeyRingName, Principal};
 use ck::*;
+pub use error::P11Error;
 use instance::InstanceState;
 use keyward_token::Token;
 use keyward_wire::pkcs11::{Attribute, Operation, Pkcs11Request, Pkcs11Response, SlotId};
@@ -64,6 +66,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use stream::{Hasher, Stream};
+
+/// A `CK_ULONG` value as a template carries it.
+pub type Ulong = u64;
 
 /// Random bytes one call may ask for.
 const MAX_RANDOM: u64 = 1 << 20;
@@ -78,7 +83,7 @@ pub const MAX_LABEL_OR_ID: usize = 1024;
 /// `CKR_ATTRIBUTE_VALUE_INVALID` if a template that may reach the store (creation, generation,
 /// unwrap, copy, derivation, `C_SetAttributeValue`) has a `CKA_LABEL` or `CKA_ID` over
 /// [`MAX_LABEL_OR_ID`] bytes. Checked before anything else, so nothing of it is kept.
-fn oversized_strings(req: &Pkcs11Request) -> Result<(), u64> {
+fn oversized_strings(req: &Pkcs11Request) -> Result<(), P11Error> {
     use keyward_wire::pkcs11::AttrValue;
     use Pkcs11Request as R;
     let check = |t: &[Attribute]| {
@@ -87,7 +92,10 @@ fn oversized_strings(req: &Pkcs11Request) -> Result<(), u64> {
                 && matches!(&a.value, AttrValue::Bytes(b) if b.len() > MAX_LABEL_OR_ID)
         });
         if over {
-            Err(keyward_wire::rv::CKR_ATTRIBUTE_VALUE_INVALID)
+            Err(P11Error::new(
+                keyward_wire::rv::CKR_ATTRIBUTE_VALUE_INVALID,
+                "a CKA_LABEL or CKA_ID over MAX_LABEL_OR_ID bytes",
+            ))
         } else {
             Ok(())
         }
@@ -113,7 +121,7 @@ const MAX_CONFIGURED_LABEL: usize = 128;
 
 /// Authenticates a service-account key given as a PIN, with the server's back-off
 /// (`CKR_PIN_INCORRECT` after a growing delay, `CKR_PIN_LOCKED`, `CKR_DEVICE_ERROR`).
-pub type KeyAuthenticator<'a> = &'a dyn Fn(&str) -> Result<Principal, u64>;
+pub type KeyAuthenticator<'a> = &'a dyn Fn(&str) -> Result<Principal, P11Error>;
 
 /// What every client connection shares.
 pub struct Pkcs11Service {
@@ -213,7 +221,7 @@ impl Pkcs11Service {
 
     /// The published state. Never the store nor the admin handler's mutex: a call that
     /// changes nothing does not wait for an admin request (design §4).
-    fn view(&self) -> Result<View, u64> {
+    fn view(&self) -> Result<View, P11Error> {
         Ok(View {
             state: self.published.current(),
         })
@@ -412,18 +420,39 @@ impl ClientConnection {
         self.sessions.is_empty() && self.inst.lock().logins.is_empty()
     }
 
-    /// Answers one request; an error is the CK_RV the C_ function returns. Each arm names
-    /// the function that answers it: slots, sessions and login in `session.rs`, finds and
-    /// attributes in `find.rs`, object management in `manage.rs`, operations in
-    /// `operation.rs`.
+    /// Answers one request; an error's [`P11Error::rv`] is the CK_RV the C_ function returns
+    /// (the only part sent back), its cause and site are logged here at debug level. The
+    /// router's arms name the functions that answer: slots, sessions and login in
+    /// `session.rs`, finds and attributes in `find.rs`, object management in `manage.rs`,
+    /// operations in `operation.rs`.
     pub fn handle(
         &mut self,
         req: Pkcs11Request,
         auth: KeyAuthenticator<'_>,
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
+        self.current = request_action(&req);
+        let answer = self.route(req, auth);
+        if let Err(e) = &answer {
+            // Only the code goes back; the cause stays here (never key material or a PIN).
+            tracing::debug!(
+                action = self.current,
+                rv = format_args!("{:#x}", e.rv()),
+                cause = e.cause(),
+                at = %e.at(),
+                "PKCS#11 call failed"
+            );
+        }
+        answer
+    }
+
+    /// The router: one arm per request, naming the function that answers it.
+    fn route(
+        &mut self,
+        req: Pkcs11Request,
+        auth: KeyAuthenticator<'_>,
+    ) -> Result<Pkcs11Response, P11Error> {
         use Pkcs11Request as R;
         use Pkcs11Response as P;
-        self.current = request_action(&req);
         oversized_strings(&req)?;
         match req {
             R::Ping => Ok(P::Pong),

@@ -8,6 +8,7 @@ use super::gate::{self, Denial};
 use super::ops::{self, Plan};
 use super::session_objects::Lookup;
 use super::stream::{Chain, Hasher, Stream};
+use super::P11Error;
 use super::{init_action, Active, ClientConnection, MAX_RANDOM};
 use crate::audit::Outcome;
 use crate::daemon::limits::{Buffer, Refused};
@@ -24,11 +25,11 @@ impl ClientConnection {
         session: SessionId,
         mechanism: &keyward_wire::pkcs11::Mechanism,
         key: Option<ObjectHandle>,
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         if let Some(h) = key {
             match self.session_object(session, h)? {
                 Lookup::Seen(o) => return self.init_session_object(op, session, mechanism, h, &o),
-                Lookup::Hidden => return Err(CKR_KEY_HANDLE_INVALID),
+                Lookup::Hidden => return Err(CKR_KEY_HANDLE_INVALID.into()),
                 Lookup::No => {}
             }
             if let Some(rv) = self.job_refusal(
@@ -38,7 +39,7 @@ impl ClientConnection {
                 CKR_KEY_FUNCTION_NOT_PERMITTED,
                 CKR_KEY_HANDLE_INVALID,
             )? {
-                return Err(rv);
+                return Err(rv.into());
             }
         }
         self.init(op, session, mechanism, key)
@@ -50,7 +51,7 @@ impl ClientConnection {
         op: Operation,
         session: SessionId,
         data: &[u8],
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         let out = self.append(op, session, data)?;
         Ok(Pkcs11Response::Data(Blob::new(out)))
     }
@@ -61,7 +62,7 @@ impl ClientConnection {
         session: SessionId,
         data: &[u8],
         signature: &[u8],
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         self.finish(Operation::Verify, session, Some(signature), Some(data))
     }
 
@@ -71,21 +72,25 @@ impl ClientConnection {
         &mut self,
         op: Operation,
         session: SessionId,
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         self.session_mut(session)?.ops.remove(&op);
         Ok(Pkcs11Response::Done)
     }
 
-    pub(super) fn random(&mut self, session: SessionId, len: u64) -> Result<Pkcs11Response, u64> {
+    pub(super) fn random(
+        &mut self,
+        session: SessionId,
+        len: u64,
+    ) -> Result<Pkcs11Response, P11Error> {
         let slot = self.session(session)?.slot;
         if len > MAX_RANDOM {
-            return Err(CKR_ARGUMENTS_BAD);
+            return Err(CKR_ARGUMENTS_BAD.into());
         }
         self.healthy()?;
         let state = self.svc.published.current();
         let ctx = self.slot_ctx(slot, &state)?;
         if ctx.ring.is_none() {
-            return Err(CKR_RANDOM_NO_RNG);
+            return Err(CKR_RANDOM_NO_RNG.into());
         }
         let n = usize::try_from(len).map_err(|_| CKR_ARGUMENTS_BAD)?;
         let bytes = self.svc.token.generate_random(n).map_err(|e| {
@@ -103,10 +108,10 @@ impl ClientConnection {
         session: SessionId,
         mechanism: &keyward_wire::pkcs11::Mechanism,
         key: Option<ObjectHandle>,
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         let s = self.session(session)?;
         if s.ops.contains_key(&op) {
-            return Err(CKR_OPERATION_ACTIVE);
+            return Err(CKR_OPERATION_ACTIVE.into());
         }
         let slot = s.slot;
         let action = init_action(op);
@@ -114,7 +119,7 @@ impl ClientConnection {
         let state = &view.state;
         let ctx = self.slot_ctx(slot, state)?;
         if !self.svc.audit.is_healthy() {
-            return Err(self.audit_down(&ctx.principal, action));
+            return Err(P11Error::from(self.audit_down(&ctx.principal, action)));
         }
         let (Some(handle), Some(_)) = (key, gate::use_permission(op)) else {
             // C_DigestInit: no key and no IAM gate, but the slot's token must be one the
@@ -128,7 +133,7 @@ impl ClientConnection {
                     CKR_MECHANISM_INVALID,
                     "the slot's key ring is absent or not visible to the caller",
                 );
-                return Err(CKR_MECHANISM_INVALID);
+                return Err(CKR_MECHANISM_INVALID.into());
             }
             let (charge, _) = self.operation_charge(&ctx.principal, Some(ctx.ring_name.clone()))?;
             self.record(&ctx.principal, action, None, Outcome::Allowed, 0, None)?;
@@ -151,7 +156,7 @@ impl ClientConnection {
             Err(rv) => {
                 return refuse(
                     self,
-                    rv,
+                    rv.rv(),
                     &format!("mechanism {:#x} not allowed for this key", mechanism.ty),
                 )
             }
@@ -172,7 +177,7 @@ impl ClientConnection {
         let generated = match gate::iv_gate(op, d.holds_other, &mut plan, &mechanism.params, |n| {
             token.generate_random(n).map_err(|e| {
                 tracing::warn!(error = %e, "cannot draw an IV in the token");
-                CKR_DEVICE_ERROR
+                P11Error::new(CKR_DEVICE_ERROR, format!("cannot draw an IV: {e}"))
             })
         }) {
             Ok(g) => g,
@@ -218,7 +223,7 @@ impl ClientConnection {
         op: Operation,
         session: SessionId,
         data: &[u8],
-    ) -> Result<Vec<u8>, u64> {
+    ) -> Result<Vec<u8>, P11Error> {
         let token = Arc::clone(&self.svc.token);
         let s = self.session_mut(session)?;
         let slot = s.slot;
@@ -259,9 +264,9 @@ impl ClientConnection {
             s.ops.remove(&op);
         }
         result.map_err(|fail| match fail {
-            Fail::Rv(rv) => {
-                tracing::debug!(?object, rv, "operation part failed");
-                rv
+            Fail::Rv(e) => {
+                tracing::debug!(?object, error = %e, "operation part failed");
+                e
             }
             Fail::Limit(r) => {
                 let principal = self.inst.lock().principal(slot).0;
@@ -280,7 +285,7 @@ impl ClientConnection {
         session: SessionId,
         signature: Option<&[u8]>,
         last: Option<&[u8]>,
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         if let Some(data) = last {
             // A one-shot call after updates (PKCS#11 forbids it; SoftHSM2 takes it): as an
             // update, then the final.
@@ -338,7 +343,10 @@ impl ClientConnection {
                         if !chain.final_needs_token(held.len()) {
                             Ok(ops::Outcome::Data(Vec::new()))
                         } else if !chain.counter_fits(held.len()) {
-                            Err(CKR_DATA_LEN_RANGE)
+                            Err(P11Error::new(
+                                CKR_DATA_LEN_RANGE,
+                                "the counter block would wrap",
+                            ))
                         } else {
                             let last = Plan {
                                 mech: chain.last(),
@@ -353,12 +361,13 @@ impl ClientConnection {
                 match out {
                     Ok(ops::Outcome::Data(d)) => Ok(Pkcs11Response::Data(Blob::new(d))),
                     Ok(ops::Outcome::Verified) => Ok(Pkcs11Response::Done),
-                    Err(rv) => {
-                        tracing::debug!(%object, rv, "operation failed");
-                        Err(if rv == CKR_KEY_HANDLE_INVALID {
-                            CKR_DEVICE_ERROR
+                    Err(e) => {
+                        tracing::debug!(%object, error = %e, "operation failed");
+                        // The key is gone from the token under a version the catalog holds.
+                        Err(if e.rv() == CKR_KEY_HANDLE_INVALID {
+                            P11Error::new(CKR_DEVICE_ERROR, "the token lost the key")
                         } else {
-                            rv
+                            e
                         })
                     }
                 }
@@ -370,7 +379,7 @@ impl ClientConnection {
 /// Why an operation's update failed.
 enum Fail {
     /// The token or a check refused it.
-    Rv(u64),
+    Rv(P11Error),
     /// A limit of design §9.
     Limit(Refused),
 }
@@ -394,7 +403,10 @@ fn stream_part(
         return Ok(Vec::new());
     }
     if !chain.counter_fits(n) {
-        return Err(Fail::Rv(CKR_DATA_LEN_RANGE));
+        return Err(Fail::Rv(P11Error::new(
+            CKR_DATA_LEN_RANGE,
+            "the counter block would wrap",
+        )));
     }
     let part = Plan {
         mech: chain.middle(),

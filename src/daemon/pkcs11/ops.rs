@@ -19,6 +19,7 @@
 use super::ck::*;
 use super::objects::{Half, ObjectView};
 use super::stream::SHA256_DIGEST_INFO;
+use super::P11Error;
 use keyward_token::{
     GenericKind, MechanismType, Mechanisms, OaepHash, ObjectClass, OpOutput, OpTarget,
     SessionObject, Token,
@@ -205,7 +206,11 @@ const SECRET_MAX: u64 = keyward_token::GENERIC_SECRET_MAX as u64;
 /// is no HMAC; `CKR_MECHANISM_INVALID` if the token lacks it; a `_GENERAL` length of 1 to
 /// the hash's output, else `CKR_MECHANISM_PARAM_INVALID`; a key of `key_len` bytes shorter
 /// than the hash's output is `CKR_KEY_SIZE_RANGE` (SoftHSM2 answers the same at Init).
-pub fn hmac(m: &Mechanism, caps: &Mechanisms, key_len: usize) -> Option<Result<TokenMech, u64>> {
+pub fn hmac(
+    m: &Mechanism,
+    caps: &Mechanisms,
+    key_len: usize,
+) -> Option<Result<TokenMech, P11Error>> {
     let (hash, general, ty) = match m.ty {
         CKM_SHA256_HMAC => (Hash::Sha256, false, MechanismType::SHA256_HMAC),
         CKM_SHA384_HMAC => (Hash::Sha384, false, MechanismType::SHA384_HMAC),
@@ -215,32 +220,35 @@ pub fn hmac(m: &Mechanism, caps: &Mechanisms, key_len: usize) -> Option<Result<T
         CKM_SHA512_HMAC_GENERAL => (Hash::Sha512, true, MechanismType::SHA512_HMAC),
         _ => return None,
     };
-    Some((|| {
-        if !caps.has(ty) {
-            return Err(CKR_MECHANISM_INVALID);
-        }
-        let len = match (&m.params, general) {
-            (MechParams::None, false) => hash.output_len(),
-            (MechParams::MacLen(n), true) => usize::try_from(*n)
-                .ok()
-                .filter(|n| (1..=hash.output_len()).contains(n))
-                .ok_or(CKR_MECHANISM_PARAM_INVALID)?,
-            _ => return Err(CKR_MECHANISM_PARAM_INVALID),
-        };
-        if key_len < hash.output_len() {
-            return Err(CKR_KEY_SIZE_RANGE);
-        }
-        Ok(TokenMech::Hmac { hash, len })
-    })())
+    Some(
+        (|| {
+            if !caps.has(ty) {
+                return Err(CKR_MECHANISM_INVALID);
+            }
+            let len = match (&m.params, general) {
+                (MechParams::None, false) => hash.output_len(),
+                (MechParams::MacLen(n), true) => usize::try_from(*n)
+                    .ok()
+                    .filter(|n| (1..=hash.output_len()).contains(n))
+                    .ok_or(CKR_MECHANISM_PARAM_INVALID)?,
+                _ => return Err(CKR_MECHANISM_PARAM_INVALID),
+            };
+            if key_len < hash.output_len() {
+                return Err(CKR_KEY_SIZE_RANGE);
+            }
+            Ok(TokenMech::Hmac { hash, len })
+        })()
+        .map_err(P11Error::from),
+    )
 }
 
 /// The digest of a `C_DigestInit` mechanism.
-pub fn digest_mechanism(m: &Mechanism) -> Result<Hash, u64> {
+pub fn digest_mechanism(m: &Mechanism) -> Result<Hash, P11Error> {
     match m.ty {
         CKM_SHA256 => Ok(Hash::Sha256),
         CKM_SHA384 => Ok(Hash::Sha384),
         CKM_SHA512 => Ok(Hash::Sha512),
-        _ => Err(CKR_MECHANISM_INVALID),
+        _ => Err(CKR_MECHANISM_INVALID.into()),
     }
 }
 
@@ -253,19 +261,19 @@ pub fn oaep(
     params: &MechParams,
     caps: &Mechanisms,
     want: Option<OaepHash>,
-) -> Result<TokenMech, u64> {
+) -> Result<TokenMech, P11Error> {
     let MechParams::Oaep(p) = params else {
-        return Err(CKR_MECHANISM_PARAM_INVALID);
+        return Err(CKR_MECHANISM_PARAM_INVALID.into());
     };
     let hash = match (p.hash, p.mgf) {
         (CKM_SHA_1, CKG_MGF1_SHA1) => OaepHash::Sha1,
         (CKM_SHA256, CKG_MGF1_SHA256) => OaepHash::Sha256,
-        _ => return Err(CKR_MECHANISM_PARAM_INVALID),
+        _ => return Err(CKR_MECHANISM_PARAM_INVALID.into()),
     };
     // `source` is CKZ_DATA_SPECIFIED; OpenSC passes 0 with no label.
     let no_label = p.source <= CKZ_DATA_SPECIFIED && p.source_data.as_slice().is_empty();
     if !no_label || !caps.oaep(hash) || want.is_some_and(|w| w != hash) {
-        return Err(CKR_MECHANISM_PARAM_INVALID);
+        return Err(CKR_MECHANISM_PARAM_INVALID.into());
     }
     Ok(TokenMech::Oaep {
         sha256: hash == OaepHash::Sha256,
@@ -282,12 +290,12 @@ pub fn plan(
     m: &Mechanism,
     obj: &ObjectView<'_>,
     caps: &Mechanisms,
-) -> Result<Plan, u64> {
+) -> Result<Plan, P11Error> {
     if let Some(g) = obj.generic {
         return plan_generic(op, m, obj, g.kind, caps);
     }
     let Some(alg) = obj.algorithm else {
-        return Err(CKR_MECHANISM_INVALID);
+        return Err(CKR_MECHANISM_INVALID.into());
     };
     let half = obj.id.half;
     let mk = |mech, prehash, input_len, class| Plan {
@@ -322,7 +330,7 @@ pub fn plan(
                 no_params()?;
                 Ok(mk(TokenMech::Ecdsa, Some(hash), None, sign_class()?))
             } else {
-                Err(CKR_MECHANISM_INVALID)
+                Err(CKR_MECHANISM_INVALID.into())
             }
         }
         KeyKind::Rsa(_) if is_pkcs1_sign(alg) => match m.ty {
@@ -336,7 +344,7 @@ pub fn plan(
                 no_params()?;
                 Ok(mk(TokenMech::Sha256RsaPkcs, None, None, sign_class()?))
             }
-            _ => Err(CKR_MECHANISM_INVALID),
+            _ => Err(CKR_MECHANISM_INVALID.into()),
         },
         KeyKind::Rsa(_) if is_pss_sign(alg) => {
             let pss_ok = |m: &Mechanism| match &m.params {
@@ -356,13 +364,13 @@ pub fn plan(
                     pss_ok(m)?;
                     Ok(mk(TokenMech::Sha256RsaPss, None, None, sign_class()?))
                 }
-                _ => Err(CKR_MECHANISM_INVALID),
+                _ => Err(CKR_MECHANISM_INVALID.into()),
             }
         }
         KeyKind::Rsa(_) => {
             // RSA_DECRYPT_OAEP_*.
             if m.ty != CKM_RSA_PKCS_OAEP {
-                return Err(CKR_MECHANISM_INVALID);
+                return Err(CKR_MECHANISM_INVALID.into());
             }
             let want = OaepHash::of(alg).unwrap_or(OaepHash::Sha1);
             let mech = oaep(&m.params, caps, Some(want))?;
@@ -370,21 +378,21 @@ pub fn plan(
                 (Operation::Decrypt, Half::Private) => ObjectClass::PRIVATE_KEY,
                 (Operation::Encrypt, Half::Public) => ObjectClass::PUBLIC_KEY,
                 (Operation::Encrypt | Operation::Decrypt, _) => {
-                    return Err(CKR_KEY_FUNCTION_NOT_PERMITTED)
+                    return Err(CKR_KEY_FUNCTION_NOT_PERMITTED.into())
                 }
-                _ => return Err(CKR_MECHANISM_INVALID),
+                _ => return Err(CKR_MECHANISM_INVALID.into()),
             };
             Ok(mk(mech, None, None, class))
         }
         KeyKind::Aes(_) => {
             if m.ty != CKM_AES_GCM || !matches!(op, Operation::Encrypt | Operation::Decrypt) {
-                return Err(CKR_MECHANISM_INVALID);
+                return Err(CKR_MECHANISM_INVALID.into());
             }
             let MechParams::Gcm(g) = &m.params else {
-                return Err(CKR_MECHANISM_PARAM_INVALID);
+                return Err(CKR_MECHANISM_PARAM_INVALID.into());
             };
             if g.iv.is_empty() || g.tag_bits == 0 || g.tag_bits > 128 || g.tag_bits % 8 != 0 {
-                return Err(CKR_MECHANISM_PARAM_INVALID);
+                return Err(CKR_MECHANISM_PARAM_INVALID.into());
             }
             let mech = TokenMech::Gcm {
                 iv: g.iv.as_slice().to_vec(),
@@ -397,9 +405,9 @@ pub fn plan(
             // HMAC_SHA256 keys: CKM_SHA256_HMAC and its _GENERAL form.
             let sha256 = matches!(m.ty, CKM_SHA256_HMAC | CKM_SHA256_HMAC_GENERAL);
             if !sha256 || !matches!(op, Operation::Sign | Operation::Verify) {
-                return Err(CKR_MECHANISM_INVALID);
+                return Err(CKR_MECHANISM_INVALID.into());
             }
-            let mech = hmac(m, caps, n).unwrap_or(Err(CKR_MECHANISM_INVALID))?;
+            let mech = hmac(m, caps, n).unwrap_or(Err(CKR_MECHANISM_INVALID.into()))?;
             Ok(mk(mech, None, None, ObjectClass::SECRET_KEY))
         }
     }
@@ -414,7 +422,7 @@ fn plan_generic(
     obj: &ObjectView<'_>,
     kind: GenericKind,
     caps: &Mechanisms,
-) -> Result<Plan, u64> {
+) -> Result<Plan, P11Error> {
     plan_kind(op, m, obj.flags(), obj.id.half, kind, caps)
 }
 
@@ -430,14 +438,14 @@ pub fn plan_kind(
     half: Half,
     kind: GenericKind,
     caps: &Mechanisms,
-) -> Result<Plan, u64> {
+) -> Result<Plan, P11Error> {
     let (enc, dec, sign, verify, _, _) = flags;
     let class = match (op, half) {
         (Operation::Sign | Operation::Decrypt, Half::Private) => ObjectClass::PRIVATE_KEY,
         (Operation::Verify | Operation::Encrypt, Half::Public) => ObjectClass::PUBLIC_KEY,
         (_, Half::Secret) => ObjectClass::SECRET_KEY,
-        (Operation::Digest, _) => return Err(CKR_MECHANISM_INVALID),
-        _ => return Err(CKR_KEY_FUNCTION_NOT_PERMITTED),
+        (Operation::Digest, _) => return Err(CKR_MECHANISM_INVALID.into()),
+        _ => return Err(CKR_KEY_FUNCTION_NOT_PERMITTED.into()),
     };
     let allowed = match op {
         Operation::Sign => sign,
@@ -447,7 +455,7 @@ pub fn plan_kind(
         Operation::Digest => false,
     };
     if !allowed {
-        return Err(CKR_MECHANISM_INVALID);
+        return Err(CKR_MECHANISM_INVALID.into());
     }
     let none = || match &m.params {
         MechParams::None => Ok(()),
@@ -489,7 +497,7 @@ pub fn plan_kind(
                 (MechanismType::SHA512_RSA_PKCS, TokenMech::Sha512RsaPkcs)
             };
             if !caps.has(t) {
-                return Err(CKR_MECHANISM_INVALID);
+                return Err(CKR_MECHANISM_INVALID.into());
             }
             none()?;
             Ok(mk(mech, None))
@@ -498,7 +506,7 @@ pub fn plan_kind(
             match &m.params {
                 MechParams::Pss(p)
                     if p.hash == CKM_SHA256 && p.mgf == CKG_MGF1_SHA256 && p.salt_len == 32 => {}
-                _ => return Err(CKR_MECHANISM_PARAM_INVALID),
+                _ => return Err(CKR_MECHANISM_PARAM_INVALID.into()),
             }
             let mech = if m.ty == CKM_RSA_PKCS_PSS {
                 TokenMech::RsaPssSha256
@@ -517,17 +525,17 @@ pub fn plan_kind(
         // PKCS#1 v1.5 encryption, done (and its padding checked) in the token.
         (GenericKind::Rsa(_), CKM_RSA_PKCS) if !signing => {
             if !caps.has(MechanismType::RSA_PKCS) {
-                return Err(CKR_MECHANISM_INVALID);
+                return Err(CKR_MECHANISM_INVALID.into());
             }
             none()?;
             Ok(mk(TokenMech::RsaPkcs, None))
         }
         (GenericKind::Aes(_), CKM_AES_GCM) if !signing => {
             let MechParams::Gcm(g) = &m.params else {
-                return Err(CKR_MECHANISM_PARAM_INVALID);
+                return Err(CKR_MECHANISM_PARAM_INVALID.into());
             };
             if g.iv.is_empty() || g.tag_bits == 0 || g.tag_bits > 128 || g.tag_bits % 8 != 0 {
-                return Err(CKR_MECHANISM_PARAM_INVALID);
+                return Err(CKR_MECHANISM_PARAM_INVALID.into());
             }
             Ok(mk(
                 TokenMech::Gcm {
@@ -545,25 +553,25 @@ pub fn plan_kind(
         }
         (GenericKind::Secret(n), _) if signing => match hmac(m, caps, n) {
             Some(mech) => Ok(mk(mech?, None)),
-            None => Err(CKR_MECHANISM_INVALID),
+            None => Err(CKR_MECHANISM_INVALID.into()),
         },
-        _ => Err(CKR_MECHANISM_INVALID),
+        _ => Err(CKR_MECHANISM_INVALID.into()),
     }
 }
 
 /// The token mechanism for AES-CBC(-PAD), -ECB or -CTR `m`, where the token has it
 /// (`CKR_MECHANISM_INVALID` otherwise): a 16-byte IV for CBC and CBC-PAD, no parameter for
 /// ECB, a counter of 1 to 128 bits for CTR; anything else is `CKR_MECHANISM_PARAM_INVALID`.
-fn aes_block_mode(m: &Mechanism, caps: &Mechanisms) -> Result<TokenMech, u64> {
+fn aes_block_mode(m: &Mechanism, caps: &Mechanisms) -> Result<TokenMech, P11Error> {
     let t = match m.ty {
         CKM_AES_CBC_PAD => MechanismType::AES_CBC_PAD,
         CKM_AES_CBC => MechanismType::AES_CBC,
         CKM_AES_ECB => MechanismType::AES_ECB,
         CKM_AES_CTR => MechanismType::AES_CTR,
-        _ => return Err(CKR_MECHANISM_INVALID),
+        _ => return Err(CKR_MECHANISM_INVALID.into()),
     };
     if !caps.has(t) {
-        return Err(CKR_MECHANISM_INVALID);
+        return Err(CKR_MECHANISM_INVALID.into());
     }
     let iv = || match &m.params {
         MechParams::Bytes(b) => {
@@ -581,7 +589,7 @@ fn aes_block_mode(m: &Mechanism, caps: &Mechanisms) -> Result<TokenMech, u64> {
                 cb: c.cb,
             })
         }
-        _ => Err(CKR_MECHANISM_PARAM_INVALID),
+        _ => Err(CKR_MECHANISM_PARAM_INVALID.into()),
     }
 }
 
@@ -613,8 +621,8 @@ pub fn restrict(
     plan: &mut Plan,
     requested: &MechParams,
     holds_other: bool,
-    random: impl FnOnce(usize) -> Result<Vec<u8>, u64>,
-) -> Result<Option<Vec<u8>>, u64> {
+    random: impl FnOnce(usize) -> Result<Vec<u8>, P11Error>,
+) -> Result<Option<Vec<u8>>, P11Error> {
     if holds_other {
         return Ok(None);
     }
@@ -622,25 +630,25 @@ pub fn restrict(
     match (op, &mut plan.mech) {
         (Operation::Encrypt, TokenMech::Gcm { iv, .. }) => {
             let MechParams::Gcm(g) = requested else {
-                return Err(CKR_MECHANISM_PARAM_INVALID);
+                return Err(CKR_MECHANISM_PARAM_INVALID.into());
             };
             let bits_ok = match g.layout {
                 GcmLayout::WithIvBits => g.iv_bits == 96,
                 GcmLayout::WithoutIvBits => true,
             };
             if g.iv.len() != GCM_IV_LEN || !zero(g.iv.as_slice()) || !bits_ok {
-                return Err(CKR_MECHANISM_PARAM_INVALID);
+                return Err(CKR_MECHANISM_PARAM_INVALID.into());
             }
             let fresh = random(GCM_IV_LEN)?;
             if fresh.len() != GCM_IV_LEN {
-                return Err(CKR_DEVICE_ERROR);
+                return Err(CKR_DEVICE_ERROR.into());
             }
             *iv = fresh.clone();
             Ok(Some(fresh))
         }
         (Operation::Encrypt, TokenMech::AesCtr { cb, counter_bits }) => {
             if !zero(cb) {
-                return Err(CKR_MECHANISM_PARAM_INVALID);
+                return Err(CKR_MECHANISM_PARAM_INVALID.into());
             }
             let fresh = random(AES_BLOCK)?;
             let block =
@@ -659,10 +667,12 @@ pub fn restrict(
         (
             Operation::Encrypt,
             TokenMech::AesEcb | TokenMech::AesCbc { .. } | TokenMech::AesCbcPad { .. },
-        ) => Err(CKR_KEY_FUNCTION_NOT_PERMITTED),
-        (Operation::Decrypt, TokenMech::AesCtr { .. }) => Err(CKR_KEY_FUNCTION_NOT_PERMITTED),
+        ) => Err(CKR_KEY_FUNCTION_NOT_PERMITTED.into()),
+        (Operation::Decrypt, TokenMech::AesCtr { .. }) => {
+            Err(CKR_KEY_FUNCTION_NOT_PERMITTED.into())
+        }
         (Operation::Verify, TokenMech::Hmac { hash, len }) if *len < hash.output_len() => {
-            Err(CKR_KEY_FUNCTION_NOT_PERMITTED)
+            Err(CKR_KEY_FUNCTION_NOT_PERMITTED.into())
         }
         _ => Ok(None),
     }
@@ -712,7 +722,7 @@ pub fn run(
     token_id: &[u8],
     input: &[u8],
     signature: Option<&[u8]>,
-) -> Result<Outcome, u64> {
+) -> Result<Outcome, P11Error> {
     run_on(token, op, plan, KeyRef::Id(token_id), input, signature)
 }
 
@@ -733,7 +743,7 @@ pub fn run_on(
     target: KeyRef<'_>,
     input: &[u8],
     signature: Option<&[u8]>,
-) -> Result<Outcome, u64> {
+) -> Result<Outcome, P11Error> {
     let hashed;
     let data = match plan.prehash {
         Some(h) => {
@@ -744,16 +754,16 @@ pub fn run_on(
     };
     if let Some(len) = plan.input_len {
         if data.len() != len {
-            return Err(CKR_DATA_LEN_RANGE);
+            return Err(CKR_DATA_LEN_RANGE.into());
         }
     }
     if let Some(prefix) = plan.input_prefix {
         if !data.starts_with(prefix) {
-            return Err(CKR_DATA_INVALID);
+            return Err(CKR_DATA_INVALID.into());
         }
     }
     if let Some(rv) = block_len_error(&plan.mech, op, data.len()) {
-        return Err(rv);
+        return Err(rv.into());
     }
     // A `_GENERAL` HMAC shorter than the hash's output.
     let truncated = match plan.mech {
@@ -778,15 +788,17 @@ pub fn run_on(
     if let (Some(len), Ok(Outcome::Data(full))) = (truncated, &result) {
         let mac = full.get(..len).ok_or(CKR_GENERAL_ERROR)?;
         return match (op, signature) {
-            (Operation::Verify, Some(sig)) if sig.len() != len => Err(CKR_SIGNATURE_LEN_RANGE),
+            (Operation::Verify, Some(sig)) if sig.len() != len => {
+                Err(CKR_SIGNATURE_LEN_RANGE.into())
+            }
             (Operation::Verify, Some(sig)) => {
                 if bool::from(subtle::ConstantTimeEq::ct_eq(mac, sig)) {
                     Ok(Outcome::Verified)
                 } else {
-                    Err(CKR_SIGNATURE_INVALID)
+                    Err(CKR_SIGNATURE_INVALID.into())
                 }
             }
-            (Operation::Verify, None) => Err(CKR_SIGNATURE_LEN_RANGE),
+            (Operation::Verify, None) => Err(CKR_SIGNATURE_LEN_RANGE.into()),
             _ => Ok(Outcome::Data(mac.to_vec())),
         };
     }
@@ -807,14 +819,15 @@ pub fn run_on(
         // 2.6 bad CBC-PAD padding, with CKR_GENERAL_ERROR, which clients take as
         // unrecoverable; PKCS#11 3.0 says CKR_ENCRYPTED_DATA_INVALID, and nothing else in a
         // decrypt of well-formed input (whole blocks, checked above) fails that way.
-        if checked_decrypt && rv == CKR_GENERAL_ERROR {
+        let rv = if checked_decrypt && rv == CKR_GENERAL_ERROR {
             CKR_ENCRYPTED_DATA_INVALID
         } else if decrypt && block_mode && rv == CKR_DATA_LEN_RANGE {
             // Ciphertext length errors are CKR_ENCRYPTED_DATA_LEN_RANGE for decryption.
             CKR_ENCRYPTED_DATA_LEN_RANGE
         } else {
             rv
-        }
+        };
+        P11Error::new(rv, format!("token: {e}"))
     })
 }
 
@@ -851,7 +864,7 @@ mod tests {
         })
     }
 
-    fn rng(n: usize) -> Result<Vec<u8>, u64> {
+    fn rng(n: usize) -> Result<Vec<u8>, P11Error> {
         Ok(vec![0xA5; n])
     }
 
@@ -874,16 +887,16 @@ mod tests {
                 assert_eq!(r, Ok(Some(vec![0xA5; 12])));
                 assert_eq!(p, gcm_plan(&[0xA5; 12]), "the plan uses keywardd's IV");
             } else {
-                assert_eq!(r, Err(CKR_MECHANISM_PARAM_INVALID), "{params:?}");
+                assert_eq!(r, Err(CKR_MECHANISM_PARAM_INVALID.into()), "{params:?}");
             }
         }
         // A token that cannot draw random bytes fails closed.
         let params = gcm_params(&[0; 12], 96, GcmLayout::WithIvBits);
         let mut p = gcm_plan(&[0; 12]);
         let r = restrict(Operation::Encrypt, &mut p, &params, false, |_| {
-            Err(CKR_DEVICE_ERROR)
+            Err(CKR_DEVICE_ERROR.into())
         });
-        assert_eq!(r, Err(CKR_DEVICE_ERROR));
+        assert_eq!(r, Err(CKR_DEVICE_ERROR.into()));
     }
 
     #[test]
@@ -912,7 +925,7 @@ mod tests {
         assert_eq!(p, ctr([0xA5; 16]));
         let mut p = ctr([1; 16]);
         let r = restrict(Operation::Encrypt, &mut p, &ctr_params([1; 16]), false, rng);
-        assert_eq!(r, Err(CKR_MECHANISM_PARAM_INVALID));
+        assert_eq!(r, Err(CKR_MECHANISM_PARAM_INVALID.into()));
         for m in &block {
             let r = restrict(
                 Operation::Encrypt,
@@ -921,7 +934,7 @@ mod tests {
                 false,
                 rng,
             );
-            assert_eq!(r, Err(CKR_KEY_FUNCTION_NOT_PERMITTED), "{m:?}");
+            assert_eq!(r, Err(CKR_KEY_FUNCTION_NOT_PERMITTED.into()), "{m:?}");
             // Decrypting with them stays allowed to a decrypt-only principal.
             let r = restrict(
                 Operation::Decrypt,
@@ -940,7 +953,7 @@ mod tests {
             false,
             rng,
         );
-        assert_eq!(r, Err(CKR_KEY_FUNCTION_NOT_PERMITTED));
+        assert_eq!(r, Err(CKR_KEY_FUNCTION_NOT_PERMITTED.into()));
         let params = gcm_params(&[1; 12], 96, GcmLayout::WithIvBits);
         let mut p = gcm_plan(&[1; 12]);
         assert_eq!(

@@ -5,6 +5,7 @@
 
 use super::ck::*;
 use super::ClientConnection;
+use super::P11Error;
 use crate::audit::writer::AuditUnavailable;
 use crate::audit::{NewRecord, Outcome};
 use crate::daemon::limits::{Buffer, Charge, Holder, Refused, Resource};
@@ -30,16 +31,17 @@ impl ClientConnection {
             .charge(resource, &self.holder(principal), n)
     }
 
-    /// Audits a refusal by a limit of the request being answered; returns `rv`.
+    /// Audits a refusal by a limit of the request being answered; returns the error (`rv`).
     pub(super) fn deny_limit(
         &self,
         principal: &Principal,
         resource: Option<String>,
         rv: u64,
         refused: Refused,
-    ) -> u64 {
-        self.deny(principal, self.current, resource, rv, &refused.to_string());
-        rv
+    ) -> P11Error {
+        let why = refused.to_string();
+        self.deny(principal, self.current, resource, rv, &why);
+        P11Error::new(rv, why)
     }
 
     /// An operation's charge and its (empty) input buffer, or `CKR_DEVICE_MEMORY` (audited).
@@ -47,7 +49,7 @@ impl ClientConnection {
         &self,
         principal: &Principal,
         resource: Option<String>,
-    ) -> Result<(Charge, Buffer), u64> {
+    ) -> Result<(Charge, Buffer), P11Error> {
         let limits = self.svc.limits();
         let holder = self.holder(principal);
         limits
@@ -62,7 +64,7 @@ impl ClientConnection {
         &self,
         principal: &Principal,
         ring: &str,
-    ) -> Result<Charge, u64> {
+    ) -> Result<Charge, P11Error> {
         self.charge(Resource::KeyGenerations, principal, 1)
             .map_err(|r| self.deny_limit(principal, Some(ring.to_owned()), CKR_DEVICE_MEMORY, r))
     }
@@ -77,7 +79,7 @@ impl ClientConnection {
         outcome: Outcome,
         rv: u64,
         detail: Option<String>,
-    ) -> Result<(), u64> {
+    ) -> Result<(), P11Error> {
         let rec = NewRecord {
             time_ms: self.svc.clock.now_ms(),
             principal: principal.member.to_string(),
@@ -96,7 +98,7 @@ impl ClientConnection {
             if !matches!(e, AuditUnavailable::RateLimited(_)) {
                 tracing::error!(error = %e, action, "audit record refused: failing closed");
             }
-            e.ck_rv()
+            P11Error::new(e.ck_rv(), e.to_string())
         })
     }
 
@@ -121,12 +123,12 @@ impl ClientConnection {
 
     /// `CKR_DEVICE_ERROR` while the audit log cannot be written; the refusal is recorded
     /// (as the instance's principal) when the log is writable again.
-    pub(super) fn healthy(&self) -> Result<(), u64> {
+    pub(super) fn healthy(&self) -> Result<(), P11Error> {
         if self.svc.audit.is_healthy() {
             Ok(())
         } else {
             let base = self.inst.lock().base.clone();
-            Err(self.audit_down(&base, self.current))
+            Err(P11Error::from(self.audit_down(&base, self.current)))
         }
     }
 

@@ -8,6 +8,7 @@ use super::ck::*;
 use super::gate;
 use super::instance::{Login, SlotEntry};
 use super::ops;
+use super::P11Error;
 use super::{
     ClientConnection, KeyAuthenticator, Session, SlotCtx, MAX_CONFIGURED_LABEL, MAX_CONFIGURED_RING,
 };
@@ -25,7 +26,7 @@ use std::sync::atomic::Ordering;
 
 impl ClientConnection {
     /// `C_GetTokenInfo` (PKCS#11 3.0 §5.5): the slot's label, serial and session counts.
-    pub(super) fn get_token_info(&self, slot: SlotId) -> Result<Pkcs11Response, u64> {
+    pub(super) fn get_token_info(&self, slot: SlotId) -> Result<Pkcs11Response, P11Error> {
         let entry = self.slot_entry(slot)?;
         let counts = self.inst.lock().sessions.get(&slot).copied();
         Ok(Pkcs11Response::TokenInfo(token_info(
@@ -36,7 +37,7 @@ impl ClientConnection {
     }
 
     /// `C_GetMechanismList` (§5.5): the mechanisms keywardd serves on the backing token.
-    pub(super) fn mechanism_list(&self, slot: SlotId) -> Result<Pkcs11Response, u64> {
+    pub(super) fn mechanism_list(&self, slot: SlotId) -> Result<Pkcs11Response, P11Error> {
         self.slot_entry(slot)?;
         Ok(Pkcs11Response::Mechanisms(ops::served(&self.svc.token)))
     }
@@ -46,14 +47,14 @@ impl ClientConnection {
         &self,
         slot: SlotId,
         mechanism: u64,
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         self.slot_entry(slot)?;
         if !ops::served(&self.svc.token).contains(&mechanism) {
-            return Err(CKR_MECHANISM_INVALID);
+            return Err(CKR_MECHANISM_INVALID.into());
         }
         ops::info(mechanism)
             .map(Pkcs11Response::MechanismInfo)
-            .ok_or(CKR_MECHANISM_INVALID)
+            .ok_or(CKR_MECHANISM_INVALID.into())
     }
 
     /// `C_OpenSession` (§5.6), within the session limit of design §9 (`CKR_SESSION_COUNT`,
@@ -62,7 +63,7 @@ impl ClientConnection {
         &mut self,
         slot: SlotId,
         read_write: bool,
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         let entry = self.slot_entry(slot)?;
         let principal = self.inst.lock().principal(slot).0;
         let charge = self
@@ -88,16 +89,16 @@ impl ClientConnection {
     }
 
     /// `C_CloseSession` (§5.6).
-    pub(super) fn close(&mut self, session: SessionId) -> Result<Pkcs11Response, u64> {
+    pub(super) fn close(&mut self, session: SessionId) -> Result<Pkcs11Response, P11Error> {
         if !self.sessions.contains_key(&session.0) {
-            return Err(CKR_SESSION_HANDLE_INVALID);
+            return Err(CKR_SESSION_HANDLE_INVALID.into());
         }
         self.close_session(session.0);
         Ok(Pkcs11Response::Done)
     }
 
     /// `C_Logout` (§5.6).
-    pub(super) fn logout(&mut self, slot: SlotId) -> Result<Pkcs11Response, u64> {
+    pub(super) fn logout(&mut self, slot: SlotId) -> Result<Pkcs11Response, P11Error> {
         self.slot_entry(slot)?;
         let was = self.inst.lock().logins.remove(&slot);
         match was {
@@ -107,7 +108,7 @@ impl ClientConnection {
                 self.drop_session_objects(slot, "C_Logout", |o| o.slot == slot && o.private);
                 Ok(Pkcs11Response::Done)
             }
-            None => Err(CKR_USER_NOT_LOGGED_IN),
+            None => Err(CKR_USER_NOT_LOGGED_IN.into()),
         }
     }
 
@@ -122,7 +123,7 @@ impl ClientConnection {
     pub(super) fn list_slots(
         &mut self,
         configured: &[ConfiguredToken],
-    ) -> Result<Vec<SlotDescription>, u64> {
+    ) -> Result<Vec<SlotDescription>, P11Error> {
         let state = self.svc.published.current();
         let base = self.inst.lock().base.clone();
         let cap = self.svc.unseen_ring_cap.load(Ordering::Relaxed);
@@ -160,7 +161,7 @@ impl ClientConnection {
             unseen += 1;
             if unseen > cap {
                 self.refuse_slot_list(&base, configured.len(), cap);
-                return Err(CKR_ARGUMENTS_BAD);
+                return Err(CKR_ARGUMENTS_BAD.into());
             }
             // Invisible or missing: the configured label, the same flags, empty.
             let ring = crate::audit::cap(&c.ring, MAX_CONFIGURED_RING).into_owned();
@@ -226,7 +227,7 @@ impl ClientConnection {
 
     /// The instance's entry for `slot`; a ring the pre-login principal sees is added if the
     /// list was made before it appeared (or by an earlier keywardd).
-    pub(super) fn slot_entry(&self, slot: SlotId) -> Result<SlotEntry, u64> {
+    pub(super) fn slot_entry(&self, slot: SlotId) -> Result<SlotEntry, P11Error> {
         let mut inst = self.inst.lock();
         if let Some(e) = inst.slots.get(&slot) {
             return Ok(e.clone());
@@ -235,7 +236,7 @@ impl ClientConnection {
         let u = u32::try_from(slot.0).map_err(|_| CKR_SLOT_ID_INVALID)?;
         let r = state.catalog.ring_by_slot(u).ok_or(CKR_SLOT_ID_INVALID)?;
         if !gate::ring_seen(&state.policy, &inst.base, &r.name) {
-            return Err(CKR_SLOT_ID_INVALID);
+            return Err(CKR_SLOT_ID_INVALID.into());
         }
         let e = SlotEntry {
             ring: ResourceName::KeyRing(r.name.clone()).to_string(),
@@ -246,7 +247,7 @@ impl ClientConnection {
         Ok(e)
     }
 
-    pub(super) fn slot_ctx(&self, slot: SlotId, state: &State) -> Result<SlotCtx, u64> {
+    pub(super) fn slot_ctx(&self, slot: SlotId, state: &State) -> Result<SlotCtx, P11Error> {
         let entry = self.slot_entry(slot)?;
         let (principal, login) = self.inst.lock().principal(slot);
         let ring = parse_ring(&entry.ring).filter(|r| {
@@ -266,20 +267,20 @@ impl ClientConnection {
         user: UserType,
         pin: Option<&[u8]>,
         auth: KeyAuthenticator<'_>,
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         let entry = self.slot_entry(slot)?;
         let so = match user {
             UserType::User => false,
             UserType::So => true,
-            UserType::ContextSpecific => return Err(CKR_OPERATION_NOT_INITIALIZED),
+            UserType::ContextSpecific => return Err(CKR_OPERATION_NOT_INITIALIZED.into()),
         };
         {
             let inst = self.inst.lock();
             if let Some(l) = inst.logins.get(&slot) {
                 return Err(if l.so == so {
-                    CKR_USER_ALREADY_LOGGED_IN
+                    CKR_USER_ALREADY_LOGGED_IN.into()
                 } else {
-                    CKR_USER_ANOTHER_ALREADY_LOGGED_IN
+                    CKR_USER_ANOTHER_ALREADY_LOGGED_IN.into()
                 });
             }
         }
@@ -290,7 +291,7 @@ impl ClientConnection {
             None | Some([]) => Ok(base.clone()),
             Some(bytes) => match std::str::from_utf8(bytes) {
                 Ok(key) => auth(key),
-                Err(_) => Err(CKR_PIN_INCORRECT),
+                Err(_) => Err(P11Error::new(CKR_PIN_INCORRECT, "the PIN is not UTF-8")),
             },
         };
         let principal = match principal {
@@ -300,7 +301,7 @@ impl ClientConnection {
                     &base,
                     "C_Login",
                     Some(entry.ring.clone()),
-                    rv,
+                    rv.rv(),
                     &format!("{who}: service-account key refused"),
                 );
                 return Err(rv);
@@ -330,14 +331,16 @@ impl ClientConnection {
 
     // ------------------------------------------------------------------ sessions
 
-    pub(super) fn session(&self, id: SessionId) -> Result<&Session, u64> {
-        self.sessions.get(&id.0).ok_or(CKR_SESSION_HANDLE_INVALID)
+    pub(super) fn session(&self, id: SessionId) -> Result<&Session, P11Error> {
+        self.sessions
+            .get(&id.0)
+            .ok_or(CKR_SESSION_HANDLE_INVALID.into())
     }
 
-    pub(super) fn session_mut(&mut self, id: SessionId) -> Result<&mut Session, u64> {
+    pub(super) fn session_mut(&mut self, id: SessionId) -> Result<&mut Session, P11Error> {
         self.sessions
             .get_mut(&id.0)
-            .ok_or(CKR_SESSION_HANDLE_INVALID)
+            .ok_or(CKR_SESSION_HANDLE_INVALID.into())
     }
 
     pub(super) fn close_session(&mut self, id: u64) {

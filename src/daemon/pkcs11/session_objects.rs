@@ -38,6 +38,7 @@ use super::ck::*;
 use super::instance::SessionObj;
 use super::objects::Half;
 use super::{init_action, Active, ClientConnection, SlotCtx};
+use super::{P11Error, Ulong};
 use crate::audit::Outcome;
 use crate::daemon::limits::{Charge, Resource};
 use keyward_token::public_key::Curve;
@@ -52,19 +53,19 @@ fn get(t: &[Attribute], ty: u64) -> Option<&AttrValue> {
     t.iter().rev().find(|a| a.ty == ty).map(|a| &a.value)
 }
 
-fn get_ulong(t: &[Attribute], ty: u64) -> Result<Option<u64>, u64> {
+fn get_ulong(t: &[Attribute], ty: u64) -> Result<Option<Ulong>, P11Error> {
     match get(t, ty) {
         None => Ok(None),
         Some(AttrValue::Ulong(v)) => Ok(Some(*v)),
-        Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID),
+        Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID.into()),
     }
 }
 
-fn get_bytes(t: &[Attribute], ty: u64) -> Result<Option<&[u8]>, u64> {
+fn get_bytes(t: &[Attribute], ty: u64) -> Result<Option<&[u8]>, P11Error> {
     match get(t, ty) {
         None => Ok(None),
         Some(AttrValue::Bytes(b)) => Ok(Some(b.as_slice())),
-        Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID),
+        Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID.into()),
     }
 }
 
@@ -91,7 +92,11 @@ struct Prepared {
 /// (FALSE), `CKA_DERIVE` and `CKA_COPYABLE` are keywardd's (always FALSE), the rest must
 /// be on the token layer's list; `CKA_CLASS`, `CKA_KEY_TYPE`, `CKA_PRIVATE` and (secret
 /// and private keys) `CKA_SENSITIVE` get their defaults.
-fn prepare(template: &[Attribute], class: u64, key_type: Option<u64>) -> Result<Prepared, u64> {
+fn prepare(
+    template: &[Attribute],
+    class: u64,
+    key_type: Option<u64>,
+) -> Result<Prepared, P11Error> {
     let mut p = Prepared {
         private: class == CKO_SECRET_KEY || class == CKO_PRIVATE_KEY,
         ..Prepared::default()
@@ -101,19 +106,19 @@ fn prepare(template: &[Attribute], class: u64, key_type: Option<u64>) -> Result<
         match a.ty {
             CKA_TOKEN | CKA_DERIVE | CKA_COPYABLE => {
                 if !matches!(a.value, AttrValue::Bool(_)) {
-                    return Err(CKR_ATTRIBUTE_VALUE_INVALID);
+                    return Err(CKR_ATTRIBUTE_VALUE_INVALID.into());
                 }
                 if a.ty == CKA_TOKEN && a.value == AttrValue::Bool(true) {
-                    return Err(CKR_TEMPLATE_INCONSISTENT);
+                    return Err(CKR_TEMPLATE_INCONSISTENT.into());
                 }
             }
             CKA_ID | CKA_LABEL => {
                 let AttrValue::Bytes(b) = &a.value else {
-                    return Err(CKR_ATTRIBUTE_VALUE_INVALID);
+                    return Err(CKR_ATTRIBUTE_VALUE_INVALID.into());
                 };
                 if a.ty == CKA_ID {
                     if class == CKO_DATA {
-                        return Err(CKR_ATTRIBUTE_TYPE_INVALID);
+                        return Err(CKR_ATTRIBUTE_TYPE_INVALID.into());
                     }
                     p.cka_id = b.as_slice().to_vec();
                 } else {
@@ -124,10 +129,10 @@ fn prepare(template: &[Attribute], class: u64, key_type: Option<u64>) -> Result<
                 session_attribute(a)?;
                 match (a.ty, &a.value) {
                     (CKA_CLASS, AttrValue::Ulong(c)) if *c != class => {
-                        return Err(CKR_TEMPLATE_INCONSISTENT)
+                        return Err(CKR_TEMPLATE_INCONSISTENT.into())
                     }
                     (CKA_KEY_TYPE, AttrValue::Ulong(k)) if Some(*k) != key_type => {
-                        return Err(CKR_TEMPLATE_INCONSISTENT)
+                        return Err(CKR_TEMPLATE_INCONSISTENT.into())
                     }
                     (CKA_CLASS | CKA_KEY_TYPE, _) => continue,
                     (CKA_PRIVATE, AttrValue::Bool(v)) => p.private = *v,
@@ -213,7 +218,7 @@ impl ClientConnection {
         &self,
         session: SessionId,
         handle: ObjectHandle,
-    ) -> Result<Lookup, u64> {
+    ) -> Result<Lookup, P11Error> {
         let slot = self.session(session)?.slot;
         let inst = self.inst.lock();
         let Some(o) = inst.session_object(handle) else {
@@ -228,7 +233,7 @@ impl ClientConnection {
     }
 
     /// Audits one session-object event as the slot's principal.
-    fn record_session(&self, ctx: &SlotCtx, action: &str, detail: String) -> Result<(), u64> {
+    fn record_session(&self, ctx: &SlotCtx, action: &str, detail: String) -> Result<(), P11Error> {
         self.record(
             &ctx.principal,
             action,
@@ -248,7 +253,7 @@ impl ClientConnection {
         session: SessionId,
         action: &str,
         n: usize,
-    ) -> Result<(SlotCtx, Vec<Charge>), u64> {
+    ) -> Result<(SlotCtx, Vec<Charge>), P11Error> {
         let slot = self.session(session)?.slot;
         self.healthy()?;
         let view = self.svc.view()?;
@@ -266,7 +271,7 @@ impl ClientConnection {
                 CKR_DEVICE_MEMORY,
                 &format!("session object quota ({quota} per instance) reached"),
             );
-            return Err(CKR_DEVICE_MEMORY);
+            return Err(CKR_DEVICE_MEMORY.into());
         }
         let mut charges = Vec::with_capacity(n);
         for _ in 0..n {
@@ -286,9 +291,9 @@ impl ClientConnection {
     }
 
     /// A private session object needs the slot logged in as the user.
-    fn private_allowed(&self, ctx: &SlotCtx, private: bool) -> Result<(), u64> {
+    fn private_allowed(&self, ctx: &SlotCtx, private: bool) -> Result<(), P11Error> {
         if private && ctx.login != Some(false) {
-            return Err(CKR_USER_NOT_LOGGED_IN);
+            return Err(CKR_USER_NOT_LOGGED_IN.into());
         }
         Ok(())
     }
@@ -308,7 +313,7 @@ impl ClientConnection {
             Option<GenericKind>,
         )>,
         charges: Vec<Charge>,
-    ) -> Result<Vec<ObjectHandle>, u64> {
+    ) -> Result<Vec<ObjectHandle>, P11Error> {
         let slot = self.session(session)?.slot;
         let quota = self.svc.session_object_quota.load(Ordering::Relaxed);
         let mut inst = self.inst.lock();
@@ -324,7 +329,7 @@ impl ClientConnection {
                 CKR_DEVICE_MEMORY,
                 &format!("session object quota ({quota} per instance) reached"),
             );
-            return Err(CKR_DEVICE_MEMORY);
+            return Err(CKR_DEVICE_MEMORY.into());
         }
         Ok(objects
             .into_iter()
@@ -354,7 +359,7 @@ impl ClientConnection {
         made: &[keyward_token::SessionObject],
         handles: &[ObjectHandle],
         what: String,
-    ) -> Result<(), u64> {
+    ) -> Result<(), P11Error> {
         let list: Vec<String> = handles.iter().map(|h| h.0.to_string()).collect();
         let rec = self.record_session(
             ctx,
@@ -382,7 +387,7 @@ impl ClientConnection {
         mechanism: &Mechanism,
         public: Option<&[Attribute]>,
         secret: &[Attribute],
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         let action = if public.is_some() {
             "C_GenerateKeyPair"
         } else {
@@ -391,12 +396,12 @@ impl ClientConnection {
         let n = if public.is_some() { 2 } else { 1 };
         let (ctx, charges) = self.session_object_room(session, action, n)?;
         if !matches!(mechanism.params, MechParams::None) {
-            return Err(CKR_MECHANISM_PARAM_INVALID);
+            return Err(CKR_MECHANISM_PARAM_INVALID.into());
         }
         if !super::ops::served(&self.svc.token).contains(&mechanism.ty) {
-            return Err(CKR_MECHANISM_INVALID);
+            return Err(CKR_MECHANISM_INVALID.into());
         }
-        let prepared = (|| -> Result<_, u64> {
+        let prepared = (|| -> Result<_, P11Error> {
             match (mechanism.ty, public) {
                 (CKM_AES_KEY_GEN, None) => {
                     let len = get_ulong(secret, CKA_VALUE_LEN)?.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
@@ -456,21 +461,21 @@ impl ClientConnection {
                     let p = prepare(public, CKO_PUBLIC_KEY, Some(CKK_RSA))?;
                     Ok((SessionGeneration::RsaPair, kind, s, Some(p)))
                 }
-                _ => Err(CKR_MECHANISM_INVALID),
+                _ => Err(CKR_MECHANISM_INVALID.into()),
             }
         })();
         let (what, kind, s, p) = match prepared {
             Ok(v) => v,
             Err(rv) => {
-                return Err(self.template_refused(
+                return Err(P11Error::from(self.template_refused(
                     &ctx,
                     action,
-                    rv,
+                    rv.rv(),
                     &format!(
                         "session object template refused (mechanism {:#x})",
                         mechanism.ty
                     ),
-                ))
+                )))
             }
         };
         self.private_allowed(&ctx, s.private || p.as_ref().is_some_and(|p| p.private))?;
@@ -519,7 +524,7 @@ impl ClientConnection {
                 private: *private,
             },
             [h] => Pkcs11Response::Object(*h),
-            _ => return Err(CKR_GENERAL_ERROR),
+            _ => return Err(CKR_GENERAL_ERROR.into()),
         })
     }
 
@@ -529,15 +534,15 @@ impl ClientConnection {
         &mut self,
         session: SessionId,
         template: &[Attribute],
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         const ACTION: &str = "C_CreateObject";
         let class = get_ulong(template, CKA_CLASS)?;
         let (ctx, charges) = self.session_object_room(session, ACTION, 1)?;
-        let checked = (|| -> Result<_, u64> {
+        let checked = (|| -> Result<_, P11Error> {
             let class = class.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
             let key_type = get_ulong(template, CKA_KEY_TYPE)?;
-            let need = |ty| -> Result<&[u8], u64> {
-                get_bytes(template, ty)?.ok_or(CKR_TEMPLATE_INCOMPLETE)
+            let need = |ty| -> Result<&[u8], P11Error> {
+                get_bytes(template, ty)?.ok_or(CKR_TEMPLATE_INCOMPLETE.into())
             };
             let kind = match (class, key_type) {
                 (CKO_DATA, None) => None,
@@ -555,7 +560,7 @@ impl ClientConnection {
                     let kind = GenericKind::Aes(need(CKA_VALUE)?.len());
                     kind.check().map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)?;
                     if get(template, CKA_VALUE_LEN).is_some() {
-                        return Err(CKR_TEMPLATE_INCONSISTENT);
+                        return Err(CKR_TEMPLATE_INCONSISTENT.into());
                     }
                     Some(kind)
                 }
@@ -563,16 +568,18 @@ impl ClientConnection {
                     let kind = GenericKind::Secret(need(CKA_VALUE)?.len());
                     kind.check().map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)?;
                     if get(template, CKA_VALUE_LEN).is_some() {
-                        return Err(CKR_TEMPLATE_INCONSISTENT);
+                        return Err(CKR_TEMPLATE_INCONSISTENT.into());
                     }
                     Some(kind)
                 }
-                (CKO_PUBLIC_KEY | CKO_SECRET_KEY, None) => return Err(CKR_TEMPLATE_INCOMPLETE),
+                (CKO_PUBLIC_KEY | CKO_SECRET_KEY, None) => {
+                    return Err(CKR_TEMPLATE_INCOMPLETE.into())
+                }
                 // Private keys, other key types, other classes: not offered.
-                _ => return Err(CKR_TEMPLATE_INCONSISTENT),
+                _ => return Err(CKR_TEMPLATE_INCONSISTENT.into()),
             };
             if class == CKO_DATA && template.iter().any(|a| a.ty == CKA_KEY_TYPE) {
-                return Err(CKR_TEMPLATE_INCONSISTENT);
+                return Err(CKR_TEMPLATE_INCONSISTENT.into());
             }
             let p = if key_type == Some(CKK_GENERIC_SECRET) {
                 prepare(&mac_defaults(template), class, key_type)?
@@ -584,12 +591,12 @@ impl ClientConnection {
         let (class, kind, p) = match checked {
             Ok(v) => v,
             Err(rv) => {
-                return Err(self.template_refused(
+                return Err(P11Error::from(self.template_refused(
                     &ctx,
                     ACTION,
-                    rv,
+                    rv.rv(),
                     "session object template refused",
-                ))
+                )))
             }
         };
         self.private_allowed(&ctx, p.private)?;
@@ -631,7 +638,7 @@ impl ClientConnection {
         pad: bool,
         wrapped: &[u8],
         unwrapping: &str,
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         const ACTION: &str = "C_UnwrapKey";
         let (ctx, charges) = self.session_object_room(session, ACTION, 1)?;
         let t = if key_type == CKK_GENERIC_SECRET {
@@ -642,12 +649,12 @@ impl ClientConnection {
         let p = match prepare(&t, CKO_SECRET_KEY, Some(key_type)) {
             Ok(p) => p,
             Err(rv) => {
-                return Err(self.template_refused(
+                return Err(P11Error::from(self.template_refused(
                     &ctx,
                     ACTION,
-                    rv,
+                    rv.rv(),
                     "session object template refused",
-                ))
+                )))
             }
         };
         self.private_allowed(&ctx, p.private)?;
@@ -666,7 +673,7 @@ impl ClientConnection {
         // A token that reports the unwrapped length (SoftHSM2 2.6 reports 0) must agree.
         if len != 0 && len != expected {
             let _ = self.svc.token.destroy_session_object(made);
-            return Err(CKR_WRAPPED_KEY_INVALID);
+            return Err(CKR_WRAPPED_KEY_INVALID.into());
         }
         let handles = self.register(
             &ctx,
@@ -710,7 +717,11 @@ impl ClientConnection {
     }
 
     /// The attributes `types` of a session object: keywardd's own, the rest from the token.
-    fn read_session_object(&self, o: &SessionObj, types: &[u64]) -> Result<Vec<AttrResult>, u64> {
+    fn read_session_object(
+        &self,
+        o: &SessionObj,
+        types: &[u64],
+    ) -> Result<Vec<AttrResult>, P11Error> {
         let from_token: Vec<u64> = types
             .iter()
             .copied()
@@ -746,7 +757,7 @@ impl ClientConnection {
         session: SessionId,
         o: &SessionObj,
         types: &[u64],
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         self.healthy()?;
         let results = self.read_session_object(o, types)?;
         self.session_mut(session)?.reads += 1;
@@ -787,7 +798,7 @@ impl ClientConnection {
         handle: ObjectHandle,
         o: &SessionObj,
         template: &[Attribute],
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         let (mut id, mut label) = (None, None);
         for a in template {
             match (a.ty, &a.value) {
@@ -796,10 +807,10 @@ impl ClientConnection {
                 }
                 (CKA_LABEL, AttrValue::Bytes(b)) => label = Some(b.as_slice().to_vec()),
                 (CKA_ID | CKA_LABEL, _) if o.class != CKO_DATA || a.ty == CKA_LABEL => {
-                    return Err(CKR_ATTRIBUTE_VALUE_INVALID)
+                    return Err(CKR_ATTRIBUTE_VALUE_INVALID.into())
                 }
-                (CKA_ID, _) => return Err(CKR_ATTRIBUTE_TYPE_INVALID),
-                _ => return Err(CKR_ATTRIBUTE_READ_ONLY),
+                (CKA_ID, _) => return Err(CKR_ATTRIBUTE_TYPE_INVALID.into()),
+                _ => return Err(CKR_ATTRIBUTE_READ_ONLY.into()),
             }
         }
         let mut inst = self.inst.lock();
@@ -820,7 +831,7 @@ impl ClientConnection {
         &mut self,
         session: SessionId,
         handle: ObjectHandle,
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         let slot = self.session(session)?.slot;
         self.healthy()?;
         let view = self.svc.view()?;
@@ -896,21 +907,21 @@ impl ClientConnection {
         mechanism: &Mechanism,
         handle: ObjectHandle,
         o: &SessionObj,
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         let s = self.session(session)?;
         if s.ops.contains_key(&op) {
-            return Err(CKR_OPERATION_ACTIVE);
+            return Err(CKR_OPERATION_ACTIVE.into());
         }
         let slot = s.slot;
         let action = init_action(op);
         let view = self.svc.view()?;
         let ctx = self.slot_ctx(slot, &view.state)?;
         if !self.svc.audit.is_healthy() {
-            return Err(self.audit_down(&ctx.principal, action));
+            return Err(P11Error::from(self.audit_down(&ctx.principal, action)));
         }
         let Some(kind) = o.kind else {
             // A data object is not a key.
-            return Err(CKR_KEY_HANDLE_INVALID);
+            return Err(CKR_KEY_HANDLE_INVALID.into());
         };
         let flags = [
             CKA_ENCRYPT,
@@ -924,7 +935,7 @@ impl ClientConnection {
             if rv == CKR_OBJECT_HANDLE_INVALID {
                 CKR_KEY_HANDLE_INVALID
             } else {
-                rv
+                rv.rv()
             }
         })?;
         let f = |i: usize| read.get(i) == Some(&AttrResult::Value(AttrValue::Bool(true)));

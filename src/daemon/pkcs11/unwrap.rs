@@ -25,6 +25,7 @@ use super::gate::{self, Denial};
 use super::objects::Half;
 use super::session_objects::wants_session_object;
 use super::ClientConnection;
+use super::{P11Error, Ulong};
 use crate::admin::generic::UnwrapFrom;
 use crate::audit::Outcome;
 use keyward_token::GenericKind;
@@ -38,11 +39,11 @@ const ACTION: &str = "C_UnwrapKey";
 /// The AES key-wrap overhead (one 64-bit block, RFC 3394 and RFC 5649).
 const KW_OVERHEAD: usize = 8;
 
-fn ulong(t: &[Attribute], ty: u64) -> Result<Option<u64>, u64> {
+fn ulong(t: &[Attribute], ty: u64) -> Result<Option<Ulong>, P11Error> {
     match t.iter().rev().find(|a| a.ty == ty).map(|a| &a.value) {
         None => Ok(None),
         Some(AttrValue::Ulong(v)) => Ok(Some(*v)),
-        Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID),
+        Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID.into()),
     }
 }
 
@@ -53,12 +54,12 @@ fn target_kind(
     template: &[Attribute],
     wrapped: usize,
     pad: bool,
-) -> Result<(GenericKind, u64), u64> {
+) -> Result<(GenericKind, u64), P11Error> {
     match ulong(template, CKA_CLASS)? {
         Some(CKO_SECRET_KEY) => {}
-        None => return Err(CKR_TEMPLATE_INCOMPLETE),
+        None => return Err(CKR_TEMPLATE_INCOMPLETE.into()),
         // Private keys (plaintext private keys are not taken, design §4), anything else.
-        Some(_) => return Err(CKR_TEMPLATE_INCONSISTENT),
+        Some(_) => return Err(CKR_TEMPLATE_INCONSISTENT.into()),
     }
     let full = wrapped
         .checked_sub(KW_OVERHEAD)
@@ -74,7 +75,7 @@ fn target_kind(
                 n == full
             };
             if !fits {
-                return Err(CKR_TEMPLATE_INCONSISTENT);
+                return Err(CKR_TEMPLATE_INCONSISTENT.into());
             }
             n
         }
@@ -83,7 +84,7 @@ fn target_kind(
     let kind = match key_type {
         CKK_AES => GenericKind::Aes(len),
         CKK_GENERIC_SECRET => GenericKind::Secret(len),
-        _ => return Err(CKR_TEMPLATE_INCONSISTENT),
+        _ => return Err(CKR_TEMPLATE_INCONSISTENT.into()),
     };
     kind.check().map_err(|_| CKR_WRAPPED_KEY_LEN_RANGE)?;
     Ok((kind, key_type))
@@ -98,7 +99,7 @@ impl ClientConnection {
         unwrapping_key: ObjectHandle,
         wrapped: &[u8],
         template: &[Attribute],
-    ) -> Result<Pkcs11Response, u64> {
+    ) -> Result<Pkcs11Response, P11Error> {
         let slot = self.session(session)?.slot;
         self.healthy()?;
         let view = self.svc.view()?;
@@ -175,7 +176,7 @@ impl ClientConnection {
         let granted = d.granted_by.map(|b| format!("granted by {b}; unwrap"));
         let (kind, key_type) = match target_kind(template, wrapped.len(), pad) {
             Ok(k) => k,
-            Err(rv) => return refuse(self, rv, "unwrap template or blob length refused"),
+            Err(rv) => return refuse(self, rv.rv(), "unwrap template or blob length refused"),
         };
         let principal = ctx.principal.clone();
         drop(view);
@@ -242,15 +243,30 @@ mod tests {
             target_kind(&mac, 72, true),
             Ok((GenericKind::Secret(64), CKK_GENERIC_SECRET))
         );
-        assert_eq!(target_kind(&aes, 72, true), Err(CKR_WRAPPED_KEY_LEN_RANGE));
-        assert_eq!(target_kind(&aes, 4, true), Err(CKR_WRAPPED_KEY_LEN_RANGE));
-        assert_eq!(target_kind(&aes, 41, true), Err(CKR_WRAPPED_KEY_LEN_RANGE));
-        assert_eq!(target_kind(&mac, 24, true), Err(CKR_WRAPPED_KEY_LEN_RANGE));
+        assert_eq!(
+            target_kind(&aes, 72, true),
+            Err(CKR_WRAPPED_KEY_LEN_RANGE.into())
+        );
+        assert_eq!(
+            target_kind(&aes, 4, true),
+            Err(CKR_WRAPPED_KEY_LEN_RANGE.into())
+        );
+        assert_eq!(
+            target_kind(&aes, 41, true),
+            Err(CKR_WRAPPED_KEY_LEN_RANGE.into())
+        );
+        assert_eq!(
+            target_kind(&mac, 24, true),
+            Err(CKR_WRAPPED_KEY_LEN_RANGE.into())
+        );
         assert_eq!(
             target_kind(&[u(CKA_CLASS, CKO_PRIVATE_KEY)], 40, true),
-            Err(CKR_TEMPLATE_INCONSISTENT)
+            Err(CKR_TEMPLATE_INCONSISTENT.into())
         );
-        assert_eq!(target_kind(&[], 40, true), Err(CKR_TEMPLATE_INCOMPLETE));
+        assert_eq!(
+            target_kind(&[], 40, true),
+            Err(CKR_TEMPLATE_INCOMPLETE.into())
+        );
         // CKA_VALUE_LEN must fit the blob: exactly without padding, within 7 bytes with.
         let with_len = |n| {
             let mut t = mac.to_vec();
@@ -268,7 +284,7 @@ mod tests {
         for (n, pad) in [(60, false), (56, true), (65, true)] {
             assert_eq!(
                 target_kind(&with_len(n), 72, pad),
-                Err(CKR_TEMPLATE_INCONSISTENT),
+                Err(CKR_TEMPLATE_INCONSISTENT.into()),
                 "{n} {pad}"
             );
         }
