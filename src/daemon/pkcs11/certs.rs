@@ -196,12 +196,11 @@ impl ClientConnection {
     ) -> Vec<AttrResult> {
         let results: Vec<AttrResult> = types.iter().map(|t| cert.attribute(*t)).collect();
         if results.iter().any(|r| matches!(r, AttrResult::Sensitive)) {
-            self.deny(
+            self.refused(
                 &ctx.principal,
                 "C_GetAttributeValue",
                 Some(cert.entry.resource()),
-                CKR_ATTRIBUTE_SENSITIVE,
-                "certificate value without viewPublicKey or a use permission",
+                super::gate::public_values_hidden(true),
             );
         }
         results

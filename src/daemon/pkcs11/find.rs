@@ -272,12 +272,11 @@ impl ClientConnection {
             .zip(&results)
             .any(|(t, r)| matches!(r, AttrResult::Sensitive) && *t != CKA_VALUE);
         if hidden {
-            self.deny(
+            self.refused(
                 &ctx.principal,
                 "C_GetAttributeValue",
                 Some(obj.id.version_name()),
-                CKR_ATTRIBUTE_SENSITIVE,
-                "public value without viewPublicKey or a use permission",
+                gate::public_values_hidden(false),
             );
         }
         self.session_mut(session)?.reads += 1;

@@ -152,6 +152,21 @@ pub fn attribute_rights(policy: &Snapshot, principal: &Principal, key: &CryptoKe
     policy.effective_permissions(principal, &on_key(key))
 }
 
+/// Design §4's `C_GetAttributeValue` row, its refusal: a public value (of a key, or a
+/// certificate's `CKA_VALUE`) asked without viewPublicKey or a use permission is answered
+/// `CKR_ATTRIBUTE_SENSITIVE` (value length `CK_UNAVAILABLE_INFORMATION`) and recorded as this
+/// denial.
+pub fn public_values_hidden(certificate: bool) -> Denial {
+    Denial::new(
+        CKR_ATTRIBUTE_SENSITIVE,
+        if certificate {
+            "certificate value without viewPublicKey or a use permission"
+        } else {
+            "public value without viewPublicKey or a use permission"
+        },
+    )
+}
+
 /// Design §4's certificate rows (a certificate's `CKA_VALUE` is a public value): `None` if
 /// the principal does not see the certificate (it belongs to a key it does not see), else
 /// whether it may read its value: the creating instance always; a key's certificate with
@@ -373,6 +388,25 @@ pub fn session_object_gate(ring: Option<&KeyRingName>) -> Result<(), Denial> {
         None => Err(Denial::new(
             CKR_TOKEN_WRITE_PROTECTED,
             "session objects need a principal that sees the slot's key ring",
+        )),
+    }
+}
+
+/// Design §4 "No side doors": `C_DeriveKey` from a Keyward key is `CKR_MECHANISM_INVALID`
+/// (its `CKA_DERIVE` is FALSE), whatever the caller holds.
+pub fn derive_gate() -> Denial {
+    Denial::new(CKR_MECHANISM_INVALID, "no derivation from Keyward keys")
+}
+
+/// Design §9 "an unbound uid cannot use the token", for `C_DigestInit` (no key, no IAM
+/// permission): the slot's ring must be one the principal sees (`ring`: the slot's ring if
+/// [`ring_seen`], else `None`), else `CKR_MECHANISM_INVALID`.
+pub fn digest_gate(ring: Option<&KeyRingName>) -> Result<(), Denial> {
+    match ring {
+        Some(_) => Ok(()),
+        None => Err(Denial::new(
+            CKR_MECHANISM_INVALID,
+            "the slot's key ring is absent or not visible to the caller",
         )),
     }
 }
@@ -908,6 +942,17 @@ mod tests {
             session_object_gate(seen("nobody").as_ref()).unwrap_err().rv,
             CKR_TOKEN_WRITE_PROTECTED
         );
+    }
+
+    /// Never: C_CopyObject's and C_DeriveKey's refusals; a hidden public value's denial; a
+    /// digest on a token not seen.
+    #[test]
+    fn side_doors_stay_shut() {
+        assert_eq!(derive_gate().rv, CKR_MECHANISM_INVALID);
+        assert_eq!(public_values_hidden(false).rv, CKR_ATTRIBUTE_SENSITIVE);
+        assert_eq!(public_values_hidden(true).rv, CKR_ATTRIBUTE_SENSITIVE);
+        assert_eq!(digest_gate(Some(&ring())), Ok(()));
+        assert_eq!(digest_gate(None).unwrap_err().rv, CKR_MECHANISM_INVALID);
     }
 
     /// C_GenerateRandom: the principal sees the token (the ring); C_Login as CKU_SO needs

@@ -176,13 +176,11 @@ impl ClientConnection {
             Lookup::No => {}
         }
         let (ctx, obj) = self.visible_object(session, base_key, CKR_KEY_HANDLE_INVALID)?;
-        self.deny(
+        Err(self.refused(
             &ctx.principal,
             "C_DeriveKey",
             Some(obj.version_name()),
-            CKR_MECHANISM_INVALID,
-            "no derivation from Keyward keys",
-        );
-        Err(CKR_MECHANISM_INVALID.into())
+            gate::derive_gate(),
+        ))
     }
 }

@@ -125,15 +125,8 @@ impl ClientConnection {
             // C_DigestInit: no key and no IAM gate, but the slot's token must be one the
             // principal sees (design §9: an unbound uid cannot use the token).
             let hash = ops::digest_mechanism(mechanism)?;
-            if ctx.ring.is_none() {
-                self.deny(
-                    &ctx.principal,
-                    action,
-                    Some(ctx.ring_name.clone()),
-                    CKR_MECHANISM_INVALID,
-                    "the slot's key ring is absent or not visible to the caller",
-                );
-                return Err(CKR_MECHANISM_INVALID.into());
+            if let Err(d) = gate::digest_gate(ctx.ring.as_ref()) {
+                return Err(self.refused(&ctx.principal, action, Some(ctx.ring_name.clone()), d));
             }
             let (charge, _) = self.operation_charge(&ctx.principal, Some(ctx.ring_name.clone()))?;
             self.record(&ctx.principal, action, None, Outcome::Allowed, 0, None)?;
