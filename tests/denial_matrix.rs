@@ -50,6 +50,12 @@
 //! Every call's audit record (design §6) is checked afterwards with `keywardctl audit query`;
 //! a refusal on an invisible key answers "not found" to the caller and is recorded as a denial
 //! ("not visible to the caller") all the same.
+//!
+//! Last, every audit record of the run, normalised, must be the golden file
+//! `tests/golden/denial_matrix.audit` (issue 16 acceptance 6; a diff is printed). After a
+//! deliberate change of audit records, regenerate it with
+//! `KEYWARD_BLESS=1 cargo test --test denial_matrix denial_matrix_through_the_module` and
+//! commit it with the change (`tests/common/golden.rs`).
 
 mod common;
 
