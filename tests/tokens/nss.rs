@@ -321,3 +321,54 @@ fn nss_serves_every_key_type() {
     println!("{json:#}");
     crate::common::backing::assert_readme_matches("NSS", &json);
 }
+
+/// Issue 17 acceptance: "a known-answer check for symmetric keys imported by BYOK where the
+/// token supports import". A known AES-256 key, wrapped with the openssl CLI for an import
+/// job of each RSA-AES method softokn has, is imported through keywardctl; what keywardd
+/// then encrypts with it, OpenSSL decrypts with the known key.
+#[test]
+fn nss_byok_imported_aes_key_passes_a_known_answer_check() {
+    use crate::common::byok::{aes_material, openssl_gcm_decrypt, openssl_wrap};
+    let (env, keys) = started(&["crypter"]);
+    let crypter = &keys[0];
+    let dir = env.dir().to_path_buf();
+    for (i, method) in ["rsa-oaep-3072-sha1-aes-256", "rsa-oaep-3072-sha256-aes-256"]
+        .iter()
+        .enumerate()
+    {
+        let job_pem = create_job(&env, RING, &format!("j{i}"), method);
+        let id = format!("imported{i}");
+        let aes = aes_material(&dir, &id);
+        let wrapped = openssl_wrap(&dir, &job_pem, &aes.wrapped_input, &id);
+        let k = key(&id);
+        let job = format!("{RING}/importJobs/j{i}");
+        let out = env.ctl(&[
+            "key",
+            "import",
+            "--import-job",
+            &job,
+            "--key",
+            &k,
+            "--wrapped-key-file",
+            s(&wrapped),
+            "--algorithm",
+            "AES_256_GCM",
+        ]);
+        assert_eq!(out.code, 0, "BYOK import ({method}) on NSS: {out:#?}");
+        env.bind(
+            &k,
+            "roles/kms.cryptoKeyEncrypterDecrypter",
+            "serviceAccount:crypter@payments",
+        );
+        let plain = dir.join(format!("{id}.plain"));
+        std::fs::write(&plain, format!("known answer for {method}")).unwrap();
+        let ct = dir.join(format!("{id}.ct"));
+        crypto(&env, crypter, "encrypt", &id, &plain, &["--out", s(&ct)]).ok();
+        assert_eq!(
+            openssl_gcm_decrypt(&dir, &aes.original, &std::fs::read(&ct).unwrap()),
+            std::fs::read(&plain).unwrap(),
+            "OpenSSL decrypts, with the known key, what the key imported on NSS ({method}) encrypted"
+        );
+    }
+    env.ctl(&["audit", "verify"]).ok();
+}
