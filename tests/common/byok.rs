@@ -68,6 +68,20 @@ pub fn asym_material(dir: &Path, name: &str, genpkey: &[&str]) -> Material {
 
 /// Wraps `material` for the job whose public key is `job_pem`, with the openssl CLI only.
 pub fn openssl_wrap(dir: &Path, job_pem: &Path, material: &Path, name: &str) -> PathBuf {
+    openssl_wrap_oaep(dir, job_pem, material, name, "sha1")
+}
+
+/// [`openssl_wrap`] with RSA-OAEP (and MGF1) over `hash` (`sha1`, `sha256`): the
+/// `rsa-oaep-3072-<hash>-aes-256` methods.
+pub fn openssl_wrap_oaep(
+    dir: &Path,
+    job_pem: &Path,
+    material: &Path,
+    name: &str,
+    hash: &str,
+) -> PathBuf {
+    let md = format!("rsa_oaep_md:{hash}");
+    let mgf = format!("rsa_mgf1_md:{hash}");
     let eph = dir.join(format!("{name}.eph"));
     let eph_wrapped = dir.join(format!("{name}.eph.wrapped"));
     let mat_wrapped = dir.join(format!("{name}.mat.wrapped"));
@@ -81,9 +95,9 @@ pub fn openssl_wrap(dir: &Path, job_pem: &Path, material: &Path, name: &str) -> 
         "-pkeyopt",
         "rsa_padding_mode:oaep",
         "-pkeyopt",
-        "rsa_oaep_md:sha1",
+        &md,
         "-pkeyopt",
-        "rsa_mgf1_md:sha1",
+        &mgf,
         "-in",
         s(&eph),
         "-out",

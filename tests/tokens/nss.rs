@@ -3,8 +3,9 @@
 //! it starts (its audit key is made), AES-GCM works through keywardctl and the module, a
 //! pooled token session serves again after token errors, the signed audit head is kept in
 //! the token as design §6 allows (softokn refuses token data objects), every key type serves
-//! through the module (signatures verified by OpenSSL), import jobs of both methods are made,
-//! and `audit verify` passes.
+//! through the module (signatures verified by OpenSSL), import jobs of both methods are made
+//! and AES-256 material imported into them passes a known-answer check, and `audit verify`
+//! passes.
 
 use crate::common::byok::create_job;
 use crate::common::daemon::Env;
@@ -302,9 +303,8 @@ fn nss_serves_every_key_type() {
     drop(p11);
     drop(excl);
 
-    // Import jobs of both methods are made in the token (their RSA pairs). Importing into
-    // them is not checked here: on softokn 3.87 the unwrap of OpenSSL-wrapped material fails
-    // with CKR_WRAPPED_KEY_INVALID (README "Backing tokens").
+    // Import jobs of both methods are made in the token (their RSA pairs); importing into
+    // them: nss_byok_imported_aes_key_passes_a_known_answer_check.
     for (i, method) in ["rsa-oaep-3072-sha1-aes-256", "rsa-oaep-3072-sha256-aes-256"]
         .iter()
         .enumerate()
@@ -328,18 +328,21 @@ fn nss_serves_every_key_type() {
 /// then encrypts with it, OpenSSL decrypts with the known key.
 #[test]
 fn nss_byok_imported_aes_key_passes_a_known_answer_check() {
-    use crate::common::byok::{aes_material, openssl_gcm_decrypt, openssl_wrap};
+    use crate::common::byok::{aes_material, openssl_gcm_decrypt, openssl_wrap_oaep};
     let (env, keys) = started(&["crypter"]);
     let crypter = &keys[0];
     let dir = env.dir().to_path_buf();
-    for (i, method) in ["rsa-oaep-3072-sha1-aes-256", "rsa-oaep-3072-sha256-aes-256"]
-        .iter()
-        .enumerate()
+    for (i, (method, hash)) in [
+        ("rsa-oaep-3072-sha1-aes-256", "sha1"),
+        ("rsa-oaep-3072-sha256-aes-256", "sha256"),
+    ]
+    .iter()
+    .enumerate()
     {
         let job_pem = create_job(&env, RING, &format!("j{i}"), method);
         let id = format!("imported{i}");
         let aes = aes_material(&dir, &id);
-        let wrapped = openssl_wrap(&dir, &job_pem, &aes.wrapped_input, &id);
+        let wrapped = openssl_wrap_oaep(&dir, &job_pem, &aes.wrapped_input, &id, hash);
         let k = key(&id);
         let job = format!("{RING}/importJobs/j{i}");
         let out = env.ctl(&[

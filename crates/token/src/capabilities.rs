@@ -4,7 +4,8 @@
 //! reason (the token's `CK_RV`): can it generate each key family with Keyward's custody
 //! attributes (EC, RSA, AES, generic secrets), which explicit FALSE usage flags it takes in a
 //! template, whether it takes `CKA_COPYABLE`, whether it makes session (`CKA_TOKEN=FALSE`)
-//! keys, and which hashes `CKM_RSA_PKCS_OAEP` accepts. [`Capabilities::check_algorithm`]
+//! keys, which hashes `CKM_RSA_PKCS_OAEP` accepts, and which mechanism does RFC 5649 AES key
+//! wrap with padding (kwp.rs). [`Capabilities::check_algorithm`]
 //! refuses an [`Algorithm`] the token cannot serve, naming what is missing.
 //!
 //! # Probing never assumes, and never ends start-up for a missing capability
@@ -42,7 +43,9 @@
 //! with each hash.
 
 use crate::error::{Result, TokenError};
+use crate::kwp::Rfc5649;
 use crate::public_key::Curve;
+use crate::raw::RawModule;
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CryptokiError, RvError};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
@@ -268,6 +271,10 @@ pub struct Capabilities {
     oaep_sha256: Probe,
     /// `C_UnwrapKey` with `CKM_RSA_PKCS_OAEP` (its `CKF_UNWRAP`): what import jobs need.
     oaep_unwrap: Probe,
+    /// RFC 5649 AES key wrap with padding, by a known-answer trial (kwp.rs), and the
+    /// mechanism that does it.
+    rfc5649: Probe,
+    rfc5649_mechanism: Option<Rfc5649>,
 }
 
 /// The earlier name of [`Capabilities`].
@@ -282,7 +289,7 @@ const KEYGEN: [MechanismType; 4] = [
 ];
 
 /// `CKA_LABEL` of the probe objects (destroyed right after each trial).
-const PROBE_LABEL: &[u8] = b"keyward-capability-probe";
+pub(crate) const PROBE_LABEL: &[u8] = b"keyward-capability-probe";
 
 /// True if `rv` means the token (or the session, or the login) is unusable, rather than
 /// that it lacks what a trial asked for: such a failure ends start-up.
@@ -310,11 +317,15 @@ fn fatal_rv(rv: RvError) -> bool {
             | RvError::EncryptedDataInvalid
             | RvError::EncryptedDataLenRange
             | RvError::ActionProhibited
+            | RvError::WrappedKeyInvalid
+            | RvError::WrappedKeyLenRange
+            | RvError::UnwrappingKeyTypeInconsistent
+            | RvError::UnwrappingKeySizeRange
     )
 }
 
 /// `Err` for an error that ends start-up; the error back for one a trial records.
-fn triage(e: TokenError) -> Result<TokenError> {
+pub(crate) fn triage(e: TokenError) -> Result<TokenError> {
     match &e {
         TokenError::Pkcs11 { rv, .. } if !fatal_rv(*rv) => Ok(e),
         _ => Err(e),
@@ -322,7 +333,7 @@ fn triage(e: TokenError) -> Result<TokenError> {
 }
 
 /// "C_GenerateKey returned CKR_FUNCTION_NOT_SUPPORTED".
-fn rv_text(e: &TokenError) -> String {
+pub(crate) fn rv_text(e: &TokenError) -> String {
     match e {
         TokenError::Pkcs11 { rv, function } => format!(
             "{function} returned {}",
@@ -333,7 +344,7 @@ fn rv_text(e: &TokenError) -> String {
 }
 
 /// Destroys every object carrying the probe id `id` (the trial's objects, orphans included).
-fn sweep(session: &Session, id: &[u8]) -> Result<()> {
+pub(crate) fn sweep(session: &Session, id: &[u8]) -> Result<()> {
     for h in session.find_objects(&[Attribute::Id(id.to_vec())])? {
         match session.destroy_object(h) {
             Ok(()) | Err(CryptokiError::Pkcs11(RvError::ObjectHandleInvalid, _)) => {}
@@ -477,7 +488,7 @@ impl Trial {
 }
 
 /// A fresh random probe `CKA_ID`.
-fn probe_id(session: &Session) -> Result<Vec<u8>> {
+pub(crate) fn probe_id(session: &Session) -> Result<Vec<u8>> {
     let mut id = b"kw-probe-".to_vec();
     id.extend(session.generate_random_vec(8)?);
     Ok(id)
@@ -488,7 +499,12 @@ fn no_keep(_: &Session, _: ObjectHandle, _: Option<ObjectHandle>) {}
 impl Capabilities {
     /// Learns what the token in `slot` can do, through a logged-in read/write `session`.
     /// Errors only for what makes the token unusable (see the module header).
-    pub(crate) fn probe(ctx: &Pkcs11, slot: Slot, session: &Session) -> Result<Capabilities> {
+    pub(crate) fn probe(
+        ctx: &Pkcs11,
+        slot: Slot,
+        session: &Session,
+        raw: &RawModule,
+    ) -> Result<Capabilities> {
         let available: BTreeMap<u64, MechanismType> = ctx
             .get_mechanism_list(slot)?
             .into_iter()
@@ -521,6 +537,8 @@ impl Capabilities {
             oaep_sha1: missing(MechanismType::RSA_PKCS_OAEP),
             oaep_sha256: missing(MechanismType::RSA_PKCS_OAEP),
             oaep_unwrap: missing(MechanismType::RSA_PKCS_OAEP),
+            rfc5649: Probe::Unavailable("not probed".into()),
+            rfc5649_mechanism: None,
         };
         if caps.listed(MechanismType::RSA_PKCS_OAEP) {
             caps.oaep_unwrap = match ctx.get_mechanism_info(slot, MechanismType::RSA_PKCS_OAEP) {
@@ -611,6 +629,8 @@ impl Capabilities {
             caps.session_secrets =
                 Probe::from_trial(&format!("{} with CKA_TOKEN=FALSE", f.keygen()), &r);
         }
+        (caps.rfc5649, caps.rfc5649_mechanism) =
+            crate::kwp::trial(raw, session, caps.family(Family::Aes).is_available())?;
         Ok(caps)
     }
 
@@ -687,6 +707,16 @@ impl Capabilities {
         }
         let r = trial.run(session, &key, &public, &mut no_keep)?;
         Ok(Probe::from_trial(&what, &r))
+    }
+
+    /// The mechanism that does RFC 5649 AES key wrap with padding, if any (kwp.rs).
+    pub fn rfc5649(&self) -> Option<Rfc5649> {
+        self.rfc5649_mechanism
+    }
+
+    /// Whether the token does RFC 5649, and why not.
+    pub fn rfc5649_probe(&self) -> &Probe {
+        &self.rfc5649
     }
 
     /// `[CKA_COPYABLE=FALSE]` if the token takes it, else nothing.
@@ -961,6 +991,18 @@ impl Capabilities {
             &self.oaep_unwrap,
             &["import jobs (every import method unwraps with RSA-OAEP)"],
         ));
+        let mut kwp = line(
+            "aes-key-wrap-rfc5649",
+            &self.rfc5649,
+            &[
+                "import jobs with AES key wrap (rsa-oaep-*-aes-256 methods)",
+                "module CKM_RSA_AES_KEY_WRAP and CKM_AES_KEY_WRAP_PAD unwraps",
+            ],
+        );
+        if let Some(m) = self.rfc5649_mechanism {
+            kwp.detail = format!("by {}", m.mechanism_name());
+        }
+        out.push(kwp);
         out.push(line(
             "session-key-pairs",
             &self.session_pairs,
@@ -1085,6 +1127,8 @@ mod tests {
             oaep_sha1: Probe::Available,
             oaep_sha256: Probe::Available,
             oaep_unwrap: Probe::Available,
+            rfc5649: Probe::Available,
+            rfc5649_mechanism: Some(Rfc5649::WrapPad),
         }
     }
 

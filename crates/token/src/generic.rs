@@ -377,11 +377,6 @@ impl Token {
         let (mut secret, _) = self.fitted_templates(spec);
         // The length comes from the wrapped key (PKCS#11 §4.10: not given to an unwrap).
         secret.retain(|a| !matches!(a, Attribute::ValueLen(_)));
-        let mech = if pad {
-            Mechanism::AesKeyWrapPad
-        } else {
-            Mechanism::AesKeyWrap
-        };
         self.write_session(|s| {
             if !s
                 .find_objects(&[Attribute::Id(spec.id.to_vec())])?
@@ -393,7 +388,13 @@ impl Token {
                 )));
             }
             let key = crate::session_objects::unwrapping_key(s, unwrapping_id)?;
-            let h = s.unwrap_key(&mech, key, wrapped, &secret)?;
+            // CKM_AES_KEY_WRAP_PAD is RFC 5649 to Keyward's clients: the token's mechanism
+            // for it, learnt at open (kwp.rs).
+            let h = if pad {
+                self.unwrap_rfc5649(s, key, wrapped, &secret)?
+            } else {
+                s.unwrap_key(&Mechanism::AesKeyWrap, key, wrapped, &secret)?
+            };
             let len = s
                 .get_attributes(h, &[cryptoki::object::AttributeType::ValueLen])
                 .ok()

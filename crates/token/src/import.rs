@@ -13,8 +13,9 @@
 //! constant, and `C_GetMechanismList` results it cannot name are dropped), and SoftHSM2 2.6
 //! lacks it anyway, so the construction is always composed here, inside the token, in one
 //! session: `C_UnwrapKey(CKM_RSA_PKCS_OAEP)` of the ephemeral key as a session object
-//! (sensitive, not extractable, unwrap only), `C_UnwrapKey(CKM_AES_KEY_WRAP_PAD)` of the
-//! material into the version's token object, then the ephemeral key is destroyed, whatever
+//! (sensitive, not extractable, unwrap only), `C_UnwrapKey` with the token's RFC 5649
+//! mechanism (learnt at open, kwp.rs: `CKM_AES_KEY_WRAP_PAD` on SoftHSM2,
+//! `CKM_AES_KEY_WRAP_KWP` on NSS softokn) of the material into the version's token object, then the ephemeral key is destroyed, whatever
 //! happened. `rsa-oaep-3072-sha256` is one `C_UnwrapKey(CKM_RSA_PKCS_OAEP)` of the material.
 //! The daemon never sees the ephemeral key or the material.
 //!
@@ -199,10 +200,10 @@ impl Token {
         if let Some(why) = m.oaep_unwrap() {
             return missing(why.to_owned());
         }
-        if method.uses_aes() && !m.has(MechanismType::AES_KEY_WRAP_PAD) {
+        if method.uses_aes() && m.rfc5649().is_none() {
             return missing(format!(
-                "{} (to compose CKM_RSA_AES_KEY_WRAP)",
-                MechanismType::AES_KEY_WRAP_PAD
+                "RFC 5649 AES key wrap with padding (to compose CKM_RSA_AES_KEY_WRAP; {})",
+                m.rfc5649_probe().reason().unwrap_or_default()
             ));
         }
         let hash = oaep_hash(method.hash());
@@ -424,7 +425,7 @@ impl Token {
                 )));
             }
             let job = crate::keys::find_one(s, job_id, ObjectClass::PRIVATE_KEY, "import job key")?;
-            let key = unwrap_material(s, job, method, wrapped, &secret)?;
+            let key = unwrap_material(self, s, job, method, wrapped, &secret)?;
             let made = check_imported(s, key, target, spki.as_ref(), &public);
             match made {
                 Ok(public_key) => {
@@ -449,6 +450,7 @@ impl Token {
 
 /// The unwrap itself: the new key's handle (a token object with `template`).
 fn unwrap_material(
+    token: &Token,
     s: &Session,
     job: ObjectHandle,
     method: ImportMethod,
@@ -478,11 +480,11 @@ fn unwrap_material(
             Attribute::Derive(false),
         ],
     )?;
-    let result = s.unwrap_key(&Mechanism::AesKeyWrapPad, ephemeral, kwp_part, template);
+    let result = token.unwrap_rfc5649(s, ephemeral, kwp_part, template);
     if let Err(e) = s.destroy_object(ephemeral) {
         tracing::error!(error = %e, "cannot destroy the ephemeral import key (a session object: it goes with the session)");
     }
-    Ok(result?)
+    result
 }
 
 fn value_len(s: &Session, h: ObjectHandle) -> Result<usize> {

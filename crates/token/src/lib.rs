@@ -19,6 +19,7 @@ mod export;
 mod generic;
 mod import;
 mod keys;
+mod kwp;
 mod mech;
 mod ops;
 pub mod public_key;
@@ -35,6 +36,7 @@ pub use export::WrapMechanism;
 pub use generic::{GenericKind, GenericSpec, GenericUsage, GENERIC_SECRET_MAX, GENERIC_SECRET_MIN};
 pub use import::{spki_kind, ImportTarget};
 pub use keys::{GeneratedKey, KeySpec, KeyUsage, ObjectInfo, PublicKey, OBJECT_ID_LEN};
+pub use kwp::Rfc5649;
 pub use mech::{Hash, OpMechanism, OpOutput, OpTarget};
 pub use ops::{GcmCiphertext, SignMechanism, GCM_IV_LEN, GCM_TAG_LEN};
 pub use session_objects::{

@@ -17,9 +17,12 @@
 use cryptoki::context::Function;
 use cryptoki::error::{Error as CryptokiError, Rv, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::ObjectHandle;
+use cryptoki::object::{Attribute, ObjectHandle};
 use cryptoki::session::Session;
-use cryptoki_sys::{CK_FUNCTION_LIST, CK_FUNCTION_LIST_PTR_PTR, CK_MECHANISM, CK_RV, CK_ULONG};
+use cryptoki_sys::{
+    CK_ATTRIBUTE, CK_FUNCTION_LIST, CK_FUNCTION_LIST_PTR_PTR, CK_MECHANISM, CK_OBJECT_HANDLE,
+    CK_RV, CK_ULONG,
+};
 use std::path::Path;
 
 /// The entries of a loaded module's function list this module calls.
@@ -124,4 +127,52 @@ pub(crate) fn encrypt_sized(
         RvError::BufferTooSmall,
         Function::Encrypt,
     ))
+}
+
+/// `C_UnwrapKey` with a mechanism cryptoki 0.12 cannot name (`mechanism_type`, no
+/// parameter): `CKM_AES_KEY_WRAP_KWP` (0x210B, RFC 5649), which NSS softokn 3.87 has and
+/// whose `CKM_AES_KEY_WRAP_PAD` is not RFC 5649 (see [`crate::kwp`]).
+pub(crate) fn unwrap_key_no_param(
+    raw: &RawModule,
+    s: &Session,
+    mechanism_type: CK_ULONG,
+    unwrapping_key: ObjectHandle,
+    wrapped: &[u8],
+    template: &[Attribute],
+) -> cryptoki::error::Result<ObjectHandle> {
+    let Some(unwrap) = raw.list.C_UnwrapKey else {
+        return Err(CryptokiError::Pkcs11(
+            RvError::FunctionNotSupported,
+            Function::UnwrapKey,
+        ));
+    };
+    let mut mech = CK_MECHANISM {
+        mechanism: mechanism_type,
+        pParameter: std::ptr::null_mut(),
+        ulParameterLen: 0,
+    };
+    // Kept alive across the call: each CK_ATTRIBUTE points into `template`'s values.
+    let mut attrs: Vec<CK_ATTRIBUTE> = template.iter().map(CK_ATTRIBUTE::from).collect();
+    let wrapped_len = CK_ULONG::try_from(wrapped.len())?;
+    let attrs_len = CK_ULONG::try_from(attrs.len())?;
+    let mut handle: CK_OBJECT_HANDLE = 0;
+    // SAFETY: `mech` has no parameter; `wrapped` is readable for `wrapped_len` bytes (the
+    // module does not write it, PKCS#11 §5.14); `attrs` and the values they point to
+    // (borrowed from `template`) live for the call and are only read; `handle` is a valid
+    // out-pointer; the session and key handles are the module's own.
+    let rv = unsafe {
+        unwrap(
+            s.handle(),
+            &mut mech,
+            unwrapping_key.handle(),
+            wrapped.as_ptr().cast_mut(),
+            wrapped_len,
+            attrs.as_mut_ptr(),
+            attrs_len,
+            &mut handle,
+        )
+    };
+    Rv::from(rv).into_result(Function::UnwrapKey)?;
+    // SAFETY: `handle` is the object the module just made in this session's token.
+    Ok(unsafe { ObjectHandle::new_from_raw(handle) })
 }

@@ -232,14 +232,15 @@ impl Token {
     ) -> Result<(SessionObject, usize)> {
         let mut t = convert(template)?;
         t.extend(forced(true, self.mechanisms().copyable_accepted()));
-        let mech = if pad {
-            Mechanism::AesKeyWrapPad
-        } else {
-            Mechanism::AesKeyWrap
-        };
         let made = self.with_home_session(|s| {
             let key = unwrapping_key(s, unwrapping_id)?;
-            let h = s.unwrap_key(&mech, key, wrapped, &t)?;
+            // CKM_AES_KEY_WRAP_PAD is RFC 5649 to Keyward's clients: the token's mechanism
+            // for it, learnt at open (kwp.rs).
+            let h = if pad {
+                self.unwrap_rfc5649_ck(s, key, wrapped, &t)?
+            } else {
+                s.unwrap_key(&Mechanism::AesKeyWrap, key, wrapped, &t)?
+            };
             let len = match s.get_attributes(h, &[AttributeType::ValueLen]) {
                 Ok(a) => a.into_iter().find_map(|a| match a {
                     Attribute::ValueLen(n) => usize::try_from(u64::from(n)).ok(),

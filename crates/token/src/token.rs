@@ -236,7 +236,7 @@ impl Token {
             }
             Err(e) => return Err(e.into()),
         }
-        let capabilities = Capabilities::probe(&ctx, slot, &session)?;
+        let capabilities = Capabilities::probe(&ctx, slot, &session, &raw)?;
         let missing: Vec<String> = capabilities
             .report()
             .into_iter()

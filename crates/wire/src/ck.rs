@@ -108,6 +108,9 @@ pub const CKM_AES_CTR: u64 = 0x1086;
 pub const CKM_AES_GCM: u64 = 0x1087;
 pub const CKM_AES_KEY_WRAP: u64 = 0x2109;
 pub const CKM_AES_KEY_WRAP_PAD: u64 = 0x210A;
+/// RFC 5649 AES key wrap with padding (PKCS#11 v3.0); NSS softokn's `CKM_AES_KEY_WRAP_PAD` is
+/// RFC 3394 with PKCS#7 padding instead, and its RFC 5649 is this one.
+pub const CKM_AES_KEY_WRAP_KWP: u64 = 0x210B;
 
 // Mask generation functions (`CK_RSA_PKCS_MGF_TYPE`).
 pub const CKG_MGF1_SHA1: u64 = 0x1;

@@ -136,10 +136,11 @@ pub fn served(token: &Token) -> Vec<u64> {
         }
     }
     // BYOK (design §5): C_UnwrapKey with an import job's key, composed in the token from
-    // OAEP-SHA1 and AES-KWP (keyward_token::import).
+    // OAEP-SHA1 and RFC 5649 AES-KWP (keyward_token::import; the token's RFC 5649 mechanism
+    // is learnt at open).
     if has(MechanismType::RSA_PKCS_OAEP)
         && token.mechanisms().oaep_sha1()
-        && has(MechanismType::AES_KEY_WRAP_PAD)
+        && token.mechanisms().rfc5649().is_some()
     {
         out.push(CKM_RSA_AES_KEY_WRAP);
     }
