@@ -274,7 +274,7 @@ impl ClientConnection {
         action: &str,
         rv: u64,
         invalid: u64,
-    ) -> Result<Option<Ulong>, P11Error> {
+    ) -> Result<Option<P11Error>, P11Error> {
         self.adopt_in(session, handle)?;
         let Some(name) = self.inst.lock().job(handle) else {
             return Ok(None);
@@ -291,9 +291,12 @@ impl ClientConnection {
                     rv,
                     "an import job's key only unwraps (C_UnwrapKey)",
                 );
-                Ok(Some(rv))
+                Ok(Some(P11Error::new(rv, "an import job's key only unwraps")))
             }
-            _ => Ok(Some(invalid)),
+            _ => Ok(Some(P11Error::new(
+                invalid,
+                "the import job is not visible",
+            ))),
         }
     }
 

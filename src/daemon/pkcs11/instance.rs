@@ -1,5 +1,8 @@
 //! Per module instance state (design §1, §4): the pre-login principal, login state per slot,
-//! the slot list fixed at `ListSlots`, open session counts, and the object handle table.
+//! the slot list fixed at `ListSlots`, open session counts, and the object handle table: one
+//! map from every handle given out to what it names ([`ObjectRef`]: a key object, a
+//! certificate, an import job's key, a session object, or a retired session object's handle),
+//! so a handle is resolved to its kind with one lookup.
 //!
 //! Handles of keys, certificates and import jobs are derived (design §4): 63 bits of
 //! HMAC-SHA-256 under a key derived from the instance secret, over the object's stable
@@ -19,7 +22,7 @@ use keyward_token::{GenericKind, SessionObject};
 use keyward_wire::pkcs11::{ObjectHandle, SlotId};
 use rand::Rng;
 use sha2::Sha256;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 /// A session object of the instance (design §4 "Session objects"): made by one of its
 /// sessions on one slot, in the backing token.
@@ -81,15 +84,47 @@ pub struct InstanceState {
     pub slots: HashMap<SlotId, SlotEntry>,
     /// Open sessions by slot: (all, read-write).
     pub sessions: HashMap<SlotId, (u64, u64)>,
-    by_object: HashMap<ObjectKey, u64>,
-    by_handle: HashMap<u64, ObjectKey>,
-    by_cert: HashMap<i64, u64>,
-    cert_handles: HashMap<u64, i64>,
-    by_job: HashMap<String, u64>,
-    job_handles: HashMap<u64, String>,
-    session_objects: HashMap<u64, SessionObj>,
-    /// Handles of destroyed session objects: never given out again.
-    retired: HashSet<u64>,
+    /// The one handle space: what every handle given out names.
+    handles: HashMap<u64, ObjectRef>,
+    /// The handles of token objects by identity (the reverse of `handles` for them).
+    given: HashMap<Identity, u64>,
+    /// The live session objects' handles among `handles` (an index: closing a session or
+    /// logging out sweeps them without walking every key's handle).
+    session_handles: BTreeSet<u64>,
+}
+
+/// What a handle names (design §4: keys, certificates, import jobs and session objects share
+/// one handle space).
+#[derive(Debug, Clone)]
+pub enum ObjectRef {
+    /// One object (half) of a key version.
+    Key(ObjectKey),
+    /// A certificate, by its id in the store.
+    Cert(i64),
+    /// An import job's private key, by the job's name.
+    Job(String),
+    /// A session object of the instance.
+    Session(Box<SessionObj>),
+    /// A destroyed session object: its handle is never given out again.
+    Retired,
+}
+
+/// A token object's stable identity: what its handle derives from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Identity {
+    Key(ObjectKey),
+    Cert(i64),
+    Job(String),
+}
+
+impl Identity {
+    fn object_ref(&self) -> ObjectRef {
+        match self {
+            Identity::Key(k) => ObjectRef::Key(k.clone()),
+            Identity::Cert(id) => ObjectRef::Cert(*id),
+            Identity::Job(name) => ObjectRef::Job(name.clone()),
+        }
+    }
 }
 
 impl InstanceState {
@@ -111,14 +146,9 @@ impl InstanceState {
             logins: HashMap::new(),
             slots: HashMap::new(),
             sessions: HashMap::new(),
-            by_object: HashMap::new(),
-            by_handle: HashMap::new(),
-            by_cert: HashMap::new(),
-            cert_handles: HashMap::new(),
-            by_job: HashMap::new(),
-            job_handles: HashMap::new(),
-            session_objects: HashMap::new(),
-            retired: HashSet::new(),
+            handles: HashMap::new(),
+            given: HashMap::new(),
+            session_handles: BTreeSet::new(),
         }
     }
 
@@ -132,13 +162,34 @@ impl InstanceState {
 
     /// The handle of `object`, made on first use.
     pub fn handle(&mut self, object: &ObjectKey) -> ObjectHandle {
-        if let Some(h) = self.by_object.get(object) {
+        self.give(Identity::Key(object.clone()))
+    }
+
+    /// The handle of a token object, made on first use: derived from its identity, or (a
+    /// 2^-63 collision) a random free one.
+    fn give(&mut self, id: Identity) -> ObjectHandle {
+        if let Some(h) = self.given.get(&id) {
             return ObjectHandle(*h);
         }
-        let h = self.derived_or_fresh(self.derived(object));
-        self.by_object.insert(object.clone(), h);
-        self.by_handle.insert(h, object.clone());
+        let derived = match &id {
+            Identity::Key(k) => self.derived(k),
+            Identity::Cert(c) => self.derive(2, &[&c.to_be_bytes()]),
+            Identity::Job(name) => self.derive(3, &[name.as_bytes()]),
+        };
+        let h = if self.known(ObjectHandle(derived)) {
+            self.fresh_handle()
+        } else {
+            derived
+        };
+        self.handles.insert(h, id.object_ref());
+        self.given.insert(id, h);
         ObjectHandle(h)
+    }
+
+    /// What `handle` names in this instance, if anything (a retired session object's handle
+    /// names [`ObjectRef::Retired`]).
+    pub fn named(&self, handle: ObjectHandle) -> Option<&ObjectRef> {
+        self.handles.get(&handle.0)
     }
 
     /// The handle `object` derives to in this instance (what [`InstanceState::handle`] gives
@@ -176,21 +227,7 @@ impl InstanceState {
 
     /// True if `h` names anything in this instance, or did.
     pub fn known(&self, h: ObjectHandle) -> bool {
-        let h = h.0;
-        self.by_handle.contains_key(&h)
-            || self.cert_handles.contains_key(&h)
-            || self.job_handles.contains_key(&h)
-            || self.session_objects.contains_key(&h)
-            || self.retired.contains(&h)
-    }
-
-    /// `h` if it is free, else (a 2^-63 collision) a random free one.
-    fn derived_or_fresh(&self, h: u64) -> u64 {
-        if self.known(ObjectHandle(h)) {
-            self.fresh_handle()
-        } else {
-            h
-        }
+        self.handles.contains_key(&h.0)
     }
 
     /// A handle not used for anything yet.
@@ -206,64 +243,74 @@ impl InstanceState {
 
     /// The handle of the certificate `id`, made on first use (one handle space with keys).
     pub fn cert_handle(&mut self, id: i64) -> ObjectHandle {
-        if let Some(h) = self.by_cert.get(&id) {
-            return ObjectHandle(*h);
-        }
-        let h = self.derived_or_fresh(self.derive(2, &[&id.to_be_bytes()]));
-        self.by_cert.insert(id, h);
-        self.cert_handles.insert(h, id);
-        ObjectHandle(h)
+        self.give(Identity::Cert(id))
     }
 
     /// The handle of the import job `name`'s private key, made on first use (one handle
     /// space with keys and certificates).
     pub fn job_handle(&mut self, name: &str) -> ObjectHandle {
-        if let Some(h) = self.by_job.get(name) {
-            return ObjectHandle(*h);
-        }
-        let h = self.derived_or_fresh(self.derive(3, &[name.as_bytes()]));
-        self.by_job.insert(name.to_string(), h);
-        self.job_handles.insert(h, name.to_string());
-        ObjectHandle(h)
+        self.give(Identity::Job(name.to_string()))
     }
 
     /// The import job a handle names in this instance.
     pub fn job(&self, handle: ObjectHandle) -> Option<String> {
-        self.job_handles.get(&handle.0).cloned()
+        match self.named(handle)? {
+            ObjectRef::Job(name) => Some(name.clone()),
+            _ => None,
+        }
     }
 
     /// The certificate a handle names in this instance.
     pub fn cert(&self, handle: ObjectHandle) -> Option<i64> {
-        self.cert_handles.get(&handle.0).copied()
+        match self.named(handle)? {
+            ObjectRef::Cert(id) => Some(*id),
+            _ => None,
+        }
     }
 
-    /// The object a handle names in this instance.
+    /// The key object a handle names in this instance.
     pub fn object(&self, handle: ObjectHandle) -> Option<ObjectKey> {
-        self.by_handle.get(&handle.0).cloned()
+        match self.named(handle)? {
+            ObjectRef::Key(k) => Some(k.clone()),
+            _ => None,
+        }
     }
 
     /// A handle for a new session object.
     pub fn add_session_object(&mut self, object: SessionObj) -> ObjectHandle {
         let h = self.fresh_handle();
-        self.session_objects.insert(h, object);
+        self.handles.insert(h, ObjectRef::Session(Box::new(object)));
+        self.session_handles.insert(h);
         ObjectHandle(h)
     }
 
     /// The session object a handle names in this instance.
     pub fn session_object(&self, handle: ObjectHandle) -> Option<&SessionObj> {
-        self.session_objects.get(&handle.0)
+        match self.named(handle)? {
+            ObjectRef::Session(o) => Some(o.as_ref()),
+            _ => None,
+        }
     }
 
     /// The session object a handle names, mutably (its `CKA_ID`/`CKA_LABEL`).
     pub fn session_object_mut(&mut self, handle: ObjectHandle) -> Option<&mut SessionObj> {
-        self.session_objects.get_mut(&handle.0)
+        match self.handles.get_mut(&handle.0)? {
+            ObjectRef::Session(o) => Some(o.as_mut()),
+            _ => None,
+        }
     }
 
     /// Forgets a session object; its handle is never reused.
     pub fn remove_session_object(&mut self, handle: ObjectHandle) -> Option<SessionObj> {
-        let o = self.session_objects.remove(&handle.0)?;
-        self.retired.insert(handle.0);
-        Some(o)
+        let slot = self.handles.get_mut(&handle.0)?;
+        if !matches!(slot, ObjectRef::Session(_)) {
+            return None;
+        }
+        let ObjectRef::Session(o) = std::mem::replace(slot, ObjectRef::Retired) else {
+            return None;
+        };
+        self.session_handles.remove(&handle.0);
+        Some(*o)
     }
 
     /// The instance's session objects that `keep` selects, with their handles.
@@ -271,19 +318,18 @@ impl InstanceState {
         &self,
         keep: impl Fn(&SessionObj) -> bool,
     ) -> Vec<(ObjectHandle, SessionObj)> {
-        let mut out: Vec<_> = self
-            .session_objects
+        self.session_handles
             .iter()
-            .filter(|(_, o)| keep(o))
-            .map(|(h, o)| (ObjectHandle(*h), o.clone()))
-            .collect();
-        out.sort_by_key(|(h, _)| h.0);
-        out
+            .filter_map(|h| match self.handles.get(h) {
+                Some(ObjectRef::Session(o)) if keep(o) => Some((ObjectHandle(*h), (**o).clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// How many session objects the instance holds.
     pub fn session_object_count(&self) -> usize {
-        self.session_objects.len()
+        self.session_handles.len()
     }
 
     /// A session on `slot` opened.
@@ -348,6 +394,24 @@ mod tests {
         // Another instance's secret: other handles.
         let other = InstanceState::new("k".into(), Principal::anonymous(), Some(&[8; 32]));
         assert_ne!(other.derived(&key(1)), a.0);
+    }
+
+    #[test]
+    fn one_handle_space_names_each_kind() {
+        let mut i = InstanceState::new("i".into(), Principal::anonymous(), Some(&[7; 32]));
+        let k = i.handle(&key(1));
+        let c = i.cert_handle(9);
+        let j = i.job_handle("job");
+        assert!(matches!(i.named(k), Some(ObjectRef::Key(o)) if *o == key(1)));
+        assert!(matches!(i.named(c), Some(ObjectRef::Cert(9))));
+        assert!(matches!(i.named(j), Some(ObjectRef::Job(n)) if n == "job"));
+        // Each kind's lookup answers only for its own kind.
+        assert_eq!(i.object(c), None);
+        assert_eq!(i.cert(j), None);
+        assert_eq!(i.job(k), None);
+        assert!(i.session_object(k).is_none());
+        assert_eq!(i.session_object_count(), 0);
+        assert!(i.named(ObjectHandle(k.0 ^ 1)).is_none());
     }
 
     #[test]

@@ -10,12 +10,65 @@
 
 use super::ck::*;
 use super::gate;
+use super::instance::{ObjectRef, SessionObj};
 use super::session_objects::{self, Lookup};
 use super::ClientConnection;
 use super::P11Error;
 use keyward_wire::pkcs11::{Attribute, Mechanism, ObjectHandle, Pkcs11Response, SessionId};
 
+/// What a handle names for one request, looked up once in the instance's one handle space
+/// ([`super::instance::ObjectRef`]).
+pub(super) enum Named {
+    /// A session object the session sees.
+    Session(Box<SessionObj>),
+    /// A session object the session may not see (another slot's; private and not logged in).
+    Hidden,
+    /// An import job's private key (whether the principal sees it is the job's business).
+    Job,
+    /// A certificate (likewise).
+    Cert,
+    /// A version's key object, or nothing the instance knows: the key path decides.
+    Key,
+}
+
 impl ClientConnection {
+    /// The kind of object `handle` names for `session`: a session object (seen or not), or
+    /// else, once a handle an earlier keywardd gave is adopted (design §4), an import job's
+    /// key, a certificate or a key object.
+    pub(super) fn named(
+        &self,
+        session: SessionId,
+        handle: ObjectHandle,
+    ) -> Result<Named, P11Error> {
+        match self.session_object(session, handle)? {
+            Lookup::Seen(o) => return Ok(Named::Session(o)),
+            Lookup::Hidden => return Ok(Named::Hidden),
+            Lookup::No => {}
+        }
+        self.adopt_in(session, handle)?;
+        Ok(match self.inst.lock().named(handle) {
+            Some(ObjectRef::Job(_)) => Named::Job,
+            Some(ObjectRef::Cert(_)) => Named::Cert,
+            _ => Named::Key,
+        })
+    }
+
+    /// An import job's key refused for `action` (`rv`, audited) if the principal sees the
+    /// job, else `invalid`: the key only unwraps.
+    pub(super) fn refuse_job(
+        &self,
+        session: SessionId,
+        handle: ObjectHandle,
+        action: &str,
+        rv: u64,
+        invalid: u64,
+    ) -> P11Error {
+        match self.job_refusal(session, handle, action, rv, invalid) {
+            Ok(refused) => refused.unwrap_or_else(|| P11Error::from(invalid)),
+            Err(e) => e,
+        }
+    }
+
     /// `C_GetAttributeValue` (§5.7).
     pub(super) fn get_attribute_value(
         &mut self,
@@ -37,24 +90,23 @@ impl ClientConnection {
         object: ObjectHandle,
         template: &[Attribute],
     ) -> Result<Pkcs11Response, P11Error> {
-        match self.session_object(session, object)? {
-            Lookup::Seen(o) => return self.set_session_object_attributes(object, &o, template),
-            Lookup::Hidden => return Err(CKR_OBJECT_HANDLE_INVALID.into()),
-            Lookup::No => {}
+        const ACTION: &str = "C_SetAttributeValue";
+        match self.named(session, object)? {
+            Named::Session(o) => self.set_session_object_attributes(object, &o, template),
+            Named::Hidden => Err(CKR_OBJECT_HANDLE_INVALID.into()),
+            Named::Job => Err(self.refuse_job(
+                session,
+                object,
+                ACTION,
+                CKR_ACTION_PROHIBITED,
+                CKR_OBJECT_HANDLE_INVALID,
+            )),
+            Named::Cert => match self.cert_of(session, object)? {
+                Some((ctx, cert)) => self.set_cert_attributes(session, &ctx, &cert, template),
+                None => Err(CKR_OBJECT_HANDLE_INVALID.into()),
+            },
+            Named::Key => self.set_attributes(session, object, template),
         }
-        if let Some(rv) = self.job_refusal(
-            session,
-            object,
-            "C_SetAttributeValue",
-            CKR_ACTION_PROHIBITED,
-            CKR_OBJECT_HANDLE_INVALID,
-        )? {
-            return Err(rv.into());
-        }
-        if let Some((ctx, cert)) = self.cert_of(session, object)? {
-            return self.set_cert_attributes(session, &ctx, &cert, template);
-        }
-        self.set_attributes(session, object, template)
     }
 
     /// `C_CopyObject` (§5.7): never for a Keyward key (design §4 "No side doors").
@@ -63,23 +115,26 @@ impl ClientConnection {
         session: SessionId,
         object: ObjectHandle,
     ) -> Result<Pkcs11Response, P11Error> {
-        match self.session_object(session, object)? {
+        match self.named(session, object)? {
             // Session objects report CKA_COPYABLE=FALSE.
-            Lookup::Seen(_) => return Err(CKR_ACTION_PROHIBITED.into()),
-            Lookup::Hidden => return Err(CKR_OBJECT_HANDLE_INVALID.into()),
-            Lookup::No => {}
-        }
-        if let Some(rv) = self.job_refusal(
-            session,
-            object,
-            "C_CopyObject",
-            CKR_ACTION_PROHIBITED,
-            CKR_OBJECT_HANDLE_INVALID,
-        )? {
-            return Err(rv.into());
-        }
-        if let Some((ctx, cert)) = self.cert_of(session, object)? {
-            return Err(P11Error::from(self.copy_cert(&ctx, &cert)));
+            Named::Session(_) => return Err(CKR_ACTION_PROHIBITED.into()),
+            Named::Hidden => return Err(CKR_OBJECT_HANDLE_INVALID.into()),
+            Named::Job => {
+                return Err(self.refuse_job(
+                    session,
+                    object,
+                    "C_CopyObject",
+                    CKR_ACTION_PROHIBITED,
+                    CKR_OBJECT_HANDLE_INVALID,
+                ))
+            }
+            Named::Cert => {
+                return Err(match self.cert_of(session, object)? {
+                    Some((ctx, cert)) => P11Error::from(self.copy_cert(&ctx, &cert)),
+                    None => CKR_OBJECT_HANDLE_INVALID.into(),
+                })
+            }
+            Named::Key => {}
         }
         // A Keyward key is never copied (design §4 "No side doors").
         let (ctx, obj) = self.visible_object(session, object, CKR_OBJECT_HANDLE_INVALID)?;
@@ -97,24 +152,22 @@ impl ClientConnection {
         session: SessionId,
         object: ObjectHandle,
     ) -> Result<Pkcs11Response, P11Error> {
-        match self.session_object(session, object)? {
-            Lookup::Seen(_) => return self.destroy_session_object(session, object),
-            Lookup::Hidden => return Err(CKR_OBJECT_HANDLE_INVALID.into()),
-            Lookup::No => {}
+        match self.named(session, object)? {
+            Named::Session(_) => self.destroy_session_object(session, object),
+            Named::Hidden => Err(CKR_OBJECT_HANDLE_INVALID.into()),
+            Named::Job => Err(self.refuse_job(
+                session,
+                object,
+                "C_DestroyObject",
+                CKR_ACTION_PROHIBITED,
+                CKR_OBJECT_HANDLE_INVALID,
+            )),
+            Named::Cert => match self.cert_of(session, object)? {
+                Some((ctx, cert)) => self.destroy_cert(session, &ctx, &cert),
+                None => Err(CKR_OBJECT_HANDLE_INVALID.into()),
+            },
+            Named::Key => self.destroy(session, object),
         }
-        if let Some(rv) = self.job_refusal(
-            session,
-            object,
-            "C_DestroyObject",
-            CKR_ACTION_PROHIBITED,
-            CKR_OBJECT_HANDLE_INVALID,
-        )? {
-            return Err(rv.into());
-        }
-        if let Some((ctx, cert)) = self.cert_of(session, object)? {
-            return self.destroy_cert(session, &ctx, &cert);
-        }
-        self.destroy(session, object)
     }
 
     /// `C_GetObjectSize` (§5.7): `CK_UNAVAILABLE_INFORMATION` for every visible object.
@@ -123,15 +176,17 @@ impl ClientConnection {
         session: SessionId,
         object: ObjectHandle,
     ) -> Result<Pkcs11Response, P11Error> {
-        match self.session_object(session, object)? {
-            Lookup::Seen(_) => return Ok(Pkcs11Response::Size(None)),
-            Lookup::Hidden => return Err(CKR_OBJECT_HANDLE_INVALID.into()),
-            Lookup::No => {}
+        match self.named(session, object)? {
+            Named::Session(_) => {}
+            Named::Hidden | Named::Job => return Err(CKR_OBJECT_HANDLE_INVALID.into()),
+            Named::Cert => {
+                self.cert_of(session, object)?
+                    .ok_or(CKR_OBJECT_HANDLE_INVALID)?;
+            }
+            Named::Key => {
+                self.visible_object(session, object, CKR_OBJECT_HANDLE_INVALID)?;
+            }
         }
-        if self.cert_of(session, object)?.is_some() {
-            return Ok(Pkcs11Response::Size(None));
-        }
-        self.visible_object(session, object, CKR_OBJECT_HANDLE_INVALID)?;
         Ok(Pkcs11Response::Size(None))
     }
 
@@ -169,11 +224,11 @@ impl ClientConnection {
         session: SessionId,
         base_key: ObjectHandle,
     ) -> Result<Pkcs11Response, P11Error> {
-        match self.session_object(session, base_key)? {
+        match self.named(session, base_key)? {
             // No derivation mechanism is offered (CKA_DERIVE is FALSE).
-            Lookup::Seen(_) => return Err(CKR_MECHANISM_INVALID.into()),
-            Lookup::Hidden => return Err(CKR_KEY_HANDLE_INVALID.into()),
-            Lookup::No => {}
+            Named::Session(_) => return Err(CKR_MECHANISM_INVALID.into()),
+            Named::Hidden | Named::Job | Named::Cert => return Err(CKR_KEY_HANDLE_INVALID.into()),
+            Named::Key => {}
         }
         let (ctx, obj) = self.visible_object(session, base_key, CKR_KEY_HANDLE_INVALID)?;
         Err(self.refused(

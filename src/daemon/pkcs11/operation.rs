@@ -5,8 +5,8 @@
 
 use super::ck::*;
 use super::gate::{self, Denial};
+use super::manage::Named;
 use super::ops::{self, Plan};
-use super::session_objects::Lookup;
 use super::stream::{Chain, Hasher, Stream};
 use super::P11Error;
 use super::{init_action, Active, ClientConnection, MAX_RANDOM};
@@ -27,19 +27,21 @@ impl ClientConnection {
         key: Option<ObjectHandle>,
     ) -> Result<Pkcs11Response, P11Error> {
         if let Some(h) = key {
-            match self.session_object(session, h)? {
-                Lookup::Seen(o) => return self.init_session_object(op, session, mechanism, h, &o),
-                Lookup::Hidden => return Err(CKR_KEY_HANDLE_INVALID.into()),
-                Lookup::No => {}
-            }
-            if let Some(rv) = self.job_refusal(
-                session,
-                h,
-                init_action(op),
-                CKR_KEY_FUNCTION_NOT_PERMITTED,
-                CKR_KEY_HANDLE_INVALID,
-            )? {
-                return Err(rv.into());
+            match self.named(session, h)? {
+                Named::Session(o) => {
+                    return self.init_session_object(op, session, mechanism, h, &o)
+                }
+                Named::Hidden => return Err(CKR_KEY_HANDLE_INVALID.into()),
+                Named::Job => {
+                    return Err(self.refuse_job(
+                        session,
+                        h,
+                        init_action(op),
+                        CKR_KEY_FUNCTION_NOT_PERMITTED,
+                        CKR_KEY_HANDLE_INVALID,
+                    ))
+                }
+                Named::Cert | Named::Key => {}
             }
         }
         self.init(op, session, mechanism, key)
