@@ -375,3 +375,120 @@ fn nss_byok_imported_aes_key_passes_a_known_answer_check() {
     }
     env.ctl(&["audit", "verify"]).ok();
 }
+
+/// Issue 17 NSS: key export with RFC 5649 (`CKM_AES_KEY_WRAP_PAD` through the module,
+/// keywardctl's default `aes-kwp`) must give RFC 5649 on NSS softokn too, whose own
+/// `CKM_AES_KEY_WRAP_PAD` is RFC 3394 with PKCS#7 padding (see crates/token/src/kwp.rs).
+/// The blob must unwrap with OpenSSL's `id-aes256-wrap-pad` under the known wrapping key, to
+/// the exported key's material (what the key encrypts, OpenSSL decrypts with it); keywardctl
+/// key export gives the same blob.
+#[test]
+fn nss_export_wraps_with_rfc5649() {
+    use crate::common::byok::{hex, openssl_gcm_body};
+    use crate::common::module::login_with;
+    let excl = module::exclusive();
+    let (env, keys) = started(&["exporter"]);
+    let exporter = &keys[0];
+    env.ctl(&[
+        "keyring",
+        "update",
+        RING,
+        "--allow-plaintext-import",
+        "true",
+    ])
+    .ok();
+    env.bind(RING, "kms:FullAccess", crate::common::ADMIN);
+    env.ctl(&[
+        "key",
+        "create",
+        "--keyring",
+        RING,
+        "--purpose",
+        "ENCRYPT_DECRYPT",
+        "--algorithm",
+        "AES_256_GCM",
+        "--exportable",
+        "exp",
+    ])
+    .ok();
+    env.bind(RING, "kms:FullAccess", "serviceAccount:exporter@payments");
+    let dir = env.dir().to_path_buf();
+    let settings = Settings::new(&env.client_socket, &dir.join("module.toml"));
+    let p11 = module::cryptoki(&settings);
+    let slot = module::ring_slot(&p11, RING);
+    let sess = p11.open_rw_session(slot).unwrap();
+    login_with(&sess, exporter);
+    let kek: Vec<u8> = (0u8..32)
+        .map(|i| i.wrapping_mul(11).wrapping_add(5))
+        .collect();
+    let wrapping = sess
+        .create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(cryptoki::object::KeyType::AES),
+            Attribute::Token(true),
+            Attribute::Label(b"kek".to_vec()),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Wrap(true),
+            Attribute::Value(kek.clone()),
+        ])
+        .unwrap();
+    let exp = labelled(&sess, ObjectClass::SECRET_KEY, "exp");
+    let blob = sess
+        .wrap_key(&Mechanism::AesKeyWrapPad, wrapping, exp)
+        .expect("C_WrapKey with CKM_AES_KEY_WRAP_PAD on NSS");
+    let wrapped = dir.join("wrapped.bin");
+    std::fs::write(&wrapped, &blob).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["enc", "-d", "-id-aes256-wrap-pad", "-K", &hex(&kek)])
+        .args(["-iv", "A65959A6", "-in", s(&wrapped)])
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "OpenSSL cannot unwrap the export as RFC 5649 ({} bytes: {}): {}",
+        blob.len(),
+        hex(&blob),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let material = out.stdout;
+    assert_eq!(material.len(), 32, "an AES-256 key's material");
+    // It is exp's material: OpenSSL decrypts with it what exp encrypted.
+    let mut iv = [7u8; 12];
+    let ct = sess
+        .encrypt(&gcm(&mut iv, b""), exp, b"exported from NSS")
+        .unwrap();
+    let key_file = dir.join("material.key");
+    std::fs::write(&key_file, &material).unwrap();
+    assert_eq!(
+        openssl_gcm_body(&dir, &key_file, &[7u8; 12], &ct[..ct.len() - 16]),
+        b"exported from NSS"
+    );
+    // keywardctl key export (aes-kwp by default): the same blob.
+    let listed = env.ctl(&["--json", "key", "list", "--keyring", RING]);
+    listed.ok();
+    let kek_key = listed.stdout[..]
+        .split('"')
+        .find(|w| w.contains("/cryptoKeys/p11-"))
+        .expect("the wrapping key's name")
+        .to_string();
+    let ctl_out = dir.join("ctl-wrapped.bin");
+    let out = env.ctl_client_with_key(
+        exporter,
+        &[
+            "key",
+            "export",
+            "--key",
+            &key("exp"),
+            "--wrapping-key",
+            &kek_key,
+            "--out",
+            s(&ctl_out),
+        ],
+    );
+    out.ok();
+    assert_eq!(std::fs::read(&ctl_out).unwrap(), blob);
+    drop(sess);
+    drop(p11);
+    drop(excl);
+}
