@@ -176,3 +176,77 @@ pub(crate) fn unwrap_key_no_param(
     // SAFETY: `handle` is the object the module just made in this session's token.
     Ok(unsafe { ObjectHandle::new_from_raw(handle) })
 }
+
+/// `C_WrapKey` with a mechanism cryptoki 0.12 cannot name (`mechanism_type`, no parameter):
+/// `CKM_AES_KEY_WRAP_KWP` (0x210B, RFC 5649) on NSS softokn 3.87, whose
+/// `CKM_AES_KEY_WRAP_PAD` is not RFC 5649 (see [`crate::kwp`]). PKCS#11's two-call length
+/// protocol (§5.2): a NULL buffer asks for the length, then the key is wrapped into a buffer
+/// of that length. softokn 3.87 answers the length query of `CKM_AES_KEY_WRAP_KWP` short
+/// (then `CKR_BUFFER_TOO_SMALL`): on that answer the buffer grows (to the length the module
+/// asks, or twice plus the 16 bytes RFC 5649 adds at most), a bounded number of times;
+/// `C_WrapKey` keeps no operation active, so each call stands alone.
+pub(crate) fn wrap_key_no_param(
+    raw: &RawModule,
+    s: &Session,
+    mechanism_type: CK_ULONG,
+    wrapping_key: ObjectHandle,
+    key: ObjectHandle,
+) -> cryptoki::error::Result<Vec<u8>> {
+    let Some(wrap) = raw.list.C_WrapKey else {
+        return Err(CryptokiError::Pkcs11(
+            RvError::FunctionNotSupported,
+            Function::WrapKey,
+        ));
+    };
+    let mut mech = CK_MECHANISM {
+        mechanism: mechanism_type,
+        pParameter: std::ptr::null_mut(),
+        ulParameterLen: 0,
+    };
+    let mut len: CK_ULONG = 0;
+    // SAFETY: `mech` has no parameter and lives for the call; a NULL output buffer asks only
+    // for the length (§5.2), written to `len`, a valid out-pointer; the session and key
+    // handles are the module's own.
+    let rv = unsafe {
+        wrap(
+            s.handle(),
+            &mut mech,
+            wrapping_key.handle(),
+            key.handle(),
+            std::ptr::null_mut(),
+            &mut len,
+        )
+    };
+    Rv::from(rv).into_result(Function::WrapKey)?;
+    let mut out = vec![0u8; usize::try_from(len)?];
+    for _ in 0..4 {
+        let mut len = CK_ULONG::try_from(out.len())?;
+        // SAFETY: as above; `out` is writable for `len` bytes and `len` a valid in/out
+        // pointer.
+        let rv = unsafe {
+            wrap(
+                s.handle(),
+                &mut mech,
+                wrapping_key.handle(),
+                key.handle(),
+                out.as_mut_ptr(),
+                &mut len,
+            )
+        };
+        let len = usize::try_from(len)?;
+        match Rv::from(rv).into_result(Function::WrapKey) {
+            Ok(()) => {
+                out.truncate(len.min(out.len()));
+                return Ok(out);
+            }
+            Err(CryptokiError::Pkcs11(RvError::BufferTooSmall, _)) => {
+                out = vec![0u8; len.max(out.len() * 2 + 16)];
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(CryptokiError::Pkcs11(
+        RvError::BufferTooSmall,
+        Function::WrapKey,
+    ))
+}

@@ -86,14 +86,14 @@ pub fn served(token: &Token) -> Vec<u64> {
             out.extend([full, general]);
         }
     }
-    // C_WrapKey of exportable keys (design §4, export.rs).
-    for (m, ty) in [
-        (MechanismType::AES_KEY_WRAP, CKM_AES_KEY_WRAP),
-        (MechanismType::AES_KEY_WRAP_PAD, CKM_AES_KEY_WRAP_PAD),
-    ] {
-        if has(m) {
-            out.push(ty);
-        }
+    // C_WrapKey of exportable keys (design §4, export.rs). CKM_AES_KEY_WRAP_PAD is RFC 5649
+    // to Keyward's clients: served when the token does RFC 5649 by some mechanism (learnt at
+    // open, keyward_token's kwp.rs; NSS softokn's own CKM_AES_KEY_WRAP_PAD is not RFC 5649).
+    if has(MechanismType::AES_KEY_WRAP) {
+        out.push(CKM_AES_KEY_WRAP);
+    }
+    if token.mechanisms().rfc5649().is_some() {
+        out.push(CKM_AES_KEY_WRAP_PAD);
     }
     // BYOK (design §5): C_UnwrapKey with an import job's key, composed in the token from
     // OAEP-SHA1 and RFC 5649 AES-KWP (keyward_token::import; the token's RFC 5649 mechanism
