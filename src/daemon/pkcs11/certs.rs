@@ -268,28 +268,15 @@ impl ClientConnection {
         cert: &CertEntry,
         template: &[Attribute],
     ) -> Result<Pkcs11Response, P11Error> {
-        let (mut new_id, mut new_label) = (None, None);
-        for a in template {
-            match (a.ty, &a.value) {
-                (CKA_ID, AttrValue::Bytes(b)) => new_id = Some(b.as_slice().to_vec()),
-                (CKA_LABEL, AttrValue::Bytes(b)) => new_label = Some(b.as_slice().to_vec()),
-                (CKA_ID | CKA_LABEL, _) => return Err(CKR_ATTRIBUTE_VALUE_INVALID.into()),
-                _ => return Err(CKR_ATTRIBUTE_READ_ONLY.into()),
-            }
-        }
-        if new_id.is_none() && new_label.is_none() {
+        let Some(names) = self.new_names(session, template)? else {
             return Ok(Pkcs11Response::Done);
-        }
-        if !self.session(session)?.rw {
-            return Err(CKR_SESSION_READ_ONLY.into());
-        }
-        let Some(admin) = self.svc.admin.get().cloned() else {
-            return Err(CKR_FUNCTION_NOT_SUPPORTED.into());
         };
         let caller = self.admin_caller(ctx);
-        let done = admin
-            .lock()
-            .pkcs11_set_cert_names(&caller, cert.row.id, new_id, new_label);
+        let done =
+            names
+                .admin
+                .lock()
+                .pkcs11_set_cert_names(&caller, cert.row.id, names.id, names.label);
         done.map_err(|e| {
             tracing::debug!(rv = e.rv, error = %e, "certificate rename refused");
             e.rv

@@ -29,10 +29,12 @@
 
 use super::ck::*;
 use super::gate;
+use super::manage::Generation;
 use super::objects::{Half, ObjectKey};
 use super::{ClientConnection, SlotCtx};
 use super::{P11Error, Ulong};
 use crate::admin::generic::{NewGenericKey, UnwrapFrom};
+use crate::admin::AdminService;
 use crate::audit::Outcome;
 use crate::catalog::RingEntry;
 use crate::context::Caller;
@@ -42,6 +44,8 @@ use keyward_token::{GenericKind, GenericUsage};
 use keyward_wire::pkcs11::{
     AttrValue, Attribute, MechParams, Mechanism, ObjectHandle, Pkcs11Response, SessionId,
 };
+use parking_lot::Mutex;
+use std::sync::Arc;
 
 /// A template, read attribute by attribute; a value of the wrong kind is
 /// `CKR_ATTRIBUTE_VALUE_INVALID`.
@@ -258,6 +262,13 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// What [`ClientConnection::new_names`] found to change, and the service that changes it.
+pub(super) struct NewNames {
+    pub(super) id: Option<Vec<u8>>,
+    pub(super) label: Option<Vec<u8>>,
+    pub(super) admin: Arc<Mutex<AdminService>>,
+}
+
 impl ClientConnection {
     /// The caller as the admin service sees it: the slot's principal, this instance.
     pub(super) fn admin_caller(&self, ctx: &SlotCtx) -> Caller {
@@ -427,23 +438,18 @@ impl ClientConnection {
         })
     }
 
-    /// C_GenerateKey (`public` is `None`) and C_GenerateKeyPair (PKCS#11 3.0 §5.14).
+    /// C_GenerateKey (`public` is `None`) and C_GenerateKeyPair (PKCS#11 3.0 §5.14) of token
+    /// objects; the call as [`super::manage`]'s `generate_any` named it.
     pub(super) fn generate(
         &mut self,
         session: SessionId,
-        mechanism: &Mechanism,
-        public: Option<&[Attribute]>,
-        secret: &[Attribute],
+        call: Generation<'_>,
     ) -> Result<Pkcs11Response, P11Error> {
-        let action = if public.is_some() {
-            "C_GenerateKeyPair"
-        } else {
-            "C_GenerateKey"
-        };
+        let action = call.action;
         self.login_gate(session, action)?;
         let (ctx, ring, entry) = self.creation_gate(session, action)?;
-        let (s, p) = (Tpl(secret), public.map(Tpl));
-        let parsed = generation_kind(mechanism, p.is_some(), s, p.unwrap_or(Tpl(&[])))
+        let (s, p) = (Tpl(call.secret), call.public.map(Tpl));
+        let parsed = generation_kind(call.mechanism, p.is_some(), s, p.unwrap_or(Tpl(&[])))
             .and_then(|kind| key_template(kind, s, p));
         let mut t = match parsed {
             Ok(t) => t,
@@ -452,12 +458,12 @@ impl ClientConnection {
                     &ctx,
                     action,
                     rv.rv(),
-                    &format!("template refused (mechanism {:#x})", mechanism.ty),
+                    &format!("template refused (mechanism {:#x})", call.mechanism.ty),
                 )))
             }
         };
         self.custody(&ctx, action, &ring, entry.strict_templates, &mut t)?;
-        let detail = format!("mechanism {:#x}, usage {:?}", mechanism.ty, t.usage);
+        let detail = format!("mechanism {:#x}, usage {:?}", call.mechanism.ty, t.usage);
         // Held while the token generates (the token's CPU, design §9).
         let _generating = self.generation_charge(&ctx.principal, &ctx.ring_name)?;
         self.make_key(&ctx, ring, t, None, None, action, detail)
@@ -625,23 +631,45 @@ impl ClientConnection {
             // Keys made with keywardctl have derived CKA_ID/CKA_LABEL (design §4).
             return Err(CKR_ATTRIBUTE_READ_ONLY.into());
         }
+        let Some(names) = self.new_names(session, template)? else {
+            return Ok(Pkcs11Response::Done);
+        };
+        let caller = self.admin_caller(&ctx);
+        tracing::debug!(id = names.id.as_deref().map(hex), "C_SetAttributeValue");
+        let done = names.admin.lock().pkcs11_set_names(
+            &caller,
+            &id.key,
+            id.half == Half::Public,
+            names.id,
+            names.label,
+        );
+        done.map_err(|e| {
+            tracing::debug!(rv = e.rv, error = %e, "C_SetAttributeValue refused");
+            e.rv
+        })?;
+        Ok(Pkcs11Response::Done)
+    }
+
+    /// The new `CKA_ID` and `CKA_LABEL` a C_SetAttributeValue template of a generic key or a
+    /// certificate asks for (any other attribute is read-only), with the admin service that
+    /// makes the change; `None` if the template changes nothing. A change needs a read-write
+    /// session.
+    pub(super) fn new_names(
+        &self,
+        session: SessionId,
+        template: &[Attribute],
+    ) -> Result<Option<NewNames>, P11Error> {
         let (mut new_id, mut new_label) = (None, None);
         for a in template {
-            let AttrValue::Bytes(b) = &a.value else {
-                return Err(if matches!(a.ty, CKA_ID | CKA_LABEL) {
-                    CKR_ATTRIBUTE_VALUE_INVALID.into()
-                } else {
-                    CKR_ATTRIBUTE_READ_ONLY.into()
-                });
-            };
-            match a.ty {
-                CKA_ID => new_id = Some(b.as_slice().to_vec()),
-                CKA_LABEL => new_label = Some(b.as_slice().to_vec()),
+            match (a.ty, &a.value) {
+                (CKA_ID, AttrValue::Bytes(b)) => new_id = Some(b.as_slice().to_vec()),
+                (CKA_LABEL, AttrValue::Bytes(b)) => new_label = Some(b.as_slice().to_vec()),
+                (CKA_ID | CKA_LABEL, _) => return Err(CKR_ATTRIBUTE_VALUE_INVALID.into()),
                 _ => return Err(CKR_ATTRIBUTE_READ_ONLY.into()),
             }
         }
         if new_id.is_none() && new_label.is_none() {
-            return Ok(Pkcs11Response::Done);
+            return Ok(None);
         }
         if !self.session(session)?.rw {
             return Err(CKR_SESSION_READ_ONLY.into());
@@ -649,20 +677,11 @@ impl ClientConnection {
         let Some(admin) = self.svc.admin.get().cloned() else {
             return Err(CKR_FUNCTION_NOT_SUPPORTED.into());
         };
-        let caller = self.admin_caller(&ctx);
-        tracing::debug!(id = new_id.as_deref().map(hex), "C_SetAttributeValue");
-        let done = admin.lock().pkcs11_set_names(
-            &caller,
-            &id.key,
-            id.half == Half::Public,
-            new_id,
-            new_label,
-        );
-        done.map_err(|e| {
-            tracing::debug!(rv = e.rv, error = %e, "C_SetAttributeValue refused");
-            e.rv
-        })?;
-        Ok(Pkcs11Response::Done)
+        Ok(Some(NewNames {
+            id: new_id,
+            label: new_label,
+            admin,
+        }))
     }
 }
 

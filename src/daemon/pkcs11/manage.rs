@@ -31,6 +31,16 @@ pub(super) enum Named {
     Key,
 }
 
+/// A C_GenerateKey (`public` `None`) or C_GenerateKeyPair call, named once for the token
+/// and session-object paths.
+#[derive(Clone, Copy)]
+pub(super) struct Generation<'a> {
+    pub(super) action: &'static str,
+    pub(super) mechanism: &'a Mechanism,
+    pub(super) public: Option<&'a [Attribute]>,
+    pub(super) secret: &'a [Attribute],
+}
+
 impl ClientConnection {
     /// The kind of object `handle` names for `session`: a session object (seen or not), or
     /// else, once a handle an earlier keywardd gave is adopted (design §4), an import job's
@@ -212,10 +222,21 @@ impl ClientConnection {
         public: Option<&[Attribute]>,
         template: &[Attribute],
     ) -> Result<Pkcs11Response, P11Error> {
+        let action = if public.is_some() {
+            "C_GenerateKeyPair"
+        } else {
+            "C_GenerateKey"
+        };
+        let call = Generation {
+            action,
+            mechanism,
+            public,
+            secret: template,
+        };
         if session_objects::wants_session_object(template) {
-            return self.generate_session_objects(session, mechanism, public, template);
+            return self.generate_session_objects(session, call);
         }
-        self.generate(session, mechanism, public, template)
+        self.generate(session, call)
     }
 
     /// `C_DeriveKey` (§5.14): no derivation mechanism is offered (`CKA_DERIVE` is FALSE).

@@ -36,6 +36,7 @@
 
 use super::ck::*;
 use super::instance::SessionObj;
+use super::manage::Generation;
 use super::objects::Half;
 use super::{init_action, Active, ClientConnection, SlotCtx};
 use super::{P11Error, Ulong};
@@ -382,19 +383,19 @@ impl ClientConnection {
         Ok(())
     }
 
-    /// C_GenerateKey / C_GenerateKeyPair of session objects (PKCS#11 3.0 §5.14).
+    /// C_GenerateKey / C_GenerateKeyPair of session objects (PKCS#11 3.0 §5.14); the call
+    /// as [`super::manage`]'s `generate_any` named it.
     pub(super) fn generate_session_objects(
         &mut self,
         session: SessionId,
-        mechanism: &Mechanism,
-        public: Option<&[Attribute]>,
-        secret: &[Attribute],
+        call: Generation<'_>,
     ) -> Result<Pkcs11Response, P11Error> {
-        let action = if public.is_some() {
-            "C_GenerateKeyPair"
-        } else {
-            "C_GenerateKey"
-        };
+        let Generation {
+            action,
+            mechanism,
+            public,
+            secret,
+        } = call;
         let n = if public.is_some() { 2 } else { 1 };
         let (ctx, charges) = self.session_object_room(session, action, n)?;
         if !matches!(mechanism.params, MechParams::None) {
