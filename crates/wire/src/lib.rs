@@ -7,7 +7,8 @@
 //! - [`envelope`]: [`Request`] / [`Response`] with an admin half and a PKCS#11 half; every
 //!   error travels as a CK_RV ([`rv`]) in an [`ErrorReply`];
 //! - [`client`] and [`server`]: blocking helpers over `std::io` for each end; [`spin`]: the
-//!   brief look for the next frame both ends make before they block.
+//!   brief look for the next frame both ends make before they block; [`ring`]: the
+//!   shared-memory transport over a sealed memfd, the socket its fallback.
 //!
 //! Everything is blocking `std::io`, with no threads of its own: the module is loaded into
 //! arbitrary host processes.
@@ -28,6 +29,7 @@ pub mod handshake;
 pub mod import;
 pub mod keys;
 pub mod pkcs11;
+pub mod ring;
 pub mod rv;
 pub mod server;
 pub mod spin;

@@ -41,11 +41,25 @@ pub fn wait_readable(stream: &UnixStream, budget: Duration) {
     // At most half the cores' worth of threads of this process spin at once: a spinner
     // beside a thread that computes (two clients, two RSA signatures, two cores) slowed the
     // computation down more than the wake-ups it saved.
-    if SPINNING.fetch_add(1, Ordering::Relaxed) >= max_spinners() {
-        SPINNING.fetch_sub(1, Ordering::Relaxed);
+    if !enter() {
         return;
     }
     spin(stream, budget);
+    leave();
+}
+
+/// Takes one of this process's spinning places (see [`wait_readable`]); false if all are
+/// taken. A true answer is followed by [`leave`] when the spin ends.
+pub fn enter() -> bool {
+    if SPINNING.fetch_add(1, Ordering::Relaxed) >= max_spinners() {
+        SPINNING.fetch_sub(1, Ordering::Relaxed);
+        return false;
+    }
+    true
+}
+
+/// Gives back the place [`enter`] took.
+pub fn leave() {
     SPINNING.fetch_sub(1, Ordering::Relaxed);
 }
 
