@@ -9,7 +9,7 @@
 //! - [`admin`]: the one admin handler, which keywardctl runs in-process (`--db`) and keywardd
 //!   serves on its admin socket.
 //! - [`ctl`]: keywardctl, the operator's command line (its `main` is `src/bin/keywardctl.rs`).
-#![deny(unsafe_code)] // allowed only in daemon::peercred (SO_PEERGROUPS)
+#![deny(unsafe_code)] // allowed only in daemon::peercred (SO_PEERGROUPS) and daemon::ring (mmap)
 
 pub mod admin;
 pub mod audit;

@@ -8,8 +8,10 @@ pub mod limits;
 pub mod peercred;
 pub mod pin;
 pub mod pkcs11;
+pub mod ring;
 pub mod server;
 mod throttle;
+pub mod transport;
 
 use crate::context::Clock;
 use keyward_wire::admin::AdminRequest;

@@ -12,12 +12,15 @@
 //! Writes cannot raise `SIGPIPE` in the host: on Linux std's `UnixStream` sends with
 //! `MSG_NOSIGNAL`, so a daemon that went away gives `EPIPE`, i.e. a disconnect error.
 
-use crate::codec::{recv_secret, send_secret};
+use crate::codec::{decode, encode, recv_secret, send_secret};
 use crate::envelope::{Request, RequestBody, Response, ResponseBody};
 use crate::error::WireError;
 use crate::frame::read_frame;
 use crate::handshake::{decode_reply, Hello, InstanceSecret};
+use crate::pkcs11::{Pkcs11Request, Pkcs11Response};
+use crate::ring::{Incoming, Ring, RingMemory, RING_BYTES};
 use crate::rv;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -41,6 +44,8 @@ pub struct Client {
     next_id: u64,
     owner: u32,
     broken: bool,
+    /// The shared-memory ring, once [`Client::open_ring`] set it up.
+    ring: Option<Ring>,
 }
 
 impl Client {
@@ -86,6 +91,7 @@ impl Client {
             next_id: 1,
             owner: std::process::id(),
             broken: false,
+            ring: None,
         })
     }
 
@@ -118,6 +124,44 @@ impl Client {
         }
     }
 
+    /// True once requests go through a shared-memory ring.
+    pub fn has_ring(&self) -> bool {
+        self.ring.is_some()
+    }
+
+    /// Asks keywardd for a shared-memory ring ([`crate::ring`]) and, if it gives one, sends
+    /// further requests through it (those larger than an area still go on the socket).
+    /// `map` checks and maps the memfd (the caller's mapping module: this crate has no
+    /// `unsafe`). On `Err` the connection keeps to the socket if it is still usable
+    /// ([`Client::is_usable`]); keywardd serves both on a connection with a ring.
+    pub fn open_ring<F>(&mut self, map: F) -> Result<(), WireError>
+    where
+        F: FnOnce(OwnedFd, usize) -> std::io::Result<Box<dyn RingMemory>>,
+    {
+        match self.call(RequestBody::Pkcs11(Pkcs11Request::OpenRing))? {
+            ResponseBody::Pkcs11(Pkcs11Response::Ring { bytes }) if bytes == RING_BYTES as u64 => {}
+            _ => {
+                self.broken = true;
+                return Err(WireError::Protocol("unexpected answer to OpenRing"));
+            }
+        }
+        let fds = crate::ring::recv_fds(&self.stream, 3).map_err(|e| {
+            // The byte with the descriptors is part of the answer: without it the stream is
+            // out of step.
+            self.broken = true;
+            WireError::Io(e)
+        })?;
+        let mut fds = fds.into_iter();
+        let (Some(memfd), Some(to_daemon), Some(to_client)) = (fds.next(), fds.next(), fds.next())
+        else {
+            self.broken = true;
+            return Err(WireError::Protocol("ring descriptors missing"));
+        };
+        let mem = map(memfd, RING_BYTES).map_err(WireError::Io)?;
+        self.ring = Some(Ring::client(mem, to_daemon, to_client)?);
+        Ok(())
+    }
+
     /// The underlying stream (e.g. to change timeouts).
     pub fn stream(&self) -> &UnixStream {
         &self.stream
@@ -140,8 +184,11 @@ impl Client {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         let request = Request { id, body };
-        let result =
-            send_secret(&mut &self.stream, &request).and_then(|()| self.receive(id, &request.body));
+        let result = match self.ring.is_some() {
+            true => self.ring_call(id, &request),
+            false => send_secret(&mut &self.stream, &request)
+                .and_then(|()| self.receive(id, &request.body)),
+        };
         if let Err(e) = &result {
             // One rule: whatever `is_disconnect` calls fatal ends this connection.
             if e.is_disconnect() {
@@ -151,9 +198,41 @@ impl Client {
         result
     }
 
+    /// One exchange with a ring: the request in the ring if it fits, else on the socket; the
+    /// answer where keywardd put it. The socket's read timeout bounds the wait.
+    fn ring_call(&mut self, id: u64, request: &Request) -> Result<ResponseBody, WireError> {
+        let Some(ring) = self.ring.as_mut() else {
+            return Err(WireError::Broken);
+        };
+        let bytes = Zeroizing::new(encode(request)?);
+        if !Ring::fits(bytes.len()) {
+            crate::frame::write_frame(&mut &self.stream, &bytes)?;
+            return self.receive(id, &request.body);
+        }
+        ring.send(&bytes)?;
+        let timeout = self.stream.read_timeout().map_err(WireError::Io)?;
+        let response: Response = match ring.receive(&self.stream, crate::spin::budget(), timeout)? {
+            Incoming::Message(m) => decode(&m)?,
+            Incoming::OnSocket => recv_secret(&mut &self.stream)?,
+            Incoming::Timeout => return Err(WireError::Timeout),
+            // Nothing comes on the socket before its marker: this is end of file.
+            Incoming::Socket => return Err(WireError::Closed),
+        };
+        self.check(id, &request.body, response)
+    }
+
     fn receive(&mut self, id: u64, sent: &RequestBody) -> Result<ResponseBody, WireError> {
         crate::spin::wait_readable(&self.stream, crate::spin::budget());
         let response: Response = recv_secret(&mut &self.stream)?;
+        self.check(id, sent, response)
+    }
+
+    fn check(
+        &mut self,
+        id: u64,
+        sent: &RequestBody,
+        response: Response,
+    ) -> Result<ResponseBody, WireError> {
         if response.id != id {
             return Err(WireError::IdMismatch {
                 expected: id,

@@ -682,6 +682,10 @@ pub enum Pkcs11Request {
         /// How many bytes.
         len: u64,
     },
+    /// Not a C_ function: asks keywardd for a shared-memory ring on this connection
+    /// ([`crate::ring`]) → [`Pkcs11Response::Ring`], followed on the socket by one byte carrying
+    /// the ring's descriptors. `CKR_FUNCTION_NOT_SUPPORTED`: keep to the socket.
+    OpenRing,
 }
 
 impl Pkcs11Request {
@@ -696,7 +700,8 @@ impl Pkcs11Request {
             | R::GetMechanismInfo { .. }
             | R::OpenSession { .. }
             | R::Login { .. }
-            | R::Logout { .. } => None,
+            | R::Logout { .. }
+            | R::OpenRing => None,
             R::CloseSession { session }
             | R::FindObjects { session, .. }
             | R::GetAttributeValue { session, .. }
@@ -762,6 +767,12 @@ pub enum Pkcs11Response {
     /// for the operation. The module writes it into the client's `pIv` / `cb`, in the
     /// client's layout; the client sent zeros there.
     GeneratedIv(Blob),
+    /// The answer to [`Pkcs11Request::OpenRing`]: the ring's size in bytes; its three
+    /// descriptors (memfd, eventfd to keywardd, eventfd to the client) follow on the socket.
+    Ring {
+        /// The memfd's size.
+        bytes: u64,
+    },
 }
 
 // ------------------------------------------------------------------------------ slots
@@ -1023,6 +1034,7 @@ mod tests {
                 session: s,
                 len: 32,
             },
+            R::OpenRing,
         ]
     }
 
@@ -1066,6 +1078,7 @@ mod tests {
             P::Size(None),
             P::Size(Some(77)),
             P::GeneratedIv(Blob::new(vec![0x5A; 12])),
+            P::Ring { bytes: 4096 },
         ]
     }
 
@@ -1132,6 +1145,7 @@ mod tests {
                     | Pkcs11Request::OpenSession { .. }
                     | Pkcs11Request::Login { .. }
                     | Pkcs11Request::Logout { .. }
+                    | Pkcs11Request::OpenRing
             );
             assert_eq!(r.session().is_none(), named, "{r:?}");
         }

@@ -141,6 +141,11 @@ impl<S: Read + Write> Connection<S> {
         &self.stream
     }
 
+    /// The underlying stream, mutably (to write a frame beside a shared-memory ring).
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
     /// Gives the stream back.
     pub fn into_inner(self) -> S {
         self.stream

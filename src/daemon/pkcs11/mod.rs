@@ -343,6 +343,7 @@ fn request_action(req: &Pkcs11Request) -> &'static str {
     use Pkcs11Request as R;
     match req {
         R::Ping => "ping",
+        R::OpenRing => "ring",
         R::ListSlots { .. } => "C_GetSlotList",
         R::GetTokenInfo { .. } => "C_GetTokenInfo",
         R::GetMechanismList { .. } => "C_GetMechanismList",
@@ -456,6 +457,8 @@ impl ClientConnection {
         oversized_strings(&req)?;
         match req {
             R::Ping => Ok(P::Pong),
+            // The connection's transport answers it (`server.rs`), never the service.
+            R::OpenRing => Err(CKR_FUNCTION_NOT_SUPPORTED),
             R::ListSlots { configured } => self.list_slots(&configured).map(P::Slots),
             R::GetTokenInfo { slot } => self.get_token_info(slot),
             R::GetMechanismList { slot } => self.mechanism_list(slot),

@@ -2,6 +2,7 @@
 //! thread per connection answering admin and client requests.
 
 use super::*;
+use crate::daemon::transport;
 
 /// Accepts connections on `sockets` until `stop` is set, then shuts down: the sockets are
 /// closed and removed, the read half of every connection is shut, and connection threads
@@ -10,6 +11,9 @@ use super::*;
 pub fn serve(shared: &Arc<Shared>, sockets: Vec<BoundSocket>, stop: &AtomicBool) -> usize {
     for s in &sockets {
         tracing::info!(socket = s.kind.name(), path = %s.path.display(), "listening");
+    }
+    if let Some(svc) = shared.pkcs11.as_ref() {
+        transport::probe(svc.limits());
     }
     while !stop.load(Ordering::SeqCst) {
         let mut fds: Vec<rustix::event::PollFd<'_>> = sockets
@@ -334,61 +338,138 @@ fn connection(
         SocketKind::Admin => limits.admin_idle_secs,
         SocketKind::Client => limits.client_idle_secs,
     });
+    // The shared-memory ring, once the module asked for one (issue 19 item 2).
+    let mut ring: Option<crate::daemon::ring::Made> = None;
     loop {
-        let ready = {
-            let p11 = p11.as_ref();
-            let may_close = || p11.is_none_or(ClientConnection::may_close_idle);
-            wait_request(&conn.get_ref().stream, idle, &may_close)
+        let from_ring = match ring.as_mut() {
+            None => None,
+            Some(made) => {
+                let p11 = p11.as_ref();
+                let may_close = || p11.is_none_or(ClientConnection::may_close_idle);
+                match transport::wait(&mut made.ring, &conn.get_ref().stream, idle, &may_close) {
+                    transport::Next::Request(r) => Some(r),
+                    transport::Next::Socket => None,
+                    transport::Next::Idle => {
+                        tracing::debug!(conn = id, "idle with no session and no login; closed");
+                        break;
+                    }
+                    transport::Next::Broken(e) => {
+                        tracing::debug!(conn = id, error = %e, "ring out of step; closed");
+                        break;
+                    }
+                }
+            }
         };
-        // A connection that holds nothing gets the handshake's deadline for a whole request,
-        // so that a request sent a byte at a time does not hold it (design §9).
-        let bare = p11.as_ref().is_none_or(ClientConnection::may_close_idle);
-        if bare {
-            conn.get_ref().limit(handshake);
-        }
-        if !ready {
-            tracing::debug!(
-                conn = id,
-                socket = kind.name(),
-                "idle with no session and no login; closed"
+        let via_ring = from_ring.is_some();
+        let request = match from_ring {
+            Some(r) => r,
+            None => match next_from_socket(
+                &mut conn,
+                p11.as_ref(),
+                ring.is_some(),
+                (idle, handshake),
+                (id, kind, caller.peer_uid),
+            ) {
+                Some(r) => r,
+                None => break,
+            },
+        };
+        let open_ring = matches!(
+            (&request.body, kind),
+            (
+                RequestBody::Pkcs11(Pkcs11Request::OpenRing),
+                SocketKind::Client
+            )
+        );
+        if let (true, Some(svc)) = (
+            open_ring && ring.is_none() && !via_ring,
+            shared.pkcs11.as_ref(),
+        ) {
+            let holder = crate::daemon::limits::Holder::new(
+                caller.peer_uid,
+                &caller.principal.member.to_string(),
             );
-            break;
-        }
-        let request = match conn.next_request() {
-            Ok(Some(r)) => r,
-            Ok(None) => break,
-            Err(WireError::Timeout) if bare => {
-                tracing::info!(
-                    conn = id,
-                    socket = kind.name(),
-                    uid = caller.peer_uid,
-                    "request not finished within [daemon] handshake_timeout_secs; closed"
-                );
-                break;
-            }
-            Err(e) => {
-                tracing::debug!(conn = id, error = %e, "connection dropped");
-                break;
-            }
-        };
-        if bare {
-            if let Err(e) = conn.get_ref().clear() {
-                tracing::warn!(conn = id, error = %e, "cannot clear a request deadline");
-                break;
-            }
+            let stream = conn.get_ref().stream.try_clone();
+            let Ok(stream) = stream else { break };
+            ring = transport::open(svc.limits(), &holder, &stream, id, &mut |answer| {
+                conn.respond(request.id, answer)
+            });
+            continue;
         }
         let answer = match kind {
             SocketKind::Admin => admin_request(shared, &caller, request.body),
             SocketKind::Client => client_request(shared, p11.as_mut(), &auth, request.body),
         };
-        if let Err(e) = conn.respond(request.id, answer) {
+        let sent = match ring.as_mut() {
+            Some(made) if via_ring => {
+                transport::respond(&mut made.ring, conn.get_mut(), request.id, answer)
+            }
+            _ => conn.respond(request.id, answer),
+        };
+        if let Err(e) = sent {
             tracing::debug!(conn = id, error = %e, "cannot send a response");
             break;
         }
     }
     // The PKCS#11 connection closes its sessions before the instance may be forgotten.
+    drop(ring);
     drop(p11);
     shared.leave(&joined);
+}
+
+/// The next request from the socket (waiting for it first unless a ring's wait already
+/// did), or `None` to close the connection.
+fn next_from_socket(
+    conn: &mut keyward_wire::server::Connection<Deadline>,
+    p11: Option<&ClientConnection>,
+    waited: bool,
+    limits: (Duration, Duration),
+    who: (u64, SocketKind, Option<u32>),
+) -> Option<keyward_wire::Request> {
+    let (idle, handshake) = limits;
+    let (id, kind, uid) = who;
+    let ready = waited || {
+        let may_close = || p11.is_none_or(ClientConnection::may_close_idle);
+        wait_request(&conn.get_ref().stream, idle, &may_close)
+    };
+    // A connection that holds nothing gets the handshake's deadline for a whole request,
+    // so that a request sent a byte at a time does not hold it (design §9).
+    let bare = p11.is_none_or(ClientConnection::may_close_idle);
+    if bare {
+        conn.get_ref().limit(handshake);
+    }
+    if !ready {
+        tracing::debug!(
+            conn = id,
+            socket = kind.name(),
+            "idle with no session and no login; closed"
+        );
+        return None;
+    }
+    let request = match conn.next_request() {
+        Ok(Some(r)) => r,
+        Ok(None) => return None,
+        Err(WireError::Timeout) if bare => {
+            tracing::info!(
+                conn = id,
+                socket = kind.name(),
+                uid,
+                "request not finished within [daemon] handshake_timeout_secs; closed"
+            );
+            return None;
+        }
+        Err(e) => {
+            tracing::debug!(conn = id, error = %e, "connection dropped");
+            return None;
+        }
+    };
+    if bare {
+        if let Err(e) = conn.get_ref().clear() {
+            tracing::warn!(conn = id, error = %e, "cannot clear a request deadline");
+            return None;
+        }
+    }
+    Some(request)
 }
 
 impl Shared {
