@@ -37,6 +37,7 @@ pub mod error;
 pub mod ffi;
 pub mod fns;
 pub mod mech;
+pub mod ring_map;
 pub mod state;
 
 pub use error::Error;

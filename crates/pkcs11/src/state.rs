@@ -476,6 +476,16 @@ impl Instance {
             .and_then(|()| client.stream().set_write_timeout(Some(timeout)))
             .map_err(|e| Error::TokenNotPresent(e.to_string()))?;
         link.secret = Some(client.instance_secret().clone());
+        // The shared-memory ring (issue 19 item 2); the socket if keywardd cannot make one.
+        if crate::ring_map::wanted() {
+            let opened = client.open_ring(crate::ring_map::map);
+            crate::ring_map::chosen(&opened);
+            if let Err(e) = opened {
+                if !client.is_usable() {
+                    return Err(Error::TokenNotPresent(e.to_string()));
+                }
+            }
+        }
         // Design §4: a keywardd that did not know the instance (it restarted) admits only the
         // slots it is told of, so every connection re-sends the fixed slot list (configured
         // and seen rings) before the logins are replayed. Empty only during `Instance::new`,
