@@ -13,5 +13,6 @@ mod connections;
 mod crypto;
 mod existence;
 mod resources;
+mod ring;
 mod sod;
 mod squatting;

@@ -24,16 +24,27 @@ pub fn wanted() -> bool {
 }
 
 /// Records the transport a new connection got, logging it once per process (and a fallback
-/// always once); `Err` keeps later connections on the socket.
-pub fn chosen(result: &Result<(), keyward_wire::WireError>) {
+/// once at warn, later ones at debug). keywardd's refusal (a limit, a seccomp filter on its
+/// side) is asked again on the next connection; a keywardd that broke the connection over
+/// the question (one without rings) is not asked again by this process.
+pub fn chosen(result: &Result<(), keyward_wire::WireError>, usable: bool) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
     match result {
         Ok(()) => {
             if !LOGGED.swap(true, Ordering::Relaxed) {
-                tracing::info!(transport = "ring", "keywardd connection: shared-memory ring");
+                tracing::info!(
+                    transport = "ring",
+                    "keywardd connection: shared-memory ring"
+                );
             }
         }
         Err(e) => {
-            if !NO_RING.swap(true, Ordering::Relaxed) {
+            if !usable {
+                NO_RING.store(true, Ordering::Relaxed);
+            }
+            if WARNED.swap(true, Ordering::Relaxed) {
+                tracing::debug!(transport = "socket", error = %e, "no shared-memory ring");
+            } else {
                 tracing::warn!(transport = "socket", error = %e,
                     "keywardd connection: no shared-memory ring; using the socket");
             }
@@ -56,7 +67,11 @@ pub fn map(fd: OwnedFd, len: usize) -> io::Result<Box<dyn RingMemory>> {
         (seals, st.st_size)
     };
     let needed = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
-    if seals < 0 || seals & needed != needed || usize::try_from(size).ok() != Some(len) || len % 8 != 0 {
+    if seals < 0
+        || seals & needed != needed
+        || usize::try_from(size).ok() != Some(len)
+        || len % 8 != 0
+    {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "the ring is not a sealed memfd of the expected size",

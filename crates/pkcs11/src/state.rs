@@ -479,7 +479,7 @@ impl Instance {
         // The shared-memory ring (issue 19 item 2); the socket if keywardd cannot make one.
         if crate::ring_map::wanted() {
             let opened = client.open_ring(crate::ring_map::map);
-            crate::ring_map::chosen(&opened);
+            crate::ring_map::chosen(&opened, client.is_usable());
             if let Err(e) = opened {
                 if !client.is_usable() {
                     return Err(Error::TokenNotPresent(e.to_string()));

@@ -52,14 +52,26 @@ pub const MAGIC: u64 = 0x4b57_5249_4e47_0001; // "KWRING" v1
 pub const ON_SOCKET: u64 = u64::MAX;
 
 const AREA_WORDS: usize = AREA_BYTES / 8;
-const W_MAGIC: usize = 0;
-const W_AREA: usize = 1;
-const W_REQ_SEQ: usize = 2;
-const W_REQ_LEN: usize = 3;
-const W_DAEMON_SLEEPING: usize = 4;
-const W_RESP_SEQ: usize = 5;
-const W_RESP_LEN: usize = 6;
-const W_CLIENT_SLEEPING: usize = 7;
+/// Header word: [`MAGIC`].
+pub const W_MAGIC: usize = 0;
+/// Header word: the bytes of each area.
+pub const W_AREA: usize = 1;
+/// Header word: the request sequence number (the client bumps it).
+pub const W_REQ_SEQ: usize = 2;
+/// Header word: the request's length, or [`ON_SOCKET`].
+pub const W_REQ_LEN: usize = 3;
+/// Header word: non-zero while keywardd sleeps on its eventfd.
+pub const W_DAEMON_SLEEPING: usize = 4;
+/// Header word: the response sequence number (keywardd bumps it).
+pub const W_RESP_SEQ: usize = 5;
+/// Header word: the response's length, or [`ON_SOCKET`].
+pub const W_RESP_LEN: usize = 6;
+/// Header word: non-zero while the client sleeps on its eventfd.
+pub const W_CLIENT_SLEEPING: usize = 7;
+/// Byte offset of the request area.
+pub const REQUEST_AT: usize = HEADER_WORDS * 8;
+/// Byte offset of the response area.
+pub const RESPONSE_AT: usize = REQUEST_AT + AREA_BYTES;
 
 /// The mapped ring, as words. The mapping module of each side (keywardd's and the module's,
 /// the only `unsafe` of this transport) implements it; tests use [`HeapMemory`].
