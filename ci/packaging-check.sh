@@ -14,6 +14,23 @@ systemd-analyze verify --man=no "$work/units/keywardd.service" > "$work/verify.t
 [[ ! -s $work/verify.txt ]] || { cat "$work/verify.txt" >&2; die "systemd-analyze verify warns about $unit"; }
 pass "systemd-analyze verify: $unit"
 
+# The shared-memory transport (issue 19 item 2) under the unit's seccomp filter: every system
+# call keywardd makes to create, seal, map and signal a ring (src/daemon/ring.rs, transport.rs,
+# crates/wire/src/ring.rs) is in the unit's SystemCallFilter set, expanded through its nested
+# groups. A call outside it would fail with EPERM (SystemCallErrorNumber) and keywardd would
+# log "client transport: socket only" at start and serve every client on the socket.
+filter=$(sed -n 's/^SystemCallFilter=//p' "$unit")
+[[ $filter == "@system-service" ]] || die "SystemCallFilter=$filter: update the ring's check below"
+expand_filter() {
+    systemd-analyze syscall-filter "$1" | awk 'NR>1 && !/^ *#/ && NF {print $1}' |
+        while read -r s; do case $s in @*) expand_filter "$s" ;; *) echo "$s" ;; esac; done
+}
+expand_filter "$filter" | sort -u > "$work/allowed-syscalls.txt"
+for call in memfd_create ftruncate fcntl mmap munmap eventfd2 ppoll sendmsg recvmsg read write; do
+    grep -qx "$call" "$work/allowed-syscalls.txt" || die "$filter lacks $call, which the shared-memory ring needs"
+done
+pass "the shared-memory ring's system calls are all in SystemCallFilter=$filter"
+
 prevent=$(sed -n 's/^RestartPreventExitStatus=//p' "$unit")
 printf 'not-the-pin\n' > "$work/wrong-pin"
 chmod 600 "$work/wrong-pin"
