@@ -21,18 +21,20 @@ use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-/// A ring keywardd made for one connection: its end of the protocol, the descriptors to
-/// send, and the charge of its bytes (given back on drop).
+/// A ring keywardd made for one connection: its end of the protocol and the charge of its
+/// bytes (given back on drop).
 #[derive(Debug)]
 pub struct Made {
     /// keywardd's end.
     pub ring: Ring,
-    /// The memfd and the two eventfds (to keywardd, to the client), in the order the client
-    /// expects them.
-    pub fds: [OwnedFd; 3],
     /// The ring's bytes, counted as buffered bytes of the peer uid and principal.
     pub charge: Charge,
 }
+
+/// The descriptors to send the client, in the order it expects them: the memfd and the two
+/// eventfds (to keywardd, to the client). keywardd closes its copies once they are sent (its
+/// mapping and its own eventfds stay).
+pub type ClientFds = [OwnedFd; 3];
 
 /// Why no ring was made; the connection keeps to the socket.
 #[derive(Debug)]
@@ -44,7 +46,7 @@ pub enum Refusal {
 }
 
 /// Makes a ring for a connection of `holder`, charging [`RING_BYTES`] to its buffered bytes.
-pub fn make(limits: &Arc<Limits>, holder: &Holder) -> Result<Made, Refusal> {
+pub fn make(limits: &Arc<Limits>, holder: &Holder) -> Result<(Made, ClientFds), Refusal> {
     let charge = limits
         .charge(Resource::BufferedBytes, holder, RING_BYTES)
         .map_err(|_| Refusal::Limit)?;
@@ -57,7 +59,7 @@ pub fn make(limits: &Arc<Limits>, holder: &Holder) -> Result<Made, Refusal> {
         to_client.try_clone().map_err(Refusal::Io)?,
     ];
     let ring = Ring::daemon(Box::new(mem), to_daemon, to_client);
-    Ok(Made { ring, fds, charge })
+    Ok((Made { ring, charge }, fds))
 }
 
 /// A memfd of [`RING_BYTES`], sealed so that it can neither shrink nor grow, and its seals
@@ -131,8 +133,8 @@ mod tests {
     #[test]
     fn the_memfd_cannot_shrink_grow_or_lose_its_seals() {
         let limits = Limits::new(Settings::default());
-        let made = make(&limits, &Holder::new(Some(4242), "user:a@example.com")).unwrap();
-        let memfd = &made.fds[0];
+        let (made, fds) = make(&limits, &Holder::new(Some(4242), "user:a@example.com")).unwrap();
+        let memfd = &fds[0];
         assert!(rustix::fs::ftruncate(memfd, 0).is_err(), "shrink");
         assert!(
             rustix::fs::ftruncate(memfd, (RING_BYTES * 2) as u64).is_err(),

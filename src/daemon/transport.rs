@@ -96,18 +96,20 @@ pub fn open(
     answer: &mut dyn FnMut(Result<ResponseBody, ErrorReply>) -> Result<(), WireError>,
 ) -> Option<Made> {
     match ring::make(limits, holder) {
-        Ok(made) => {
+        Ok((made, client_fds)) => {
             let body = ResponseBody::Pkcs11(Pkcs11Response::Ring {
                 bytes: RING_BYTES as u64,
             });
             let fds = [
-                made.fds[0].as_fd(),
-                made.fds[1].as_fd(),
-                made.fds[2].as_fd(),
+                client_fds[0].as_fd(),
+                client_fds[1].as_fd(),
+                client_fds[2].as_fd(),
             ];
             let sent = answer(Ok(body)).map_err(|e| e.to_string()).and_then(|()| {
                 keyward_wire::ring::send_fds(stream, &fds).map_err(|e| e.to_string())
             });
+            // keywardd keeps its mapping and its own eventfds, not the client's copies.
+            drop(client_fds);
             match sent {
                 Ok(()) => {
                     tracing::debug!(conn, transport = "ring", "shared-memory ring set up");
