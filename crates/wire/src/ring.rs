@@ -295,13 +295,16 @@ impl Ring {
                     break true;
                 }
                 looks += 1;
-                if looks % 64 == 0 {
+                // The first looks are a pure spin (an answer due in a few microseconds);
+                // after them each look yields the CPU, so that a spinner beside a busy
+                // peer (an RSA signature) costs little CPU.
+                if looks < 128 {
+                    std::hint::spin_loop();
+                } else {
                     if start.elapsed() >= spin {
                         break false;
                     }
                     std::thread::yield_now();
-                } else {
-                    std::hint::spin_loop();
                 }
             };
             crate::spin::leave();
