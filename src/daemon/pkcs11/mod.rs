@@ -458,7 +458,10 @@ impl ClientConnection {
         match req {
             R::Ping => Ok(P::Pong),
             // The connection's transport answers it (`server.rs`), never the service.
-            R::OpenRing => Err(CKR_FUNCTION_NOT_SUPPORTED),
+            R::OpenRing => Err(P11Error::new(
+                CKR_FUNCTION_NOT_SUPPORTED,
+                "OpenRing is answered by the connection, not the service",
+            )),
             R::ListSlots { configured } => self.list_slots(&configured).map(P::Slots),
             R::GetTokenInfo { slot } => self.get_token_info(slot),
             R::GetMechanismList { slot } => self.mechanism_list(slot),
