@@ -282,6 +282,11 @@ fn connection(
     let ((secret, joined), principal) = match resolved {
         Ok(r) => r,
         Err(Refusal { rv, message }) => {
+            // The refused connection gives its slot back before the client reads the
+            // refusal: a client that connects again at once (a flood stopping at the
+            // instance cap, then joining its first instance) finds its own count, not one
+            // more (hostile connections test, seen once: 7 connections where the cap is 8).
+            shared.conns.lock().remove(id);
             let _ = pending.refuse(rv, message);
             return;
         }
