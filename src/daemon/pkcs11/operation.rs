@@ -12,7 +12,7 @@ use super::P11Error;
 use super::{init_action, Active, ClientConnection, MAX_RANDOM};
 use crate::audit::Outcome;
 use crate::daemon::limits::{Buffer, Refused};
-use keyward_wire::pkcs11::{Blob, ObjectHandle, Operation, Pkcs11Response, SessionId};
+use keyward_wire::pkcs11::{Blob, ObjectHandle, Operation, Pkcs11Response, SessionId, SlotId};
 use std::sync::Arc;
 
 impl ClientConnection {
@@ -104,6 +104,20 @@ impl ClientConnection {
 
     // ------------------------------------------------------------------ operations
 
+    /// The start every `*Init` shares (a key's and a session object's): the session, no
+    /// operation of this kind already active in it, and the action the audit records.
+    pub(super) fn init_start(
+        &self,
+        op: Operation,
+        session: SessionId,
+    ) -> Result<(SlotId, &'static str), P11Error> {
+        let s = self.session(session)?;
+        if s.ops.contains_key(&op) {
+            return Err(CKR_OPERATION_ACTIVE.into());
+        }
+        Ok((s.slot, init_action(op)))
+    }
+
     pub(super) fn init(
         &mut self,
         op: Operation,
@@ -111,12 +125,7 @@ impl ClientConnection {
         mechanism: &keyward_wire::pkcs11::Mechanism,
         key: Option<ObjectHandle>,
     ) -> Result<Pkcs11Response, P11Error> {
-        let s = self.session(session)?;
-        if s.ops.contains_key(&op) {
-            return Err(CKR_OPERATION_ACTIVE.into());
-        }
-        let slot = s.slot;
-        let action = init_action(op);
+        let (slot, action) = self.init_start(op, session)?;
         let view = self.svc.view()?;
         let state = &view.state;
         let ctx = self.slot_ctx(slot, state)?;

@@ -38,7 +38,7 @@ use super::ck::*;
 use super::instance::SessionObj;
 use super::manage::Generation;
 use super::objects::Half;
-use super::{init_action, Active, ClientConnection, SlotCtx};
+use super::{Active, ClientConnection, SlotCtx};
 use super::{P11Error, Ulong};
 use crate::audit::Outcome;
 use crate::daemon::limits::{Charge, Resource};
@@ -705,12 +705,7 @@ impl ClientConnection {
         handle: ObjectHandle,
         o: &SessionObj,
     ) -> Result<Pkcs11Response, P11Error> {
-        let s = self.session(session)?;
-        if s.ops.contains_key(&op) {
-            return Err(CKR_OPERATION_ACTIVE.into());
-        }
-        let slot = s.slot;
-        let action = init_action(op);
+        let (slot, action) = self.init_start(op, session)?;
         let view = self.svc.view()?;
         let ctx = self.slot_ctx(slot, &view.state)?;
         if !self.svc.audit.is_healthy() {
