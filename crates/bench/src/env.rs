@@ -20,6 +20,8 @@ pub const ADMIN: &str = "user:admin@bench.test";
 pub const RING: &str = "projects/bench/keyRings/bench";
 /// The ring's token label as the module shows it.
 pub const RING_LABEL: &str = "bench";
+/// Audit records per second (and burst) the bench's uid may add: above any rate it reaches.
+const AUDIT_RATE: u32 = 10_000_000;
 
 /// Where the built binaries and the repository are.
 #[derive(Debug, Clone)]
@@ -227,13 +229,18 @@ impl Env {
         self.run(cmd, &format!("keywardctl {}", args.join(" ")))
     }
 
+    /// Starts keywardd, its config with the per-uid audit rate of design §9 raised to
+    /// `AUDIT_RATE`: the bench is one trusted service doing tens of thousands of operations a
+    /// second, more than the default 10,000 records/s per uid (a uid over its rate is refused
+    /// with CKR_DEVICE_MEMORY); a deployment running such a service raises it the same way.
     fn start_daemon(&mut self, token_dir: &Path, max_connections: usize) -> Result<(), String> {
         let config = self.dir().join("keyward.toml");
         let text = format!(
             "[store]\npath = \"{}\"\n\n[token]\nlabel = \"{TOKEN_LABEL}\"\npin_file = \"{}\"\n\n\
              [admin]\nsocket = \"{}\"\n\n[client]\nsocket = \"{}\"\n\n[daemon]\n\
              max_connections = {max_connections}\nmax_connections_per_uid = {max_connections}\n\
-             max_instances = {max_connections}\nmax_instances_per_uid = {max_connections}\n",
+             max_instances = {max_connections}\nmax_instances_per_uid = {max_connections}\n\
+             audit_records_per_uid_per_second = {AUDIT_RATE}\naudit_burst_per_uid = {AUDIT_RATE}\n",
             self.dir().join("keyward.db").display(),
             token_dir.join("user-pin").display(),
             self.admin_socket.display(),
