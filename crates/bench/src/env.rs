@@ -256,8 +256,12 @@ impl Env {
             }
         }
         // The spin budget (crates/wire spin.rs) is passed on, so that a run can compare
-        // keywardd with and without spinning (its CPU per operation shows the cost).
+        // keywardd with and without spinning (its CPU per operation shows the cost);
+        // KEYWARD_DAEMON_SPIN_US sets keywardd's alone (the module keeps KEYWARD_SPIN_US).
         if let Ok(spin) = std::env::var("KEYWARD_SPIN_US") {
+            cmd.env("KEYWARD_SPIN_US", spin);
+        }
+        if let Ok(spin) = std::env::var("KEYWARD_DAEMON_SPIN_US") {
             cmd.env("KEYWARD_SPIN_US", spin);
         }
         let child = cmd
