@@ -808,60 +808,59 @@ fn bench(o: &Options) -> Result<ExitCode, String> {
             table.push((op, t, [Cell::Skipped, Cell::Skipped, Cell::Skipped]));
         }
     }
-    let fill = |table: &mut Vec<(Op, usize, [Cell; 3])>,
-                idx: usize,
-                l: &Loaded,
-                name: &str,
-                server: Option<u32>| {
-        for row in table.iter_mut() {
-            let (op, t, cells) = row;
-            let c = cell(l, *op, *t, o, server);
-            eprintln!("  {name} {} x{t}: {c:?}", op.name(o.find_keys));
-            cells[idx] = c;
+    // p11-kit server is started once and stays idle (blocked in its read) outside its own
+    // cells.
+    let p11kit = if o.configs.contains(&Config::P11Kit) {
+        let loaded = env
+            .start_p11kit(&o.softhsm, &direct_conf, direct_label)
+            .and_then(|addr| {
+                std::env::set_var("P11_KIT_SERVER_ADDRESS", addr);
+                let module = Module::load(&o.p11kit_client)?;
+                let slot = module.slot_by_label(direct_label)?;
+                let s = ck("p11-kit C_OpenSession", module.open_session(slot))?;
+                ck("p11-kit C_Login", module.login(s, direct_pin.as_bytes()))?;
+                let own_find = (!o.shared_token).then_some(o.find_keys);
+                let keys = direct_keys(&module, s, false, own_find, !o.direct_session_keys)?;
+                Ok(Loaded {
+                    module,
+                    slot,
+                    keys,
+                    _login: s,
+                })
+            });
+        if let Err(e) = &loaded {
+            eprintln!("keyward-bench: p11-kit configuration unavailable: {e}");
         }
+        Some(loaded)
+    } else {
+        None
     };
-    for &c in &o.configs {
-        // Nothing of keywardd runs while another configuration is measured on a token of
-        // its own.
-        env.pause_daemon(c != Config::Keyward && !o.shared_token)?;
-        match c {
-            Config::Direct => fill(&mut table, 0, &direct, c.name(), None),
-            Config::Keyward => fill(&mut table, 2, &kw, c.name(), daemon),
-            Config::P11Kit => {
-                let loaded = env
-                    .start_p11kit(&o.softhsm, &direct_conf, direct_label)
-                    .and_then(|addr| {
-                        std::env::set_var("P11_KIT_SERVER_ADDRESS", addr);
-                        let module = Module::load(&o.p11kit_client)?;
-                        let slot = module.slot_by_label(direct_label)?;
-                        let s = ck("p11-kit C_OpenSession", module.open_session(slot))?;
-                        ck("p11-kit C_Login", module.login(s, direct_pin.as_bytes()))?;
-                        let own_find = (!o.shared_token).then_some(o.find_keys);
-                        let keys =
-                            direct_keys(&module, s, false, own_find, !o.direct_session_keys)?;
-                        Ok(Loaded {
-                            module,
-                            slot,
-                            keys,
-                            _login: s,
-                        })
-                    });
-                match loaded {
-                    Ok(l) => {
-                        fill(&mut table, 1, &l, c.name(), env.p11kit_pid());
-                        l.module.finalize();
-                    }
-                    Err(e) => {
-                        eprintln!("keyward-bench: p11-kit configuration unavailable: {e}");
-                        for row in table.iter_mut() {
-                            row.2[1] = Cell::Failed("unavailable".into());
-                        }
-                    }
-                }
-                env.stop_p11kit();
-            }
+    // One row at a time, its configurations one after the other: the machine's speed drifts
+    // over minutes on a shared host (direct AES-GCM measured 47k then 35k ops/s twenty
+    // minutes apart), so the cells a ratio compares are measured side by side, not one
+    // configuration's whole column before the next.
+    for row in table.iter_mut() {
+        let (op, t, cells) = row;
+        for &c in &o.configs {
+            // Nothing of keywardd runs while another configuration is measured on a token
+            // of its own.
+            env.pause_daemon(c != Config::Keyward && !o.shared_token)?;
+            let (idx, cell_of) = match c {
+                Config::Direct => (0, cell(&direct, *op, *t, o, None)),
+                Config::Keyward => (2, cell(&kw, *op, *t, o, daemon)),
+                Config::P11Kit => match &p11kit {
+                    Some(Ok(l)) => (1, cell(l, *op, *t, o, env.p11kit_pid())),
+                    _ => (1, Cell::Failed("unavailable".into())),
+                },
+            };
+            eprintln!("  {} {} x{t}: {cell_of:?}", c.name(), op.name(o.find_keys));
+            cells[idx] = cell_of;
         }
     }
+    if let Some(Ok(l)) = &p11kit {
+        l.module.finalize();
+    }
+    env.stop_p11kit();
     env.pause_daemon(false)?;
     print_table(&table, o);
     if let Some(path) = &o.cells_out {
