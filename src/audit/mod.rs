@@ -206,57 +206,17 @@ pub fn append(conn: &Connection, rec: &NewRecord) -> Result<i64> {
 /// Every client-supplied field is cut to [`MAX_FIELD`] bytes, the detail to [`MAX_DETAIL`]
 /// ([`cap`]).
 pub fn append_counted(conn: &Connection, rec: &NewRecord, count: u64) -> Result<i64> {
-    let mut tail = ChainTail::read(conn)?;
-    tail.append(conn, rec, count)
-}
-
-/// The end of the chain inside one transaction: appending many records reads the last row
-/// once, not once a record (the audit writer's batches; issue 19's profile had the
-/// per-record `SELECT` at about a third of the writer's time).
-pub struct ChainTail {
-    seq: i64,
-    hash: Vec<u8>,
-}
-
-impl ChainTail {
-    /// The last record's seq and hash (seq 0 and the genesis hash for an empty log), read in
-    /// the caller's transaction, which must hold the write lock until its last append.
-    pub fn read(conn: &Connection) -> Result<ChainTail> {
-        const LAST: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
-        // Cached statements: the writer appends every record of the data path (issue 9:
-        // parsing the SQL per record was a visible part of its profile).
-        let last: Option<(i64, Vec<u8>)> = conn
-            .prepare_cached(LAST)?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        Ok(match last {
-            Some((seq, hash)) => ChainTail { seq, hash },
-            None => ChainTail {
-                seq: 0,
-                hash: GENESIS.to_vec(),
-            },
-        })
-    }
-
-    /// [`append_counted`] after this tail; the tail moves to the new record.
-    pub fn append(&mut self, conn: &Connection, rec: &NewRecord, count: u64) -> Result<i64> {
-        let seq = self.seq + 1;
-        let prev_hash = std::mem::take(&mut self.hash);
-        let hash = insert(conn, seq, prev_hash, rec, count)?;
-        self.seq = seq;
-        self.hash = hash;
-        Ok(seq)
-    }
-}
-
-/// Inserts `rec` as record `seq` after `prev_hash`; returns its hash.
-fn insert(
-    conn: &Connection,
-    seq: i64,
-    prev_hash: Vec<u8>,
-    rec: &NewRecord,
-    count: u64,
-) -> Result<Vec<u8>> {
+    const LAST: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
+    // Cached statements: the writer appends every record of the data path (issue 9: parsing
+    // the SQL per record was a visible part of its profile).
+    let last: Option<(i64, Vec<u8>)> = conn
+        .prepare_cached(LAST)?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (seq, prev_hash) = match last {
+        Some((s, h)) => (s + 1, h),
+        None => (1, GENESIS.to_vec()),
+    };
     let mut r = Record {
         seq,
         time_ms: rec.time_ms,
@@ -299,7 +259,7 @@ fn insert(
         i64::try_from(r.count).unwrap_or(i64::MAX),
         r.format
     ])?;
-    Ok(r.hash)
+    Ok(seq)
 }
 
 const COLS: &str = "seq, time_ms, principal, peer_pid, peer_uid, instance, action, resource, \

@@ -45,7 +45,7 @@
 //! instructions and never across a database call or each other.
 
 use super::coalesce::{Coalescer, Limits, CKR_DEVICE_MEMORY};
-use super::{ChainTail, NewRecord, Outcome};
+use super::{append_counted, NewRecord, Outcome};
 use crate::store::StoreError;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
@@ -691,9 +691,8 @@ impl Worker {
         let result = (|| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut seqs = Vec::with_capacity(records.len());
-            let mut tail = ChainTail::read(&tx)?;
             for (r, count) in records {
-                seqs.push(tail.append(&tx, r, *count)?);
+                seqs.push(append_counted(&tx, r, *count)?);
             }
             tx.commit()?;
             Ok(seqs)
