@@ -498,6 +498,30 @@ fn shared_find_label(m: &Module, s: CK_SESSION_HANDLE) -> Result<Vec<u8>, String
         .ok_or_else(|| "no Keyward key found in the token for the find row".into())
 }
 
+/// SoftHSM2's direct token through `module` (SoftHSM2 itself, or p11-kit's client in front
+/// of it), logged in, with the direct keys (made here if `create`, else found).
+fn load_direct(
+    module: &std::path::Path,
+    name: &str,
+    label: &str,
+    pin: &str,
+    create: bool,
+    o: &Options,
+) -> Result<Loaded, String> {
+    let module = Module::load(module)?;
+    let slot = module.slot_by_label(label)?;
+    let s = ck(&format!("{name} C_OpenSession"), module.open_session(slot))?;
+    ck(&format!("{name} C_Login"), module.login(s, pin.as_bytes()))?;
+    let own_find = (!o.shared_token).then_some(o.find_keys);
+    let keys = direct_keys(&module, s, create, own_find, !o.direct_session_keys)?;
+    Ok(Loaded {
+        module,
+        slot,
+        keys,
+        _login: s,
+    })
+}
+
 /// Keyward's keys, made through the module (generic keys; HMAC by keywardctl, as the module
 /// makes no HMAC keys), and `find_keys` AES keys labelled `find-NNNNN`.
 fn keyward_keys(m: &Module, s: CK_SESSION_HANDLE, find_keys: usize) -> Result<Keys, String> {
@@ -772,20 +796,7 @@ fn bench(o: &Options) -> Result<ExitCode, String> {
             _login: s,
         }
     };
-    let direct = {
-        let module = Module::load(&o.softhsm)?;
-        let slot = module.slot_by_label(direct_label)?;
-        let s = ck("SoftHSM2 C_OpenSession", module.open_session(slot))?;
-        ck("SoftHSM2 C_Login", module.login(s, direct_pin.as_bytes()))?;
-        let own_find = (!o.shared_token).then_some(o.find_keys);
-        let keys = direct_keys(&module, s, true, own_find, !o.direct_session_keys)?;
-        Loaded {
-            module,
-            slot,
-            keys,
-            _login: s,
-        }
-    };
+    let direct = load_direct(&o.softhsm, "SoftHSM2", direct_label, &direct_pin, true, o)?;
     eprintln!(
         "keyward-bench: keywardd pid {}, bench pid {}; set up in {:.1} s; {} s per cell, \
          threads {:?}; direct and p11-kit on {}",
@@ -815,18 +826,14 @@ fn bench(o: &Options) -> Result<ExitCode, String> {
             .start_p11kit(&o.softhsm, &direct_conf, direct_label)
             .and_then(|addr| {
                 std::env::set_var("P11_KIT_SERVER_ADDRESS", addr);
-                let module = Module::load(&o.p11kit_client)?;
-                let slot = module.slot_by_label(direct_label)?;
-                let s = ck("p11-kit C_OpenSession", module.open_session(slot))?;
-                ck("p11-kit C_Login", module.login(s, direct_pin.as_bytes()))?;
-                let own_find = (!o.shared_token).then_some(o.find_keys);
-                let keys = direct_keys(&module, s, false, own_find, !o.direct_session_keys)?;
-                Ok(Loaded {
-                    module,
-                    slot,
-                    keys,
-                    _login: s,
-                })
+                load_direct(
+                    &o.p11kit_client,
+                    "p11-kit",
+                    direct_label,
+                    &direct_pin,
+                    false,
+                    o,
+                )
             });
         if let Err(e) = &loaded {
             eprintln!("keyward-bench: p11-kit configuration unavailable: {e}");
