@@ -26,7 +26,9 @@
 //! Whatever the client writes after that changes nothing keywardd checked. The memfd cannot
 //! shrink, so no access faults; keywardd's own descriptors are non-blocking, so a client
 //! that fills or drains an eventfd cannot block it. The memory is touched only through
-//! atomics ([`RingMemory::words`]), which are sound under a concurrent writer.
+//! atomics ([`RingMemory::words`]), which are sound under a concurrent writer. Each end zeroes
+//! the words of a message as it copies them out, so the ring keeps no copy of a PIN, plaintext
+//! or decrypted data after its reader has it.
 
 use crate::error::WireError;
 use rustix::event::{PollFd, PollFlags, Timespec};
@@ -274,6 +276,10 @@ impl Ring {
         let mut out = Zeroizing::new(Vec::with_capacity(len.next_multiple_of(8)));
         for word in &w[area..area + len.div_ceil(8)] {
             out.extend_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+            // The copy is the only one: requests carry PINs and plaintext, responses
+            // decrypted data (as a Blob is zeroised on drop). The peer writes this area again
+            // only after this end's answer, so nothing of its next message is lost.
+            word.store(0, Ordering::Relaxed);
         }
         out.truncate(len);
         Ok(Incoming::Message(out))
@@ -508,6 +514,40 @@ mod tests {
             }
         }
         server.join().unwrap();
+    }
+
+    #[test]
+    fn a_message_taken_leaves_no_copy_in_the_ring() {
+        // Requests carry PINs and plaintext, responses decrypted data: once the reader has
+        // its (zeroised-on-drop) copy, the ring keeps none, as Blob keeps none on drop.
+        let mem = HeapMemory::new();
+        let (to_d, to_c) = wake_pair().unwrap();
+        let (to_d2, to_c2) = (to_d.try_clone().unwrap(), to_c.try_clone().unwrap());
+        let mut daemon = Ring::daemon(Box::new(mem.clone()), to_d, to_c);
+        let mut client = Ring::client(Box::new(mem.clone()), to_d2, to_c2).unwrap();
+        let (ds, cs) = UnixStream::pair().unwrap();
+        let area_is_zero = |at: usize| {
+            mem.words()[at / 8..at / 8 + 64]
+                .iter()
+                .all(|w| w.load(Ordering::Relaxed) == 0)
+        };
+        let secret = [0x5au8; 300];
+        client.send(&secret).unwrap();
+        assert!(!area_is_zero(REQUEST_AT));
+        let got = daemon
+            .receive(&ds, Duration::ZERO, Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(got, Incoming::Message(Zeroizing::new(secret.to_vec())));
+        assert!(area_is_zero(REQUEST_AT), "the request stayed in the ring");
+        daemon.send(&secret[..100]).unwrap();
+        let got = client
+            .receive(&cs, Duration::ZERO, Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(
+            got,
+            Incoming::Message(Zeroizing::new(secret[..100].to_vec()))
+        );
+        assert!(area_is_zero(RESPONSE_AT), "the response stayed in the ring");
     }
 
     #[test]
